@@ -1,0 +1,1 @@
+//! tracing layers for runlog: console format, per-request capture, live forwarding.

@@ -1,0 +1,1 @@
+//! The runlog engine: runs workspaces, steps and functions, streaming every log line.

@@ -1,0 +1,1 @@
+//! livelog: the client library that gets every log line to the runlog log service.

@@ -1,0 +1,120 @@
+//! Storage behind the log service: live streams and archives.
+//!
+//! Contract shared by every implementation (and checked by the conformance tests):
+//! - `append` is idempotent per `pos`: a `pos` already stored is counted as a
+//!   duplicate and left untouched, so a retried batch — even one retried through a
+//!   different replica — is stored once.
+//! - Lines are kept and read in `pos` order. A gap stays a gap; a line that later
+//!   fills it is stored (backfill and archive see it) but a tail already past it is
+//!   not rewound.
+//! - `tail` is pull-based: the store reads the next chunk only when the consumer
+//!   asks, so a slow viewer costs storage reads, never an unbounded buffer, and never
+//!   slows a writer.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use runlog_protocol::service::AppendAck;
+use runlog_protocol::{AccountId, StreamKey};
+
+/// Identifies one stream (and its archive): an account and a key within it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    /// Owning account.
+    pub account: AccountId,
+    /// Key within the account.
+    pub key: StreamKey,
+}
+
+/// One stored line: its `pos` and its JSON object exactly as it will be served
+/// (one SSE `data:` payload, one NDJSON archive row), so reads never re-serialise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLine {
+    /// The line's `pos`.
+    pub pos: u64,
+    /// The line's JSON object, without a trailing newline.
+    pub json: Bytes,
+}
+
+/// Metadata of one live stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMeta {
+    /// Which stream.
+    pub id: StreamId,
+    /// `false` once closed.
+    pub open: bool,
+    /// Lines stored.
+    pub lines: u64,
+    /// Bytes of stored line JSON.
+    pub bytes: u64,
+    /// Highest `pos` with every `pos` below it stored; `None` before line 0.
+    pub last_contiguous_pos: Option<u64>,
+    /// Last open, append or close.
+    pub last_activity: std::time::SystemTime,
+}
+
+/// What a tail yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailItem {
+    /// Lines in `pos` order, all above the previous item's.
+    Lines(Vec<StoredLine>),
+    /// The stream is closed and every stored line has been yielded.
+    Eof,
+}
+
+/// Why a store refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No such stream (never opened, or expired and removed).
+    #[error("stream not found")]
+    NotFound,
+    /// The stream is closed; it accepts no more lines.
+    #[error("stream is closed")]
+    Closed,
+    /// A configured bound (lines, bytes, streams) would be exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The backend is unreachable or failing; the call may succeed later (503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// Live streams: the lines of streams being written, for tailing and snapshots.
+#[async_trait]
+pub trait StreamStore: Send + Sync + 'static {
+    /// Opens a stream. Idempotent: opening an open stream is not an error. Opening a
+    /// closed stream reopens it, keeping its lines (a controller may retry a step).
+    async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError>;
+
+    /// Appends lines (any order, possibly with already-stored `pos` values).
+    /// `NotFound` if never opened, `Closed` if closed.
+    async fn append(&self, id: &StreamId, lines: Vec<StoredLine>) -> Result<AppendAck, StoreError>;
+
+    /// Up to `max` stored lines with `pos >= from`, in `pos` order.
+    async fn read(&self, id: &StreamId, from: u64, max: usize) -> Result<Vec<StoredLine>, StoreError>;
+
+    /// Backfill from `from`, then live lines, then `Eof` once closed. Pull-based.
+    async fn tail(
+        &self,
+        id: &StreamId,
+        from: u64,
+    ) -> Result<BoxStream<'static, Result<TailItem, StoreError>>, StoreError>;
+
+    /// Closes a stream: appends are refused afterwards, tails end with `Eof`.
+    async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError>;
+
+    /// Drops a stream's lines (after its archive is safe). `NotFound` if absent.
+    async fn remove(&self, id: &StreamId) -> Result<(), StoreError>;
+
+    /// Metadata of one stream.
+    async fn meta(&self, id: &StreamId) -> Result<StreamMeta, StoreError>;
+
+    /// Every stream of an account.
+    async fn list(&self, account: &AccountId) -> Result<Vec<StreamMeta>, StoreError>;
+
+    /// `Ok` when the backend answers; used by `/healthz`.
+    async fn health(&self) -> Result<(), StoreError>;
+}

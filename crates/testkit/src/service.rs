@@ -1,0 +1,1 @@
+//! Starts a real log service on a free loopback port for a test.
