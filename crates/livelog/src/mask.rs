@@ -1,0 +1,191 @@
+//! Masks secrets in assembled lines.
+//!
+//! Masking runs on whole lines (after [`crate::assemble`]), so a secret split across
+//! any number of `write` calls is still found. For each secret it matches:
+//! - the exact value;
+//! - each line of a multi-line value (lines are masked one by one, since the writer
+//!   sees one line at a time);
+//! - its base64 forms — standard and URL-safe, with and without padding — and the
+//!   base64 of the value at the other two byte alignments (what appears when the
+//!   secret sits inside a larger encoded blob), trimmed to the characters that depend
+//!   on the secret alone.
+//!
+//! Patterns shorter than [`MIN_SECRET_LEN`] bytes are skipped: masking `a` or `12`
+//! would rewrite most of the log and hide nothing worth hiding.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+/// What a masked secret is replaced with.
+pub const MASK: &str = "**************";
+
+/// Shortest pattern that is masked, in bytes.
+pub const MIN_SECRET_LEN: usize = 3;
+
+/// Shortest base64 fragment (of a secret inside a larger blob) that is masked: shorter
+/// fragments of a few characters would match ordinary words.
+const MIN_FRAGMENT_LEN: usize = 8;
+
+/// A compiled set of secrets; cheap to apply to lines that contain none.
+#[derive(Debug, Clone)]
+pub struct Masker {
+    matcher: Option<AhoCorasick>,
+}
+
+impl Masker {
+    /// Compiles the patterns for `secrets` (empty and too-short values are skipped).
+    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Self {
+        let mut patterns: Vec<String> = Vec::new();
+        for secret in secrets {
+            let secret = secret.as_ref();
+            add_with_encodings(&mut patterns, secret);
+            if secret.contains('\n') {
+                for line in secret.lines() {
+                    add_with_encodings(&mut patterns, line.trim_end_matches('\r'));
+                }
+            }
+        }
+        patterns.retain(|p| p.len() >= MIN_SECRET_LEN);
+        patterns.sort();
+        patterns.dedup();
+        if patterns.is_empty() {
+            return Masker { matcher: None };
+        }
+        // Leftmost-longest: when one pattern is a prefix of another (a secret and its
+        // padded base64), the longer one wins so no tail of a secret is left visible.
+        let matcher = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .ok();
+        Masker { matcher }
+    }
+
+    /// Whether any secret is configured.
+    pub fn is_active(&self) -> bool {
+        self.matcher.is_some()
+    }
+
+    /// Replaces every secret occurrence in `text` with [`MASK`], in place.
+    pub fn mask(&self, text: &mut String) {
+        if let Some(m) = &self.matcher
+            && m.is_match(text.as_str())
+        {
+            *text = m.replace_all(text, &vec![MASK; m.patterns_len()]);
+        }
+    }
+}
+
+fn add_with_encodings(out: &mut Vec<String>, value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let bytes = value.as_bytes();
+    out.push(value.to_owned());
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        out.push(engine.encode(bytes));
+    }
+    // The secret at offsets 1 and 2 inside a larger encoded blob: encode with a dummy
+    // prefix, then keep only the characters that depend on the secret's bytes alone
+    // (drop the ones mixing prefix bits, and the last ones mixing in what follows).
+    for prefix_len in 1..=2usize {
+        let mut buf = vec![0u8; prefix_len];
+        buf.extend_from_slice(bytes);
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let enc = engine.encode(&buf);
+            let skip = (prefix_len * 8).div_ceil(6);
+            let total_bits = buf.len() * 8;
+            let full_chars = total_bits / 6; // characters made only of real bits
+            if full_chars >= skip + MIN_FRAGMENT_LEN {
+                out.push(enc[skip..full_chars].to_owned());
+            }
+        }
+    }
+    // Offset 0 inside a larger blob: characters made only of the secret's bits.
+    let full_chars = bytes.len() * 8 / 6;
+    if full_chars >= MIN_FRAGMENT_LEN {
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let enc = engine.encode(bytes);
+            out.push(enc[..full_chars].to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::assemble::LineAssembler;
+    use proptest::prelude::*;
+
+    fn masked(secrets: &[&str], text: &str) -> String {
+        let mut s = text.to_owned();
+        Masker::new(secrets).mask(&mut s);
+        s
+    }
+
+    #[test]
+    fn exact_value_is_masked() {
+        assert_eq!(
+            masked(&["hunter2"], "pw=hunter2 ok\n"),
+            format!("pw={MASK} ok\n")
+        );
+    }
+
+    #[test]
+    fn each_line_of_a_multiline_secret_is_masked() {
+        let key = "-----BEGIN KEY-----\nAAAABBBBCCCC\n-----END KEY-----";
+        let out = masked(&[key], "AAAABBBBCCCC\n");
+        assert_eq!(out, format!("{MASK}\n"));
+    }
+
+    #[test]
+    fn base64_forms_are_masked() {
+        let secret = "s3cr3t-value!";
+        for enc in [STANDARD.encode(secret), URL_SAFE_NO_PAD.encode(secret)] {
+            let out = masked(&[secret], &format!("auth: {enc}\n"));
+            assert!(!out.contains(&enc), "{out}");
+            assert!(out.contains(MASK));
+        }
+    }
+
+    #[test]
+    fn secret_inside_a_larger_base64_blob_is_masked_at_every_alignment() {
+        let secret = "topsecretvalue";
+        for prefix in ["", "u", "us", "user:"] {
+            let blob = STANDARD.encode(format!("{prefix}{secret}@host"));
+            let out = masked(&[secret], &blob);
+            assert!(out.contains(MASK), "prefix {prefix:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn too_short_secrets_are_not_masked() {
+        assert_eq!(masked(&["", "ab"], "ab cd\n"), "ab cd\n");
+        assert!(!Masker::new(&["", "x"]).is_active());
+    }
+
+    proptest! {
+        #[test]
+        fn secret_split_across_any_write_boundary_is_masked(
+            before in "[a-z ]{0,30}", after in "[a-z ]{0,30}",
+            secret in "[A-Za-z0-9]{3,20}", cut1 in 0usize..100, cut2 in 0usize..100,
+        ) {
+            let text = format!("{before}{secret}{after}\n");
+            let bytes = text.as_bytes();
+            let (mut c1, mut c2) = (cut1.min(bytes.len()), cut2.min(bytes.len()));
+            if c1 > c2 { std::mem::swap(&mut c1, &mut c2); }
+            let masker = Masker::new(&[secret.as_str()]);
+            let mut asm = LineAssembler::new(1024);
+            let mut lines = Vec::new();
+            for chunk in [&bytes[..c1], &bytes[c1..c2], &bytes[c2..]] {
+                asm.push(chunk, &mut |l| lines.push(l.text));
+            }
+            prop_assert_eq!(lines.len(), 1);
+            let mut line = lines.remove(0);
+            masker.mask(&mut line);
+            prop_assert!(!line.contains(&secret), "{}", line);
+            prop_assert!(line.contains(MASK));
+        }
+    }
+}
