@@ -47,15 +47,14 @@ async fn concurrent_requests_capture_only_their_own_events_including_spawned_tas
         let span = tracing::info_span!(target: "runlog::test", "request", req);
         capture.attach(&span);
         captures.push(capture);
-        handles.push(
-            tokio::spawn(
-                async move {
-                    for i in 0..50 {
-                        tracing::info!(target: "runlog::test", "req {req} line {i}");
-                        tokio::task::yield_now().await;
-                    }
-                    // A task spawned under the request's span belongs to it too.
-                    tokio::spawn(
+        handles.push(tokio::spawn(
+            async move {
+                for i in 0..50 {
+                    tracing::info!(target: "runlog::test", "req {req} line {i}");
+                    tokio::task::yield_now().await;
+                }
+                // A task spawned under the request's span belongs to it too.
+                tokio::spawn(
                         async move {
                             tracing::warn!(target: "runlog::test", "req {req} from spawned task")
                         }
@@ -63,14 +62,13 @@ async fn concurrent_requests_capture_only_their_own_events_including_spawned_tas
                     )
                     .await
                     .unwrap();
-                    let child = tracing::debug_span!(target: "runlog::test", "child");
-                    child.in_scope(
-                        || tracing::debug!(target: "runlog::test", "req {req} in child span"),
-                    );
-                }
-                .instrument(span),
-            ),
-        );
+                let child = tracing::debug_span!(target: "runlog::test", "child");
+                child.in_scope(
+                    || tracing::debug!(target: "runlog::test", "req {req} in child span"),
+                );
+            }
+            .instrument(span),
+        ));
     }
     tracing::info!(target: "runlog::test", "outside every request");
     for h in handles {
