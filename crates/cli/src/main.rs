@@ -3,7 +3,9 @@
 //! This file only parses flags and dispatches; each subcommand lives in its own
 //! module under `cmd/`, and the logic lives in the library crates.
 
+mod ansi;
 mod cmd;
+mod reader;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +19,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Backfill a stream, then follow it until it closes.
+    Tail(cmd::tail::TailArgs),
+    /// Print a stream's archive (or its live lines when not yet archived).
+    Logs(cmd::logs::LogsArgs),
+    /// List the streams of an account.
+    Ls(cmd::ls::LsArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Tail(args) => cmd::tail::run(args).await,
+        Command::Logs(args) => cmd::logs::run(args).await,
+        Command::Ls(args) => cmd::ls::run(args).await,
     }
 }

@@ -1,0 +1,199 @@
+//! `runlog tail`: backfill a stream, then follow it until it closes.
+
+use crate::ansi::{Escapes, sanitize};
+use crate::reader::{FollowEnd, FollowOptions, ReadError, Reader, ServiceArgs};
+use runlog_protocol::{AccountId, LogLine, StreamKey};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// When no line arrives for this long, a `--no-follow` read of an open stream
+/// treats what it has as the snapshot (covers gaps the line count cannot see).
+const SNAPSHOT_IDLE: Duration = Duration::from_secs(2);
+
+/// Whether to keep colours in printed lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorMode {
+    /// Keep colours when stdout is a terminal and `NO_COLOR` is unset.
+    Auto,
+    /// Always keep colours.
+    Always,
+    /// Never keep colours.
+    Never,
+}
+
+impl ColorMode {
+    /// What to keep of escape sequences on this stdout.
+    pub fn escapes(self) -> Escapes {
+        let keep = match self {
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+            ColorMode::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        };
+        if keep {
+            Escapes::KeepColours
+        } else {
+            Escapes::StripAll
+        }
+    }
+}
+
+/// Flags of `runlog tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Stream key.
+    key: StreamKey,
+    /// Print what is stored now and exit instead of following.
+    #[arg(long)]
+    no_follow: bool,
+    /// First line to print (0-based `pos`).
+    #[arg(long, default_value_t = 0)]
+    since_line: u64,
+    /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    color: ColorMode,
+    /// Prefix each line with its timestamp.
+    #[arg(long)]
+    timestamps: bool,
+    /// Give up when the service stays unreachable this long (e.g. `30s`, `10m`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    reconnect_for: Duration,
+}
+
+/// Prints lines as `runlog tail` and `runlog logs` show them.
+pub struct LinePrinter<W: Write> {
+    out: W,
+    escapes: Escapes,
+    timestamps: bool,
+}
+
+impl<W: Write> LinePrinter<W> {
+    /// A printer writing to `out`.
+    pub fn new(out: W, escapes: Escapes, timestamps: bool) -> Self {
+        LinePrinter {
+            out,
+            escapes,
+            timestamps,
+        }
+    }
+
+    /// Prints one line's text (with its timestamp when asked), ending in `\n`.
+    pub fn print(&mut self, time: &str, text: &str) -> std::io::Result<()> {
+        if self.timestamps {
+            write!(self.out, "{time} ")?;
+        }
+        let text = sanitize(text, self.escapes);
+        self.out.write_all(text.as_bytes())?;
+        if !text.ends_with('\n') {
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Flushes buffered output.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Follows the stream (or prints its archive when the live stream is gone).
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let reader = args.service.reader()?;
+    let account = &args.service.account;
+    if std::io::stderr().is_terminal() {
+        // Without a token: the caller's token may be write-scoped, and links travel.
+        let link = crate::reader::viewer_link(reader.base_url(), account, &args.key, None);
+        eprintln!("runlog: following {} · view in a browser: {link}", args.key);
+    }
+    // Stdout is line-buffered: each line reaches a terminal or a pipe as it arrives.
+    let mut printer = LinePrinter::new(
+        std::io::stdout().lock(),
+        args.color.escapes(),
+        args.timestamps,
+    );
+    let mut opts = FollowOptions {
+        from_line: args.since_line,
+        reconnect_for: args.reconnect_for,
+        ..FollowOptions::default()
+    };
+    if args.no_follow {
+        match reader.info(account, &args.key).await? {
+            Some(info) if info.open => {
+                if info.lines == 0 {
+                    return Ok(());
+                }
+                opts.stop_at_pos = Some(info.lines - 1);
+                opts.stop_when_idle = Some(SNAPSHOT_IDLE);
+            }
+            Some(_) => {}
+            None => anyhow::bail!("no stream {} in account {account}", args.key),
+        }
+    }
+    let followed = reader
+        .follow(account, &args.key, &opts, |line: &LogLine| {
+            printer.print(&line.time, &line.out)
+        })
+        .await;
+    match followed {
+        Ok(summary) => {
+            tracing::debug!(?summary, "tail ended");
+            if summary.end == FollowEnd::Idle && !args.no_follow {
+                anyhow::bail!("the stream went quiet unexpectedly");
+            }
+            printer.flush()?;
+            Ok(())
+        }
+        // The live lines are dropped once archived: the archive is the stream now.
+        Err(ReadError::NotFound(_)) => {
+            print_archive(&reader, account, &args.key, args.since_line, &mut printer).await?;
+            printer.flush()?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints the archive's lines from `since_line` on; used when a stream has no live lines.
+pub async fn print_archive<W: Write>(
+    reader: &Reader,
+    account: &AccountId,
+    key: &StreamKey,
+    since_line: u64,
+    printer: &mut LinePrinter<W>,
+) -> Result<(), ReadError> {
+    let mut split = crate::reader::NdjsonSplitter::default();
+    let mut malformed = 0u64;
+    let mut on_row = |row: &[u8]| -> std::io::Result<()> {
+        match serde_json::from_slice::<ArchiveRow<'_>>(row) {
+            Ok(r) if r.pos >= since_line => printer.print(&r.time, &r.out),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                malformed += 1;
+                Ok(())
+            }
+        }
+    };
+    reader
+        .archive(account, key, true, |chunk| split.push(chunk, &mut on_row))
+        .await?;
+    split.finish(&mut on_row)?;
+    if malformed > 0 {
+        eprintln!("runlog: skipped {malformed} archive rows that are not log lines");
+    }
+    Ok(())
+}
+
+/// The fields of an archive row that printing needs, borrowed where the JSON has
+/// no escapes, so printing a large archive does not allocate per line.
+#[derive(serde::Deserialize)]
+struct ArchiveRow<'a> {
+    #[serde(default)]
+    pos: u64,
+    #[serde(borrow)]
+    out: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    time: std::borrow::Cow<'a, str>,
+}
