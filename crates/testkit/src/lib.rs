@@ -1,4 +1,6 @@
 //! Fixtures shared by runlog's test suites. Everything listens on 127.0.0.1 only.
 
 pub mod proxy;
+pub mod redis;
+pub mod s3;
 pub mod service;

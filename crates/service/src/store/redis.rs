@@ -1,0 +1,993 @@
+//! [`RedisStreamStore`]: live streams in Redis, shared by every log-service replica.
+//!
+//! # Layout
+//! Every key of an account carries the hash tag `{account}`, so one account's keys
+//! live in one Redis Cluster slot and the Lua scripts below stay single-slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `NS:{A}:s:K:meta` | hash | `open`, `lines`, `bytes`, `contig` (first `pos` not stored contiguously), `top` (highest `pos` in the stream + 1), `trimmed` (every `pos` below it moved to the overflow store), `activity` (ms) |
+//! | `NS:{A}:s:K:lines` | stream | one entry per line, entry id `<pos>-1`, field `l` = the line JSON |
+//! | `NS:{A}:s:K:late` | sorted set | lines that arrived after a higher `pos` (gap fills), score = `pos` |
+//! | `NS:{A}:s:K:ctl` | stream | one entry `1-1` while the stream is closed: wakes blocked tails |
+//! | `NS:{A}:index` | sorted set | every key of the account, score = last activity (ms), for `list` |
+//!
+//! # Why this shape
+//! - **Idempotent across replicas.** Stream entry ids must grow, so the `pos` *is*
+//!   the id (`<pos>-1`; `0-0` is not a valid id). One Lua script per batch decides
+//!   per line, atomically in Redis, whether its `pos` is new: above `top` → `XADD`;
+//!   below `contig` or `trimmed` → duplicate; in between (a gap) → looked up in the
+//!   stream and in `late`. Two replicas applying the same retried batch therefore
+//!   store it once, whatever the interleaving.
+//! - **Gaps stay gaps.** A line filling a gap cannot be `XADD`ed below `top`; it goes
+//!   to `late`. Reads merge both in `pos` order; an in-order writer never touches
+//!   `late`.
+//! - **Tails block in Redis, not in a poll loop.** A tail reads pages with the read
+//!   script; when it has seen everything it issues `XREAD BLOCK` on its own
+//!   connection (never the shared multiplexed one, which a blocking call would
+//!   stall) for stream entries above its position *and* for the `ctl` entry that
+//!   `close` adds. Waiting for "ids above mine" rather than `$` leaves no window in
+//!   which an append between the read and the `XREAD` is missed. The connection's
+//!   response timeout is set above the block time, so an idle tail is not mistaken
+//!   for a dead server.
+//! - **Abandoned streams expire.** Every open/append/close refreshes a TTL on all of
+//!   the stream's keys; a stream nobody touches for that long disappears, and
+//!   `list` drops its index entry when it finds the metadata gone.
+//! - **Bounded length, overflow to object storage.** When more than
+//!   [`RedisConfig::max_lines`] lines of a stream sit in Redis, the oldest contiguous
+//!   half is written as one NDJSON segment object `A/K/+<first pos>.ndjson` to the
+//!   overflow [`ObjectStore`] and only then trimmed from Redis (`trimmed` advances in
+//!   the same script that trims). Reads below `trimmed` come from the segments, so
+//!   backfill, snapshots and archives still see every line. Only the contiguous
+//!   prefix is moved, because a gap fill below `trimmed` could not be placed; a
+//!   stream whose in-Redis part exceeds twice the cap (a huge gap, or no overflow
+//!   store configured) refuses appends with [`StoreError::LimitExceeded`] rather
+//!   than grow without bound.
+//! - **Outages are errors, not crashes.** The shared connection is created lazily,
+//!   so the service starts while Redis is down; every Redis error maps to
+//!   [`StoreError::Unavailable`] (503), and the connection manager reconnects by
+//!   itself once Redis is back. Scripts are loaded again after a Redis restart
+//!   (`EVALSHA` answered with `NOSCRIPT` triggers `SCRIPT LOAD` and one retry).
+
+use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, Value};
+use runlog_protocol::service::AppendAck;
+use runlog_protocol::{AccountId, StreamKey};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Settings of a [`RedisStreamStore`].
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db` (or `rediss://` for TLS).
+    pub url: String,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub namespace: String,
+    /// A stream with no open, append or close for this long is removed by Redis.
+    pub ttl: Duration,
+    /// Lines a stream may keep in Redis before its oldest half moves to the overflow
+    /// store (twice this with no overflow store is a hard limit).
+    pub max_lines: u64,
+    /// How long one `XREAD BLOCK` of a tail waits before it checks again.
+    pub block: Duration,
+    /// Reply deadline for ordinary commands; a Redis slower than this is "unavailable".
+    pub response_timeout: Duration,
+    /// Lines a tail reads per page.
+    pub page_lines: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/".to_owned(),
+            namespace: "runlog".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            max_lines: 100_000,
+            block: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            page_lines: 1000,
+        }
+    }
+}
+
+/// Live streams in Redis Streams: see the module documentation for the layout and
+/// its guarantees. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct RedisStreamStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    conn: ConnectionManager,
+    config: RedisConfig,
+    overflow: Option<Arc<dyn ObjectStore>>,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStreamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamStore")
+            .field("namespace", &self.inner.config.namespace)
+            .field("overflow", &self.inner.overflow.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStreamStore {
+    /// A store on the Redis at `config.url`. Does not connect yet (the first call
+    /// does), so a service can start while Redis is down and answer 503 meanwhile.
+    ///
+    /// `overflow` receives the oldest lines of streams longer than
+    /// [`RedisConfig::max_lines`]; give it a namespace of its own (objects are named
+    /// `account/key/+<pos>.ndjson`). Without it, such streams refuse more lines.
+    pub fn new(
+        config: RedisConfig,
+        overflow: Option<Arc<dyn ObjectStore>>,
+    ) -> redis::RedisResult<Self> {
+        let client = Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            // Fail fast while Redis is down (the caller answers 503 and the writer
+            // retries); the manager keeps reconnecting on later calls.
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        Ok(RedisStreamStore {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                config,
+                overflow,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+}
+
+/// Redis key names of one stream.
+struct Keys {
+    meta: String,
+    lines: String,
+    late: String,
+    ctl: String,
+    index: String,
+    trim_lock: String,
+}
+
+impl Keys {
+    /// The keys every open/append/close script takes, in its `KEYS` order.
+    fn stream_keys(&self) -> [&str; 5] {
+        [&self.meta, &self.lines, &self.late, &self.ctl, &self.index]
+    }
+}
+
+impl Inner {
+    fn keys(&self, id: &StreamId) -> Keys {
+        let ns = &self.config.namespace;
+        let base = format!("{ns}:{{{}}}:s:{}", id.account, id.key);
+        Keys {
+            meta: format!("{base}:meta"),
+            lines: format!("{base}:lines"),
+            late: format!("{base}:late"),
+            ctl: format!("{base}:ctl"),
+            index: format!("{ns}:{{{}}}:index", id.account),
+            trim_lock: format!("{base}:trim"),
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A connection of its own for one tail's blocking reads.
+    async fn blocking_conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(self.config.block + self.config.response_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One page of lines with `pos >= from` (overflow segments first, then Redis),
+    /// and whether the stream is open — read atomically from Redis, so "closed and
+    /// nothing more" is never wrong.
+    async fn read_page(
+        &self,
+        id: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> Result<(bool, Vec<StoredLine>), StoreError> {
+        let keys = self.keys(id);
+        let reply: Vec<Value> = self
+            .scripts
+            .read
+            .run(
+                &mut self.conn(),
+                &[&keys.meta, &keys.lines, &keys.late],
+                |c| {
+                    c.arg(from).arg(max);
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut it = reply.into_iter();
+        let open = match it.next().map(int) {
+            Some(Ok(-1)) => return Err(StoreError::NotFound),
+            Some(Ok(flag)) => flag == 1,
+            _ => return Err(StoreError::Corrupt("read script reply".into())),
+        };
+        let trimmed = it
+            .next()
+            .map(int)
+            .transpose()?
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        let mut redis_lines = Vec::new();
+        while let (Some(pos), Some(json)) = (it.next(), it.next()) {
+            let pos =
+                u64::try_from(int(pos)?).map_err(|_| StoreError::Corrupt("negative pos".into()))?;
+            redis_lines.push(StoredLine {
+                pos,
+                json: Bytes::from(bulk(json)?),
+            });
+        }
+        if from >= trimmed {
+            return Ok((open, redis_lines));
+        }
+        // Segments hold every pos in [.., trimmed); they were written before
+        // `trimmed` advanced, so reading them after Redis is consistent.
+        let mut lines = self.read_overflow(id, from, trimmed, max).await?;
+        let room = max.saturating_sub(lines.len());
+        lines.extend(redis_lines.into_iter().take(room));
+        Ok((open, lines))
+    }
+
+    fn segment_dir(id: &StreamId) -> ObjectPath {
+        ObjectPath::from(format!("{}/{}", id.account, id.key))
+    }
+
+    fn segment_path(id: &StreamId, first: u64) -> ObjectPath {
+        // `+` never occurs in a key, so segment names cannot collide with a key.
+        ObjectPath::from(format!("{}/{}/+{first:020}.ndjson", id.account, id.key))
+    }
+
+    /// First `pos` of every overflow segment of a stream, ascending.
+    async fn segments(
+        &self,
+        store: &dyn ObjectStore,
+        id: &StreamId,
+    ) -> Result<Vec<(u64, ObjectPath)>, StoreError> {
+        let listing = store
+            .list_with_delimiter(Some(&Self::segment_dir(id)))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+        let mut segments: Vec<(u64, ObjectPath)> = listing
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?;
+                let first = name
+                    .strip_prefix('+')?
+                    .strip_suffix(".ndjson")?
+                    .parse()
+                    .ok()?;
+                Some((first, o.location))
+            })
+            .collect();
+        segments.sort_by_key(|(first, _)| *first);
+        Ok(segments)
+    }
+
+    async fn read_overflow(
+        &self,
+        id: &StreamId,
+        from: u64,
+        below: u64,
+        max: usize,
+    ) -> Result<Vec<StoredLine>, StoreError> {
+        let Some(store) = self.overflow.as_deref() else {
+            return Err(StoreError::Corrupt(
+                "lines were moved to an overflow store that is not configured".into(),
+            ));
+        };
+        let segments = self.segments(store, id).await?;
+        let mut out = Vec::new();
+        for (i, (first, path)) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map_or(below, |(next, _)| *next);
+            if end <= from || *first >= below {
+                continue;
+            }
+            let body = store
+                .get(path)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?
+                .bytes()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+            for row in body.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
+                let pos = line_pos(row)?;
+                if pos >= from && pos < below {
+                    out.push(StoredLine {
+                        pos,
+                        json: body.slice_ref(row),
+                    });
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves the oldest contiguous half of a long stream to the overflow store.
+    /// Runs under a short Redis lock so two replicas never move the same lines.
+    async fn move_overflow(&self, id: &StreamId) -> Result<(), StoreError> {
+        let Some(store) = self.overflow.clone() else {
+            return Ok(());
+        };
+        let keys = self.keys(id);
+        let token = rand::random::<u64>().to_string();
+        let locked: Option<String> = redis::cmd("SET")
+            .arg(&keys.trim_lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if locked.is_none() {
+            return Ok(()); // another replica is moving this stream's head right now
+        }
+        let result = self.move_overflow_locked(store.as_ref(), id, &keys).await;
+        let _: Result<i64, _> = self
+            .scripts
+            .unlock
+            .run(&mut self.conn(), &[&keys.trim_lock], |c| {
+                c.arg(&token);
+            })
+            .await;
+        result
+    }
+
+    async fn move_overflow_locked(
+        &self,
+        store: &dyn ObjectStore,
+        id: &StreamId,
+        keys: &Keys,
+    ) -> Result<(), StoreError> {
+        let fields = self.meta_fields(keys).await?;
+        let trimmed = field(&fields, "trimmed");
+        let contig = field(&fields, "contig");
+        let in_redis = field(&fields, "lines").saturating_sub(field(&fields, "moved"));
+        let keep = self.config.max_lines / 2;
+        let target = trimmed
+            .saturating_add(in_redis.saturating_sub(keep))
+            .min(contig);
+        if target <= trimmed {
+            return Ok(());
+        }
+        let count = usize::try_from(target - trimmed).unwrap_or(usize::MAX);
+        let (_, lines) = self.read_page(id, trimmed, count).await?;
+        let lines: Vec<StoredLine> = lines.into_iter().filter(|l| l.pos < target).collect();
+        if lines.len() as u64 != target - trimmed {
+            return Err(StoreError::Corrupt(format!(
+                "expected {} contiguous lines from {trimmed}, read {}",
+                target - trimmed,
+                lines.len()
+            )));
+        }
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.json.len() + 1).sum());
+        for line in &lines {
+            body.extend_from_slice(&line.json);
+            body.push(b'\n');
+        }
+        // Written before Redis forgets the lines: a crash in between leaves a
+        // segment that the next attempt overwrites with the same name.
+        store
+            .put(&Self::segment_path(id, trimmed), body.into())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+        let _: i64 = self
+            .scripts
+            .trim
+            .run(
+                &mut self.conn(),
+                &[&keys.meta, &keys.lines, &keys.late],
+                |c| {
+                    c.arg(trimmed).arg(target);
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        tracing::debug!(account = %id.account, key = %id.key, from = trimmed, to = target, "moved stream head to overflow store");
+        Ok(())
+    }
+
+    async fn meta_fields(&self, keys: &Keys) -> Result<HashMap<String, String>, StoreError> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&keys.meta)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(fields)
+    }
+}
+
+#[async_trait]
+impl StreamStore for RedisStreamStore {
+    async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let _: i64 = inner
+            .scripts
+            .open
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(now_ms()).arg(inner.ttl_ms()).arg(id.key.as_str());
+            })
+            .await
+            .map_err(unavailable)?;
+        self.meta(id).await
+    }
+
+    async fn append(
+        &self,
+        id: &StreamId,
+        mut lines: Vec<StoredLine>,
+    ) -> Result<AppendAck, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        // Ascending order lets the script advance `contig` as it goes, and makes a
+        // duplicate inside one batch a plain "already stored".
+        lines.sort_by_key(|l| l.pos);
+        let reply: Vec<i64> = inner
+            .scripts
+            .append
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(now_ms())
+                    .arg(inner.ttl_ms())
+                    .arg(id.key.as_str())
+                    .arg(inner.config.max_lines.saturating_mul(2));
+                for line in &lines {
+                    c.arg(line.pos).arg(line.json.as_ref());
+                }
+            })
+            .await
+            .map_err(unavailable)?;
+        let [status, appended, duplicates, contig, in_redis] = reply[..] else {
+            return Err(StoreError::Corrupt(format!(
+                "append script reply {reply:?}"
+            )));
+        };
+        match status {
+            -1 => return Err(StoreError::NotFound),
+            -2 => return Err(StoreError::Closed),
+            -3 => {
+                return Err(StoreError::LimitExceeded(format!(
+                    "stream holds {in_redis} lines in Redis and cannot move more to the archive (limit {})",
+                    inner.config.max_lines.saturating_mul(2)
+                )));
+            }
+            _ => {}
+        }
+        let contig = u64::try_from(contig).unwrap_or(0);
+        if u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines
+            && let Err(e) = inner.move_overflow(id).await
+        {
+            // The batch itself is stored; moving the head is retried by the next append.
+            tracing::warn!(account = %id.account, key = %id.key, error = %e, "could not move stream head to overflow store");
+        }
+        Ok(AppendAck {
+            appended: u64::try_from(appended).unwrap_or(0),
+            duplicates: u64::try_from(duplicates).unwrap_or(0),
+            last_contiguous_pos: contig.checked_sub(1),
+            next_pos: contig,
+        })
+    }
+
+    async fn read(
+        &self,
+        id: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredLine>, StoreError> {
+        if max == 0 {
+            self.meta(id).await?;
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.read_page(id, from, max).await?.1)
+    }
+
+    async fn tail(
+        &self,
+        id: &StreamId,
+        from: u64,
+    ) -> Result<BoxStream<'static, Result<TailItem, StoreError>>, StoreError> {
+        self.meta(id).await?;
+        let state = TailState {
+            inner: self.inner.clone(),
+            id: id.clone(),
+            next: from,
+            conn: None,
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(state, |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let item = state.next_item().await;
+            if !matches!(item, Ok(TailItem::Lines(_))) {
+                state.done = true;
+            }
+            Some((item, state))
+        })
+        .boxed())
+    }
+
+    async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let status: i64 = inner
+            .scripts
+            .close
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(now_ms()).arg(inner.ttl_ms()).arg(id.key.as_str());
+            })
+            .await
+            .map_err(unavailable)?;
+        if status == -1 {
+            return Err(StoreError::NotFound);
+        }
+        self.meta(id).await
+    }
+
+    async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let existed: i64 = redis::pipe()
+            .atomic()
+            .del(&keys.meta)
+            .del(&keys.lines)
+            .ignore()
+            .del(&keys.late)
+            .ignore()
+            .del(&keys.ctl)
+            .ignore()
+            .zrem(&keys.index, id.key.as_str())
+            .ignore()
+            .query_async::<(i64,)>(&mut inner.conn())
+            .await
+            .map_err(unavailable)?
+            .0;
+        if let Some(store) = inner.overflow.as_deref() {
+            for (_, path) in inner.segments(store, id).await? {
+                store
+                    .delete(&path)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+            }
+        }
+        if existed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn meta(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        let fields = self.inner.meta_fields(&self.inner.keys(id)).await?;
+        Ok(meta_from_fields(id.clone(), &fields))
+    }
+
+    async fn list(&self, account: &AccountId) -> Result<Vec<StreamMeta>, StoreError> {
+        let inner = &self.inner;
+        let ns = &inner.config.namespace;
+        let index = format!("{ns}:{{{account}}}:index");
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        for member in &members {
+            pipe.hgetall(format!("{ns}:{{{account}}}:s:{member}:meta"));
+        }
+        let all: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut inner.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        for (member, fields) in members.into_iter().zip(all) {
+            match StreamKey::new(member.clone()) {
+                Ok(key) if !fields.is_empty() => out.push(meta_from_fields(
+                    StreamId {
+                        account: account.clone(),
+                        key,
+                    },
+                    &fields,
+                )),
+                _ => expired.push(member),
+            }
+        }
+        if !expired.is_empty() {
+            // The stream's keys expired (abandoned); forget it in the index too.
+            let _: Result<i64, _> = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&expired)
+                .query_async(&mut inner.conn())
+                .await;
+        }
+        out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
+        Ok(out)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut self.inner.conn())
+            .await
+            .map_err(unavailable)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "unexpected PING reply {pong:?}"
+            )))
+        }
+    }
+}
+
+/// One tail's position and blocking connection.
+struct TailState {
+    inner: Arc<Inner>,
+    id: StreamId,
+    next: u64,
+    conn: Option<MultiplexedConnection>,
+    done: bool,
+}
+
+impl TailState {
+    /// The next page of lines, `Eof`, or an error (after which the tail ends and the
+    /// client resumes with `Last-Event-ID`).
+    async fn next_item(&mut self) -> Result<TailItem, StoreError> {
+        loop {
+            let (open, lines) = self
+                .inner
+                .read_page(&self.id, self.next, self.inner.config.page_lines)
+                .await?;
+            if let Some(last) = lines.last() {
+                self.next = last.pos + 1;
+                return Ok(TailItem::Lines(lines));
+            }
+            if !open {
+                return Ok(TailItem::Eof);
+            }
+            self.wait_for_more().await?;
+        }
+    }
+
+    /// Blocks in Redis until the stream has an entry at or above `next`, or is
+    /// closed, or the block time passes.
+    async fn wait_for_more(&mut self) -> Result<(), StoreError> {
+        let conn = match self.conn.as_mut() {
+            Some(conn) => conn,
+            None => self.conn.insert(self.inner.blocking_conn().await?),
+        };
+        let keys = self.inner.keys(&self.id);
+        // Entries strictly after `<next-1>-1`, i.e. pos >= next.
+        let after = match self.next.checked_sub(1) {
+            Some(prev) => format!("{prev}-1"),
+            None => "0-0".to_owned(),
+        };
+        let block_ms = u64::try_from(self.inner.config.block.as_millis()).unwrap_or(5000);
+        let reply: Result<Value, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&keys.lines)
+            .arg(&keys.ctl)
+            .arg(after)
+            .arg("0-0")
+            .query_async(conn)
+            .await;
+        if let Err(e) = reply {
+            // A broken blocking connection is not reused; the next tail opens a new one.
+            self.conn = None;
+            return Err(unavailable(e));
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn int(v: Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(i),
+        Value::BulkString(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("expected an integer".into())),
+        other => Err(StoreError::Corrupt(format!(
+            "expected an integer, got {other:?}"
+        ))),
+    }
+}
+
+fn bulk(v: Value) -> Result<Vec<u8>, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        other => Err(StoreError::Corrupt(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
+/// The `pos` of one stored line JSON.
+fn line_pos(json: &[u8]) -> Result<u64, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Pos {
+        pos: u64,
+    }
+    serde_json::from_slice::<Pos>(json)
+        .map(|p| p.pos)
+        .map_err(|e| StoreError::Corrupt(format!("overflow segment line: {e}")))
+}
+
+fn field(fields: &HashMap<String, String>, name: &str) -> u64 {
+    fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn meta_from_fields(id: StreamId, fields: &HashMap<String, String>) -> StreamMeta {
+    let contig = field(fields, "contig");
+    StreamMeta {
+        id,
+        open: fields.get("open").is_some_and(|v| v == "1"),
+        lines: field(fields, "lines"),
+        bytes: field(fields, "bytes"),
+        last_contiguous_pos: contig.checked_sub(1),
+        last_activity: UNIX_EPOCH + Duration::from_millis(field(fields, "activity")),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One Lua script, run with `EVALSHA` (the body crosses the network once, not on
+/// every call) and loaded again when Redis answers `NOSCRIPT` (after a restart).
+struct LuaScript {
+    src: String,
+    sha: std::sync::Mutex<Option<String>>,
+}
+
+impl LuaScript {
+    fn new(src: String) -> Self {
+        LuaScript {
+            src,
+            sha: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs the script on `keys`; `args` appends the `ARGV` values to the command.
+    async fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &[&str],
+        args: impl Fn(&mut redis::Cmd),
+    ) -> redis::RedisResult<T> {
+        let known = self.sha.lock().ok().and_then(|sha| sha.clone());
+        if let Some(sha) = known {
+            match Self::evalsha(conn, &sha, keys, &args).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {}
+                other => return other,
+            }
+        }
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&self.src)
+            .query_async(conn)
+            .await?;
+        if let Ok(mut slot) = self.sha.lock() {
+            *slot = Some(sha.clone());
+        }
+        Self::evalsha(conn, &sha, keys, &args).await
+    }
+
+    async fn evalsha<T: FromRedisValue>(
+        conn: &mut ConnectionManager,
+        sha: &str,
+        keys: &[&str],
+        args: &impl Fn(&mut redis::Cmd),
+    ) -> redis::RedisResult<T> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(keys.len()).arg(keys);
+        args(&mut cmd);
+        cmd.query_async(conn).await
+    }
+}
+
+/// The Lua scripts; each runs atomically inside Redis.
+struct Scripts {
+    open: LuaScript,
+    append: LuaScript,
+    read: LuaScript,
+    close: LuaScript,
+    trim: LuaScript,
+    unlock: LuaScript,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            open: LuaScript::new(format!("{TOUCH}{OPEN}")),
+            append: LuaScript::new(format!("{TOUCH}{HAS}{APPEND}")),
+            read: LuaScript::new(READ.to_owned()),
+            close: LuaScript::new(format!("{TOUCH}{CLOSE}")),
+            trim: LuaScript::new(TRIM.to_owned()),
+            unlock: LuaScript::new(UNLOCK.to_owned()),
+        }
+    }
+}
+
+/// KEYS: meta lines late ctl index; ARGV: now_ms ttl_ms key. Refreshes the TTL of
+/// every key of the stream and its place in the account index.
+const TOUCH: &str = r#"
+local function touch()
+  redis.call('HSET', KEYS[1], 'activity', ARGV[1])
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  redis.call('ZADD', KEYS[5], ARGV[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[5], ARGV[2])
+end
+"#;
+
+/// Whether `pos` (a number) is stored in the stream (KEYS[2]) or the late set (KEYS[3]).
+const HAS: &str = r#"
+local function has(pos)
+  local id = string.format('%d-1', pos)
+  if #redis.call('XRANGE', KEYS[2], id, id) > 0 then return true end
+  return redis.call('ZCOUNT', KEYS[3], pos, pos) > 0
+end
+"#;
+
+const OPEN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'open', 1, 'lines', 0, 'bytes', 0, 'contig', 0, 'top', 0, 'trimmed', 0, 'moved', 0)
+else
+  redis.call('HSET', KEYS[1], 'open', 1)
+  redis.call('DEL', KEYS[4])
+end
+touch()
+return 0
+"#;
+
+/// ARGV: now ttl key hard_limit, then pos json pairs in ascending pos.
+/// Returns {status, appended, duplicates, contig, lines_in_redis};
+/// status -1 not found, -2 closed, -3 over the hard limit.
+const APPEND: &str = r#"
+local open = redis.call('HGET', KEYS[1], 'open')
+if not open then return {-1, 0, 0, 0, 0} end
+if open ~= '1' then return {-2, 0, 0, 0, 0} end
+local m = redis.call('HMGET', KEYS[1], 'contig', 'top', 'trimmed', 'lines', 'moved')
+local contig, top, trimmed = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
+local in_redis = tonumber(m[4]) - tonumber(m[5])
+if in_redis >= tonumber(ARGV[4]) and #ARGV > 4 then return {-3, 0, 0, contig, in_redis} end
+local appended, dups, bytes = 0, 0, 0
+for i = 5, #ARGV, 2 do
+  local pos = tonumber(ARGV[i])
+  local json = ARGV[i + 1]
+  local stored
+  if pos < contig or pos < trimmed then stored = true
+  elseif pos >= top then stored = false
+  else stored = has(pos) end
+  if stored then
+    dups = dups + 1
+  else
+    if pos >= top then
+      redis.call('XADD', KEYS[2], string.format('%d-1', pos), 'l', json)
+      top = pos + 1
+    else
+      redis.call('ZADD', KEYS[3], pos, json)
+    end
+    if pos == contig then contig = pos + 1 end
+    appended = appended + 1
+    bytes = bytes + #json
+  end
+end
+while contig < top and has(contig) do contig = contig + 1 end
+redis.call('HSET', KEYS[1], 'contig', string.format('%d', contig), 'top', string.format('%d', top))
+redis.call('HINCRBY', KEYS[1], 'lines', appended)
+redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
+touch()
+return {0, appended, dups, contig, in_redis + appended}
+"#;
+
+/// KEYS: meta lines late; ARGV: from max.
+/// Returns {open (1/0, or -1 when absent), trimmed, pos, json, pos, json, ...}, merged in pos order.
+const READ: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'open', 'trimmed')
+if not m[1] then return {-1} end
+local from, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local trimmed = tonumber(m[2])
+if from < trimmed then from = trimmed end
+local out = {m[1] == '1' and 1 or 0, trimmed}
+local s = redis.call('XRANGE', KEYS[2], string.format('%d-0', from), '+', 'COUNT', max)
+local z = redis.call('ZRANGEBYSCORE', KEYS[3], from, '+inf', 'WITHSCORES', 'LIMIT', 0, max)
+local si, zi, n = 1, 1, 0
+while n < max do
+  local spos, zpos
+  if s[si] then spos = tonumber(string.match(s[si][1], '^(%d+)')) end
+  if z[zi] then zpos = tonumber(z[zi + 1]) end
+  if not spos and not zpos then break end
+  if zpos and (not spos or zpos < spos) then
+    out[#out + 1] = zpos; out[#out + 1] = z[zi]; zi = zi + 2
+  else
+    out[#out + 1] = spos; out[#out + 1] = s[si][2][2]; si = si + 1
+  end
+  n = n + 1
+end
+return out
+"#;
+
+/// Returns 0, or -1 when the stream does not exist.
+const CLOSE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'open', 0)
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('XADD', KEYS[4], '1-1', 'closed', 1) end
+touch()
+return 0
+"#;
+
+/// KEYS: meta lines late; ARGV: expected trimmed, new trimmed. Forgets lines below
+/// the new mark (already in an overflow segment). Returns lines moved, or -1 when
+/// another replica moved them first.
+const TRIM: &str = r#"
+local trimmed = redis.call('HGET', KEYS[1], 'trimmed')
+if trimmed ~= ARGV[1] then return -1 end
+local target = tonumber(ARGV[2])
+local before = redis.call('XLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3])
+redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d-0', target))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%d', target))
+local moved = before - redis.call('XLEN', KEYS[2]) - redis.call('ZCARD', KEYS[3])
+redis.call('HSET', KEYS[1], 'trimmed', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'moved', moved)
+return moved
+"#;
+
+/// Releases a lock only if it is still ours.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
