@@ -84,11 +84,10 @@ async fn concurrent_requests_capture_only_their_own_events_including_spawned_tas
         );
         assert!(!lines.iter().any(|l| l.contains(&format!("req {other} "))));
         assert!(!lines.iter().any(|l| l.contains("outside")));
-        for i in 0..50 {
+        for (i, line) in lines.iter().take(50).enumerate() {
             assert!(
-                lines[i].ends_with(&format!("| INFO  | req {req} line {i}")),
-                "{}",
-                lines[i]
+                line.ends_with(&format!("| INFO  | req {req} line {i}")),
+                "{line}"
             );
         }
         assert!(lines[50].contains("| WARN  | req ") && lines[50].ends_with("from spawned task"));
