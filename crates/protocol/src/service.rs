@@ -17,6 +17,14 @@ pub struct StreamQuery {
     pub snapshot: bool,
 }
 
+/// The query string of account-wide calls (`GET /streams`, `POST /token`): `?accountID=A`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountQuery {
+    /// The account, validated on parse.
+    #[serde(rename = "accountID")]
+    pub account_id: AccountId,
+}
+
 /// Answer of `PUT /stream`: how the batch was applied, and where the stream stands.
 ///
 /// A client that lost track (a timed-out request that actually landed) resynchronises
@@ -69,7 +77,9 @@ impl std::str::FromStr for Scope {
             "read" => Ok(Scope::Read),
             "write" => Ok(Scope::Write),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?}; expected read, write or admin")),
+            other => Err(format!(
+                "unknown scope {other:?}; expected read, write or admin"
+            )),
         }
     }
 }
@@ -144,10 +154,13 @@ mod tests {
     #[test]
     fn query_uses_lite_engine_names_and_validates() {
         let q: StreamQuery =
-            serde_json::from_value(serde_json::json!({"accountID": "acc", "key": "k/1"})).expect("valid");
+            serde_json::from_value(serde_json::json!({"accountID": "acc", "key": "k/1"}))
+                .expect("valid");
         assert_eq!(q.account_id.as_str(), "acc");
         assert!(!q.snapshot);
-        let bad = serde_json::from_value::<StreamQuery>(serde_json::json!({"accountID": "acc", "key": "../k"}));
+        let bad = serde_json::from_value::<StreamQuery>(
+            serde_json::json!({"accountID": "acc", "key": "../k"}),
+        );
         assert!(bad.is_err());
     }
 

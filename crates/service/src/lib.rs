@@ -6,5 +6,33 @@
 //! (live lines) and [`store::BlobStore`] (archives), so the embedded default
 //! (memory + local directory) and the scale-out backends (Redis + S3) share every
 //! route and every test.
+//!
+//! Embedding:
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = runlog_service::ServiceConfig::default();
+//! let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
+//! let state = runlog_service::backend::build_state(cfg).await?;
+//! runlog_service::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod archive;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod ingest;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod snapshot;
+pub mod sse;
+pub mod state;
 pub mod store;
+
+pub use config::ServiceConfig;
+pub use error::ApiError;
+pub use server::{router, serve};
+pub use state::ServiceState;

@@ -1,0 +1,87 @@
+//! [`ServiceConfig`]: everything a log service instance is started with.
+
+use crate::store::MemoryLimits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8079";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./runlog-data";
+/// Default limit on a request body (16 MiB).
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+/// Where archives are kept when no other backend is selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// Files under `<data-dir>/archives`.
+    Local,
+    /// In memory (tests): lost on restart.
+    Memory,
+}
+
+/// Configuration of one log service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Holds the saved admin secret and (local backend) the archives.
+    pub data_dir: PathBuf,
+    /// Admin secret; when `None`, read from or generated into `data_dir`.
+    pub admin_secret: Option<String>,
+    /// Largest request body accepted on stream and token routes (413 above it).
+    pub max_body: usize,
+    /// Largest archive upload accepted, as sent (possibly gzip).
+    pub max_blob_body: usize,
+    /// Largest archive after decompression.
+    pub max_archive_bytes: u64,
+    /// Bounds of the in-memory stream store.
+    pub limits: MemoryLimits,
+    /// An open stream without activity for this long is snapshotted and removed.
+    pub idle_timeout: Duration,
+    /// A closed stream stays tailable this long, then its lines are dropped (its
+    /// archive remains).
+    pub closed_retention: Duration,
+    /// How often the expiry sweep runs.
+    pub sweep_interval: Duration,
+    /// Interval of SSE `: ping` comments.
+    pub ping_interval: Duration,
+    /// Lifetime of upload links.
+    pub link_ttl: Duration,
+    /// Base URL put into self-signed upload links; derived from `Host` when `None`.
+    pub public_url: Option<String>,
+    /// Mount `PUT /bench/discard` (reads a body, stores nothing): the benchmark's ceiling.
+    pub bench_discard: bool,
+    /// Where archives go.
+    pub blob_backend: BlobBackend,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            admin_secret: None,
+            max_body: DEFAULT_MAX_BODY,
+            max_blob_body: 256 << 20,
+            max_archive_bytes: 4 << 30,
+            limits: MemoryLimits::default(),
+            idle_timeout: Duration::from_secs(3600),
+            closed_retention: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            link_ttl: Duration::from_secs(3600),
+            public_url: None,
+            bench_discard: false,
+            blob_backend: BlobBackend::Local,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Directory of local archives.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.data_dir.join("archives")
+    }
+}

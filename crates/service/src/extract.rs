@@ -1,0 +1,103 @@
+//! Request extractors that answer bad input with a JSON [`ApiError`]: validated
+//! query strings and the caller's token.
+
+use crate::auth::{Claims, verify_token};
+use crate::error::ApiError;
+use crate::state::ServiceState;
+use crate::store::StreamId;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use runlog_protocol::service::{AccountQuery, StreamQuery};
+use runlog_protocol::{AccountId, Scope};
+use serde::de::DeserializeOwned;
+
+/// Parses the query string into `T`, refusing bad input with 400 (this is where
+/// invalid keys and account ids stop, before any store is touched).
+fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
+}
+
+/// `?accountID=A&key=K[&snapshot=…]`, validated.
+#[derive(Debug, Clone)]
+pub struct Stream(pub StreamQuery);
+
+impl Stream {
+    /// The stream it names.
+    pub fn id(&self) -> StreamId {
+        StreamId {
+            account: self.0.account_id.clone(),
+            key: self.0.key.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Stream {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        query(parts).map(Stream)
+    }
+}
+
+/// `?accountID=A`, validated.
+#[derive(Debug, Clone)]
+pub struct Account(pub AccountId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Account {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        query::<AccountQuery>(parts).map(|q| Account(q.account_id))
+    }
+}
+
+/// The caller's verified token (`Authorization: Bearer T` or `X-Harness-Token: T`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Claims);
+
+impl Caller {
+    /// Refuses with 403 unless the token allows `needed` on `account`.
+    pub fn require(&self, account: &AccountId, needed: Scope) -> Result<(), ApiError> {
+        if self.0.allows(account, needed) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(match &self.0.account {
+            Some(own) if own != account => format!("token is for another account, not {account}"),
+            _ => format!("token scope {} does not allow {needed}", self.0.scope),
+        }))
+    }
+}
+
+impl FromRequestParts<ServiceState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &ServiceState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| {
+                let v = v
+                    .to_str()
+                    .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .ok_or_else(|| {
+                        ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
+                    })
+            })
+            .transpose()?;
+        let harness = parts
+            .headers
+            .get("x-harness-token")
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::Unauthorized("malformed X-Harness-Token header".into()))
+            })
+            .transpose()?;
+        let token = bearer.or(harness).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing token: send `Authorization: Bearer <token>` or `X-Harness-Token`".into(),
+            )
+        })?;
+        Ok(Caller(verify_token(state.secret(), token)?))
+    }
+}

@@ -1,0 +1,198 @@
+//! `/blob`: archive upload and download, and upload links.
+
+use super::body;
+use crate::archive;
+use crate::auth::{sign_upload, verify_upload};
+use crate::error::ApiError;
+use crate::extract::{Caller, Stream};
+use crate::state::ServiceState;
+use crate::store::StreamId;
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use runlog_protocol::service::LinkResponse;
+use runlog_protocol::{AccountId, Scope, StreamKey};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Answer of an archive upload.
+#[derive(Debug, Serialize)]
+pub struct Uploaded {
+    /// NDJSON rows in the archive.
+    pub lines: usize,
+    /// Bytes stored (compressed).
+    pub stored_bytes: usize,
+}
+
+/// Validates an uploaded archive (plain or gzip NDJSON) and stores it gzip-compressed.
+async fn store_archive(
+    st: &ServiceState,
+    id: &StreamId,
+    headers: &HeaderMap,
+    raw: Bytes,
+) -> Result<Uploaded, ApiError> {
+    let declared_gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let max = st.config().max_archive_bytes;
+    let (lines, gz) = tokio::task::spawn_blocking(move || -> Result<(usize, Bytes), ApiError> {
+        // Trust the bytes, not only the header: a gzip body without the header is
+        // still stored as gzip, never double-compressed.
+        if declared_gzip || archive::is_gzip(&raw) {
+            let plain = archive::gunzip_limited(&raw, max)?;
+            Ok((archive::validate_ndjson(&plain)?, raw))
+        } else {
+            if raw.len() as u64 > max {
+                return Err(archive::ArchiveError::TooLarge(max).into());
+            }
+            let n = archive::validate_ndjson(&raw)?;
+            Ok((n, archive::gzip(&raw)))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let stored_bytes = gz.len();
+    st.blobs().put(id, gz).await?;
+    st.metrics()
+        .archives_written
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(Uploaded {
+        lines,
+        stored_bytes,
+    })
+}
+
+/// `POST /blob`: the complete archive as NDJSON, plain or `Content-Encoding: gzip`.
+pub async fn upload(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Uploaded>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Write)?;
+    let raw = body(raw)?;
+    Ok(Json(store_archive(&st, &q.id(), &headers, raw).await?))
+}
+
+/// `GET /blob`: the archive as NDJSON; gzip as stored when the client accepts it.
+pub async fn download(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(&q.0.account_id, Scope::Read)?;
+    let stored = st.blobs().get(&q.id()).await?;
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"))
+        });
+    let ndjson = HeaderValue::from_static("application/x-ndjson");
+    if !archive::is_gzip(&stored) {
+        return Ok(([(header::CONTENT_TYPE, ndjson)], stored).into_response());
+    }
+    if accepts_gzip {
+        let h = [
+            (header::CONTENT_TYPE, ndjson),
+            (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+        ];
+        return Ok((h, stored).into_response());
+    }
+    let max = st.config().max_archive_bytes;
+    let plain = tokio::task::spawn_blocking(move || archive::gunzip_limited(&stored, max))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("stored archive is unreadable: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, ndjson)], plain).into_response())
+}
+
+/// `POST /blob/link/upload`: a URL that accepts a `PUT` of the archive until it expires.
+pub async fn link(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    headers: HeaderMap,
+) -> Result<Json<LinkResponse>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Write)?;
+    let ttl = st.config().link_ttl;
+    let expires_at = SystemTime::now() + ttl;
+    let expires = runlog_protocol::format_time(expires_at);
+    let id = q.id();
+    if let Some(url) = st.blobs().presigned_put(&id, ttl).await? {
+        return Ok(Json(LinkResponse {
+            link: url.to_string(),
+            expires,
+        }));
+    }
+    let base = match &st.config().public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| st.config().addr.to_string(), str::to_owned);
+            format!("http://{host}")
+        }
+    };
+    let exp_secs = expires_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let sig = sign_upload(st.secret(), &id.account, id.key.as_str(), exp_secs);
+    let mut url = url::Url::parse(&format!("{base}/blob/upload"))
+        .map_err(|e| ApiError::Internal(format!("bad public URL {base:?}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("accountID", id.account.as_str())
+        .append_pair("key", id.key.as_str())
+        .append_pair("expires", &exp_secs.to_string())
+        .append_pair("sig", &sig);
+    Ok(Json(LinkResponse {
+        link: url.to_string(),
+        expires,
+    }))
+}
+
+/// Query of a self-signed upload link.
+#[derive(Debug, Deserialize)]
+pub struct UploadLink {
+    #[serde(rename = "accountID")]
+    account_id: AccountId,
+    key: StreamKey,
+    expires: u64,
+    sig: String,
+}
+
+/// `PUT /blob/upload?…&expires=&sig=`: the target of a self-signed upload link. The
+/// link is its own authorisation; no token is needed or read.
+pub async fn upload_signed(
+    State(st): State<ServiceState>,
+    q: Result<axum::extract::Query<UploadLink>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Uploaded>, ApiError> {
+    let axum::extract::Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid upload link: {}", e.body_text())))?;
+    verify_upload(
+        st.secret(),
+        &q.account_id,
+        q.key.as_str(),
+        q.expires,
+        &q.sig,
+    )
+    .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
+    let raw = body(raw)?;
+    let id = StreamId {
+        account: q.account_id,
+        key: q.key,
+    };
+    Ok(Json(store_archive(&st, &id, &headers, raw).await?))
+}

@@ -1,0 +1,161 @@
+//! `/stream`: open, append, tail (SSE), close.
+
+use super::{body, rfc3339};
+use crate::archive;
+use crate::error::ApiError;
+use crate::extract::{Caller, Stream};
+use crate::metrics::SubscriberGuard;
+use crate::snapshot::snapshot_stream;
+use crate::sse;
+use crate::state::ServiceState;
+use crate::store::{StoreError, StreamMeta, TailItem};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use runlog_protocol::Scope;
+use runlog_protocol::service::{AppendAck, StreamInfo};
+use std::sync::atomic::Ordering;
+
+pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
+    StreamInfo {
+        key: meta.id.key.clone(),
+        open: meta.open,
+        lines: meta.lines,
+        bytes: meta.bytes,
+        archived,
+        last_activity: rfc3339(meta.last_activity),
+    }
+}
+
+/// `POST /stream`: opens (or reopens) a stream. Idempotent.
+pub async fn open(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+) -> Result<Json<StreamInfo>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Write)?;
+    let meta = st.streams().open(&q.id()).await?;
+    Ok(Json(info(&meta, false)))
+}
+
+/// `PUT /stream`: appends a JSON array of lines; already-stored `pos` values are ignored.
+pub async fn append(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<AppendAck>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Write)?;
+    let raw = body(raw)?;
+    let lines = crate::ingest::parse_batch(&raw)?;
+    let ack = st.streams().append(&q.id(), lines).await?;
+    let m = st.metrics();
+    m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
+    m.duplicate_lines
+        .fetch_add(ack.duplicates, Ordering::Relaxed);
+    m.bytes_in.fetch_add(raw.len() as u64, Ordering::Relaxed);
+    Ok(Json(ack))
+}
+
+/// `GET /stream`: SSE — every stored line from `Last-Event-ID + 1` (or 0), then live
+/// lines, then `eof` once closed. A stream already removed is replayed from its
+/// archive.
+pub async fn tail(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(&q.0.account_id, Scope::Read)?;
+    let from = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|id| id.saturating_add(1))
+            .ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID must be a line pos (an integer)".into())
+            })?,
+    };
+    let id = q.id();
+    let tail = match st.streams().tail(&id, from).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => archive_replay(&st, &id, from).await?,
+        Err(e) => return Err(e.into()),
+    };
+    let guard = SubscriberGuard::new(st.metrics().clone());
+    let stream = sse::body(
+        tail,
+        st.config().ping_interval,
+        st.shutdown_token().clone(),
+        guard,
+    );
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// A finished stream's archive as a tail: its lines from `from`, then `Eof`.
+async fn archive_replay(
+    st: &ServiceState,
+    id: &crate::store::StreamId,
+    from: u64,
+) -> Result<futures_util::stream::BoxStream<'static, Result<TailItem, StoreError>>, ApiError> {
+    let stored = match st.blobs().get(id).await {
+        Ok(b) => b,
+        Err(crate::store::blob::BlobError::NotFound) => {
+            return Err(ApiError::NotFound(
+                "stream not found (no live stream and no archive)".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let max = st.config().max_archive_bytes;
+    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<_>, ApiError> {
+        let plain = if archive::is_gzip(&stored) {
+            Bytes::from(archive::gunzip_limited(&stored, max)?)
+        } else {
+            stored
+        };
+        Ok(archive::rows_with_pos(&plain)
+            .into_iter()
+            .filter(|l| l.pos >= from)
+            .collect())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let chunks: Vec<Result<TailItem, StoreError>> = rows
+        .chunks(crate::store::memory::TAIL_CHUNK_LINES)
+        .map(|c| Ok(TailItem::Lines(c.to_vec())))
+        .chain(std::iter::once(Ok(TailItem::Eof)))
+        .collect();
+    Ok(futures_util::stream::iter(chunks).boxed())
+}
+
+/// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become
+/// the archive.
+pub async fn close(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+) -> Result<Json<StreamInfo>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Write)?;
+    let id = q.id();
+    let meta = st.streams().close(&id).await?;
+    if q.0.snapshot {
+        snapshot_stream(&st, &id).await?;
+    }
+    Ok(Json(info(&meta, q.0.snapshot)))
+}

@@ -1,0 +1,79 @@
+//! Turning a live stream's lines into its archive, and the sweep that expires idle
+//! and long-closed streams (snapshotting each first, so expiry never loses a line).
+
+use crate::archive;
+use crate::error::ApiError;
+use crate::state::ServiceState;
+use crate::store::StreamId;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+/// Lines read per store call while snapshotting.
+const SNAPSHOT_READ: usize = 65_536;
+
+/// Writes every stored line of `id` as its archive (gzip NDJSON); returns the line count.
+pub async fn snapshot_stream(st: &ServiceState, id: &StreamId) -> Result<u64, ApiError> {
+    let mut all = Vec::new();
+    let mut next = 0;
+    loop {
+        let chunk = st.streams().read(id, next, SNAPSHOT_READ).await?;
+        let Some(last) = chunk.last() else { break };
+        next = last.pos + 1;
+        all.extend(chunk);
+    }
+    let count = all.len() as u64;
+    let gz = tokio::task::spawn_blocking(move || archive::gzip(&archive::ndjson(&all)))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.blobs().put(id, gz).await?;
+    st.metrics()
+        .archives_written
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(count)
+}
+
+/// One pass of expiry: an open stream idle past `idle_timeout`, or a closed one past
+/// `closed_retention`, is snapshotted (unless an archive exists) and removed.
+pub async fn sweep_once(st: &ServiceState) {
+    let Ok(metas) = st.streams().list_all().await else {
+        return;
+    };
+    let now = SystemTime::now();
+    let cfg = st.config();
+    for meta in metas {
+        let age = now.duration_since(meta.last_activity).unwrap_or_default();
+        let expired = if meta.open {
+            age >= cfg.idle_timeout
+        } else {
+            age >= cfg.closed_retention
+        };
+        if !expired {
+            continue;
+        }
+        if let Err(e) = expire(st, &meta.id).await {
+            tracing::warn!(account = %meta.id.account, key = %meta.id.key, error = %e, "cannot expire stream; will retry");
+        }
+    }
+}
+
+async fn expire(st: &ServiceState, id: &StreamId) -> Result<(), ApiError> {
+    st.streams().close(id).await?;
+    if !st.blobs().exists(id).await? {
+        snapshot_stream(st, id).await?;
+    }
+    st.streams().remove(id).await?;
+    st.metrics().streams_expired.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs [`sweep_once`] every `sweep_interval` until shutdown.
+pub async fn run(st: ServiceState) {
+    let mut tick = tokio::time::interval(st.config().sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = st.shutdown_token().cancelled() => return,
+            _ = tick.tick() => sweep_once(&st).await,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! [`ServiceState`]: what every route shares — stores, secret, config, counters.
+
+use crate::config::ServiceConfig;
+use crate::metrics::Metrics;
+use crate::store::{BlobStore, StreamStore};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Shared state of one service instance. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    streams: Arc<dyn StreamStore>,
+    blobs: BlobStore,
+    secret: String,
+    config: ServiceConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceState")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceState {
+    /// State over the given stores; `secret` signs and verifies every token.
+    pub fn new(
+        config: ServiceConfig,
+        streams: Arc<dyn StreamStore>,
+        blobs: BlobStore,
+        secret: String,
+    ) -> Self {
+        ServiceState {
+            inner: Arc::new(Inner {
+                streams,
+                blobs,
+                secret,
+                config,
+                metrics: Arc::new(Metrics::default()),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The live stream store.
+    pub fn streams(&self) -> &Arc<dyn StreamStore> {
+        &self.inner.streams
+    }
+
+    /// The archive store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The admin secret's bytes (HMAC key).
+    pub fn secret(&self) -> &[u8] {
+        self.inner.secret.as_bytes()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Cancelled when the service shuts down: SSE responses end on it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}

@@ -1,0 +1,513 @@
+//! [`MemoryStreamStore`]: live streams held in this process's memory.
+//!
+//! The embedded default. One mutex per stream (never one global lock on the
+//! append path), and each line kept as the `Bytes` of its JSON — usually a slice of
+//! the request body it arrived in, so storing a line allocates nothing.
+//!
+//! Memory is bounded by [`MemoryLimits`]: lines and bytes per stream, lines and bytes
+//! in total, and the number of streams. An append that would cross a bound is
+//! refused whole with [`StoreError::LimitExceeded`] (the client sees 413 and keeps
+//! its spool), never silently truncated.
+
+use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use runlog_protocol::AccountId;
+use runlog_protocol::service::AppendAck;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Lines a tail reads from the store per step: big enough that a 200 000-line
+/// backfill is ~100 chunks, small enough that one chunk is a few hundred KiB.
+pub const TAIL_CHUNK_LINES: usize = 2048;
+
+/// Bounds of a [`MemoryStreamStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Most lines one stream may hold.
+    pub max_lines_per_stream: u64,
+    /// Most bytes of line JSON one stream may hold.
+    pub max_bytes_per_stream: u64,
+    /// Most lines all streams together may hold.
+    pub max_total_lines: u64,
+    /// Most bytes of line JSON all streams together may hold.
+    pub max_total_bytes: u64,
+    /// Most streams held at once (open or closed but not yet removed).
+    pub max_streams: u64,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits {
+            max_lines_per_stream: 5_000_000,
+            max_bytes_per_stream: 1 << 30,
+            max_total_lines: 50_000_000,
+            max_total_bytes: 4 << 30,
+            max_streams: 100_000,
+        }
+    }
+}
+
+/// Live streams in memory; see the module documentation.
+#[derive(Debug)]
+pub struct MemoryStreamStore {
+    limits: MemoryLimits,
+    streams: RwLock<HashMap<StreamId, Arc<Entry>>>,
+    total_lines: AtomicU64,
+    total_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: StreamId,
+    lines: Mutex<Lines>,
+    /// Bumped after every append, close and removal; tails wait on it when caught up.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct Lines {
+    open: bool,
+    removed: bool,
+    /// Lines `0..prefix.len()`, all present: index = `pos`.
+    prefix: Vec<Bytes>,
+    /// Lines above a gap, keyed by `pos`; moved into `prefix` as the gap fills.
+    ahead: BTreeMap<u64, Bytes>,
+    bytes: u64,
+    last_activity: SystemTime,
+}
+
+impl Lines {
+    fn count(&self) -> u64 {
+        (self.prefix.len() + self.ahead.len()) as u64
+    }
+
+    fn has(&self, pos: u64) -> bool {
+        pos < self.prefix.len() as u64 || self.ahead.contains_key(&pos)
+    }
+
+    fn last_contiguous(&self) -> Option<u64> {
+        (self.prefix.len() as u64).checked_sub(1)
+    }
+
+    /// Stores one line unless its `pos` is taken; returns whether it was stored.
+    fn insert(&mut self, line: StoredLine) -> bool {
+        let next = self.prefix.len() as u64;
+        if line.pos < next {
+            return false;
+        }
+        if line.pos > next {
+            return match self.ahead.entry(line.pos) {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    self.bytes += line.json.len() as u64;
+                    v.insert(line.json);
+                    true
+                }
+            };
+        }
+        self.bytes += line.json.len() as u64;
+        self.prefix.push(line.json);
+        // A gap just closed: pull every line now contiguous into the prefix.
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() != self.prefix.len() as u64 {
+                break;
+            }
+            self.prefix.push(entry.remove());
+        }
+        true
+    }
+
+    fn read(&self, from: u64, max: usize) -> Vec<StoredLine> {
+        let mut out = Vec::new();
+        let plen = self.prefix.len() as u64;
+        if from < plen {
+            let start = from as usize;
+            let end = (start + max).min(self.prefix.len());
+            out.reserve(end - start);
+            out.extend(
+                self.prefix[start..end]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, json)| StoredLine {
+                        pos: (start + i) as u64,
+                        json: json.clone(),
+                    }),
+            );
+        }
+        if out.len() < max {
+            let left = max - out.len();
+            out.extend(
+                self.ahead
+                    .range(from.max(plen)..)
+                    .take(left)
+                    .map(|(&pos, json)| StoredLine {
+                        pos,
+                        json: json.clone(),
+                    }),
+            );
+        }
+        out
+    }
+}
+
+fn lock(m: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
+    // A panic while holding the lock cannot leave `Lines` half-updated in a way that
+    // breaks later readers (every mutation is a single push/insert), so keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Entry {
+    fn meta(&self) -> StreamMeta {
+        let l = lock(&self.lines);
+        StreamMeta {
+            id: self.id.clone(),
+            open: l.open,
+            lines: l.count(),
+            bytes: l.bytes,
+            last_contiguous_pos: l.last_contiguous(),
+            last_activity: l.last_activity,
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+impl MemoryStreamStore {
+    /// An empty store with the given bounds.
+    pub fn new(limits: MemoryLimits) -> Self {
+        MemoryStreamStore {
+            limits,
+            streams: RwLock::new(HashMap::new()),
+            total_lines: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The bounds this store enforces.
+    pub fn limits(&self) -> MemoryLimits {
+        self.limits
+    }
+
+    fn entry(&self, id: &StreamId) -> Result<Arc<Entry>, StoreError> {
+        let map = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(id).cloned().ok_or(StoreError::NotFound)
+    }
+
+    /// Reserves room for `lines`/`bytes` in the totals, or refuses without reserving.
+    fn reserve_total(&self, lines: u64, bytes: u64) -> Result<(), StoreError> {
+        let new_lines = self.total_lines.fetch_add(lines, Ordering::Relaxed) + lines;
+        let new_bytes = self.total_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if new_lines > self.limits.max_total_lines || new_bytes > self.limits.max_total_bytes {
+            self.release_total(lines, bytes);
+            return Err(StoreError::LimitExceeded(format!(
+                "the service holds too many lines in memory (limits: {} lines, {} bytes in total)",
+                self.limits.max_total_lines, self.limits.max_total_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn release_total(&self, lines: u64, bytes: u64) {
+        self.total_lines.fetch_sub(lines, Ordering::Relaxed);
+        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Lines and bytes held by all streams together.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.total_lines.load(Ordering::Relaxed),
+            self.total_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[async_trait]
+impl StreamStore for MemoryStreamStore {
+    async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        if let Ok(entry) = self.entry(id) {
+            {
+                let mut l = lock(&entry.lines);
+                l.open = true;
+                l.last_activity = SystemTime::now();
+            }
+            return Ok(entry.meta());
+        }
+        let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        let count = map.len() as u64;
+        let entry = match map.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if count >= self.limits.max_streams {
+                    return Err(StoreError::LimitExceeded(format!(
+                        "the service holds {count} streams, its limit"
+                    )));
+                }
+                v.insert(Arc::new(Entry {
+                    id: id.clone(),
+                    lines: Mutex::new(Lines {
+                        open: true,
+                        removed: false,
+                        prefix: Vec::new(),
+                        ahead: BTreeMap::new(),
+                        bytes: 0,
+                        last_activity: SystemTime::now(),
+                    }),
+                    changed: watch::Sender::new(0),
+                }))
+                .clone()
+            }
+        };
+        drop(map);
+        lock(&entry.lines).open = true;
+        Ok(entry.meta())
+    }
+
+    async fn append(&self, id: &StreamId, lines: Vec<StoredLine>) -> Result<AppendAck, StoreError> {
+        let entry = self.entry(id)?;
+        let total = lines.len() as u64;
+        let mut appended = 0u64;
+        let mut appended_bytes = 0u64;
+        {
+            let mut l = lock(&entry.lines);
+            if !l.open || l.removed {
+                return Err(StoreError::Closed);
+            }
+            // Count what is new first, so a retried batch at the limit is not refused
+            // for lines it already stored, and a refused batch stores nothing.
+            let (new_lines, new_bytes) = lines
+                .iter()
+                .filter(|line| !l.has(line.pos))
+                .fold((0u64, 0u64), |(n, b), line| {
+                    (n + 1, b + line.json.len() as u64)
+                });
+            if l.count() + new_lines > self.limits.max_lines_per_stream
+                || l.bytes + new_bytes > self.limits.max_bytes_per_stream
+            {
+                return Err(StoreError::LimitExceeded(format!(
+                    "stream would exceed {} lines or {} bytes",
+                    self.limits.max_lines_per_stream, self.limits.max_bytes_per_stream
+                )));
+            }
+            self.reserve_total(new_lines, new_bytes)?;
+            for line in lines {
+                let len = line.json.len() as u64;
+                if l.insert(line) {
+                    appended += 1;
+                    appended_bytes += len;
+                }
+            }
+            // Same-pos lines inside one batch were counted as new above; give back
+            // what was reserved for them.
+            self.release_total(new_lines - appended, new_bytes - appended_bytes);
+            l.last_activity = SystemTime::now();
+            let last = l.last_contiguous();
+            drop(l);
+            if appended > 0 {
+                entry.notify();
+            }
+            Ok(AppendAck {
+                appended,
+                duplicates: total - appended,
+                last_contiguous_pos: last,
+                next_pos: last.map_or(0, |p| p + 1),
+            })
+        }
+    }
+
+    async fn read(
+        &self,
+        id: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredLine>, StoreError> {
+        let entry = self.entry(id)?;
+        let l = lock(&entry.lines);
+        Ok(l.read(from, max))
+    }
+
+    async fn tail(
+        &self,
+        id: &StreamId,
+        from: u64,
+    ) -> Result<BoxStream<'static, Result<TailItem, StoreError>>, StoreError> {
+        let entry = self.entry(id)?;
+        let rx = entry.changed.subscribe();
+        let state = TailState {
+            entry,
+            rx,
+            next: from,
+            done: false,
+        };
+        Ok(stream::unfold(state, next_tail_item).boxed())
+    }
+
+    async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        let entry = self.entry(id)?;
+        {
+            let mut l = lock(&entry.lines);
+            l.open = false;
+            l.last_activity = SystemTime::now();
+        }
+        entry.notify();
+        Ok(entry.meta())
+    }
+
+    async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
+        let entry = {
+            let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+            map.remove(id).ok_or(StoreError::NotFound)?
+        };
+        {
+            let mut l = lock(&entry.lines);
+            l.open = false;
+            l.removed = true;
+            self.release_total(l.count(), l.bytes);
+            l.prefix = Vec::new();
+            l.ahead = BTreeMap::new();
+            l.bytes = 0;
+        }
+        entry.notify();
+        Ok(())
+    }
+
+    async fn meta(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
+        Ok(self.entry(id)?.meta())
+    }
+
+    async fn list(&self, account: &AccountId) -> Result<Vec<StreamMeta>, StoreError> {
+        let entries: Vec<Arc<Entry>> = {
+            let map = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+            map.values()
+                .filter(|e| &e.id.account == account)
+                .cloned()
+                .collect()
+        };
+        Ok(entries.iter().map(|e| e.meta()).collect())
+    }
+
+    async fn list_all(&self) -> Result<Vec<StreamMeta>, StoreError> {
+        let entries: Vec<Arc<Entry>> = {
+            let map = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+            map.values().cloned().collect()
+        };
+        Ok(entries.iter().map(|e| e.meta()).collect())
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+struct TailState {
+    entry: Arc<Entry>,
+    rx: watch::Receiver<u64>,
+    next: u64,
+    done: bool,
+}
+
+/// One step of a tail: the next chunk from `next`, or `Eof`, or wait for a change.
+async fn next_tail_item(mut s: TailState) -> Option<(Result<TailItem, StoreError>, TailState)> {
+    if s.done {
+        return None;
+    }
+    loop {
+        // Mark the current version seen *before* reading, so an append that lands
+        // between the read and the wait still wakes us.
+        s.rx.borrow_and_update();
+        let (chunk, open) = {
+            let l = lock(&s.entry.lines);
+            (l.read(s.next, TAIL_CHUNK_LINES), l.open && !l.removed)
+        };
+        if let Some(last) = chunk.last() {
+            s.next = last.pos + 1;
+            return Some((Ok(TailItem::Lines(chunk)), s));
+        }
+        if !open {
+            s.done = true;
+            return Some((Ok(TailItem::Eof), s));
+        }
+        if s.rx.changed().await.is_err() {
+            s.done = true;
+            return Some((Ok(TailItem::Eof), s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use runlog_protocol::StreamKey;
+
+    fn id(key: &str) -> StreamId {
+        StreamId {
+            account: AccountId::new("acc").unwrap(),
+            key: StreamKey::new(key).unwrap(),
+        }
+    }
+
+    fn line(pos: u64) -> StoredLine {
+        StoredLine {
+            pos,
+            json: Bytes::from(format!(r#"{{"pos":{pos},"out":"x"}}"#)),
+        }
+    }
+
+    #[tokio::test]
+    async fn gap_is_kept_and_filled_in_order() {
+        let s = MemoryStreamStore::new(MemoryLimits::default());
+        s.open(&id("k")).await.unwrap();
+        let ack = s
+            .append(&id("k"), vec![line(0), line(2), line(3)])
+            .await
+            .unwrap();
+        assert_eq!(ack.last_contiguous_pos, Some(0));
+        let ack = s.append(&id("k"), vec![line(1), line(2)]).await.unwrap();
+        assert_eq!((ack.appended, ack.duplicates, ack.next_pos), (1, 1, 4));
+        let got: Vec<u64> = s
+            .read(&id("k"), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.pos)
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn per_stream_limit_refuses_whole_batch_but_not_a_retry() {
+        let limits = MemoryLimits {
+            max_lines_per_stream: 3,
+            ..MemoryLimits::default()
+        };
+        let s = MemoryStreamStore::new(limits);
+        s.open(&id("k")).await.unwrap();
+        s.append(&id("k"), vec![line(0), line(1), line(2)])
+            .await
+            .unwrap();
+        let retry = s.append(&id("k"), vec![line(1), line(2)]).await.unwrap();
+        assert_eq!(retry.duplicates, 2);
+        let err = s.append(&id("k"), vec![line(3)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::LimitExceeded(_)));
+        assert_eq!(s.meta(&id("k")).await.unwrap().lines, 3);
+    }
+
+    #[tokio::test]
+    async fn totals_are_released_on_remove() {
+        let s = MemoryStreamStore::new(MemoryLimits::default());
+        s.open(&id("k")).await.unwrap();
+        s.append(&id("k"), vec![line(0), line(0), line(1)])
+            .await
+            .unwrap();
+        assert_eq!(s.totals().0, 2);
+        s.remove(&id("k")).await.unwrap();
+        assert_eq!(s.totals(), (0, 0));
+    }
+}
