@@ -11,6 +11,13 @@
 //!   asks, so a slow viewer costs storage reads, never an unbounded buffer, and never
 //!   slows a writer.
 
+pub mod blob;
+pub mod memory;
+pub mod redis;
+
+pub use blob::BlobStore;
+pub use memory::{MemoryLimits, MemoryStreamStore};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -94,7 +101,12 @@ pub trait StreamStore: Send + Sync + 'static {
     async fn append(&self, id: &StreamId, lines: Vec<StoredLine>) -> Result<AppendAck, StoreError>;
 
     /// Up to `max` stored lines with `pos >= from`, in `pos` order.
-    async fn read(&self, id: &StreamId, from: u64, max: usize) -> Result<Vec<StoredLine>, StoreError>;
+    async fn read(
+        &self,
+        id: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredLine>, StoreError>;
 
     /// Backfill from `from`, then live lines, then `Eof` once closed. Pull-based.
     async fn tail(
@@ -117,4 +129,12 @@ pub trait StreamStore: Send + Sync + 'static {
 
     /// `Ok` when the backend answers; used by `/healthz`.
     async fn health(&self) -> Result<(), StoreError>;
+
+    /// Every stream this store holds, of every account. The service uses it to
+    /// expire idle streams (snapshotting them to the archive first) and to report
+    /// open streams in `/metrics`. A store that expires streams by itself (e.g. by
+    /// a backend TTL) may keep this default, which reports none.
+    async fn list_all(&self) -> Result<Vec<StreamMeta>, StoreError> {
+        Ok(Vec::new())
+    }
 }
