@@ -3,10 +3,29 @@
 //!
 //! A [`Writer`] takes raw bytes or whole lines from producers, joins them into lines
 //! ([`assemble`]), masks secrets ([`mask`]), numbers and timestamps each line once,
-//! appends it to a spool file (the complete history, on disk) and sends it to the log
-//! service through a [`LogClient`] with adaptive batching and retries. `close()` drains,
-//! uploads the archive from the spool and closes the stream within a deadline; what
-//! cannot be delivered in time stays in an outbox directory and is re-sent later.
+//! appends it to a spool file (the complete history, on disk; [`spool`]) and sends it
+//! to the log service through a [`LogClient`] with adaptive batching and retries.
+//! `close()` drains, uploads the archive from the spool and closes the stream within a
+//! deadline; what cannot be delivered in time stays in an outbox directory and is
+//! re-sent later ([`deliver_outbox`]).
+//!
+//! Metrics (counters, through the `metrics` facade): `livelog_lines_total`,
+//! `livelog_bytes_total`, `livelog_batches_total`, `livelog_retries_total`,
+//! `livelog_dropped_lines_total`, `livelog_spills_total` (times the memory queue
+//! overflowed to the spool: the sender lagging behind).
 
 pub mod assemble;
+pub mod client;
+pub mod config;
 pub mod mask;
+pub mod outbox;
+pub mod retry;
+mod sender;
+pub mod spool;
+mod writer;
+
+pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
+pub use config::{Nudge, Tap, WriterConfig};
+pub use outbox::{OutboxReport, deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
+pub use runlog_protocol::engine::WriterReport;
+pub use writer::Writer;

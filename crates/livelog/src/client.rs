@@ -1,0 +1,321 @@
+//! The log-service protocol: the [`LogClient`] trait and its HTTP implementation.
+//!
+//! Every call is one HTTP request; retrying is the caller's job (the writer retries
+//! with backoff), so each error says whether a retry can help ([`ClientError::is_retryable`]).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use runlog_protocol::engine::LogConfig;
+use runlog_protocol::service::{AppendAck, LinkResponse};
+use std::path::Path;
+use std::time::Duration;
+
+/// Why a call to the log service failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Connect, timeout, reset or a broken body: the request may or may not have landed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The service answered with an error status.
+    #[error("log service answered {status}: {message}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The `error_msg` of the answer, or its start.
+        message: String,
+    },
+    /// The configuration is unusable (bad URL, …); retrying cannot help.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The archive could not be read from disk.
+    #[error("cannot read the archive: {0}")]
+    Io(String),
+}
+
+impl ClientError {
+    /// Whether the same request may succeed later: transport errors, 5xx, 408 and 429.
+    /// Other 4xx (bad token, bad key, closed stream) will fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            ClientError::Config(_) | ClientError::Io(_) => false,
+        }
+    }
+}
+
+/// A batch of numbered lines ready to send: a JSON array, built once and resent as
+/// is on retry (same `pos` values, so the service stores each line once).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `pos` of the first line.
+    pub first_pos: u64,
+    /// Number of lines.
+    pub lines: u64,
+    /// The JSON array body (`[{"pos":…},…]`).
+    pub body: Bytes,
+}
+
+/// The log-service operations the writer needs. Implemented over HTTP by
+/// [`HttpLogClient`]; tests may supply their own.
+#[async_trait]
+pub trait LogClient: Send + Sync + 'static {
+    /// `POST /stream`: opens the live stream (idempotent).
+    async fn open(&self, key: &str) -> Result<(), ClientError>;
+    /// `PUT /stream`: appends a batch.
+    async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError>;
+    /// `DELETE /stream`: closes the live stream; with `snapshot` its lines become the archive.
+    async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError>;
+    /// `POST /blob`: uploads the NDJSON archive at `ndjson` (gzip-compressed on the way).
+    async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError>;
+    /// `POST /blob/link/upload` then `PUT` to the signed link (no account token is sent
+    /// to the link's host).
+    async fn upload_link(&self, key: &str, ndjson: &Path) -> Result<(), ClientError>;
+    /// The service and account this client talks to, kept with an undelivered history
+    /// in the outbox so that a later process can re-send it. `None`: not reproducible.
+    fn outbox_config(&self) -> Option<LogConfig> {
+        None
+    }
+    /// Uploads the archive the configured way (indirect through the service, or direct
+    /// through a signed link).
+    async fn upload(&self, key: &str, ndjson: &Path, indirect: bool) -> Result<(), ClientError> {
+        if indirect {
+            self.upload_blob(key, ndjson).await
+        } else {
+            self.upload_link(key, ndjson).await
+        }
+    }
+}
+
+/// Timeouts of [`HttpLogClient`].
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTimeouts {
+    /// TCP/TLS connect.
+    pub connect: Duration,
+    /// One whole request (archives are streamed; this bounds a stalled service).
+    pub request: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP client of the log service: pooled connections, connect and request
+/// timeouts, token sent as `Authorization: Bearer` and `X-Harness-Token`.
+#[derive(Clone)]
+pub struct HttpLogClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    account_id: String,
+    token: String,
+    cfg: LogConfig,
+}
+
+impl std::fmt::Debug for HttpLogClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is never printed.
+        f.debug_struct("HttpLogClient")
+            .field("base", &self.base.as_str())
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpLogClient {
+    /// A client for the service and account in `cfg`, with default timeouts.
+    pub fn new(cfg: &LogConfig) -> Result<Self, ClientError> {
+        Self::with_timeouts(cfg, HttpTimeouts::default())
+    }
+
+    /// A client with explicit timeouts.
+    pub fn with_timeouts(cfg: &LogConfig, t: HttpTimeouts) -> Result<Self, ClientError> {
+        let mut base = reqwest::Url::parse(&cfg.url)
+            .map_err(|e| ClientError::Config(format!("url {:?}: {e}", cfg.url)))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "url {:?} is not http(s)",
+                cfg.url
+            )));
+        }
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(t.connect)
+            .timeout(t.request)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(HttpLogClient {
+            http,
+            base,
+            account_id: cfg.account_id.clone(),
+            token: cfg.token.clone(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn url(&self, path: &str, key: &str) -> Result<reqwest::Url, ClientError> {
+        let mut u = self
+            .base
+            .join(path)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        u.query_pairs_mut()
+            .append_pair("accountID", &self.account_id)
+            .append_pair("key", key);
+        Ok(u)
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        rb.bearer_auth(&self.token)
+            .header("X-Harness-Token", &self.token)
+    }
+
+    async fn gzip_body(ndjson: &Path) -> Result<reqwest::Body, ClientError> {
+        let file = tokio::fs::File::open(ndjson)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        // Streamed: the archive is compressed while it is sent, never held in memory.
+        let enc =
+            async_compression::tokio::bufread::GzipEncoder::new(tokio::io::BufReader::new(file));
+        Ok(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(enc),
+        ))
+    }
+}
+
+async fn check(
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<reqwest::Response, ClientError> {
+    let resp = resp.map_err(transport)?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    let message = serde_json::from_slice::<runlog_protocol::ErrorBody>(&body)
+        .map(|b| b.error_msg)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    Err(ClientError::Status {
+        status: status.as_u16(),
+        message,
+    })
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    // `{:#}`-style chain: reqwest's top-level message alone ("error sending request")
+    // hides the cause.
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    ClientError::Transport(msg)
+}
+
+#[async_trait]
+impl LogClient for HttpLogClient {
+    fn outbox_config(&self) -> Option<LogConfig> {
+        Some(self.cfg.clone())
+    }
+
+    async fn open(&self, key: &str) -> Result<(), ClientError> {
+        let rb = self.authed(self.http.post(self.url("stream", key)?));
+        check(rb.send().await).await.map(drop)
+    }
+
+    async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError> {
+        let rb = self
+            .authed(self.http.put(self.url("stream", key)?))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(batch.body.clone());
+        let resp = check(rb.send().await).await?;
+        let body = resp.bytes().await.map_err(transport)?;
+        // An answer without a readable ack (an older service) still means "stored".
+        Ok(serde_json::from_slice(&body).unwrap_or(AppendAck {
+            appended: batch.lines,
+            duplicates: 0,
+            last_contiguous_pos: None,
+            next_pos: batch.first_pos + batch.lines,
+        }))
+    }
+
+    async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError> {
+        let mut url = self.url("stream", key)?;
+        if snapshot {
+            url.query_pairs_mut().append_pair("snapshot", "true");
+        }
+        check(self.authed(self.http.delete(url)).send().await)
+            .await
+            .map(drop)
+    }
+
+    async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
+        let rb = self
+            .authed(self.http.post(self.url("blob", key)?))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(Self::gzip_body(ndjson).await?);
+        check(rb.send().await).await.map(drop)
+    }
+
+    async fn upload_link(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
+        let rb = self.authed(self.http.post(self.url("blob/link/upload", key)?));
+        let resp = check(rb.send().await).await?;
+        let link: LinkResponse = resp.json().await.map_err(transport)?;
+        let url = reqwest::Url::parse(&link.link)
+            .map_err(|e| ClientError::Transport(format!("bad upload link: {e}")))?;
+        // The link carries its own authorisation and may point at another host (object
+        // storage): the account token is deliberately not attached.
+        let rb = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(Self::gzip_body(ndjson).await?);
+        check(rb.send().await).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses_are_server_side_or_throttling() {
+        let st = |status| ClientError::Status {
+            status,
+            message: String::new(),
+        };
+        for s in [500, 502, 503, 408, 429] {
+            assert!(st(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 409, 413] {
+            assert!(!st(s).is_retryable(), "{s}");
+        }
+        assert!(ClientError::Transport("reset".into()).is_retryable());
+    }
+
+    #[test]
+    fn non_http_urls_are_refused() {
+        let cfg = LogConfig {
+            url: "file:///etc".into(),
+            ..LogConfig::default()
+        };
+        assert!(matches!(
+            HttpLogClient::new(&cfg),
+            Err(ClientError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! The sender task and `close()`.
+//!
+//! One task per writer, one request in flight, so the service receives lines in `pos`
+//! order. Batching is adaptive: the task takes everything queued the moment the
+//! previous request finishes, so a lone line goes out at once (one round trip of
+//! latency) and a flood forms large batches (throughput).
+//!
+//! This task never logs through `tracing` per line or per retry: the engine may feed
+//! `tracing` events into a writer, and a failing stream must not generate more lines
+//! for itself. It logs once when live streaming stops, under the `livelog` target that
+//! the engine's stream layer excludes.
+
+use crate::client::Batch;
+use crate::retry::{Outcome, retry, until_deadline};
+use crate::spool::SpoolReader;
+use crate::writer::{Inner, finish_producing, hints};
+use bytes::{BufMut, BytesMut};
+use runlog_protocol::engine::WriterReport;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What the next batch comes from.
+enum Next {
+    Batch(Batch),
+    Wait,
+    Done,
+}
+
+/// The sender loop: open the stream, then send batches until close drains it.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut deadline = inner.deadline.subscribe();
+    let key = inner.cfg.key.clone();
+    if !inner.cfg.skip_opening_stream {
+        let client = inner.client.clone();
+        let out = retry(
+            || client.open(&key),
+            inner.cfg.max_retry_delay,
+            &mut deadline,
+            |_| count_retry(&inner),
+        )
+        .await;
+        if let Some(why) = failure(out) {
+            stop_live(&inner, format!("cannot open the live stream: {why}"));
+        }
+    }
+    let mut reader: Option<SpoolReader> = None;
+    loop {
+        let work = inner.work.notified();
+        tokio::pin!(work);
+        work.as_mut().enable();
+        match next_batch(&inner, &mut reader) {
+            Next::Done => break,
+            Next::Wait => {
+                work.await;
+                continue;
+            }
+            Next::Batch(batch) => {
+                let client = inner.client.clone();
+                let out = retry(
+                    || client.write(&key, &batch),
+                    inner.cfg.max_retry_delay,
+                    &mut deadline,
+                    |_| count_retry(&inner),
+                )
+                .await;
+                match out {
+                    Outcome::Done(_ack) => {
+                        let mut st = inner.lock();
+                        st.lines.counts.batches += 1;
+                        st.lines.counts.streamed_lines += batch.lines;
+                        metrics::counter!("livelog_batches_total").increment(1);
+                    }
+                    other => {
+                        let why = failure(other).unwrap_or_default();
+                        stop_live(&inner, format!("live streaming stopped: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    inner.sender_done.send_replace(true);
+}
+
+fn count_retry(inner: &Inner) {
+    inner.lock().lines.counts.retries += 1;
+    metrics::counter!("livelog_retries_total").increment(1);
+}
+
+fn failure<T>(out: Outcome<T>) -> Option<String> {
+    match out {
+        Outcome::Done(_) => None,
+        Outcome::Fatal(e) => Some(e.to_string()),
+        Outcome::Deadline(Some(e)) => Some(format!("close deadline passed; last error: {e}")),
+        Outcome::Deadline(None) => Some("close deadline passed".to_owned()),
+    }
+}
+
+/// Stops live streaming for this key (the archive is still uploaded at close).
+fn stop_live(inner: &Inner, why: String) {
+    let mut st = inner.lock();
+    let l = &mut st.lines;
+    if !l.live_stopped {
+        tracing::warn!(target: "livelog", key = %inner.cfg.key, "{why}");
+    }
+    l.live_stopped = true;
+    l.queue.clear();
+    l.queue_bytes = 0;
+    l.spill = None;
+    l.error.get_or_insert(why);
+    drop(st);
+    inner.room.notify_waiters();
+}
+
+/// Takes the next batch: from the memory queue, or read back from the spool when
+/// the queue overflowed.
+fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
+    let max_lines = inner.cfg.max_batch_lines.max(1);
+    let max_bytes = inner.cfg.max_batch_bytes.max(1);
+    let mut st = inner.lock();
+    let l = &mut st.lines;
+    if l.live_stopped {
+        return if l.closing { Next::Done } else { Next::Wait };
+    }
+    if !l.queue.is_empty() {
+        let first_pos = l.next_pos - l.queue.len() as u64 - spilled_count(l);
+        let mut body = BytesMut::with_capacity(
+            max_bytes.min(l.queue_bytes) + 2 + l.queue.len().min(max_lines),
+        );
+        body.put_u8(b'[');
+        let mut n = 0u64;
+        while let Some(q) = l.queue.front() {
+            if n > 0 && (n as usize >= max_lines || body.len() + q.json.len() > max_bytes) {
+                break;
+            }
+            if n > 0 {
+                body.put_u8(b',');
+            }
+            body.put_slice(&q.json);
+            l.queue_bytes -= q.json.len();
+            l.queue.pop_front();
+            n += 1;
+        }
+        body.put_u8(b']');
+        drop(st);
+        inner.room.notify_waiters();
+        return Next::Batch(Batch {
+            first_pos,
+            lines: n,
+            body: body.freeze(),
+        });
+    }
+    if let Some(cur) = l.spill {
+        // The spool's buffer must reach the file before it can be read back.
+        if let Err(e) = l.spool.flush() {
+            l.error.get_or_insert(e);
+        }
+        let end = l.spool.written();
+        let path = l.spool.path().to_owned();
+        drop(st);
+        if reader.is_none() {
+            *reader = SpoolReader::open(&path).ok();
+        }
+        let rows = match reader
+            .as_mut()
+            .map(|r| r.read_rows(cur.offset, end, max_bytes, max_lines as u64))
+        {
+            Some(Ok(rows)) if rows.count > 0 => rows,
+            _ => {
+                stop_live(
+                    inner,
+                    format!("cannot read the spool back from {}", path.display()),
+                );
+                return Next::Wait;
+            }
+        };
+        let read_len = rows.ndjson.len() as u64;
+        let mut body = rows.ndjson;
+        // NDJSON → JSON array: rows never contain a raw newline (JSON escapes it).
+        body.pop();
+        for b in body.iter_mut() {
+            if *b == b'\n' {
+                *b = b',';
+            }
+        }
+        body.insert(0, b'[');
+        body.push(b']');
+        let mut st = inner.lock();
+        let l = &mut st.lines;
+        if l.spill == Some(cur) {
+            let next = crate::writer::SpillCursor {
+                pos: cur.pos + rows.count,
+                offset: cur.offset + read_len,
+            };
+            // Caught up with the producers: back to the memory queue.
+            l.spill = if next.pos >= l.next_pos {
+                None
+            } else {
+                Some(next)
+            };
+        }
+        drop(st);
+        inner.room.notify_waiters();
+        return Next::Batch(Batch {
+            first_pos: cur.pos,
+            lines: rows.count,
+            body: body.into(),
+        });
+    }
+    if l.closing { Next::Done } else { Next::Wait }
+}
+
+/// Lines numbered after the queue that are only in the spool (0 unless spilling).
+fn spilled_count(l: &crate::writer::Lines) -> u64 {
+    l.spill.map_or(0, |c| l.next_pos - c.pos)
+}
+
+/// `close()`: finish lines, drain the sender, upload the archive, close the stream,
+/// all before the deadline; keep the history in the outbox when it could not land.
+pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
+    let deadline = Instant::now() + inner.cfg.close_deadline;
+    let spool_complete = finish_producing(&inner);
+    inner.deadline.send_replace(Some(deadline));
+    inner.work.notify_one();
+    inner.room.notify_waiters();
+    let mut dl = inner.deadline.subscribe();
+    let mut done = inner.sender_done.subscribe();
+    let drained = until_deadline(&mut dl, async move { done.wait_for(|d| *d).await.is_ok() })
+        .await
+        .is_some();
+    if !drained {
+        stop_live(
+            &inner,
+            "close deadline passed before every line was sent".to_owned(),
+        );
+    }
+
+    let key = inner.cfg.key.clone();
+    let spool_path = inner.lock().lines.spool.path().to_owned();
+    let mut archived = false;
+    if spool_complete {
+        let client = inner.client.clone();
+        let path = spool_path.clone();
+        let out = retry(
+            || client.upload(&key, &path, inner.cfg.indirect_upload),
+            inner.cfg.max_retry_delay,
+            &mut dl,
+            |_| count_retry(&inner),
+        )
+        .await;
+        match failure(out) {
+            None => archived = true,
+            Some(why) => record_error(&inner, format!("archive upload failed: {why}")),
+        }
+    }
+    let mut stream_closed = inner.cfg.skip_closing_stream;
+    if !stream_closed {
+        let client = inner.client.clone();
+        let out = retry(
+            || client.close(&key, false),
+            inner.cfg.max_retry_delay,
+            &mut dl,
+            |_| count_retry(&inner),
+        )
+        .await;
+        match failure(out) {
+            None => stream_closed = true,
+            Some(why) => record_error(&inner, format!("closing the stream failed: {why}")),
+        }
+    }
+
+    let mut outboxed = false;
+    if archived {
+        let _ = std::fs::remove_file(&spool_path);
+    } else if spool_complete && let Some(dir) = &inner.cfg.outbox_dir {
+        let entry = crate::outbox::Entry {
+            key: key.clone(),
+            indirect_upload: inner.cfg.indirect_upload,
+            close_stream: !stream_closed,
+            log_config: inner.client.outbox_config(),
+        };
+        match crate::outbox::store(dir, &spool_path, &entry) {
+            Ok(stored) => {
+                outboxed = true;
+                crate::outbox::spawn_retry(
+                    dir.clone(),
+                    stored,
+                    inner.client.clone(),
+                    inner.cfg.max_retry_delay,
+                );
+            }
+            Err(e) => record_error(
+                &inner,
+                format!("cannot keep the history in the outbox: {e}"),
+            ),
+        }
+    }
+
+    let st = inner.lock();
+    let l = &st.lines;
+    let c = &l.counts;
+    WriterReport {
+        key,
+        lines: c.lines,
+        bytes: c.bytes,
+        batches: c.batches,
+        retries: c.retries,
+        dropped_lines: c.dropped_lines,
+        dropped_bytes: c.dropped_bytes,
+        streamed_lines: c.streamed_lines,
+        archived,
+        outboxed,
+        hints: hints(&inner, l),
+        error: l.error.clone(),
+    }
+}
+
+fn record_error(inner: &Inner, why: String) {
+    inner.lock().lines.error.get_or_insert(why);
+}

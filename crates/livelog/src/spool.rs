@@ -1,0 +1,231 @@
+//! The spool file: the complete history of one stream, on disk, as NDJSON.
+//!
+//! Every numbered line is appended here before it is queued for sending, so the
+//! archive is built from disk, never from RAM, and the sender can read lagging lines
+//! back when the in-memory queue is over its cap. The file has a disk cap; a line
+//! that would exceed it is refused (the writer drops it with a count and a marker).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a line was not appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The disk cap would be exceeded.
+    Full,
+    /// An earlier write failed; the message says why.
+    Failed(String),
+}
+
+/// Append side of a spool file.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    written: u64,
+    max: u64,
+    failed: Option<String>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    /// Creates a new, empty spool file in `dir` (created if missing). A spool that
+    /// cannot be created refuses every line with the reason.
+    pub fn create(dir: &Path, max: u64) -> Spool {
+        let name = format!(
+            "livelog-{}-{}-{}.ndjson",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = dir.join(name);
+        let opened = std::fs::create_dir_all(dir)
+            .and_then(|()| File::options().write(true).create_new(true).open(&path));
+        match opened {
+            Ok(f) => Spool {
+                path,
+                // 256 KiB: a few syscalls per MB without holding much memory.
+                out: Some(BufWriter::with_capacity(256 * 1024, f)),
+                written: 0,
+                max,
+                failed: None,
+            },
+            Err(e) => Spool {
+                failed: Some(format!("cannot create spool file {}: {e}", path.display())),
+                path,
+                out: None,
+                written: 0,
+                max,
+            },
+        }
+    }
+
+    /// Path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes appended so far (the offset of the next line).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Why the spool stopped accepting lines, if it did because of an error.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Appends one NDJSON row (`json` without its newline); returns its offset.
+    /// `over_cap` lets a marker line through even when the cap is reached.
+    pub fn append(&mut self, json: &[u8], over_cap: bool) -> Result<u64, Refused> {
+        if let Some(f) = &self.failed {
+            return Err(Refused::Failed(f.clone()));
+        }
+        let len = json.len() as u64 + 1;
+        if !over_cap && self.written + len > self.max {
+            return Err(Refused::Full);
+        }
+        let Some(out) = self.out.as_mut() else {
+            return Err(Refused::Failed("spool closed".into()));
+        };
+        let res = out.write_all(json).and_then(|()| out.write_all(b"\n"));
+        match res {
+            Ok(()) => {
+                let at = self.written;
+                self.written += len;
+                Ok(at)
+            }
+            Err(e) => {
+                // A partial row may be in the file now; nothing after it is trusted.
+                let msg = format!("spool write failed: {e}");
+                self.failed = Some(msg.clone());
+                Err(Refused::Failed(msg))
+            }
+        }
+    }
+
+    /// Pushes buffered rows to the file so readers see them.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.flush()
+        {
+            let msg = format!("spool flush failed: {e}");
+            self.failed = Some(msg.clone());
+            return Err(msg);
+        }
+        Ok(())
+    }
+}
+
+/// Read side of a spool file: reads whole rows back from an offset.
+#[derive(Debug)]
+pub struct SpoolReader {
+    file: File,
+}
+
+/// Rows read back from the spool.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// The rows, each followed by `\n`.
+    pub ndjson: Vec<u8>,
+    /// How many rows.
+    pub count: u64,
+}
+
+impl SpoolReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> std::io::Result<SpoolReader> {
+        Ok(SpoolReader {
+            file: File::open(path)?,
+        })
+    }
+
+    /// Reads whole rows from `offset`, up to `max_bytes` (more if one row is longer),
+    /// never past `end`.
+    pub fn read_rows(
+        &mut self,
+        offset: u64,
+        end: u64,
+        max_bytes: usize,
+        max_rows: u64,
+    ) -> std::io::Result<Rows> {
+        let avail = end.saturating_sub(offset);
+        let mut want = (max_bytes as u64).min(avail);
+        loop {
+            let mut buf = vec![0u8; want as usize];
+            self.file.seek(SeekFrom::Start(offset))?;
+            self.file.read_exact(&mut buf)?;
+            let mut count = 0u64;
+            let mut cut = None;
+            for (i, b) in buf.iter().enumerate() {
+                if *b == b'\n' {
+                    count += 1;
+                    cut = Some(i + 1);
+                    if count == max_rows {
+                        break;
+                    }
+                }
+            }
+            match cut {
+                Some(c) => {
+                    buf.truncate(c);
+                    return Ok(Rows { ndjson: buf, count });
+                }
+                None if want < avail => want = (want * 2).min(avail),
+                None => return Ok(Rows::default()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_back_are_whole_and_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::create(dir.path(), 1 << 20);
+        for i in 0..10 {
+            s.append(format!("{{\"pos\":{i}}}").as_bytes(), false)
+                .expect("append");
+        }
+        s.flush().expect("flush");
+        let mut r = SpoolReader::open(s.path()).expect("open");
+        let rows = r.read_rows(0, s.written(), 25, 100).expect("read");
+        assert_eq!(rows.count, 2);
+        assert_eq!(rows.ndjson, b"{\"pos\":0}\n{\"pos\":1}\n");
+        let rows = r
+            .read_rows(0, s.written(), 5, 100)
+            .expect("read a row longer than the hint");
+        assert_eq!(rows.count, 1);
+        let rows = r.read_rows(0, s.written(), 1 << 20, 3).expect("row cap");
+        assert_eq!(rows.count, 3);
+    }
+
+    #[test]
+    fn cap_refuses_rows_but_lets_markers_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::create(dir.path(), 10);
+        assert_eq!(s.append(b"12345678", false), Ok(0));
+        assert_eq!(s.append(b"x", false), Err(Refused::Full));
+        assert_eq!(s.append(b"marker", true), Ok(9));
+    }
+
+    #[test]
+    fn uncreatable_spool_refuses_with_the_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("write");
+        let mut s = Spool::create(&file, 100);
+        assert!(
+            matches!(s.append(b"a", false), Err(Refused::Failed(m)) if m.contains("cannot create"))
+        );
+    }
+}

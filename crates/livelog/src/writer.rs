@@ -1,0 +1,546 @@
+//! The [`Writer`]: producers' side (assemble → mask → number → spool → queue) and the
+//! state the sender task shares with it.
+//!
+//! Buffering contract, hop by hop:
+//! - producer → writer: `write` never waits on the network; it takes one lock, copies
+//!   the bytes and appends finished lines to the spool's write buffer.
+//!   `write_async` additionally waits while the in-memory queue is full (backpressure).
+//! - writer → memory queue: bounded by `queue_max_bytes`; when full, lines still get
+//!   their `pos` and go to the spool, and the sender reads them back from disk.
+//! - writer → spool: bounded by `spool_max_bytes`; beyond it lines are dropped with a
+//!   count, and marker lines say how many and from where.
+//! - sender → service: one request in flight, retried; see [`crate::sender`].
+
+use crate::assemble::{Assembled, LineAssembler};
+use crate::client::LogClient;
+use crate::config::{Tap, WriterConfig};
+use crate::mask::Masker;
+use crate::spool::{Refused, Spool};
+use aho_corasick::AhoCorasick;
+use bytes::Bytes;
+use runlog_protocol::LogLine;
+use runlog_protocol::engine::WriterReport;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{Notify, OnceCell, watch};
+use tokio::time::Instant;
+
+/// Lines at the end of the stream that nudges look at.
+const NUDGE_WINDOW: u64 = 20;
+
+/// One line waiting in memory to be sent.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) json: Bytes,
+}
+
+/// Where the sender must read from the spool: lines from `pos` (at byte `offset`)
+/// onwards are on disk only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpillCursor {
+    pub(crate) pos: u64,
+    pub(crate) offset: u64,
+}
+
+/// Counters for the report.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counts {
+    pub(crate) lines: u64,
+    pub(crate) bytes: u64,
+    pub(crate) batches: u64,
+    pub(crate) retries: u64,
+    pub(crate) streamed_lines: u64,
+    pub(crate) dropped_lines: u64,
+    pub(crate) dropped_bytes: u64,
+}
+
+/// Lines lost to a bound: how many and where they started.
+#[derive(Debug, Clone)]
+struct Loss {
+    /// `pos` the first lost line would have had.
+    at_pos: u64,
+    reason: String,
+    reported_lines: u64,
+    reported_bytes: u64,
+}
+
+/// Everything behind the writer's lock, except the assembler (borrowed alongside).
+pub(crate) struct Lines {
+    pub(crate) next_pos: u64,
+    pub(crate) spool: Spool,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) queue_bytes: usize,
+    pub(crate) spill: Option<SpillCursor>,
+    /// Live streaming has stopped (fatal error or given up): nothing more is queued.
+    pub(crate) live_stopped: bool,
+    /// `close()` has begun: no more producer lines.
+    pub(crate) closing: bool,
+    pub(crate) counts: Counts,
+    pub(crate) error: Option<String>,
+    loss: Option<Loss>,
+    nudge_hits: Vec<Option<u64>>,
+    last_write: Instant,
+}
+
+pub(crate) struct State {
+    asm: LineAssembler,
+    pub(crate) lines: Lines,
+}
+
+/// Shared between all clones of a writer and its tasks.
+pub(crate) struct Inner {
+    pub(crate) cfg: WriterConfig,
+    pub(crate) client: Arc<dyn LogClient>,
+    pub(crate) state: Mutex<State>,
+    masker: Masker,
+    nudges: Option<AhoCorasick>,
+    tap: Option<Tap>,
+    /// Wakes the sender: new lines, or close.
+    pub(crate) work: Notify,
+    /// Wakes producers waiting for queue room.
+    pub(crate) room: Notify,
+    /// Wakes the partial-line timer.
+    partial: Notify,
+    /// The close deadline, once `close()` started.
+    pub(crate) deadline: watch::Sender<Option<Instant>>,
+    /// Set by the sender when it has sent (or given up on) everything.
+    pub(crate) sender_done: watch::Sender<bool>,
+    report: OnceCell<WriterReport>,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a tap must not make every later write panic too: the state is
+        // still consistent between lines.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Lines {
+    /// Numbers, spools and queues one finished line (already masked).
+    fn emit(&mut self, inner_cfg: &EmitCtx<'_>, level: &str, mut text: String) {
+        if inner_cfg.trim_suffix && text.ends_with('\n') {
+            text.pop();
+        }
+        let line = LogLine {
+            level: level.to_owned(),
+            pos: self.next_pos,
+            out: text,
+            time: runlog_protocol::now_rfc3339(),
+            args: None,
+        };
+        let json = match serde_json::to_vec(&line) {
+            Ok(j) => j,
+            Err(_) => return, // A LogLine of strings always serialises.
+        };
+        let offset = match self.spool.append(&json, false) {
+            Ok(o) => o,
+            Err(why) => {
+                self.record_loss(inner_cfg, &line, why);
+                return;
+            }
+        };
+        self.accept(inner_cfg, line, json, offset);
+    }
+
+    fn accept(&mut self, ctx: &EmitCtx<'_>, line: LogLine, json: Vec<u8>, offset: u64) {
+        self.next_pos += 1;
+        self.counts.lines += 1;
+        self.counts.bytes += line.out.len() as u64;
+        metrics::counter!("livelog_lines_total").increment(1);
+        metrics::counter!("livelog_bytes_total").increment(line.out.len() as u64);
+        if let Some(n) = ctx.nudges {
+            for m in n.find_iter(line.out.as_str()) {
+                self.nudge_hits[m.pattern().as_usize()] = Some(line.pos);
+            }
+        }
+        if let Some(tap) = ctx.tap {
+            tap(&line);
+        }
+        if self.live_stopped {
+            return;
+        }
+        if self.spill.is_none() && self.queue_bytes + json.len() <= ctx.queue_max {
+            self.queue_bytes += json.len();
+            self.queue.push_back(Queued {
+                json: Bytes::from(json),
+            });
+        } else if self.spill.is_none() {
+            // The queue is full: from this line on, the sender reads from the spool.
+            self.spill = Some(SpillCursor {
+                pos: line.pos,
+                offset,
+            });
+            metrics::counter!("livelog_spills_total").increment(1);
+        }
+    }
+
+    fn record_loss(&mut self, ctx: &EmitCtx<'_>, line: &LogLine, why: Refused) {
+        self.counts.dropped_lines += 1;
+        self.counts.dropped_bytes += line.out.len() as u64;
+        metrics::counter!("livelog_dropped_lines_total").increment(1);
+        if self.loss.is_none() {
+            let reason = match why {
+                Refused::Full => {
+                    format!("the spool reached its disk cap of {} bytes", ctx.spool_max)
+                }
+                Refused::Failed(e) => e,
+            };
+            self.loss = Some(Loss {
+                at_pos: line.pos,
+                reason: reason.clone(),
+                reported_lines: 0,
+                reported_bytes: 0,
+            });
+            let text = format!("[livelog] lines are being dropped from here on: {reason}\n");
+            self.emit_marker(ctx, text);
+        }
+    }
+
+    /// A marker goes past the spool cap (it is small and says what was lost).
+    fn emit_marker(&mut self, ctx: &EmitCtx<'_>, text: String) {
+        let line = LogLine {
+            level: "warn".to_owned(),
+            pos: self.next_pos,
+            out: text,
+            time: runlog_protocol::now_rfc3339(),
+            args: None,
+        };
+        let Ok(json) = serde_json::to_vec(&line) else {
+            return;
+        };
+        let offset = self.spool.append(&json, true).unwrap_or(u64::MAX);
+        if offset == u64::MAX && self.spill.is_none() && !self.live_stopped {
+            // The spool is broken: the marker can still go out live from memory.
+            self.next_pos += 1;
+            self.queue_bytes += json.len();
+            self.queue.push_back(Queued {
+                json: Bytes::from(json),
+            });
+            return;
+        }
+        self.accept(ctx, line, json, offset);
+    }
+
+    /// At close: one marker with the exact totals of what was lost.
+    fn emit_final_loss_marker(&mut self, ctx: &EmitCtx<'_>) {
+        let Some(loss) = self.loss.clone() else {
+            return;
+        };
+        let (lines, bytes) = (self.counts.dropped_lines, self.counts.dropped_bytes);
+        if lines == loss.reported_lines && bytes == loss.reported_bytes {
+            return;
+        }
+        let text = format!(
+            "[livelog] {lines} lines ({bytes} bytes) were dropped starting after line {}: {}\n",
+            loss.at_pos.saturating_sub(1),
+            loss.reason
+        );
+        self.emit_marker(ctx, text);
+        if let Some(l) = self.loss.as_mut() {
+            l.reported_lines = lines;
+            l.reported_bytes = bytes;
+        }
+    }
+}
+
+/// The parts of the configuration `emit` needs, borrowed apart from the state.
+struct EmitCtx<'a> {
+    trim_suffix: bool,
+    queue_max: usize,
+    spool_max: u64,
+    nudges: Option<&'a AhoCorasick>,
+    tap: Option<&'a Tap>,
+}
+
+/// Gets lines to the log service: in order, exactly once, in bounded memory.
+///
+/// Cheap to clone; every clone writes to the same stream. See the crate docs.
+///
+/// ```no_run
+/// # async fn demo(client: std::sync::Arc<dyn livelog::LogClient>) {
+/// use livelog::{Writer, WriterConfig};
+/// let w = Writer::new(client, WriterConfig::new("stage-1/step-1"));
+/// w.write(b"hello\nwor");
+/// w.write(b"ld\n");
+/// let report = w.close().await;
+/// assert_eq!(report.lines, 2);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Writer {
+    handle: Arc<Handle>,
+}
+
+/// Closes the stream in the background when the last clone is dropped without
+/// `close()`, so that nothing is silently lost.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.inner.report.initialized() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = self.inner.clone();
+            rt.spawn(async move {
+                inner
+                    .report
+                    .get_or_init(|| crate::sender::close(inner.clone()))
+                    .await;
+            });
+        }
+    }
+}
+
+impl Writer {
+    /// Creates the writer and spawns its tasks on the current tokio runtime (which
+    /// must exist); the stream is opened in the background.
+    pub fn new(client: Arc<dyn LogClient>, cfg: WriterConfig) -> Writer {
+        let masker = Masker::new(&cfg.secrets);
+        let nudges = if cfg.nudges.is_empty() {
+            None
+        } else {
+            AhoCorasick::new(cfg.nudges.iter().map(|n| n.pattern.as_str())).ok()
+        };
+        let spool = Spool::create(&cfg.spool_dir, cfg.spool_max_bytes);
+        let error = spool.failure().map(str::to_owned);
+        let state = State {
+            asm: LineAssembler::new(cfg.max_line_bytes),
+            lines: Lines {
+                next_pos: 0,
+                spool,
+                queue: VecDeque::new(),
+                queue_bytes: 0,
+                spill: None,
+                live_stopped: false,
+                closing: false,
+                counts: Counts::default(),
+                error,
+                loss: None,
+                nudge_hits: vec![None; cfg.nudges.len()],
+                last_write: Instant::now(),
+            },
+        };
+        let inner = Arc::new(Inner {
+            tap: cfg.tap.clone(),
+            masker,
+            nudges,
+            client,
+            cfg,
+            state: Mutex::new(state),
+            work: Notify::new(),
+            room: Notify::new(),
+            partial: Notify::new(),
+            deadline: watch::channel(None).0,
+            sender_done: watch::channel(false).0,
+            report: OnceCell::new(),
+        });
+        tokio::spawn(crate::sender::run(inner.clone()));
+        tokio::spawn(partial_flusher(inner.clone()));
+        Writer {
+            handle: Arc::new(Handle { inner }),
+        }
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
+    }
+
+    /// Writes raw bytes (any chunking), never waiting on the network.
+    pub fn write(&self, bytes: &[u8]) {
+        let inner = self.inner();
+        let level = inner.cfg.default_level.as_str();
+        let ctx = ctx(inner);
+        let mut guard = inner.lock();
+        let st = &mut *guard;
+        if st.lines.closing {
+            return;
+        }
+        let lines = &mut st.lines;
+        let masker = &inner.masker;
+        let mut any = false;
+        st.asm.push(bytes, &mut |a: Assembled| {
+            let mut text = a.text;
+            masker.mask(&mut text);
+            lines.emit(&ctx, level, text);
+            any = true;
+        });
+        lines.last_write = Instant::now();
+        let pending = st.asm.pending_len() > 0;
+        drop(guard);
+        if any {
+            inner.work.notify_one();
+        }
+        if pending {
+            inner.partial.notify_one();
+        }
+    }
+
+    /// Like [`Writer::write`], but first waits while the in-memory queue is full
+    /// (backpressure for a child process's pipe). Lines are never refused: once the
+    /// queue has room, or live streaming has stopped, or close has begun, it writes.
+    pub async fn write_async(&self, bytes: &[u8]) {
+        let inner = self.inner();
+        loop {
+            let room = inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let st = inner.lock();
+                let l = &st.lines;
+                if l.spill.is_none() && l.queue_bytes < inner.cfg.queue_max_bytes
+                    || l.live_stopped
+                    || l.closing
+                {
+                    break;
+                }
+            }
+            room.await;
+        }
+        self.write(bytes);
+    }
+
+    /// Writes one whole line (a `\n` is added when missing; inner newlines make more
+    /// lines) with the given level.
+    pub async fn write_line(&self, level: &str, text: &str) {
+        self.try_write_line(level, text);
+    }
+
+    /// Non-blocking [`Writer::write_line`], for synchronous callers such as tracing
+    /// layers. Any partial line from raw writes is finished first, to keep order.
+    pub fn try_write_line(&self, level: &str, text: &str) {
+        let inner = self.inner();
+        let ctx = ctx(inner);
+        let mut guard = inner.lock();
+        let st = &mut *guard;
+        if st.lines.closing {
+            return;
+        }
+        let lines = &mut st.lines;
+        let masker = &inner.masker;
+        let default_level = inner.cfg.default_level.as_str();
+        st.asm.flush_partial(&mut |a: Assembled| {
+            let mut t = a.text;
+            masker.mask(&mut t);
+            lines.emit(&ctx, default_level, t);
+        });
+        let mut own = LineAssembler::new(inner.cfg.max_line_bytes);
+        let mut emit = |a: Assembled| {
+            let mut t = a.text;
+            masker.mask(&mut t);
+            lines.emit(&ctx, level, t);
+        };
+        own.push(text.as_bytes(), &mut emit);
+        if !text.ends_with('\n') {
+            own.push(b"\n", &mut emit);
+        }
+        drop(guard);
+        inner.work.notify_one();
+    }
+
+    /// Flushes, uploads the archive and closes the stream, within
+    /// `close_deadline`. Idempotent: later calls return the same report.
+    pub async fn close(&self) -> WriterReport {
+        let inner = self.inner().clone();
+        inner
+            .report
+            .get_or_init(|| crate::sender::close(inner.clone()))
+            .await
+            .clone()
+    }
+
+    /// The stream key.
+    pub fn key(&self) -> &str {
+        &self.inner().cfg.key
+    }
+}
+
+fn ctx(inner: &Inner) -> EmitCtx<'_> {
+    EmitCtx {
+        trim_suffix: inner.cfg.trim_new_line_suffix,
+        queue_max: inner.cfg.queue_max_bytes,
+        spool_max: inner.cfg.spool_max_bytes,
+        nudges: inner.nudges.as_ref(),
+        tap: inner.tap.as_ref(),
+    }
+}
+
+/// Called by close: finishes the partial line, adds the loss marker, stops producers
+/// and flushes the spool. Returns whether the spool is complete.
+pub(crate) fn finish_producing(inner: &Inner) -> bool {
+    let ctx = ctx(inner);
+    let mut guard = inner.lock();
+    let st = &mut *guard;
+    let lines = &mut st.lines;
+    let masker = &inner.masker;
+    let level = inner.cfg.default_level.as_str();
+    st.asm.flush_partial(&mut |a: Assembled| {
+        let mut t = a.text;
+        masker.mask(&mut t);
+        lines.emit(&ctx, level, t);
+    });
+    lines.emit_final_loss_marker(&ctx);
+    lines.closing = true;
+    let flushed = lines.spool.flush();
+    if let Err(e) = &flushed {
+        lines.error.get_or_insert_with(|| e.clone());
+    }
+    flushed.is_ok() && lines.spool.failure().is_none()
+}
+
+/// Hints of the nudges that matched within the last lines.
+pub(crate) fn hints(inner: &Inner, l: &Lines) -> Vec<String> {
+    let recent = l.next_pos.saturating_sub(NUDGE_WINDOW);
+    inner
+        .cfg
+        .nudges
+        .iter()
+        .zip(&l.nudge_hits)
+        .filter(|(_, hit)| hit.is_some_and(|p| p >= recent))
+        .map(|(n, _)| n.hint.clone())
+        .collect()
+}
+
+/// Sends a partial line (no `\n` yet) once the producer has been idle for
+/// `partial_line_flush`, so progress output shows up live.
+async fn partial_flusher(inner: Arc<Inner>) {
+    let idle = inner.cfg.partial_line_flush;
+    loop {
+        inner.partial.notified().await;
+        loop {
+            let wait = {
+                let st = inner.lock();
+                if st.lines.closing {
+                    return;
+                }
+                if st.asm.pending_len() == 0 {
+                    break;
+                }
+                (st.lines.last_write + idle).saturating_duration_since(Instant::now())
+            };
+            if wait.is_zero() {
+                let ctx = ctx(&inner);
+                let mut guard = inner.lock();
+                let st = &mut *guard;
+                if st.lines.last_write.elapsed() >= idle {
+                    let lines = &mut st.lines;
+                    let masker = &inner.masker;
+                    let level = inner.cfg.default_level.as_str();
+                    st.asm.flush_partial(&mut |a: Assembled| {
+                        let mut t = a.text;
+                        masker.mask(&mut t);
+                        lines.emit(&ctx, level, t);
+                    });
+                    drop(guard);
+                    inner.work.notify_one();
+                    break;
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
