@@ -1,1 +1,3 @@
 //! The runlog engine: runs workspaces, steps and functions, streaming every log line.
+
+pub mod python;

@@ -1,0 +1,253 @@
+"""runlog worker harness: runs Python functions and class methods for the engine.
+
+The engine starts one `python -u harness.py` per worker and talks to it with one
+JSON object per line: requests on stdin, messages on stdout. The function's own
+output must never corrupt that channel, so at start-up the harness keeps a private
+duplicate of fd 1 for the protocol and points fd 1 at a pipe it drains itself;
+`sys.stdout`, `sys.stderr` and `logging` are replaced by line emitters.
+
+Messages to the engine:
+  {"ready": true}                                    once, after start-up
+  {"stream": "stdout"|"stderr", "line": "..."}        function output, one line each
+  {"stream": "log", "level": "info", "line": "..."}   a logging record
+  {"done": {...}}                                     the end of one request
+"""
+
+import asyncio
+import base64
+import inspect
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+
+_proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+# Requests arrive on a private duplicate of fd 0; the function and its children see
+# an empty stdin, so nothing they read can swallow a request.
+_requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
+sys.stdin = io.StringIO("")
+_proto_lock = threading.Lock()
+
+
+def _send(msg):
+    text = json.dumps(msg, ensure_ascii=False)
+    with _proto_lock:
+        _proto.write(text + "\n")
+        _proto.flush()
+
+
+class _LineStream:
+    """A text stream that sends every complete line as one message."""
+
+    def __init__(self, name):
+        self._name = name
+        self._buf = ""
+        self._lock = threading.Lock()
+        self.encoding = "utf-8"
+        self.errors = "replace"
+
+    def write(self, s):
+        if not isinstance(s, str):
+            s = str(s)
+        with self._lock:
+            self._buf += s
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                _send({"stream": self._name, "line": line})
+        return len(s)
+
+    def flush(self):
+        with self._lock:
+            if self._buf:
+                line, self._buf = self._buf, ""
+                _send({"stream": self._name, "line": line})
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        # Code that needs a real descriptor (subprocess with stdout=sys.stdout)
+        # gets fd 1, which the drain thread below turns into lines too.
+        return 1 if self._name == "stdout" else 2
+
+
+class _FdDrain:
+    """Turns bytes written to fd 1 (C extensions, child processes) into lines.
+
+    `sync()` writes a marker through the same pipe and waits until the drain
+    thread reaches it, so everything written before the end of a call is sent
+    before that call's `done`.
+    """
+
+    _MARK = b"\x00runlog-sync\x00"
+
+    def __init__(self):
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 1)
+        os.close(write_fd)
+        self._reader = os.fdopen(read_fd, "rb")
+        self._synced = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        pending = b""
+        while True:
+            chunk = os.read(self._reader.fileno(), 65536)
+            if not chunk:
+                return
+            pending += chunk
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                if raw.endswith(self._MARK):
+                    raw = raw[: -len(self._MARK)]
+                    if raw:
+                        _send({"stream": "stdout", "line": raw.decode("utf-8", "replace")})
+                    self._synced.set()
+                    continue
+                _send({"stream": "stdout", "line": raw.decode("utf-8", "replace")})
+
+    def sync(self):
+        self._synced.clear()
+        os.write(1, self._MARK + b"\n")
+        self._synced.wait(2.0)
+
+
+class _LogHandler(logging.Handler):
+    def emit(self, record):
+        try:
+            _send({"stream": "log", "level": _level_name(record.levelno), "line": self.format(record)})
+        except Exception:  # a broken record must not kill the worker
+            self.handleError(record)
+
+
+def _level_name(levelno):
+    if levelno >= logging.ERROR:
+        return "error"
+    if levelno >= logging.WARNING:
+        return "warn"
+    if levelno >= logging.INFO:
+        return "info"
+    return "debug"
+
+
+_drain = _FdDrain()
+sys.stdout = _LineStream("stdout")
+sys.stderr = _LineStream("stderr")
+_handler = _LogHandler()
+_handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+logging.root.handlers = [_handler]
+logging.root.setLevel(logging.INFO)
+
+
+def _decode(value, serialization):
+    if serialization == "json":
+        return value
+    import cloudpickle
+
+    return cloudpickle.loads(base64.b64decode(value))
+
+
+def _encode(value, serialization):
+    if serialization == "json":
+        json.dumps(value)  # fail here, inside the call, when it is not JSON
+        return value
+    import cloudpickle
+
+    return base64.b64encode(cloudpickle.dumps(value)).decode("ascii")
+
+
+def _call(fn, args, kwargs):
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def _define(code, name, what):
+    namespace = {"__name__": "__runlog__"}
+    exec(compile(code or "", "<" + what + "_code>", "exec"), namespace)
+    if name not in namespace:
+        raise LookupError(what + " '" + name + "' not found in " + what + "_code")
+    return namespace[name]
+
+
+_instance = None
+
+
+def _handle(req):
+    global _instance
+    op = req.get("op")
+    ser = req.get("serialization", "cloudpickle")
+    if op == "function":
+        fn = _define(req.get("code"), req["name"], "function")
+        if not callable(fn):
+            raise TypeError("function '" + req["name"] + "' is not callable")
+    elif op == "construct":
+        cls = _define(req.get("code"), req["name"], "class")
+        if not isinstance(cls, type):
+            raise TypeError("class '" + req["name"] + "' is not a class")
+        args = [_decode(a, ser) for a in req.get("args", [])]
+        kwargs = {k: _decode(v, ser) for k, v in req.get("kwargs", {}).items()}
+        _instance = _call(cls, args, kwargs)
+        return None
+    elif op == "method":
+        if _instance is None:
+            raise RuntimeError("no instance in this worker")
+        name = req["name"]
+        if not hasattr(_instance, name):
+            raise AttributeError("method '" + name + "' not found on " + type(_instance).__name__)
+        fn = getattr(_instance, name)
+    else:
+        raise ValueError("unknown op " + repr(op))
+    args = [_decode(a, ser) for a in req.get("args", [])]
+    kwargs = {k: _decode(v, ser) for k, v in req.get("kwargs", {}).items()}
+    return _encode(_call(fn, args, kwargs), ser)
+
+
+def _user_traceback(exc):
+    # The harness's own frames say nothing to the caller; start at their code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def main():
+    _send({"ready": True, "python": sys.version.split()[0]})
+    for raw in _requests:
+        raw = raw.strip()
+        if not raw:
+            continue
+        done = {"success": True}
+        try:
+            req = json.loads(raw)
+            done["result"] = _handle(req)
+        except BaseException as exc:  # SystemExit from user code is a failed call, not our exit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            done = {
+                "success": False,
+                "error": type(exc).__name__ + ": " + str(exc),
+                "traceback": _user_traceback(exc),
+            }
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _drain.sync()
+        _send({"done": done})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+//! The Python runtime behind `POST /execute`: a virtualenv under the data dir, worker
+//! processes fed by an embedded harness, a warm pool of function workers, long-lived
+//! class instances, and the pip/apt installers.
+//!
+//! Nothing here knows about HTTP or log streams: output leaves through an
+//! [`OutputLine`] channel and tracing events, and the handler in `function.rs` decides
+//! where it goes.
+
+pub mod harness;
+pub mod install;
+pub mod instances;
+pub mod pool;
+pub mod runtime;
+pub mod venv;
+pub mod worker;
+
+pub use runtime::{CallOutcome, PythonRuntime};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the Python runtime is set up. [`PythonConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct PythonConfig {
+    /// Directory of the runtime virtualenv, normally `<data_dir>/python/venv`.
+    pub venv_dir: PathBuf,
+    /// Interpreter that creates the virtualenv (`python3` unless told otherwise).
+    pub base_python: PathBuf,
+    /// Packages installed when the virtualenv is created (`cloudpickle`).
+    pub bootstrap_packages: Vec<String>,
+    /// Extra arguments for installing calls' dependencies, e.g. `--find-links DIR
+    /// --no-index` (the bootstrap packages always come from the default index).
+    pub pip_args: Vec<String>,
+    /// Use `uv pip install` when `uv` is on `PATH` (else `python -m pip`).
+    pub prefer_uv: bool,
+    /// Whether `system_dependencies` may be installed with apt-get.
+    pub allow_apt: bool,
+    /// Time limit of one dependency installation (system and Python together).
+    pub install_timeout: Duration,
+    /// Class instances unused for this long are stopped.
+    pub instance_idle_timeout: Duration,
+    /// Function workers kept started and idle between calls.
+    pub warm_workers: usize,
+    /// Most function workers running at once; further calls wait for one.
+    pub max_workers: usize,
+}
+
+impl PythonConfig {
+    /// Defaults for a runtime under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        PythonConfig {
+            venv_dir: data_dir.into().join("python").join("venv"),
+            base_python: PathBuf::from("python3"),
+            bootstrap_packages: vec!["cloudpickle".to_owned()],
+            pip_args: Vec::new(),
+            prefer_uv: true,
+            allow_apt: false,
+            install_timeout: Duration::from_secs(600),
+            instance_idle_timeout: Duration::from_secs(600),
+            warm_workers: 2,
+            max_workers: 16,
+        }
+    }
+}
+
+/// Where a line of function output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// `print` and anything written to file descriptor 1.
+    Stdout,
+    /// `sys.stderr` and the worker's raw stderr.
+    Stderr,
+    /// A `logging` record.
+    Log,
+}
+
+/// One line of a function's own output, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// Its source.
+    pub stream: OutputStream,
+    /// `info` for stdout, `error` for stderr, the record's level for logging.
+    pub level: &'static str,
+    /// The text, without a trailing newline.
+    pub text: String,
+}

@@ -1,0 +1,437 @@
+//! [`PythonRuntime`]: one call from request to outcome — prepare the virtualenv,
+//! install dependencies, run the function or method in a worker.
+
+use crate::python::harness;
+use crate::python::install::{InstallPlan, Installer};
+use crate::python::instances::{Instance, Instances, generate_id};
+use crate::python::pool::{FunctionPool, WorkerSpec};
+use crate::python::venv::{Venv, VenvError};
+use crate::python::worker::{Done, Worker};
+use crate::python::{OutputLine, PythonConfig};
+use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
+use serde_json::json;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What a call produced (the response minus `stdout`, which the caller assembles).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOutcome {
+    /// Whether the function returned normally.
+    pub success: bool,
+    /// The encoded result.
+    pub result: Option<serde_json::Value>,
+    /// One-line cause, then the traceback when there is one.
+    pub error: Option<String>,
+    /// The class instance used.
+    pub instance_id: Option<String>,
+    /// Its state after the call.
+    pub instance_info: Option<InstanceInfo>,
+}
+
+impl CallOutcome {
+    fn failed(error: impl Into<String>) -> Self {
+        CallOutcome {
+            success: false,
+            error: Some(error.into()),
+            ..CallOutcome::default()
+        }
+    }
+
+    fn from_done(done: Done) -> Self {
+        if done.success {
+            return CallOutcome {
+                success: true,
+                result: done.result,
+                ..CallOutcome::default()
+            };
+        }
+        let cause = done.error.unwrap_or_else(|| "the call failed".to_owned());
+        let error = match done.traceback {
+            Some(tb) if !tb.is_empty() => format!("{cause}\n{tb}"),
+            _ => cause,
+        };
+        CallOutcome::failed(error)
+    }
+}
+
+/// Why a request is refused before anything runs (answered with 400).
+pub fn validate(req: &FunctionRequest) -> Result<(), String> {
+    let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    match req.execution_type {
+        ExecutionType::Function => {
+            if !present(&req.function_name) {
+                return Err("function_name is required for execution_type \"function\"".into());
+            }
+            if !present(&req.function_code) {
+                return Err("function_code is required for execution_type \"function\"".into());
+            }
+        }
+        ExecutionType::Class => {
+            if !present(&req.class_name) {
+                return Err("class_name is required for execution_type \"class\"".into());
+            }
+            let creates = req.create_new_instance || req.instance_id.is_none();
+            if creates && !present(&req.class_code) {
+                return Err("class_code is required to create an instance".into());
+            }
+        }
+    }
+    match req.timeout {
+        Some(t) if !(t.is_finite() && t > 0.0) => Err(format!(
+            "timeout must be a positive number of seconds, got {t}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Everything that exists once the virtualenv is ready.
+#[derive(Debug)]
+struct Ready {
+    pool: FunctionPool,
+    installer: Installer,
+}
+
+/// The Python runtime of one engine.
+#[derive(Debug)]
+pub struct PythonRuntime {
+    config: PythonConfig,
+    ready: OnceCell<Ready>,
+    instances: Arc<Instances>,
+    reaper: Once,
+}
+
+impl PythonRuntime {
+    /// A runtime that prepares itself on first use.
+    pub fn new(config: PythonConfig) -> Self {
+        PythonRuntime {
+            config,
+            ready: OnceCell::new(),
+            instances: Arc::default(),
+            reaper: Once::new(),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PythonConfig {
+        &self.config
+    }
+
+    /// Live class instances.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Prepares the virtualenv and the warm pool now rather than on the first call.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.ready().await.map(|_| ())
+    }
+
+    async fn ready(&self) -> Result<&Ready, String> {
+        self.ready
+            .get_or_try_init(|| self.prepare())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn prepare(&self) -> Result<Ready, VenvError> {
+        let installer = Installer {
+            venv_python: self.config.venv_dir.join("bin").join("python"),
+            pip_args: self.config.pip_args.clone(),
+            prefer_uv: self.config.prefer_uv,
+            allow_apt: self.config.allow_apt,
+            timeout: self.config.install_timeout,
+        };
+        let venv = Venv::ensure(
+            &self.config.venv_dir,
+            &self.config.base_python,
+            &self.config.bootstrap_packages,
+            &installer,
+        )
+        .await?;
+        let runtime_dir = venv.dir().parent().unwrap_or(venv.dir()).to_path_buf();
+        let harness = harness::install(&runtime_dir).map_err(|source| VenvError::Io {
+            path: runtime_dir.clone(),
+            source,
+        })?;
+        let spec = WorkerSpec {
+            python: venv.python(),
+            harness,
+            cwd: runtime_dir,
+        };
+        let pool = FunctionPool::new(spec, self.config.warm_workers, self.config.max_workers);
+        if let Err(e) = pool.prewarm().await {
+            // Not fatal: calls start workers on demand and report the cause themselves.
+            tracing::warn!(target: "runlog::python", "warming the worker pool failed: {e}");
+        }
+        Ok(Ready { pool, installer })
+    }
+
+    /// Runs one call. The function's own output goes to `out` line by line as it
+    /// arrives; the runtime's own progress is logged as tracing events in the current
+    /// span. Call [`validate`] first.
+    pub async fn execute(
+        &self,
+        req: &FunctionRequest,
+        out: &UnboundedSender<OutputLine>,
+    ) -> CallOutcome {
+        let ready = match self.ready().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(target: "runlog::python", "{e}");
+                return CallOutcome::failed(e);
+            }
+        };
+        if !req.dependencies.is_empty() || !req.system_dependencies.is_empty() {
+            let plan = InstallPlan {
+                python: req.dependencies.clone(),
+                system: req.system_dependencies.clone(),
+                parallel: req.accelerate_downloads,
+            };
+            if let Err(e) = ready.installer.install(&plan).await {
+                tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
+                return CallOutcome::failed(format!("dependency installation failed: {e}"));
+            }
+            tracing::info!(target: "runlog::install", "dependencies installed");
+        }
+        let limit = req
+            .timeout
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(Duration::from_secs_f64);
+        match req.execution_type {
+            ExecutionType::Function => self.run_function(ready, req, limit, out).await,
+            ExecutionType::Class => self.run_method(ready, req, limit, out).await,
+        }
+    }
+
+    async fn run_function(
+        &self,
+        ready: &Ready,
+        req: &FunctionRequest,
+        limit: Option<Duration>,
+        out: &UnboundedSender<OutputLine>,
+    ) -> CallOutcome {
+        let name = req.function_name.as_deref().unwrap_or_default();
+        let mut taken = match ready.pool.take().await {
+            Ok(w) => w,
+            Err(e) => return CallOutcome::failed(e.to_string()),
+        };
+        tracing::info!(target: "runlog::python", "calling function {name}");
+        let request = json!({
+            "op": "function",
+            "name": name,
+            "code": req.function_code,
+            "args": req.args,
+            "kwargs": req.kwargs,
+            "serialization": wire_name(req.serialization),
+        });
+        match with_limit(limit, taken.worker.call(&request, out)).await {
+            Ok(Ok(done)) => {
+                ready.pool.give_back(taken);
+                let outcome = CallOutcome::from_done(done);
+                log_end(name, &outcome);
+                outcome
+            }
+            Ok(Err(e)) => {
+                tracing::error!(target: "runlog::python", "function {name}: {e}");
+                CallOutcome::failed(e.to_string())
+            }
+            Err(limit) => {
+                tracing::error!(target: "runlog::python", "function {name} timed out after {limit:?}; its worker was stopped");
+                CallOutcome::failed(format!("function {name} timed out after {limit:?}"))
+            }
+        }
+    }
+
+    async fn run_method(
+        &self,
+        ready: &Ready,
+        req: &FunctionRequest,
+        limit: Option<Duration>,
+        out: &UnboundedSender<OutputLine>,
+    ) -> CallOutcome {
+        self.reaper.call_once(|| {
+            Instances::spawn_reaper(
+                Arc::downgrade(&self.instances),
+                self.config.instance_idle_timeout,
+            );
+        });
+        let class_name = req.class_name.as_deref().unwrap_or_default();
+        let id = req
+            .instance_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| generate_id(class_name));
+        let existing = if req.create_new_instance {
+            None
+        } else {
+            self.instances.get(&id)
+        };
+        let handle = match existing {
+            Some(h) => {
+                tracing::info!(target: "runlog::python", "reusing instance {id}");
+                h
+            }
+            None => match self.construct(ready, req, &id, limit, out).await {
+                Ok(h) => h,
+                Err(outcome) => return outcome,
+            },
+        };
+        let mut instance = handle.lock().await;
+        let method = req.method_name.as_str();
+        tracing::info!(target: "runlog::python", "calling {class_name}.{method} on {id}");
+        let request = json!({
+            "op": "method",
+            "name": method,
+            "args": req.args,
+            "kwargs": req.kwargs,
+            "serialization": wire_name(req.serialization),
+        });
+        let answer = with_limit(limit, instance.worker.call(&request, out)).await;
+        instance.touch();
+        let info = instance.info();
+        drop(instance);
+        let mut outcome = match answer {
+            Ok(Ok(done)) => CallOutcome::from_done(done),
+            Ok(Err(e)) => {
+                self.instances.remove(&id);
+                CallOutcome::failed(format!("{e}; instance {id} is gone"))
+            }
+            Err(limit) => {
+                self.instances.remove(&id);
+                CallOutcome::failed(format!(
+                    "{class_name}.{method} timed out after {limit:?}; instance {id} was stopped"
+                ))
+            }
+        };
+        log_end(&format!("{class_name}.{method}"), &outcome);
+        outcome.instance_id = Some(id);
+        outcome.instance_info = Some(info);
+        outcome
+    }
+
+    async fn construct(
+        &self,
+        ready: &Ready,
+        req: &FunctionRequest,
+        id: &str,
+        limit: Option<Duration>,
+        out: &UnboundedSender<OutputLine>,
+    ) -> Result<crate::python::instances::InstanceHandle, CallOutcome> {
+        let class_name = req.class_name.clone().unwrap_or_default();
+        tracing::info!(target: "runlog::python", "creating instance {id} of {class_name}");
+        // A dedicated process, outside the pool's bound: it lives as long as the instance.
+        let mut worker: Worker = ready
+            .pool
+            .spec()
+            .spawn()
+            .await
+            .map_err(|e| CallOutcome::failed(e.to_string()))?;
+        let request = json!({
+            "op": "construct",
+            "name": class_name,
+            "code": req.class_code,
+            "args": req.constructor_args,
+            "kwargs": req.constructor_kwargs,
+            "serialization": wire_name(req.serialization),
+        });
+        let done = match with_limit(limit, worker.call(&request, out)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(CallOutcome::failed(e.to_string())),
+            Err(limit) => {
+                return Err(CallOutcome::failed(format!(
+                    "constructing {class_name} timed out after {limit:?}"
+                )));
+            }
+        };
+        if !done.success {
+            let outcome = CallOutcome::from_done(done);
+            log_end(&format!("{class_name}()"), &outcome);
+            return Err(outcome);
+        }
+        let handle = Arc::new(tokio::sync::Mutex::new(Instance::new(worker, class_name)));
+        self.instances.insert(id.to_owned(), handle.clone());
+        Ok(handle)
+    }
+}
+
+fn wire_name(s: Serialization) -> &'static str {
+    match s {
+        Serialization::Cloudpickle => "cloudpickle",
+        Serialization::Json => "json",
+    }
+}
+
+fn log_end(what: &str, outcome: &CallOutcome) {
+    match (&outcome.success, &outcome.error) {
+        (true, _) => tracing::info!(target: "runlog::python", "{what} returned"),
+        (false, Some(e)) => {
+            let first = e.lines().next().unwrap_or_default();
+            tracing::error!(target: "runlog::python", "{what} failed: {first}");
+        }
+        (false, None) => tracing::error!(target: "runlog::python", "{what} failed"),
+    }
+}
+
+/// Runs `fut` within `limit` (when there is one); `Err(limit)` when it ran out.
+async fn with_limit<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, Duration> {
+    match limit {
+        Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| d),
+        None => Ok(fut.await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_request_without_name_is_refused() {
+        let req = FunctionRequest {
+            function_code: Some("def f(): pass".into()),
+            ..FunctionRequest::default()
+        };
+        let err = validate(&req).expect_err("no function_name");
+        assert!(err.contains("function_name"), "{err}");
+    }
+
+    #[test]
+    fn class_request_without_class_name_is_refused() {
+        let req = FunctionRequest {
+            execution_type: ExecutionType::Class,
+            class_code: Some("class C: pass".into()),
+            ..FunctionRequest::default()
+        };
+        let err = validate(&req).expect_err("no class_name");
+        assert!(err.contains("class_name"), "{err}");
+    }
+
+    #[test]
+    fn reuse_of_a_known_instance_needs_no_code() {
+        let req = FunctionRequest {
+            execution_type: ExecutionType::Class,
+            class_name: Some("C".into()),
+            instance_id: Some("C_00000000".into()),
+            create_new_instance: false,
+            ..FunctionRequest::default()
+        };
+        assert_eq!(validate(&req), Ok(()));
+    }
+
+    #[test]
+    fn failure_joins_cause_and_traceback() {
+        let outcome = CallOutcome::from_done(Done {
+            success: false,
+            result: None,
+            error: Some("ValueError: boom".into()),
+            traceback: Some("Traceback (most recent call last):\nValueError: boom\n".into()),
+        });
+        let error = outcome.error.expect("error set");
+        assert!(error.starts_with("ValueError: boom\nTraceback"), "{error}");
+        assert!(!outcome.success && outcome.result.is_none());
+    }
+}

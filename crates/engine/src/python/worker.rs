@@ -1,0 +1,215 @@
+//! One worker: a long-lived `python -u harness.py` process that runs one request at a
+//! time.
+//!
+//! Requests go down its stdin and messages come back on its stdout, one JSON object
+//! per line (see `crates/engine/python/harness.py`); the harness keeps the function's
+//! own output off that channel. Raw stderr (an interpreter crash, a C extension) is
+//! read by a task of its own and credited to whichever call holds the worker.
+
+use crate::python::{OutputLine, OutputStream};
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+/// Why a worker could not serve a request. Any of these retires the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The interpreter could not be started.
+    #[error("starting the Python worker failed: {0}")]
+    Spawn(std::io::Error),
+    /// The process exited (crashed, `os._exit`, killed) before answering.
+    #[error("the Python worker exited before answering ({0})")]
+    Died(String),
+    /// It sent something that is not the protocol.
+    #[error("the Python worker broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// The end of one request, as the harness reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Done {
+    /// Whether the request returned normally.
+    pub success: bool,
+    /// The encoded result.
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    /// `ExceptionType: message` on failure.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The traceback on failure, starting at the caller's code.
+    #[serde(default)]
+    pub traceback: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    level: Option<String>,
+    #[serde(default)]
+    line: Option<String>,
+    #[serde(default)]
+    done: Option<Done>,
+}
+
+type OutputSlot = Arc<Mutex<Option<UnboundedSender<OutputLine>>>>;
+
+/// A started worker process.
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    output: OutputSlot,
+    stderr_task: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts `python -u harness` in `cwd` and waits until it is ready.
+    pub async fn spawn(python: &Path, harness: &Path, cwd: &Path) -> Result<Worker, WorkerError> {
+        let mut child = Command::new(python)
+            .arg("-u")
+            .arg(harness)
+            .current_dir(cwd)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONIOENCODING", "utf-8")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(WorkerError::Spawn)?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(WorkerError::Protocol("pipes missing".into()));
+        };
+        let output: OutputSlot = Arc::default();
+        let stderr_task = tokio::spawn(pump_stderr(stderr, output.clone()));
+        let mut worker = Worker {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+            output,
+            stderr_task: Some(stderr_task),
+        };
+        match worker.next_message().await? {
+            Message { ready: true, .. } => Ok(worker),
+            _ => Err(WorkerError::Protocol("expected the ready message".into())),
+        }
+    }
+
+    /// Sends one request and forwards its output lines to `out` in arrival order until
+    /// the harness reports the end. Cancel-safe only in the sense that a cancelled call
+    /// leaves the worker unusable: drop it then.
+    pub async fn call(
+        &mut self,
+        request: &serde_json::Value,
+        out: &UnboundedSender<OutputLine>,
+    ) -> Result<Done, WorkerError> {
+        *self.output.lock().unwrap_or_else(PoisonError::into_inner) = Some(out.clone());
+        let result = self.exchange(request, out).await;
+        if let Err(WorkerError::Died(_)) = &result {
+            // The crash report is on stderr: let it all arrive before answering.
+            if let Some(task) = self.stderr_task.take() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+            }
+        }
+        *self.output.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        request: &serde_json::Value,
+        out: &UnboundedSender<OutputLine>,
+    ) -> Result<Done, WorkerError> {
+        let mut line = serde_json::to_vec(request)
+            .map_err(|e| WorkerError::Protocol(format!("request not serialisable: {e}")))?;
+        line.push(b'\n');
+        if let Err(e) = self.stdin.write_all(&line).await {
+            return Err(WorkerError::Died(format!("writing the request: {e}")));
+        }
+        loop {
+            let msg = self.next_message().await?;
+            if let Some(done) = msg.done {
+                return Ok(done);
+            }
+            let (Some(stream), Some(text)) = (msg.stream, msg.line) else {
+                continue;
+            };
+            let (stream, level) = match stream.as_str() {
+                "stdout" => (OutputStream::Stdout, "info"),
+                "stderr" => (OutputStream::Stderr, "error"),
+                _ => (OutputStream::Log, level_of(msg.level.as_deref())),
+            };
+            // The receiver outlives the call; a send error means nobody wants the line.
+            let _ = out.send(OutputLine {
+                stream,
+                level,
+                text,
+            });
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<Message, WorkerError> {
+        match self.stdout.next_line().await {
+            Ok(Some(line)) => serde_json::from_str(&line)
+                .map_err(|e| WorkerError::Protocol(format!("{e} in {line:?}"))),
+            Ok(None) | Err(_) => {
+                let status = match self.child.wait().await {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                Err(WorkerError::Died(status))
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+fn level_of(level: Option<&str>) -> &'static str {
+    match level {
+        Some("error") => "error",
+        Some("warn") => "warn",
+        Some("debug") => "debug",
+        _ => "info",
+    }
+}
+
+/// Credits each raw stderr line to the call holding the worker, or to the engine's
+/// own log when the worker is idle.
+async fn pump_stderr(stderr: tokio::process::ChildStderr, output: OutputSlot) {
+    let mut segments = BufReader::new(stderr).split(b'\n');
+    while let Ok(Some(raw)) = segments.next_segment().await {
+        let text = String::from_utf8_lossy(&raw)
+            .trim_end_matches('\r')
+            .to_owned();
+        let target = output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match target {
+            Some(out) => {
+                let _ = out.send(OutputLine {
+                    stream: OutputStream::Stderr,
+                    level: "error",
+                    text,
+                });
+            }
+            None => tracing::warn!(target: "runlog::python", "idle Python worker: {text}"),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The Python runtime on its own: venv, workers, pool, instances, installers.
+#![allow(clippy::unwrap_used)]
+
+#[path = "fixtures/support.rs"]
+mod support;
+
+use runlog_engine::python::{OutputLine, OutputStream, PythonRuntime};
+use runlog_protocol::function::{ExecutionType, FunctionRequest, Serialization};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+fn json_call(name: &str, code: &str) -> FunctionRequest {
+    FunctionRequest {
+        function_name: Some(name.into()),
+        function_code: Some(code.into()),
+        serialization: Serialization::Json,
+        ..FunctionRequest::default()
+    }
+}
+
+fn drain(rx: &mut UnboundedReceiver<OutputLine>) -> Vec<OutputLine> {
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
+    }
+    lines
+}
+
+async fn run(
+    rt: &PythonRuntime,
+    req: &FunctionRequest,
+) -> (runlog_engine::python::CallOutcome, Vec<OutputLine>) {
+    let (tx, mut rx) = unbounded_channel();
+    let outcome = rt.execute(req, &tx).await;
+    (outcome, drain(&mut rx))
+}
+
+#[tokio::test]
+async fn json_function_gets_args_and_kwargs_and_output_arrives_in_order() {
+    let rt = PythonRuntime::new(support::config(None));
+    let mut req = json_call(
+        "f",
+        "import logging, sys\ndef f(a, b, *, scale=1):\n    print('first', a)\n    logging.getLogger('app').warning('second %s', b)\n    print('third', file=sys.stderr)\n    return {'sum': (a + b) * scale}",
+    );
+    req.args = vec![json!(2), json!(3)];
+    req.kwargs.insert("scale".into(), json!(10));
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(outcome.success, "{outcome:?}");
+    assert_eq!(outcome.result, Some(json!({"sum": 50})));
+    let seen: Vec<(OutputStream, &str, &str)> = lines
+        .iter()
+        .map(|l| (l.stream, l.level, l.text.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (OutputStream::Stdout, "info", "first 2"),
+            (OutputStream::Log, "warn", "app: second 3"),
+            (OutputStream::Stderr, "error", "third"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cloudpickle_args_and_result_round_trip() {
+    let rt = PythonRuntime::new(support::config(None));
+    rt.warm_up().await.unwrap();
+    let req = FunctionRequest {
+        function_name: Some("join".into()),
+        function_code: Some(
+            "def join(items, sep='-'):\n    return sep.join(items), len(items)".into(),
+        ),
+        args: vec![json!(support::pickle("['a', 'b', 'c']"))],
+        kwargs: [("sep".to_owned(), json!(support::pickle("'+'")))]
+            .into_iter()
+            .collect(),
+        ..FunctionRequest::default()
+    };
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(outcome.success, "{outcome:?}");
+    let b64 = outcome
+        .result
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .expect("base64 string result");
+    assert_eq!(support::unpickle_repr(b64), "('a+b+c', 3)");
+}
+
+#[tokio::test]
+async fn async_function_is_awaited() {
+    let rt = PythonRuntime::new(support::config(None));
+    let req = json_call(
+        "f",
+        "import asyncio\nasync def f():\n    await asyncio.sleep(0.01)\n    return 'awaited'",
+    );
+    let (outcome, _) = run(&rt, &req).await;
+    assert_eq!(outcome.result, Some(json!("awaited")), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn raising_function_fails_with_traceback_and_keeps_earlier_output() {
+    let rt = PythonRuntime::new(support::config(None));
+    let req = json_call(
+        "f",
+        "def f():\n    print('before the error')\n    raise ValueError('boom 42')",
+    );
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert_eq!(outcome.result, None);
+    let error = outcome.error.unwrap();
+    assert!(error.starts_with("ValueError: boom 42\n"), "{error}");
+    assert!(
+        error.contains("Traceback (most recent call last)"),
+        "{error}"
+    );
+    assert!(error.contains("<function_code>"), "{error}");
+    assert!(
+        !error.contains("harness"),
+        "harness frames are hidden: {error}"
+    );
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].text, "before the error");
+}
+
+#[tokio::test]
+async fn missing_function_is_an_error_not_a_result() {
+    let rt = PythonRuntime::new(support::config(None));
+    let req = json_call("absent", "def present():\n    return 1");
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert_eq!(outcome.result, None);
+    assert!(
+        outcome
+            .error
+            .unwrap()
+            .contains("function 'absent' not found in function_code"),
+    );
+}
+
+#[tokio::test]
+async fn worker_that_exits_is_reported_and_replaced() {
+    let rt = PythonRuntime::new(support::config(None));
+    let req = json_call("f", "import os\ndef f():\n    os._exit(3)");
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert!(outcome.error.unwrap().contains("exited before answering"));
+    let (outcome, _) = run(&rt, &json_call("g", "def g():\n    return 'alive'")).await;
+    assert_eq!(outcome.result, Some(json!("alive")), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn timed_out_call_is_stopped_and_the_next_call_works() {
+    let rt = PythonRuntime::new(support::config(None));
+    let mut req = json_call("f", "import time\ndef f():\n    time.sleep(30)");
+    req.timeout = Some(0.5);
+    let started = std::time::Instant::now();
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(outcome.error.unwrap().contains("timed out"));
+    let (outcome, _) = run(&rt, &json_call("g", "def g():\n    return 7")).await;
+    assert_eq!(outcome.result, Some(json!(7)));
+}
+
+#[tokio::test]
+async fn class_instance_state_persists_across_calls() {
+    let rt = PythonRuntime::new(support::config(None));
+    let code = "class Counter:\n    def __init__(self, start):\n        self.n = start\n    def add(self, k=1):\n        self.n += k\n        return self.n";
+    let first = FunctionRequest {
+        execution_type: ExecutionType::Class,
+        class_name: Some("Counter".into()),
+        class_code: Some(code.into()),
+        constructor_args: vec![json!(100)],
+        method_name: "add".into(),
+        args: vec![json!(5)],
+        serialization: Serialization::Json,
+        ..FunctionRequest::default()
+    };
+    let (outcome, _) = run(&rt, &first).await;
+    assert_eq!(outcome.result, Some(json!(105)), "{outcome:?}");
+    let id = outcome.instance_id.clone().unwrap();
+    assert!(
+        id.starts_with("Counter_") && id.len() == "Counter_".len() + 8,
+        "{id}"
+    );
+    let second = FunctionRequest {
+        instance_id: Some(id.clone()),
+        create_new_instance: false,
+        class_code: None,
+        args: vec![json!(1)],
+        ..first.clone()
+    };
+    let (outcome, _) = run(&rt, &second).await;
+    assert_eq!(outcome.result, Some(json!(106)), "{outcome:?}");
+    assert_eq!(outcome.instance_id.as_deref(), Some(id.as_str()));
+    let info = outcome.instance_info.unwrap();
+    assert_eq!(info.class_name, "Counter");
+    assert_eq!(info.method_calls, 2);
+    // A new instance under the same id starts again from the constructor.
+    let (outcome, _) = run(
+        &rt,
+        &FunctionRequest {
+            instance_id: Some(id),
+            ..first
+        },
+    )
+    .await;
+    assert_eq!(outcome.result, Some(json!(105)));
+}
+
+#[tokio::test]
+async fn idle_instances_are_reaped() {
+    let mut cfg = support::config(None);
+    cfg.instance_idle_timeout = Duration::from_millis(300);
+    let rt = PythonRuntime::new(cfg);
+    let req = FunctionRequest {
+        execution_type: ExecutionType::Class,
+        class_name: Some("C".into()),
+        class_code: Some("class C:\n    def __call__(self):\n        return 1".into()),
+        serialization: Serialization::Json,
+        ..FunctionRequest::default()
+    };
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(outcome.success, "{outcome:?}");
+    assert_eq!(rt.instance_count(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rt.instance_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instance never reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dependency_from_local_wheel_is_installed_before_the_call() {
+    let (wheels, version) = support::build_fixture_wheel();
+    let rt = PythonRuntime::new(support::config(Some(wheels.path())));
+    let mut req = json_call(
+        "f",
+        "def f(name):\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.greet(name)",
+    );
+    req.args = vec![json!("runlog")];
+    req.dependencies = vec![format!("runlog-fixture-pkg=={version}")];
+    let (outcome, _) = run(&rt, &req).await;
+    assert_eq!(
+        outcome.result,
+        Some(json!(format!(
+            "hello runlog from runlog_fixture_pkg {version}"
+        ))),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_install_stops_the_call_with_a_one_line_cause() {
+    let (wheels, _) = support::build_fixture_wheel();
+    let rt = PythonRuntime::new(support::config(Some(wheels.path())));
+    let mut req = json_call("f", "def f():\n    print('must not run')\n    return 1");
+    req.dependencies = vec!["runlog-no-such-package==9.9.9".into()];
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert!(lines.is_empty(), "the function ran: {lines:?}");
+    let error = outcome.error.unwrap();
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("pip failed"), "{error}");
+    assert!(error.contains("runlog-no-such-package"), "{error}");
+}
+
+#[tokio::test]
+async fn apt_is_refused_when_not_allowed() {
+    let rt = PythonRuntime::new(support::config(None));
+    let mut req = json_call("f", "def f():\n    return 1");
+    req.system_dependencies = vec!["cowsay".into()];
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert!(lines.is_empty());
+    let error = outcome.error.unwrap();
+    assert!(error.contains("does not allow apt"), "{error}");
+    assert!(error.contains("cowsay"), "{error}");
+}
+
+#[tokio::test]
+async fn option_like_dependency_is_refused() {
+    let rt = PythonRuntime::new(support::config(None));
+    let mut req = json_call("f", "def f():\n    return 1");
+    req.dependencies = vec!["--index-url=http://evil.invalid".into()];
+    let (outcome, _) = run(&rt, &req).await;
+    assert!(outcome.error.unwrap().contains("must not start with '-'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_see_each_others_output() {
+    let rt = std::sync::Arc::new(PythonRuntime::new(support::config(None)));
+    rt.warm_up().await.unwrap();
+    let code = "import logging\ndef f(marker):\n    for i in range(5):\n        print(marker, 'print', i)\n        logging.info('%s log %d', marker, i)\n    return marker";
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let rt = rt.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut req = json_call("f", code);
+            let marker = format!("M{n:03}");
+            req.args = vec![json!(marker)];
+            let (outcome, lines) = run(&rt, &req).await;
+            (marker, outcome, lines)
+        }));
+    }
+    for t in tasks {
+        let (marker, outcome, lines) = t.await.unwrap();
+        assert_eq!(outcome.result, Some(json!(marker)));
+        assert_eq!(lines.len(), 10, "{marker}: {lines:?}");
+        for l in &lines {
+            assert!(
+                l.text.contains(&marker),
+                "{marker} got a foreign line {l:?}"
+            );
+        }
+    }
+}
