@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::StatusCode;
-use runlog_protocol::service::{StreamInfo, TokenRequest, TokenResponse};
+use runlog_protocol::service::StreamInfo;
 use runlog_protocol::{AccountId, ErrorBody, LogLine, Scope, StreamKey};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -303,6 +303,13 @@ impl Reader {
             for event in events.drain(..) {
                 match event.event.as_str() {
                     "eof" => return Ok(FollowEnd::Closed),
+                    // The service hit a storage failure mid-tail; it may pass.
+                    "error" => {
+                        let msg = serde_json::from_str::<ErrorBody>(&event.data)
+                            .map(|e| e.error_msg)
+                            .unwrap_or(event.data);
+                        return Err(Attempt::Retry(format!("the service reported: {msg}")));
+                    }
                     "" | "message" if !event.data.is_empty() => {
                         let line: LogLine = serde_json::from_str(&event.data).map_err(|e| {
                             Attempt::Fatal(ReadError::Malformed(format!("line: {e}")))
@@ -349,38 +356,21 @@ impl Reader {
         bar.finish_and_clear();
         Ok(received)
     }
+}
 
-    /// Asks the service for a read-scoped token of `account` (`POST /token`),
-    /// authorised by the service's admin secret. For the viewer links `runlog serve`
-    /// and `runlog run` print: a link carries a read token only when the CLI holds
-    /// the admin secret, and no token otherwise (the page then asks for one).
-    #[allow(
-        dead_code,
-        reason = "for the commands that create streams and print their links"
-    )]
-    pub async fn mint_read_token(
-        &self,
-        admin_secret: &str,
-        account: &AccountId,
-        ttl: &str,
-    ) -> Result<String, ReadError> {
-        let resp = self
-            .http
-            .post(format!("{}/token", self.base))
-            .bearer_auth(admin_secret)
-            .query(&[("accountID", account.as_str())])
-            .json(&TokenRequest {
-                scope: Some(Scope::Read),
-                ttl: Some(ttl.to_owned()),
-            })
-            .send()
-            .await?;
-        let resp = check(resp).await?;
-        let body = resp.bytes().await?;
-        let answer: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| ReadError::Malformed(format!("token answer: {e}")))?;
-        Ok(answer.token)
-    }
+/// A read-scoped token for viewer links, minted locally from the service's admin
+/// secret. `runlog serve` and `runlog run` print links with one only when they hold
+/// the secret; otherwise the link has no token and the page asks for one.
+#[allow(
+    dead_code,
+    reason = "for the commands that create streams and print their links"
+)]
+pub fn read_token_for_link(
+    admin_secret: &str,
+    account: &AccountId,
+    ttl: Duration,
+) -> Option<String> {
+    runlog_service::auth::mint_token(admin_secret.as_bytes(), Some(account), Scope::Read, ttl).ok()
 }
 
 /// The viewer URL of one stream. `read_token` must be read-scoped: links get

@@ -38,6 +38,7 @@ pub fn router(state: ServiceState) -> Router {
     }
     api.layer(DefaultBodyLimit::max(cfg.max_body))
         .merge(archives)
+        .merge(crate::viewer::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (

@@ -1,0 +1,194 @@
+//! The web viewer: static pages embedded in the binary, served at `/` (the
+//! account's streams) and `/ui/stream?accountID=A&key=K` (one stream).
+//!
+//! The pages read the same API as every other client (`/streams`, `/stream`,
+//! `/blob`) with the token the user gave once; nothing here touches a store. The
+//! assets are compiled in, so the viewer works offline and cannot drift from the
+//! service version. Every answer carries a strict Content-Security-Policy: scripts
+//! and styles from this origin only, no inline code, no framing, so a log line can
+//! never run script in the page even if it were rendered as markup.
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use runlog_protocol::ErrorBody;
+use std::hash::{Hash, Hasher};
+
+/// The policy of every viewer answer. `connect-src 'self'`: the page talks to this
+/// service only; `img-src data:` allows the empty favicon.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const INDEX: Asset = Asset {
+    name: "index.html",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("../../../ui/index.html"),
+};
+
+const STREAM: Asset = Asset {
+    name: "stream.html",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("../../../ui/stream.html"),
+};
+
+/// Files under `/ui/assets/`.
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "viewer.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../../ui/viewer.css"),
+    },
+    Asset {
+        name: "common.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../ui/common.js"),
+    },
+    Asset {
+        name: "ansi.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../ui/ansi.js"),
+    },
+    Asset {
+        name: "list.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../ui/list.js"),
+    },
+    Asset {
+        name: "stream.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../../ui/stream.js"),
+    },
+];
+
+/// Routes of the viewer, for any router state: `/`, `/ui`, `/ui/`, `/ui/stream`
+/// and `/ui/assets/{file}`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
+        .route("/ui", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
+        .route("/ui/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
+        .route(
+            "/ui/stream",
+            get(|h: HeaderMap| async move { serve(&STREAM, &h) }),
+        )
+        .route(
+            "/ui/assets/{file}",
+            get(
+                |axum::extract::Path(file): axum::extract::Path<String>, h: HeaderMap| async move {
+                    match ASSETS.iter().find(|a| a.name == file) {
+                        Some(asset) => serve(asset, &h),
+                        None => not_found(&file),
+                    }
+                },
+            ),
+        )
+}
+
+fn serve(asset: &Asset, request: &HeaderMap) -> Response {
+    let etag = etag(asset);
+    let mut resp = if request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    // Revalidate every time (a cheap 304): a new binary must never run old scripts.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(h);
+    resp
+}
+
+fn not_found(file: &str) -> Response {
+    let body = ErrorBody::new(format!(
+        "no viewer asset {:?}",
+        file.chars().take(64).collect::<String>()
+    ));
+    let mut resp = (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    security_headers(resp.headers_mut());
+    resp
+}
+
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // A link may carry `?token=`; the page removes it, and no referrer leaks it meanwhile.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// A strong validator from the content (SipHash with fixed keys: stable across runs).
+fn etag(asset: &Asset) -> String {
+    #[allow(
+        deprecated,
+        reason = "SipHasher's fixed keys are what makes the tag stable"
+    )]
+    let mut hasher = std::hash::SipHasher::new();
+    asset.body.hash(&mut hasher);
+    format!("\"{:016x}\"", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_the_pages_load_is_embedded() {
+        for page in [&INDEX, &STREAM] {
+            for part in page.body.split("/ui/assets/").skip(1) {
+                let name = part.split('"').next().unwrap_or_default();
+                assert!(
+                    ASSETS.iter().any(|a| a.name == name),
+                    "{} loads missing {name}",
+                    page.name
+                );
+            }
+        }
+        for script in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            for part in script.body.split("from \"./").skip(1) {
+                let name = part.split('"').next().unwrap_or_default();
+                assert!(
+                    ASSETS.iter().any(|a| a.name == name),
+                    "{} imports missing {name}",
+                    script.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pages_load_nothing_from_other_origins() {
+        for asset in ASSETS.iter().chain([&INDEX, &STREAM]) {
+            for needle in ["http://", "https://", "//fonts.", "<script>", "style=\""] {
+                assert!(
+                    !asset.body.contains(needle),
+                    "{} contains {needle:?}",
+                    asset.name
+                );
+            }
+        }
+    }
+}
