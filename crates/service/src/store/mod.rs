@@ -14,6 +14,7 @@
 pub mod blob;
 pub mod memory;
 pub mod redis;
+pub mod s3;
 
 pub use blob::BlobStore;
 pub use memory::{MemoryLimits, MemoryStreamStore};
