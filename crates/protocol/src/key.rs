@@ -46,7 +46,9 @@ pub enum KeyError {
         slash: &'static str,
     },
     /// A path segment that could escape or alias (`..`, `.`, empty).
-    #[error("{what} has a forbidden segment {segment:?} (no '..', '.', empty segments, or leading/trailing '/')")]
+    #[error(
+        "{what} has a forbidden segment {segment:?} (no '..', '.', empty segments, or leading/trailing '/')"
+    )]
     BadSegment {
         /// "key" or "account id".
         what: &'static str,
@@ -67,7 +69,8 @@ fn check(s: &str, what: &'static str, max: usize, allow_slash: bool) -> Result<(
         });
     }
     for (at, c) in s.char_indices() {
-        let ok = c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_slash && c == '/');
+        let ok =
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_slash && c == '/');
         if !ok {
             return Err(KeyError::BadChar {
                 what,
@@ -169,8 +172,21 @@ mod tests {
     #[test]
     fn traversal_and_odd_keys_are_refused() {
         for bad in [
-            "", "../x", "/etc/passwd", "a/../../b", "a/./b", "a//b", "a/", ".", "..", "a\0b",
-            "a%2e%2e/b", "a\\b", "key with space", "ключ", "a\nb",
+            "",
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".",
+            "..",
+            "a\0b",
+            "a%2e%2e/b",
+            "a\\b",
+            "key with space",
+            "ключ",
+            "a\nb",
         ] {
             assert!(StreamKey::new(bad).is_err(), "{bad:?} should be refused");
         }
@@ -179,7 +195,13 @@ mod tests {
 
     #[test]
     fn ordinary_keys_are_accepted() {
-        for good in ["a", "stage-123/lite-engine-logs", "x.y_z-1/2/3", "..a/b..", &"k".repeat(512)] {
+        for good in [
+            "a",
+            "stage-123/lite-engine-logs",
+            "x.y_z-1/2/3",
+            "..a/b..",
+            &"k".repeat(512),
+        ] {
             assert!(StreamKey::new(good).is_ok(), "{good:?} should be accepted");
         }
     }
