@@ -1,0 +1,311 @@
+//! The writer against the real log service, directly and through the fault proxy.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use livelog::{HttpLogClient, HttpTimeouts, LogClient, Nudge, Writer, WriterConfig};
+use runlog_protocol::Scope;
+use runlog_testkit::proxy::{FaultProxy, Faults};
+use runlog_testkit::service::TestService;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+fn client(url: &str, token: &str) -> Arc<dyn LogClient> {
+    Arc::new(HttpLogClient::new(&log_config(url, token)).unwrap())
+}
+
+fn config(key: &str, spool: &std::path::Path) -> WriterConfig {
+    WriterConfig {
+        spool_dir: spool.to_path_buf(),
+        close_deadline: Duration::from_secs(60),
+        ..WriterConfig::new(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_30_percent_faults_100k_lines_arrive_exactly_once_in_order_live_and_archived() {
+    const N: u64 = 100_000;
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::mixed(0.3), 7).await;
+    let spool = tempfile::tempdir().unwrap();
+    let key = "faults/100k";
+    let text = |i: u64| format!("line {i:06} {}\n", "x".repeat(66));
+
+    open_stream(&svc.url(), &token, key).await;
+    let live = tokio::spawn({
+        let (url, token) = (svc.url(), token.clone());
+        async move { tail_until_eof(&url, &token, key, Duration::from_secs(240)).await }
+    });
+
+    let mut cfg = config(key, spool.path());
+    cfg.close_deadline = Duration::from_secs(180);
+    cfg.max_retry_delay = Duration::from_millis(200);
+    let w = Writer::new(client(&proxy.url(), &token), cfg);
+    // Odd-sized chunks, so lines are split across writes.
+    let all: Vec<u8> = (0..N).flat_map(|i| text(i).into_bytes()).collect();
+    for chunk in all.chunks(4093) {
+        w.write(chunk);
+        tokio::task::yield_now().await;
+    }
+    let report = w.close().await;
+
+    assert_eq!(report.lines, N);
+    assert!(report.archived, "{report:?}");
+    assert_eq!(report.streamed_lines, N, "{report:?}");
+    assert!(
+        report.retries > 0,
+        "30 % faults must cause retries: {report:?}"
+    );
+    assert_eq!(report.dropped_lines, 0);
+    let stats = proxy.stats();
+    assert!(
+        stats.drop_response > 0 && stats.close_mid_body > 0 && stats.status_500 > 0,
+        "{stats:?}"
+    );
+
+    let live = live.await.unwrap();
+    assert_exactly_once_in_order("live", &live, N, text);
+    let archive = fetch_archive(&svc.url(), &token, key)
+        .await
+        .expect("an archive");
+    assert_exactly_once_in_order("archive", &archive, N, text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_down_for_the_whole_run_close_meets_its_deadline_and_the_outbox_delivers_later() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 1).await;
+    proxy.set_down(true);
+    let spool = tempfile::tempdir().unwrap();
+    let outbox = tempfile::tempdir().unwrap();
+    let key = "outage/run";
+    let mut cfg = config(key, spool.path());
+    cfg.close_deadline = Duration::from_secs(2);
+    cfg.max_retry_delay = Duration::from_millis(300);
+    cfg.outbox_dir = Some(outbox.path().to_path_buf());
+    let w = Writer::new(client(&proxy.url(), &token), cfg);
+    for i in 0..500 {
+        w.write(format!("during the outage {i}\n").as_bytes());
+    }
+    let started = std::time::Instant::now();
+    let report = w.close().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "close took {took:?} with a 2 s deadline"
+    );
+    assert!(!report.archived && report.outboxed, "{report:?}");
+    assert_eq!(report.lines, 500);
+    assert!(fetch_archive(&svc.url(), &token, key).await.is_none());
+
+    proxy.set_down(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let archive = loop {
+        if let Some(a) = fetch_archive(&svc.url(), &token, key).await {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox did not deliver within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_exactly_once_in_order("archive", &archive, 500, |i| {
+        format!("during the outage {i}\n")
+    });
+    // The entry is removed once delivered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(outbox.path()).unwrap().count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox entry was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_left_by_an_earlier_run_is_delivered_at_start() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let outbox = tempfile::tempdir().unwrap();
+    let key = "outbox/next-start";
+    // An address nothing listens on: the service is unreachable for this run.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut cfg = config(key, spool.path());
+    cfg.close_deadline = Duration::from_millis(500);
+    cfg.outbox_dir = Some(outbox.path().to_path_buf());
+    let mut lc = log_config(&dead, &token);
+    lc.url = dead.clone();
+    let w = Writer::new(Arc::new(HttpLogClient::new(&lc).unwrap()), cfg);
+    w.write(b"kept for later\n");
+    let report = w.close().await;
+    assert!(report.outboxed, "{report:?}");
+
+    // The next start knows the service's new address (same account and token).
+    let r = livelog::deliver_outbox_with(outbox.path(), client(&svc.url(), &token)).await;
+    assert_eq!(r.delivered, 1, "{r:?}");
+    let archive = fetch_archive(&svc.url(), &token, key)
+        .await
+        .expect("delivered");
+    assert_exactly_once_in_order("archive", &archive, 1, |_| "kept for later\n".to_owned());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_live_and_in_the_archive_even_split_across_writes() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "mask/split";
+    let mut cfg = config(key, spool.path());
+    cfg.secrets = vec!["hunter2-very-secret".to_owned()];
+    let tapped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    cfg.tap = Some(Arc::new({
+        let t = tapped.clone();
+        move |l: &runlog_protocol::LogLine| t.lock().unwrap().push(l.out.clone())
+    }));
+    open_stream(&svc.url(), &token, key).await;
+    let live = tokio::spawn({
+        let (url, token) = (svc.url(), token.clone());
+        async move { tail_until_eof(&url, &token, key, Duration::from_secs(30)).await }
+    });
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    w.write(b"password is hunter2-ve");
+    w.write(b"ry-secret, ok\n");
+    let report = w.close().await;
+    assert!(report.archived);
+    let expected = "password is **************, ok\n";
+    let live = live.await.unwrap();
+    assert_exactly_once_in_order("live", &live, 1, |_| expected.to_owned());
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_exactly_once_in_order("archive", &archive, 1, |_| expected.to_owned());
+    assert_eq!(*tapped.lock().unwrap(), vec![expected.to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_line_and_an_idle_partial_line_show_up_live_before_close() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "live/partial";
+    let mut cfg = config(key, spool.path());
+    cfg.partial_line_flush = Duration::from_millis(50);
+    open_stream(&svc.url(), &token, key).await;
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    w.write(b"starting\n");
+    w.write(b"Downloading 45%");
+    let live = tail_n(&svc.url(), &token, key, 2, Duration::from_secs(10)).await;
+    let texts: Vec<&str> = live.iter().map(|l| l.out.as_str()).collect();
+    assert_eq!(texts, vec!["starting\n", "Downloading 45%"]);
+    w.write(b"\rdone\n");
+    let report = w.close().await;
+    assert_eq!(report.lines, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_stops_live_streaming_but_the_archive_is_still_uploaded() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "refused/live";
+    let mut cfg = config(key, spool.path());
+    // The controller was meant to open the stream and did not: every append is a 4xx.
+    cfg.skip_opening_stream = true;
+    cfg.skip_closing_stream = true;
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    for i in 0..100 {
+        w.write_line("info", &format!("line {i}")).await;
+    }
+    let report = w.close().await;
+    assert!(report.archived, "{report:?}");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("live streaming stopped")),
+        "{report:?}"
+    );
+    assert_eq!(report.streamed_lines, 0);
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_exactly_once_in_order("archive", &archive, 100, |i| format!("line {i}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_nudges_and_the_signed_link_upload_works() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "nudge/oom";
+    let mut cfg = config(key, spool.path());
+    cfg.indirect_upload = false;
+    cfg.nudges = Nudge::defaults();
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    w.write(b"allocating\nKilled\n");
+    let report = w.close().await;
+    assert!(report.archived, "{report:?}");
+    assert!(
+        report.hints.iter().any(|h| h.contains("out of memory")),
+        "{report:?}"
+    );
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_eq!(archive.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_a_clear_error_and_nothing_is_lost() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let outbox = tempfile::tempdir().unwrap();
+    let key = "auth/wrong";
+    let mut cfg = config(key, spool.path());
+    cfg.outbox_dir = Some(outbox.path().to_path_buf());
+    let w = Writer::new(client(&svc.url(), "not-a-token"), cfg);
+    w.write(b"x\n");
+    let report = w.close().await;
+    assert!(!report.archived);
+    assert!(
+        report.error.as_deref().is_some_and(|e| e.contains("401")),
+        "{report:?}"
+    );
+    // Refused uploads are kept too: a later run with a valid token can deliver them.
+    assert!(report.outboxed, "{report:?}");
+    let r = livelog::deliver_outbox_with(outbox.path(), client(&svc.url(), &token)).await;
+    assert_eq!(r.delivered, 1, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_time_out_against_a_stalled_service_and_close_keeps_its_deadline() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::stalled(), 3).await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = config("stall/deadline", spool.path());
+    cfg.close_deadline = Duration::from_secs(1);
+    let c = HttpLogClient::with_timeouts(
+        &log_config(&proxy.url(), &token),
+        HttpTimeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    let w = Writer::new(Arc::new(c), cfg);
+    w.write(b"stuck\n");
+    let started = std::time::Instant::now();
+    let report = w.close().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!report.archived);
+    assert!(proxy.stats().stall > 0);
+}

@@ -1,0 +1,142 @@
+//! Helpers for livelog's integration tests: read a stream live (SSE) and its archive
+//! straight from the real log service.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use futures_util::StreamExt;
+use runlog_protocol::LogLine;
+use runlog_protocol::engine::LogConfig;
+use std::time::Duration;
+
+/// The account every test writes to.
+pub const ACCOUNT: &str = "acc";
+
+/// A log_config for `url` with `token`.
+pub fn log_config(url: &str, token: &str) -> LogConfig {
+    LogConfig {
+        url: url.to_owned(),
+        account_id: ACCOUNT.to_owned(),
+        token: token.to_owned(),
+        indirect_upload: true,
+        ..LogConfig::default()
+    }
+}
+
+fn url(base: &str, path: &str, key: &str) -> String {
+    format!("{base}/{path}?accountID={ACCOUNT}&key={key}")
+}
+
+/// Opens the stream directly on the service (so a tail can start before the writer).
+pub async fn open_stream(base: &str, token: &str, key: &str) {
+    let r = reqwest::Client::new()
+        .post(url(base, "stream", key))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "open failed: {}", r.status());
+}
+
+/// Reads the SSE tail from the start until the `eof` event (or `limit` passes).
+pub async fn tail_until_eof(base: &str, token: &str, key: &str, limit: Duration) -> Vec<LogLine> {
+    let resp = reqwest::Client::new()
+        .get(url(base, "stream", key))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "tail failed: {}", resp.status());
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(c))) => c,
+            Ok(_) => return lines,
+            Err(_) => panic!("no eof within {limit:?}; got {} lines", lines.len()),
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            let event = String::from_utf8(event).unwrap();
+            if event.lines().any(|l| l == "event: eof") {
+                return lines;
+            }
+            for l in event.lines() {
+                if let Some(data) = l.strip_prefix("data: ") {
+                    lines.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+    }
+}
+
+/// Collects SSE lines until `n` arrived (or `limit` passes); does not need an eof.
+pub async fn tail_n(base: &str, token: &str, key: &str, n: usize, limit: Duration) -> Vec<LogLine> {
+    let resp = reqwest::Client::new()
+        .get(url(base, "stream", key))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while lines.len() < n {
+        let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await else {
+            return lines;
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            for l in String::from_utf8(event).unwrap().lines() {
+                if let Some(data) = l.strip_prefix("data: ")
+                    && let Ok(line) = serde_json::from_str::<LogLine>(data)
+                {
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// The archive as lines, or `None` when there is none (404).
+pub async fn fetch_archive(base: &str, token: &str, key: &str) -> Option<Vec<LogLine>> {
+    let resp = reqwest::Client::new()
+        .get(url(base, "blob", key))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert!(
+        resp.status().is_success(),
+        "archive download failed: {}",
+        resp.status()
+    );
+    let body = resp.bytes().await.unwrap();
+    Some(
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect(),
+    )
+}
+
+/// Asserts `lines` are exactly pos 0..n, once each, in order, with the expected texts.
+pub fn assert_exactly_once_in_order(
+    what: &str,
+    lines: &[LogLine],
+    n: u64,
+    text: impl Fn(u64) -> String,
+) {
+    assert_eq!(lines.len() as u64, n, "{what}: wrong number of lines");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l.pos, i as u64, "{what}: line {i} has pos {}", l.pos);
+        assert_eq!(l.out, text(i as u64), "{what}: line {i} has the wrong text");
+    }
+}
