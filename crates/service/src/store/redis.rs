@@ -614,6 +614,9 @@ impl StreamStore for RedisStreamStore {
             .query_async(&mut inner.conn())
             .await
             .map_err(unavailable)?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for member in &members {
             pipe.hgetall(format!("{ns}:{{{account}}}:s:{member}:meta"));
@@ -645,6 +648,44 @@ impl StreamStore for RedisStreamStore {
                 .await;
         }
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
+        Ok(out)
+    }
+
+    async fn list_all(&self) -> Result<Vec<StreamMeta>, StoreError> {
+        let inner = &self.inner;
+        let pattern = format!("{}:{{*}}:index", inner.config.namespace);
+        let mut indexes: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            // SCAN, not KEYS: it never blocks Redis for long, however many accounts.
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            indexes.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        indexes.sort();
+        indexes.dedup();
+        let prefix = format!("{}:{{", inner.config.namespace);
+        let mut out = Vec::new();
+        for index in indexes {
+            let account = index
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix("}:index"))
+                .and_then(|a| AccountId::new(a).ok());
+            if let Some(account) = account {
+                out.extend(self.list(&account).await?);
+            }
+        }
         Ok(out)
     }
 
