@@ -64,3 +64,126 @@ pub struct WriterReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// One file written into the stage workspace by `/setup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupFile {
+    /// Path relative to the workspace (no absolute paths, no `..`).
+    pub path: String,
+    /// File contents (UTF-8 text).
+    #[serde(default)]
+    pub data: String,
+    /// Unix permission bits, e.g. `420` (= `0o644`); `0o644` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Create a directory rather than a file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_dir: bool,
+}
+
+/// Body of `POST /setup`: the lite-engine setup request (unknown fields are ignored,
+/// so controllers that send more, e.g. `network` or `volumes`, work unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetupRequest {
+    /// Key of the engine's own log stream for this stage (workspace setup, errors,
+    /// destroy). No engine stream when absent.
+    pub le_log_key: Option<String>,
+    /// Where streams go.
+    pub log_config: LogConfig,
+    /// Environment variables of every step of the stage.
+    pub envs: std::collections::BTreeMap<String, String>,
+    /// Values masked in every stream of the stage.
+    pub secrets: Vec<String>,
+    /// Files created in the workspace before any step runs.
+    pub files: Vec<SetupFile>,
+    /// Default working directory of steps, relative to the workspace.
+    pub working_dir: Option<String>,
+    /// Accepted for compatibility; the engine runs steps on the host network.
+    pub network: Option<serde_json::Value>,
+}
+
+/// `command` of a step: a shell line, or an argument vector run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepCommand {
+    /// Run through the step's shell (`sh -c LINE`).
+    Line(String),
+    /// Run directly: program and arguments.
+    Argv(Vec<String>),
+}
+
+/// Body of `POST /step`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepRequest {
+    /// Unique id of the step within the stage: `[A-Za-z0-9._-]`, at most 128 bytes.
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// What to run; exactly one of `command` and `script` is required.
+    pub command: Option<StepCommand>,
+    /// A script run by `shell -c`.
+    pub script: Option<String>,
+    /// Shell for `script` and string `command`s; `sh` when absent.
+    pub shell: Option<String>,
+    /// Extra environment variables (over the stage's).
+    pub envs: std::collections::BTreeMap<String, String>,
+    /// Working directory relative to the workspace.
+    pub working_dir: Option<String>,
+    /// Time limit in seconds; the whole process group is killed when it passes.
+    pub timeout: Option<u64>,
+    /// Stream key of the step's output.
+    pub log_key: Option<String>,
+    /// Values masked in this step's output (besides the stage's).
+    pub secrets: Vec<String>,
+    /// Answer `{}` at once; the result is fetched with `/poll_step`.
+    pub detach: bool,
+}
+
+/// Answer of `POST /step` (not detached) and `POST /poll_step`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResponse {
+    /// Exit code of the step's process; `128 + N` when killed by signal N, `-1` when
+    /// it never started.
+    pub exit_code: i32,
+    /// Whether the process has ended (always `true` in a result).
+    pub exited: bool,
+    /// Why the step failed to run or was stopped (timeout, destroy, spawn error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `KEY=VALUE` pairs the step wrote to the file named by `$RUNLOG_OUTPUT`.
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
+}
+
+/// Body of `POST /poll_step`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollStepRequest {
+    /// The step's id.
+    pub id: String,
+}
+
+/// Answer of `POST /destroy`: what closing every stream of the stage achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyResponse {
+    /// One report per stream (steps first, the engine's own stream last).
+    pub streams: Vec<WriterReport>,
+    /// Steps that were still running and were killed.
+    pub killed_steps: Vec<String>,
+    /// Problems met while tearing down (a writer that missed its deadline, a workspace
+    /// that could not be removed); the destroy still completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Answer of the engine's `GET /healthz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineHealth {
+    /// Always `true` when the engine answers.
+    pub ok: bool,
+    /// The runlog version.
+    pub version: String,
+    /// Whether a stage is set up.
+    pub stage: bool,
+}

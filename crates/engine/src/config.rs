@@ -1,0 +1,104 @@
+//! [`EngineConfig`]: what an engine instance is started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listening address: loopback only, because the engine runs commands.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9079";
+/// Default data directory (workspaces, spools, outbox).
+pub const DEFAULT_DATA_DIR: &str = "./runlog-data/engine";
+
+/// Engine settings. `EngineConfig::default()` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where to listen. Anything but loopback requires `token`.
+    pub addr: SocketAddr,
+    /// Root of stage workspaces (`stages/`), spools (`spool/`) and the outbox (`outbox/`).
+    pub data_dir: PathBuf,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// How long closing one stream may take (flush, archive, close). Default 30 s.
+    pub close_deadline: Duration,
+    /// How long `/destroy` may take in total, whatever is stuck. Default 60 s.
+    pub destroy_deadline: Duration,
+    /// Between SIGTERM and SIGKILL when a step's process group is stopped. Default 5 s.
+    pub kill_grace: Duration,
+    /// After a step's main process exits, how long its output pipes may stay open
+    /// (held by leftover background processes) before the group is killed. Default 2 s.
+    pub drain_grace: Duration,
+    /// Entries of each request's capture ring. Default 1000.
+    pub capture_capacity: usize,
+    /// Largest accepted request body. Default 32 MiB (setup carries files).
+    pub max_body: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9079)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            token: None,
+            close_deadline: Duration::from_secs(30),
+            destroy_deadline: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(5),
+            drain_grace: Duration::from_secs(2),
+            capture_capacity: runlog_capture::DEFAULT_CAPACITY,
+            max_body: 32 << 20,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Directory holding one workspace per stage.
+    pub fn stages_dir(&self) -> PathBuf {
+        self.data_dir.join("stages")
+    }
+
+    /// Directory of the writers' spool files.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    /// Directory of histories not yet delivered to the log service.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// Refuses to listen beyond loopback without a token: the engine runs commands.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.addr.ip().is_loopback() || self.token.as_deref().is_some_and(|t| !t.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "refusing to listen on {} without a token: the engine runs commands; \
+                 pass --token (or listen on 127.0.0.1)",
+                self.addr
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let mut c = EngineConfig {
+            addr: "0.0.0.0:9079".parse().expect("addr"),
+            ..EngineConfig::default()
+        };
+        assert!(c.check_exposure().is_err());
+        c.token = Some(String::new());
+        assert!(c.check_exposure().is_err(), "an empty token is no token");
+        c.token = Some("s3cret".into());
+        assert!(c.check_exposure().is_ok());
+        assert!(EngineConfig::default().check_exposure().is_ok());
+        let v6 = EngineConfig {
+            addr: "[::1]:9079".parse().expect("addr"),
+            ..EngineConfig::default()
+        };
+        assert!(v6.check_exposure().is_ok());
+    }
+}

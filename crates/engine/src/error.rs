@@ -1,0 +1,50 @@
+//! [`EngineError`]: every failure a request can meet, each mapped to one status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use runlog_protocol::ErrorBody;
+
+/// A request failure; the message is safe to show the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Malformed or incomplete request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Unknown step (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the engine's state: a second setup, a reused step id,
+    /// a step without a stage (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Body larger than the limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The engine failed (500), e.g. the workspace could not be created.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(ErrorBody::new(self.to_string()))).into_response()
+    }
+}

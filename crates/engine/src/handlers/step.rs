@@ -1,0 +1,189 @@
+//! `POST /step` and `POST /poll_step`.
+
+use crate::error::EngineError;
+use crate::extract::JsonBody;
+use crate::handlers::{check_key, check_step_id};
+use crate::metrics::Metrics;
+use crate::outputs::{self, OUTPUT_ENV};
+use crate::process::{self, OutputSink, ProcessSpec};
+use crate::stage::Stage;
+use crate::state::EngineState;
+use crate::workspace;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use livelog::Writer;
+use runlog_protocol::engine::{PollStepRequest, StepCommand, StepRequest, StepResponse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+/// A step's output goes to its writer, or nowhere when it has no log key.
+#[derive(Clone)]
+struct StepOutput(Option<Writer>);
+
+impl OutputSink for StepOutput {
+    async fn write(&self, bytes: &[u8]) {
+        if let Some(w) = &self.0 {
+            w.write_async(bytes).await;
+        }
+    }
+}
+
+/// Starts a step; answers its result, or `{}` at once when detached.
+pub async fn step(
+    State(state): State<EngineState>,
+    JsonBody(req): JsonBody<StepRequest>,
+) -> Result<Response, EngineError> {
+    check_step_id(&req.id)?;
+    let (program, args) = command_line(&req)?;
+    if let Some(key) = &req.log_key {
+        check_key("log_key", key)?;
+    }
+    let stage = state
+        .stage()
+        .ok_or_else(|| EngineError::Conflict("no stage is set up; call /setup first".into()))?;
+    let cwd = match &req.working_dir {
+        Some(d) => workspace::resolve(&stage.workspace, d)?,
+        None => stage.working_dir.clone(),
+    };
+    let (tx, rx) = watch::channel(None);
+    if !stage.add_step(&req.id, rx.clone()) {
+        return Err(EngineError::Conflict(format!(
+            "step {:?} already exists",
+            req.id
+        )));
+    }
+    let cfg = state.config();
+    let outputs_file = stage.outputs_file(&req.id);
+    let mut envs = stage.envs.clone();
+    envs.extend(req.envs.clone());
+    envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
+    let spec = ProcessSpec {
+        program,
+        args,
+        envs,
+        cwd,
+        timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+        kill_grace: cfg.kill_grace,
+        drain_grace: cfg.drain_grace,
+    };
+    let writer = match &req.log_key {
+        Some(key) => {
+            let w = stage.writer(cfg, key, &req.secrets);
+            if w.is_none() {
+                tracing::warn!(step = %req.id, "no log service configured: the output of the step is discarded");
+            }
+            w
+        }
+        None => None,
+    };
+    Metrics::inc(&state.metrics().steps_started);
+    let task = tokio::spawn(
+        run_step(
+            state.clone(),
+            stage.clone(),
+            req.id.clone(),
+            spec,
+            outputs_file,
+            writer,
+            tx,
+        )
+        .in_current_span(),
+    );
+    stage.set_task(&req.id, task);
+    if req.detach {
+        return Ok(Json(serde_json::json!({})).into_response());
+    }
+    wait_result(rx).await.map(|r| Json(r).into_response())
+}
+
+/// Waits for a step started earlier (detached or not) and answers its result.
+pub async fn poll_step(
+    State(state): State<EngineState>,
+    JsonBody(req): JsonBody<PollStepRequest>,
+) -> Result<Json<StepResponse>, EngineError> {
+    check_step_id(&req.id)?;
+    let rx = state
+        .stage()
+        .and_then(|s| s.step_result(&req.id))
+        .ok_or_else(|| EngineError::NotFound(format!("no step {:?}", req.id)))?;
+    wait_result(rx).await.map(Json)
+}
+
+async fn wait_result(
+    mut rx: watch::Receiver<Option<StepResponse>>,
+) -> Result<StepResponse, EngineError> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(r) => Ok(r.clone().unwrap_or_default()),
+        Err(_) => Err(EngineError::Internal(
+            "the step ended without a result".into(),
+        )),
+    }
+}
+
+/// Program and arguments: `script` and string `command`s run through the shell.
+fn command_line(req: &StepRequest) -> Result<(String, Vec<String>), EngineError> {
+    let shell = req.shell.clone().unwrap_or_else(|| "sh".to_owned());
+    if shell.is_empty() {
+        return Err(EngineError::BadRequest("shell must not be empty".into()));
+    }
+    match (&req.command, &req.script) {
+        (Some(_), Some(_)) => Err(EngineError::BadRequest(
+            "give either command or script, not both".into(),
+        )),
+        (None, None) => Err(EngineError::BadRequest(
+            "a step needs a command or a script".into(),
+        )),
+        (Some(StepCommand::Line(line)), None) | (None, Some(line)) => {
+            Ok((shell, vec!["-c".to_owned(), line.clone()]))
+        }
+        (Some(StepCommand::Argv(argv)), None) => match argv.split_first() {
+            Some((program, args)) if !program.is_empty() => Ok((program.clone(), args.to_vec())),
+            _ => Err(EngineError::BadRequest(
+                "command must name a program".into(),
+            )),
+        },
+    }
+}
+
+/// Runs the process, publishes the result, then closes the step's stream (the answer
+/// does not wait for the archive upload; `/destroy` does).
+async fn run_step(
+    state: EngineState,
+    stage: Arc<Stage>,
+    id: String,
+    spec: ProcessSpec,
+    outputs_file: std::path::PathBuf,
+    writer: Option<Writer>,
+    tx: watch::Sender<Option<StepResponse>>,
+) -> Option<livelog::WriterReport> {
+    tracing::info!(step = %id, "starting step: {} {}", spec.program, spec.args.join(" "));
+    let out = process::run(&spec, StepOutput(writer.clone()), stage.cancel.clone()).await;
+    if let (Some(w), Some(e)) = (&writer, &out.error) {
+        w.try_write_line("error", e);
+    }
+    let outputs = outputs::read(&outputs_file).await;
+    let ok = out.exit_code == 0 && out.error.is_none();
+    if ok {
+        Metrics::inc(&state.metrics().steps_succeeded);
+        tracing::info!(step = %id, "step exited with code 0");
+    } else {
+        Metrics::inc(&state.metrics().steps_failed);
+        match &out.error {
+            Some(e) => tracing::warn!(step = %id, "step failed with code {}: {e}", out.exit_code),
+            None => tracing::warn!(step = %id, "step exited with code {}", out.exit_code),
+        }
+    }
+    let _ = tx.send(Some(StepResponse {
+        exit_code: out.exit_code,
+        exited: true,
+        error: out.error,
+        outputs,
+    }));
+    match writer {
+        Some(w) => Some(w.close().await),
+        None => None,
+    }
+}

@@ -1,0 +1,295 @@
+//! Running one step: a process in its own process group, both pipes read into the
+//! step's log writer with backpressure, a time limit and cancellation that kill the
+//! whole group.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio_util::sync::CancellationToken;
+
+/// Pipe reads are this large; a line longer than this is passed on in pieces (the
+/// writer joins them again).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where a step's output goes. A `livelog::Writer` in the engine; anything async in tests.
+pub trait OutputSink: Send + Sync + 'static {
+    /// Takes whole lines (or a piece of an over-long line); may wait: that wait is
+    /// the backpressure that stops the child when the log service is slow.
+    fn write(&self, bytes: &[u8]) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl OutputSink for livelog::Writer {
+    async fn write(&self, bytes: &[u8]) {
+        self.write_async(bytes).await;
+    }
+}
+
+/// Discards output (a step without a log key).
+#[derive(Debug, Clone, Copy)]
+pub struct Discard;
+
+impl OutputSink for Discard {
+    async fn write(&self, _bytes: &[u8]) {}
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Program (looked up on `PATH`).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment added to the engine's own.
+    pub envs: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Time limit.
+    pub timeout: Option<Duration>,
+    /// SIGTERM → SIGKILL delay when stopping the group.
+    pub kill_grace: Duration,
+    /// How long pipes may stay open after the main process exited.
+    pub drain_grace: Duration,
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessOutcome {
+    /// Exit code; `128 + N` when killed by signal N; `-1` when it never started.
+    pub exit_code: i32,
+    /// Why it was stopped or could not start.
+    pub error: Option<String>,
+    /// The process group id, when it started.
+    pub pgid: Option<i32>,
+}
+
+/// Runs `spec` to completion, piping stdout and stderr into `sink`.
+pub async fn run<S: OutputSink + Clone>(
+    spec: &ProcessSpec,
+    sink: S,
+    cancel: CancellationToken,
+) -> ProcessOutcome {
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(&spec.envs)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so a timeout or destroy can kill everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return ProcessOutcome {
+                exit_code: -1,
+                error: Some(format!("could not start {:?}: {e}", spec.program)),
+                pgid: None,
+            };
+        }
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut pumps = tokio::task::JoinSet::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.spawn(pump(out, sink.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.spawn(pump(err, sink));
+    }
+
+    let timeout = async {
+        match spec.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut error = None;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = timeout => {
+            error = Some(format!("timed out after {:?}; the process group was killed", spec.timeout.unwrap_or_default()));
+            stop_group(pgid, &mut child, spec.kill_grace).await
+        }
+        () = cancel.cancelled() => {
+            error = Some("stopped: the stage was destroyed".to_owned());
+            stop_group(pgid, &mut child, spec.kill_grace).await
+        }
+    };
+
+    // Output still in the pipes is read to the end. Background processes the step
+    // left running may hold the pipes open forever: after the grace they are killed.
+    let drain_grace = tokio::time::sleep(spec.drain_grace);
+    tokio::pin!(drain_grace);
+    let mut leftovers_killed = false;
+    loop {
+        tokio::select! {
+            next = pumps.join_next() => if next.is_none() { break },
+            () = &mut drain_grace, if !leftovers_killed => {
+                kill(pgid, Signal::SIGKILL);
+                leftovers_killed = true;
+            }
+            // A process that escaped the group (setsid) may still hold a pipe.
+            () = cancel.cancelled(), if leftovers_killed => {
+                pumps.abort_all();
+                break;
+            }
+        }
+    }
+
+    let exit_code = match status {
+        Ok(s) => exit_code(s),
+        Err(e) => {
+            error.get_or_insert_with(|| format!("could not wait for the process: {e}"));
+            -1
+        }
+    };
+    ProcessOutcome {
+        exit_code,
+        error,
+        pgid,
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+fn kill(pgid: Option<i32>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (the group is already gone) is the expected outcome, not an error.
+        let _ = killpg(Pid::from_raw(pgid), signal);
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after the grace, and SIGKILL again once the leader
+/// is gone, for children that ignored SIGTERM.
+async fn stop_group(
+    pgid: Option<i32>,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    kill(pgid, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            kill(pgid, Signal::SIGKILL);
+            child.wait().await
+        }
+    };
+    kill(pgid, Signal::SIGKILL);
+    status
+}
+
+/// Reads a pipe to its end, passing whole lines on, so that stdout and stderr lines
+/// written to one sink never interleave mid-line. Memory is one chunk: the sink's
+/// wait blocks this loop, the pipe fills, and the child blocks on write.
+async fn pump<R: AsyncRead + Unpin, S: OutputSink>(mut pipe: R, sink: S) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut filled = 0;
+    loop {
+        let n = match pipe.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let end = filled + n;
+        match buf[filled..end].iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                let cut = filled + i + 1;
+                sink.write(&buf[..cut]).await;
+                buf.copy_within(cut..end, 0);
+                filled = end - cut;
+            }
+            None if end == buf.len() => {
+                sink.write(&buf[..end]).await;
+                filled = 0;
+            }
+            None => filled = end,
+        }
+    }
+    if filled > 0 {
+        sink.write(&buf[..filled]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl OutputSink for Collect {
+        async fn write(&self, bytes: &[u8]) {
+            self.0.lock().expect("lock").push(bytes.to_vec());
+        }
+    }
+
+    fn spec(script: &str) -> ProcessSpec {
+        ProcessSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            envs: BTreeMap::new(),
+            cwd: std::env::temp_dir(),
+            timeout: None,
+            kill_grace: Duration::from_millis(200),
+            drain_grace: Duration::from_millis(500),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_write_is_whole_lines_except_the_unterminated_tail() {
+        let sink = Collect::default();
+        let out = run(
+            &spec("i=0; while [ $i -lt 2000 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; printf tail"),
+            sink.clone(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out.exit_code, 0);
+        let chunks = sink.0.lock().expect("lock").clone();
+        let (last, whole) = chunks.split_last().expect("output");
+        assert!(whole.iter().all(|c| c.ends_with(b"\n")));
+        let all: Vec<u8> = chunks.concat();
+        let text = String::from_utf8(all).expect("utf8");
+        assert_eq!(text.lines().filter(|l| l.starts_with("out ")).count(), 2000);
+        assert_eq!(text.lines().filter(|l| l.starts_with("err ")).count(), 2000);
+        assert!(last.ends_with(b"tail") || text.contains("tail"));
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_are_reported() {
+        let out = run(&spec("exit 7"), Discard, CancellationToken::new()).await;
+        assert_eq!(out.exit_code, 7);
+        assert_eq!(out.error, None);
+        let out = run(&spec("kill -9 $$"), Discard, CancellationToken::new()).await;
+        assert_eq!(out.exit_code, 128 + 9);
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error_not_a_panic() {
+        let mut s = spec("");
+        s.program = "/nonexistent/runlog-no-such-program".into();
+        let out = run(&s, Discard, CancellationToken::new()).await;
+        assert_eq!(out.exit_code, -1);
+        assert!(out.error.expect("error").contains("could not start"));
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_pipe_does_not_hang_the_step() {
+        let spec = spec("sleep 1000 & echo started");
+        let out = run(&spec, Discard, CancellationToken::new());
+        let out = tokio::time::timeout(Duration::from_secs(10), out)
+            .await
+            .expect("the step must end after the drain grace");
+        assert_eq!(out.exit_code, 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! The router, its middleware (token, request span) and the listener.
+
+use crate::error::EngineError;
+use crate::handlers::{destroy, health, setup, step};
+use crate::metrics::Metrics;
+use crate::state::EngineState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::future::Future;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+/// The engine's routes: `/setup`, `/step`, `/poll_step`, `/destroy`, `/healthz`,
+/// `/metrics`, plus `extra` (routes of other engine modules, sharing the state).
+///
+/// Every request runs in its own `runlog::engine` span that carries the engine log
+/// stream (so the handler's events are streamed) and that handlers may attach a
+/// capture to (`state.new_capture().attach(&tracing::Span::current())`).
+pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
+    Router::new()
+        .route("/setup", post(setup::setup))
+        .route("/step", post(step::step))
+        .route("/poll_step", post(step::poll_step))
+        .route("/destroy", post(destroy::destroy))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .merge(extra)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
+        .with_state(state)
+}
+
+/// [`router_with`] without extra routes.
+pub fn router(state: EngineState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// Binds `config.addr`, refusing a non-loopback address without a token.
+pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> {
+    config
+        .check_exposure()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+    TcpListener::bind(config.addr).await
+}
+
+/// Serves until `shutdown` resolves, then destroys the stage (killing its steps and
+/// closing its streams). Re-sends histories earlier runs left in the outbox.
+pub async fn serve(
+    listener: TcpListener,
+    state: EngineState,
+    extra: Router<EngineState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && state.config().token.as_deref().is_none_or(str::is_empty) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to serve on {local} without a token"),
+        ));
+    }
+    let outbox = state.config().outbox_dir();
+    if outbox.is_dir() {
+        drop(livelog::spawn_deliver_outbox(outbox));
+    }
+    tracing::info!(target: "runlog::engine", "engine listening on http://{local}");
+    let app = router_with(state.clone(), extra);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    destroy::destroy_stage(&state).await;
+    result
+}
+
+async fn not_found() -> EngineError {
+    EngineError::NotFound("no such endpoint".into())
+}
+
+fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    EngineError::Internal("the engine failed while handling the request".into()).into_response()
+}
+
+async fn request_span(State(state): State<EngineState>, req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(target: "runlog::engine", "request", path = %req.uri().path());
+    if let Some(sink) = state.engine_sink() {
+        runlog_capture::attach_stream(&span, sink);
+    }
+    let response = next.run(req).instrument(span).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        Metrics::inc(&state.metrics().errors);
+    }
+    response
+}
+
+async fn require_token(State(state): State<EngineState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.config().token.as_deref().filter(|t| !t.is_empty()) else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            req.headers()
+                .get("x-runlog-token")
+                .and_then(|v| v.to_str().ok())
+        });
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(_) => EngineError::Unauthorized("wrong engine token".into()).into_response(),
+        None => EngineError::Unauthorized(
+            "this engine requires a token: send Authorization: Bearer <token>".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without an early exit, so response time says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

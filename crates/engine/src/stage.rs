@@ -1,0 +1,143 @@
+//! A stage: the workspace, environment, secrets and streams that `/setup` creates
+//! and `/destroy` tears down, and the steps run in it.
+
+use crate::config::EngineConfig;
+use livelog::{LogClient, Writer, WriterConfig};
+use runlog_capture::StreamSink;
+use runlog_protocol::engine::{LogConfig, StepResponse, WriterReport};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One set-up stage.
+pub struct Stage {
+    /// Random id; names the workspace directory.
+    pub id: String,
+    /// The stage's working tree.
+    pub workspace: PathBuf,
+    /// Engine-side files of the stage (step outputs), outside the workspace.
+    pub meta_dir: PathBuf,
+    /// Environment of every step.
+    pub envs: BTreeMap<String, String>,
+    /// Masked in every stream of the stage.
+    pub secrets: Vec<String>,
+    /// Where the stage's streams go.
+    pub log_config: LogConfig,
+    /// Default working directory of steps.
+    pub working_dir: PathBuf,
+    /// Client of the log service; `None` when setup gave no usable `log_config`.
+    pub client: Option<Arc<dyn LogClient>>,
+    /// The engine's own log stream (`le_log_key`).
+    pub engine_log: Option<Writer>,
+    /// Cancelled by `/destroy`: running steps are killed.
+    pub cancel: CancellationToken,
+    steps: Mutex<HashMap<String, StepEntry>>,
+}
+
+/// A step's result slot and the task running it (which returns its stream's report).
+pub(crate) struct StepEntry {
+    pub(crate) result: watch::Receiver<Option<StepResponse>>,
+    pub(crate) task: Option<JoinHandle<Option<WriterReport>>>,
+}
+
+/// A step's id, whether it was still running, and its task (taken once).
+pub(crate) type StepTask = (String, bool, Option<JoinHandle<Option<WriterReport>>>);
+
+/// Forwards the engine's tracing events into its log stream without blocking.
+pub struct WriterSink(pub Writer);
+
+impl StreamSink for WriterSink {
+    fn forward(&self, level: &'static str, line: &str) {
+        self.0.try_write_line(level, line);
+    }
+}
+
+impl Stage {
+    /// A stage with no steps yet.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: String,
+        workspace: PathBuf,
+        meta_dir: PathBuf,
+        envs: BTreeMap<String, String>,
+        secrets: Vec<String>,
+        log_config: LogConfig,
+        working_dir: PathBuf,
+        client: Option<Arc<dyn LogClient>>,
+        engine_log: Option<Writer>,
+    ) -> Stage {
+        Stage {
+            id,
+            workspace,
+            meta_dir,
+            envs,
+            secrets,
+            log_config,
+            working_dir,
+            client,
+            engine_log,
+            cancel: CancellationToken::new(),
+            steps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A writer for `key` with the stage's log config and secrets plus `extra_secrets`;
+    /// `None` when the stage has no log service.
+    pub fn writer(
+        &self,
+        config: &EngineConfig,
+        key: &str,
+        extra_secrets: &[String],
+    ) -> Option<Writer> {
+        let client = self.client.clone()?;
+        let mut cfg = WriterConfig::new(key).with_log_config(&self.log_config);
+        cfg.secrets = self.secrets.iter().chain(extra_secrets).cloned().collect();
+        cfg.spool_dir = config.spool_dir();
+        cfg.outbox_dir = Some(config.outbox_dir());
+        cfg.close_deadline = config.close_deadline;
+        Some(Writer::new(client, cfg))
+    }
+
+    /// Registers a step id; `false` when it exists already.
+    pub(crate) fn add_step(&self, id: &str, result: watch::Receiver<Option<StepResponse>>) -> bool {
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        if steps.contains_key(id) {
+            return false;
+        }
+        steps.insert(id.to_owned(), StepEntry { result, task: None });
+        true
+    }
+
+    /// Records the task running a registered step.
+    pub(crate) fn set_task(&self, id: &str, task: JoinHandle<Option<WriterReport>>) {
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = steps.get_mut(id) {
+            e.task = Some(task);
+        }
+    }
+
+    /// The result slot of a step.
+    pub(crate) fn step_result(&self, id: &str) -> Option<watch::Receiver<Option<StepResponse>>> {
+        let steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        steps.get(id).map(|e| e.result.clone())
+    }
+
+    /// Takes every step's task, with whether it was still running.
+    pub(crate) fn take_tasks(&self) -> Vec<StepTask> {
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<_> = steps
+            .iter_mut()
+            .map(|(id, e)| (id.clone(), e.result.borrow().is_none(), e.task.take()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Where step `id` writes its outputs.
+    pub(crate) fn outputs_file(&self, id: &str) -> PathBuf {
+        self.meta_dir.join("outputs").join(format!("{id}.env"))
+    }
+}

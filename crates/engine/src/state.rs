@@ -1,0 +1,108 @@
+//! [`EngineState`]: what every handler of the engine shares, including the ones that
+//! other modules (e.g. function execution) mount on the same router.
+
+use crate::config::EngineConfig;
+use crate::metrics::Metrics;
+use crate::stage::Stage;
+use runlog_capture::{Capture, StreamSink};
+use runlog_protocol::engine::LogConfig;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Shared engine state; cheap to clone.
+#[derive(Clone)]
+pub struct EngineState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    /// Setup and destroy hold this for their whole run, so they never interleave.
+    stage: tokio::sync::Mutex<Option<Arc<Stage>>>,
+    /// The current stage, for readers that must not wait behind a running destroy.
+    current: RwLock<Option<Arc<Stage>>>,
+    /// The engine log stream's sink, attached to every request's span.
+    sink: RwLock<Option<Arc<dyn StreamSink>>>,
+    metrics: Metrics,
+}
+
+impl EngineState {
+    /// State for an engine with `config` (no stage yet).
+    pub fn new(config: EngineConfig) -> EngineState {
+        EngineState {
+            inner: Arc::new(Inner {
+                config,
+                stage: tokio::sync::Mutex::new(None),
+                current: RwLock::new(None),
+                sink: RwLock::new(None),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The engine's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// A fresh capture ring of the configured capacity, for one request: attach it to
+    /// the request's span (`capture.attach(&tracing::Span::current())`).
+    pub fn new_capture(&self) -> Capture {
+        Capture::new(self.inner.config.capture_capacity)
+    }
+
+    /// The current stage, if one is set up.
+    pub fn stage(&self) -> Option<Arc<Stage>> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current stage's secrets (empty without a stage).
+    pub fn stage_secrets(&self) -> Vec<String> {
+        self.stage().map(|s| s.secrets.clone()).unwrap_or_default()
+    }
+
+    /// The current stage's log config, if a stage is set up.
+    pub fn stage_log_config(&self) -> Option<LogConfig> {
+        self.stage().map(|s| s.log_config.clone())
+    }
+
+    /// The sink of the engine's own log stream, if the stage has one.
+    pub fn engine_sink(&self) -> Option<Arc<dyn StreamSink>> {
+        self.inner
+            .sink
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) async fn lock_stage(&self) -> tokio::sync::MutexGuard<'_, Option<Arc<Stage>>> {
+        self.inner.stage.lock().await
+    }
+
+    pub(crate) fn publish(&self, stage: Option<Arc<Stage>>, sink: Option<Arc<dyn StreamSink>>) {
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = stage;
+        *self
+            .inner
+            .sink
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = sink;
+    }
+}
