@@ -113,6 +113,13 @@ function topIndex(g) {
   return (top / maxScroll) * Math.max(0, g.n - g.viewH / ROW_HEIGHT);
 }
 
+/** Sizes the spacer for the current line count (before any scroll that needs it). */
+function syncSpacer(g = geometry()) {
+  const h = g.spacerH + "px";
+  if (spacer.style.height !== h) spacer.style.height = h;
+  return g;
+}
+
 function setScrollTop(top) {
   programmaticTop = Math.round(top);
   viewport.scrollTop = top;
@@ -120,7 +127,7 @@ function setScrollTop(top) {
 
 /** Scrolls so view index `v` is visible (centred when `centre`). */
 function scrollToView(v, centre = true) {
-  const g = geometry();
+  const g = syncSpacer();
   const rowsOnScreen = g.viewH / ROW_HEIGHT;
   const target = centre ? Math.max(0, v - rowsOnScreen / 2 + 0.5) : v;
   if (!g.scaled) setScrollTop(target * ROW_HEIGHT);
@@ -129,10 +136,11 @@ function scrollToView(v, centre = true) {
 }
 
 function scrollToBottom() {
-  const g = geometry();
+  const g = syncSpacer();
   setScrollTop(Math.max(0, g.spacerH - g.viewH));
 }
 
+let gutterDigits = 0;
 const pool = [];
 function rowElement(k) {
   while (pool.length <= k) {
@@ -154,8 +162,13 @@ function rowElement(k) {
 }
 
 function render() {
-  const g = geometry();
-  spacer.style.height = g.spacerH + "px";
+  const g = syncSpacer();
+  // Line-number gutter as wide as the largest number (no clipping at 1 000 000).
+  const digits = String(poss.length ? poss[poss.length - 1] + 1 : 1).length;
+  if (digits !== gutterDigits) {
+    gutterDigits = digits;
+    viewport.style.setProperty("--gutter", Math.max(4, digits) + 1 + "ch");
+  }
   const first = Math.max(0, Math.floor(topIndex(g)));
   const frac = topIndex(g) - first;
   const count = Math.min(g.n - first, Math.ceil(g.viewH / ROW_HEIGHT) + 2);
@@ -232,7 +245,7 @@ function setState(s) {
 function updateStatus() {
   const n = raws.length.toLocaleString("en");
   const label = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", closed: "closed", archived: "archived", error: "error" }[state];
-  statusEl.textContent = `${label} · ${n} lines`;
+  statusEl.textContent = `${label} · ${n} ${raws.length === 1 ? "line" : "lines"}`;
 }
 
 // --- follow tail -------------------------------------------------------------------

@@ -1,0 +1,420 @@
+//! The web viewer end to end: a real service on a loopback port, a real headless
+//! Chromium over WebDriver, lines written over HTTP. Screenshots are saved to
+//! `$RUNLOG_TEST_ARTIFACTS`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Api, line};
+use reqwest::StatusCode;
+use runlog_protocol::Scope;
+use runlog_testkit::browser::Browser;
+use runlog_testkit::service::TestService;
+use serde_json::json;
+use std::time::Duration;
+
+const ACCOUNT: &str = "acc";
+
+/// The viewer URL of `key` with a read token in the link, as the CLI prints it.
+fn page(svc: &TestService, key: &str, token: &str, hash: &str) -> String {
+    format!(
+        "{}/ui/stream?accountID={ACCOUNT}&key={key}&token={token}{hash}",
+        svc.url()
+    )
+}
+
+/// Text of every rendered row, as the page shows it.
+const ROW_TEXTS: &str =
+    "return [...document.querySelectorAll('.row:not([hidden]) .tx')].map(e => e.textContent)";
+
+async fn setup() -> (TestService, Api, String) {
+    let svc = TestService::start().await;
+    let writer = Api::new(&svc, ACCOUNT, Scope::Write);
+    let read = svc.token(ACCOUNT, Scope::Read);
+    (svc, writer, read)
+}
+
+#[tokio::test]
+async fn lines_written_to_a_stream_appear_without_reload() {
+    let (svc, api, read) = setup().await;
+    api.open("build").await;
+    api.put_ok("build", &[line(0), line(1)]).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "build", &read, "")).await;
+    browser
+        .wait_for(
+            "backfilled lines",
+            "return document.body.innerText.includes('line 1')",
+        )
+        .await;
+    // Mark the document: a reload would lose the mark.
+    browser
+        .eval("window.__sameDocument = true; return true", vec![])
+        .await;
+    api.put_ok("build", &[line(2), line(3)]).await;
+    browser
+        .wait_for(
+            "live lines",
+            "return document.body.innerText.includes('line 3')",
+        )
+        .await;
+    let same = browser
+        .eval("return window.__sameDocument === true", vec![])
+        .await;
+    assert_eq!(same, json!(true), "the page reloaded");
+    let status = browser
+        .eval("return document.body.dataset.state", vec![])
+        .await;
+    assert_eq!(status, json!("live"));
+    // The token left the address bar but stays for the tab.
+    let href = browser.eval("return location.href", vec![]).await;
+    assert!(!href.as_str().unwrap().contains("token="), "{href}");
+    let kept = browser
+        .eval("return sessionStorage.getItem('runlog.token')", vec![])
+        .await;
+    assert_eq!(kept, json!(read));
+    browser.screenshot("viewer-live").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn ansi_colours_become_styled_spans_and_escapes_never_show() {
+    let (svc, api, read) = setup().await;
+    api.open("ansi").await;
+    let text = "\u{1b}[1;31mFAILED\u{1b}[0m tests \u{1b}[32mok\u{1b}[39m \u{1b}[2Kdone \u{1b}]0;title\u{7}end\n";
+    api.put_ok(
+        "ansi",
+        &[json!({"level": "error", "pos": 0, "out": text, "time": "2026-11-20T10:00:00.000Z"})],
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "ansi", &read, "")).await;
+    browser
+        .wait_for(
+            "the coloured line",
+            "return document.body.innerText.includes('FAILED')",
+        )
+        .await;
+    let styled = browser
+        .eval(
+            "const s = [...document.querySelectorAll('.row .tx span')];
+             const failed = s.find(e => e.textContent === 'FAILED');
+             const ok = s.find(e => e.textContent === 'ok');
+             return {
+               failedClass: failed && failed.className,
+               failedWeight: failed && getComputedStyle(failed).fontWeight,
+               failedColour: failed && getComputedStyle(failed).color,
+               okClass: ok && ok.className,
+             }",
+            vec![],
+        )
+        .await;
+    assert_eq!(styled["failedClass"], json!("sgr-bold fg1"), "{styled}");
+    assert_eq!(styled["failedWeight"], json!("700"), "{styled}");
+    assert_eq!(
+        styled["failedColour"],
+        json!("rgb(255, 123, 114)"),
+        "{styled}"
+    );
+    assert_eq!(styled["okClass"], json!("fg2"), "{styled}");
+    let rows = browser.eval(ROW_TEXTS, vec![]).await;
+    assert_eq!(
+        rows,
+        json!(["FAILED tests ok done end"]),
+        "escape codes leaked into the text"
+    );
+    let level = browser
+        .eval(
+            "return document.querySelector('.row .lv').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(level, json!("ERROR"));
+    browser.screenshot("viewer-ansi").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn line_link_scrolls_to_and_highlights_line_42() {
+    let (svc, api, read) = setup().await;
+    api.open("linked").await;
+    api.put_ok("linked", &(0..500).map(line).collect::<Vec<_>>())
+        .await;
+    api.close("linked", false).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "linked", &read, "#L42")).await;
+    let highlighted = browser
+        .wait_for(
+            "line 42 highlighted",
+            "const r = document.querySelector('.row.highlighted');
+             if (!r) return null;
+             const box = r.getBoundingClientRect();
+             const view = document.getElementById('viewport').getBoundingClientRect();
+             const visible = box.top >= view.top && box.bottom <= view.bottom;
+             return visible ? {line: r.dataset.line, text: r.querySelector('.tx').textContent} : null",
+        )
+        .await;
+    // Line numbers are 1-based: line 42 is pos 41.
+    assert_eq!(highlighted, json!({"line": "42", "text": "line 41"}));
+    let count = browser
+        .eval(
+            "return document.querySelectorAll('.row.highlighted').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(count, json!(1));
+    // A range link highlights every line in it.
+    browser
+        .eval("location.hash = '#L100-L103'; return true", vec![])
+        .await;
+    let range = browser
+        .wait_for(
+            "a highlighted range",
+            "const r = [...document.querySelectorAll('.row.highlighted')].map(e => e.dataset.line);
+             return r.length === 4 ? r : null",
+        )
+        .await;
+    assert_eq!(range, json!(["100", "101", "102", "103"]));
+    browser.screenshot("viewer-line-link").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn search_finds_a_marker_in_a_200_000_line_stream() {
+    let (svc, api, read) = setup().await;
+    api.open("big").await;
+    const TOTAL: u64 = 200_000;
+    const MARKER_POS: u64 = 153_210;
+    for start in (0..TOTAL).step_by(20_000) {
+        let batch: Vec<_> = (start..start + 20_000)
+            .map(|pos| {
+                if pos == MARKER_POS {
+                    json!({"level": "info", "pos": pos, "out": "needle-7f3a found here\n", "time": "2026-11-20T10:00:00.000Z"})
+                } else {
+                    line(pos)
+                }
+            })
+            .collect();
+        api.put_ok("big", &batch).await;
+    }
+    api.close("big", false).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "big", &read, "")).await;
+    browser
+        .wait_for_within(
+            "all 200 000 lines",
+            "return document.body.dataset.state === 'closed' && document.getElementById('status').textContent.includes('200,000 lines')",
+            Duration::from_secs(90),
+        )
+        .await;
+    // Virtualised: a screenful of rows in the DOM, not 200 000.
+    let rows_in_dom = browser
+        .eval("return document.querySelectorAll('.row').length", vec![])
+        .await;
+    assert!(
+        rows_in_dom.as_u64().unwrap() < 200,
+        "{rows_in_dom} rows in the DOM"
+    );
+    browser.type_into("#search", "NEEDLE-7f3a\u{E007}").await;
+    let found = browser
+        .wait_for(
+            "the marker found and shown",
+            "const m = [...document.querySelectorAll('.row:not([hidden]) mark')].find(e => e.textContent.toLowerCase() === 'needle-7f3a');
+             return m ? {line: document.body.dataset.currentMatch, count: document.body.dataset.matches, row: m.closest('.row').dataset.line} : null",
+        )
+        .await;
+    let expected_line = (MARKER_POS + 1).to_string();
+    assert_eq!(
+        found,
+        json!({"line": expected_line, "count": "1", "row": expected_line})
+    );
+    let counter = browser
+        .eval(
+            "return document.getElementById('match-count').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(counter, json!("1 / 1"));
+    browser.screenshot("viewer-search-200k").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_and_archived_stream_shows_its_archive() {
+    let (svc, api, read) = setup().await;
+    api.open("done").await;
+    api.put_ok("done", &(0..50).map(line).collect::<Vec<_>>())
+        .await;
+    // snapshot=true: the lines become the archive and the live stream goes away.
+    api.close("done", true).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "done", &read, "")).await;
+    browser
+        .wait_for(
+            "the archive shown",
+            "const s = document.body.dataset.state;
+             return (s === 'closed' || s === 'archived') && document.getElementById('status').textContent.includes('50 lines')",
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('viewport').scrollTop = 1e9; return true",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_for(
+            "the last line shown",
+            "return document.body.innerText.includes('line 49')",
+        )
+        .await;
+    let follow = browser
+        .eval("return document.getElementById('follow').checked", vec![])
+        .await;
+    assert_eq!(
+        follow,
+        json!(false),
+        "nothing to follow on a finished stream"
+    );
+    browser.screenshot("viewer-archive").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_shows_an_error_not_a_blank_page() {
+    let (svc, api, _read) = setup().await;
+    api.open("secret").await;
+    api.put_ok("secret", &[line(0)]).await;
+    let other_account = svc.token("someone-else", Scope::Read);
+    let browser = Browser::start().await;
+    for (name, token) in [
+        ("garbage", "not-a-token"),
+        ("other-account", other_account.as_str()),
+    ] {
+        browser.goto(&page(&svc, "secret", token, "")).await;
+        let error = browser
+            .wait_for(
+                "an error message",
+                "const e = document.getElementById('error');
+                 return e && !e.hidden ? e.innerText : null",
+            )
+            .await;
+        let error = error.as_str().unwrap();
+        assert!(
+            error.contains("401") || error.contains("403"),
+            "{name}: {error}"
+        );
+        let form = browser
+            .eval(
+                "return document.querySelector('#error input[type=password]') !== null",
+                vec![],
+            )
+            .await;
+        assert_eq!(form, json!(true), "{name}: no way to enter a token");
+        let leaked = browser
+            .eval("return document.body.innerText.includes('line 0')", vec![])
+            .await;
+        assert_eq!(leaked, json!(false), "{name}: lines shown with a bad token");
+        browser
+            .screenshot(&format!("viewer-wrong-token-{name}"))
+            .await;
+    }
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_front_page_lists_the_accounts_streams_newest_first() {
+    let (svc, api, read) = setup().await;
+    api.open("first").await;
+    api.put_ok("first", &[line(0)]).await;
+    api.close("first", false).await;
+    // Activity times have millisecond resolution; make the order unambiguous.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    api.open("second").await;
+    api.put_ok("second", &[line(0), line(1), line(2)]).await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/?accountID={ACCOUNT}&token={read}", svc.url()))
+        .await;
+    let rows = browser
+        .wait_for(
+            "the stream table",
+            "const rows = [...document.querySelectorAll('#streams tbody tr')];
+             return rows.length === 2 ? rows.map(r => [...r.cells].slice(0, 3).map(c => c.textContent)) : null",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([["second", "open", "3"], ["first", "closed", "1"]])
+    );
+    let link = browser
+        .eval(
+            "return document.querySelector('#streams a').getAttribute('href')",
+            vec![],
+        )
+        .await;
+    assert_eq!(link, json!("/ui/stream?accountID=acc&key=second"));
+    browser.screenshot("viewer-list").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn viewer_assets_are_served_with_types_and_a_strict_policy() {
+    let svc = TestService::start().await;
+    let http = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/stream?accountID=a&key=k", "text/html"),
+        ("/ui/assets/stream.js", "text/javascript"),
+        ("/ui/assets/viewer.css", "text/css"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", svc.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {h:?}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        // Revalidation answers 304 with the same tag.
+        let tag = h["etag"].clone();
+        let again = http
+            .get(format!("{}{path}", svc.url()))
+            .header("if-none-match", tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+    }
+    for bad in [
+        "/ui/assets/nope.js",
+        "/ui/assets/..%2F..%2FCargo.toml",
+        "/ui/assets/%00",
+    ] {
+        let r = http
+            .get(format!("{}{bad}", svc.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error_msg"].is_string(), "{bad}: {body}");
+    }
+    svc.shutdown().await;
+}
