@@ -28,4 +28,4 @@ pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
 pub use config::{Nudge, Tap, WriterConfig};
 pub use outbox::{OutboxReport, deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
 pub use runlog_protocol::engine::WriterReport;
-pub use writer::Writer;
+pub use writer::{Progress, Writer};

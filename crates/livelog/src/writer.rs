@@ -52,6 +52,7 @@ pub(crate) struct Counts {
     pub(crate) streamed_lines: u64,
     pub(crate) dropped_lines: u64,
     pub(crate) dropped_bytes: u64,
+    pub(crate) spills: u64,
 }
 
 /// Lines lost to a bound: how many and where they started.
@@ -171,6 +172,7 @@ impl Lines {
                 pos: line.pos,
                 offset,
             });
+            self.counts.spills += 1;
             metrics::counter!("livelog_spills_total").increment(1);
         }
     }
@@ -251,6 +253,23 @@ struct EmitCtx<'a> {
     spool_max: u64,
     nudges: Option<&'a AhoCorasick>,
     tap: Option<&'a Tap>,
+}
+
+/// A snapshot of a writer's progress; `lines - streamed_lines` is the live lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Lines numbered so far.
+    pub lines: u64,
+    /// Lines the service has acknowledged.
+    pub streamed_lines: u64,
+    /// Bytes of serialized lines waiting in memory.
+    pub queued_bytes: usize,
+    /// Bytes in the spool file (the complete history so far).
+    pub spool_bytes: u64,
+    /// Times the memory queue overflowed and the sender read lines back from disk.
+    pub spills: u64,
+    /// Whether live streaming has stopped (the archive is still uploaded at close).
+    pub live_stopped: bool,
 }
 
 /// Gets lines to the log service: in order, exactly once, in bounded memory.
@@ -450,6 +469,20 @@ impl Writer {
             .get_or_init(|| crate::sender::close(inner.clone()))
             .await
             .clone()
+    }
+
+    /// Where the writer stands right now (cheap: one lock).
+    pub fn progress(&self) -> Progress {
+        let st = self.inner().lock();
+        let l = &st.lines;
+        Progress {
+            lines: l.counts.lines,
+            streamed_lines: l.counts.streamed_lines,
+            queued_bytes: l.queue_bytes,
+            spool_bytes: l.spool.written(),
+            spills: l.counts.spills,
+            live_stopped: l.live_stopped,
+        }
     }
 
     /// The stream key.
