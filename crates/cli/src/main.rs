@@ -25,6 +25,10 @@ enum Command {
     Logs(cmd::logs::LogsArgs),
     /// List the streams of an account.
     Ls(cmd::ls::LsArgs),
+    /// Run the log service: live streams, archives, tokens, web viewer.
+    Service(cmd::service::ServiceArgs),
+    /// Mint an account token from the service's admin secret.
+    Token(cmd::token::TokenArgs),
 }
 
 #[tokio::main]
@@ -34,5 +38,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Tail(args) => cmd::tail::run(args).await,
         Command::Logs(args) => cmd::logs::run(args).await,
         Command::Ls(args) => cmd::ls::run(args).await,
+        Command::Service(args) => cmd::service::run(args).await,
+        Command::Token(args) => cmd::token::run(args).await,
     }
 }

@@ -2,4 +2,6 @@
 
 pub mod logs;
 pub mod ls;
+pub mod service;
 pub mod tail;
+pub mod token;

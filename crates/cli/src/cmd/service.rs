@@ -1,0 +1,220 @@
+//! `runlog service`: run the log service until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Args;
+use runlog_service::ServiceConfig;
+use runlog_service::config::{BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_BODY};
+use runlog_service::store::MemoryLimits;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `runlog service` (each also read from its `RUNLOG_*` variable).
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RUNLOG_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// Directory for archives and the generated admin secret.
+    #[arg(long, env = "RUNLOG_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Secret that signs tokens; generated and saved in the data dir when absent.
+    #[arg(long, env = "RUNLOG_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "RUNLOG_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Largest archive upload in bytes, as sent.
+    #[arg(long, env = "RUNLOG_MAX_BLOB_BODY", default_value_t = 256 << 20)]
+    pub max_blob_body: usize,
+    /// Most lines one live stream may hold.
+    #[arg(long, env = "RUNLOG_MAX_STREAM_LINES", default_value_t = MemoryLimits::default().max_lines_per_stream)]
+    pub max_stream_lines: u64,
+    /// Most bytes one live stream may hold.
+    #[arg(long, env = "RUNLOG_MAX_STREAM_BYTES", default_value_t = MemoryLimits::default().max_bytes_per_stream)]
+    pub max_stream_bytes: u64,
+    /// Most lines all live streams may hold together.
+    #[arg(long, env = "RUNLOG_MAX_TOTAL_LINES", default_value_t = MemoryLimits::default().max_total_lines)]
+    pub max_total_lines: u64,
+    /// Most bytes all live streams may hold together.
+    #[arg(long, env = "RUNLOG_MAX_TOTAL_BYTES", default_value_t = MemoryLimits::default().max_total_bytes)]
+    pub max_total_bytes: u64,
+    /// An open stream idle this long is archived and dropped (e.g. `1h`).
+    #[arg(long, env = "RUNLOG_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// A closed stream stays tailable this long before only its archive remains.
+    #[arg(long, env = "RUNLOG_CLOSED_RETENTION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub closed_retention: Duration,
+    /// Base URL written into upload links (default: from the request's Host).
+    #[arg(long, env = "RUNLOG_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Keep archives in memory only (lost on exit).
+    #[arg(long, env = "RUNLOG_MEMORY_BLOBS")]
+    pub memory_blobs: bool,
+    /// Mount `PUT /bench/discard` for the ingest benchmark.
+    #[arg(long, hide = true)]
+    pub bench_discard: bool,
+}
+
+impl ServiceArgs {
+    /// The service configuration these flags describe.
+    pub fn config(&self) -> ServiceConfig {
+        ServiceConfig {
+            addr: self.addr,
+            data_dir: self.data_dir.clone(),
+            admin_secret: self.admin_secret.clone(),
+            max_body: self.max_body,
+            max_blob_body: self.max_blob_body,
+            limits: MemoryLimits {
+                max_lines_per_stream: self.max_stream_lines,
+                max_bytes_per_stream: self.max_stream_bytes,
+                max_total_lines: self.max_total_lines,
+                max_total_bytes: self.max_total_bytes,
+                ..MemoryLimits::default()
+            },
+            idle_timeout: self.idle_timeout,
+            closed_retention: self.closed_retention,
+            public_url: self.public_url.clone(),
+            bench_discard: self.bench_discard,
+            blob_backend: if self.memory_blobs {
+                BlobBackend::Memory
+            } else {
+                BlobBackend::Local
+            },
+            ..ServiceConfig::default()
+        }
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    init_logging();
+    run_until(args, shutdown_signal(), |_| {}).await
+}
+
+/// Runs the service until `shutdown` resolves; `on_listen` gets the bound address.
+pub async fn run_until(
+    args: ServiceArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let cfg = args.config();
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.addr))?;
+    let addr = listener.local_addr()?;
+    let data_dir = cfg.data_dir.clone();
+    let state = runlog_service::backend::build_state(cfg).await?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "log service listening");
+    on_listen(addr);
+    runlog_service::serve(listener, state, shutdown).await?;
+    tracing::info!("log service stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServiceArgs,
+    }
+
+    #[test]
+    fn flags_become_config() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/d",
+            "--max-body",
+            "1024",
+            "--idle-timeout",
+            "30s",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert_eq!(cfg.max_body, 1024);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/d"));
+        assert!(Cli::try_parse_from(["x", "--idle-timeout", "soon"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn service_answers_then_stops_on_shutdown_keeping_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(run_until(
+            cli.args,
+            async move {
+                let _ = stopped.await;
+            },
+            move |a| {
+                let _ = addr_tx.send(a);
+            },
+        ));
+        let addr = addr_rx.await.unwrap();
+        let health = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), reqwest::StatusCode::OK);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            runlog_service::auth::read_saved_secret(dir.path())
+                .unwrap()
+                .is_some(),
+            "secret generated and saved"
+        );
+    }
+}
