@@ -35,7 +35,14 @@ sys.stdin = io.StringIO("")
 _proto_lock = threading.Lock()
 
 
+# Id of the request being served; output lines carry it so that a line printed by a
+# background thread after its call ended is never credited to the next call.
+_current = None
+
+
 def _send(msg):
+    if "stream" in msg:
+        msg["call"] = _current
     text = json.dumps(msg, ensure_ascii=False)
     with _proto_lock:
         _proto.write(text + "\n")
@@ -226,6 +233,7 @@ def _user_traceback(exc):
 
 
 def main():
+    global _current
     _send({"ready": True, "python": sys.version.split()[0]})
     for raw in _requests:
         raw = raw.strip()
@@ -234,6 +242,7 @@ def main():
         done = {"success": True}
         try:
             req = json.loads(raw)
+            _current = req.get("id")
             done["result"] = _handle(req)
         except BaseException as exc:  # SystemExit from user code is a failed call, not our exit
             if isinstance(exc, KeyboardInterrupt):
@@ -246,6 +255,7 @@ def main():
         sys.stdout.flush()
         sys.stderr.flush()
         _drain.sync()
+        _current = None
         _send({"done": done})
 
 

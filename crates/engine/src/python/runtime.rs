@@ -230,7 +230,7 @@ impl PythonRuntime {
             Ok(Ok(done)) => {
                 ready.pool.give_back(taken);
                 let outcome = CallOutcome::from_done(done);
-                log_end(name, &outcome);
+                log_end(&format!("function {name}"), &outcome);
                 outcome
             }
             Ok(Err(e)) => {

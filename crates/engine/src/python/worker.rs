@@ -58,6 +58,9 @@ struct Message {
     line: Option<String>,
     #[serde(default)]
     done: Option<Done>,
+    /// The request an output line belongs to (`None`: printed between requests).
+    #[serde(default)]
+    call: Option<u64>,
 }
 
 type OutputSlot = Arc<Mutex<Option<UnboundedSender<OutputLine>>>>;
@@ -70,6 +73,7 @@ pub struct Worker {
     stdout: Lines<BufReader<ChildStdout>>,
     output: OutputSlot,
     stderr_task: Option<JoinHandle<()>>,
+    calls: u64,
 }
 
 impl Worker {
@@ -100,6 +104,7 @@ impl Worker {
             stdout: BufReader::new(stdout).lines(),
             output,
             stderr_task: Some(stderr_task),
+            calls: 0,
         };
         match worker.next_message().await? {
             Message { ready: true, .. } => Ok(worker),
@@ -132,7 +137,13 @@ impl Worker {
         request: &serde_json::Value,
         out: &UnboundedSender<OutputLine>,
     ) -> Result<Done, WorkerError> {
-        let mut line = serde_json::to_vec(request)
+        self.calls += 1;
+        let id = self.calls;
+        let mut request = request.clone();
+        if let Some(obj) = request.as_object_mut() {
+            obj.insert("id".into(), id.into());
+        }
+        let mut line = serde_json::to_vec(&request)
             .map_err(|e| WorkerError::Protocol(format!("request not serialisable: {e}")))?;
         line.push(b'\n');
         if let Err(e) = self.stdin.write_all(&line).await {
@@ -146,6 +157,12 @@ impl Worker {
             let (Some(stream), Some(text)) = (msg.stream, msg.line) else {
                 continue;
             };
+            if msg.call != Some(id) {
+                // Printed by something a finished call left running: not this call's.
+                // `parent: None` keeps it out of the current request's capture.
+                tracing::warn!(target: "runlog::python", parent: None, "output after its call ended: {text}");
+                continue;
+            }
             let (stream, level) = match stream.as_str() {
                 "stdout" => (OutputStream::Stdout, "info"),
                 "stderr" => (OutputStream::Stderr, "error"),

@@ -1,0 +1,274 @@
+//! `POST /execute` and `POST /runsync`: remote Python function and class calls.
+//!
+//! Every call runs inside a span of its own carrying a fresh capture ring, so the
+//! response's `stdout` holds this call's system log lines (runtime progress, installer
+//! output) and nothing from any other call, then a blank line, then the function's own
+//! output in arrival order. With `log_key` the same lines are streamed live while the
+//! call runs.
+
+use crate::error::EngineError;
+use crate::extract::JsonBody;
+use crate::python::{OutputLine, PythonConfig, PythonRuntime};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use livelog::{HttpLogClient, Writer, WriterConfig};
+use runlog_capture::{Capture, StreamSink};
+use runlog_protocol::StreamKey;
+use runlog_protocol::function::{
+    FunctionRequest, FunctionResponse, RunsyncRequest, RunsyncResponse,
+};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::mpsc::unbounded_channel;
+use tracing::Instrument as _;
+
+/// Settings of the function endpoints.
+#[derive(Debug, Clone)]
+pub struct FunctionsConfig {
+    /// The Python runtime.
+    pub python: PythonConfig,
+    /// Entries of each call's capture ring (system log lines kept for `stdout`).
+    pub capture_capacity: usize,
+    /// Directory of the spool files of calls streamed with `log_key`.
+    pub spool_dir: PathBuf,
+    /// Where an undelivered stream history is kept to be re-sent later.
+    pub outbox_dir: Option<PathBuf>,
+}
+
+impl FunctionsConfig {
+    /// Defaults for an engine whose data directory is `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        FunctionsConfig {
+            python: PythonConfig::new(&data_dir),
+            capture_capacity: runlog_capture::DEFAULT_CAPACITY,
+            spool_dir: data_dir.join("spool"),
+            outbox_dir: Some(data_dir.join("outbox")),
+        }
+    }
+}
+
+/// State of the function endpoints; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Functions {
+    inner: Arc<FunctionsInner>,
+}
+
+#[derive(Debug)]
+struct FunctionsInner {
+    runtime: PythonRuntime,
+    config: FunctionsConfig,
+}
+
+impl Functions {
+    /// Endpoints over a runtime that prepares itself on first use.
+    pub fn new(config: FunctionsConfig) -> Self {
+        Functions {
+            inner: Arc::new(FunctionsInner {
+                runtime: PythonRuntime::new(config.python.clone()),
+                config,
+            }),
+        }
+    }
+
+    /// The Python runtime (e.g. to `warm_up` it at start).
+    pub fn runtime(&self) -> &PythonRuntime {
+        &self.inner.runtime
+    }
+
+    /// Runs one validated call and assembles its response.
+    pub async fn call(&self, req: FunctionRequest) -> Result<FunctionResponse, CallRejected> {
+        crate::python::runtime::validate(&req).map_err(CallRejected)?;
+        let stream = self.open_stream(&req)?;
+        let capture = Capture::new(self.inner.config.capture_capacity);
+        let span = tracing::info_span!(target: "runlog::engine", "execute");
+        capture.attach(&span);
+        if let Some(writer) = &stream {
+            runlog_capture::attach_stream(&span, Arc::new(WriterSink(writer.clone())));
+        }
+        let output = Arc::new(Mutex::new(Vec::<String>::new()));
+        let outcome = self
+            .run(&req, stream.clone(), output.clone())
+            .instrument(span)
+            .await;
+        if let Some(writer) = stream {
+            let report = writer.close().await;
+            if let Some(e) = report.error {
+                // After the response's capture is complete: said on the engine's log.
+                tracing::warn!(target: "runlog::engine", "log stream {}: {e}", report.key);
+            }
+        }
+        let output = std::mem::take(&mut *output.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(FunctionResponse {
+            success: outcome.success,
+            result: outcome.result,
+            error: outcome.error,
+            stdout: Some(assemble_stdout(&capture.lines(), &output)),
+            instance_id: outcome.instance_id,
+            instance_info: outcome.instance_info,
+        })
+    }
+
+    async fn run(
+        &self,
+        req: &FunctionRequest,
+        stream: Option<Writer>,
+        output: Arc<Mutex<Vec<String>>>,
+    ) -> crate::python::CallOutcome {
+        let what = match req.execution_type {
+            runlog_protocol::function::ExecutionType::Function => {
+                format!(
+                    "function {}",
+                    req.function_name.as_deref().unwrap_or_default()
+                )
+            }
+            runlog_protocol::function::ExecutionType::Class => format!(
+                "{}.{}",
+                req.class_name.as_deref().unwrap_or_default(),
+                req.method_name
+            ),
+        };
+        tracing::info!(target: "runlog::engine", "execute {what}");
+        let (tx, mut rx) = unbounded_channel::<OutputLine>();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let keep = |line: OutputLine| {
+            if let Some(w) = &stream {
+                w.try_write_line(line.level, &line.text);
+            }
+            output
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line.text);
+        };
+        let execute = async {
+            let outcome = self.inner.runtime.execute(req, &tx).await;
+            let _ = done_tx.send(());
+            outcome
+        };
+        // Lines are kept as they arrive (live streaming); once the call ends, what is
+        // still queued is taken and the loop stops, even if a retired worker's pipe
+        // reader still holds a sender.
+        let forward = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(line) = rx.recv() => keep(line),
+                    _ = &mut done_rx => {
+                        while let Ok(line) = rx.try_recv() {
+                            keep(line);
+                        }
+                        break;
+                    }
+                }
+            }
+        };
+        let (outcome, ()) = tokio::join!(execute, forward);
+        outcome
+    }
+
+    fn open_stream(&self, req: &FunctionRequest) -> Result<Option<Writer>, CallRejected> {
+        let Some(key) = req.log_key.as_deref() else {
+            return Ok(None);
+        };
+        let key = StreamKey::new(key).map_err(|e| CallRejected(format!("log_key: {e}")))?;
+        let Some(log_config) = &req.log_config else {
+            return Err(CallRejected("log_key needs log_config".into()));
+        };
+        let client =
+            HttpLogClient::new(log_config).map_err(|e| CallRejected(format!("log_config: {e}")))?;
+        let cfg = WriterConfig {
+            spool_dir: self.inner.config.spool_dir.clone(),
+            outbox_dir: self.inner.config.outbox_dir.clone(),
+            ..WriterConfig::new(key.as_str()).with_log_config(log_config)
+        };
+        if let Err(e) = std::fs::create_dir_all(&cfg.spool_dir) {
+            return Err(CallRejected(format!(
+                "spool directory {}: {e}",
+                cfg.spool_dir.display()
+            )));
+        }
+        Ok(Some(Writer::new(Arc::new(client), cfg)))
+    }
+}
+
+/// Forwards the call's system log lines into its live stream.
+struct WriterSink(Writer);
+
+impl StreamSink for WriterSink {
+    fn forward(&self, level: &'static str, line: &str) {
+        self.0.try_write_line(level, line);
+    }
+}
+
+/// The response's `stdout`: system lines, a blank line, the function's output.
+pub fn assemble_stdout(system: &[String], output: &[String]) -> String {
+    let len = system
+        .iter()
+        .chain(output)
+        .map(|l| l.len() + 1)
+        .sum::<usize>()
+        + 1;
+    let mut s = String::with_capacity(len);
+    for line in system {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    for line in output {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// A request refused before anything ran (answered 400 with the reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CallRejected(pub String);
+
+impl From<CallRejected> for EngineError {
+    fn from(e: CallRejected) -> Self {
+        EngineError::BadRequest(e.0)
+    }
+}
+
+/// The routes `POST /execute` and `POST /runsync`, with their state bound, ready to be
+/// merged into any router.
+pub fn routes<S>(functions: Functions) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/execute", post(execute))
+        .route("/runsync", post(runsync))
+        .with_state(functions)
+}
+
+async fn execute(
+    State(functions): State<Functions>,
+    JsonBody(req): JsonBody<FunctionRequest>,
+) -> Result<Json<FunctionResponse>, EngineError> {
+    Ok(Json(functions.call(req).await?))
+}
+
+async fn runsync(
+    State(functions): State<Functions>,
+    JsonBody(RunsyncRequest { input }): JsonBody<RunsyncRequest>,
+) -> Result<Json<RunsyncResponse>, EngineError> {
+    let output = functions.call(input).await?;
+    Ok(Json(RunsyncResponse { output }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_is_system_lines_blank_line_then_output() {
+        let s = assemble_stdout(&["sys 1".into(), "sys 2".into()], &["out 1".into()]);
+        assert_eq!(s, "sys 1\nsys 2\n\nout 1\n");
+        assert_eq!(assemble_stdout(&[], &[]), "\n");
+    }
+}

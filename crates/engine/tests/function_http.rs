@@ -1,0 +1,479 @@
+//! `POST /execute` and `POST /runsync` through the real engine server on loopback.
+#![allow(clippy::unwrap_used)]
+
+#[path = "fixtures/support.rs"]
+mod support;
+
+use runlog_engine::function::{Functions, FunctionsConfig};
+use runlog_engine::{EngineConfig, EngineState};
+use runlog_protocol::Scope;
+use runlog_protocol::engine::LogConfig;
+use runlog_protocol::function::FunctionResponse;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A running engine with the function routes, on `127.0.0.1:0`.
+struct TestEngine {
+    url: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEngine {
+    async fn start(wheels: Option<&Path>) -> TestEngine {
+        runlog_capture::init(runlog_capture::InitOptions::default());
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().to_path_buf(),
+            ..EngineConfig::default()
+        };
+        let mut fcfg = FunctionsConfig::new(dir.path());
+        fcfg.python = support::config(wheels);
+        let functions = Functions::new(fcfg);
+        let listener = runlog_engine::bind(&config).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = EngineState::new(config);
+        let routes = runlog_engine::function::routes(functions);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(runlog_engine::serve(listener, state, routes, async move {
+            let _ = stopped.await;
+        }));
+        TestEngine {
+            url,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    async fn execute(&self, body: Value) -> FunctionResponse {
+        let (status, value) = self.post("/execute", body.to_string()).await;
+        assert_eq!(status, 200, "{value}");
+        serde_json::from_value(value).unwrap()
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// (system lines, function output lines) of a response's `stdout`.
+fn split_stdout(stdout: &str) -> (Vec<&str>, Vec<&str>) {
+    let (system, output) = stdout
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("no blank line in stdout: {stdout:?}"));
+    let output = output.strip_suffix('\n').unwrap_or(output);
+    let output = if output.is_empty() {
+        Vec::new()
+    } else {
+        output.split('\n').collect()
+    };
+    (system.split('\n').collect(), output)
+}
+
+#[tokio::test]
+async fn stdout_is_system_logs_then_blank_line_then_function_output() {
+    let engine = TestEngine::start(None).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "shout",
+            "function_code": "import logging\ndef shout(word, times=1):\n    print('one', word)\n    logging.info('two %s', word)\n    print('three')\n    return word.upper() * times",
+            "args": ["hey"],
+            "kwargs": {"times": 2},
+            "serialization": "json",
+        }))
+        .await;
+    assert!(resp.success, "{resp:?}");
+    assert_eq!(resp.result, Some(json!("HEYHEY")));
+    let stdout = resp.stdout.unwrap();
+    let (system, output) = split_stdout(&stdout);
+    assert_eq!(output, vec!["one hey", "root: two hey", "three"]);
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("| INFO  | execute function shout")),
+        "{system:?}"
+    );
+    assert!(system.iter().all(|l| l.contains(" | ")), "{system:?}");
+}
+
+#[tokio::test]
+async fn cloudpickle_call_over_http_round_trips() {
+    let engine = TestEngine::start(None).await;
+    let rt = runlog_engine::python::PythonRuntime::new(support::config(None));
+    rt.warm_up().await.unwrap();
+    let resp = engine
+        .execute(json!({
+            "function_name": "area",
+            "function_code": "def area(w, h=1):\n    return {'area': w * h}",
+            "args": [support::pickle("3")],
+            "kwargs": {"h": support::pickle("4")},
+        }))
+        .await;
+    assert!(resp.success, "{resp:?}");
+    let b64 = resp.result.unwrap();
+    assert_eq!(
+        support::unpickle_repr(b64.as_str().unwrap()),
+        "{'area': 12}"
+    );
+}
+
+#[tokio::test]
+async fn runsync_envelope_answers_output() {
+    let engine = TestEngine::start(None).await;
+    let body = json!({"input": {
+        "function_name": "f",
+        "function_code": "async def f(x):\n    return x + 1",
+        "args": [41],
+        "serialization": "json",
+    }});
+    let (status, value) = engine.post("/runsync", body.to_string()).await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["output"]["success"], json!(true), "{value}");
+    assert_eq!(value["output"]["result"], json!(42));
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_with_error_msg() {
+    let engine = TestEngine::start(None).await;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("/execute", br#"{"function_code":"def f(): pass"}"#.to_vec(), "function_name"),
+        (
+            "/execute",
+            br#"{"execution_type":"class","class_code":"class C: pass"}"#.to_vec(),
+            "class_name",
+        ),
+        ("/execute", b"{not json".to_vec(), "malformed JSON"),
+        ("/execute", b"\xff\xfe\x00garbage".to_vec(), "malformed JSON"),
+        ("/runsync", br#"{"function_name":"f"}"#.to_vec(), "input"),
+        (
+            "/execute",
+            br#"{"function_name":"f","function_code":"def f(): pass","log_key":"../escape","log_config":{"url":"http://127.0.0.1:1"}}"#
+                .to_vec(),
+            "log_key",
+        ),
+        (
+            "/execute",
+            br#"{"function_name":"f","function_code":"def f(): pass","timeout":-1}"#.to_vec(),
+            "timeout",
+        ),
+    ];
+    for (path, body, needle) in cases {
+        let (status, value) = engine.post(path, body.clone()).await;
+        assert_eq!(
+            status,
+            400,
+            "{path} {:?}: {value}",
+            String::from_utf8_lossy(&body)
+        );
+        let msg = value["error_msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+    }
+}
+
+#[tokio::test]
+async fn function_missing_from_code_is_a_failure_not_a_result() {
+    let engine = TestEngine::start(None).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "wanted",
+            "function_code": "def other():\n    return 'wrong'",
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!resp.success);
+    assert_eq!(resp.result, None);
+    assert!(resp.error.unwrap().contains("'wanted' not found"));
+}
+
+#[tokio::test]
+async fn raising_function_reports_traceback_and_prior_output() {
+    let engine = TestEngine::start(None).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "def f():\n    print('got this far')\n    raise KeyError('missing-key')",
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!resp.success);
+    let error = resp.error.unwrap();
+    assert!(error.starts_with("KeyError: 'missing-key'"), "{error}");
+    assert!(error.contains("Traceback"), "{error}");
+    let stdout = resp.stdout.unwrap();
+    let (system, output) = split_stdout(&stdout);
+    assert_eq!(output, vec!["got this far"]);
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("| ERROR | function f failed: KeyError")),
+        "{system:?}"
+    );
+}
+
+#[tokio::test]
+async fn class_state_persists_across_requests() {
+    let engine = TestEngine::start(None).await;
+    let code = "class Bank:\n    def __init__(self, balance):\n        self.balance = balance\n    def deposit(self, amount):\n        self.balance += amount\n        print('balance', self.balance)\n        return self.balance";
+    let first = engine
+        .execute(json!({
+            "execution_type": "class",
+            "class_name": "Bank",
+            "class_code": code,
+            "constructor_args": [10],
+            "method_name": "deposit",
+            "args": [5],
+            "serialization": "json",
+        }))
+        .await;
+    assert_eq!(first.result, Some(json!(15)), "{first:?}");
+    let id = first.instance_id.unwrap();
+    let second = engine
+        .execute(json!({
+            "execution_type": "class",
+            "class_name": "Bank",
+            "instance_id": id,
+            "create_new_instance": false,
+            "method_name": "deposit",
+            "args": [7],
+            "serialization": "json",
+        }))
+        .await;
+    assert_eq!(second.result, Some(json!(22)), "{second:?}");
+    assert_eq!(second.instance_id.as_deref(), Some(id.as_str()));
+    let info = second.instance_info.unwrap();
+    assert_eq!((info.class_name.as_str(), info.method_calls), ("Bank", 2));
+    let (_, output) = split_stdout(second.stdout.as_deref().unwrap());
+    assert_eq!(
+        output,
+        vec!["balance 22"],
+        "the first call's output must not reappear"
+    );
+}
+
+#[tokio::test]
+async fn installer_output_is_in_stdout_and_the_package_is_usable() {
+    let (wheels, version) = support::build_fixture_wheel();
+    let engine = TestEngine::start(Some(wheels.path())).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "def f():\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.VERSION",
+            "dependencies": [format!("runlog-fixture-pkg=={version}")],
+            "serialization": "json",
+        }))
+        .await;
+    assert_eq!(resp.result, Some(json!(version)), "{resp:?}");
+    let stdout = resp.stdout.unwrap();
+    let (system, _) = split_stdout(&stdout);
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("pip | ") && l.contains("runlog-fixture-pkg")),
+        "installer output missing: {system:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_install_answers_cause_and_installer_output() {
+    let (wheels, _) = support::build_fixture_wheel();
+    let engine = TestEngine::start(Some(wheels.path())).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "def f():\n    print('ran')",
+            "dependencies": ["runlog-absent-package==1.0"],
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!resp.success);
+    let error = resp.error.unwrap();
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("runlog-absent-package"), "{error}");
+    let stdout = resp.stdout.unwrap();
+    let (system, output) = split_stdout(&stdout);
+    assert!(output.is_empty(), "the function must not run: {output:?}");
+    assert!(
+        system.iter().any(|l| l.contains("pip | ERROR")),
+        "installer output missing: {system:?}"
+    );
+}
+
+#[tokio::test]
+async fn apt_install_is_refused_when_the_engine_does_not_allow_it() {
+    let engine = TestEngine::start(None).await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "def f():\n    return 1",
+            "system_dependencies": ["figlet"],
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!resp.success);
+    let error = resp.error.unwrap();
+    assert!(
+        error.contains("does not allow apt") && error.contains("figlet"),
+        "{error}"
+    );
+    assert!(resp.stdout.unwrap().contains("does not allow apt"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_calls_never_mix_their_lines() {
+    let engine = std::sync::Arc::new(TestEngine::start(None).await);
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let marker = format!("MARK{n:03}X");
+            let name = format!("fn_{marker}");
+            let code = format!(
+                "import logging, sys\ndef {name}(m):\n    for i in range(3):\n        print(m, 'out', i)\n        print(m, 'err', i, file=sys.stderr)\n        logging.warning('%s log %d', m, i)\n    return m"
+            );
+            let resp = engine
+                .execute(json!({
+                    "function_name": name,
+                    "function_code": code,
+                    "args": [marker],
+                    "serialization": "json",
+                }))
+                .await;
+            (marker, resp)
+        }));
+    }
+    for t in tasks {
+        let (marker, resp) = t.await.unwrap();
+        assert_eq!(resp.result, Some(json!(marker)), "{resp:?}");
+        let stdout = resp.stdout.unwrap();
+        let (system, output) = split_stdout(&stdout);
+        assert_eq!(output.len(), 9, "{marker}: {output:?}");
+        assert!(
+            output.iter().all(|l| l.contains(&marker)),
+            "{marker}: {output:?}"
+        );
+        assert!(
+            system.iter().any(|l| l.contains(&marker)),
+            "{marker}: {system:?}"
+        );
+        let foreign = stdout
+            .match_indices("MARK")
+            .filter(|(at, _)| !stdout[*at..].starts_with(&marker))
+            .count();
+        assert_eq!(foreign, 0, "{marker} saw another call's lines: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn failed_call_leaks_nothing_into_the_next() {
+    let engine = TestEngine::start(None).await;
+    let bad = engine
+        .execute(json!({
+            "function_name": "bad",
+            "function_code": "def bad():\n    print('LEAK-CANARY')\n    raise RuntimeError('LEAK-CANARY failure')",
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!bad.success);
+    assert!(bad.stdout.unwrap().contains("LEAK-CANARY"));
+    let good = engine
+        .execute(json!({
+            "function_name": "good",
+            "function_code": "def good():\n    print('clean')\n    return 1",
+            "serialization": "json",
+        }))
+        .await;
+    assert!(good.success);
+    let stdout = good.stdout.unwrap();
+    assert!(!stdout.contains("LEAK-CANARY"), "{stdout}");
+    assert!(!stdout.contains("bad"), "{stdout}");
+}
+
+#[tokio::test]
+async fn live_stream_of_a_call_matches_its_stdout() {
+    let svc = runlog_testkit::service::TestService::start().await;
+    let token = svc.token("acct-fn", Scope::Write);
+    let engine = TestEngine::start(None).await;
+    let log_config = LogConfig {
+        url: svc.url(),
+        account_id: "acct-fn".into(),
+        token: token.clone(),
+        indirect_upload: true,
+        ..LogConfig::default()
+    };
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "import logging\ndef f():\n    print('streamed one')\n    logging.warning('streamed two')\n    return 'ok'",
+            "serialization": "json",
+            "log_key": "calls/f-1",
+            "log_config": log_config,
+        }))
+        .await;
+    assert!(resp.success, "{resp:?}");
+    let archive = reqwest::Client::new()
+        .get(format!("{}/blob", svc.url()))
+        .query(&[("accountID", "acct-fn"), ("key", "calls/f-1")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archive.status().as_u16(), 200);
+    let body = archive.text().await.unwrap();
+    let streamed: Vec<String> = body
+        .lines()
+        .map(|l| {
+            let line: runlog_protocol::LogLine = serde_json::from_str(l).unwrap();
+            line.out.trim_end_matches('\n').to_owned()
+        })
+        .collect();
+    let stdout = resp.stdout.unwrap();
+    let (system, output) = split_stdout(&stdout);
+    // The stream and the capture stamp a line independently, so times may differ by a
+    // millisecond: compare what follows the timestamp.
+    let untimed = |l: &str| {
+        l.split_once(" | ")
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_else(|| l.to_owned())
+    };
+    let expected: Vec<String> = system
+        .iter()
+        .map(|l| untimed(l))
+        .chain(output.iter().map(|l| (*l).to_owned()))
+        .collect();
+    let got: Vec<String> = streamed
+        .iter()
+        .map(|l| {
+            if l.contains(" | ") && !l.starts_with("streamed") {
+                untimed(l)
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(got, expected);
+    svc.shutdown().await;
+}
