@@ -1,0 +1,95 @@
+//! `runlog logs` against a real log service.
+#![allow(clippy::unwrap_used)]
+
+mod tail_common;
+
+use runlog_protocol::{LogLine, Scope};
+use runlog_testkit::service::TestService;
+use tail_common::*;
+
+#[tokio::test]
+async fn logs_prints_the_archive_text() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("a").await;
+    w.put("a", &lines(0..1000)).await;
+    w.close("a", true).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let done = run(runlog(&svc.url(), &read, &["logs", "a"])).await;
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout, expected_text(0..1000));
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_json_prints_the_ndjson_lines() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("j").await;
+    w.put("j", &[text_line(0, "\u{1b}[1mbold\u{1b}[0m\n"), line(1)])
+        .await;
+    w.close("j", true).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let done = run(runlog(&svc.url(), &read, &["logs", "--json", "j"])).await;
+    assert!(done.success, "{}", done.stderr);
+    let rows: Vec<LogLine> = done
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.iter().map(|l| l.pos).collect::<Vec<_>>(), [0, 1]);
+    // --json is the data as stored: escape codes included.
+    assert_eq!(rows[0].out, "\u{1b}[1mbold\u{1b}[0m\n");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_of_a_stream_not_yet_archived_prints_its_lines_so_far() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("live").await;
+    w.put("live", &lines(0..20)).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let done = run(runlog(&svc.url(), &read, &["logs", "live"])).await;
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout, expected_text(0..20));
+    let json = run(runlog(&svc.url(), &read, &["logs", "--json", "live"])).await;
+    assert_eq!(json.stdout.lines().count(), 20, "{}", json.stdout);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_of_an_unknown_key_fails_with_a_clear_message() {
+    let svc = TestService::start().await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let done = run(runlog(&svc.url(), &read, &["logs", "missing"])).await;
+    assert!(!done.success);
+    assert!(
+        done.stderr.contains("no archive or stream missing"),
+        "{}",
+        done.stderr
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_with_a_service_that_is_down_fails_quickly_and_clearly() {
+    // A port nothing listens on: bind and drop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let done = run(runlog(
+        &format!("http://127.0.0.1:{port}"),
+        "t",
+        &["logs", "k"],
+    ))
+    .await;
+    assert!(!done.success);
+    assert!(
+        done.stderr.to_lowercase().contains("connect"),
+        "{}",
+        done.stderr
+    );
+}

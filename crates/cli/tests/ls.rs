@@ -1,0 +1,66 @@
+//! `runlog ls` against a real log service.
+#![allow(clippy::unwrap_used)]
+
+mod tail_common;
+
+use runlog_protocol::Scope;
+use runlog_protocol::service::StreamInfo;
+use runlog_testkit::service::TestService;
+use std::time::Duration;
+use tail_common::*;
+
+#[tokio::test]
+async fn ls_lists_the_accounts_streams_newest_first() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("older").await;
+    w.put("older", &lines(0..4)).await;
+    w.close("older", true).await;
+    // Activity times have millisecond resolution; make the order unambiguous.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    w.open("newer").await;
+    w.put("newer", &lines(0..2)).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+
+    let table = run(runlog(&svc.url(), &read, &["ls"])).await;
+    assert!(table.success, "{}", table.stderr);
+    let rows: Vec<Vec<&str>> = table
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..3], ["KEY", "STATE", "LINES"]);
+    assert_eq!(rows[1][..3], ["newer", "open", "2"]);
+    assert_eq!(rows[2][0], "older");
+    assert_eq!(rows.len(), 3, "{}", table.stdout);
+
+    let json = run(runlog(&svc.url(), &read, &["ls", "--json"])).await;
+    let infos: Vec<StreamInfo> = serde_json::from_str(&json.stdout).unwrap();
+    let keys: Vec<&str> = infos.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["newer", "older"]);
+    assert!(infos[1].archived && !infos[1].open);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn ls_of_another_account_is_refused() {
+    let svc = TestService::start().await;
+    let foreign = svc.token("other", Scope::Read);
+    let done = run(runlog(&svc.url(), &foreign, &["ls"])).await;
+    assert!(!done.success);
+    assert!(
+        done.stderr.contains("403") || done.stderr.contains("401"),
+        "{}",
+        done.stderr
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn ls_of_an_empty_account_prints_only_the_header() {
+    let svc = TestService::start().await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let done = run(runlog(&svc.url(), &read, &["ls"])).await;
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout.lines().count(), 1, "{}", done.stdout);
+}
