@@ -10,11 +10,16 @@ use axum::extract::State;
 use runlog_protocol::engine::DestroyResponse;
 use std::time::Duration;
 
+/// Body of `POST /destroy`: a JSON object; its fields (lite-engine clients send
+/// some) are not needed, the engine has one stage.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DestroyRequest {}
+
 /// Tears the stage down within the configured deadline; without a stage it answers
 /// empty totals (destroy is safe to retry).
 pub async fn destroy(
     State(state): State<EngineState>,
-    JsonBody(_req): JsonBody<serde_json::Value>,
+    JsonBody(_req): JsonBody<DestroyRequest>,
 ) -> Result<Json<DestroyResponse>, EngineError> {
     Ok(Json(destroy_stage(&state).await))
 }

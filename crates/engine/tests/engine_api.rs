@@ -1,0 +1,372 @@
+#![allow(clippy::unwrap_used)]
+//! The engine's HTTP API against a real log service: setup → step → destroy.
+
+mod engine_support;
+
+use engine_support::{TestEngine, archive, eventually};
+use runlog_protocol::Scope;
+use runlog_testkit::service::TestService;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const ACCOUNT: &str = "account-123";
+
+fn log_config(svc: &TestService) -> serde_json::Value {
+    json!({
+        "url": svc.url(),
+        "account_id": ACCOUNT,
+        "token": svc.token(ACCOUNT, Scope::Write),
+        "indirect_upload": true,
+    })
+}
+
+fn texts(lines: &[runlog_protocol::LogLine]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.out.trim_end_matches('\n').to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_and_engine_lines_arrive_in_their_keys_in_order_complete_and_masked() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start().await;
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({
+                "le_log_key": "stage-1/lite-engine-logs",
+                "log_config": log_config(&svc),
+                "network": {"id": "n"},
+                "envs": {"GREETING": "hello from the stage"},
+                "secrets": ["hunter2"],
+                "files": [{"path": "scripts/count.sh", "data": "i=0\nwhile [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done\n", "mode": 493}],
+            }),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({
+                "id": "step-1",
+                "name": "count",
+                "script": "sh scripts/count.sh; echo \"$GREETING\"; echo \"password is hunter2\" >&2; echo \"step secret s3cr3t-value\"; echo RESULT=42 >> \"$RUNLOG_OUTPUT\"",
+                "log_key": "stage-1/step-1",
+                "secrets": ["s3cr3t-value"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["exit_code"], 0, "{body}");
+    assert_eq!(body["exited"], true);
+    assert_eq!(body["outputs"], json!({"RESULT": "42"}));
+
+    let (status, destroyed) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{destroyed}");
+    let streams = destroyed["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{destroyed}");
+    assert_eq!(streams[0]["key"], "stage-1/step-1");
+    assert_eq!(streams[0]["lines"], 3003);
+    assert_eq!(streams[0]["archived"], true, "{destroyed}");
+    assert_eq!(
+        streams[1]["key"], "stage-1/lite-engine-logs",
+        "the engine stream closes last"
+    );
+    assert_eq!(streams[1]["archived"], true, "{destroyed}");
+
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    let step = archive(&svc.url(), &reader, ACCOUNT, "stage-1/step-1")
+        .await
+        .unwrap();
+    let step_text = texts(&step);
+    assert_eq!(step.len(), 3003);
+    assert!(
+        step.iter().enumerate().all(|(i, l)| l.pos == i as u64),
+        "positions are 0..n"
+    );
+    let counted: Vec<_> = step_text
+        .iter()
+        .filter(|l| l.starts_with("line "))
+        .cloned()
+        .collect();
+    let expected: Vec<_> = (0..3000).map(|i| format!("line {i}")).collect();
+    assert_eq!(counted, expected, "every line, in order");
+    assert!(step_text.contains(&"hello from the stage".to_owned()));
+    assert!(
+        step_text
+            .iter()
+            .all(|l| !l.contains("hunter2") && !l.contains("s3cr3t-value")),
+        "secrets masked"
+    );
+    assert!(
+        step_text
+            .iter()
+            .any(|l| l.starts_with("password is ") && l.len() > "password is ".len())
+    );
+
+    let own = archive(&svc.url(), &reader, ACCOUNT, "stage-1/lite-engine-logs")
+        .await
+        .unwrap();
+    let own_text = texts(&own).join("\n");
+    let order = [
+        "setting up stage",
+        "workspace",
+        "starting step",
+        "step exited with code 0",
+        "destroying stage",
+        "closing the engine log stream",
+    ];
+    let mut at = 0;
+    for needle in order {
+        let found = own_text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} in:\n{own_text}"));
+        at += found + needle.len();
+    }
+    assert!(!own_text.contains("hunter2"));
+    svc.shutdown().await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_step_answers_at_once_and_poll_returns_its_result() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start().await;
+    let (status, _) = engine
+        .post("/setup", json!({"log_config": log_config(&svc)}))
+        .await;
+    assert_eq!(status, 200);
+    let marker = engine.dir.path().join("release");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; echo released; exit 3",
+        marker.display()
+    );
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({"id": "bg", "script": script, "log_key": "s/bg", "detach": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({})),
+        "detached answers {{}} while the step still runs"
+    );
+    std::fs::write(&marker, b"").unwrap();
+    let (status, body) = engine.post("/poll_step", json!({"id": "bg"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["exit_code"], 3);
+    assert_eq!(body["exited"], true);
+    // Polling again answers the same result.
+    let (_, again) = engine.post("/poll_step", json!({"id": "bg"})).await;
+    assert_eq!(again, body);
+    engine.post("/destroy", json!({})).await;
+    engine.shutdown().await;
+    svc.shutdown().await;
+}
+
+fn process_is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting to be reaped by init is dead too.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_whole_process_group_including_grandchildren() {
+    let engine = TestEngine::start().await;
+    let (status, _) = engine.post("/setup", json!({})).await;
+    assert_eq!(status, 200);
+    let pidfile = engine.dir.path().join("grandchild.pid");
+    let script = format!(
+        "sh -c 'echo $$ > {}; sleep 1000' & sleep 1000",
+        pidfile.display()
+    );
+    let started = Instant::now();
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({"id": "slow", "script": script, "timeout": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered after the timeout, not after the sleep"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("timed out"),
+        "{body}"
+    );
+    assert_ne!(body["exit_code"], 0);
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || process_is_gone(pid)).await,
+        "grandchild {pid} survived the timeout"
+    );
+    engine.post("/destroy", json!({})).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_kills_running_steps_and_removes_the_workspace() {
+    let engine = TestEngine::start().await;
+    engine
+        .post("/setup", json!({"files": [{"path": "a.txt", "data": "x"}]}))
+        .await;
+    let (status, _) = engine
+        .post(
+            "/step",
+            json!({"id": "forever", "script": "sleep 1000", "detach": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stage = engine.state.stage().unwrap();
+    assert!(stage.workspace.join("a.txt").is_file());
+    let started = Instant::now();
+    let (status, body) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(body["killed_steps"], json!(["forever"]));
+    assert!(!stage.workspace.exists());
+    // A second destroy is harmless, and a new stage can be set up.
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stages_running_concurrently_never_mix_lines() {
+    let svc = TestService::start().await;
+    let a = TestEngine::start().await;
+    let b = TestEngine::start().await;
+    for (engine, name) in [(&a, "a"), (&b, "b")] {
+        let (status, _) = engine
+            .post(
+                "/setup",
+                json!({"le_log_key": format!("{name}/engine"), "log_config": log_config(&svc)}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let script =
+        |name: &str| format!("i=0; while [ $i -lt 5000 ]; do echo \"{name} $i\"; i=$((i+1)); done");
+    let (ra, rb) = tokio::join!(
+        a.post(
+            "/step",
+            json!({"id": "s", "script": script("a"), "log_key": "a/step"})
+        ),
+        b.post(
+            "/step",
+            json!({"id": "s", "script": script("b"), "log_key": "b/step"})
+        ),
+    );
+    assert_eq!(ra.1["exit_code"], 0);
+    assert_eq!(rb.1["exit_code"], 0);
+    let (da, db) = tokio::join!(a.post("/destroy", json!({})), b.post("/destroy", json!({})));
+    assert_eq!((da.0, db.0), (200, 200));
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    for name in ["a", "b"] {
+        let lines = texts(
+            &archive(&svc.url(), &reader, ACCOUNT, &format!("{name}/step"))
+                .await
+                .unwrap(),
+        );
+        let expected: Vec<_> = (0..5000).map(|i| format!("{name} {i}")).collect();
+        assert_eq!(lines, expected);
+        let own = texts(
+            &archive(&svc.url(), &reader, ACCOUNT, &format!("{name}/engine"))
+                .await
+                .unwrap(),
+        )
+        .join("\n");
+        // The engine logs the command it starts: each stream must hold its own only.
+        let other = if name == "a" { "b" } else { "a" };
+        assert!(
+            own.contains(&format!(
+                "starting step: sh -c i=0; while [ $i -lt 5000 ]; do echo \"{name} $i\""
+            )),
+            "{own}"
+        );
+        assert!(
+            !own.contains(&format!("\"{other} $i\"")),
+            "engine {name}'s stream holds the other stage's events:\n{own}"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_service_down_at_setup_steps_still_run_and_the_outbox_delivers_later() {
+    use runlog_testkit::proxy::{FaultProxy, Faults};
+    let svc = TestService::start().await;
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 7).await;
+    proxy.set_down(true);
+    let engine = TestEngine::start().await;
+    let mut cfg = log_config(&svc);
+    cfg["url"] = json!(proxy.url());
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({"le_log_key": "down/engine", "log_config": cfg}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({})),
+        "setup succeeds without the service"
+    );
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({"id": "s", "script": "seq 1 100", "log_key": "down/step"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["exit_code"], 0, "the step ran");
+    let started = Instant::now();
+    let (status, destroyed) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{destroyed}");
+    let deadline = engine.state.config().destroy_deadline;
+    assert!(
+        started.elapsed() <= deadline + Duration::from_secs(2),
+        "destroy took {:?}",
+        started.elapsed()
+    );
+    let step = &destroyed["streams"][0];
+    assert_eq!(step["key"], "down/step");
+    assert_eq!(step["archived"], false);
+    assert_eq!(step["outboxed"], true, "{destroyed}");
+
+    proxy.set_down(false);
+    let outbox = engine.state.config().outbox_dir();
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    let url = svc.url();
+    let delivered = eventually(Duration::from_secs(20), async || {
+        livelog::deliver_outbox(&outbox).await;
+        archive(&url, &reader, ACCOUNT, "down/step")
+            .await
+            .is_some_and(|l| l.len() == 100)
+    })
+    .await;
+    assert!(
+        delivered,
+        "the outbox delivered the step's history once the service was back"
+    );
+    let lines = texts(&archive(&url, &reader, ACCOUNT, "down/step").await.unwrap());
+    assert_eq!(lines, (1..=100).map(|i| i.to_string()).collect::<Vec<_>>());
+    engine.shutdown().await;
+    svc.shutdown().await;
+}

@@ -1,0 +1,201 @@
+#![allow(clippy::unwrap_used)]
+//! Bad requests get a clear JSON error and a fitting status; never a panic or a hang.
+
+mod engine_support;
+
+use engine_support::TestEngine;
+use serde_json::json;
+
+async fn raw(engine: &TestEngine, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(engine.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("errors are JSON"))
+}
+
+fn has_message(body: &serde_json::Value) -> bool {
+    body["error_msg"].as_str().is_some_and(|m| !m.is_empty())
+}
+
+#[tokio::test]
+async fn malformed_bodies_of_every_endpoint_get_400_with_a_message() {
+    let engine = TestEngine::start().await;
+    let wrong_types: [(&str, &[u8]); 4] = [
+        ("/setup", b"{\"envs\": 5}"),
+        ("/step", b"{\"id\": 5}"),
+        ("/poll_step", b"{\"id\": [\"x\"]}"),
+        ("/destroy", b"\"destroy\""),
+    ];
+    for (path, wrong_type) in wrong_types {
+        for body in [
+            &b"{"[..],
+            b"[1,2]",
+            b"\xff\xfe{}",
+            b"null",
+            b"{\"a\":1}}",
+            wrong_type,
+        ] {
+            let (status, answer) = raw(&engine, path, body.to_vec()).await;
+            assert_eq!(status, 400, "{path} {body:?}: {answer}");
+            assert!(has_message(&answer), "{path}: {answer}");
+        }
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn incomplete_or_unsafe_requests_get_400() {
+    let engine = TestEngine::start().await;
+    for bad in [
+        json!({"files": [{"path": "../escape", "data": "x"}]}),
+        json!({"files": [{"path": "/etc/evil", "data": "x"}]}),
+        json!({"le_log_key": "../../k"}),
+        json!({"working_dir": "../.."}),
+        json!({"envs": "not a map"}),
+    ] {
+        let (status, answer) = engine.post("/setup", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(has_message(&answer));
+    }
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    for bad in [
+        json!({"script": "true"}),
+        json!({"id": "", "script": "true"}),
+        json!({"id": "../x", "script": "true"}),
+        json!({"id": "a"}),
+        json!({"id": "a", "script": "true", "command": "true"}),
+        json!({"id": "a", "command": []}),
+        json!({"id": "a", "script": "true", "log_key": "/abs"}),
+        json!({"id": "a", "script": "true", "working_dir": "../../.."}),
+        json!({"id": "a", "script": "true", "timeout": "soon"}),
+    ] {
+        let (status, answer) = engine.post("/step", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(has_message(&answer));
+    }
+    let (status, answer) = engine.post("/poll_step", json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn conflicts_get_409_and_unknown_steps_404() {
+    let engine = TestEngine::start().await;
+    let (status, answer) = engine
+        .post("/step", json!({"id": "a", "script": "true"}))
+        .await;
+    assert_eq!(status, 409, "no stage yet: {answer}");
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    let (status, answer) = engine.post("/setup", json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(has_message(&answer));
+    assert_eq!(
+        engine
+            .post("/step", json!({"id": "a", "command": ["true"]}))
+            .await
+            .0,
+        200
+    );
+    let (status, answer) = engine
+        .post("/step", json!({"id": "a", "script": "true"}))
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = engine.post("/poll_step", json!({"id": "nope"})).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(has_message(&answer));
+    let resp = reqwest::get(engine.url("/no/such/path")).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_huge_body_is_refused_with_413() {
+    let engine = TestEngine::start_with(|c| c.max_body = 1024).await;
+    let big = format!(
+        "{{\"files\":[{{\"path\":\"a\",\"data\":\"{}\"}}]}}",
+        "x".repeat(4096)
+    );
+    let (status, answer) = raw(&engine, "/setup", big.into_bytes()).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(has_message(&answer));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_a_token_every_request_must_carry_it() {
+    let engine = TestEngine::start_with(|c| c.token = Some("engine-token".into())).await;
+    let client = reqwest::Client::new();
+    let no = client.get(engine.url("/healthz")).send().await.unwrap();
+    assert_eq!(no.status().as_u16(), 401);
+    let body: serde_json::Value = no.json().await.unwrap();
+    assert!(has_message(&body));
+    let wrong = client
+        .post(engine.url("/setup"))
+        .bearer_auth("nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(
+        engine.state.stage().is_none(),
+        "a refused setup changes nothing"
+    );
+    let right = client
+        .get(engine.url("/healthz"))
+        .bearer_auth("engine-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+    let health: serde_json::Value = right.json().await.unwrap();
+    assert_eq!(health["ok"], true);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = engine_support::test_config(dir.path());
+    config.addr = "0.0.0.0:0".parse().unwrap();
+    let err = runlog_engine::bind(&config).await.expect_err("must refuse");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("token"), "{err}");
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() {
+    let engine = TestEngine::start().await;
+    let health: serde_json::Value = reqwest::get(engine.url("/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["ok"], true);
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    engine.post("/setup", json!({})).await;
+    engine
+        .post("/step", json!({"id": "x", "script": "exit 1"}))
+        .await;
+    let text = reqwest::get(engine.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("runlog_engine_steps_started_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runlog_engine_steps_failed_total 1"),
+        "{text}"
+    );
+    engine.shutdown().await;
+}

@@ -1,0 +1,135 @@
+//! Starts a real engine on a free loopback port, and reads archives back from a real
+//! log service.
+#![allow(dead_code)]
+
+use runlog_engine::{EngineConfig, EngineState};
+use runlog_protocol::LogLine;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// An engine running in this process on `127.0.0.1:<random port>`.
+pub struct TestEngine {
+    pub addr: SocketAddr,
+    pub state: EngineState,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Short deadlines so fault tests finish quickly.
+pub fn test_config(dir: &std::path::Path) -> EngineConfig {
+    EngineConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_path_buf(),
+        close_deadline: Duration::from_secs(3),
+        destroy_deadline: Duration::from_secs(10),
+        kill_grace: Duration::from_millis(500),
+        drain_grace: Duration::from_secs(1),
+        ..EngineConfig::default()
+    }
+}
+
+impl TestEngine {
+    pub async fn start() -> TestEngine {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
+        runlog_capture::init(runlog_capture::InitOptions::default());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let listener = runlog_engine::bind(&config)
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let state = EngineState::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(runlog_engine::serve(
+            listener,
+            state.clone(),
+            axum::Router::new(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestEngine {
+            addr,
+            state,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs JSON; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("engine answers");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.expect("JSON answer");
+        (status, body)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("engine stops")
+                .expect("engine task")
+                .expect("engine serve");
+        }
+    }
+}
+
+/// The archive of `key`, one line per row, in `pos` order as stored.
+pub async fn archive(
+    service_url: &str,
+    token: &str,
+    account: &str,
+    key: &str,
+) -> Option<Vec<LogLine>> {
+    let resp = reqwest::Client::new()
+        .get(format!("{service_url}/blob"))
+        .query(&[("accountID", account), ("key", key)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("service answers");
+    if !resp.status().is_success() {
+        return None;
+    }
+    let text = resp.text().await.expect("archive body");
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("archive row is a log line"))
+            .collect(),
+    )
+}
+
+/// Polls `check` until it is true or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
