@@ -190,8 +190,8 @@ impl Inner {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Reconnecting {
+        Reconnecting(self.conn.clone())
     }
 
     /// A connection of its own for one tail's blocking reads.
@@ -769,7 +769,49 @@ impl TailState {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+    StoreError::Unavailable(format!("redis unavailable: {e}"))
+}
+
+/// The shared connection, sending a command a second time when the first attempt
+/// found the connection broken. After a Redis restart the manager only notices the
+/// dead socket on the next command; without this, that command (one per replica)
+/// would fail although Redis is back. Every command here is safe to repeat: appends
+/// are idempotent per `pos`, and the other scripts check state before changing it.
+struct Reconnecting(ConnectionManager);
+
+fn is_broken_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+impl redis::aio::ConnectionLike for Reconnecting {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.send_packed_command(cmd).await {
+                Err(e) if is_broken_connection(&e) => self.0.send_packed_command(cmd).await,
+                other => other,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.send_packed_commands(cmd, offset, count).await {
+                Err(e) if is_broken_connection(&e) => {
+                    self.0.send_packed_commands(cmd, offset, count).await
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
 }
 
 fn int(v: Value) -> Result<i64, StoreError> {
@@ -845,7 +887,7 @@ impl LuaScript {
     /// Runs the script on `keys`; `args` appends the `ARGV` values to the command.
     async fn run<T: FromRedisValue>(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Reconnecting,
         keys: &[&str],
         args: impl Fn(&mut redis::Cmd),
     ) -> redis::RedisResult<T> {
@@ -868,7 +910,7 @@ impl LuaScript {
     }
 
     async fn evalsha<T: FromRedisValue>(
-        conn: &mut ConnectionManager,
+        conn: &mut Reconnecting,
         sha: &str,
         keys: &[&str],
         args: &impl Fn(&mut redis::Cmd),

@@ -1,0 +1,476 @@
+//! Two log-service replicas sharing one Redis and one S3 bucket, spoken to over real
+//! HTTP on loopback: a line written through replica A is tailed through replica B,
+//! retries through either replica store once, archives cross replicas, upload links
+//! point at S3 itself, and Redis or S3 outages cost 503s and retries, never lines.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Api, SseReader, assert_error, lines};
+use livelog::{HttpLogClient, LogClient, Writer, WriterConfig};
+use reqwest::{Method, StatusCode};
+use runlog_protocol::engine::LogConfig;
+use runlog_protocol::service::{AppendAck, Health, LinkResponse};
+use runlog_protocol::{LogLine, Scope};
+use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
+use runlog_service::store::s3::S3Settings;
+use runlog_service::store::{BlobStore, StreamStore};
+use runlog_testkit::redis::RedisServer;
+use runlog_testkit::s3::S3Server;
+use runlog_testkit::service::{TestService, test_config};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ACCOUNT: &str = "acc";
+const BUCKET: &str = "runlog-archives";
+
+/// Redis, S3 and two replicas over them. Each replica builds its own store
+/// clients, as two processes would.
+struct Cluster {
+    redis: RedisServer,
+    s3: S3Server,
+    a: TestService,
+    b: TestService,
+    _dir: tempfile::TempDir,
+}
+
+fn s3_settings(s3: &S3Server) -> S3Settings {
+    S3Settings {
+        bucket: BUCKET.to_owned(),
+        prefix: "runlog".to_owned(),
+        endpoint: Some(s3.endpoint()),
+        region: Some(runlog_testkit::s3::REGION.to_owned()),
+        access_key_id: Some(runlog_testkit::s3::ACCESS_KEY_ID.to_owned()),
+        secret_access_key: Some(runlog_testkit::s3::SECRET_ACCESS_KEY.to_owned()),
+        allow_http: true,
+        retry_timeout: Duration::from_secs(2),
+        ..S3Settings::default()
+    }
+}
+
+fn replica_stores(redis: &RedisServer, s3: &S3Server) -> (Arc<dyn StreamStore>, BlobStore) {
+    let settings = s3_settings(s3);
+    let overflow = settings.overflow().object_store().unwrap();
+    let config = RedisConfig {
+        url: redis.url(),
+        block: Duration::from_millis(500),
+        response_timeout: Duration::from_secs(2),
+        ..RedisConfig::default()
+    };
+    let streams = RedisStreamStore::new(config, Some(overflow)).unwrap();
+    (Arc::new(streams), settings.blob_store().unwrap())
+}
+
+async fn cluster() -> Cluster {
+    let (redis, s3) = tokio::join!(RedisServer::start_new(), S3Server::start_new());
+    s3.create_bucket(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One admin secret for both replicas: a token minted by one is honoured by the other.
+    let config = test_config(dir.path());
+    let replica = |name: &str| {
+        let mut c = config.clone();
+        c.data_dir = dir.path().join(name);
+        c
+    };
+    let (streams, blobs) = replica_stores(&redis, &s3);
+    let a = TestService::start_with_config_and_stores(replica("a"), streams, blobs).await;
+    let (streams, blobs) = replica_stores(&redis, &s3);
+    let b = TestService::start_with_config_and_stores(replica("b"), streams, blobs).await;
+    Cluster {
+        redis,
+        s3,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
+fn writer_client(svc: &TestService, indirect_upload: bool) -> Arc<dyn LogClient> {
+    let cfg = LogConfig {
+        url: svc.url(),
+        account_id: ACCOUNT.to_owned(),
+        token: svc.token(ACCOUNT, Scope::Write),
+        indirect_upload,
+        ..LogConfig::default()
+    };
+    Arc::new(HttpLogClient::new(&cfg).unwrap())
+}
+
+/// The archive as lines, through `api`'s replica.
+async fn archive(api: &Api, key: &str) -> Option<Vec<LogLine>> {
+    let r = api.req(Method::GET, "/blob", key).send().await.unwrap();
+    if r.status() == StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    Some(
+        body.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
+}
+
+fn assert_exactly_once_in_order(what: &str, got: &[u64], n: u64) {
+    let want: Vec<u64> = (0..n).collect();
+    if got != want {
+        let dups = got.windows(2).filter(|w| w[0] >= w[1]).count();
+        panic!(
+            "{what}: {} positions, {dups} out of order or repeated; expected 0..{n}",
+            got.len()
+        );
+    }
+}
+
+async fn poll<F, Fut>(what: &str, limit: Duration, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ok().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_written_through_a_is_tailed_through_b_with_backfill_then_live() {
+    let c = cluster().await;
+    let (a, b) = (
+        Api::new(&c.a, ACCOUNT, Scope::Write),
+        Api::new(&c.b, ACCOUNT, Scope::Read),
+    );
+    let key = "job/1/step";
+    a.open(key).await;
+    a.put_ok(key, &lines(0..5)).await;
+
+    let mut tail = SseReader::new(b.tail(key, None).await);
+    tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 5)
+        .await;
+    assert_eq!(
+        tail.line_positions(),
+        vec![0, 1, 2, 3, 4],
+        "backfill through B"
+    );
+
+    a.put_ok(key, &lines(5..10)).await;
+    tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 10)
+        .await;
+    a.close(key, false).await;
+    tail.read_to_end(Duration::from_secs(10)).await;
+    assert_eq!(
+        tail.line_positions(),
+        (0..10).collect::<Vec<_>>(),
+        "live through B"
+    );
+    assert!(tail.saw_eof(), "B's tail ends when A closes the stream");
+
+    let first: LogLine = serde_json::from_str(&tail.events[0].data).unwrap();
+    assert_eq!(first.out, "line 0\n");
+
+    let mut resumed = SseReader::new(b.tail(key, Some(6)).await);
+    resumed.read_to_end(Duration::from_secs(10)).await;
+    assert_eq!(
+        resumed.line_positions(),
+        vec![7, 8, 9],
+        "Last-Event-ID resumes across replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_batch_retried_against_a_and_b_is_stored_once() {
+    let c = cluster().await;
+    let (a, b) = (
+        Api::new(&c.a, ACCOUNT, Scope::Write),
+        Api::new(&c.b, ACCOUNT, Scope::Write),
+    );
+    let key = "retry/both";
+    a.open(key).await;
+    let batch = lines(0..500);
+    let (ra, rb) = tokio::join!(a.put(key, &batch), b.put(key, &batch));
+    let ra: AppendAck = ra.json().await.unwrap();
+    let rb: AppendAck = rb.json().await.unwrap();
+    assert_eq!(ra.appended + rb.appended, 500, "{ra:?} {rb:?}");
+    assert_eq!(ra.duplicates + rb.duplicates, 500, "{ra:?} {rb:?}");
+    // And once more, late, through B.
+    let again = b.put_ok(key, &batch[100..200]).await;
+    assert_eq!(
+        (again.appended, again.duplicates, again.next_pos),
+        (0, 100, 500)
+    );
+
+    b.close(key, true).await;
+    let archived = archive(&a, key).await.expect("the snapshot archive");
+    let positions: Vec<u64> = archived.iter().map(|l| l.pos).collect();
+    assert_exactly_once_in_order("archive", &positions, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_uploaded_via_a_is_read_via_b() {
+    let c = cluster().await;
+    let (a, b) = (
+        Api::new(&c.a, ACCOUNT, Scope::Write),
+        Api::new(&c.b, ACCOUNT, Scope::Read),
+    );
+    let key = "archived/run";
+    let ndjson: String = lines(0..300).iter().map(|l| format!("{l}\n")).collect();
+    let r = a
+        .req(Method::POST, "/blob", key)
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let got = archive(&b, key).await.expect("B serves A's archive");
+    let positions: Vec<u64> = got.iter().map(|l| l.pos).collect();
+    assert_exactly_once_in_order("archive via B", &positions, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_link_is_an_s3_presigned_url_that_bypasses_the_service() {
+    let c = cluster().await;
+    let (a, b) = (
+        Api::new(&c.a, ACCOUNT, Scope::Write),
+        Api::new(&c.b, ACCOUNT, Scope::Read),
+    );
+    let key = "direct/upload";
+    let r = a
+        .req(Method::POST, "/blob/link/upload", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let link: LinkResponse = r.json().await.unwrap();
+    assert!(
+        link.link.starts_with(&c.s3.endpoint()),
+        "link points at S3, not the service: {}",
+        link.link
+    );
+    assert!(
+        link.link.contains("X-Amz-Signature="),
+        "a SigV4 presigned URL: {}",
+        link.link
+    );
+    assert!(
+        link.link.contains("/runlog/acc/direct/upload.ndjson.gz"),
+        "under the configured prefix: {}",
+        link.link
+    );
+
+    let ndjson: String = lines(0..50).iter().map(|l| format!("{l}\n")).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(ndjson.as_bytes()).unwrap();
+    // No account token: the URL is its own authorisation.
+    let put = reqwest::Client::new()
+        .put(&link.link)
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        put.status().is_success(),
+        "S3 accepted the PUT: {}",
+        put.status()
+    );
+
+    let got = archive(&b, key)
+        .await
+        .expect("the directly uploaded archive");
+    let positions: Vec<u64> = got.iter().map(|l| l.pos).collect();
+    assert_exactly_once_in_order("direct upload", &positions, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_stream_loses_and_duplicates_nothing() {
+    const N: u64 = 20_000;
+    let mut c = cluster().await;
+    let key = "outage/redis";
+    let spool = tempfile::tempdir().unwrap();
+    let reader = Api::new(&c.b, ACCOUNT, Scope::Read);
+    let cfg = WriterConfig {
+        spool_dir: spool.path().to_path_buf(),
+        close_deadline: Duration::from_secs(60),
+        max_retry_delay: Duration::from_millis(200),
+        max_batch_lines: 500,
+        ..WriterConfig::new(key)
+    };
+    // Archive through a presigned link: straight from the writer to S3.
+    let w = Writer::new(writer_client(&c.a, false), cfg);
+    let text = |i: u64| format!("line {i:06}\n");
+    for i in 0..N / 2 {
+        w.write(text(i).as_bytes());
+    }
+    // Some lines must have reached Redis before it goes away.
+    poll("first half streamed", Duration::from_secs(20), || {
+        let p = w.progress();
+        async move { p.streamed_lines > 0 }
+    })
+    .await;
+    c.redis.stop().await;
+    for i in N / 2..N {
+        w.write(text(i).as_bytes());
+        if i % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Let the writer hit the outage (503s from the service), then bring Redis back.
+    let status = reqwest::get(format!("{}/healthz", c.a.url()))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "health reports Redis down"
+    );
+    c.redis.start().await;
+    let report = w.close().await;
+
+    assert_eq!(report.lines, N, "{report:?}");
+    assert_eq!(report.streamed_lines, N, "{report:?}");
+    assert!(
+        report.retries > 0,
+        "the outage must have cost retries: {report:?}"
+    );
+    assert!(report.archived, "{report:?}");
+
+    let mut tail = SseReader::new(reader.tail(key, None).await);
+    tail.read_to_end(Duration::from_secs(60)).await;
+    assert_exactly_once_in_order("live via B", &tail.line_positions(), N);
+    let archived = archive(&reader, key).await.expect("archive in S3");
+    let positions: Vec<u64> = archived.iter().map(|l| l.pos).collect();
+    assert_exactly_once_in_order("archive", &positions, N);
+    assert!(
+        archived.iter().all(|l| l.out == text(l.pos)),
+        "archive text intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_at_close_the_writers_outbox_delivers_the_archive_later() {
+    let mut c = cluster().await;
+    let key = "outage/s3";
+    let (spool, outbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = WriterConfig {
+        spool_dir: spool.path().to_path_buf(),
+        outbox_dir: Some(outbox.path().to_path_buf()),
+        close_deadline: Duration::from_secs(4),
+        max_retry_delay: Duration::from_millis(200),
+        ..WriterConfig::new(key)
+    };
+    let w = Writer::new(writer_client(&c.a, true), cfg);
+    for i in 0..1000 {
+        w.write(format!("before close {i}\n").as_bytes());
+    }
+    c.s3.stop().await;
+    let report = w.close().await;
+    assert_eq!(
+        report.streamed_lines, 1000,
+        "live lines do not need S3: {report:?}"
+    );
+    assert!(!report.archived && report.outboxed, "{report:?}");
+
+    let reader = Api::new(&c.b, ACCOUNT, Scope::Read);
+    let r = reader.req(Method::GET, "/blob", key).send().await.unwrap();
+    let msg = assert_error(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(msg.contains("archive"), "{msg}");
+
+    c.s3.start().await;
+    c.s3.create_bucket(BUCKET).await; // moto forgets everything on restart
+    let delivered = livelog::deliver_outbox_with(outbox.path(), writer_client(&c.b, true)).await;
+    assert_eq!(delivered.delivered, 1, "{delivered:?}");
+    let archived = archive(&reader, key)
+        .await
+        .expect("archive delivered from the outbox");
+    let positions: Vec<u64> = archived.iter().map(|l| l.pos).collect();
+    assert_exactly_once_in_order("outbox archive", &positions, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_answer_503_while_redis_is_down_and_recover_by_themselves() {
+    let mut c = cluster().await;
+    let api = Api::new(&c.a, ACCOUNT, Scope::Write);
+    let key = "flaky/redis";
+    api.open(key).await;
+    c.redis.stop().await;
+
+    let health = reqwest::get(format!("{}/healthz", c.a.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Health = health.json().await.unwrap();
+    assert!(!health.ok);
+    assert_ne!(health.backends["streams"], "ok", "{health:?}");
+    assert_eq!(health.backends["blobs"], "ok", "{health:?}");
+    let msg = assert_error(
+        api.put(key, &lines(0..3)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(msg.contains("redis unavailable"), "{msg}");
+    let r = api.req(Method::GET, "/stream", key).send().await.unwrap();
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    // The archive side keeps working without Redis.
+    let r = api
+        .req(Method::POST, "/blob", key)
+        .body(format!("{}\n", common::line(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    c.redis.start().await;
+    poll(
+        "appends succeed again after Redis is back",
+        Duration::from_secs(15),
+        || async { api.put(key, &lines(0..3)).await.status() == StatusCode::OK },
+    )
+    .await;
+    let health = reqwest::get(format!("{}/healthz", c.b.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_starts_while_redis_and_s3_are_down_and_heals_when_they_come_up() {
+    let (mut redis, mut s3) = tokio::join!(RedisServer::start_new(), S3Server::start_new());
+    redis.stop().await;
+    s3.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (streams, blobs) = replica_stores(&redis, &s3);
+    let svc =
+        TestService::start_with_config_and_stores(test_config(dir.path()), streams, blobs).await;
+
+    let health: Health = reqwest::get(format!("{}/healthz", svc.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!health.ok);
+    assert_ne!(health.backends["streams"], "ok");
+    assert_ne!(health.backends["blobs"], "ok");
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    let r = api.req(Method::POST, "/stream", "k").send().await.unwrap();
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    redis.start().await;
+    s3.start().await;
+    s3.create_bucket(BUCKET).await;
+    poll("health turns OK", Duration::from_secs(20), || async {
+        reqwest::get(format!("{}/healthz", svc.url()))
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    })
+    .await;
+    api.open("k").await;
+    assert_eq!(api.put_ok("k", &lines(0..2)).await.next_pos, 2);
+}
