@@ -44,7 +44,11 @@ impl<'de> Deserialize<'de> for AnyObject {
                 f.write_str("an object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                // Values are parsed as `Value`, not skipped with `IgnoredAny`: skipping
+                // has no depth limit, so a line nested deeper than serde_json's limit
+                // (128) would be stored and then be unreadable by every client that
+                // parses a `LogLine`. Only lines with `args` pay for this.
+                while map.next_entry::<IgnoredAny, serde_json::Value>()?.is_some() {}
                 Ok(AnyObject)
             }
         }
@@ -119,6 +123,19 @@ mod tests {
         let body = Bytes::from_static(b"[{\n  \"pos\": 0,\n  \"out\": \"x\"\n}]");
         let lines = parse_batch(&body).unwrap();
         assert!(!lines[0].json.contains(&b'\n'));
+    }
+
+    #[test]
+    fn args_nested_deeper_than_clients_can_read_are_refused() {
+        let deep = format!(
+            "[{{\"pos\":0,\"out\":\"x\",\"args\":{}1{}}}]",
+            "{\"a\":".repeat(200),
+            "}".repeat(200)
+        );
+        assert!(serde_json::from_str::<Vec<runlog_protocol::LogLine>>(&deep).is_err());
+        assert!(parse_batch(&Bytes::from(deep)).is_err());
+        let shallow = r#"[{"pos":0,"out":"x","args":{"a":{"b":[1,2,{"c":null}]}}}]"#;
+        assert!(parse_batch(&Bytes::from_static(shallow.as_bytes())).is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Fixtures shared by runlog's test suites. Everything listens on 127.0.0.1 only.
 
+pub mod browser;
+pub mod chaos;
 pub mod proxy;
 pub mod redis;
 pub mod s3;

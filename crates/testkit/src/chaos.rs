@@ -1,0 +1,249 @@
+//! Tools for the reliability and security suites: a raw HTTP/1.1 client (to send
+//! what well-behaved clients refuse to: CR/LF in headers, invalid UTF-8 in the
+//! request line, broken bodies), exactly-once checks over received lines, and
+//! process probes (resident memory, open file descriptors) for soak tests.
+//!
+//! ```no_run
+//! # async fn t(addr: std::net::SocketAddr) {
+//! use runlog_testkit::chaos::{raw_request, request_bytes};
+//! let req = request_bytes("GET", "/healthz", &[], b"");
+//! let resp = raw_request(addr, &req).await.expect("an answer");
+//! assert_eq!(resp.status, 200);
+//! # }
+//! ```
+
+use runlog_protocol::LogLine;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Longest a raw request may take before it counts as a hung server.
+pub const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An answer read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lowercased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as (lossy) text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Bytes of an HTTP/1.1 request: `method target`, `Host`, `Connection: close`,
+/// `Content-Length` (when there is a body), then `headers` verbatim — a value may
+/// hold CR/LF on purpose.
+pub fn request_bytes(
+    method: &str,
+    target: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
+        .into_bytes();
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends `request` (raw bytes) on a new connection and reads the whole answer.
+///
+/// A server may answer before it has read a huge body and close the connection;
+/// a write error is then ignored and the answer read as usual.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    tokio::time::timeout(RAW_REQUEST_TIMEOUT, async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        let (mut rd, mut wr) = conn.split();
+        let write = async {
+            let _ = wr.write_all(request).await;
+            let _ = wr.flush().await;
+        };
+        let mut buf = Vec::new();
+        let read = rd.read_to_end(&mut buf);
+        let ((), read) = tokio::join!(write, read);
+        // A reset after a complete answer (server closed while we still wrote) is fine.
+        if let Err(e) = read
+            && buf.is_empty()
+        {
+            return Err(e);
+        }
+        parse_response(&buf)
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s"))?
+}
+
+fn parse_response(buf: &[u8]) -> std::io::Result<RawResponse> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers in the answer"))?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("non-UTF-8 answer head"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status code"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let raw_body = &buf[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(raw_body).ok_or_else(|| bad("broken chunked body"))?
+    } else {
+        raw_body.to_vec()
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Checks that `lines` hold every `pos` from 0 to `expected.len() - 1` exactly once,
+/// in order, each with the text `expected[pos]`. Returns a description of the first
+/// difference.
+pub fn check_exactly_once_in_order(lines: &[LogLine], expected: &[String]) -> Result<(), String> {
+    for (i, line) in lines.iter().enumerate() {
+        let want = i as u64;
+        if line.pos != want {
+            return Err(format!(
+                "line {i} has pos {} (expected {want}): lost, duplicated or reordered",
+                line.pos
+            ));
+        }
+        let Some(text) = expected.get(i) else {
+            return Err(format!(
+                "{} lines received, {} expected",
+                lines.len(),
+                expected.len()
+            ));
+        };
+        if &line.out != text {
+            return Err(format!(
+                "pos {want}: text {:?}, expected {text:?}",
+                line.out
+            ));
+        }
+    }
+    if lines.len() != expected.len() {
+        return Err(format!(
+            "{} lines received, {} expected (the last {} are missing)",
+            lines.len(),
+            expected.len(),
+            expected.len().saturating_sub(lines.len())
+        ));
+    }
+    Ok(())
+}
+
+/// Parses NDJSON rows (an archive) into lines; rows that are not lines are an error.
+pub fn parse_ndjson(data: &[u8]) -> Result<Vec<LogLine>, String> {
+    data.split(|b| *b == b'\n')
+        .filter(|row| !row.iter().all(u8::is_ascii_whitespace))
+        .map(|row| {
+            serde_json::from_slice::<LogLine>(row).map_err(|e| {
+                format!(
+                    "archive row is not a line ({e}): {}",
+                    String::from_utf8_lossy(row)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc status"))
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> std::io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn chunked_answers_are_joined() {
+        let r = parse_response(
+            b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.body, b"abcde");
+    }
+
+    #[test]
+    fn exactly_once_check_names_the_first_difference() {
+        let l = |pos, out: &str| LogLine::new("info", pos, out);
+        let want = vec!["a".to_owned(), "b".to_owned()];
+        assert!(check_exactly_once_in_order(&[l(0, "a"), l(1, "b")], &want).is_ok());
+        assert!(check_exactly_once_in_order(&[l(0, "a"), l(0, "a"), l(1, "b")], &want).is_err());
+        assert!(check_exactly_once_in_order(&[l(0, "a")], &want).is_err());
+        assert!(check_exactly_once_in_order(&[l(0, "a"), l(1, "x")], &want).is_err());
+    }
+
+    #[test]
+    fn own_process_has_memory_and_descriptors() {
+        let me = std::process::id();
+        assert!(rss_kib(me).unwrap() > 0);
+        assert!(open_fds(me).unwrap() >= 3);
+    }
+}
