@@ -1,0 +1,294 @@
+//! Promises only the Redis stream store makes, beyond the shared contract: bounded
+//! length with the overflow moved to object storage (not lost), expiry of abandoned
+//! streams, and outages that surface as `Unavailable` and heal by themselves.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use runlog_protocol::{AccountId, StreamKey};
+use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
+use runlog_service::store::{StoreError, StoredLine, StreamId, StreamStore, TailItem};
+use runlog_testkit::redis::RedisServer;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn sid(key: &str) -> StreamId {
+    StreamId {
+        account: AccountId::new("acc").unwrap(),
+        key: StreamKey::new(key).unwrap(),
+    }
+}
+
+fn lines(range: std::ops::Range<u64>) -> Vec<StoredLine> {
+    range
+        .map(|pos| StoredLine {
+            pos,
+            json: Bytes::from(format!(r#"{{"pos":{pos},"out":"line {pos}\n"}}"#)),
+        })
+        .collect()
+}
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        url: server.url(),
+        block: Duration::from_millis(300),
+        ..RedisConfig::default()
+    }
+}
+
+async fn redis_lines_held(server: &RedisServer, id: &StreamId) -> u64 {
+    let key = format!("runlog:{{{}}}:s:{}:lines", id.account, id.key);
+    let reply = server.raw_command(&format!("XLEN {key}")).await.unwrap();
+    reply
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(':'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("XLEN reply {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_stream_moves_its_head_to_the_overflow_store_and_still_reads_whole() {
+    let server = RedisServer::start_new().await;
+    let overflow = Arc::new(InMemory::new());
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            max_lines: 100,
+            ..config(&server)
+        },
+        Some(overflow.clone()),
+    )
+    .unwrap();
+    let id = sid("long/run");
+    store.open(&id).await.unwrap();
+    for start in (0..1000).step_by(50) {
+        store.append(&id, lines(start..start + 50)).await.unwrap();
+    }
+    let held = redis_lines_held(&server, &id).await;
+    assert!(
+        held <= 150,
+        "Redis holds {held} lines of a stream capped at 100"
+    );
+    let segments = overflow
+        .list(None)
+        .map(|m| m.unwrap())
+        .collect::<Vec<_>>()
+        .await;
+    assert!(!segments.is_empty(), "the head went to the overflow store");
+    assert!(
+        segments
+            .iter()
+            .all(|m| m.location.as_ref().starts_with("acc/long/run/+")),
+        "{segments:?}"
+    );
+
+    let all = store.read(&id, 0, 5000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..1000).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all[7],
+        lines(7..8)[0],
+        "moved lines are served byte for byte"
+    );
+    let middle = store.read(&id, 120, 30).await.unwrap();
+    assert_eq!(
+        middle.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (120..150).collect::<Vec<_>>()
+    );
+
+    let retry = store.append(&id, lines(0..50)).await.unwrap();
+    assert_eq!(
+        (retry.appended, retry.duplicates),
+        (0, 50),
+        "a retry of moved lines is a duplicate"
+    );
+    let meta = store.meta(&id).await.unwrap();
+    assert_eq!((meta.lines, meta.last_contiguous_pos), (1000, Some(999)));
+
+    store.close(&id).await.unwrap();
+    let mut tail = store.tail(&id, 0).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(item) = tail.next().await {
+        match item.unwrap() {
+            TailItem::Lines(batch) => seen.extend(batch.into_iter().map(|l| l.pos)),
+            TailItem::Eof => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..1000).collect::<Vec<_>>(),
+        "a tail from 0 crosses the overflow boundary"
+    );
+
+    store.remove(&id).await.unwrap();
+    let left = overflow.list(None).collect::<Vec<_>>().await;
+    assert!(left.is_empty(), "remove deletes the overflow segments too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_overflow_store_a_stream_past_twice_its_cap_refuses_lines() {
+    let server = RedisServer::start_new().await;
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            max_lines: 100,
+            ..config(&server)
+        },
+        None,
+    )
+    .unwrap();
+    let id = sid("bounded");
+    store.open(&id).await.unwrap();
+    store.append(&id, lines(0..200)).await.unwrap();
+    let err = store.append(&id, lines(200..201)).await.unwrap_err();
+    assert!(matches!(err, StoreError::LimitExceeded(_)), "{err:?}");
+    assert_eq!(
+        store.read(&id, 0, 1000).await.unwrap().len(),
+        200,
+        "nothing stored is dropped"
+    );
+    let retry = store.append(&id, vec![]).await.unwrap();
+    assert_eq!(
+        retry.next_pos, 200,
+        "an empty append still reports the position"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_stream_expires_and_leaves_the_listing() {
+    let server = RedisServer::start_new().await;
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            ttl: Duration::from_millis(300),
+            ..config(&server)
+        },
+        None,
+    )
+    .unwrap();
+    let id = sid("abandoned");
+    store.open(&id).await.unwrap();
+    store.append(&id, lines(0..3)).await.unwrap();
+    assert_eq!(store.list(&id.account).await.unwrap().len(), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.meta(&id).await != Err(StoreError::NotFound) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = sid("fresh");
+    store.open(&other).await.unwrap();
+    let listed = store.list(&id.account).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.id.key.as_str()).collect::<Vec<_>>(),
+        vec!["fresh"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_keeps_a_stream_alive_past_its_ttl() {
+    let server = RedisServer::start_new().await;
+    let ttl = Duration::from_millis(400);
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            ttl,
+            ..config(&server)
+        },
+        None,
+    )
+    .unwrap();
+    let id = sid("busy");
+    store.open(&id).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut pos = 0;
+    // Appends every 100 ms for three TTLs: each one refreshes the expiry.
+    while started.elapsed() < ttl * 3 {
+        store.append(&id, lines(pos..pos + 1)).await.unwrap();
+        pos += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.meta(&id).await.unwrap().lines, pos);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_is_unavailable_and_the_store_heals_after_restart() {
+    let mut server = RedisServer::start_new().await;
+    let store = RedisStreamStore::new(config(&server), None).unwrap();
+    let id = sid("outage");
+    store.open(&id).await.unwrap();
+    store.append(&id, lines(0..10)).await.unwrap();
+    server.stop().await;
+    assert!(matches!(
+        store.append(&id, lines(10..20)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.health().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    server.start().await;
+    // The first command after the restart already succeeds (reconnect + script reload).
+    let ack = store.append(&id, lines(5..20)).await.unwrap();
+    assert_eq!(
+        (ack.appended, ack.duplicates, ack.next_pos),
+        (10, 5, 20),
+        "data survived the restart"
+    );
+    store.health().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_blocked_in_redis_wakes_on_append_and_close_from_another_replica() {
+    let server = RedisServer::start_new().await;
+    // A long block time: the tail must be woken by Redis, not by its timeout.
+    let slow = RedisConfig {
+        block: Duration::from_secs(30),
+        ..config(&server)
+    };
+    let reader = RedisStreamStore::new(slow.clone(), None).unwrap();
+    let writer = RedisStreamStore::new(slow, None).unwrap();
+    let id = sid("wake");
+    writer.open(&id).await.unwrap();
+    writer.append(&id, lines(0..1)).await.unwrap();
+    let mut tail = reader.tail(&id, 0).await.unwrap();
+    let first = tail.next().await;
+    assert!(
+        matches!(first, Some(Ok(TailItem::Lines(ref l))) if l.len() == 1),
+        "{first:?}"
+    );
+    let next = tokio::spawn(async move { (tail.next().await, tail.next().await) });
+    // Wait until the tail really is blocked inside Redis.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server
+        .raw_command("CLIENT LIST")
+        .await
+        .unwrap()
+        .contains("cmd=xread")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail never blocked in XREAD"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    writer.append(&id, lines(1..2)).await.unwrap();
+    writer.close(&id).await.unwrap();
+    let (second, third) = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(second, Some(Ok(TailItem::Lines(ref l))) if l[0].pos == 1),
+        "{second:?}"
+    );
+    assert!(matches!(third, Some(Ok(TailItem::Eof))), "{third:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by Redis, not by the 30 s block timeout"
+    );
+}
