@@ -174,8 +174,18 @@ function render() {
   const count = Math.min(g.n - first, Math.ceil(g.viewH / ROW_HEIGHT) + 2);
   rowsBox.style.transform = `translateY(${viewport.scrollTop - frac * ROW_HEIGHT}px)`;
   for (let k = 0; k < Math.max(count, 0); k++) fillRow(rowElement(k), lineAt(first + k));
+  if (count > 0) markOnce("runlog:first-line");
   for (let k = Math.max(count, 0); k < pool.length; k++) pool[k].hidden = true;
   updateStatus();
+}
+
+// User Timing marks, so the time to first line and to a linked line can be measured
+// (bench/viewer.sh reads them); they cost nothing when nobody looks.
+const marked = new Set();
+function markOnce(name) {
+  if (marked.has(name)) return;
+  marked.add(name);
+  performance.mark(name);
 }
 
 function fillRow(row, i) {
@@ -197,6 +207,7 @@ function fillRow(row, i) {
   lv.className = "lv lv-" + (/^[a-z]+$/.test(level) ? level : "other");
   const lit = highlight && number >= highlight.from && number <= highlight.to;
   row.classList.toggle("highlighted", Boolean(lit));
+  if (lit) markOnce("runlog:linked-line-shown");
   row.classList.toggle("current-match", i === currentMatchLine());
   drawText(tx, line.out);
 }
@@ -238,6 +249,7 @@ function drawText(el, out) {
 let state = "connecting"; // connecting | live | reconnecting | closed | archived | error
 function setState(s) {
   state = s;
+  if (s === "closed" || s === "archived") markOnce("runlog:complete");
   document.body.dataset.state = s;
   updateStatus();
 }

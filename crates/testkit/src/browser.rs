@@ -185,6 +185,24 @@ impl Browser {
         .await
     }
 
+    /// Runs an asynchronous `script`: it receives a callback as its last argument
+    /// and must call it with the result. Waits up to `limit`.
+    pub async fn eval_async(&self, script: &str, limit: Duration) -> Value {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.command(
+            reqwest::Method::POST,
+            "/timeouts",
+            Some(json!({ "script": ms })),
+        )
+        .await;
+        self.command(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
     /// Polls `script` until it returns something truthy (not `null`, `false`, `0`,
     /// `""`), and returns that; panics after [`DEFAULT_WAIT`] saying `what` was awaited.
     pub async fn wait_for(&self, what: &str, script: &str) -> Value {

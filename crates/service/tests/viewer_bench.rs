@@ -1,0 +1,176 @@
+//! Benchmark (ignored by the test suite; run by `bench/viewer.sh`): the viewer on a
+//! 1 000 000-line archive in headless Chromium.
+//!
+//! Prints: time to the first line, to the linked last line (`#L1000000`), to the
+//! whole archive parsed; the JS heap after loading; frame times while scrolling
+//! through the whole log; time to find a marker. The baseline, measured in the
+//! same browser and run, is a plain `fetch()` of the same archive read to the end:
+//! the viewer's figures are shown as ratios to it.
+#![allow(clippy::unwrap_used)]
+
+use runlog_protocol::Scope;
+use runlog_testkit::browser::Browser;
+use runlog_testkit::service::TestService;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+const LINES: u64 = 1_000_000;
+const MARKER_POS: u64 = 777_777;
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// An NDJSON archive of `LINES` build-log-like lines, some coloured, one marker.
+fn archive() -> Vec<u8> {
+    let mut out = String::with_capacity(LINES as usize * 120);
+    for pos in 0..LINES {
+        let text = if pos == MARKER_POS {
+            "needle-5be1 in the haystack".to_owned()
+        } else if pos % 50 == 0 {
+            format!(
+                "\\u001b[1;32m   Compiling\\u001b[0m crate-{} v0.{}.{} (/work/src)",
+                pos % 997,
+                pos % 13,
+                pos % 7
+            )
+        } else {
+            format!(
+                "step {pos}: running test module_{}::case_{} ... ok",
+                pos % 211,
+                pos % 89
+            )
+        };
+        let _ = writeln!(
+            out,
+            r#"{{"level":"info","pos":{pos},"out":"{text}\n","time":"2026-11-20T10:00:00.000Z"}}"#
+        );
+    }
+    out.into_bytes()
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run bench/viewer.sh"]
+async fn viewer_on_a_million_line_archive() {
+    let svc = TestService::start().await;
+    let write = svc.token("bench", Scope::Write);
+    let read = svc.token("bench", Scope::Read);
+    let body = archive();
+    let bytes = body.len();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/blob?accountID=bench&key=big", svc.url()))
+        .bearer_auth(&write)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "upload: {}",
+        r.text().await.unwrap()
+    );
+
+    let browser = Browser::start().await;
+    // Baseline: the same archive fetched and read to the end by the same browser.
+    browser.goto(&format!("{}/", svc.url())).await;
+    let baseline = browser
+        .eval_async(
+            &format!(
+                "const done = arguments[arguments.length - 1];
+                 const t0 = performance.now();
+                 fetch('/blob?accountID=bench&key=big', {{headers: {{Authorization: 'Bearer {read}'}}}})
+                   .then(r => r.text()).then(t => done({{ms: performance.now() - t0, len: t.length}}));"
+            ),
+            LIMIT,
+        )
+        .await;
+
+    browser
+        .goto(&format!(
+            "{}/ui/stream?accountID=bench&key=big&token={read}#L{LINES}",
+            svc.url()
+        ))
+        .await;
+    let marks = browser
+        .wait_for_within(
+            "the last line shown",
+            "const m = n => { const e = performance.getEntriesByName(n)[0]; return e ? e.startTime : null; };
+             const last = m('runlog:linked-line-shown');
+             return last === null ? null : {first: m('runlog:first-line'), complete: m('runlog:complete'), last,
+               heap: performance.memory ? performance.memory.usedJSHeapSize : null,
+               rows: document.querySelectorAll('.row').length}",
+            LIMIT,
+        )
+        .await;
+    browser.screenshot("bench-viewer-last-line").await;
+
+    // Scrolling: jump through the whole log, one big step per frame, and time frames.
+    let frames = browser
+        .eval_async(
+            "const done = arguments[arguments.length - 1];
+             const v = document.getElementById('viewport');
+             const times = []; let last = performance.now(); let i = 0;
+             v.scrollTop = 0;
+             function step(now) {
+               times.push(now - last); last = now;
+               if (++i > 240) { times.sort((a, b) => a - b);
+                 return done({p50: times[120], p95: times[228], max: times[times.length - 1]}); }
+               v.scrollTop = (i / 240) * (v.scrollHeight - v.clientHeight);
+               requestAnimationFrame(step);
+             }
+             requestAnimationFrame(step);",
+            LIMIT,
+        )
+        .await;
+
+    // Search: from Enter to the match drawn.
+    let search = browser
+        .eval_async(
+            "const done = arguments[arguments.length - 1];
+             const s = document.getElementById('search');
+             s.value = 'needle-5be1';
+             const t0 = performance.now();
+             s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+             (function poll() {
+               if (document.querySelector('.row:not([hidden]) mark')) return done({ms: performance.now() - t0, line: document.body.dataset.currentMatch});
+               requestAnimationFrame(poll);
+             })();",
+            LIMIT,
+        )
+        .await;
+    browser.screenshot("bench-viewer-search").await;
+    browser.quit().await;
+    svc.shutdown().await;
+
+    let base = ms(&baseline["ms"]);
+    println!(
+        "viewer, {LINES} lines, {:.1} MB archive",
+        bytes as f64 / 1e6
+    );
+    println!("  baseline fetch()+read of the archive: {base:.0} ms");
+    for (what, key) in [
+        ("first line shown", "first"),
+        ("archive parsed", "complete"),
+        ("last line shown (#L1000000)", "last"),
+    ] {
+        let t = ms(&marks[key]);
+        println!("  {what}: {t:.0} ms  ({:.2}x baseline)", t / base);
+    }
+    println!("  JS heap after load: {:.1} MB", ms(&marks["heap"]) / 1e6);
+    println!("  DOM rows: {}", marks["rows"]);
+    println!(
+        "  scrolling frames: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        ms(&frames["p50"]),
+        ms(&frames["p95"]),
+        ms(&frames["max"])
+    );
+    println!(
+        "  search to the marker: {:.0} ms (line {})",
+        ms(&search["ms"]),
+        search["line"]
+    );
+    assert_eq!(search["line"], Value::from((MARKER_POS + 1).to_string()));
+}
