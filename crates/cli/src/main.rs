@@ -29,6 +29,12 @@ enum Command {
     Service(cmd::service::ServiceArgs),
     /// Mint an account token from the service's admin secret.
     Token(cmd::token::TokenArgs),
+    /// Run the engine: stages, steps and functions, every log line streamed.
+    Engine(cmd::engine::EngineArgs),
+    /// Log service and engine in one process, data in ./runlog-data.
+    Serve(cmd::serve::ServeArgs),
+    /// Run a command as a step and show its output live from the log service.
+    Run(cmd::run::RunArgs),
 }
 
 #[tokio::main]
@@ -40,5 +46,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Ls(args) => cmd::ls::run(args).await,
         Command::Service(args) => cmd::service::run(args).await,
         Command::Token(args) => cmd::token::run(args).await,
+        Command::Engine(args) => cmd::engine::run(args).await,
+        Command::Serve(args) => cmd::serve::run(args).await,
+        Command::Run(args) => cmd::run::run(args).await,
     }
 }

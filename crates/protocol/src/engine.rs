@@ -129,7 +129,8 @@ pub struct StepRequest {
     pub shell: Option<String>,
     /// Extra environment variables (over the stage's).
     pub envs: std::collections::BTreeMap<String, String>,
-    /// Working directory relative to the workspace.
+    /// Working directory: relative to the workspace (no `..`), or an existing
+    /// absolute directory.
     pub working_dir: Option<String>,
     /// Time limit in seconds; the whole process group is killed when it passes.
     pub timeout: Option<u64>,

@@ -45,6 +45,17 @@ pub async fn step(
         .stage()
         .ok_or_else(|| EngineError::Conflict("no stage is set up; call /setup first".into()))?;
     let cwd = match &req.working_dir {
+        // An absolute directory is the controller's choice (e.g. `runlog run` in the
+        // caller's directory); the step could `cd` there anyway.
+        Some(d) if std::path::Path::new(d).is_absolute() => {
+            let dir = std::path::PathBuf::from(d);
+            if !dir.is_dir() {
+                return Err(EngineError::BadRequest(format!(
+                    "working_dir {d:?} is not a directory"
+                )));
+            }
+            dir
+        }
         Some(d) => workspace::resolve(&stage.workspace, d)?,
         None => stage.working_dir.clone(),
     };
@@ -173,7 +184,8 @@ async fn run_step(
         Metrics::inc(&state.metrics().steps_failed);
         match &out.error {
             Some(e) => tracing::warn!(step = %id, "step failed with code {}: {e}", out.exit_code),
-            None => tracing::warn!(step = %id, "step exited with code {}", out.exit_code),
+            // A failing command is an ordinary outcome, not a problem of the engine.
+            None => tracing::info!(step = %id, "step exited with code {}", out.exit_code),
         }
     }
     let _ = tx.send(Some(StepResponse {

@@ -1,0 +1,80 @@
+//! `runlog engine`: run the engine (setup/step/destroy, functions) until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Args;
+use runlog_capture::{InitOptions, LogFormat};
+use runlog_engine::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR};
+use runlog_engine::function::{Functions, FunctionsConfig};
+use runlog_engine::{EngineConfig, EngineState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Address to listen on; anything but loopback requires --token.
+    #[arg(long, env = "RUNLOG_ENGINE_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// Directory for stage workspaces, spools and the outbox.
+    #[arg(long, env = "RUNLOG_ENGINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Token every request must carry (`Authorization: Bearer …`).
+    #[arg(long, env = "RUNLOG_ENGINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long closing one stream may take (flush, archive, close).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub close_deadline: Duration,
+    /// How long /destroy may take in total.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub destroy_deadline: Duration,
+    /// Console log format: production or debug (adds target and file:line).
+    #[arg(long, env = "RUNLOG_LOG_FORMAT", default_value = "production")]
+    pub log_format: LogFormat,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags describe.
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            addr: self.addr,
+            data_dir: self.data_dir.clone(),
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            close_deadline: self.close_deadline,
+            destroy_deadline: self.destroy_deadline,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Binds the engine (refusing a non-loopback address without a token) and returns
+/// its address and a future that serves it, with the function endpoints mounted,
+/// until `shutdown`.
+pub async fn start(
+    config: EngineConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let listener = runlog_engine::bind(&config)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let functions = Functions::new(FunctionsConfig::new(&config.data_dir));
+    let state = EngineState::new(config);
+    let extra = runlog_engine::function::routes(functions);
+    Ok((addr, runlog_engine::serve(listener, state, extra, shutdown)))
+}
+
+/// Runs the engine until SIGINT or SIGTERM.
+pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
+    runlog_capture::init(InitOptions {
+        format: args.log_format,
+        filter: None,
+    });
+    let (addr, server) = start(args.config(), super::service::shutdown_signal()).await?;
+    tracing::info!(target: "runlog::cli", "engine ready at http://{addr}");
+    server.await?;
+    Ok(())
+}

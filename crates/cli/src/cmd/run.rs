@@ -1,0 +1,235 @@
+//! `runlog run -- CMD ARGS…`: set up a stage, run CMD as a step, show its output live
+//! from the log service (not from a local pipe), destroy, exit with CMD's exit code.
+
+use super::serve::{Stack, StackOptions};
+use super::tail::{ColorMode, LinePrinter};
+use crate::reader::{FollowOptions, ReadError, Reader};
+use anyhow::{Context as _, bail};
+use clap::Args;
+use runlog_engine::EngineConfig;
+use runlog_protocol::engine::StepResponse;
+use runlog_protocol::{AccountId, StreamKey};
+use serde_json::json;
+use std::time::Duration;
+
+/// How long the step's stream may take to appear once the step started.
+const STREAM_APPEAR: Duration = Duration::from_secs(15);
+
+/// Flags of `runlog run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Engine to run on; without it a log service and an engine start in this process.
+    #[arg(long, env = "RUNLOG_ENGINE")]
+    pub engine: Option<String>,
+    /// Token of the engine, when it requires one.
+    #[arg(long, env = "RUNLOG_ENGINE_TOKEN", hide_env_values = true)]
+    pub engine_token: Option<String>,
+    /// Log service the engine streams to (with --engine).
+    #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
+    pub service_url: String,
+    /// Write token of the account (with --engine).
+    #[arg(long, env = "RUNLOG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Account of the streams.
+    #[arg(long, env = "RUNLOG_ACCOUNT", default_value = "default")]
+    pub account: AccountId,
+    /// Stream key of the command's output (the engine's own log goes to KEY.engine).
+    #[arg(long)]
+    pub key: Option<StreamKey>,
+    /// Time limit of the command (e.g. `10m`); its whole process group is killed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// Where the run happens: a remote engine, or one started here.
+struct Target {
+    engine_url: String,
+    engine_token: Option<String>,
+    service_url: String,
+    token: String,
+    account: AccountId,
+    stack: Option<(Stack, tempfile::TempDir)>,
+}
+
+/// Runs the command and exits the process with its exit code.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The engine's own console logs would mix with the command's output: warnings only.
+    runlog_capture::init(runlog_capture::InitOptions {
+        filter: Some(std::env::var("RUNLOG_LOG").unwrap_or_else(|_| "warn".into())),
+        ..Default::default()
+    });
+    let code = execute(args).await?;
+    std::process::exit(code);
+}
+
+/// Sets up, runs, follows and destroys; returns the command's exit code.
+pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
+    let target = target(&args).await?;
+    let key = match &args.key {
+        Some(k) => k.clone(),
+        None => StreamKey::new(default_key())?,
+    };
+    let engine_key = StreamKey::new(format!("{key}.engine"))?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let mut req = http
+            .post(format!("{}{path}", target.engine_url))
+            .json(&body);
+        if let Some(t) = &target.engine_token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.context("the engine did not answer")?;
+            let status = resp.status();
+            let body: serde_json::Value = resp
+                .json()
+                .await
+                .context("the engine's answer is not JSON")?;
+            if !status.is_success() {
+                bail!(
+                    "the engine refused ({status}): {}",
+                    body["error_msg"].as_str().unwrap_or("no message")
+                );
+            }
+            Ok(body)
+        }
+    };
+
+    post(
+        "/setup",
+        json!({
+            "le_log_key": engine_key,
+            "log_config": {"url": target.service_url, "account_id": target.account, "token": target.token, "indirect_upload": true},
+        }),
+    )
+    .await?;
+    let mut step = json!({
+        "id": "run",
+        "command": args.command,
+        "log_key": key,
+        "detach": true,
+    });
+    if let Some(t) = args.timeout {
+        step["timeout"] = json!(t.as_secs().max(1));
+    }
+    if target.stack.is_some() {
+        // Embedded: the command runs where the caller is.
+        step["working_dir"] = json!(std::env::current_dir()?.display().to_string());
+    }
+    let outcome = async {
+        post("/step", step).await?;
+        let reader = Reader::new(&target.service_url, Some(target.token.clone()))?;
+        let follow = follow(&reader, &target.account, &key, args.color);
+        let poll = async {
+            let r = post("/poll_step", json!({"id": "run"})).await?;
+            serde_json::from_value::<StepResponse>(r).context("unexpected /poll_step answer")
+        };
+        let (followed, result) = tokio::join!(follow, poll);
+        if let Err(e) = followed {
+            eprintln!("runlog: could not show the output live: {e}");
+        }
+        result
+    };
+    let outcome = tokio::select! {
+        r = outcome => r,
+        () = super::service::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let destroyed = post("/destroy", json!({})).await;
+    if let Some((stack, _dir)) = target.stack {
+        stack.shutdown().await?;
+    }
+    if let Err(e) = destroyed {
+        eprintln!("runlog: destroy failed: {e}");
+    }
+    let result = outcome?;
+    if let Some(e) = &result.error {
+        eprintln!("runlog: {e}");
+    }
+    Ok(result.exit_code)
+}
+
+/// Prints the step's stream from the service until it closes.
+async fn follow(
+    reader: &Reader,
+    account: &AccountId,
+    key: &StreamKey,
+    color: ColorMode,
+) -> anyhow::Result<()> {
+    let mut printer = LinePrinter::new(std::io::stdout().lock(), color.escapes(), false);
+    let deadline = tokio::time::Instant::now() + STREAM_APPEAR;
+    let mut from_line = 0;
+    loop {
+        let opts = FollowOptions {
+            from_line,
+            ..FollowOptions::default()
+        };
+        let result = reader
+            .follow(account, key, &opts, |line| {
+                from_line = line.pos + 1;
+                printer.print(&line.time, &line.out)
+            })
+            .await;
+        match result {
+            Ok(_) => break,
+            // The engine opens the stream in the background: it may not exist yet.
+            Err(ReadError::NotFound(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    printer.flush()?;
+    Ok(())
+}
+
+async fn target(args: &RunArgs) -> anyhow::Result<Target> {
+    if let Some(engine) = &args.engine {
+        let Some(token) = args.token.clone() else {
+            bail!("--engine needs --token (a write token of --account for the log service)");
+        };
+        return Ok(Target {
+            engine_url: engine.trim_end_matches('/').to_owned(),
+            engine_token: args.engine_token.clone(),
+            service_url: args.service_url.trim_end_matches('/').to_owned(),
+            token,
+            account: args.account.clone(),
+            stack: None,
+        });
+    }
+    let dir = tempfile::tempdir().context("creating a data directory")?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let stack = Stack::start(StackOptions {
+        service_addr: loopback,
+        engine_addr: loopback,
+        data_dir: dir.path().to_path_buf(),
+        engine: EngineConfig {
+            data_dir: dir.path().join("engine"),
+            ..EngineConfig::default()
+        },
+        account: args.account.clone(),
+        token_ttl: Duration::from_secs(24 * 3600),
+    })
+    .await?;
+    Ok(Target {
+        engine_url: stack.engine_url.clone(),
+        engine_token: None,
+        service_url: stack.service_url.clone(),
+        token: stack.write_token.clone(),
+        account: stack.account.clone(),
+        stack: Some((stack, dir)),
+    })
+}
+
+fn default_key() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("run-{ms}-{}", std::process::id())
+}

@@ -1,0 +1,156 @@
+//! `runlog run` with the real binary: embedded, and against an engine elsewhere.
+#![allow(clippy::unwrap_used)]
+
+use runlog_protocol::Scope;
+use runlog_testkit::service::TestService;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn runlog(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn output(mut cmd: tokio::process::Command) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("runlog run finishes")
+        .expect("runlog runs")
+}
+
+#[tokio::test]
+async fn embedded_run_prints_every_line_in_order_and_exits_with_the_command_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = runlog(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done; pwd; exit 7",
+    ]);
+    cmd.current_dir(dir.path());
+    let out = output(cmd).await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines[..500], expected[..]);
+    // It runs where the caller is.
+    let here = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        std::path::Path::new(lines[500]).canonicalize().unwrap(),
+        here
+    );
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_with_a_message() {
+    let out = output(runlog(&[
+        "run",
+        "--",
+        "/nonexistent/runlog-no-such-command",
+    ]))
+    .await;
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not start"), "{stderr}");
+}
+
+#[tokio::test]
+async fn run_against_a_remote_engine_shows_the_output_from_the_log_service() {
+    runlog_capture::init(runlog_capture::InitOptions::default());
+    let svc = TestService::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = runlog_engine::EngineConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        token: Some("engine-secret".into()),
+        ..runlog_engine::EngineConfig::default()
+    };
+    let listener = runlog_engine::bind(&config).await.unwrap();
+    let engine_url = format!("http://{}", listener.local_addr().unwrap());
+    let state = runlog_engine::EngineState::new(config);
+    let server = tokio::spawn(runlog_engine::serve(
+        listener,
+        state,
+        axum::Router::new(),
+        std::future::pending(),
+    ));
+    let token = svc.token("acc", Scope::Write);
+    let url = svc.url();
+    // The command runs in the engine (this test process), not under `runlog run`:
+    // its output can only reach the CLI through the log service.
+    let out = output(runlog(&[
+        "run",
+        "--engine",
+        &engine_url,
+        "--engine-token",
+        "engine-secret",
+        "--service-url",
+        &url,
+        "--token",
+        &token,
+        "--account",
+        "acc",
+        "--key",
+        "remote/run",
+        "--",
+        "sh",
+        "-c",
+        "echo first; echo second >&2; echo third; exit 3",
+    ]))
+    .await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["first", "second", "third"]);
+    let archive = reqwest::Client::new()
+        .get(format!("{url}/blob"))
+        .query(&[("accountID", "acc"), ("key", "remote/run")])
+        .bearer_auth(svc.token("acc", Scope::Read))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        archive.status().is_success(),
+        "the run's output is archived under its key"
+    );
+    let engine_log = reqwest::Client::new()
+        .get(format!("{url}/blob"))
+        .query(&[("accountID", "acc"), ("key", "remote/run.engine")])
+        .bearer_auth(svc.token("acc", Scope::Read))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        engine_log
+            .text()
+            .await
+            .unwrap()
+            .contains("destroying stage")
+    );
+    server.abort();
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn run_without_a_command_is_a_usage_error() {
+    let out = output(runlog(&["run"])).await;
+    assert_eq!(out.status.code(), Some(2));
+}
