@@ -3,7 +3,10 @@
 
 use crate::config::{BlobBackend, ServiceConfig};
 use crate::state::ServiceState;
+use crate::store::redis::{RedisConfig, RedisStreamStore};
+use crate::store::s3::{S3Error, S3Settings};
 use crate::store::{BlobStore, MemoryStreamStore, StreamStore};
+use object_store::ObjectStore;
 use std::sync::Arc;
 
 /// Why a backend could not be set up.
@@ -12,6 +15,15 @@ pub enum BackendError {
     /// The archive store failed to open.
     #[error("archive store: {0}")]
     Blob(#[from] crate::store::blob::BlobError),
+    /// The Redis URL is invalid.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The S3 URL or configuration is invalid.
+    #[error("{0}")]
+    S3(#[from] S3Error),
+    /// The overflow directory of the Redis store cannot be used.
+    #[error("overflow store: {0}")]
+    Overflow(#[from] object_store::Error),
     /// The admin secret could not be read or saved.
     #[error("admin secret in {dir}: {source}")]
     Secret {
@@ -24,7 +36,38 @@ pub enum BackendError {
 
 /// The live stream store the configuration asks for.
 pub async fn stream_store(cfg: &ServiceConfig) -> Result<Arc<dyn StreamStore>, BackendError> {
-    Ok(Arc::new(MemoryStreamStore::new(cfg.limits)))
+    match &cfg.redis_url {
+        None => Ok(Arc::new(MemoryStreamStore::new(cfg.limits))),
+        Some(url) => {
+            let config = RedisConfig {
+                url: url.clone(),
+                ..RedisConfig::default()
+            };
+            Ok(Arc::new(RedisStreamStore::new(
+                config,
+                Some(overflow_store(cfg)?),
+            )?))
+        }
+    }
+}
+
+/// Where the Redis store moves the heads of over-long streams: next to the archives,
+/// in a namespace no archive can take.
+fn overflow_store(cfg: &ServiceConfig) -> Result<Arc<dyn ObjectStore>, BackendError> {
+    match &cfg.blob_backend {
+        BlobBackend::Local => {
+            let dir = cfg.data_dir.join("overflow");
+            std::fs::create_dir_all(&dir).map_err(|e| object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            })?;
+            Ok(Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(dir)?,
+            ))
+        }
+        BlobBackend::Memory => Ok(Arc::new(object_store::memory::InMemory::new())),
+        BlobBackend::S3(url) => Ok(S3Settings::overflow_store_from_env(url)?),
+    }
 }
 
 /// The archive store the configuration asks for.
@@ -32,6 +75,7 @@ pub async fn blob_store(cfg: &ServiceConfig) -> Result<BlobStore, BackendError> 
     match cfg.blob_backend {
         BlobBackend::Local => Ok(BlobStore::local(cfg.archive_dir())?),
         BlobBackend::Memory => Ok(BlobStore::memory()),
+        BlobBackend::S3(ref url) => Ok(S3Settings::blob_store_from_env(url)?),
     }
 }
 

@@ -19,6 +19,9 @@ pub enum BlobBackend {
     Local,
     /// In memory (tests): lost on restart.
     Memory,
+    /// S3 or an S3-compatible server: `s3://bucket/prefix`, credentials, region and
+    /// endpoint from the `AWS_*` environment variables.
+    S3(String),
 }
 
 /// Configuration of one log service.
@@ -55,6 +58,9 @@ pub struct ServiceConfig {
     pub bench_discard: bool,
     /// Where archives go.
     pub blob_backend: BlobBackend,
+    /// `redis://…`: live streams in Redis, shared by every replica; `None` keeps
+    /// them in this process's memory.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -75,6 +81,7 @@ impl Default for ServiceConfig {
             public_url: None,
             bench_discard: false,
             blob_backend: BlobBackend::Local,
+            redis_url: None,
         }
     }
 }

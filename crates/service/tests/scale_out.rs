@@ -474,3 +474,57 @@ async fn service_starts_while_redis_and_s3_are_down_and_heals_when_they_come_up(
     api.open("k").await;
     assert_eq!(api.put_ok("k", &lines(0..2)).await.next_pos, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_configured_with_a_redis_url_keeps_its_streams_in_redis() {
+    let redis = RedisServer::start_new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = runlog_service::ServiceConfig {
+        redis_url: Some(redis.url()),
+        ..test_config(dir.path())
+    };
+    let svc = TestService::start_with(config.clone()).await;
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    api.open("cfg/key").await;
+    api.put_ok("cfg/key", &lines(0..3)).await;
+    let xlen = redis
+        .raw_command("XLEN runlog:{acc}:s:cfg/key:lines")
+        .await
+        .unwrap();
+    assert!(xlen.starts_with(":3"), "the lines are in Redis: {xlen:?}");
+
+    // A second service on the same configuration sees them: nothing is process-local.
+    let other = TestService::start_with(config).await;
+    let reader = Api {
+        base: other.url(),
+        ..Api::new(&svc, ACCOUNT, Scope::Read)
+    };
+    let mut tail = SseReader::new(reader.tail("cfg/key", None).await);
+    tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 3)
+        .await;
+    assert_eq!(tail.line_positions(), vec![0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_blob_store_url_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["http://bucket/prefix", "s3://", "bucket"] {
+        let config = runlog_service::ServiceConfig {
+            blob_backend: runlog_service::config::BlobBackend::S3(bad.to_owned()),
+            ..test_config(dir.path())
+        };
+        let err = runlog_service::backend::blob_store(&config)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid S3 URL"), "{bad}: {err}");
+    }
+    let config = runlog_service::ServiceConfig {
+        redis_url: Some("mysql://nope".to_owned()),
+        ..test_config(dir.path())
+    };
+    let err = runlog_service::backend::stream_store(&config)
+        .await
+        .err()
+        .expect("a bad Redis URL is refused");
+    assert!(err.to_string().contains("redis"), "{err}");
+}

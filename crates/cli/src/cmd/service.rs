@@ -52,6 +52,13 @@ pub struct ServiceArgs {
     /// Keep archives in memory only (lost on exit).
     #[arg(long, env = "RUNLOG_MEMORY_BLOBS")]
     pub memory_blobs: bool,
+    /// Keep live streams in Redis (`redis://host:6379/0`), shared by every replica.
+    #[arg(long, env = "RUNLOG_REDIS")]
+    pub redis: Option<String>,
+    /// Keep archives in S3 or an S3-compatible server (`s3://bucket/prefix`);
+    /// credentials, region and endpoint from the usual `AWS_*` variables.
+    #[arg(long, env = "RUNLOG_BLOB_STORE", conflicts_with = "memory_blobs")]
+    pub blob_store: Option<String>,
     /// Mount `PUT /bench/discard` for the ingest benchmark.
     #[arg(long, hide = true)]
     pub bench_discard: bool,
@@ -77,11 +84,12 @@ impl ServiceArgs {
             closed_retention: self.closed_retention,
             public_url: self.public_url.clone(),
             bench_discard: self.bench_discard,
-            blob_backend: if self.memory_blobs {
-                BlobBackend::Memory
-            } else {
-                BlobBackend::Local
+            blob_backend: match (&self.blob_store, self.memory_blobs) {
+                (Some(url), _) => BlobBackend::S3(url.clone()),
+                (None, true) => BlobBackend::Memory,
+                (None, false) => BlobBackend::Local,
             },
+            redis_url: self.redis.clone(),
             ..ServiceConfig::default()
         }
     }

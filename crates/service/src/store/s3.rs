@@ -119,6 +119,14 @@ impl S3Settings {
         settings.finish(builder)
     }
 
+    /// The Redis store's overflow store for the bucket of `url` (under
+    /// `prefix/+overflow`), credentials from the `AWS_*` environment variables.
+    pub fn overflow_store_from_env(url: &str) -> Result<Arc<dyn ObjectStore>, S3Error> {
+        let settings = S3Settings::from_url(url)?.overflow();
+        let builder = AmazonS3Builder::from_env().with_bucket_name(&settings.bucket);
+        Ok(settings.build(builder)?.0)
+    }
+
     /// A [`BlobStore`] from these settings alone (no environment variables read).
     pub fn blob_store(&self) -> Result<BlobStore, S3Error> {
         self.finish(self.builder_from_fields())
