@@ -215,6 +215,126 @@ pub fn open_fds(pid: u32) -> std::io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// A child process (e.g. the `runlog` binary) whose stdout and stderr are collected
+/// line by line, so a test can wait for a line (an event) and search everything
+/// the process printed. Killed with SIGKILL when dropped.
+pub struct Watched {
+    child: std::process::Child,
+    lines: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
+}
+
+impl Watched {
+    /// Spawns `cmd` with piped stdout and stderr.
+    pub fn spawn(mut cmd: std::process::Command) -> std::io::Result<Watched> {
+        use std::io::BufRead as _;
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null());
+        let mut child = cmd.spawn()?;
+        let lines =
+            std::sync::Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
+        let out: Vec<Box<dyn std::io::Read + Send>> = vec![
+            Box::new(
+                child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| std::io::Error::other("no stdout"))?,
+            ),
+            Box::new(
+                child
+                    .stderr
+                    .take()
+                    .ok_or_else(|| std::io::Error::other("no stderr"))?,
+            ),
+        ];
+        for pipe in out {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let (buf, cv) = &*lines;
+                    buf.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    cv.notify_all();
+                }
+            });
+        }
+        Ok(Watched { child, lines })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (blocking, up to `timeout`) for a printed line that `pred` accepts; returns it.
+    pub fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let (buf, cv) = &*self.lines;
+        let mut guard = buf.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(l) = guard.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Everything printed so far, one line each.
+    pub fn output(&self) -> String {
+        let (buf, _) = &*self.lines;
+        buf.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `http://127.0.0.1:PORT` address in a line such as
+/// `… engine listening on http://127.0.0.1:41234`.
+pub fn loopback_url_in(line: &str) -> Option<String> {
+    let at = line.find("http://127.0.0.1:")?;
+    let rest = &line[at..];
+    let end = rest[17..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(rest.len(), |i| 17 + i);
+    Some(rest[..end].to_owned())
+}
+
+/// A free loopback port, for a server that must come back on the same address
+/// after a restart (a client was configured with it).
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -238,6 +358,31 @@ mod tests {
         assert!(check_exactly_once_in_order(&[l(0, "a"), l(0, "a"), l(1, "b")], &want).is_err());
         assert!(check_exactly_once_in_order(&[l(0, "a")], &want).is_err());
         assert!(check_exactly_once_in_order(&[l(0, "a"), l(1, "x")], &want).is_err());
+    }
+
+    #[test]
+    fn loopback_url_is_found_in_a_log_line() {
+        assert_eq!(
+            loopback_url_in("2026 | INFO | engine listening on http://127.0.0.1:4123 now")
+                .as_deref(),
+            Some("http://127.0.0.1:4123")
+        );
+        assert_eq!(loopback_url_in("no address"), None);
+    }
+
+    #[test]
+    fn watched_process_lines_are_awaited_and_kept() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; exec sleep 30"]);
+        let mut p = Watched::spawn(cmd).unwrap();
+        assert_eq!(
+            p.wait_for_line(Duration::from_secs(10), |l| l == "two")
+                .as_deref(),
+            Some("two")
+        );
+        assert!(p.output().contains("one"));
+        p.kill();
+        assert!(p.wait_exit(Duration::from_secs(5)).is_some());
     }
 
     #[test]
