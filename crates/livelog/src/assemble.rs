@@ -118,9 +118,20 @@ fn memchr_newline(s: &[u8]) -> Option<usize> {
 }
 
 fn decode(bytes: &[u8], suffix: &str) -> String {
-    let mut s = String::from_utf8_lossy(bytes).into_owned();
-    s.push_str(suffix);
-    s
+    // Sized once: the common valid-UTF-8 line costs one allocation and one copy.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            let mut out = String::with_capacity(s.len() + suffix.len());
+            out.push_str(s);
+            out.push_str(suffix);
+            out
+        }
+        Err(_) => {
+            let mut out = String::from_utf8_lossy(bytes).into_owned();
+            out.push_str(suffix);
+            out
+        }
+    }
 }
 
 #[cfg(test)]

@@ -219,6 +219,8 @@ fn spilled_count(l: &crate::writer::Lines) -> u64 {
 pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     let deadline = Instant::now() + inner.cfg.close_deadline;
     let spool_complete = finish_producing(&inner);
+    // Read from the spool's tail now: the spool is moved or removed below.
+    let hints = hints(&inner);
     inner.deadline.send_replace(Some(deadline));
     inner.work.notify_one();
     inner.room.notify_waiters();
@@ -309,7 +311,7 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
         streamed_lines: c.streamed_lines,
         archived,
         outboxed,
-        hints: hints(&inner, l),
+        hints,
         error: l.error.clone(),
     }
 }

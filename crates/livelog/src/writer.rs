@@ -16,7 +16,6 @@ use crate::client::LogClient;
 use crate::config::{Tap, WriterConfig};
 use crate::mask::Masker;
 use crate::spool::{Refused, Spool};
-use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::WriterReport;
@@ -26,7 +25,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use tokio::time::Instant;
 
 /// Lines at the end of the stream that nudges look at.
-const NUDGE_WINDOW: u64 = 20;
+const NUDGE_WINDOW: usize = 20;
 
 /// One line waiting in memory to be sent.
 #[derive(Debug)]
@@ -79,8 +78,11 @@ pub(crate) struct Lines {
     pub(crate) counts: Counts,
     pub(crate) error: Option<String>,
     loss: Option<Loss>,
-    nudge_hits: Vec<Option<u64>>,
+    clock: TimeCache,
     last_write: Instant,
+    /// Lines and bytes already added to the metrics counters (published per call,
+    /// not per line).
+    published: (u64, u64),
 }
 
 pub(crate) struct State {
@@ -94,7 +96,6 @@ pub(crate) struct Inner {
     pub(crate) client: Arc<dyn LogClient>,
     pub(crate) state: Mutex<State>,
     masker: Masker,
-    nudges: Option<AhoCorasick>,
     tap: Option<Tap>,
     /// Wakes the sender: new lines, or close.
     pub(crate) work: Notify,
@@ -119,44 +120,44 @@ impl Inner {
 
 impl Lines {
     /// Numbers, spools and queues one finished line (already masked).
-    fn emit(&mut self, inner_cfg: &EmitCtx<'_>, level: &str, mut text: String) {
-        if inner_cfg.trim_suffix && text.ends_with('\n') {
+    fn emit(&mut self, ctx: &EmitCtx<'_>, level: &str, mut text: String) {
+        if ctx.trim_suffix && text.ends_with('\n') {
             text.pop();
         }
-        let line = LogLine {
-            level: level.to_owned(),
-            pos: self.next_pos,
-            out: text,
-            time: runlog_protocol::now_rfc3339(),
-            args: None,
-        };
-        let json = match serde_json::to_vec(&line) {
-            Ok(j) => j,
-            Err(_) => return, // A LogLine of strings always serialises.
+        let pos = self.next_pos;
+        let time = self.clock.now();
+        // Serialised from borrowed fields: no per-line copies of level and time.
+        let Ok(json) = serde_json::to_vec(&WireLine {
+            level,
+            pos,
+            out: &text,
+            time,
+        }) else {
+            return; // Strings always serialise.
         };
         let offset = match self.spool.append(&json, false) {
             Ok(o) => o,
             Err(why) => {
-                self.record_loss(inner_cfg, &line, why);
+                self.record_loss(ctx, pos, text.len(), why);
                 return;
             }
         };
-        self.accept(inner_cfg, line, json, offset);
+        self.accept(ctx, level, text, json, offset);
     }
 
-    fn accept(&mut self, ctx: &EmitCtx<'_>, line: LogLine, json: Vec<u8>, offset: u64) {
+    fn accept(&mut self, ctx: &EmitCtx<'_>, level: &str, text: String, json: Vec<u8>, offset: u64) {
+        let pos = self.next_pos;
         self.next_pos += 1;
         self.counts.lines += 1;
-        self.counts.bytes += line.out.len() as u64;
-        metrics::counter!("livelog_lines_total").increment(1);
-        metrics::counter!("livelog_bytes_total").increment(line.out.len() as u64);
-        if let Some(n) = ctx.nudges {
-            for m in n.find_iter(line.out.as_str()) {
-                self.nudge_hits[m.pattern().as_usize()] = Some(line.pos);
-            }
-        }
+        self.counts.bytes += text.len() as u64;
         if let Some(tap) = ctx.tap {
-            tap(&line);
+            tap(&LogLine {
+                level: level.to_owned(),
+                pos,
+                out: text,
+                time: self.clock.now().to_owned(),
+                args: None,
+            });
         }
         if self.live_stopped {
             return;
@@ -168,18 +169,25 @@ impl Lines {
             });
         } else if self.spill.is_none() {
             // The queue is full: from this line on, the sender reads from the spool.
-            self.spill = Some(SpillCursor {
-                pos: line.pos,
-                offset,
-            });
+            self.spill = Some(SpillCursor { pos, offset });
             self.counts.spills += 1;
             metrics::counter!("livelog_spills_total").increment(1);
         }
     }
 
-    fn record_loss(&mut self, ctx: &EmitCtx<'_>, line: &LogLine, why: Refused) {
+    /// Adds the lines numbered since the last call to the metrics counters.
+    fn publish_metrics(&mut self) {
+        let (lines, bytes) = (self.counts.lines, self.counts.bytes);
+        if lines != self.published.0 {
+            metrics::counter!("livelog_lines_total").increment(lines - self.published.0);
+            metrics::counter!("livelog_bytes_total").increment(bytes - self.published.1);
+            self.published = (lines, bytes);
+        }
+    }
+
+    fn record_loss(&mut self, ctx: &EmitCtx<'_>, pos: u64, len: usize, why: Refused) {
         self.counts.dropped_lines += 1;
-        self.counts.dropped_bytes += line.out.len() as u64;
+        self.counts.dropped_bytes += len as u64;
         metrics::counter!("livelog_dropped_lines_total").increment(1);
         if self.loss.is_none() {
             let reason = match why {
@@ -189,7 +197,7 @@ impl Lines {
                 Refused::Failed(e) => e,
             };
             self.loss = Some(Loss {
-                at_pos: line.pos,
+                at_pos: pos,
                 reason: reason.clone(),
                 reported_lines: 0,
                 reported_bytes: 0,
@@ -201,27 +209,28 @@ impl Lines {
 
     /// A marker goes past the spool cap (it is small and says what was lost).
     fn emit_marker(&mut self, ctx: &EmitCtx<'_>, text: String) {
-        let line = LogLine {
-            level: "warn".to_owned(),
-            pos: self.next_pos,
-            out: text,
-            time: runlog_protocol::now_rfc3339(),
-            args: None,
-        };
-        let Ok(json) = serde_json::to_vec(&line) else {
+        let pos = self.next_pos;
+        let time = self.clock.now();
+        let Ok(json) = serde_json::to_vec(&WireLine {
+            level: "warn",
+            pos,
+            out: &text,
+            time,
+        }) else {
             return;
         };
-        let offset = self.spool.append(&json, true).unwrap_or(u64::MAX);
-        if offset == u64::MAX && self.spill.is_none() && !self.live_stopped {
-            // The spool is broken: the marker can still go out live from memory.
-            self.next_pos += 1;
-            self.queue_bytes += json.len();
-            self.queue.push_back(Queued {
-                json: Bytes::from(json),
-            });
-            return;
+        match self.spool.append(&json, true) {
+            Ok(offset) => self.accept(ctx, "warn", text, json, offset),
+            Err(_) if self.spill.is_none() && !self.live_stopped => {
+                // The spool is broken: the marker can still go out live from memory.
+                self.next_pos += 1;
+                self.queue_bytes += json.len();
+                self.queue.push_back(Queued {
+                    json: Bytes::from(json),
+                });
+            }
+            Err(_) => {}
         }
-        self.accept(ctx, line, json, offset);
     }
 
     /// At close: one marker with the exact totals of what was lost.
@@ -246,12 +255,43 @@ impl Lines {
     }
 }
 
+/// A line as it goes on the wire, from borrowed parts (same JSON as [`LogLine`]).
+#[derive(serde::Serialize)]
+struct WireLine<'a> {
+    level: &'a str,
+    pos: u64,
+    out: &'a str,
+    time: &'a str,
+}
+
+/// The wire timestamp, formatted once per millisecond rather than once per line
+/// (formatting dominated the per-line cost at a million lines per second).
+#[derive(Default)]
+struct TimeCache {
+    millis: u128,
+    text: String,
+}
+
+impl TimeCache {
+    fn now(&mut self) -> &str {
+        let now = std::time::SystemTime::now();
+        let millis = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        if millis != self.millis || self.text.is_empty() {
+            self.millis = millis;
+            self.text = runlog_protocol::format_time(now);
+        }
+        &self.text
+    }
+}
+
 /// The parts of the configuration `emit` needs, borrowed apart from the state.
 struct EmitCtx<'a> {
     trim_suffix: bool,
     queue_max: usize,
     spool_max: u64,
-    nudges: Option<&'a AhoCorasick>,
     tap: Option<&'a Tap>,
 }
 
@@ -319,11 +359,6 @@ impl Writer {
     /// must exist); the stream is opened in the background.
     pub fn new(client: Arc<dyn LogClient>, cfg: WriterConfig) -> Writer {
         let masker = Masker::new(&cfg.secrets);
-        let nudges = if cfg.nudges.is_empty() {
-            None
-        } else {
-            AhoCorasick::new(cfg.nudges.iter().map(|n| n.pattern.as_str())).ok()
-        };
         let spool = Spool::create(&cfg.spool_dir, cfg.spool_max_bytes);
         let error = spool.failure().map(str::to_owned);
         let state = State {
@@ -339,14 +374,14 @@ impl Writer {
                 counts: Counts::default(),
                 error,
                 loss: None,
-                nudge_hits: vec![None; cfg.nudges.len()],
+                clock: TimeCache::default(),
+                published: (0, 0),
                 last_write: Instant::now(),
             },
         };
         let inner = Arc::new(Inner {
             tap: cfg.tap.clone(),
             masker,
-            nudges,
             client,
             cfg,
             state: Mutex::new(state),
@@ -389,6 +424,7 @@ impl Writer {
         });
         lines.last_write = Instant::now();
         let pending = st.asm.pending_len() > 0;
+        lines.publish_metrics();
         drop(guard);
         if any {
             inner.work.notify_one();
@@ -456,6 +492,7 @@ impl Writer {
         if !text.ends_with('\n') {
             own.push(b"\n", &mut emit);
         }
+        lines.publish_metrics();
         drop(guard);
         inner.work.notify_one();
     }
@@ -496,7 +533,6 @@ fn ctx(inner: &Inner) -> EmitCtx<'_> {
         trim_suffix: inner.cfg.trim_new_line_suffix,
         queue_max: inner.cfg.queue_max_bytes,
         spool_max: inner.cfg.spool_max_bytes,
-        nudges: inner.nudges.as_ref(),
         tap: inner.tap.as_ref(),
     }
 }
@@ -516,6 +552,7 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
         lines.emit(&ctx, level, t);
     });
     lines.emit_final_loss_marker(&ctx);
+    lines.publish_metrics();
     lines.closing = true;
     let flushed = lines.spool.flush();
     if let Err(e) = &flushed {
@@ -524,16 +561,43 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     flushed.is_ok() && lines.spool.failure().is_none()
 }
 
-/// Hints of the nudges that matched within the last lines.
-pub(crate) fn hints(inner: &Inner, l: &Lines) -> Vec<String> {
-    let recent = l.next_pos.saturating_sub(NUDGE_WINDOW);
+/// Hints of the nudges whose pattern appears in the last lines, read back from the
+/// spool's tail at close (so producers pay nothing per line for nudges).
+pub(crate) fn hints(inner: &Inner) -> Vec<String> {
+    if inner.cfg.nudges.is_empty() {
+        return Vec::new();
+    }
+    let (path, end) = {
+        let st = inner.lock();
+        (st.lines.spool.path().to_owned(), st.lines.spool.written())
+    };
+    let tail_bytes = 256 * 1024u64;
+    let start = end.saturating_sub(tail_bytes);
+    let rows = crate::spool::SpoolReader::open(&path)
+        .and_then(|mut r| r.read_rows(start, end, tail_bytes as usize, u64::MAX))
+        .map(|r| r.ndjson)
+        .unwrap_or_default();
+    let mut lines: Vec<&[u8]> = rows
+        .split(|b| *b == b'\n')
+        .filter(|r| !r.is_empty())
+        .collect();
+    // The first row may be cut when reading from the middle of the file.
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let recent: Vec<String> = lines
+        .iter()
+        .rev()
+        .take(NUDGE_WINDOW)
+        .filter_map(|r| serde_json::from_slice::<LogLine>(r).ok())
+        .map(|l| l.out)
+        .collect();
     inner
         .cfg
         .nudges
         .iter()
-        .zip(&l.nudge_hits)
-        .filter(|(_, hit)| hit.is_some_and(|p| p >= recent))
-        .map(|(n, _)| n.hint.clone())
+        .filter(|n| recent.iter().any(|l| l.contains(&n.pattern)))
+        .map(|n| n.hint.clone())
         .collect()
 }
 
@@ -567,6 +631,7 @@ async fn partial_flusher(inner: Arc<Inner>) {
                         masker.mask(&mut t);
                         lines.emit(&ctx, level, t);
                     });
+                    st.lines.publish_metrics();
                     drop(guard);
                     inner.work.notify_one();
                     break;
