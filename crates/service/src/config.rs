@@ -61,6 +61,10 @@ pub struct ServiceConfig {
     /// `redis://…`: live streams in Redis, shared by every replica; `None` keeps
     /// them in this process's memory.
     pub redis_url: Option<String>,
+    /// On shutdown, archive every held stream that has no archive yet, so lines
+    /// held only in this process's memory survive a restart. Skipped with
+    /// `redis_url`: other replicas keep serving those streams.
+    pub snapshot_on_shutdown: bool,
 }
 
 impl Default for ServiceConfig {
@@ -82,6 +86,7 @@ impl Default for ServiceConfig {
             bench_discard: false,
             blob_backend: BlobBackend::Local,
             redis_url: None,
+            snapshot_on_shutdown: true,
         }
     }
 }

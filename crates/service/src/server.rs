@@ -80,5 +80,8 @@ pub async fn serve(
         .await;
     state.shutdown_token().cancel();
     let _ = sweeper.await;
+    if state.config().snapshot_on_shutdown && state.config().redis_url.is_none() {
+        snapshot::snapshot_all_unarchived(&state).await;
+    }
     result
 }

@@ -66,6 +66,24 @@ async fn expire(st: &ServiceState, id: &StreamId) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Archives every held stream that has lines and no archive yet (graceful shutdown
+/// of a service whose live lines exist only in its memory).
+pub async fn snapshot_all_unarchived(st: &ServiceState) {
+    let Ok(metas) = st.streams().list_all().await else {
+        return;
+    };
+    for meta in metas.into_iter().filter(|m| m.lines > 0) {
+        let done = match st.blobs().exists(&meta.id).await {
+            Ok(true) => Ok(0),
+            Ok(false) => snapshot_stream(st, &meta.id).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = done {
+            tracing::warn!(account = %meta.id.account, key = %meta.id.key, error = %e, "cannot archive stream at shutdown");
+        }
+    }
+}
+
 /// Runs [`sweep_once`] every `sweep_interval` until shutdown.
 pub async fn run(st: ServiceState) {
     let mut tick = tokio::time::interval(st.config().sweep_interval);

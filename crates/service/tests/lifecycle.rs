@@ -136,6 +136,34 @@ async fn restart_keeps_archives_and_tokens() {
 }
 
 #[tokio::test]
+async fn restart_archives_lines_that_were_only_in_memory() {
+    let mut svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("live").await;
+    api.put_ok("live", &lines(0..30)).await;
+    let url = svc.restart().await;
+    let api = Api { base: url, ..api };
+    let archive = api.req(Method::GET, "/blob", "live").send().await.unwrap();
+    assert_eq!(archive.status(), StatusCode::OK);
+    assert_eq!(archive.text().await.unwrap().lines().count(), 30);
+}
+
+#[tokio::test]
+async fn idle_viewer_gets_ping_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = runlog_service::ServiceConfig {
+        ping_interval: Duration::from_millis(50),
+        ..test_config(dir.path())
+    };
+    let svc = TestService::start_with(cfg).await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("quiet").await;
+    let mut sse = SseReader::new(api.tail("quiet", None).await);
+    sse.read_until(WAIT, |s| s.comments >= 2).await;
+    assert!(sse.events.is_empty());
+}
+
+#[tokio::test]
 async fn shutdown_ends_open_sse_streams() {
     let svc = TestService::start().await;
     let api = Api::new(&svc, "acc", Scope::Write);
