@@ -99,16 +99,19 @@ fn failure<T>(out: Outcome<T>) -> Option<String> {
 fn stop_live(inner: &Inner, why: String) {
     let mut st = inner.lock();
     let l = &mut st.lines;
-    if !l.live_stopped {
-        tracing::warn!(target: "livelog", key = %inner.cfg.key, "{why}");
-    }
+    let first = !l.live_stopped;
     l.live_stopped = true;
     l.queue.clear();
     l.queue_bytes = 0;
     l.spill = None;
-    l.error.get_or_insert(why);
+    l.error.get_or_insert_with(|| why.clone());
     drop(st);
     inner.room.notify_waiters();
+    // Outside the lock and once: a tracing layer that forwards events into a writer
+    // must never be entered while this writer's lock is held.
+    if first {
+        tracing::warn!(target: "livelog", key = %inner.cfg.key, "{why}");
+    }
 }
 
 /// Takes the next batch: from the memory queue, or read back from the spool when
