@@ -83,7 +83,7 @@ const lineAt = (v) => (view ? view[v] : v);
 
 // --- virtual scrolling ---------------------------------------------------------
 let renderQueued = false;
-let programmaticTop = -1;
+let programmaticTop = null; // the scrollTop we set last, until its scroll event
 let highlight = null; // {from, to} line numbers (1-based, inclusive)
 let pendingHash = null;
 
@@ -268,8 +268,8 @@ function onNewLines() {
 }
 
 viewport.addEventListener("scroll", () => {
-  const ours = Math.abs(viewport.scrollTop - programmaticTop) <= 1;
-  programmaticTop = -1;
+  const ours = programmaticTop !== null && Math.abs(viewport.scrollTop - programmaticTop) <= 1;
+  programmaticTop = null;
   if (!ours) {
     const g = geometry();
     const atBottom = viewport.scrollTop + g.viewH >= g.spacerH - ROW_HEIGHT;

@@ -418,3 +418,91 @@ async fn viewer_assets_are_served_with_types_and_a_strict_policy() {
     }
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn follow_turns_off_when_the_reader_scrolls_up_and_back_on_by_toggle() {
+    let (svc, api, read) = setup().await;
+    api.open("tail").await;
+    api.put_ok("tail", &(0..300).map(line).collect::<Vec<_>>())
+        .await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "tail", &read, "")).await;
+    browser
+        .wait_for(
+            "following at the end",
+            "return document.body.innerText.includes('line 299')",
+        )
+        .await;
+    // The reader scrolls up: following stops and new lines do not move the view.
+    browser
+        .eval(
+            "document.getElementById('viewport').scrollTop = 0; return true",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_for(
+            "follow off",
+            "return !document.getElementById('follow').checked",
+        )
+        .await;
+    api.put_ok("tail", &(300..310).map(line).collect::<Vec<_>>())
+        .await;
+    browser
+        .wait_for(
+            "the new lines counted",
+            "return document.getElementById('status').textContent.includes('310 lines')",
+        )
+        .await;
+    let top = browser.eval(ROW_TEXTS, vec![]).await;
+    assert_eq!(top[0], json!("line 0"), "the view moved while reading");
+    // Turning follow back on jumps to the newest line.
+    browser
+        .eval(
+            "document.getElementById('follow').click(); return true",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_for(
+            "back at the end",
+            "return document.body.innerText.includes('line 309')",
+        )
+        .await;
+    browser.screenshot("viewer-follow").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn keyboard_shortcuts_reach_search_and_toggles() {
+    let (svc, api, read) = setup().await;
+    api.open("keys").await;
+    api.put_ok("keys", &(0..10).map(line).collect::<Vec<_>>())
+        .await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "keys", &read, "")).await;
+    browser
+        .wait_for("lines", "return document.body.innerText.includes('line 9')")
+        .await;
+    browser.type_into("#viewport", "t").await;
+    let ts = browser
+        .eval(
+            "return document.body.classList.contains('show-ts') && document.querySelector('.row .ts').offsetWidth > 0",
+            vec![],
+        )
+        .await;
+    assert_eq!(ts, json!(true), "t shows timestamps");
+    browser.type_into("#viewport", "/").await;
+    let focused = browser
+        .eval("return document.activeElement.id", vec![])
+        .await;
+    assert_eq!(focused, json!("search"));
+    browser.type_into("#search", "line 7\u{E007}").await;
+    let current = browser
+        .wait_for("the match", "return document.body.dataset.currentMatch")
+        .await;
+    assert_eq!(current, json!("8"));
+    browser.quit().await;
+    svc.shutdown().await;
+}
