@@ -8,26 +8,56 @@
 const TOKEN_KEY = "runlog.token";
 const ACCOUNT_KEY = "runlog.account";
 
-/** Moves `?token=` into sessionStorage and returns the session's token (or null). */
+/**
+ * The claims of a runlog token (`base64url(JSON).signature`), unverified: the page
+ * only uses them to refuse the wrong kind of token and to find the account; the
+ * service verifies every request. Null when the token has another shape.
+ */
+export function tokenClaims(token) {
+  try {
+    const body = token.split(".")[0].replaceAll("-", "+").replaceAll("_", "/");
+    const claims = JSON.parse(atob(body + "=".repeat((4 - (body.length % 4)) % 4)));
+    return claims && typeof claims === "object" ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Moves `?token=` into sessionStorage and returns the session's token (or null).
+ * A link may only carry a read token: links get pasted into chats and histories.
+ * A write or admin token in a link is dropped (and reported through `linkRefusal`)
+ * so the page never holds more power than reading needs.
+ */
+export let linkRefusal = null;
 export function takeToken() {
   const url = new URL(location.href);
   const fromLink = url.searchParams.get("token");
   if (fromLink !== null) {
-    if (fromLink) sessionStorage.setItem(TOKEN_KEY, fromLink);
     url.searchParams.delete("token");
     history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+    const scope = tokenClaims(fromLink)?.scope;
+    if (scope && scope !== "read") {
+      linkRefusal = `This link carries a ${scope} token. Links must carry read tokens only; the token was not used. Paste a read token instead.`;
+    } else if (fromLink) {
+      sessionStorage.setItem(TOKEN_KEY, fromLink);
+    }
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-/** The account to show: `?accountID=` or the one remembered for this tab. */
+/** The account to show: `?accountID=`, the one remembered for this tab, or the token's. */
 export function takeAccount() {
   const fromUrl = new URL(location.href).searchParams.get("accountID");
   if (fromUrl) {
     sessionStorage.setItem(ACCOUNT_KEY, fromUrl);
     return fromUrl;
   }
-  return sessionStorage.getItem(ACCOUNT_KEY);
+  const remembered = sessionStorage.getItem(ACCOUNT_KEY);
+  if (remembered) return remembered;
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const account = token ? tokenClaims(token)?.account : null;
+  return typeof account === "string" ? account : null;
 }
 
 /** Request headers carrying the session token. */

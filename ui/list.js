@@ -1,6 +1,6 @@
 // The streams of the token's account, newest activity first; refreshed while visible.
 
-import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure } from "./common.js";
+import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure, linkRefusal } from "./common.js";
 
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
@@ -85,7 +85,9 @@ $("account-form").addEventListener("submit", (ev) => {
   if (value) location.search = "?accountID=" + encodeURIComponent(value);
 });
 
-if (!account) {
+if (linkRefusal) {
+  showError(errorBox, linkRefusal, { askToken: true });
+} else if (!account) {
   statusEl.textContent = "Enter an account to list its streams.";
   $("account").focus();
 } else if (!sessionStorage.getItem("runlog.token")) {

@@ -5,7 +5,7 @@
 // is drawn or searched, so a 1 000 000-line log costs one string per line, not one
 // object graph per line, and the DOM never holds more than a screenful of rows.
 
-import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure } from "./common.js";
+import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure, linkRefusal } from "./common.js";
 import { parseAnsi, stripAnsi, styleSpan, isStyled } from "./ansi.js";
 
 const ROW_HEIGHT = 18; // px; must match .row in viewer.css
@@ -630,7 +630,9 @@ document.title = `${key || "stream"} · runlog`;
 $("back").href = "/?accountID=" + encodeURIComponent(account || "");
 pendingHash = parseHash();
 setState("connecting");
-if (!account || !key) {
+if (linkRefusal) {
+  fail(linkRefusal, true);
+} else if (!account || !key) {
   fail("This link lacks an account or a stream key (expected ?accountID=…&key=…).", false);
 } else if (!sessionStorage.getItem("runlog.token")) {
   fail("A read token is needed to see this stream.", true);

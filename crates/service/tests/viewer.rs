@@ -329,7 +329,7 @@ async fn a_wrong_token_shows_an_error_not_a_blank_page() {
 }
 
 #[tokio::test]
-async fn the_front_page_lists_the_accounts_streams_newest_first() {
+async fn the_front_page_lists_the_token_accounts_streams_newest_first() {
     let (svc, api, read) = setup().await;
     api.open("first").await;
     api.put_ok("first", &[line(0)]).await;
@@ -339,9 +339,7 @@ async fn the_front_page_lists_the_accounts_streams_newest_first() {
     api.open("second").await;
     api.put_ok("second", &[line(0), line(1), line(2)]).await;
     let browser = Browser::start().await;
-    browser
-        .goto(&format!("{}/?accountID={ACCOUNT}&token={read}", svc.url()))
-        .await;
+    browser.goto(&format!("{}/?token={read}", svc.url())).await;
     let rows = browser
         .wait_for(
             "the stream table",
@@ -503,6 +501,81 @@ async fn keyboard_shortcuts_reach_search_and_toggles() {
         .wait_for("the match", "return document.body.dataset.currentMatch")
         .await;
     assert_eq!(current, json!("8"));
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_write_token_in_a_link_is_refused_and_never_kept() {
+    let (svc, api, _read) = setup().await;
+    api.open("w").await;
+    api.put_ok("w", &[line(0)]).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "w", &api.token, "")).await;
+    let error = browser
+        .wait_for(
+            "the refusal",
+            "const e = document.getElementById('error'); return e && !e.hidden ? e.innerText : null",
+        )
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("read tokens only"),
+        "{error}"
+    );
+    let kept = browser
+        .eval(
+            "return [sessionStorage.getItem('runlog.token'), location.href]",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept[0], json!(null), "a write token was stored");
+    assert!(!kept[1].as_str().unwrap().contains("token="), "{kept}");
+    let shown = browser
+        .eval("return document.body.innerText.includes('line 0')", vec![])
+        .await;
+    assert_eq!(shown, json!(false));
+    browser.screenshot("viewer-write-token-refused").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn download_buttons_give_the_raw_lines_and_the_text() {
+    let (svc, api, read) = setup().await;
+    api.open("dl").await;
+    let coloured = json!({"level": "info", "pos": 1, "out": "\u{1b}[31mred\u{1b}[0m\n", "time": "2026-11-20T10:00:00.000Z"});
+    api.put_ok("dl", &[line(0), coloured]).await;
+    api.close("dl", false).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "dl", &read, "")).await;
+    browser
+        .wait_for(
+            "the lines",
+            "return document.body.dataset.state === 'closed'",
+        )
+        .await;
+    let got = browser
+        .eval_async(
+            "const done = arguments[arguments.length - 1];
+             const blobs = [];
+             URL.createObjectURL = b => { blobs.push(b); return 'about:blank'; };
+             HTMLAnchorElement.prototype.click = function () { blobs.push(this.download); };
+             document.getElementById('download-ndjson').click();
+             document.getElementById('download-text').click();
+             Promise.all([blobs[0].text(), blobs[2].text()]).then(([nd, text]) => done({nd, text, names: [blobs[1], blobs[3]]}));",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(got["names"], json!(["dl.ndjson", "dl.log"]));
+    assert_eq!(got["text"], json!("line 0\n\u{1b}[31mred\u{1b}[0m\n"));
+    let rows: Vec<serde_json::Value> = got["nd"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["out"], json!("\u{1b}[31mred\u{1b}[0m\n"));
     browser.quit().await;
     svc.shutdown().await;
 }
