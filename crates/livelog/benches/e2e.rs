@@ -122,14 +122,21 @@ async fn throughput() {
     let all: Vec<u8> = (0..N).flat_map(|i| line_text(i).into_bytes()).collect();
     let w = Writer::new(client, cfg);
     let t = Instant::now();
-    for chunk in all.chunks(64 * 1024) {
-        w.write(chunk);
-    }
-    let produced = t.elapsed();
+    // The producer is its own thread, as a child process's pipe reader would be.
+    let producer = std::thread::spawn({
+        let w = w.clone();
+        move || {
+            for chunk in all.chunks(64 * 1024) {
+                w.write(chunk);
+            }
+            t.elapsed()
+        }
+    });
     while w.progress().streamed_lines < N {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let delivered = t.elapsed();
+    let produced = producer.join().unwrap();
     let tc = Instant::now();
     let report = w.close().await;
     let closed = tc.elapsed();
