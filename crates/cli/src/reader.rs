@@ -683,6 +683,22 @@ mod tests {
     }
 
     #[test]
+    fn the_account_is_read_from_a_token_and_garbage_names_none() {
+        let account = AccountId::new("acc-1").expect("valid");
+        let token = runlog_service::auth::mint_token(
+            b"s",
+            Some(&account),
+            Scope::Read,
+            Duration::from_secs(60),
+        )
+        .expect("mint");
+        assert_eq!(token_account(&token), Some(account));
+        for bad in ["", "garbage", "a.b", "e30.sig", "!!!.x"] {
+            assert_eq!(token_account(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn viewer_links_escape_keys_and_carry_only_the_given_token() {
         let account = AccountId::new("acc").expect("valid");
         let key = StreamKey::new("stage/step-1").expect("valid");
@@ -698,21 +714,51 @@ mod tests {
 
 /// Flags naming the service and the caller, shared by the reading commands.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServiceArgs {
+pub struct ConnectArgs {
     /// Base URL of the log service.
     #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
     pub url: String,
     /// Account token (read scope is enough), sent as `Authorization: Bearer`.
     #[arg(long, env = "RUNLOG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Account that owns the streams.
+    /// Account that owns the streams; by default the account the token is for.
     #[arg(long, env = "RUNLOG_ACCOUNT")]
-    pub account: AccountId,
+    pub account: Option<AccountId>,
 }
 
-impl ServiceArgs {
+impl ConnectArgs {
     /// A reader for these flags.
     pub fn reader(&self) -> Result<Reader, ReadError> {
         Reader::new(&self.url, self.token.clone())
     }
+
+    /// The account to read: `--account`, else the one the token names.
+    pub fn account(&self) -> anyhow::Result<AccountId> {
+        if let Some(a) = &self.account {
+            return Ok(a.clone());
+        }
+        self.token
+            .as_deref()
+            .and_then(token_account)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no account: pass --account or set RUNLOG_ACCOUNT (the token names none)"
+                )
+            })
+    }
+}
+
+/// The account a runlog token (`base64url(JSON claims).signature`) names, read
+/// without verifying it: only to pick a default; the service verifies every call.
+pub fn token_account(token: &str) -> Option<AccountId> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        account: Option<AccountId>,
+    }
+    let body = token.trim().split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()?;
+    serde_json::from_slice::<Claims>(&json).ok()?.account
 }

@@ -64,3 +64,24 @@ async fn ls_of_an_empty_account_prints_only_the_header() {
     assert!(done.success, "{}", done.stderr);
     assert_eq!(done.stdout.lines().count(), 1, "{}", done.stdout);
 }
+
+#[tokio::test]
+async fn ls_without_an_account_uses_the_tokens_account() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("mine").await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+    cmd.args(["ls", "--json", "--url", &svc.url()])
+        .env("RUNLOG_TOKEN", &read)
+        .env_remove("RUNLOG_ACCOUNT")
+        .env_remove("RUNLOG_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let done = run(cmd).await;
+    assert!(done.success, "{}", done.stderr);
+    let infos: Vec<StreamInfo> = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].key.as_str(), "mine");
+    svc.shutdown().await;
+}

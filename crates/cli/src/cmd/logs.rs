@@ -1,7 +1,7 @@
 //! `runlog logs`: print a stream's archive, or its live lines when not yet archived.
 
 use crate::cmd::tail::{ColorMode, LinePrinter, print_archive};
-use crate::reader::{FollowOptions, ReadError, ServiceArgs};
+use crate::reader::{ConnectArgs, FollowOptions, ReadError};
 use runlog_protocol::StreamKey;
 use std::io::{BufWriter, Write};
 use std::time::Duration;
@@ -13,7 +13,7 @@ const SNAPSHOT_IDLE: Duration = Duration::from_secs(2);
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     #[command(flatten)]
-    service: ServiceArgs,
+    service: ConnectArgs,
     /// Stream key.
     key: StreamKey,
     /// Print the NDJSON lines as stored instead of their text.
@@ -30,7 +30,7 @@ pub struct LogsArgs {
 /// Prints the archive; falls back to the live stream's stored lines.
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let reader = args.service.reader()?;
-    let account = &args.service.account;
+    let account = &args.service.account()?;
     // Archives can be large: one big buffer, written in few syscalls.
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let printed = if args.json {
@@ -66,7 +66,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
 /// for new ones.
 async fn print_live(args: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let reader = args.service.reader()?;
-    let account = &args.service.account;
+    let account = &args.service.account()?;
     let Some(info) = reader.info(account, &args.key).await? else {
         anyhow::bail!("no archive or stream {} in account {account}", args.key);
     };

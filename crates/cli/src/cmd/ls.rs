@@ -1,6 +1,6 @@
 //! `runlog ls`: the streams of an account.
 
-use crate::reader::ServiceArgs;
+use crate::reader::ConnectArgs;
 use runlog_protocol::service::StreamInfo;
 use std::io::Write;
 
@@ -8,7 +8,7 @@ use std::io::Write;
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     #[command(flatten)]
-    service: ServiceArgs,
+    service: ConnectArgs,
     /// Print the list as JSON (the service's `StreamInfo` rows).
     #[arg(long)]
     json: bool,
@@ -16,7 +16,11 @@ pub struct LsArgs {
 
 /// Prints the account's streams, newest activity first.
 pub async fn run(args: LsArgs) -> anyhow::Result<()> {
-    let streams = args.service.reader()?.list(&args.service.account).await?;
+    let streams = args
+        .service
+        .reader()?
+        .list(&args.service.account()?)
+        .await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &streams)?;

@@ -1,7 +1,7 @@
 //! `runlog tail`: backfill a stream, then follow it until it closes.
 
 use crate::ansi::{Escapes, sanitize};
-use crate::reader::{FollowEnd, FollowOptions, ReadError, Reader, ServiceArgs};
+use crate::reader::{ConnectArgs, FollowEnd, FollowOptions, ReadError, Reader};
 use runlog_protocol::{AccountId, LogLine, StreamKey};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -43,7 +43,7 @@ impl ColorMode {
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
     #[command(flatten)]
-    service: ServiceArgs,
+    service: ConnectArgs,
     /// Stream key.
     key: StreamKey,
     /// Print what is stored now and exit instead of following.
@@ -102,7 +102,7 @@ impl<W: Write> LinePrinter<W> {
 /// Follows the stream (or prints its archive when the live stream is gone).
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let reader = args.service.reader()?;
-    let account = &args.service.account;
+    let account = &args.service.account()?;
     if std::io::stderr().is_terminal() {
         // Without a token: the caller's token may be write-scoped, and links travel.
         let link = crate::reader::viewer_link(reader.base_url(), account, &args.key, None);
