@@ -23,6 +23,7 @@ pub struct RedisServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -33,6 +34,13 @@ impl RedisServer {
     /// When no `redis-server` binary is found or it does not come up: a test that
     /// needs Redis must fail loudly rather than pass without it.
     pub async fn start_new() -> RedisServer {
+        Self::start_new_with(&[]).await
+    }
+
+    /// Like [`start_new`](Self::start_new), with extra `redis-server` arguments
+    /// that override the defaults (e.g. `["--appendfsync", "everysec"]` for a
+    /// benchmark that should measure Redis as deployed, not a test's fsync-always).
+    pub async fn start_new_with(extra_args: &[&str]) -> RedisServer {
         let binary = tool_path("RUNLOG_TEST_REDIS_SERVER", "redis-server");
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
         let port = free_port();
@@ -40,6 +48,7 @@ impl RedisServer {
             binary,
             dir,
             port,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         server.start().await;
@@ -78,6 +87,7 @@ impl RedisServer {
                 "",
             ])
             .args(["--protected-mode", "yes", "--loglevel", "warning"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
