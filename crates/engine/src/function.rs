@@ -19,6 +19,7 @@ use runlog_protocol::StreamKey;
 use runlog_protocol::function::{
     FunctionRequest, FunctionResponse, RunsyncRequest, RunsyncResponse,
 };
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc::unbounded_channel;
@@ -31,6 +32,9 @@ pub struct FunctionsConfig {
     pub python: PythonConfig,
     /// Entries of each call's capture ring (system log lines kept for `stdout`).
     pub capture_capacity: usize,
+    /// Lines of function output kept for `stdout` (the last ones; the live stream and
+    /// its archive keep all). Default 10 000.
+    pub output_capacity: usize,
     /// Directory of the spool files of calls streamed with `log_key`.
     pub spool_dir: PathBuf,
     /// Where an undelivered stream history is kept to be re-sent later.
@@ -44,6 +48,7 @@ impl FunctionsConfig {
         FunctionsConfig {
             python: PythonConfig::new(&data_dir),
             capture_capacity: runlog_capture::DEFAULT_CAPACITY,
+            output_capacity: 10_000,
             spool_dir: data_dir.join("spool"),
             outbox_dir: Some(data_dir.join("outbox")),
         }
@@ -88,7 +93,9 @@ impl Functions {
         if let Some(writer) = &stream {
             runlog_capture::attach_stream(&span, Arc::new(WriterSink(writer.clone())));
         }
-        let output = Arc::new(Mutex::new(Vec::<String>::new()));
+        let output = Arc::new(Mutex::new(OutputRing::new(
+            self.inner.config.output_capacity,
+        )));
         let outcome = self
             .run(&req, stream.clone(), output.clone())
             .instrument(span)
@@ -100,7 +107,10 @@ impl Functions {
                 tracing::warn!(target: "runlog::engine", "log stream {}: {e}", report.key);
             }
         }
-        let output = std::mem::take(&mut *output.lock().unwrap_or_else(PoisonError::into_inner));
+        let output = output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lines();
         Ok(FunctionResponse {
             success: outcome.success,
             result: outcome.result,
@@ -115,7 +125,7 @@ impl Functions {
         &self,
         req: &FunctionRequest,
         stream: Option<Writer>,
-        output: Arc<Mutex<Vec<String>>>,
+        output: Arc<Mutex<OutputRing>>,
     ) -> crate::python::CallOutcome {
         let what = match req.execution_type {
             runlog_protocol::function::ExecutionType::Function => {
@@ -193,6 +203,43 @@ impl Functions {
     }
 }
 
+/// The function's output kept for the response: the last `capacity` lines, with a count
+/// of the earlier ones dropped, so a function printing without end cannot exhaust the
+/// engine's memory.
+#[derive(Debug)]
+struct OutputRing {
+    lines: VecDeque<String>,
+    dropped: u64,
+    capacity: usize,
+}
+
+impl OutputRing {
+    fn new(capacity: usize) -> Self {
+        OutputRing {
+            lines: VecDeque::new(),
+            dropped: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        if self.lines.len() >= self.capacity {
+            self.lines.pop_front();
+            self.dropped += 1;
+        }
+        self.lines.push_back(line);
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.lines.len() + 1);
+        if self.dropped > 0 {
+            out.push(format!("{} earlier output lines dropped", self.dropped));
+        }
+        out.extend(self.lines.iter().cloned());
+        out
+    }
+}
+
 /// Forwards the call's system log lines into its live stream.
 struct WriterSink(Writer);
 
@@ -264,6 +311,18 @@ async fn runsync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_ring_keeps_the_last_lines_and_counts_the_rest() {
+        let mut ring = OutputRing::new(2);
+        for n in 0..5 {
+            ring.push(format!("line {n}"));
+        }
+        assert_eq!(
+            ring.lines(),
+            vec!["3 earlier output lines dropped", "line 3", "line 4"]
+        );
+    }
 
     #[test]
     fn stdout_is_system_lines_blank_line_then_output() {

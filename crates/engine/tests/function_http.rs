@@ -23,6 +23,13 @@ struct TestEngine {
 
 impl TestEngine {
     async fn start(wheels: Option<&Path>) -> TestEngine {
+        Self::start_with(wheels, |_| {}).await
+    }
+
+    async fn start_with(
+        wheels: Option<&Path>,
+        tune: impl FnOnce(&mut FunctionsConfig),
+    ) -> TestEngine {
         runlog_capture::init(runlog_capture::InitOptions::default());
         let dir = tempfile::tempdir().unwrap();
         let config = EngineConfig {
@@ -32,6 +39,7 @@ impl TestEngine {
         };
         let mut fcfg = FunctionsConfig::new(dir.path());
         fcfg.python = support::config(wheels);
+        tune(&mut fcfg);
         let functions = Functions::new(fcfg);
         let listener = runlog_engine::bind(&config).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -157,38 +165,35 @@ async fn runsync_envelope_answers_output() {
 }
 
 #[tokio::test]
-async fn bad_requests_get_400_with_error_msg() {
+async fn bad_requests_get_a_clear_json_error() {
     let engine = TestEngine::start(None).await;
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("/execute", br#"{"function_code":"def f(): pass"}"#.to_vec(), "function_name"),
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("/execute", br#"{"function_code":"def f(): pass"}"#.to_vec(), 400, "function_name"),
         (
             "/execute",
             br#"{"execution_type":"class","class_code":"class C: pass"}"#.to_vec(),
-            "class_name",
+            400, "class_name",
         ),
-        ("/execute", b"{not json".to_vec(), "malformed JSON"),
-        ("/execute", b"\xff\xfe\x00garbage".to_vec(), "malformed JSON"),
-        ("/runsync", br#"{"function_name":"f"}"#.to_vec(), "input"),
+        ("/execute", b"{not json".to_vec(), 400, "malformed JSON"),
+        ("/execute", b"\xff\xfe\x00garbage".to_vec(), 400, "malformed JSON"),
+        ("/runsync", br#"{"function_name":"f"}"#.to_vec(), 400, "input"),
+        ("/execute", vec![b' '; 33 << 20], 413, "too large"),
         (
             "/execute",
             br#"{"function_name":"f","function_code":"def f(): pass","log_key":"../escape","log_config":{"url":"http://127.0.0.1:1"}}"#
                 .to_vec(),
-            "log_key",
+            400, "log_key",
         ),
         (
             "/execute",
             br#"{"function_name":"f","function_code":"def f(): pass","timeout":-1}"#.to_vec(),
-            "timeout",
+            400, "timeout",
         ),
     ];
-    for (path, body, needle) in cases {
+    for (path, body, want, needle) in cases {
         let (status, value) = engine.post(path, body.clone()).await;
-        assert_eq!(
-            status,
-            400,
-            "{path} {:?}: {value}",
-            String::from_utf8_lossy(&body)
-        );
+        let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        assert_eq!(status, want, "{path} {shown:?}: {value}");
         let msg = value["error_msg"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
     }
@@ -278,14 +283,13 @@ async fn class_state_persists_across_requests() {
 async fn installer_output_is_in_stdout_and_the_package_is_usable() {
     let (wheels, version) = support::build_fixture_wheel();
     let engine = TestEngine::start(Some(wheels.path())).await;
-    let resp = engine
-        .execute(json!({
-            "function_name": "f",
-            "function_code": "def f():\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.VERSION",
-            "dependencies": [format!("runlog-fixture-pkg=={version}")],
-            "serialization": "json",
-        }))
-        .await;
+    let call = json!({
+        "function_name": "f",
+        "function_code": "def f():\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.VERSION",
+        "dependencies": [format!("runlog-fixture-pkg=={version}")],
+        "serialization": "json",
+    });
+    let resp = engine.execute(call.clone()).await;
     assert_eq!(resp.result, Some(json!(version)), "{resp:?}");
     let stdout = resp.stdout.unwrap();
     let (system, _) = split_stdout(&stdout);
@@ -294,6 +298,50 @@ async fn installer_output_is_in_stdout_and_the_package_is_usable() {
             .iter()
             .any(|l| l.contains("pip | ") && l.contains("runlog-fixture-pkg")),
         "installer output missing: {system:?}"
+    );
+    // The same dependencies again: no installer runs at all.
+    let again = engine.execute(call).await;
+    assert_eq!(again.result, Some(json!(version)), "{again:?}");
+    let stdout = again.stdout.unwrap();
+    let (system, _) = split_stdout(&stdout);
+    assert!(!system.iter().any(|l| l.contains("pip | ")), "{system:?}");
+    assert!(
+        system
+            .iter()
+            .any(|l| l.contains("dependencies already installed")),
+        "{system:?}"
+    );
+}
+
+#[tokio::test]
+async fn overflowing_capture_says_how_many_lines_were_dropped() {
+    let engine = TestEngine::start_with(None, |c| {
+        c.capture_capacity = 2;
+        c.output_capacity = 3;
+    })
+    .await;
+    let resp = engine
+        .execute(json!({
+            "function_name": "f",
+            "function_code": "def f():\n    for i in range(10):\n        print('line', i)",
+            "serialization": "json",
+        }))
+        .await;
+    assert!(resp.success, "{resp:?}");
+    let stdout = resp.stdout.unwrap();
+    let (system, output) = split_stdout(&stdout);
+    // execute, calling, returned: three system lines into a ring of two.
+    assert_eq!(system.len(), 3, "{system:?}");
+    assert_eq!(system[0], "1 earlier lines dropped");
+    assert!(system[2].contains("function f returned"), "{system:?}");
+    assert_eq!(
+        output,
+        vec![
+            "7 earlier output lines dropped",
+            "line 7",
+            "line 8",
+            "line 9"
+        ]
     );
 }
 
@@ -459,21 +507,29 @@ async fn live_stream_of_a_call_matches_its_stdout() {
             .map(|(_, rest)| rest.to_owned())
             .unwrap_or_else(|| l.to_owned())
     };
-    let expected: Vec<String> = system
+    // The stream has every line in arrival order; `stdout` groups the system lines
+    // first. So: the same system lines in the same order, the same function output in
+    // the same order, and nothing else.
+    let is_system = |l: &str| l.starts_with("20") && l.contains(" | ");
+    let streamed_system: Vec<String> = streamed
         .iter()
+        .filter(|l| is_system(l))
         .map(|l| untimed(l))
-        .chain(output.iter().map(|l| (*l).to_owned()))
         .collect();
-    let got: Vec<String> = streamed
+    let streamed_output: Vec<&str> = streamed
         .iter()
-        .map(|l| {
-            if l.contains(" | ") && !l.starts_with("streamed") {
-                untimed(l)
-            } else {
-                l.clone()
-            }
-        })
+        .filter(|l| !is_system(l))
+        .map(String::as_str)
         .collect();
-    assert_eq!(got, expected);
+    let stdout_system: Vec<String> = system.iter().map(|l| untimed(l)).collect();
+    assert_eq!(streamed_system, stdout_system);
+    assert_eq!(streamed_output, output);
+    assert_eq!(streamed.len(), system.len() + output.len());
+    // Live order: the function's output comes before the line saying it returned.
+    let at = |needle: &str| streamed.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("streamed one") < at("function f returned"),
+        "{streamed:?}"
+    );
     svc.shutdown().await;
 }

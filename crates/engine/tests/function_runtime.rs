@@ -318,3 +318,34 @@ async fn concurrent_calls_never_see_each_others_output() {
         }
     }
 }
+
+#[tokio::test]
+async fn timed_out_call_also_stops_the_processes_it_started() {
+    let rt = PythonRuntime::new(support::config(None));
+    let mut req = json_call(
+        "f",
+        "import subprocess, time\ndef f():\n    child = subprocess.Popen(['sleep', '300'])\n    print(child.pid, flush=True)\n    time.sleep(300)",
+    );
+    req.timeout = Some(1.0);
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(outcome.error.unwrap().contains("timed out"));
+    let pid: u32 = lines
+        .first()
+        .expect("the child's pid was printed")
+        .text
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} survived its call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -10,7 +10,8 @@ use crate::python::worker::{Done, Worker};
 use crate::python::{OutputLine, PythonConfig};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
 use serde_json::json;
-use std::sync::{Arc, Once};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::sync::mpsc::UnboundedSender;
@@ -91,6 +92,8 @@ pub fn validate(req: &FunctionRequest) -> Result<(), String> {
 struct Ready {
     pool: FunctionPool,
     installer: Installer,
+    /// Specs installed by this runtime, `"pip <spec>"` / `"apt <name>"`.
+    installed: Mutex<HashSet<String>>,
 }
 
 /// The Python runtime of one engine.
@@ -165,7 +168,11 @@ impl PythonRuntime {
             // Not fatal: calls start workers on demand and report the cause themselves.
             tracing::warn!(target: "runlog::python", "warming the worker pool failed: {e}");
         }
-        Ok(Ready { pool, installer })
+        Ok(Ready {
+            pool,
+            installer,
+            installed: Mutex::default(),
+        })
     }
 
     /// Runs one call. The function's own output goes to `out` line by line as it
@@ -183,17 +190,8 @@ impl PythonRuntime {
                 return CallOutcome::failed(e);
             }
         };
-        if !req.dependencies.is_empty() || !req.system_dependencies.is_empty() {
-            let plan = InstallPlan {
-                python: req.dependencies.clone(),
-                system: req.system_dependencies.clone(),
-                parallel: req.accelerate_downloads,
-            };
-            if let Err(e) = ready.installer.install(&plan).await {
-                tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
-                return CallOutcome::failed(format!("dependency installation failed: {e}"));
-            }
-            tracing::info!(target: "runlog::install", "dependencies installed");
+        if let Err(e) = self.install(ready, req).await {
+            return e;
         }
         let limit = req
             .timeout
@@ -203,6 +201,46 @@ impl PythonRuntime {
             ExecutionType::Function => self.run_function(ready, req, limit, out).await,
             ExecutionType::Class => self.run_method(ready, req, limit, out).await,
         }
+    }
+
+    /// Installs what the request needs and this runtime has not installed yet.
+    ///
+    /// Specs installed successfully before are skipped without running pip or apt:
+    /// clients send their dependencies with every call, and even an "already
+    /// satisfied" pip run costs about a second.
+    async fn install(&self, ready: &Ready, req: &FunctionRequest) -> Result<(), CallOutcome> {
+        if req.dependencies.is_empty() && req.system_dependencies.is_empty() {
+            return Ok(());
+        }
+        let plan = {
+            let done = ready
+                .installed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            InstallPlan {
+                python: missing(&req.dependencies, &done, "pip"),
+                system: missing(&req.system_dependencies, &done, "apt"),
+                parallel: req.accelerate_downloads,
+            }
+        };
+        if plan.python.is_empty() && plan.system.is_empty() {
+            tracing::info!(target: "runlog::install", "dependencies already installed: {}", req.dependencies.iter().chain(&req.system_dependencies).cloned().collect::<Vec<_>>().join(" "));
+            return Ok(());
+        }
+        if let Err(e) = ready.installer.install(&plan).await {
+            tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
+            return Err(CallOutcome::failed(format!(
+                "dependency installation failed: {e}"
+            )));
+        }
+        let mut done = ready
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        done.extend(plan.python.iter().map(|s| format!("pip {s}")));
+        done.extend(plan.system.iter().map(|s| format!("apt {s}")));
+        tracing::info!(target: "runlog::install", "dependencies installed");
+        Ok(())
     }
 
     async fn run_function(
@@ -354,6 +392,15 @@ impl PythonRuntime {
         self.instances.insert(id.to_owned(), handle.clone());
         Ok(handle)
     }
+}
+
+/// The specs of `wanted` not yet in `done` (keyed `"<kind> <spec>"`).
+fn missing(wanted: &[String], done: &HashSet<String>, kind: &str) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|s| !done.contains(&format!("{kind} {s}")))
+        .cloned()
+        .collect()
 }
 
 fn wire_name(s: Serialization) -> &'static str {

@@ -7,6 +7,8 @@
 //! read by a task of its own and credited to whichever call holds the worker.
 
 use crate::python::{OutputLine, OutputStream};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde::Deserialize;
 use std::path::Path;
 use std::process::Stdio;
@@ -88,6 +90,9 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A group of its own: retiring the worker also stops whatever the function
+            // started (see `Drop`).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(WorkerError::Spawn)?;
@@ -194,6 +199,17 @@ impl Worker {
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Only while the leader is unreaped is its pid (= the group id) surely ours.
+        if let (Ok(None), Some(pid)) = (self.child.try_wait(), self.child.id())
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
 
