@@ -4,6 +4,7 @@
 mod tail_common;
 
 use runlog_protocol::Scope;
+use runlog_testkit::forward::Forwarder;
 use runlog_testkit::service::{TestService, test_config};
 use tail_common::*;
 use tokio::io::BufReader;

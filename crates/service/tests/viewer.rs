@@ -579,3 +579,67 @@ async fn download_buttons_give_the_raw_lines_and_the_text() {
     browser.quit().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_page_reconnects_after_a_service_restart_and_resumes_where_it_was() {
+    // Stores that outlive the server process (as Redis would), behind one stable port.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = runlog_testkit::service::test_config(dir.path());
+    let streams = runlog_service::backend::stream_store(&cfg).await.unwrap();
+    let blobs = runlog_service::backend::blob_store(&cfg).await.unwrap();
+    let mut svc = TestService::start_with_stores(streams, blobs).await;
+    let fwd = runlog_testkit::forward::Forwarder::start(svc.addr()).await;
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    let read = svc.token(ACCOUNT, Scope::Read);
+    api.open("job").await;
+    api.put_ok("job", &(0..50).map(line).collect::<Vec<_>>())
+        .await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!(
+            "{}/ui/stream?accountID={ACCOUNT}&key=job&token={read}",
+            fwd.url()
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the first lines",
+            "return document.body.innerText.includes('line 49')",
+        )
+        .await;
+    browser
+        .eval("window.__sameDocument = true; return true", vec![])
+        .await;
+    let before = fwd.connections();
+
+    svc.restart().await;
+    fwd.switch_to(svc.addr());
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    api.put_ok("job", &(50..60).map(line).collect::<Vec<_>>())
+        .await;
+    browser
+        .wait_for(
+            "the lines written after the restart",
+            "return document.body.innerText.includes('line 59') && document.body.dataset.state === 'live'",
+        )
+        .await;
+    let status = browser
+        .eval(
+            "return document.getElementById('status').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(status, json!("live · 60 lines"), "lines lost or repeated");
+    let same = browser
+        .eval("return window.__sameDocument === true", vec![])
+        .await;
+    assert_eq!(
+        same,
+        json!(true),
+        "the page reloaded instead of reconnecting"
+    );
+    assert!(fwd.connections() > before, "no reconnection happened");
+    browser.screenshot("viewer-reconnected").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}

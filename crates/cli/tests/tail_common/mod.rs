@@ -6,12 +6,9 @@ use reqwest::StatusCode;
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 pub const ACCOUNT: &str = "acc";
@@ -155,53 +152,4 @@ pub async fn read_lines(
         got.push(l);
     }
     got
-}
-
-/// A TCP forwarder on a fixed loopback port whose upstream can be switched: the
-/// client keeps one URL while the service behind it restarts on a new port.
-pub struct Forwarder {
-    pub addr: SocketAddr,
-    upstream: Arc<Mutex<SocketAddr>>,
-    connections: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Forwarder {
-    pub async fn start(upstream: SocketAddr) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream = Arc::new(Mutex::new(upstream));
-        let target = upstream.clone();
-        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let to = *target.lock().unwrap();
-                tokio::spawn(async move {
-                    // A refused upstream (service restarting) drops the client connection.
-                    if let Ok(mut server) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        Forwarder {
-            addr,
-            upstream,
-            connections,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Client connections accepted so far.
-    pub fn connections(&self) -> u64 {
-        self.connections.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn switch_to(&self, upstream: SocketAddr) {
-        *self.upstream.lock().unwrap() = upstream;
-    }
 }
