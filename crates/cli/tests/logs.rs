@@ -18,6 +18,8 @@ async fn logs_prints_the_archive_text() {
     let done = run(runlog(&svc.url(), &read, &["logs", "a"])).await;
     assert!(done.success, "{}", done.stderr);
     assert_eq!(done.stdout, expected_text(0..1000));
+    // stderr is a pipe here: no progress bar, no link, nothing.
+    assert_eq!(done.stderr, "");
     svc.shutdown().await;
 }
 

@@ -643,3 +643,30 @@ async fn the_page_reconnects_after_a_service_restart_and_resumes_where_it_was() 
     browser.quit().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_phone_width_screen_gets_a_layout_without_sideways_scrolling() {
+    let (svc, api, read) = setup().await;
+    api.open("narrow").await;
+    api.put_ok("narrow", &(0..40).map(line).collect::<Vec<_>>())
+        .await;
+    let browser = Browser::start_sized(390, 800).await;
+    browser.goto(&page(&svc, "narrow", &read, "")).await;
+    browser
+        .wait_for(
+            "lines",
+            "return document.body.innerText.includes('line 39')",
+        )
+        .await;
+    let layout = browser
+        .eval(
+            "const v = document.getElementById('viewport').getBoundingClientRect();
+             return {page: document.documentElement.scrollWidth <= window.innerWidth, logHeight: v.height > 200}",
+            vec![],
+        )
+        .await;
+    assert_eq!(layout, json!({"page": true, "logHeight": true}));
+    browser.screenshot("viewer-narrow").await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
