@@ -670,3 +670,66 @@ async fn a_phone_width_screen_gets_a_layout_without_sideways_scrolling() {
     browser.quit().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_filter_shows_only_matching_lines_and_keeps_their_numbers() {
+    let (svc, api, read) = setup().await;
+    api.open("f").await;
+    let rows: Vec<_> = (0..1000)
+        .map(|pos| {
+            let out = if pos % 100 == 7 {
+                format!("warning: slow step {pos}\n")
+            } else {
+                format!("line {pos}\n")
+            };
+            json!({"level": "info", "pos": pos, "out": out, "time": "2026-11-20T10:00:00.000Z"})
+        })
+        .collect();
+    api.put_ok("f", &rows).await;
+    api.close("f", false).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "f", &read, "")).await;
+    browser
+        .wait_for(
+            "all lines",
+            "return document.body.dataset.state === 'closed'",
+        )
+        .await;
+    browser.type_into("#search", "WARNING\u{E007}").await;
+    browser
+        .wait_for(
+            "ten matches",
+            "return document.body.dataset.matches === '10'",
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('filter').click(); return true",
+            vec![],
+        )
+        .await;
+    let shown = browser
+        .wait_for(
+            "only matching rows",
+            "const rows = [...document.querySelectorAll('.row:not([hidden])')];
+             return rows.length === 10 ? rows.map(r => r.dataset.line) : null",
+        )
+        .await;
+    let expected: Vec<String> = (0..10).map(|k| (k * 100 + 8).to_string()).collect();
+    assert_eq!(shown, json!(expected));
+    // Turning the filter off brings every line back.
+    browser
+        .eval(
+            "document.getElementById('filter').click(); return true",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_for(
+            "all rows again",
+            "return document.querySelectorAll('.row:not([hidden])').length > 10",
+        )
+        .await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
