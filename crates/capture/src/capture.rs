@@ -3,6 +3,7 @@
 use crate::attach::insert_extension;
 use crate::format::{LogFormat, format_event};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -35,9 +36,25 @@ impl Default for Capture {
     }
 }
 
-/// Marker stored in span extensions.
-#[derive(Debug, Clone)]
+/// Marker stored in span extensions; counted, so the layer skips the span walk
+/// entirely while no capture is attached anywhere.
+#[derive(Debug)]
 struct Attached(Capture);
+
+static ATTACHED: AtomicUsize = AtomicUsize::new(0);
+
+impl Attached {
+    fn new(capture: Capture) -> Self {
+        ATTACHED.fetch_add(1, Ordering::Relaxed);
+        Attached(capture)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        ATTACHED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Capture {
     /// A capture that keeps the last `capacity` lines (at least one).
@@ -52,7 +69,7 @@ impl Capture {
     ///
     /// A no-op when the span is disabled or no runlog subscriber is installed.
     pub fn attach(&self, span: &tracing::Span) {
-        insert_extension(span, Attached(self.clone()));
+        insert_extension(span, Attached::new(self.clone()));
     }
 
     /// The recorded lines, oldest first. When lines were dropped, the first entry says
@@ -109,6 +126,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if ATTACHED.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };

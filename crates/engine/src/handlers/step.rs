@@ -91,18 +91,14 @@ pub async fn step(
         None => None,
     };
     Metrics::inc(&state.metrics().steps_started);
-    let task = tokio::spawn(
-        run_step(
-            state.clone(),
-            stage.clone(),
-            req.id.clone(),
-            spec,
-            outputs_file,
-            writer,
-            tx,
-        )
-        .in_current_span(),
-    );
+    let run = StepRun {
+        id: req.id.clone(),
+        name: req.name.clone().unwrap_or_else(|| req.id.clone()),
+        spec,
+        outputs_file,
+        writer,
+    };
+    let task = tokio::spawn(run_step(state.clone(), stage.clone(), run, tx).in_current_span());
     stage.set_task(&req.id, task);
     if req.detach {
         return Ok(Json(serde_json::json!({})).into_response());
@@ -159,18 +155,33 @@ fn command_line(req: &StepRequest) -> Result<(String, Vec<String>), EngineError>
     }
 }
 
+/// One step, ready to run.
+struct StepRun {
+    id: String,
+    name: String,
+    spec: ProcessSpec,
+    outputs_file: std::path::PathBuf,
+    writer: Option<Writer>,
+}
+
 /// Runs the process, publishes the result, then closes the step's stream (the answer
 /// does not wait for the archive upload; `/destroy` does).
 async fn run_step(
     state: EngineState,
     stage: Arc<Stage>,
-    id: String,
-    spec: ProcessSpec,
-    outputs_file: std::path::PathBuf,
-    writer: Option<Writer>,
+    run: StepRun,
     tx: watch::Sender<Option<StepResponse>>,
 ) -> Option<livelog::WriterReport> {
-    tracing::info!(step = %id, "starting step: {} {}", spec.program, spec.args.join(" "));
+    let StepRun {
+        id,
+        name,
+        spec,
+        outputs_file,
+        writer,
+    } = run;
+    // The arguments are not logged: they may hold values only the step's own stream
+    // masks (its secrets), and the console masks nothing.
+    tracing::info!(step = %id, "starting step {name:?}: {}", spec.program);
     let out = process::run(&spec, StepOutput(writer.clone()), stage.cancel.clone()).await;
     if let (Some(w), Some(e)) = (&writer, &out.error) {
         w.try_write_line("error", e);
