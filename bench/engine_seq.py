@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Engine end-to-end benchmark: a step printing N lines (`seq`) until its archive is
+complete, against the same command writing to a local file, in the same run.
+
+    cargo build --release -p runlog-cli
+    python3 bench/engine_seq.py [--lines 2000000] [--runs 3]
+
+The log service and the engine run as two processes (release `runlog service` and
+`runlog engine`), so the engine's peak RSS (VmHWM) is its own. "Archive complete" is
+`/step` returning plus `/destroy` returning: destroy waits for the step's writer to
+upload the archive, and the script checks the archive holds every line.
+"""
+import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("RUNLOG_BIN", os.path.join(ROOT, "target", "release", "runlog"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(method, url, body=None, token=None, timeout=600):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def wait_up(url, limit=30):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            call("GET", url + "/healthz", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{url} did not come up")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def baseline(n, dir):
+    path = os.path.join(dir, "seq.out")
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        subprocess.run(["seq", "1", str(n)], stdout=f, check=True)
+        f.flush()
+        os.fsync(f.fileno())
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="runlog-bench-")
+    secret = "bench-secret-" + str(os.getpid())
+    sp, ep = free_port(), free_port()
+    service = subprocess.Popen([BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
+                                "--admin-secret", secret], stderr=subprocess.DEVNULL)
+    engine = subprocess.Popen([BIN, "engine", "--addr", f"127.0.0.1:{ep}", "--data-dir", os.path.join(work, "engine")],
+                              stderr=subprocess.DEVNULL, env={**os.environ, "RUNLOG_LOG": "warn"})
+    try:
+        svc, eng = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ep}"
+        wait_up(svc)
+        wait_up(eng)
+        token = subprocess.run([BIN, "token", "--account", "bench", "--scope", "write", "--admin-secret", secret],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        rss_before = peak_rss_kib(engine.pid)
+        results = []
+        for run in range(args.runs):
+            base = baseline(args.lines, work)
+            key = f"bench/run-{run}"
+            call("POST", eng + "/setup", {"le_log_key": key + ".engine", "log_config": {
+                "url": svc, "account_id": "bench", "token": token, "indirect_upload": True}})
+            t0 = time.perf_counter()
+            step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": ["seq", "1", str(args.lines)],
+                                                           "log_key": key}))
+            t_step = time.perf_counter() - t0
+            destroyed = json.loads(call("POST", eng + "/destroy", {}))
+            t_archive = time.perf_counter() - t0
+            report = destroyed["streams"][0]
+            assert step["exit_code"] == 0, step
+            assert report["archived"] and report["lines"] == args.lines, report
+            archive = call("GET", f"{svc}/blob?accountID=bench&key={key}", token=token)
+            rows = archive.count(b"\n")
+            assert rows == args.lines, f"archive holds {rows} lines"
+            results.append((base, t_step, t_archive))
+            print(f"run {run}: local file {base:.3f}s | step answered {t_step:.3f}s | archive complete "
+                  f"{t_archive:.3f}s | ratio {t_archive / base:.1f}x | retries {report['retries']}", flush=True)
+        best = min(results, key=lambda r: r[2])
+        print(f"\nlines: {args.lines}")
+        print(f"best of {args.runs}: local file {best[0]:.3f}s, step output {best[1]:.3f}s, archive complete "
+              f"{best[2]:.3f}s -> {best[2] / best[0]:.1f}x the local file, "
+              f"{args.lines / best[2] / 1e6:.2f} M lines/s end to end")
+        print(f"engine peak RSS: {peak_rss_kib(engine.pid) / 1024:.1f} MiB (idle {rss_before / 1024:.1f} MiB)")
+    finally:
+        for p in (engine, service):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
