@@ -171,3 +171,38 @@ async fn a_path_like_key_is_refused_before_any_request() {
     assert_eq!(done.code, Some(2), "{}", done.stderr);
     assert!(done.stderr.contains("forbidden segment"), "{}", done.stderr);
 }
+
+#[tokio::test]
+async fn tail_through_a_faulty_network_prints_every_line_once_in_order() {
+    use runlog_testkit::proxy::{FaultProxy, Faults};
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("flaky").await;
+    w.put("flaky", &lines(0..500)).await;
+    // 60 % of requests fail: 500s, 429s, resets, dropped answers, bodies cut midway.
+    let proxy = FaultProxy::start(&svc.url(), Faults::mixed(0.6), 7).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let child = runlog(
+        &proxy.url(),
+        &read,
+        &["tail", "--reconnect-for", "30s", "flaky"],
+    )
+    .spawn()
+    .unwrap();
+    for start in (500..1000).step_by(100) {
+        w.put("flaky", &lines(start..start + 100)).await;
+    }
+    w.close("flaky", false).await;
+    let done = finish(child).await;
+    assert!(done.success, "tail failed: {}", done.stderr);
+    assert_eq!(done.stdout, expected_text(0..1000));
+    // The faults really happened: the tail had to reconnect through them.
+    let stats = proxy.stats();
+    let failed = stats.status_500
+        + stats.status_429
+        + stats.reset
+        + stats.drop_response
+        + stats.close_mid_body;
+    assert!(failed > 0 && stats.requests > 1, "{stats:?}");
+    svc.shutdown().await;
+}

@@ -132,8 +132,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             None => anyhow::bail!("no stream {} in account {account}", args.key),
         }
     }
+    let mut next_line = args.since_line;
     let followed = reader
         .follow(account, &args.key, &opts, |line: &LogLine| {
+            next_line = line.pos + 1;
             printer.print(&line.time, &line.out)
         })
         .await;
@@ -147,8 +149,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             Ok(())
         }
         // The live lines are dropped once archived: the archive is the stream now.
+        // Continue after what was printed, so no line appears twice.
         Err(ReadError::NotFound(_)) => {
-            print_archive(&reader, account, &args.key, args.since_line, &mut printer).await?;
+            print_archive(&reader, account, &args.key, next_line, &mut printer).await?;
             printer.flush()?;
             Ok(())
         }
