@@ -265,6 +265,55 @@ mod tests {
         assert!(last.ends_with(b"tail") || text.contains("tail"));
     }
 
+    /// A sink that holds every write until released.
+    #[derive(Clone)]
+    struct Gate {
+        open: Arc<tokio::sync::Semaphore>,
+        entered: Arc<tokio::sync::Notify>,
+    }
+
+    impl OutputSink for Gate {
+        async fn write(&self, _bytes: &[u8]) {
+            self.entered.notify_one();
+            let _ = self.open.acquire().await.map(|p| p.forget());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_sink_blocks_the_child_instead_of_buffering_its_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("finished");
+        let gate = Gate {
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+            entered: Arc::new(tokio::sync::Notify::new()),
+        };
+        // 50 MB of output: far beyond a pipe buffer and a read chunk.
+        let script = format!(
+            "yes 0123456789012345678901234567890123456789012345678 | head -n 1000000; touch '{}'",
+            marker.display()
+        );
+        let spec = spec(&script);
+        let task = tokio::spawn({
+            let gate = gate.clone();
+            async move { run(&spec, gate, CancellationToken::new()).await }
+        });
+        gate.entered.notified().await;
+        // Unblocked, the child writes all of it in well under this; blocked on the
+        // full pipe, it cannot finish.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !marker.exists(),
+            "the child finished although nothing read its output"
+        );
+        gate.open.add_permits(usize::MAX >> 4);
+        let out = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the step ends once the sink accepts")
+            .expect("task");
+        assert_eq!(out.exit_code, 0);
+        assert!(marker.exists());
+    }
+
     #[tokio::test]
     async fn exit_codes_and_signals_are_reported() {
         let out = run(&spec("exit 7"), Discard, CancellationToken::new()).await;
