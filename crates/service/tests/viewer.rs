@@ -131,6 +131,30 @@ async fn ansi_colours_become_styled_spans_and_escapes_never_show() {
         )
         .await;
     assert_eq!(level, json!("ERROR"));
+    // 256-colour, true-colour and inverse video, and a progress line redrawn with \r.
+    api.put_ok(
+        "ansi",
+        &[
+            json!({"pos": 1, "out": "\u{1b}[38;5;208morange\u{1b}[0m \u{1b}[48;2;1;2;3mdark\u{1b}[0m \u{1b}[7minv\u{1b}[0m\n"}),
+            json!({"pos": 2, "out": "progress 10%\rprogress 50%\rprogress 100%\n"}),
+        ],
+    )
+    .await;
+    let extended = browser
+        .wait_for(
+            "the extended colours",
+            "const s = [...document.querySelectorAll('.row .tx span')];
+             const by = t => s.find(e => e.textContent === t);
+             if (!by('orange')) return null;
+             const rows = [...document.querySelectorAll('.row:not([hidden]) .tx')].map(e => e.textContent);
+             return {orange: getComputedStyle(by('orange')).color, dark: getComputedStyle(by('dark')).backgroundColor,
+                     inv: by('inv').className, progress: rows[2]}",
+        )
+        .await;
+    assert_eq!(
+        extended,
+        json!({"orange": "rgb(255, 135, 0)", "dark": "rgb(1, 2, 3)", "inv": "sgr-inv-fg sgr-inv-bg", "progress": "progress 100%"})
+    );
     browser.screenshot("viewer-ansi").await;
     browser.quit().await;
     svc.shutdown().await;
