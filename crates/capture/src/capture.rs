@@ -160,6 +160,27 @@ mod tests {
     }
 
     #[test]
+    fn debug_format_adds_target_and_location() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(LogFormat::Debug));
+        let capture = Capture::new(10);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: "runlog::test", "request");
+            capture.attach(&span);
+            span.in_scope(|| tracing::error!(target: "runlog::test", "disk full"));
+        });
+        let lines = capture.lines();
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        let rest = &line["2026-11-20T10:00:00.123Z".len()..];
+        assert!(
+            rest.starts_with(" | ERROR | runlog::test | crates/capture/src/capture.rs:"),
+            "{line}"
+        );
+        assert!(rest.ends_with(" | disk full"), "{line}");
+    }
+
+    #[test]
     fn zero_capacity_still_keeps_the_last_line() {
         let c = Capture::new(0);
         c.push("a".into());
