@@ -335,6 +335,152 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// How to start the `runlog` binary's servers as child processes (tests pass
+/// `env!("CARGO_BIN_EXE_runlog")`): the only way to SIGKILL or SIGSTOP one.
+#[derive(Debug, Clone)]
+pub struct RunlogBinary {
+    /// Path of the `runlog` executable.
+    pub path: std::path::PathBuf,
+}
+
+impl RunlogBinary {
+    /// The binary at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        RunlogBinary { path: path.into() }
+    }
+
+    /// `runlog service` on `127.0.0.1:port` over `data_dir` with `secret` (and Redis
+    /// streams when `redis` is given); returns once it listens.
+    pub fn service(
+        &self,
+        port: u16,
+        data_dir: &std::path::Path,
+        secret: &str,
+        redis: Option<&str>,
+    ) -> Watched {
+        let extra: Vec<String> = redis
+            .map(|u| vec!["--redis".to_owned(), u.to_owned()])
+            .unwrap_or_default();
+        self.service_with(port, data_dir, secret, &extra)
+    }
+
+    /// [`RunlogBinary::service`] with extra flags (e.g. `--closed-retention 10s`).
+    pub fn service_with(
+        &self,
+        port: u16,
+        data_dir: &std::path::Path,
+        secret: &str,
+        extra: &[String],
+    ) -> Watched {
+        let mut cmd = std::process::Command::new(&self.path);
+        cmd.arg("service")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--admin-secret")
+            .arg(secret);
+        cmd.args(extra);
+        let svc = Watched::spawn(cmd).expect("spawn runlog service");
+        let up = svc.wait_for_line(Duration::from_secs(60), |l| l.contains("listening"));
+        assert!(
+            up.is_some(),
+            "runlog service did not start:\n{}",
+            svc.output()
+        );
+        svc
+    }
+
+    /// `runlog engine` on `127.0.0.1:0` over `data_dir`, through `sh` so that `limits`
+    /// (shell commands such as `ulimit -f 2048`) apply to it; returns it and its URL.
+    pub fn engine_with(&self, data_dir: &std::path::Path, limits: &str) -> (Watched, String) {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{limits}\nexec \"$0\" engine --addr 127.0.0.1:0 --data-dir \"$1\" --close-deadline 20s"))
+            .arg(&self.path)
+            .arg(data_dir);
+        let engine = Watched::spawn(cmd).expect("spawn runlog engine");
+        let line = engine
+            .wait_for_line(Duration::from_secs(60), |l| {
+                l.contains("listening on http://127.0.0.1:")
+            })
+            .unwrap_or_else(|| panic!("runlog engine did not start:\n{}", engine.output()));
+        let url = loopback_url_in(&line).unwrap_or_else(|| panic!("no address in {line:?}"));
+        (engine, url)
+    }
+
+    /// `runlog engine` on `127.0.0.1:0` over `data_dir`.
+    pub fn engine(&self, data_dir: &std::path::Path) -> (Watched, String) {
+        self.engine_with(data_dir, ":")
+    }
+}
+
+/// Lines of a stream as a reader sees them through `GET /stream` (SSE), read until
+/// the stream's `eof`; fails on an `error` event or after `timeout`.
+pub async fn sse_lines(
+    base: &str,
+    account: &str,
+    key: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Vec<LogLine>, String> {
+    let resp = tokio::time::timeout(
+        timeout,
+        reqwest::Client::new()
+            .get(format!("{base}/stream?accountID={account}&key={key}"))
+            .bearer_auth(token)
+            .send(),
+    )
+    .await
+    .map_err(|_| "GET /stream did not answer".to_owned())?
+    .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("GET /stream answered {}", resp.status()));
+    }
+    let text = tokio::time::timeout(timeout, resp.text())
+        .await
+        .map_err(|_| format!("the SSE stream of {key} did not end within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    let mut lines = Vec::new();
+    let mut event = "message";
+    for row in text.lines() {
+        if let Some(name) = row.strip_prefix("event: ") {
+            event = if name == "error" { "error" } else { "other" };
+        } else if let Some(data) = row.strip_prefix("data: ") {
+            match event {
+                "error" => return Err(format!("SSE error event: {data}")),
+                "message" => lines.push(
+                    serde_json::from_str::<LogLine>(data)
+                        .map_err(|e| format!("SSE data is not a line ({e}): {data}"))?,
+                ),
+                _ => {}
+            }
+        } else if row.is_empty() {
+            event = "message";
+        }
+    }
+    Ok(lines)
+}
+
+/// Lines of a stream's archive (`GET /blob`).
+pub async fn archive_lines(
+    base: &str,
+    account: &str,
+    key: &str,
+    token: &str,
+) -> Result<Vec<LogLine>, String> {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/blob?accountID={account}&key={key}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("GET /blob of {key} answered {}", resp.status()));
+    }
+    parse_ndjson(&resp.bytes().await.map_err(|e| e.to_string())?)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
