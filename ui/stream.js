@@ -506,40 +506,44 @@ function fail(message, askToken) {
 /** Parses an event-stream body; calls `onEvent(event, data, id)` per event. */
 async function readEvents(body, onEvent) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
+  let rest = "";
   let event = "";
-  let data = [];
+  let data = null;
   let id = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return false;
-    buf += value;
-    let nl;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      let line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.endsWith("\r")) line = line.slice(0, -1);
-      if (line === "") {
-        if (data.length || event) {
-          if (onEvent(event || "message", data.join("\n"), id) === "stop") {
+    // One cursor over the chunk: slicing the remainder per line would copy it per line.
+    const buf = rest + value;
+    let start = 0;
+    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n", start)) {
+      const end = nl > start && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
+      const lineStart = start;
+      start = nl + 1;
+      if (end === lineStart) {
+        if (data !== null || event) {
+          if (onEvent(event || "message", data ?? "", id) === "stop") {
             reader.cancel().catch(() => {});
             return true;
           }
         }
         event = "";
-        data = [];
+        data = null;
         id = null;
         continue;
       }
-      if (line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let val = colon < 0 ? "" : line.slice(colon + 1);
-      if (val.startsWith(" ")) val = val.slice(1);
-      if (field === "data") data.push(val);
+      if (buf.charCodeAt(lineStart) === 58) continue; // ":" comment (keep-alive ping)
+      const colon = buf.indexOf(":", lineStart);
+      const fieldEnd = colon < 0 || colon > end ? end : colon;
+      const field = buf.slice(lineStart, fieldEnd);
+      let valueStart = fieldEnd < end ? fieldEnd + 1 : end;
+      if (buf.charCodeAt(valueStart) === 32 && valueStart < end) valueStart++;
+      const val = buf.slice(valueStart, end);
+      if (field === "data") data = data === null ? val : data + "\n" + val;
       else if (field === "event") event = val;
       else if (field === "id") id = val;
     }
+    rest = buf.slice(start);
   }
 }
 
