@@ -59,9 +59,10 @@ struct Target {
 
 /// Runs the command and exits the process with its exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // The engine's own console logs would mix with the command's output: warnings only.
+    // The engine's own console logs would mix with the command's output, and its
+    // warnings (a failed step) are repeated by this command: errors only.
     runlog_capture::init(runlog_capture::InitOptions {
-        filter: Some(std::env::var("RUNLOG_LOG").unwrap_or_else(|_| "warn".into())),
+        filter: Some(std::env::var("RUNLOG_LOG").unwrap_or_else(|_| "error".into())),
         ..Default::default()
     });
     let code = execute(args).await?;

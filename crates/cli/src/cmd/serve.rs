@@ -50,6 +50,8 @@ pub struct Stack {
     pub write_token: String,
     /// Read token of `account` (for viewers and `runlog tail`).
     pub read_token: String,
+    /// The token the engine requires, if any.
+    pub engine_token: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -101,6 +103,7 @@ impl Stack {
             Ok(())
         });
 
+        let engine_token = opts.engine.token.clone();
         let engine_cfg = EngineConfig {
             addr: opts.engine_addr,
             ..opts.engine
@@ -117,6 +120,7 @@ impl Stack {
             account: opts.account,
             write_token,
             read_token,
+            engine_token,
             stop,
             tasks: vec![service, engine],
         })
@@ -139,8 +143,16 @@ impl Stack {
             account,
             write_token,
             read_token,
+            engine_token,
             ..
         } = self;
+        let (auth, run_auth) = match engine_token {
+            Some(t) => (
+                format!(" -H 'Authorization: Bearer {t}'"),
+                format!(" --engine-token {t}"),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "runlog is ready\n\
              \x20 log service  {service_url}   (viewer: {service_url}/ui/)\n\
@@ -150,13 +162,13 @@ impl Stack {
              \x20 read token   {read_token}\n\
              \n\
              Try it:\n\
-             \x20 curl -s {engine_url}/setup -d '{{\"le_log_key\":\"demo/engine\",\"log_config\":{{\"url\":\"{service_url}\",\"account_id\":\"{account}\",\"token\":\"{write_token}\",\"indirect_upload\":true}}}}'\n\
-             \x20 curl -s {engine_url}/step -d '{{\"id\":\"hello\",\"script\":\"for i in 1 2 3; do echo line $i; sleep 1; done\",\"log_key\":\"demo/hello\"}}'\n\
+             \x20 curl -s{auth} {engine_url}/setup -d '{{\"le_log_key\":\"demo/engine\",\"log_config\":{{\"url\":\"{service_url}\",\"account_id\":\"{account}\",\"token\":\"{write_token}\",\"indirect_upload\":true}}}}'\n\
+             \x20 curl -s{auth} {engine_url}/step -d '{{\"id\":\"hello\",\"script\":\"for i in 1 2 3; do echo line $i; sleep 1; done\",\"log_key\":\"demo/hello\"}}'\n\
              \x20 runlog tail --url {service_url} --account {account} --token {read_token} demo/hello\n\
-             \x20 curl -s {engine_url}/destroy -d '{{}}'\n\
+             \x20 curl -s{auth} {engine_url}/destroy -d '{{}}'\n\
              \n\
              Or run a command with its output streamed through the service:\n\
-             \x20 runlog run --engine {engine_url} --service-url {service_url} --account {account} --token {write_token} -- ls -la\n"
+             \x20 runlog run --engine {engine_url}{run_auth} --service-url {service_url} --account {account} --token {write_token} -- ls -la\n"
         )
     }
 }
