@@ -1,6 +1,14 @@
 //! Running one step: a process in its own process group, both pipes read into the
 //! step's log writer with backpressure, a time limit and cancellation that kill the
 //! whole group.
+//!
+//! Buffering contract: one 64 KiB chunk per pipe. When the writer's queue is full its
+//! `write_async` waits, this reader stops reading, the pipe fills and the child blocks
+//! on `write` — memory never grows with a slow log service.
+//!
+//! stdout and stderr lines both get the writer's default level (`info`): compilers,
+//! package managers and progress bars write ordinary output to stderr, so calling it
+//! `error` would mislead more often than help.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
