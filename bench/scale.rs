@@ -355,8 +355,16 @@ fn main() {
                 p99 / base_p99
             );
         }
-        let empty = redis_memory_per_1000_streams(&redis, 0).await;
-        let with_lines = redis_memory_per_1000_streams(&redis, 100).await;
+        // Where the Redis deployments spend their time: Redis' own CPU per command.
+        let stats = redis.raw_command("INFO commandstats").await.unwrap();
+        for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_xread")) {
+            println!("redis {line}");
+        }
+        // A fresh Redis, so blocked tails and client buffers of the runs above do not
+        // blur the figure.
+        let quiet = RedisServer::start_new_with(&["--appendfsync", "everysec"]).await;
+        let empty = redis_memory_per_1000_streams(&quiet, 0).await;
+        let with_lines = redis_memory_per_1000_streams(&quiet, 100).await;
         println!(
             "redis memory per 1 000 open streams: {:.2} MiB empty ({:.0} B/stream), {:.2} MiB with 100 lines of 80 B each ({:.0} B/line)",
             empty / 1048576.0,
