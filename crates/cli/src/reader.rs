@@ -201,6 +201,15 @@ impl Reader {
         opts: &FollowOptions,
         mut on_line: impl FnMut(&LogLine) -> std::io::Result<()>,
     ) -> Result<FollowSummary, ReadError> {
+        if opts.stop_at_pos.is_some_and(|stop| stop < opts.from_line) {
+            // The snapshot ends before the first wanted line: nothing to read.
+            return Ok(FollowSummary {
+                end: FollowEnd::CaughtUp,
+                lines: 0,
+                last_pos: None,
+                reconnects: 0,
+            });
+        }
         let mut state = FollowState {
             from_line: opts.from_line,
             last_pos: None,
@@ -275,19 +284,16 @@ impl Reader {
         let mut body = resp.bytes_stream();
         let mut parser = SseParser::default();
         let mut events = Vec::new();
+        // Idleness only counts once lines flow: a service slow to start a large
+        // backfill is not a finished snapshot.
+        let mut lines_flowing = false;
         loop {
-            let wait = match opts.stop_when_idle {
-                Some(idle) => idle.min(opts.stall_timeout),
-                None => opts.stall_timeout,
-            };
+            let idle = opts
+                .stop_when_idle
+                .filter(|idle| *idle <= opts.stall_timeout && lines_flowing);
+            let wait = idle.unwrap_or(opts.stall_timeout);
             let chunk = match tokio::time::timeout(wait, body.next()).await {
-                Err(_)
-                    if opts
-                        .stop_when_idle
-                        .is_some_and(|idle| idle <= opts.stall_timeout) =>
-                {
-                    return Ok(FollowEnd::Idle);
-                }
+                Err(_) if idle.is_some() => return Ok(FollowEnd::Idle),
                 Err(_) => return Err(Attempt::Retry(format!("no data for {wait:?}"))),
                 Ok(None) => {
                     return Err(Attempt::Retry(
@@ -311,6 +317,7 @@ impl Reader {
                         return Err(Attempt::Retry(format!("the service reported: {msg}")));
                     }
                     "" | "message" if !event.data.is_empty() => {
+                        lines_flowing = true;
                         let line: LogLine = serde_json::from_str(&event.data).map_err(|e| {
                             Attempt::Fatal(ReadError::Malformed(format!("line: {e}")))
                         })?;

@@ -206,3 +206,23 @@ async fn tail_through_a_faulty_network_prints_every_line_once_in_order() {
     assert!(failed > 0 && stats.requests > 1, "{stats:?}");
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn no_follow_past_the_end_prints_nothing_and_returns_at_once() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("short").await;
+    w.put("short", &lines(0..5)).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    // `run` fails the test if the command outlives RUN_LIMIT, well below the 90 s
+    // stall timeout a wrong wait would sit out.
+    let done = run(runlog(
+        &svc.url(),
+        &read,
+        &["tail", "--no-follow", "--since-line", "100", "short"],
+    ))
+    .await;
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
+    svc.shutdown().await;
+}
