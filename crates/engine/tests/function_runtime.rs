@@ -349,3 +349,19 @@ async fn timed_out_call_also_stops_the_processes_it_started() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn installation_past_its_time_limit_stops_the_call() {
+    let (wheels, version) = support::build_fixture_wheel();
+    let mut cfg = support::config(Some(wheels.path()));
+    cfg.install_timeout = Duration::from_millis(1);
+    let rt = PythonRuntime::new(cfg);
+    rt.warm_up().await.unwrap();
+    let mut req = json_call("f", "def f():\n    print('must not run')");
+    req.dependencies = vec![format!("runlog-fixture-pkg=={version}")];
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(!outcome.success);
+    assert!(lines.is_empty(), "the function ran: {lines:?}");
+    let error = outcome.error.unwrap();
+    assert!(error.contains("timed out after 1ms"), "{error}");
+}
