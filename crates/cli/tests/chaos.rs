@@ -423,3 +423,55 @@ async fn engine_killed_mid_step_delivers_the_killed_runs_history_at_next_start()
     check_exactly_once_in_order(&archived, &want).unwrap();
     svc.shutdown().await;
 }
+
+/// Descriptors of this process open on files under `dir`.
+fn fds_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.starts_with(dir))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_writers_release_their_spool_files() {
+    let svc = TestService::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let log_config = runlog_protocol::engine::LogConfig {
+        url: svc.url(),
+        account_id: ACCOUNT.to_owned(),
+        token: svc.token(ACCOUNT, Scope::Write),
+        ..Default::default()
+    };
+    let client: std::sync::Arc<dyn livelog::LogClient> =
+        std::sync::Arc::new(livelog::HttpLogClient::new(&log_config).unwrap());
+    let n = 50;
+    for i in 0..n {
+        let mut cfg = livelog::WriterConfig::new(format!("released/{i}"));
+        cfg.spool_dir = spool.path().to_path_buf();
+        let writer = livelog::Writer::new(client.clone(), cfg);
+        writer.write(format!("line of writer {i}\n").as_bytes());
+        let report = writer.close().await;
+        assert!(report.archived, "{report:?}");
+    }
+    assert!(n > 0);
+    // A long-lived engine closes a writer per step: each must let go of its spool
+    // file (and the memory behind it) once closed, or descriptors run out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = fds_under(spool.path());
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} spool files of {n} closed writers are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc.shutdown().await;
+}

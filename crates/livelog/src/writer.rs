@@ -571,6 +571,10 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     lines.emit_final_loss_marker(&ctx);
     lines.publish_metrics();
     lines.closing = true;
+    // Wake the partial-line flusher so it sees `closing` and ends: it holds the
+    // writer's state (spool file included), which would otherwise stay open for
+    // as long as the process lives.
+    inner.partial.notify_one();
     let flushed = lines.spool.flush();
     if let Err(e) = &flushed {
         lines.error.get_or_insert_with(|| e.clone());
