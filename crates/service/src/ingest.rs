@@ -87,6 +87,11 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
             "line boundaries disagree with the parser".into(),
         ));
     }
+    // Stored lines share the body's buffer, which lives as long as any of them.
+    // When most of the body is not line JSON (padding), copy the lines instead, so
+    // memory stays proportional to what the limits count.
+    let line_bytes: usize = spans.iter().map(|s| s.end - s.start).sum();
+    let share_body = line_bytes * 2 >= body.len();
     let mut out = Vec::with_capacity(spans.len());
     for (shape, span) in shapes.into_iter().zip(spans) {
         let json = if span.multiline {
@@ -95,8 +100,10 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
             let value: serde_json::Value = serde_json::from_slice(&body[span.start..span.end])
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?)
-        } else {
+        } else if share_body {
             body.slice(span.start..span.end)
+        } else {
+            Bytes::copy_from_slice(&body[span.start..span.end])
         };
         out.push(StoredLine {
             pos: shape.pos,
@@ -219,6 +226,18 @@ mod tests {
                 proptest::prop_assert_eq!(&back, l);
             }
         }
+    }
+
+    #[test]
+    fn padded_body_is_not_kept_alive_by_its_lines() {
+        let body = Bytes::from(format!(
+            "[{}{{\"pos\":0,\"out\":\"x\"}}]",
+            " ".repeat(10_000)
+        ));
+        let lines = parse_batch(&body).unwrap();
+        // A copy, not a slice: the 10 KB body can be freed.
+        let inside = body.as_ptr_range();
+        assert!(!inside.contains(&lines[0].json.as_ptr()));
     }
 
     #[test]

@@ -296,8 +296,15 @@ impl StreamStore for MemoryStreamStore {
                 )));
             }
             self.reserve_total(new_lines, new_bytes)?;
-            for line in lines {
+            // A retried batch shares one request buffer between its new lines and
+            // its duplicates; copy the new ones so the duplicates' bytes (not
+            // counted by any limit) are not kept alive by them.
+            let copy = new_lines < lines.len() as u64;
+            for mut line in lines {
                 let len = line.json.len() as u64;
+                if copy && !l.has(line.pos) {
+                    line.json = Bytes::copy_from_slice(&line.json);
+                }
                 if l.insert(line) {
                     appended += 1;
                     appended_bytes += len;
@@ -497,6 +504,35 @@ mod tests {
         let err = s.append(&id("k"), vec![line(3)]).await.unwrap_err();
         assert!(matches!(err, StoreError::LimitExceeded(_)));
         assert_eq!(s.meta(&id("k")).await.unwrap().lines, 3);
+    }
+
+    #[tokio::test]
+    async fn new_lines_of_a_retried_batch_do_not_pin_its_buffer() {
+        let s = MemoryStreamStore::new(MemoryLimits::default());
+        s.open(&id("k")).await.unwrap();
+        s.append(&id("k"), vec![line(0)]).await.unwrap();
+        let buffer = Bytes::from(format!(
+            "{}{}",
+            r#"{"pos":0,"out":"x"}"#, r#"{"pos":1,"out":"y"}"#
+        ));
+        let half = buffer.len() / 2;
+        let batch = vec![
+            StoredLine {
+                pos: 0,
+                json: buffer.slice(..half),
+            },
+            StoredLine {
+                pos: 1,
+                json: buffer.slice(half..),
+            },
+        ];
+        s.append(&id("k"), batch).await.unwrap();
+        let stored = s.read(&id("k"), 1, 1).await.unwrap();
+        assert_eq!(&stored[0].json[..], br#"{"pos":1,"out":"y"}"#);
+        assert!(
+            !buffer.as_ptr_range().contains(&stored[0].json.as_ptr()),
+            "copied out of the request buffer"
+        );
     }
 
     #[tokio::test]
