@@ -74,6 +74,7 @@ async fn lines_written_to_a_stream_appear_without_reload() {
         .await;
     assert_eq!(kept, json!(read));
     browser.screenshot("viewer-live").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
 }
@@ -263,6 +264,7 @@ async fn search_finds_a_marker_in_a_200_000_line_stream() {
         .await;
     assert_eq!(counter, json!("1 / 1"));
     browser.screenshot("viewer-search-200k").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
 }
@@ -347,6 +349,12 @@ async fn a_wrong_token_shows_an_error_not_a_blank_page() {
         browser
             .screenshot(&format!("viewer-wrong-token-{name}"))
             .await;
+        // The refused request is the only console error (and shows the capture works).
+        let errors = browser.console_errors().await;
+        assert!(
+            !errors.is_empty() && errors.iter().all(|e| e.contains("40")),
+            "{name}: {errors:?}"
+        );
     }
     browser.quit().await;
     svc.shutdown().await;
@@ -383,6 +391,7 @@ async fn the_front_page_lists_the_token_accounts_streams_newest_first() {
         .await;
     assert_eq!(link, json!("/ui/stream?accountID=acc&key=second"));
     browser.screenshot("viewer-list").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
 }

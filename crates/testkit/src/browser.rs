@@ -126,6 +126,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let resp = http
             .post(format!("{driver_url}/session"))
@@ -263,6 +264,27 @@ impl Browser {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// Console messages of level SEVERE (uncaught exceptions, failed loads, CSP
+    /// violations) since the last call.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let entries = self
+            .command(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({"type": "browser"})),
+            )
+            .await;
+        entries
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|e| e["level"] == "SEVERE")
+                    .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Saves a PNG screenshot as `<artifacts>/<name>.png` and returns its path.
