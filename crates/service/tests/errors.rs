@@ -415,3 +415,52 @@ async fn errors_are_counted_by_kind_in_metrics() {
         .unwrap();
     assert!(health.ok);
 }
+
+#[tokio::test]
+async fn total_line_limit_across_streams_refuses_with_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_total_lines = 150;
+    let svc = TestService::start_with(cfg).await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("a").await;
+    api.open("b").await;
+    api.put_ok("a", &lines(0..100)).await;
+    assert_error(
+        api.put("b", &lines(0..100)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    // The refused batch stored nothing; a batch that fits still goes in.
+    assert_eq!(api.put_ok("b", &lines(0..50)).await.next_pos, 50);
+}
+
+#[tokio::test]
+async fn failing_archive_backend_gets_503_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let archives = dir.path().join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&archives).unwrap();
+    let blobs = runlog_service::store::BlobStore::new(std::sync::Arc::new(fs), None);
+    let streams = std::sync::Arc::new(runlog_service::store::MemoryStreamStore::new(
+        Default::default(),
+    ));
+    let svc =
+        TestService::start_with_config_and_stores(test_config(dir.path()), streams, blobs).await;
+    // The backend breaks under the running service: its root is now a file.
+    std::fs::remove_dir_all(&archives).unwrap();
+    std::fs::write(&archives, b"not a directory").unwrap();
+    let api = Api::new(&svc, "acc", Scope::Write);
+    let r = api
+        .req(Method::POST, "/blob", "k")
+        .body(format!("{}\n", line(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    let r = reqwest::get(format!("{}/healthz", api.base)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: runlog_protocol::service::Health = r.json().await.unwrap();
+    assert!(!health.ok);
+    assert_ne!(health.backends["blobs"], "ok");
+}
