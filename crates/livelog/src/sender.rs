@@ -276,6 +276,16 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     let mut outboxed = false;
     if archived {
         let _ = std::fs::remove_file(&spool_path);
+    } else if spool_complete && inner.cfg.outbox_dir.is_none() {
+        // No outbox to hand it to: the history stays where it is, and the report
+        // says where, rather than deleting the only complete copy.
+        record_error(
+            &inner,
+            format!(
+                "the history was not archived; it is kept at {}",
+                spool_path.display()
+            ),
+        );
     } else if spool_complete && let Some(dir) = &inner.cfg.outbox_dir {
         let entry = crate::outbox::Entry {
             key: key.clone(),

@@ -417,7 +417,8 @@ impl Writer {
         &self.handle.inner
     }
 
-    /// Writes raw bytes (any chunking), never waiting on the network.
+    /// Writes raw bytes (any chunking), never waiting on the network. Bytes written
+    /// after `close()` has begun are ignored (the report is already final).
     pub fn write(&self, bytes: &[u8]) {
         let inner = self.inner();
         let level = inner.cfg.default_level.as_str();

@@ -309,3 +309,30 @@ async fn requests_time_out_against_a_stalled_service_and_close_keeps_its_deadlin
     assert!(!report.archived);
     assert!(proxy.stats().stall > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_clone_without_close_still_archives_the_history() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "drop/no-close";
+    let w = Writer::new(client(&svc.url(), &token), config(key, spool.path()));
+    let other = w.clone();
+    w.write(b"first\n");
+    other.write(b"second\n");
+    drop(w);
+    drop(other);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let archive = loop {
+        if let Some(a) = fetch_archive(&svc.url(), &token, key).await {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no archive after the last clone was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
+    assert_eq!(texts, vec!["first\n", "second\n"]);
+}
