@@ -226,3 +226,32 @@ async fn no_follow_past_the_end_prints_nothing_and_returns_at_once() {
     assert_eq!(done.stdout, "");
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn tail_wait_follows_a_stream_opened_after_it_started() {
+    use runlog_testkit::proxy::{FaultProxy, Faults};
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    let read = svc.token(ACCOUNT, Scope::Read);
+    // A plain proxy, to see the tail's requests.
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 1).await;
+    let child = runlog(&proxy.url(), &read, &["tail", "--wait", "50s", "later"])
+        .spawn()
+        .unwrap();
+    // Open the stream only after the tail has asked for it (and not found it) twice.
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    while proxy.stats().requests < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tail never asked for the stream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    w.open("later").await;
+    w.put("later", &lines(0..3)).await;
+    w.close("later", false).await;
+    let done = finish(child).await;
+    assert!(done.success, "{}", done.stderr);
+    assert_eq!(done.stdout, expected_text(0..3));
+    svc.shutdown().await;
+}

@@ -61,6 +61,32 @@ pub struct TailArgs {
     /// Give up when the service stays unreachable this long (e.g. `30s`, `10m`).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     reconnect_for: Duration,
+    /// Wait up to this long for a stream that does not exist yet (e.g. a job that
+    /// has not started) instead of failing at once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+}
+
+/// How often `--wait` asks whether the stream exists.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Polls the stream list until `key` appears or `limit` passes.
+async fn wait_for_stream(
+    reader: &Reader,
+    account: &AccountId,
+    key: &StreamKey,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if reader.info(account, key).await?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no stream {key} in account {account} after waiting {limit:?}");
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 /// Prints lines as `runlog tail` and `runlog logs` show them.
@@ -114,6 +140,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         args.color.escapes(),
         args.timestamps,
     );
+    if let Some(limit) = args.wait {
+        wait_for_stream(&reader, account, &args.key, limit).await?;
+    }
     let mut opts = FollowOptions {
         from_line: args.since_line,
         reconnect_for: args.reconnect_for,
