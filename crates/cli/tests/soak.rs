@@ -129,6 +129,8 @@ async fn soak_200_streams_under_faults_keeps_memory_and_fds_flat() {
     let mut streams = 0usize;
     let mut warm: Option<(Probe, Probe)> = None;
     let mut rounds = 0;
+    let warm_up = Duration::from_secs(40).min(duration / 3);
+    let mut next_report = Duration::from_secs(10);
     while started.elapsed() < duration || streams < MIN_STREAMS {
         let ids: Vec<usize> = (streams..streams + PARALLEL).collect();
         for &s in &ids {
@@ -152,9 +154,23 @@ async fn soak_200_streams_under_faults_keeps_memory_and_fds_flat() {
         }
         streams += PARALLEL;
         rounds += 1;
-        // Warmed up after a few rounds: pools, caches and arenas have their size.
-        if rounds == 3 {
+        // Warmed up once closed streams have started to retire (10 s retention plus a
+        // 10 s sweep): from then on the service holds a steady window of streams, and
+        // pools, caches and allocator arenas have their size.
+        if warm.is_none() && started.elapsed() >= warm_up {
             warm = Some((probe(engine_proc.pid()), probe(service.pid())));
+        }
+        if started.elapsed() >= next_report {
+            let (e, s) = (probe(engine_proc.pid()), probe(service.pid()));
+            eprintln!(
+                "soak: {:>4} s {streams:>5} streams; engine {} KiB {} fds; service {} KiB {} fds",
+                started.elapsed().as_secs(),
+                e.rss_kib,
+                e.fds,
+                s.rss_kib,
+                s.fds
+            );
+            next_report += Duration::from_secs(10);
         }
     }
     let end = (probe(engine_proc.pid()), probe(service.pid()));
