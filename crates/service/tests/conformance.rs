@@ -387,6 +387,25 @@ async fn keys_that_differ_only_by_segments_do_not_alias(f: StreamFixture) {
     );
 }
 
+async fn large_batch_is_stored_whole_and_its_retry_once(f: StreamFixture) {
+    let id = sid("acc", "large-batch");
+    f.store.open(&id).await.unwrap();
+    let mut batch = lines(0..5000);
+    batch.reverse(); // order within a batch does not matter
+    let ack = f.store.append(&id, batch).await.unwrap();
+    assert_eq!(
+        (ack.appended, ack.duplicates, ack.next_pos),
+        (5000, 0, 5000)
+    );
+    let ack = f.store.append(&id, lines(2500..7500)).await.unwrap();
+    assert_eq!(
+        (ack.appended, ack.duplicates, ack.next_pos),
+        (2500, 2500, 7500)
+    );
+    let stored = f.store.read(&id, 0, 10_000).await.unwrap();
+    assert_eq!(positions(&stored), (0..7500).collect::<Vec<_>>());
+}
+
 async fn health_is_ok_when_the_backend_answers(f: StreamFixture) {
     f.store.health().await.unwrap();
 }
@@ -413,6 +432,7 @@ macro_rules! stream_conformance {
                 list_shows_one_accounts_streams_only,
                 keys_that_differ_only_by_segments_do_not_alias,
                 health_is_ok_when_the_backend_answers,
+                large_batch_is_stored_whole_and_its_retry_once,
             );
         }
     };

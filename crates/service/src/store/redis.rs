@@ -157,7 +157,59 @@ impl RedisStreamStore {
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
     }
+
+    /// Runs the append script on one chunk (ascending `pos`); returns lines appended,
+    /// duplicates, and the first `pos` not stored contiguously.
+    async fn append_chunk(
+        &self,
+        id: &StreamId,
+        keys: &Keys,
+        lines: &[StoredLine],
+    ) -> Result<(u64, u64, u64), StoreError> {
+        let inner = &self.inner;
+        let hard_limit = inner.config.max_lines.saturating_mul(2);
+        let reply: Vec<i64> = inner
+            .scripts
+            .append
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(now_ms())
+                    .arg(inner.ttl_ms())
+                    .arg(id.key.as_str())
+                    .arg(hard_limit);
+                for line in lines {
+                    c.arg(line.pos).arg(line.json.as_ref());
+                }
+            })
+            .await
+            .map_err(unavailable)?;
+        let [status, appended, duplicates, contig, in_redis] = reply[..] else {
+            return Err(StoreError::Corrupt(format!(
+                "append script reply {reply:?}"
+            )));
+        };
+        match status {
+            -1 => return Err(StoreError::NotFound),
+            -2 => return Err(StoreError::Closed),
+            -3 => {
+                return Err(StoreError::LimitExceeded(format!(
+                    "stream holds {in_redis} lines in Redis and cannot move more to the archive (limit {hard_limit})"
+                )));
+            }
+            _ => {}
+        }
+        if u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines
+            && let Err(e) = inner.move_overflow(id).await
+        {
+            // The chunk itself is stored; moving the head is retried by the next append.
+            tracing::warn!(account = %id.account, key = %id.key, error = %e, "could not move stream head to overflow store");
+        }
+        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok((as_u64(appended), as_u64(duplicates), as_u64(contig)))
+    }
 }
+
+/// Lines per append script call (see `append`).
+const SCRIPT_LINES: usize = 1000;
 
 /// Redis key names of one stream.
 struct Keys {
@@ -465,49 +517,29 @@ impl StreamStore for RedisStreamStore {
         // Ascending order lets the script advance `contig` as it goes, and makes a
         // duplicate inside one batch a plain "already stored".
         lines.sort_by_key(|l| l.pos);
-        let reply: Vec<i64> = inner
-            .scripts
-            .append
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
-                c.arg(now_ms())
-                    .arg(inner.ttl_ms())
-                    .arg(id.key.as_str())
-                    .arg(inner.config.max_lines.saturating_mul(2));
-                for line in &lines {
-                    c.arg(line.pos).arg(line.json.as_ref());
-                }
-            })
-            .await
-            .map_err(unavailable)?;
-        let [status, appended, duplicates, contig, in_redis] = reply[..] else {
-            return Err(StoreError::Corrupt(format!(
-                "append script reply {reply:?}"
-            )));
+        let mut ack = AppendAck {
+            appended: 0,
+            duplicates: 0,
+            last_contiguous_pos: None,
+            next_pos: 0,
         };
-        match status {
-            -1 => return Err(StoreError::NotFound),
-            -2 => return Err(StoreError::Closed),
-            -3 => {
-                return Err(StoreError::LimitExceeded(format!(
-                    "stream holds {in_redis} lines in Redis and cannot move more to the archive (limit {})",
-                    inner.config.max_lines.saturating_mul(2)
-                )));
-            }
-            _ => {}
+        // One script call per chunk: a script blocks Redis for every replica while it
+        // runs, so a huge batch must not become one long script. Chunks are applied
+        // in order; if a later one fails, the client's retry finds the earlier ones
+        // stored (duplicates), so nothing is stored twice.
+        let chunks: Vec<&[StoredLine]> = if lines.is_empty() {
+            vec![&[]]
+        } else {
+            lines.chunks(SCRIPT_LINES).collect()
+        };
+        for chunk in chunks {
+            let (appended, duplicates, contig) = self.append_chunk(id, &keys, chunk).await?;
+            ack.appended += appended;
+            ack.duplicates += duplicates;
+            ack.next_pos = contig;
+            ack.last_contiguous_pos = contig.checked_sub(1);
         }
-        let contig = u64::try_from(contig).unwrap_or(0);
-        if u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines
-            && let Err(e) = inner.move_overflow(id).await
-        {
-            // The batch itself is stored; moving the head is retried by the next append.
-            tracing::warn!(account = %id.account, key = %id.key, error = %e, "could not move stream head to overflow store");
-        }
-        Ok(AppendAck {
-            appended: u64::try_from(appended).unwrap_or(0),
-            duplicates: u64::try_from(duplicates).unwrap_or(0),
-            last_contiguous_pos: contig.checked_sub(1),
-            next_pos: contig,
-        })
+        Ok(ack)
     }
 
     async fn read(
