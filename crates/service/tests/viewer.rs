@@ -356,6 +356,22 @@ async fn a_wrong_token_shows_an_error_not_a_blank_page() {
             "{name}: {errors:?}"
         );
     }
+    // The stream list says so too.
+    browser
+        .goto(&format!(
+            "{}/?accountID={ACCOUNT}&token=not-a-token",
+            svc.url()
+        ))
+        .await;
+    let error = browser
+        .wait_for(
+            "the list's error message",
+            "const e = document.getElementById('error');
+             return e && !e.hidden ? e.innerText : null",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("401"), "{error}");
+    browser.screenshot("viewer-list-wrong-token").await;
     browser.quit().await;
     svc.shutdown().await;
 }
