@@ -1,15 +1,16 @@
 //! Parsing a `PUT /stream` body into stored lines — the hot path of ingest.
 //!
-//! The body is parsed once into raw JSON slices (`Vec<&RawValue>`), each slice is
-//! checked against the line shape without building strings (`pos` read, string
-//! fields validated in place), and stored as a `Bytes` slice *of the request body*:
-//! no per-line allocation, no re-serialisation for SSE or archives.
+//! One serde pass checks every element against the line shape without building
+//! strings (`pos` read, string fields validated in place, errors naming the failing
+//! line); a byte scan then finds each element's span, and each line is stored as a
+//! `Bytes` slice *of the request body*: no per-line allocation, no re-serialisation
+//! for SSE or archives.
 
 use crate::error::ApiError;
 use crate::store::StoredLine;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
 /// Accepts any JSON string without keeping it.
@@ -70,6 +71,36 @@ struct LineShape {
     args: Option<AnyObject>,
 }
 
+/// The batch as one serde pass: a sequence of [`LineShape`]s whose errors name the
+/// failing element, so a client learns which line of a 1 000-line batch was wrong.
+struct Batch(Vec<LineShape>);
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Batch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON array of log lines")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+                let mut lines = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                loop {
+                    match seq.next_element::<LineShape>() {
+                        Ok(Some(line)) => lines.push(line),
+                        Ok(None) => return Ok(Batch(lines)),
+                        Err(e) => {
+                            let at = lines.len();
+                            return Err(serde::de::Error::custom(format_args!("line {at}: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// Parses a JSON array of lines. Each line keeps its JSON bytes (a slice of `body`);
 /// a line spread over several text lines is compacted so it fits one SSE `data:`
 /// field and one NDJSON row.
@@ -78,8 +109,10 @@ struct LineShape {
 /// (now known valid) body then finds where each element starts and ends. Measured
 /// cheaper than parsing into `Vec<&RawValue>` and then each raw value again.
 pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
-    let shapes: Vec<LineShape> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::BadRequest(format!("body must be a JSON array of log lines: {e}"))
+    let Batch(shapes) = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be a JSON array of log lines (a batch): {e}"
+        ))
     })?;
     let spans = element_spans(body)?;
     if spans.len() != shapes.len() {
@@ -280,5 +313,15 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn errors_name_the_failing_line_of_the_batch() {
+        let body = Bytes::from_static(b"[{\"pos\":0,\"out\":\"a\"},{\"pos\":1,\"out\":7}]");
+        let Err(ApiError::BadRequest(msg)) = parse_batch(&body) else {
+            panic!("a line with a numeric `out` must be a bad request");
+        };
+        assert!(msg.contains("line 1:"), "{msg}");
+        assert!(msg.contains("expected a string"), "{msg}");
     }
 }
