@@ -56,8 +56,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             Next::Batch(batch) => {
                 let client = inner.client.clone();
+                let reopen = !inner.cfg.skip_opening_stream;
                 let out = retry(
-                    || client.write(&key, &batch),
+                    || write_reopening(client.as_ref(), &key, &batch, reopen),
                     inner.cfg.max_retry_delay,
                     &mut deadline,
                     |_| count_retry(&inner),
@@ -79,6 +80,25 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
     }
     inner.sender_done.send_replace(true);
+}
+
+/// Sends a batch; when the service no longer knows the stream (a restarted service
+/// with in-memory streams, an expired stream) and this writer opened it, opens it again
+/// and resends. Earlier lines then form a gap in the live stream; the archive, built
+/// from the spool, is still complete.
+async fn write_reopening(
+    client: &dyn crate::client::LogClient,
+    key: &str,
+    batch: &Batch,
+    reopen: bool,
+) -> Result<runlog_protocol::service::AppendAck, crate::client::ClientError> {
+    match client.write(key, batch).await {
+        Err(crate::client::ClientError::Status { status: 404, .. }) if reopen => {
+            client.open(key).await?;
+            client.write(key, batch).await
+        }
+        other => other,
+    }
 }
 
 fn count_retry(inner: &Inner) {

@@ -42,6 +42,9 @@ async fn with_30_percent_faults_100k_lines_arrive_exactly_once_in_order_live_and
     let mut cfg = config(key, spool.path());
     cfg.close_deadline = Duration::from_secs(180);
     cfg.max_retry_delay = Duration::from_millis(200);
+    // Batches of at most 64 KiB: a few hundred requests, so every kind of fault is
+    // drawn many times whatever the timing.
+    cfg.max_batch_bytes = 64 * 1024;
     let w = Writer::new(client(&proxy.url(), &token), cfg);
     // Odd-sized chunks, so lines are split across writes.
     let all: Vec<u8> = (0..N).flat_map(|i| text(i).into_bytes()).collect();
@@ -335,4 +338,42 @@ async fn dropping_every_clone_without_close_still_archives_the_history() {
     };
     let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
     assert_eq!(texts, vec!["first\n", "second\n"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_restart_mid_run_loses_no_line_from_the_archive_and_live_streaming_resumes() {
+    const N: u64 = 2_000;
+    let mut svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 2).await;
+    let spool = tempfile::tempdir().unwrap();
+    let key = "restart/mid-run";
+    let text = |i: u64| format!("around the restart {i}\n");
+    let w = Writer::new(client(&proxy.url(), &token), config(key, spool.path()));
+    for i in 0..N / 2 {
+        w.write(text(i).as_bytes());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.progress().streamed_lines < N / 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first half not streamed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // In-memory streams are lost with the process; the token stays valid (same secret).
+    let new_url = svc.restart().await;
+    proxy.set_upstream(&new_url);
+    for i in N / 2..N {
+        w.write(text(i).as_bytes());
+    }
+    let report = w.close().await;
+    assert!(report.archived, "{report:?}");
+    assert_eq!(
+        report.streamed_lines, N,
+        "live streaming resumed after the restart: {report:?}"
+    );
+    assert!(report.error.is_none(), "{report:?}");
+    let archive = fetch_archive(&new_url, &token, key).await.unwrap();
+    assert_exactly_once_in_order("archive", &archive, N, text);
 }

@@ -150,7 +150,7 @@ struct Counters {
 }
 
 struct Shared {
-    upstream: String,
+    upstream: Mutex<String>,
     faults: Mutex<(Faults, StdRng)>,
     /// Bumped whenever the faults change: releases stalled requests.
     generation: watch::Sender<u64>,
@@ -189,7 +189,7 @@ impl FaultProxy {
             .expect("bind the proxy to 127.0.0.1:0");
         let addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared {
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            upstream: Mutex::new(upstream.trim_end_matches('/').to_owned()),
             faults: Mutex::new((faults, StdRng::seed_from_u64(seed))),
             generation: watch::channel(0).0,
             down: AtomicBool::new(false),
@@ -219,6 +219,16 @@ impl FaultProxy {
             .unwrap_or_else(|p| p.into_inner())
             .0 = faults;
         self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Points the proxy at another upstream (e.g. a restarted service on a new port);
+    /// the client keeps the proxy's address.
+    pub fn set_upstream(&self, upstream: &str) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = upstream.trim_end_matches('/').to_owned();
     }
 
     /// Simulates an outage (`true`) or ends it (`false`).
@@ -276,6 +286,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         // Reap finished connections so the set does not grow for the whole test.
         while conns.try_join_next().is_some() {}
     }
+}
+
+fn upstream_of(shared: &Shared) -> String {
+    shared
+        .upstream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 fn draw(shared: &Shared) -> (Fault, u64) {
@@ -373,7 +391,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     }
     let upstream = shared
         .http
-        .request(parts.method, format!("{}{path}", shared.upstream))
+        .request(parts.method, format!("{}{path}", upstream_of(&shared)))
         .headers(headers)
         .body(body)
         .send()
@@ -421,7 +439,7 @@ mod tests {
     #[test]
     fn same_seed_draws_the_same_faults() {
         let mk = || Shared {
-            upstream: String::new(),
+            upstream: Mutex::new(String::new()),
             faults: Mutex::new((Faults::mixed(0.5), StdRng::seed_from_u64(7))),
             generation: watch::channel(0).0,
             down: AtomicBool::new(false),
