@@ -292,3 +292,54 @@ async fn tail_blocked_in_redis_wakes_on_append_and_close_from_another_replica() 
         "woken by Redis, not by the 30 s block timeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
+    let server = RedisServer::start_new().await;
+    let overflow = Arc::new(InMemory::new());
+    let capped = RedisConfig {
+        max_bytes: 20_000,
+        ..config(&server)
+    };
+    let big = |range: std::ops::Range<u64>| -> Vec<StoredLine> {
+        range
+            .map(|pos| StoredLine {
+                pos,
+                json: Bytes::from(format!(r#"{{"pos":{pos},"out":"{}"}}"#, "y".repeat(1000))),
+            })
+            .collect()
+    };
+    let store = RedisStreamStore::new(capped.clone(), Some(overflow.clone())).unwrap();
+    let id = sid("wide");
+    store.open(&id).await.unwrap();
+    for start in (0..200).step_by(10) {
+        store.append(&id, big(start..start + 10)).await.unwrap();
+    }
+    let held = redis_lines_held(&server, &id).await;
+    assert!(
+        held * 1000 <= 40_000,
+        "Redis holds {held} lines of 1 kB under a 20 kB cap"
+    );
+    let all = store.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+
+    let bounded = RedisStreamStore::new(capped, None).unwrap();
+    let id = sid("wide-no-overflow");
+    bounded.open(&id).await.unwrap();
+    let mut refused = None;
+    for start in (0..200).step_by(10) {
+        if let Err(e) = bounded.append(&id, big(start..start + 10)).await {
+            refused = Some((start, e));
+            break;
+        }
+    }
+    let (at, err) = refused.expect("a byte-capped stream without overflow store refuses lines");
+    assert!(matches!(err, StoreError::LimitExceeded(_)), "{err:?}");
+    assert!(
+        (40..=50).contains(&at),
+        "refused once twice the byte cap is held, at line {at}"
+    );
+}

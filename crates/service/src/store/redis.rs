@@ -34,13 +34,14 @@
 //!   the stream's keys; a stream nobody touches for that long disappears, and
 //!   `list` drops its index entry when it finds the metadata gone.
 //! - **Bounded length, overflow to object storage.** When more than
-//!   [`RedisConfig::max_lines`] lines of a stream sit in Redis, the oldest contiguous
-//!   half is written as one NDJSON segment object `A/K/+<first pos>.ndjson` to the
-//!   overflow [`ObjectStore`] and only then trimmed from Redis (`trimmed` advances in
-//!   the same script that trims). Reads below `trimmed` come from the segments, so
+//!   [`RedisConfig::max_lines`] lines (or [`RedisConfig::max_bytes`] bytes) of a
+//!   stream sit in Redis, the oldest contiguous half is written as one NDJSON
+//!   segment object `A/K/+<first pos>.ndjson` to the overflow [`ObjectStore`] and
+//!   only then trimmed from Redis (`trimmed` advances in the same script that
+//!   trims). Reads below `trimmed` come from the segments, so
 //!   backfill, snapshots and archives still see every line. Only the contiguous
 //!   prefix is moved, because a gap fill below `trimmed` could not be placed; a
-//!   stream whose in-Redis part exceeds twice the cap (a huge gap, or no overflow
+//!   stream whose in-Redis part exceeds twice a cap (a huge gap, or no overflow
 //!   store configured) refuses appends with [`StoreError::LimitExceeded`] rather
 //!   than grow without bound.
 //! - **Outages are errors, not crashes.** The shared connection is created lazily,
@@ -76,6 +77,9 @@ pub struct RedisConfig {
     /// Lines a stream may keep in Redis before its oldest half moves to the overflow
     /// store (twice this with no overflow store is a hard limit).
     pub max_lines: u64,
+    /// Bytes of line JSON a stream may keep in Redis before its oldest half moves to
+    /// the overflow store (twice this with no overflow store is a hard limit).
+    pub max_bytes: u64,
     /// How long one `XREAD BLOCK` of a tail waits before it checks again.
     pub block: Duration,
     /// Reply deadline for ordinary commands; a Redis slower than this is "unavailable".
@@ -91,6 +95,7 @@ impl Default for RedisConfig {
             namespace: "runlog".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
             max_lines: 100_000,
+            max_bytes: 64 << 20,
             block: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             page_lines: 1000,
@@ -168,6 +173,7 @@ impl RedisStreamStore {
     ) -> Result<(u64, u64, u64), StoreError> {
         let inner = &self.inner;
         let hard_limit = inner.config.max_lines.saturating_mul(2);
+        let hard_bytes = inner.config.max_bytes.saturating_mul(2);
         let reply: Vec<i64> = inner
             .scripts
             .append
@@ -175,14 +181,23 @@ impl RedisStreamStore {
                 c.arg(now_ms())
                     .arg(inner.ttl_ms())
                     .arg(id.key.as_str())
-                    .arg(hard_limit);
+                    .arg(hard_limit)
+                    .arg(hard_bytes);
                 for line in lines {
                     c.arg(line.pos).arg(line.json.as_ref());
                 }
             })
             .await
             .map_err(unavailable)?;
-        let [status, appended, duplicates, contig, in_redis] = reply[..] else {
+        let [
+            status,
+            appended,
+            duplicates,
+            contig,
+            in_redis,
+            in_redis_bytes,
+        ] = reply[..]
+        else {
             return Err(StoreError::Corrupt(format!(
                 "append script reply {reply:?}"
             )));
@@ -192,12 +207,14 @@ impl RedisStreamStore {
             -2 => return Err(StoreError::Closed),
             -3 => {
                 return Err(StoreError::LimitExceeded(format!(
-                    "stream holds {in_redis} lines in Redis and cannot move more to the archive (limit {hard_limit})"
+                    "stream holds {in_redis} lines ({in_redis_bytes} bytes) in Redis and cannot move more to the archive (limits {hard_limit} lines, {hard_bytes} bytes)"
                 )));
             }
             _ => {}
         }
-        if u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines
+        let over_lines = u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines;
+        let over_bytes = u64::try_from(in_redis_bytes).unwrap_or(0) > inner.config.max_bytes;
+        if (over_lines || over_bytes)
             && let Err(e) = inner.move_overflow(id).await
         {
             // The chunk itself is stored; moving the head is retried by the next append.
@@ -434,7 +451,14 @@ impl Inner {
         let trimmed = field(&fields, "trimmed");
         let contig = field(&fields, "contig");
         let in_redis = field(&fields, "lines").saturating_sub(field(&fields, "moved"));
-        let keep = self.config.max_lines / 2;
+        let in_redis_bytes = field(&fields, "bytes").saturating_sub(field(&fields, "moved_bytes"));
+        // Keep the newest half of the line cap; when bytes are the problem (long
+        // lines), keep half of what is there, which roughly halves the bytes.
+        let keep = if in_redis_bytes > self.config.max_bytes {
+            (in_redis / 2).min(self.config.max_lines / 2)
+        } else {
+            self.config.max_lines / 2
+        };
         let target = trimmed
             .saturating_add(in_redis.saturating_sub(keep))
             .min(contig);
@@ -451,7 +475,8 @@ impl Inner {
                 lines.len()
             )));
         }
-        let mut body = Vec::with_capacity(lines.iter().map(|l| l.json.len() + 1).sum());
+        let moved_bytes: usize = lines.iter().map(|l| l.json.len()).sum();
+        let mut body = Vec::with_capacity(moved_bytes + lines.len());
         for line in &lines {
             body.extend_from_slice(&line.json);
             body.push(b'\n');
@@ -469,7 +494,7 @@ impl Inner {
                 &mut self.conn(),
                 &[&keys.meta, &keys.lines, &keys.late],
                 |c| {
-                    c.arg(trimmed).arg(target);
+                    c.arg(trimmed).arg(target).arg(moved_bytes);
                 },
             )
             .await
@@ -999,7 +1024,7 @@ end
 
 const OPEN: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'open', 1, 'lines', 0, 'bytes', 0, 'contig', 0, 'top', 0, 'trimmed', 0, 'moved', 0)
+  redis.call('HSET', KEYS[1], 'open', 1, 'lines', 0, 'bytes', 0, 'contig', 0, 'top', 0, 'trimmed', 0, 'moved', 0, 'moved_bytes', 0)
 else
   redis.call('HSET', KEYS[1], 'open', 1)
   redis.call('DEL', KEYS[4])
@@ -1008,19 +1033,23 @@ touch()
 return 0
 "#;
 
-/// ARGV: now ttl key hard_limit, then pos json pairs in ascending pos.
-/// Returns {status, appended, duplicates, contig, lines_in_redis};
+/// ARGV: now ttl key hard_line_limit hard_byte_limit, then pos json pairs in
+/// ascending pos. Returns {status, appended, duplicates, contig, lines_in_redis,
+/// bytes_in_redis};
 /// status -1 not found, -2 closed, -3 over the hard limit.
 const APPEND: &str = r#"
 local open = redis.call('HGET', KEYS[1], 'open')
-if not open then return {-1, 0, 0, 0, 0} end
-if open ~= '1' then return {-2, 0, 0, 0, 0} end
-local m = redis.call('HMGET', KEYS[1], 'contig', 'top', 'trimmed', 'lines', 'moved')
+if not open then return {-1, 0, 0, 0, 0, 0} end
+if open ~= '1' then return {-2, 0, 0, 0, 0, 0} end
+local m = redis.call('HMGET', KEYS[1], 'contig', 'top', 'trimmed', 'lines', 'moved', 'bytes', 'moved_bytes')
 local contig, top, trimmed = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
 local in_redis = tonumber(m[4]) - tonumber(m[5])
-if in_redis >= tonumber(ARGV[4]) and #ARGV > 4 then return {-3, 0, 0, contig, in_redis} end
+local in_redis_bytes = tonumber(m[6]) - tonumber(m[7] or 0)
+if #ARGV > 5 and (in_redis >= tonumber(ARGV[4]) or in_redis_bytes >= tonumber(ARGV[5])) then
+  return {-3, 0, 0, contig, in_redis, in_redis_bytes}
+end
 local appended, dups, bytes = 0, 0, 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local pos = tonumber(ARGV[i])
   local json = ARGV[i + 1]
   local stored
@@ -1046,7 +1075,7 @@ redis.call('HSET', KEYS[1], 'contig', string.format('%d', contig), 'top', string
 redis.call('HINCRBY', KEYS[1], 'lines', appended)
 redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
 touch()
-return {0, appended, dups, contig, in_redis + appended}
+return {0, appended, dups, contig, in_redis + appended, in_redis_bytes + bytes}
 "#;
 
 /// KEYS: meta lines late; ARGV: from max.
@@ -1085,7 +1114,8 @@ touch()
 return 0
 "#;
 
-/// KEYS: meta lines late; ARGV: expected trimmed, new trimmed. Forgets lines below
+/// KEYS: meta lines late; ARGV: expected trimmed, new trimmed, bytes of the moved
+/// lines. Forgets lines below
 /// the new mark (already in an overflow segment). Returns lines moved, or -1 when
 /// another replica moved them first.
 const TRIM: &str = r#"
@@ -1098,6 +1128,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%d', targe
 local moved = before - redis.call('XLEN', KEYS[2]) - redis.call('ZCARD', KEYS[3])
 redis.call('HSET', KEYS[1], 'trimmed', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'moved', moved)
+redis.call('HINCRBY', KEYS[1], 'moved_bytes', ARGV[3])
 return moved
 "#;
 
