@@ -20,6 +20,7 @@ pub mod config;
 pub mod mask;
 pub mod outbox;
 pub mod retry;
+pub mod row;
 mod sender;
 pub mod spool;
 mod writer;

@@ -129,19 +129,7 @@ impl Lines {
         // Serialised from borrowed fields: no per-line copies of level and time.
         // Sized for the common line so serialising does not reallocate.
         let mut json = Vec::with_capacity(text.len() + 96);
-        if serde_json::to_writer(
-            &mut json,
-            &WireLine {
-                level,
-                pos,
-                out: &text,
-                time,
-            },
-        )
-        .is_err()
-        {
-            return; // Strings always serialise.
-        }
+        crate::row::write_row(&mut json, level, pos, &text, time);
         let offset = match self.spool.append(&json, false) {
             Ok(o) => o,
             Err(why) => {
@@ -218,14 +206,8 @@ impl Lines {
     fn emit_marker(&mut self, ctx: &EmitCtx<'_>, text: String) {
         let pos = self.next_pos;
         let time = self.clock.text();
-        let Ok(json) = serde_json::to_vec(&WireLine {
-            level: "warn",
-            pos,
-            out: &text,
-            time,
-        }) else {
-            return;
-        };
+        let mut json = Vec::with_capacity(text.len() + 96);
+        crate::row::write_row(&mut json, "warn", pos, &text, time);
         match self.spool.append(&json, true) {
             Ok(offset) => self.accept(ctx, "warn", text, json, offset),
             Err(_) if self.spill.is_none() && !self.live_stopped => {
@@ -260,15 +242,6 @@ impl Lines {
             l.reported_bytes = bytes;
         }
     }
-}
-
-/// A line as it goes on the wire, from borrowed parts (same JSON as [`LogLine`]).
-#[derive(serde::Serialize)]
-struct WireLine<'a> {
-    level: &'a str,
-    pos: u64,
-    out: &'a str,
-    time: &'a str,
 }
 
 /// The wire timestamp: read once per producer call (the lines of one chunk arrive
