@@ -182,3 +182,43 @@ async fn small_archive_is_a_single_put() {
     );
     assert_eq!(count(&seen, "POST", ""), 0, "{seen:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_from_aws_variables_keep_endpoint_and_allow_http() {
+    let moto = runlog_testkit::s3::S3Server::start_new().await;
+    moto.create_bucket("env-bucket").await;
+    // Exactly what `AmazonS3Builder::from_env` does with AWS_* variables (the CLI's
+    // path), without touching this process's environment.
+    let mut builder = object_store::aws::AmazonS3Builder::new();
+    for (var, value) in [
+        ("aws_endpoint", moto.endpoint()),
+        ("aws_allow_http", "true".to_owned()),
+        ("aws_region", runlog_testkit::s3::REGION.to_owned()),
+        (
+            "aws_access_key_id",
+            runlog_testkit::s3::ACCESS_KEY_ID.to_owned(),
+        ),
+        (
+            "aws_secret_access_key",
+            runlog_testkit::s3::SECRET_ACCESS_KEY.to_owned(),
+        ),
+    ] {
+        builder = builder.with_config(var.parse().unwrap(), value);
+    }
+    let blobs = S3Settings::from_url("s3://env-bucket/logs")
+        .unwrap()
+        .blob_store_with(builder)
+        .unwrap();
+    let id = StreamId {
+        account: AccountId::new("acc").unwrap(),
+        key: StreamKey::new("from-env").unwrap(),
+    };
+    blobs
+        .put(&id, Bytes::from_static(b"archived"))
+        .await
+        .unwrap();
+    assert_eq!(
+        blobs.get(&id).await.unwrap(),
+        Bytes::from_static(b"archived")
+    );
+}

@@ -21,14 +21,14 @@ use super::BlobStore;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::signer::Signer;
 use object_store::{
-    BackoffConfig, ClientOptions, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutPayloadMut,
-    PutResult, RenameOptions, RetryConfig,
+    BackoffConfig, ClientConfigKey, CopyOptions, GetOptions, GetResult, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutPayloadMut, PutResult, RenameOptions, RetryConfig,
 };
 use std::ops::Range;
 use std::sync::Arc;
@@ -176,6 +176,13 @@ impl S3Settings {
         builder
     }
 
+    /// A [`BlobStore`] for this bucket and prefix from a builder the caller prepared
+    /// (credentials, endpoint, …), with this module's retry and timeout policy added.
+    /// What [`S3Settings::blob_store_from_env`] does with `AmazonS3Builder::from_env()`.
+    pub fn blob_store_with(&self, builder: AmazonS3Builder) -> Result<BlobStore, S3Error> {
+        self.finish(builder.with_bucket_name(&self.bucket))
+    }
+
     fn finish(&self, builder: AmazonS3Builder) -> Result<BlobStore, S3Error> {
         let (store, signer) = self.build(builder)?;
         Ok(BlobStore::new(store, Some(signer)))
@@ -197,12 +204,13 @@ impl S3Settings {
                 max_retries: 3,
                 retry_timeout,
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(self.allow_http)
-                    .with_connect_timeout(Duration::from_secs(3))
-                    .with_timeout(Duration::from_secs(300)),
+            // Set key by key: replacing the client options wholesale would drop what
+            // `from_env` read, such as `AWS_ALLOW_HTTP=true` for an S3-compatible server.
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "3s",
             )
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s")
             .build()?;
         let prefix = ObjectPath::from(self.prefix.as_str());
         let signer = Arc::new(PrefixedSigner {
