@@ -8,7 +8,7 @@
 
 use crate::error::EngineError;
 use crate::extract::JsonBody;
-use crate::python::{OutputLine, PythonConfig, PythonRuntime};
+use crate::python::{OutputLine, OutputSink, PythonConfig, PythonRuntime};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -22,7 +22,6 @@ use runlog_protocol::function::{
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::mpsc::unbounded_channel;
 use tracing::Instrument as _;
 
 /// Settings of the function endpoints.
@@ -141,9 +140,9 @@ impl Functions {
             ),
         };
         tracing::info!(target: "runlog::engine", "execute {what}");
-        let (tx, mut rx) = unbounded_channel::<OutputLine>();
-        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-        let keep = |line: OutputLine| {
+        // Each line is streamed and kept the moment the worker reader sees it, before
+        // the runtime logs anything else: the live stream keeps the true order.
+        let sink: OutputSink = Arc::new(move |line: OutputLine| {
             if let Some(w) = &stream {
                 w.try_write_line(line.level, &line.text);
             }
@@ -151,31 +150,8 @@ impl Functions {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(line.text);
-        };
-        let execute = async {
-            let outcome = self.inner.runtime.execute(req, &tx).await;
-            let _ = done_tx.send(());
-            outcome
-        };
-        // Lines are kept as they arrive (live streaming); once the call ends, what is
-        // still queued is taken and the loop stops, even if a retired worker's pipe
-        // reader still holds a sender.
-        let forward = async {
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(line) = rx.recv() => keep(line),
-                    _ = &mut done_rx => {
-                        while let Ok(line) = rx.try_recv() {
-                            keep(line);
-                        }
-                        break;
-                    }
-                }
-            }
-        };
-        let (outcome, ()) = tokio::join!(execute, forward);
-        outcome
+        });
+        self.inner.runtime.execute(req, &sink).await
     }
 
     fn open_stream(&self, req: &FunctionRequest) -> Result<Option<Writer>, CallRejected> {

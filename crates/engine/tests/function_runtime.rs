@@ -4,11 +4,11 @@
 #[path = "fixtures/support.rs"]
 mod support;
 
-use runlog_engine::python::{OutputLine, OutputStream, PythonRuntime};
+use runlog_engine::python::{OutputLine, OutputSink, OutputStream, PythonRuntime};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, Serialization};
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 fn json_call(name: &str, code: &str) -> FunctionRequest {
     FunctionRequest {
@@ -19,21 +19,16 @@ fn json_call(name: &str, code: &str) -> FunctionRequest {
     }
 }
 
-fn drain(rx: &mut UnboundedReceiver<OutputLine>) -> Vec<OutputLine> {
-    let mut lines = Vec::new();
-    while let Ok(l) = rx.try_recv() {
-        lines.push(l);
-    }
-    lines
-}
-
 async fn run(
     rt: &PythonRuntime,
     req: &FunctionRequest,
 ) -> (runlog_engine::python::CallOutcome, Vec<OutputLine>) {
-    let (tx, mut rx) = unbounded_channel();
-    let outcome = rt.execute(req, &tx).await;
-    (outcome, drain(&mut rx))
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    let sink: OutputSink = Arc::new(move |l| kept.lock().unwrap().push(l));
+    let outcome = rt.execute(req, &sink).await;
+    let lines = std::mem::take(&mut *lines.lock().unwrap());
+    (outcome, lines)
 }
 
 #[tokio::test]
@@ -364,4 +359,23 @@ async fn installation_past_its_time_limit_stops_the_call() {
     assert!(lines.is_empty(), "the function ran: {lines:?}");
     let error = outcome.error.unwrap();
     assert!(error.contains("timed out after 1ms"), "{error}");
+}
+
+#[tokio::test]
+async fn missing_interpreter_fails_the_call_with_a_clear_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = runlog_engine::python::PythonConfig::new(dir.path());
+    cfg.base_python = dir.path().join("no-such-python3");
+    let rt = PythonRuntime::new(cfg);
+    let (outcome, _) = run(&rt, &json_call("f", "def f():\n    return 1")).await;
+    assert!(!outcome.success);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("virtualenv") && error.contains("could not be started"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("python").join("venv").exists(),
+        "no half-made venv left"
+    );
 }

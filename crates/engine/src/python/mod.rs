@@ -74,6 +74,14 @@ pub enum OutputStream {
     Log,
 }
 
+/// Receives a call's output lines, one at a time, in arrival order, as they arrive.
+///
+/// Called synchronously by the code reading the worker, so a line is fully handled
+/// (e.g. written to the live stream) before anything the runtime logs afterwards: the
+/// stream shows the function's output and the runtime's events in their true order.
+/// It must not block.
+pub type OutputSink = std::sync::Arc<dyn Fn(OutputLine) + Send + Sync>;
+
 /// One line of a function's own output, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputLine {

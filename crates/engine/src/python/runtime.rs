@@ -7,14 +7,13 @@ use crate::python::instances::{Instance, Instances, generate_id};
 use crate::python::pool::{FunctionPool, WorkerSpec};
 use crate::python::venv::{Venv, VenvError};
 use crate::python::worker::{Done, Worker};
-use crate::python::{OutputLine, PythonConfig};
+use crate::python::{OutputSink, PythonConfig};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// What a call produced (the response minus `stdout`, which the caller assembles).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -178,11 +177,7 @@ impl PythonRuntime {
     /// Runs one call. The function's own output goes to `out` line by line as it
     /// arrives; the runtime's own progress is logged as tracing events in the current
     /// span. Call [`validate`] first.
-    pub async fn execute(
-        &self,
-        req: &FunctionRequest,
-        out: &UnboundedSender<OutputLine>,
-    ) -> CallOutcome {
+    pub async fn execute(&self, req: &FunctionRequest, out: &OutputSink) -> CallOutcome {
         let ready = match self.ready().await {
             Ok(r) => r,
             Err(e) => {
@@ -248,7 +243,7 @@ impl PythonRuntime {
         ready: &Ready,
         req: &FunctionRequest,
         limit: Option<Duration>,
-        out: &UnboundedSender<OutputLine>,
+        out: &OutputSink,
     ) -> CallOutcome {
         let name = req.function_name.as_deref().unwrap_or_default();
         let mut taken = match ready.pool.take().await {
@@ -287,7 +282,7 @@ impl PythonRuntime {
         ready: &Ready,
         req: &FunctionRequest,
         limit: Option<Duration>,
-        out: &UnboundedSender<OutputLine>,
+        out: &OutputSink,
     ) -> CallOutcome {
         self.reaper.call_once(|| {
             Instances::spawn_reaper(
@@ -355,7 +350,7 @@ impl PythonRuntime {
         req: &FunctionRequest,
         id: &str,
         limit: Option<Duration>,
-        out: &UnboundedSender<OutputLine>,
+        out: &OutputSink,
     ) -> Result<crate::python::instances::InstanceHandle, CallOutcome> {
         let class_name = req.class_name.clone().unwrap_or_default();
         tracing::info!(target: "runlog::python", "creating instance {id} of {class_name}");

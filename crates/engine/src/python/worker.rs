@@ -6,7 +6,7 @@
 //! own output off that channel. Raw stderr (an interpreter crash, a C extension) is
 //! read by a task of its own and credited to whichever call holds the worker.
 
-use crate::python::{OutputLine, OutputStream};
+use crate::python::{OutputLine, OutputSink, OutputStream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -15,7 +15,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 /// Why a worker could not serve a request. Any of these retires the worker.
@@ -65,10 +64,9 @@ struct Message {
     call: Option<u64>,
 }
 
-type OutputSlot = Arc<Mutex<Option<UnboundedSender<OutputLine>>>>;
+type OutputSlot = Arc<Mutex<Option<OutputSink>>>;
 
 /// A started worker process.
-#[derive(Debug)]
 pub struct Worker {
     child: Child,
     stdin: ChildStdin,
@@ -123,7 +121,7 @@ impl Worker {
     pub async fn call(
         &mut self,
         request: &serde_json::Value,
-        out: &UnboundedSender<OutputLine>,
+        out: &OutputSink,
     ) -> Result<Done, WorkerError> {
         *self.output.lock().unwrap_or_else(PoisonError::into_inner) = Some(out.clone());
         let result = self.exchange(request, out).await;
@@ -140,7 +138,7 @@ impl Worker {
     async fn exchange(
         &mut self,
         request: &serde_json::Value,
-        out: &UnboundedSender<OutputLine>,
+        out: &OutputSink,
     ) -> Result<Done, WorkerError> {
         self.calls += 1;
         let id = self.calls;
@@ -173,8 +171,7 @@ impl Worker {
                 "stderr" => (OutputStream::Stderr, "error"),
                 _ => (OutputStream::Log, level_of(msg.level.as_deref())),
             };
-            // The receiver outlives the call; a send error means nobody wants the line.
-            let _ = out.send(OutputLine {
+            out(OutputLine {
                 stream,
                 level,
                 text,
@@ -202,8 +199,19 @@ impl Worker {
     }
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("pid", &self.child.id())
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
+        // Whatever the dying process still prints belongs to no call.
+        *self.output.lock().unwrap_or_else(PoisonError::into_inner) = None;
         // Only while the leader is unreaped is its pid (= the group id) surely ours.
         if let (Ok(None), Some(pid)) = (self.child.try_wait(), self.child.id())
             && let Ok(pid) = i32::try_from(pid)
@@ -236,7 +244,7 @@ async fn pump_stderr(stderr: tokio::process::ChildStderr, output: OutputSlot) {
             .clone();
         match target {
             Some(out) => {
-                let _ = out.send(OutputLine {
+                out(OutputLine {
                     stream: OutputStream::Stderr,
                     level: "error",
                     text,
