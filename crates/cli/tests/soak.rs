@@ -24,6 +24,9 @@ const MIN_STREAMS: usize = 200;
 const PARALLEL: usize = 10;
 /// Lines per stream.
 const LINES: usize = 300;
+/// Rounds per stage: a long-lived engine runs many stages, each a bounded number of
+/// steps (a stage keeps every step's result until `/destroy`).
+const STAGE_ROUNDS: usize = 20;
 
 /// Resident memory (KiB) and open descriptors of one process.
 #[derive(Debug, Clone, Copy)]
@@ -118,20 +121,18 @@ async fn soak_200_streams_under_faults_keeps_memory_and_fds_flat() {
     let (w, r) = (mint(Scope::Write), mint(Scope::Read));
     let dir = tempfile::tempdir().unwrap();
     let (engine_proc, engine) = runlog.engine(dir.path());
-    post(
-        &format!("{engine}/setup"),
-        json!({"log_config": {"url": proxy.url(), "account_id": ACCOUNT, "token": w}}),
-    )
-    .await;
+    let setup = json!({"log_config": {"url": proxy.url(), "account_id": ACCOUNT, "token": w}});
+    post(&format!("{engine}/setup"), setup.clone()).await;
 
     let duration = Duration::from_secs(soak_seconds());
     let started = Instant::now();
     let mut streams = 0usize;
     let mut warm: Option<(Probe, Probe)> = None;
+    let mut last: Option<(Probe, Probe)> = None;
     let mut rounds = 0;
     let warm_up = Duration::from_secs(40).min(duration / 3);
     let mut next_report = Duration::from_secs(10);
-    while started.elapsed() < duration || streams < MIN_STREAMS {
+    while started.elapsed() < duration || streams < MIN_STREAMS || rounds % STAGE_ROUNDS != 0 {
         let ids: Vec<usize> = (streams..streams + PARALLEL).collect();
         for &s in &ids {
             let script = format!(
@@ -154,11 +155,21 @@ async fn soak_200_streams_under_faults_keeps_memory_and_fds_flat() {
         }
         streams += PARALLEL;
         rounds += 1;
+        if rounds % STAGE_ROUNDS != 0 {
+            continue;
+        }
+        // Next stage; probes are taken here, at the same point of every cycle.
+        let report = post(&format!("{engine}/destroy"), json!({})).await;
+        for rep in report["streams"].as_array().into_iter().flatten() {
+            assert_eq!(rep["dropped_lines"], 0, "{rep}");
+        }
+        post(&format!("{engine}/setup"), setup.clone()).await;
+        last = Some((probe(engine_proc.pid()), probe(service.pid())));
         // Warmed up once closed streams have started to retire (10 s retention plus a
         // 10 s sweep): from then on the service holds a steady window of streams, and
         // pools, caches and allocator arenas have their size.
         if warm.is_none() && started.elapsed() >= warm_up {
-            warm = Some((probe(engine_proc.pid()), probe(service.pid())));
+            warm = last;
         }
         if started.elapsed() >= next_report {
             let (e, s) = (probe(engine_proc.pid()), probe(service.pid()));
@@ -173,8 +184,8 @@ async fn soak_200_streams_under_faults_keeps_memory_and_fds_flat() {
             next_report += Duration::from_secs(10);
         }
     }
-    let end = (probe(engine_proc.pid()), probe(service.pid()));
     let report = post(&format!("{engine}/destroy"), json!({})).await;
+    let end = last.unwrap();
     let elapsed = started.elapsed();
     let stats = proxy.stats();
     let (warm_engine, warm_service) = warm.unwrap();
