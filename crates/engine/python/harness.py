@@ -151,12 +151,28 @@ def _level_name(levelno):
 # call (measured by the function_call bench).
 sys.setswitchinterval(0.0005)
 _drain = _FdDrain()
-sys.stdout = _LineStream("stdout")
-sys.stderr = _LineStream("stderr")
+_stdout = _LineStream("stdout")
+_stderr = _LineStream("stderr")
 _handler = _LogHandler()
 _handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-logging.root.handlers = [_handler]
-logging.root.setLevel(logging.INFO)
+_cwd = os.getcwd()
+
+
+def _reset():
+    """Undoes what an earlier call on this worker may have changed in the plumbing
+    (a replaced sys.stdout, removed log handlers, another working directory), so
+    every call's output is captured the same way."""
+    sys.stdout = _stdout
+    sys.stderr = _stderr
+    logging.root.handlers = [_handler]
+    logging.root.setLevel(logging.INFO)
+    try:
+        os.chdir(_cwd)
+    except OSError:
+        pass
+
+
+_reset()
 
 
 def _decode(value, serialization):
@@ -247,6 +263,7 @@ def main():
         try:
             req = json.loads(raw)
             _current = req.get("id")
+            _reset()
             done["result"] = _handle(req)
         except BaseException as exc:  # SystemExit from user code is a failed call, not our exit
             if isinstance(exc, KeyboardInterrupt):
@@ -256,8 +273,8 @@ def main():
                 "error": type(exc).__name__ + ": " + str(exc),
                 "traceback": _user_traceback(exc),
             }
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _stdout.flush()
+        _stderr.flush()
         _drain.sync()
         _current = None
         _send({"done": done})

@@ -379,3 +379,40 @@ async fn missing_interpreter_fails_the_call_with_a_clear_cause() {
         "no half-made venv left"
     );
 }
+
+#[tokio::test]
+async fn call_that_replaces_sys_stdout_does_not_blind_the_next_call() {
+    let mut cfg = support::config(None);
+    // One worker, so the second call surely runs where the first one meddled.
+    cfg.warm_workers = 1;
+    cfg.max_workers = 1;
+    let rt = PythonRuntime::new(cfg);
+    let meddle = json_call(
+        "f",
+        "import io, logging, sys\ndef f():\n    sys.stdout = io.StringIO()\n    logging.root.handlers = []\n    return 1",
+    );
+    let (outcome, _) = run(&rt, &meddle).await;
+    assert!(outcome.success, "{outcome:?}");
+    let (outcome, lines) = run(
+        &rt,
+        &json_call(
+            "g",
+            "import logging\ndef g():\n    print('seen')\n    logging.info('logged')",
+        ),
+    )
+    .await;
+    assert!(outcome.success, "{outcome:?}");
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, vec!["seen", "root: logged"]);
+}
+
+#[tokio::test]
+async fn result_that_is_not_json_fails_the_call_clearly() {
+    let rt = PythonRuntime::new(support::config(None));
+    let (outcome, _) = run(&rt, &json_call("f", "def f():\n    return {1, 2}")).await;
+    assert!(!outcome.success);
+    assert_eq!(outcome.result, None);
+    let error = outcome.error.unwrap();
+    assert!(error.starts_with("TypeError:"), "{error}");
+    assert!(error.contains("not JSON serializable"), "{error}");
+}
