@@ -44,6 +44,8 @@ impl FunctionsConfig {
     /// Defaults for an engine whose data directory is `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
+        // Workers run in their own working directory: the venv path must be absolute.
+        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         FunctionsConfig {
             python: PythonConfig::new(&data_dir),
             capture_capacity: runlog_capture::DEFAULT_CAPACITY,

@@ -28,7 +28,13 @@ struct Inner {
 
 impl EngineState {
     /// State for an engine with `config` (no stage yet).
-    pub fn new(config: EngineConfig) -> EngineState {
+    pub fn new(mut config: EngineConfig) -> EngineState {
+        // Steps and Python workers run with their own working directories, so every
+        // path handed to them (`$RUNLOG_OUTPUT`, the venv, spools) must not depend on
+        // the engine's: resolve a relative data dir once, here.
+        if let Ok(abs) = std::path::absolute(&config.data_dir) {
+            config.data_dir = abs;
+        }
         EngineState {
             inner: Arc::new(Inner {
                 config,
