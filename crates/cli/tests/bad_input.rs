@@ -1229,7 +1229,6 @@ async fn engine_refuses_every_malformed_request_and_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the engine router has no method_not_allowed_fallback: a wrong method gets a 405 with an empty body, not {\"error_msg\"} (crates/engine/src/server.rs)"]
 async fn engine_answers_a_wrong_method_with_a_json_405() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, stop) = start_engine(dir.path()).await;

@@ -17,6 +17,9 @@ pub enum EngineError {
     /// Unknown step (404).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request contradicts the engine's state: a second setup, a reused step id,
     /// a step without a stage (409).
     #[error("{0}")]
@@ -36,6 +39,7 @@ impl EngineError {
             EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,6 +29,7 @@ pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(extra)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body))
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -81,6 +82,13 @@ pub async fn serve(
 
 async fn not_found() -> EngineError {
     EngineError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> EngineError {
+    EngineError::MethodNotAllowed(
+        "method not allowed: the engine's endpoints take POST (GET for /healthz and /metrics)"
+            .into(),
+    )
 }
 
 fn panic_answer(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
