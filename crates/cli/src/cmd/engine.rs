@@ -61,8 +61,9 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
-    let functions = Functions::new(FunctionsConfig::new(&config.data_dir));
+    // The state resolves a relative data dir; the functions use the resolved one.
     let state = EngineState::new(config);
+    let functions = Functions::new(FunctionsConfig::new(state.data_dir()));
     let extra = runlog_engine::function::routes(functions);
     Ok((addr, runlog_engine::serve(listener, state, extra, shutdown)))
 }
