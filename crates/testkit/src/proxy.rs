@@ -418,10 +418,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             .await
             .map_err(|_| Dropped("upstream body broken"))?;
         let half = all.slice(..all.len() / 2);
-        let frames = futures_util::stream::iter([
-            Ok(Frame::data(half)),
-            Err(std::io::Error::other("body cut by the fault proxy")),
-        ]);
+        // Yield once between the half body and the error: hyper flushes what it has
+        // when the body is pending, so the client really gets the head and half the
+        // body before the connection breaks (not just a connection that never answered).
+        let frames = futures_util::stream::iter([Ok(Frame::data(half))]).chain(
+            futures_util::stream::once(async {
+                tokio::task::yield_now().await;
+                Err(std::io::Error::other("body cut by the fault proxy"))
+            }),
+        );
         BodyExt::boxed(StreamBody::new(frames))
     } else {
         let frames = upstream
