@@ -9,10 +9,12 @@
 use crate::error::EngineError;
 use crate::extract::JsonBody;
 use crate::python::{OutputLine, OutputSink, PythonConfig, PythonRuntime};
+use crate::state::EngineState;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
+use livelog::mask::Masker;
 use livelog::{HttpLogClient, Writer, WriterConfig};
 use runlog_capture::{Capture, StreamSink};
 use runlog_protocol::StreamKey;
@@ -86,8 +88,19 @@ impl Functions {
 
     /// Runs one validated call and assembles its response.
     pub async fn call(&self, req: FunctionRequest) -> Result<FunctionResponse, CallRejected> {
+        self.call_masked(req, Vec::new()).await
+    }
+
+    /// [`Functions::call`], with `secrets` masked in `stdout`, `error` and the live
+    /// stream.
+    pub async fn call_masked(
+        &self,
+        req: FunctionRequest,
+        secrets: Vec<String>,
+    ) -> Result<FunctionResponse, CallRejected> {
         crate::python::runtime::validate(&req).map_err(CallRejected)?;
-        let stream = self.open_stream(&req)?;
+        let masker = Masker::new(&secrets);
+        let stream = self.open_stream(&req, secrets)?;
         let capture = Capture::new(self.inner.config.capture_capacity);
         let span = tracing::info_span!(target: "runlog::engine", "execute");
         capture.attach(&span);
@@ -115,8 +128,15 @@ impl Functions {
         Ok(FunctionResponse {
             success: outcome.success,
             result: outcome.result,
-            error: outcome.error,
-            stdout: Some(assemble_stdout(&capture.lines(), &output)),
+            error: outcome.error.map(|mut e| {
+                masker.mask(&mut e);
+                e
+            }),
+            stdout: Some({
+                let mut stdout = assemble_stdout(&capture.lines(), &output);
+                masker.mask(&mut stdout);
+                stdout
+            }),
             instance_id: outcome.instance_id,
             instance_info: outcome.instance_info,
         })
@@ -156,7 +176,11 @@ impl Functions {
         self.inner.runtime.execute(req, &sink).await
     }
 
-    fn open_stream(&self, req: &FunctionRequest) -> Result<Option<Writer>, CallRejected> {
+    fn open_stream(
+        &self,
+        req: &FunctionRequest,
+        secrets: Vec<String>,
+    ) -> Result<Option<Writer>, CallRejected> {
         let Some(key) = req.log_key.as_deref() else {
             return Ok(None);
         };
@@ -169,6 +193,7 @@ impl Functions {
         let cfg = WriterConfig {
             spool_dir: self.inner.config.spool_dir.clone(),
             outbox_dir: self.inner.config.outbox_dir.clone(),
+            secrets,
             ..WriterConfig::new(key.as_str()).with_log_config(log_config)
         };
         if let Err(e) = std::fs::create_dir_all(&cfg.spool_dir) {
@@ -259,31 +284,38 @@ impl From<CallRejected> for EngineError {
     }
 }
 
-/// The routes `POST /execute` and `POST /runsync`, with their state bound, ready to be
-/// merged into any router.
-pub fn routes<S>(functions: Functions) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+/// The routes `POST /execute` and `POST /runsync`, to be merged into the engine's
+/// router. The stage's secrets (from `/setup`) are masked in every call's response and
+/// live stream.
+pub fn routes(functions: Functions) -> Router<EngineState> {
+    let for_runsync = functions.clone();
     Router::new()
-        .route("/execute", post(execute))
-        .route("/runsync", post(runsync))
-        .with_state(functions)
-}
-
-async fn execute(
-    State(functions): State<Functions>,
-    JsonBody(req): JsonBody<FunctionRequest>,
-) -> Result<Json<FunctionResponse>, EngineError> {
-    Ok(Json(functions.call(req).await?))
-}
-
-async fn runsync(
-    State(functions): State<Functions>,
-    JsonBody(RunsyncRequest { input }): JsonBody<RunsyncRequest>,
-) -> Result<Json<RunsyncResponse>, EngineError> {
-    let output = functions.call(input).await?;
-    Ok(Json(RunsyncResponse { output }))
+        .route(
+            "/execute",
+            post(
+                move |State(engine): State<EngineState>,
+                      JsonBody(req): JsonBody<FunctionRequest>| {
+                    let functions = functions.clone();
+                    async move {
+                        let resp = functions.call_masked(req, engine.stage_secrets()).await?;
+                        Ok::<_, EngineError>(Json(resp))
+                    }
+                },
+            ),
+        )
+        .route(
+            "/runsync",
+            post(
+                move |State(engine): State<EngineState>,
+                      JsonBody(RunsyncRequest { input }): JsonBody<RunsyncRequest>| {
+                    let functions = for_runsync.clone();
+                    async move {
+                        let output = functions.call_masked(input, engine.stage_secrets()).await?;
+                        Ok::<_, EngineError>(Json(RunsyncResponse { output }))
+                    }
+                },
+            ),
+        )
 }
 
 #[cfg(test)]

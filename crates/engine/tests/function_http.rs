@@ -533,3 +533,28 @@ async fn live_stream_of_a_call_matches_its_stdout() {
     );
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn stage_secrets_are_masked_in_stdout_and_error() {
+    let engine = TestEngine::start(None).await;
+    let secret = "fn-secret-7f3a9c";
+    let (status, value) = engine
+        .post("/setup", json!({ "secrets": [secret] }).to_string())
+        .await;
+    assert_eq!(status, 200, "{value}");
+    let resp = engine
+        .execute(json!({
+            "function_name": "leak",
+            "function_code": "def leak(s):\n    print('token is', s)\n    raise ValueError('bad ' + s)",
+            "args": [secret],
+            "serialization": "json",
+        }))
+        .await;
+    assert!(!resp.success);
+    let stdout = resp.stdout.unwrap();
+    let error = resp.error.unwrap();
+    assert!(!stdout.contains(secret), "{stdout}");
+    assert!(!error.contains(secret), "{error}");
+    assert!(stdout.contains("token is "), "{stdout}");
+    assert!(error.starts_with("ValueError: bad "), "{error}");
+}
