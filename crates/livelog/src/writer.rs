@@ -518,6 +518,32 @@ impl Writer {
     }
 }
 
+/// Raw bytes, as from a child process's pipe; never blocks on the network.
+/// `flush` is a no-op: lines are sent as soon as they are complete, and a partial line
+/// after `partial_line_flush` of idle time.
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Writer::write(self, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Same as for `Writer`, for a shared reference (e.g. `writeln!(&writer, …)`).
+impl std::io::Write for &Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Writer::write(self, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn ctx(inner: &Inner) -> EmitCtx<'_> {
     EmitCtx {
         trim_suffix: inner.cfg.trim_new_line_suffix,

@@ -377,3 +377,28 @@ async fn a_service_restart_mid_run_loses_no_line_from_the_archive_and_live_strea
     let archive = fetch_archive(&new_url, &token, key).await.unwrap();
     assert_exactly_once_in_order("archive", &archive, N, text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_write_and_writeln_feed_the_same_stream_from_any_thread() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Writer>();
+    use std::io::Write as _;
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "io/write";
+    let w = Writer::new(client(&svc.url(), &token), config(key, spool.path()));
+    let mut owned = w.clone();
+    std::thread::spawn(move || {
+        owned.write_all(b"from a thread, ").unwrap();
+        writeln!(owned, "split").unwrap();
+    })
+    .join()
+    .unwrap();
+    writeln!(&w, "via a reference").unwrap();
+    let report = w.close().await;
+    assert!(report.archived);
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
+    assert_eq!(texts, vec!["from a thread, split\n", "via a reference\n"]);
+}
