@@ -182,9 +182,6 @@ exit 4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a secret written literally into a step's command reaches the engine's console log \
-            (`starting step: sh -c …` is logged unmasked) and a spawn error echoes the program \
-            path unmasked into the /step answer (crates/engine/src/handlers/step.rs)"]
 async fn secret_in_a_step_command_is_masked_in_errors_and_engine_log() {
     let svc = TestService::start().await;
     let w = svc.token("acc", Scope::Write);

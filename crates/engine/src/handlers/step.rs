@@ -97,6 +97,9 @@ pub async fn step(
         spec,
         outputs_file,
         writer,
+        masker: livelog::mask::Masker::new(
+            &stage.secrets.iter().chain(&req.secrets).collect::<Vec<_>>(),
+        ),
     };
     let task = tokio::spawn(run_step(state.clone(), stage.clone(), run, tx).in_current_span());
     stage.set_task(&req.id, task);
@@ -162,6 +165,10 @@ struct StepRun {
     spec: ProcessSpec,
     outputs_file: std::path::PathBuf,
     writer: Option<Writer>,
+    /// The stage's and the step's secrets: applied to everything about the step that
+    /// leaves through another channel than its stream (console log, the answer's
+    /// `error`), since a command line may carry a secret.
+    masker: livelog::mask::Masker,
 }
 
 /// Runs the process, publishes the result, then closes the step's stream (the answer
@@ -178,11 +185,17 @@ async fn run_step(
         spec,
         outputs_file,
         writer,
+        masker,
     } = run;
-    // The arguments are not logged: they may hold values only the step's own stream
-    // masks (its secrets), and the console masks nothing.
-    tracing::info!(step = %id, "starting step {name:?}: {}", spec.program);
-    let out = process::run(&spec, StepOutput(writer.clone()), stage.cancel.clone()).await;
+    // The arguments are not logged at all (they are the step's business); the program
+    // is, masked, because the console itself masks nothing.
+    let mut program = spec.program.clone();
+    masker.mask(&mut program);
+    tracing::info!(step = %id, "starting step {name:?}: {program}");
+    let mut out = process::run(&spec, StepOutput(writer.clone()), stage.cancel.clone()).await;
+    if let Some(e) = &mut out.error {
+        masker.mask(e);
+    }
     if let (Some(w), Some(e)) = (&writer, &out.error) {
         w.try_write_line("error", e);
     }
