@@ -12,7 +12,9 @@
 //! Metrics (counters, through the `metrics` facade): `livelog_lines_total`,
 //! `livelog_bytes_total`, `livelog_batches_total`, `livelog_retries_total`,
 //! `livelog_dropped_lines_total`, `livelog_spills_total` (times the memory queue
-//! overflowed to the spool: the sender lagging behind).
+//! overflowed to the spool: the sender lagging behind), `livelog_streamed_lines_total`
+//! (lines the service acknowledged; the live lag is `livelog_lines_total` minus it, and
+//! per writer [`Writer::progress`]).
 
 pub mod assemble;
 pub mod client;

@@ -70,6 +70,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         st.lines.counts.batches += 1;
                         st.lines.counts.streamed_lines += batch.lines;
                         metrics::counter!("livelog_batches_total").increment(1);
+                        metrics::counter!("livelog_streamed_lines_total").increment(batch.lines);
                     }
                     other => {
                         let why = failure(other).unwrap_or_default();
