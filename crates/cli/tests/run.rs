@@ -104,6 +104,8 @@ async fn run_against_a_remote_engine_shows_the_output_from_the_log_service() {
         "acc",
         "--key",
         "remote/run",
+        "--admin-secret",
+        svc.admin_secret(),
         "--",
         "sh",
         "-c",
@@ -120,6 +122,30 @@ async fn run_against_a_remote_engine_shows_the_output_from_the_log_service() {
     let mut lines: Vec<&str> = stdout.lines().collect();
     lines.sort_unstable();
     assert_eq!(lines, ["first", "second", "third"]);
+    // The printed viewer link points at the run's stream and carries a read-only token.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{url}/ui/stream?accountID=acc&key=remote%2Frun&token=");
+    let link_token = stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no viewer link with a token in: {stderr}"));
+    let http = reqwest::Client::new();
+    let listed = http
+        .get(format!("{url}/streams"))
+        .query(&[("accountID", "acc")])
+        .bearer_auth(link_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200, "the link's token reads the account");
+    let write = http
+        .post(format!("{url}/stream"))
+        .query(&[("accountID", "acc"), ("key", "other")])
+        .bearer_auth(link_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403, "the link's token cannot write");
     let archive = reqwest::Client::new()
         .get(format!("{url}/blob"))
         .query(&[("accountID", "acc"), ("key", "remote/run")])

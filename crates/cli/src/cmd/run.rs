@@ -3,7 +3,7 @@
 
 use super::serve::{Stack, StackOptions};
 use super::tail::{ColorMode, LinePrinter};
-use crate::reader::{FollowOptions, ReadError, Reader};
+use crate::reader::{FollowOptions, ReadError, Reader, read_token_for_link, viewer_link};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use runlog_engine::EngineConfig;
@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
+    /// The log service's admin secret, used only to put a read token into the printed
+    /// viewer link (never the write token: links end up in chats and histories).
+    #[arg(long, env = "RUNLOG_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -125,6 +129,20 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     }
     let outcome = async {
         post("/step", step).await?;
+        let read_token = match (&target.stack, &args.admin_secret) {
+            (Some((stack, _)), _) => Some(stack.read_token.clone()),
+            (None, Some(secret)) => {
+                read_token_for_link(secret, &target.account, Duration::from_secs(24 * 3600))
+            }
+            (None, None) => None,
+        };
+        let link = viewer_link(
+            &target.service_url,
+            &target.account,
+            &key,
+            read_token.as_deref(),
+        );
+        eprintln!("runlog: live view of {key}: {link}");
         let reader = Reader::new(&target.service_url, Some(target.token.clone()))?;
         let follow = follow(&reader, &target.account, &key, args.color);
         let poll = async {

@@ -155,7 +155,8 @@ impl Stack {
         };
         format!(
             "runlog is ready\n\
-             \x20 log service  {service_url}   (viewer: {service_url}/ui/)\n\
+             \x20 log service  {service_url}\n\
+             \x20 viewer       {service_url}/?token={read_token}\n\
              \x20 engine       {engine_url}\n\
              \x20 account      {account}\n\
              \x20 write token  {write_token}\n\
