@@ -10,6 +10,7 @@ use runlog_engine::EngineConfig;
 use runlog_protocol::engine::StepResponse;
 use runlog_protocol::{AccountId, StreamKey};
 use serde_json::json;
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 /// How long the step's stream may take to appear once the step started.
@@ -159,7 +160,17 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         r = outcome => r,
         () = super::service::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
     };
+    // Destroy flushes and uploads every archive, which takes a while for a long log:
+    // say so on a terminal (and print nothing on a pipe).
+    let spinner = if std::io::stderr().is_terminal() {
+        let s = indicatif::ProgressBar::new_spinner().with_message("archiving logs…");
+        s.enable_steady_tick(Duration::from_millis(100));
+        s
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let destroyed = post("/destroy", json!({})).await;
+    spinner.finish_and_clear();
     if let Some((stack, _dir)) = target.stack {
         stack.shutdown().await?;
     }
