@@ -372,23 +372,43 @@ impl RunlogBinary {
         secret: &str,
         extra: &[String],
     ) -> Watched {
-        let mut cmd = std::process::Command::new(&self.path);
-        cmd.arg("service")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--admin-secret")
-            .arg(secret);
-        cmd.args(extra);
-        let svc = Watched::spawn(cmd).expect("spawn runlog service");
-        let up = svc.wait_for_line(Duration::from_secs(60), |l| l.contains("listening"));
-        assert!(
-            up.is_some(),
-            "runlog service did not start:\n{}",
-            svc.output()
-        );
-        svc
+        // A fixed port can be taken meanwhile by another socket's ephemeral port (a
+        // busy test machine opens thousands); such a bind failure is retried briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut cmd = std::process::Command::new(&self.path);
+            cmd.arg("service")
+                .arg("--addr")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .arg("--admin-secret")
+                .arg(secret);
+            cmd.args(extra);
+            let mut svc = Watched::spawn(cmd).expect("spawn runlog service");
+            loop {
+                if svc
+                    .wait_for_line(Duration::from_millis(200), |l| l.contains("listening"))
+                    .is_some()
+                {
+                    return svc;
+                }
+                if svc.wait_exit(Duration::ZERO).is_some() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "runlog service did not start within 60 s:\n{}",
+                    svc.output()
+                );
+            }
+            let out = svc.output();
+            assert!(
+                out.contains("in use") && std::time::Instant::now() < deadline,
+                "runlog service exited at start:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// `runlog engine` on `127.0.0.1:0` over `data_dir`, through `sh` so that `limits`
