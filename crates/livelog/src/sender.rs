@@ -44,6 +44,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
     }
     let mut reader: Option<SpoolReader> = None;
+    let mut resend = Resend::default();
     loop {
         let work = inner.work.notified();
         tokio::pin!(work);
@@ -57,20 +58,50 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             Next::Batch(batch) => {
                 let client = inner.client.clone();
                 let reopen = !inner.cfg.skip_opening_stream;
-                let out = retry(
+                let mut out = retry(
                     || write_reopening(client.as_ref(), &key, &batch, reopen),
                     inner.cfg.max_retry_delay,
                     &mut deadline,
                     |_| count_retry(&inner),
                 )
                 .await;
+                if let Outcome::Done(Sent::Reopened) = out {
+                    // The service lost the stream and holds nothing of it now: send the
+                    // whole history again, in order, this batch included (it is in the
+                    // spool), so a live reader never sees later lines before earlier.
+                    if rewind(&inner, 0, &mut reader) {
+                        resend.pending = Some(0);
+                        continue;
+                    }
+                    // No spool to read back from: only this batch goes out.
+                    out = retry(
+                        || write_reopening(client.as_ref(), &key, &batch, false),
+                        inner.cfg.max_retry_delay,
+                        &mut deadline,
+                        |_| count_retry(&inner),
+                    )
+                    .await;
+                }
                 match out {
-                    Outcome::Done(_ack) => {
-                        let mut st = inner.lock();
-                        st.lines.counts.batches += 1;
-                        st.lines.counts.streamed_lines += batch.lines;
+                    // Only answered when reopening, which the second try does not do.
+                    Outcome::Done(Sent::Reopened) => {}
+                    Outcome::Done(Sent::Acked(ack)) => {
+                        let sent_end = batch.first_pos + batch.lines;
+                        // Lines resent after a loss are counted once.
+                        let new = sent_end.saturating_sub(batch.first_pos.max(resend.acked_end));
+                        resend.acked_end = resend.acked_end.max(sent_end);
+                        {
+                            let mut st = inner.lock();
+                            st.lines.counts.batches += 1;
+                            st.lines.counts.streamed_lines += new;
+                        }
                         metrics::counter!("livelog_batches_total").increment(1);
-                        metrics::counter!("livelog_streamed_lines_total").increment(batch.lines);
+                        metrics::counter!("livelog_streamed_lines_total").increment(new);
+                        if let Some(from) = resend.wanted(&batch, ack.next_pos)
+                            && rewind(&inner, from, &mut reader)
+                        {
+                            resend.pending = Some(from);
+                        }
                     }
                     other => {
                         let why = failure(other).unwrap_or_default();
@@ -83,22 +114,99 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     inner.sender_done.send_replace(true);
 }
 
+/// When the service holds less than this writer sent, and from where to send again.
+#[derive(Default)]
+struct Resend {
+    /// One past the highest `pos` the service has acknowledged.
+    acked_end: u64,
+    /// The `pos` the last resend started from, until its first batch is acknowledged.
+    pending: Option<u64>,
+    /// The service does not keep what is resent (its acks never move on): stop
+    /// resending rather than loop.
+    given_up: bool,
+}
+
+impl Resend {
+    /// Checks an ack: `Some(pos)` when lines from `pos` on must be sent again because
+    /// the service lost them (a restart of a service that keeps streams in memory).
+    fn wanted(&mut self, batch: &Batch, next_pos: u64) -> Option<u64> {
+        if let Some(from) = self.pending
+            && batch.first_pos == from
+        {
+            self.pending = None;
+            if next_pos <= from {
+                self.given_up = true;
+            }
+        }
+        let sent_end = batch.first_pos + batch.lines;
+        // `next_pos == first_pos`: the service did not keep the batch's first line
+        // although it was just sent; sending it again cannot help.
+        let lost = next_pos < sent_end && next_pos != batch.first_pos;
+        (lost && !self.given_up).then_some(next_pos)
+    }
+}
+
+/// Sends everything from `pos` again: the memory queue is dropped (every queued line
+/// is also in the spool) and the sender reads from the spool, as after an overflow of
+/// the queue, until it has caught up. Returns whether it did.
+fn rewind(inner: &Inner, pos: u64, reader: &mut Option<SpoolReader>) -> bool {
+    let (path, end) = {
+        let mut st = inner.lock();
+        let l = &mut st.lines;
+        if l.live_stopped || l.spool.failure().is_some() {
+            return false;
+        }
+        if let Err(e) = l.spool.flush() {
+            l.error.get_or_insert(e);
+            return false;
+        }
+        (l.spool.path().to_owned(), l.spool.written())
+    };
+    if reader.is_none() {
+        *reader = SpoolReader::open(&path).ok();
+    }
+    let Some(Ok(Some(offset))) = reader.as_mut().map(|r| r.offset_of(pos, end)) else {
+        return false;
+    };
+    let mut st = inner.lock();
+    let l = &mut st.lines;
+    if l.live_stopped || pos >= l.next_pos {
+        return false;
+    }
+    l.queue.clear();
+    l.queue_bytes = 0;
+    l.spill = Some(crate::writer::SpillCursor { pos, offset });
+    drop(st);
+    inner.room.notify_waiters();
+    true
+}
+
+/// What sending a batch achieved.
+enum Sent {
+    /// The service stored it and says how far its stream is contiguous.
+    Acked(runlog_protocol::service::AppendAck),
+    /// The service had lost the stream, which is open again and empty; the batch was
+    /// not sent.
+    Reopened,
+}
+
 /// Sends a batch; when the service no longer knows the stream (a restarted service
-/// with in-memory streams, an expired stream) and this writer opened it, opens it again
-/// and resends. Earlier lines then form a gap in the live stream; the archive, built
-/// from the spool, is still complete.
+/// with in-memory streams, an expired stream) and `reopen` (this writer opened it),
+/// opens it again and answers [`Sent::Reopened`], so the sender resends the history
+/// from the spool. A service that lost only some lines is caught by the ack instead
+/// (see [`Resend`]).
 async fn write_reopening(
     client: &dyn crate::client::LogClient,
     key: &str,
     batch: &Batch,
     reopen: bool,
-) -> Result<runlog_protocol::service::AppendAck, crate::client::ClientError> {
+) -> Result<Sent, crate::client::ClientError> {
     match client.write(key, batch).await {
         Err(crate::client::ClientError::Status { status: 404, .. }) if reopen => {
             client.open(key).await?;
-            client.write(key, batch).await
+            Ok(Sent::Reopened)
         }
-        other => other,
+        other => other.map(Sent::Acked),
     }
 }
 
@@ -146,6 +254,11 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
         return if l.closing { Next::Done } else { Next::Wait };
     }
     if !l.queue.is_empty() {
+        // A line reaches the spool file before the service sees it: a process killed
+        // now leaves at least what the service holds for recovery.
+        if let Err(e) = l.spool.flush() {
+            l.error.get_or_insert(e);
+        }
         let first_pos = l.next_pos - l.queue.len() as u64 - spilled_count(l);
         let mut body = BytesMut::with_capacity(
             max_bytes.min(l.queue_bytes) + 2 + l.queue.len().min(max_lines),

@@ -184,6 +184,84 @@ impl SpoolReader {
     }
 }
 
+impl SpoolReader {
+    /// Byte offset of the row numbered `pos` among the rows in `[0, end)`, or `None`
+    /// when it is not there. Rows are numbered from 0 in file order, so a binary search
+    /// on byte offsets finds it in a few reads, whatever the spool's size.
+    pub fn offset_of(&mut self, pos: u64, end: u64) -> std::io::Result<Option<u64>> {
+        // `lo` is always a row start whose `pos` is at most the one sought.
+        let (mut lo, mut hi) = (0u64, end);
+        while hi - lo > SCAN_WINDOW {
+            let mid = lo + (hi - lo) / 2;
+            match self.row_starting_at_or_after(mid, end)? {
+                Some((start, p)) if start < hi => {
+                    if p == pos {
+                        return Ok(Some(start));
+                    }
+                    if p < pos {
+                        lo = start;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                _ => hi = mid,
+            }
+        }
+        let mut offset = lo;
+        while offset < end {
+            let rows = self.read_rows(offset, end, SCAN_WINDOW as usize, u64::MAX)?;
+            if rows.count == 0 {
+                return Ok(None);
+            }
+            for row in rows.ndjson.split_inclusive(|b| *b == b'\n') {
+                match row_pos(row)? {
+                    p if p == pos => return Ok(Some(offset)),
+                    p if p > pos => return Ok(None),
+                    _ => offset += row.len() as u64,
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first row that starts at `offset` or later: its start and `pos`.
+    fn row_starting_at_or_after(
+        &mut self,
+        offset: u64,
+        end: u64,
+    ) -> std::io::Result<Option<(u64, u64)>> {
+        let start = if offset == 0 {
+            0
+        } else {
+            // The rest of the row that `offset - 1` is in (possibly just its newline).
+            let rest = self.read_rows(offset - 1, end, SCAN_WINDOW as usize, 1)?;
+            if rest.count == 0 {
+                return Ok(None);
+            }
+            offset - 1 + rest.ndjson.len() as u64
+        };
+        let row = self.read_rows(start, end, SCAN_WINDOW as usize, 1)?;
+        if row.count == 0 {
+            return Ok(None);
+        }
+        Ok(Some((start, row_pos(&row.ndjson)?)))
+    }
+}
+
+/// Bytes read at once when looking for a row.
+const SCAN_WINDOW: u64 = 64 * 1024;
+
+/// The `pos` of one NDJSON row.
+fn row_pos(row: &[u8]) -> std::io::Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Pos {
+        pos: u64,
+    }
+    serde_json::from_slice::<Pos>(row)
+        .map(|p| p.pos)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +285,36 @@ mod tests {
         assert_eq!(rows.count, 1);
         let rows = r.read_rows(0, s.written(), 1 << 20, 3).expect("row cap");
         assert_eq!(rows.count, 3);
+    }
+
+    #[test]
+    fn offset_of_finds_every_row_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::create(dir.path(), 1 << 30);
+        let mut offsets = Vec::new();
+        // Rows of varied length, over several scan windows.
+        for i in 0..5000u64 {
+            let mut row = Vec::new();
+            let text = "y".repeat((i % 97) as usize * 7);
+            crate::row::write_row(&mut row, "info", i, &text, "t");
+            offsets.push(s.append(&row, false).expect("append"));
+        }
+        s.flush().expect("flush");
+        let mut r = SpoolReader::open(s.path()).expect("open");
+        for (pos, want) in offsets
+            .iter()
+            .enumerate()
+            .step_by(37)
+            .chain([(4999, &offsets[4999])])
+        {
+            assert_eq!(
+                r.offset_of(pos as u64, s.written()).expect("search"),
+                Some(*want),
+                "pos {pos}"
+            );
+        }
+        assert_eq!(r.offset_of(5000, s.written()).expect("search"), None);
+        assert_eq!(r.offset_of(0, 0).expect("empty"), None);
     }
 
     #[test]
