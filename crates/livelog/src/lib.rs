@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod mask;
 pub mod outbox;
+mod recovery;
 pub mod retry;
 pub mod row;
 mod sender;

@@ -59,7 +59,8 @@ pub(crate) fn store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<
     Ok(entry_dir)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path`, readable by its owner only, synced; returns the file.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     let mut opts = std::fs::File::options();
     opts.write(true).create(true).truncate(true);
@@ -70,7 +71,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    f.sync_all()?;
+    Ok(f)
 }
 
 /// Sends one entry: archive, then stream close if still due; removes it on success.
@@ -156,7 +158,11 @@ pub async fn deliver_outbox_with(dir: &Path, client: Arc<dyn LogClient>) -> Outb
 }
 
 async fn deliver_outbox_inner(dir: &Path, client: Option<Arc<dyn LogClient>>) -> OutboxReport {
-    let mut report = OutboxReport::default();
+    let mut report = OutboxReport {
+        // Spools of writers whose process died become entries first.
+        failed: crate::recovery::adopt_orphans(dir),
+        ..OutboxReport::default()
+    };
     for entry_dir in entries(dir) {
         let client: Arc<dyn LogClient> = match &client {
             Some(c) => c.clone(),

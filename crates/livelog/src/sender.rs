@@ -444,6 +444,19 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
         }
     }
 
+    // The history is archived or in the outbox (or was never complete): a later start
+    // has nothing to recover. Otherwise the record stays, and a later start delivers it.
+    if archived || outboxed || !spool_complete {
+        let record = inner
+            .recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(record) = record {
+            record.remove();
+        }
+    }
+
     let st = inner.lock();
     let l = &st.lines;
     let c = &l.counts;

@@ -108,6 +108,9 @@ pub(crate) struct Inner {
     /// Set by the sender when it has sent (or given up on) everything.
     pub(crate) sender_done: watch::Sender<bool>,
     report: OnceCell<WriterReport>,
+    /// Makes the spool deliverable by a later process if this one dies before
+    /// `close()` (see [`crate::recovery`]); removed once the history is settled.
+    pub(crate) recovery: Mutex<Option<crate::recovery::Record>>,
 }
 
 impl Inner {
@@ -348,6 +351,7 @@ impl Writer {
         let masker = Masker::new(&cfg.secrets);
         let spool = Spool::create(&cfg.spool_dir, cfg.spool_max_bytes);
         let error = spool.failure().map(str::to_owned);
+        let recovery = recovery_record(&cfg, client.as_ref(), &spool);
         let state = State {
             asm: LineAssembler::new(cfg.max_line_bytes),
             lines: Lines {
@@ -378,6 +382,7 @@ impl Writer {
             deadline: watch::channel(None).0,
             sender_done: watch::channel(false).0,
             report: OnceCell::new(),
+            recovery: Mutex::new(recovery),
         });
         tokio::spawn(crate::sender::run(inner.clone()));
         tokio::spawn(partial_flusher(inner.clone()));
@@ -541,6 +546,33 @@ impl std::io::Write for &Writer {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Writes the recovery record of a new spool when there is an outbox to recover into.
+/// Without it the writer still works; only a crash would leave the spool undelivered.
+fn recovery_record(
+    cfg: &WriterConfig,
+    client: &dyn LogClient,
+    spool: &Spool,
+) -> Option<crate::recovery::Record> {
+    let dir = cfg.outbox_dir.as_ref()?;
+    if spool.failure().is_some() {
+        return None;
+    }
+    let entry = crate::outbox::Entry {
+        key: cfg.key.clone(),
+        indirect_upload: cfg.indirect_upload,
+        close_stream: !cfg.skip_closing_stream,
+        log_config: client.outbox_config(),
+    };
+    match crate::recovery::create(dir, spool.path(), &entry) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            // Once per writer, before any line: no lock is held here.
+            tracing::warn!(target: "livelog", key = %cfg.key, "cannot write the recovery record in {}: {e}", dir.display());
+            None
+        }
     }
 }
 

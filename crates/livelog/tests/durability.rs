@@ -95,3 +95,120 @@ async fn lost_lines_are_sent_again_while_the_queue_overflows_to_the_spool() {
     // A queue of 2 KiB: most lines are read back from the spool anyway.
     restart_mid_stream(2 * 1024, 2000, 3000).await;
 }
+
+fn files_named(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_spool_is_delivered_by_the_next_start() {
+    const N: u64 = 400;
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let data = tempfile::tempdir().unwrap();
+    let (spool, outbox) = (data.path().join("spool"), data.path().join("outbox"));
+    let key = "durability/killed";
+
+    // The "process" that dies: its own runtime, dropped without close(), so the
+    // writer's tasks vanish mid-stream and nothing runs the close path.
+    let dead = std::thread::spawn({
+        let (url, token, spool, outbox) = (svc.url(), token.clone(), spool.clone(), outbox.clone());
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let w = rt.block_on(async {
+                let cfg = WriterConfig {
+                    spool_dir: spool,
+                    outbox_dir: Some(outbox),
+                    ..WriterConfig::new(key)
+                };
+                let w = Writer::new(client(&url, &token), cfg);
+                for i in 0..N {
+                    w.write(text(i).as_bytes());
+                }
+                wait_until("lines streamed", Duration::from_secs(30), || {
+                    w.progress().streamed_lines == N
+                })
+                .await;
+                w
+            });
+            drop(rt);
+            // Outside any runtime: no background close; the lock goes with the writer.
+            drop(w);
+        }
+    });
+    dead.join().unwrap();
+    assert_eq!(
+        files_named(&spool, ".ndjson").len(),
+        1,
+        "the spool is left behind"
+    );
+    assert_eq!(files_named(&outbox, ".recover.json").len(), 1);
+    assert!(fetch_archive(&svc.url(), &token, key).await.is_none());
+
+    let report = livelog::deliver_outbox(&outbox).await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_exactly_once_in_order("archive of the dead writer", &archive, N, text);
+    // The stream was closed for it: a tail ends.
+    let live = tail_until_eof(&svc.url(), &token, key, Duration::from_secs(30)).await;
+    assert_eq!(live.len() as u64, N);
+    assert!(files_named(&spool, ".ndjson").is_empty());
+    assert!(files_named(&outbox, ".recover.json").is_empty());
+    assert_eq!(
+        livelog::deliver_outbox(&outbox).await.delivered,
+        0,
+        "delivered once"
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_writers_spool_is_never_picked_up() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let data = tempfile::tempdir().unwrap();
+    let (spool, outbox) = (data.path().join("spool"), data.path().join("outbox"));
+    let key = "durability/alive";
+    let cfg = WriterConfig {
+        spool_dir: spool.clone(),
+        outbox_dir: Some(outbox.clone()),
+        ..WriterConfig::new(key)
+    };
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    for i in 0..100 {
+        w.write(text(i).as_bytes());
+    }
+    // A start-up pass while the writer lives (same process: the lock still counts).
+    let report = livelog::deliver_outbox(&outbox).await;
+    assert_eq!(report, livelog::OutboxReport::default());
+    assert_eq!(
+        files_named(&spool, ".ndjson").len(),
+        1,
+        "the live spool was taken"
+    );
+    assert!(fetch_archive(&svc.url(), &token, key).await.is_none());
+
+    for i in 100..200 {
+        w.write(text(i).as_bytes());
+    }
+    let closed = w.close().await;
+    assert!(closed.archived, "{closed:?}");
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_exactly_once_in_order("archive of the live writer", &archive, 200, text);
+    assert!(
+        files_named(&outbox, ".recover.json").is_empty(),
+        "record left after close"
+    );
+    svc.shutdown().await;
+}

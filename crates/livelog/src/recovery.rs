@@ -1,0 +1,237 @@
+//! Recovery records: what makes a writer's spool deliverable when its process dies
+//! before `close()` (SIGKILL, power loss).
+//!
+//! When a writer with an outbox starts, it writes `<spool name>.recover.json` into the
+//! outbox directory: the outbox entry `close()` would write, plus the spool's path.
+//! The record is written to a temporary file, locked with an exclusive advisory lock
+//! (`flock`), then renamed into place, so it is never seen half-written or unlocked
+//! while its writer lives; the writer holds the lock until `close()` has archived the
+//! history or handed it to the outbox, then removes the record.
+//!
+//! At the next start, [`adopt_orphans`] takes the lock of every record it can: a
+//! record whose lock is free has no live writer (the kernel drops a dead process's
+//! locks), so its spool is moved into a regular outbox entry and delivered like any
+//! other. A record whose lock is held is a live writer's, in this process or another,
+//! and is left alone.
+
+use crate::outbox::{Entry, write_private};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+const SUFFIX: &str = ".recover.json";
+
+/// What the record file holds.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    spool: PathBuf,
+    #[serde(flatten)]
+    entry: Entry,
+}
+
+/// A live writer's record; the lock is held for as long as this value lives.
+#[derive(Debug)]
+pub(crate) struct Record {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Record {
+    /// Removes the record: the history was delivered or is in the outbox.
+    pub(crate) fn remove(self) {
+        // Removed before the lock is released (on drop), so no one adopts it between.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes the record of the spool at `spool` into `outbox_dir` and locks it.
+pub(crate) fn create(outbox_dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<Record> {
+    let stem = spool
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .ok_or_else(|| std::io::Error::other("the spool has no file name"))?;
+    std::fs::create_dir_all(outbox_dir)?;
+    let path = outbox_dir.join(format!("{stem}{SUFFIX}"));
+    let tmp = outbox_dir.join(format!(".{stem}{SUFFIX}.tmp"));
+    let json = serde_json::to_vec_pretty(&Stored {
+        spool: std::path::absolute(spool)?,
+        entry: entry.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    let file = write_private(&tmp, &json)?;
+    // Locked before it has its final name: an adopter never finds it unlocked.
+    let file = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| std::io::Error::from(errno))?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(Record { path, _lock: file })
+}
+
+/// Turns every record in `dir` whose writer is gone into an outbox entry (its spool
+/// moved into it, a row cut by the kill removed); returns what could not be adopted.
+pub(crate) fn adopt_orphans(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut records: Vec<PathBuf> = read
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(SUFFIX) && !n.starts_with('.'))
+        })
+        .collect();
+    records.sort();
+    records
+        .iter()
+        .filter_map(|p| adopt(dir, p).err().map(|e| format!("{}: {e}", p.display())))
+        .collect()
+}
+
+/// Adopts one record if its lock is free; `Ok` also when it is a live writer's.
+fn adopt(dir: &Path, path: &Path) -> std::io::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Removed meanwhile by its writer's close() or another adopter.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Ok(mut file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        return Ok(()); // A live writer (or another adopter) holds it.
+    };
+    // Between opening and locking, the record may have been removed (and its name
+    // reused): only the file still at `path` counts.
+    if !same_file(&file, path) {
+        return Ok(());
+    }
+    let mut json = Vec::new();
+    file.read_to_end(&mut json)?;
+    let stored: Stored = serde_json::from_slice(&json)
+        .map_err(|e| std::io::Error::other(format!("bad recovery record: {e}")))?;
+    match std::fs::metadata(&stored.spool) {
+        Ok(_) => {
+            cut_partial_row(&stored.spool)?;
+            crate::outbox::store(dir, &stored.spool, &stored.entry)?;
+        }
+        // Archived, or moved to the outbox, before the process died.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_file(path)
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+/// A killed writer may leave its last row half-written: the archive ends at the last
+/// complete row.
+fn cut_partial_row(spool: &Path) -> std::io::Result<()> {
+    let mut f = File::options().read(true).write(true).open(spool)?;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                f.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    f.set_len(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            key: "k".into(),
+            indirect_upload: true,
+            close_stream: true,
+            log_config: None,
+        }
+    }
+
+    #[test]
+    fn a_locked_record_is_left_alone_and_an_unlocked_one_adopted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-1.ndjson");
+        std::fs::write(&spool, b"{\"pos\":0}\n{\"pos\":1}\n{\"po").expect("spool");
+        let record = create(&outbox, &spool, &entry()).expect("record");
+        assert!(adopt_orphans(&outbox).is_empty());
+        assert!(spool.exists(), "a live writer's spool was taken");
+
+        drop(record); // The lock goes, as when the process dies.
+        assert!(adopt_orphans(&outbox).is_empty());
+        assert!(!spool.exists());
+        let archive = std::fs::read(outbox.join("livelog-1").join("archive.ndjson"))
+            .expect("archive in the outbox");
+        assert_eq!(
+            archive, b"{\"pos\":0}\n{\"pos\":1}\n",
+            "the cut row is removed"
+        );
+        assert!(!outbox.join("livelog-1.recover.json").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_record_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool = dir.path().join("livelog-2.ndjson");
+        std::fs::write(&spool, b"").expect("spool");
+        let record = create(dir.path(), &spool, &entry()).expect("record");
+        let mode = std::fs::metadata(dir.path().join("livelog-2.recover.json"))
+            .expect("record")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        record.remove();
+        assert!(!dir.path().join("livelog-2.recover.json").exists());
+    }
+
+    #[test]
+    fn a_record_whose_spool_is_gone_is_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool = dir.path().join("livelog-3.ndjson");
+        std::fs::write(&spool, b"{}\n").expect("spool");
+        drop(create(dir.path(), &spool, &entry()).expect("record"));
+        std::fs::remove_file(&spool).expect("remove spool");
+        assert!(adopt_orphans(dir.path()).is_empty());
+        assert!(!dir.path().join("livelog-3.recover.json").exists());
+    }
+
+    #[test]
+    fn a_malformed_record_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("x.recover.json"), b"{not json").expect("write");
+        let failed = adopt_orphans(dir.path());
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("bad recovery record"), "{failed:?}");
+    }
+}
