@@ -246,10 +246,6 @@ async fn service_killed_mid_step_and_restarted_5s_later_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the embedded service loses its live lines when killed; livelog reopens the stream \
-            and goes on from the next batch, so the live stream keeps a gap where the earlier \
-            lines were (GET /stream serves that gapped stream, not the complete archive): the \
-            writer should re-send its history from the spool after reopening"]
 async fn embedded_service_restart_leaves_no_gap_in_the_live_stream() {
     service_killed_and_restarted(None, "resumed", true).await;
 }
@@ -395,8 +391,6 @@ async fn full_spool_disk_is_reported_never_silent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a SIGKILLed engine leaves its spool files without an outbox entry, so the next \
-            start does not deliver them (livelog outbox entries are only written by close())"]
 async fn engine_killed_mid_step_delivers_the_killed_runs_history_at_next_start() {
     let svc = TestService::start().await;
     let (w, r) = (
