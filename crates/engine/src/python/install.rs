@@ -1,5 +1,5 @@
 //! Dependency installers: pip specs into the runtime virtualenv (through `uv` when it
-//! is on `PATH`, else `python -m pip`) and apt packages into the system.
+//! is configured or on `PATH`, else `python -m pip`) and apt packages into the system.
 //!
 //! Every line an installer prints becomes a tracing event (target `runlog::install`)
 //! as it arrives, so it lands in the calling request's capture ring and live stream
@@ -67,8 +67,12 @@ pub struct Installer {
     pub venv_python: PathBuf,
     /// Extra pip arguments (`--find-links`, `--no-index`, an index URL…).
     pub pip_args: Vec<String>,
-    /// Use `uv pip install` when `uv` is on `PATH`.
+    /// Use `uv pip install` when a `uv` program is known (see `uv`).
     pub prefer_uv: bool,
+    /// The `uv` program when `prefer_uv` is set: `Some(path)` runs that program,
+    /// `None` looks for `uv` on `PATH`. An explicit path never falls back to pip, so a
+    /// wrong path is an error rather than a silent change of installer.
+    pub uv: Option<PathBuf>,
     /// Whether apt may run.
     pub allow_apt: bool,
     /// Limit for the whole plan.
@@ -120,12 +124,16 @@ impl Installer {
     /// Installs pip specs into the virtualenv.
     pub async fn pip_install(&self, specs: &[String]) -> Result<(), InstallError> {
         tracing::info!(target: "runlog::install", "installing Python packages: {}", specs.join(" "));
-        let mut cmd = match uv_on_path().filter(|_| self.prefer_uv) {
+        let (mut cmd, tool) = match self.uv_program() {
             Some(uv) => {
                 let mut c = Command::new(uv);
-                c.args(["pip", "install", "--python"])
+                // `--python` names the target: uv installs into the environment of that
+                // interpreter, not into whatever `VIRTUAL_ENV` the engine inherited.
+                // `--color never` keeps escape codes out of the log even if the
+                // engine's environment forces colour.
+                c.args(["pip", "install", "--color", "never", "--python"])
                     .arg(&self.venv_python);
-                c
+                (c, "uv")
             }
             None => {
                 let mut c = Command::new(&self.venv_python);
@@ -136,11 +144,19 @@ impl Installer {
                     "--disable-pip-version-check",
                     "--no-input",
                 ]);
-                c
+                (c, "pip")
             }
         };
         cmd.args(&self.pip_args).args(specs);
-        run_streamed(cmd, "pip").await
+        run_streamed(cmd, tool).await
+    }
+
+    /// The `uv` program to install with, or `None` for `python -m pip`.
+    fn uv_program(&self) -> Option<PathBuf> {
+        if !self.prefer_uv {
+            return None;
+        }
+        self.uv.clone().or_else(uv_on_path)
     }
 
     async fn check_apt_allowed(&self, packages: &[String]) -> Result<(), InstallError> {
@@ -180,7 +196,8 @@ async fn running_as_root() -> bool {
 }
 
 /// Runs `cmd`, turning each stdout line into an `info` event and each stderr line into a
-/// `warn` event as they arrive; fails with the last line that reads like a reason.
+/// `warn` event as they arrive; fails with the last line that reads like a reason,
+/// followed by the `cause:` lines uv prints under it.
 pub async fn run_streamed(mut cmd: Command, tool: &str) -> Result<(), InstallError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -229,14 +246,79 @@ async fn pump(
         } else {
             tracing::info!(target: "runlog::install", "{tool} | {line}");
         }
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("ERROR:")
-            || trimmed.starts_with("E:")
-            || trimmed.starts_with("error:")
-        {
-            if let Ok(mut c) = cause.lock() {
-                *c = Some(trimmed.to_owned());
-            }
+        note_cause(line, cause);
+    }
+}
+
+/// Keeps the reason of a failure from one installer line: pip's `ERROR: …`, apt's
+/// `E: …` and uv's `error: …` start a new reason. uv prints the specifics on the
+/// following `cause: …` lines (e.g. which package was not found), so those are
+/// appended to keep the reason one line and complete.
+fn note_cause(line: &str, cause: &std::sync::Mutex<Option<String>>) {
+    let trimmed = line.trim();
+    let starts_reason = ["ERROR:", "E:", "error:"]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+    let detail = trimmed.strip_prefix("cause:").map(str::trim_start);
+    if !starts_reason && detail.is_none() {
+        return;
+    }
+    let Ok(mut kept) = cause.lock() else { return };
+    match (starts_reason, detail, kept.as_mut()) {
+        (true, _, _) => *kept = Some(trimmed.to_owned()),
+        (false, Some(detail), Some(reason)) => {
+            reason.push_str(": ");
+            reason.push_str(detail);
         }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::note_cause;
+    use std::sync::Mutex;
+
+    fn cause_of(lines: &[&str]) -> Option<String> {
+        let cause = Mutex::new(None);
+        for line in lines {
+            note_cause(line, &cause);
+        }
+        cause.into_inner().expect("not poisoned")
+    }
+
+    #[test]
+    fn uv_cause_lines_extend_the_error_line() {
+        let got = cause_of(&[
+            "Using Python 3.11.7 environment at: venv",
+            "error: No solution found when resolving dependencies",
+            "  cause: Because x was not found in the provided package locations",
+        ]);
+        assert_eq!(
+            got.as_deref(),
+            Some(
+                "error: No solution found when resolving dependencies: Because x was not found in the provided package locations"
+            )
+        );
+    }
+
+    #[test]
+    fn last_pip_error_line_is_the_cause() {
+        let got = cause_of(&[
+            "ERROR: Could not find a version that satisfies the requirement x==1",
+            "ERROR: No matching distribution found for x==1",
+        ]);
+        assert_eq!(
+            got.as_deref(),
+            Some("ERROR: No matching distribution found for x==1")
+        );
+    }
+
+    #[test]
+    fn cause_line_without_an_error_before_it_is_no_reason() {
+        assert_eq!(
+            cause_of(&["cause: nothing failed yet", "Resolved 1 package"]),
+            None
+        );
     }
 }

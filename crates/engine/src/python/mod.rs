@@ -31,8 +31,13 @@ pub struct PythonConfig {
     /// Extra arguments for installing calls' dependencies, e.g. `--find-links DIR
     /// --no-index` (the bootstrap packages always come from the default index).
     pub pip_args: Vec<String>,
-    /// Use `uv pip install` when `uv` is on `PATH` (else `python -m pip`).
+    /// Use `uv pip install` when a `uv` program is known (else `python -m pip`).
     pub prefer_uv: bool,
+    /// The `uv` program for `prefer_uv`: `Some(path)` runs that program, `None` (the
+    /// default) looks for `uv` on `PATH`. Explicit because `PATH` belongs to the whole
+    /// process: a deployment can pin its installer, and tests can use one without
+    /// changing the environment.
+    pub uv: Option<PathBuf>,
     /// Whether `system_dependencies` may be installed with apt-get.
     pub allow_apt: bool,
     /// Time limit of one dependency installation (system and Python together).
@@ -54,6 +59,7 @@ impl PythonConfig {
             bootstrap_packages: vec!["cloudpickle".to_owned()],
             pip_args: Vec::new(),
             prefer_uv: true,
+            uv: None,
             allow_apt: false,
             install_timeout: Duration::from_secs(600),
             instance_idle_timeout: Duration::from_secs(600),

@@ -142,6 +142,7 @@ impl PythonRuntime {
             venv_python: self.config.venv_dir.join("bin").join("python"),
             pip_args: self.config.pip_args.clone(),
             prefer_uv: self.config.prefer_uv,
+            uv: self.config.uv.clone(),
             allow_apt: self.config.allow_apt,
             timeout: self.config.install_timeout,
         };
