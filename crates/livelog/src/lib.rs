@@ -7,7 +7,11 @@
 //! to the log service through a [`LogClient`] with adaptive batching and retries.
 //! `close()` drains, uploads the archive from the spool and closes the stream within a
 //! deadline; what cannot be delivered in time stays in an outbox directory and is
-//! re-sent later ([`deliver_outbox`]).
+//! re-sent later ([`deliver_outbox`]). A writer with an outbox also leaves a locked
+//! recovery record there while it lives, so that if its process dies before `close()`
+//! the next `deliver_outbox` delivers its spool. When the service loses a stream
+//! (restart), the writer resends the history from the spool, so the live stream has
+//! no gap.
 //!
 //! Metrics (counters, through the `metrics` facade): `livelog_lines_total`,
 //! `livelog_bytes_total`, `livelog_batches_total`, `livelog_retries_total`,

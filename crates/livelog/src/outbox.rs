@@ -3,7 +3,9 @@
 //! Each entry is a directory holding `archive.ndjson` (the spool, moved, not copied)
 //! and `entry.json` (which key, how to upload, whether the stream still needs
 //! closing, and the service/account to send it to). A background task re-sends the
-//! entry until it lands; [`deliver_outbox`] re-sends every entry at the next start.
+//! entry until it lands; [`deliver_outbox`] re-sends every entry at the next start,
+//! after turning the spools of writers whose process died into entries (see
+//! `recovery`).
 //! An entry is removed only after its archive was accepted, so nothing is silently
 //! lost: at worst it is sent twice, and the archive upload is idempotent.
 
@@ -55,12 +57,17 @@ pub(crate) fn store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<
         std::fs::remove_file(spool)?;
     }
     let json = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
-    write_private(&entry_dir.join(META), &json)?;
+    write_private(&entry_dir.join(META), &json, true)?;
     Ok(entry_dir)
 }
 
-/// Writes `bytes` to `path`, readable by its owner only, synced; returns the file.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
+/// Writes `bytes` to `path`, readable by its owner only (synced to disk when `sync`);
+/// returns the file.
+pub(crate) fn write_private(
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     let mut opts = std::fs::File::options();
     opts.write(true).create(true).truncate(true);
@@ -71,7 +78,9 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<std::f
     }
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     Ok(f)
 }
 
@@ -145,8 +154,10 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// One pass over `dir`: re-sends every entry left by earlier runs to the service
-/// recorded in it. Call at start; call again (or use [`spawn_deliver_outbox`]) while
+/// One pass over `dir`: first makes an entry of every spool whose writer's process
+/// died before `close()` (its recovery record in `dir` is no longer locked; a live
+/// writer's is never touched), then re-sends every entry left by earlier runs to the
+/// service recorded in it. Call at start; call again (or use [`spawn_deliver_outbox`]) while
 /// entries are pending.
 pub async fn deliver_outbox(dir: &Path) -> OutboxReport {
     deliver_outbox_inner(dir, None).await

@@ -60,7 +60,9 @@ pub(crate) fn create(outbox_dir: &Path, spool: &Path, entry: &Entry) -> std::io:
         entry: entry.clone(),
     })
     .map_err(std::io::Error::other)?;
-    let file = write_private(&tmp, &json)?;
+    // Not synced: it guards against the death of the process (its spool is not synced
+    // either), and a writer starts once per step or call.
+    let file = write_private(&tmp, &json, false)?;
     // Locked before it has its final name: an adopter never finds it unlocked.
     let file = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| std::io::Error::from(errno))?;
