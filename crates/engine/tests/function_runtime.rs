@@ -416,3 +416,47 @@ async fn result_that_is_not_json_fails_the_call_clearly() {
     assert!(error.starts_with("TypeError:"), "{error}");
     assert!(error.contains("not JSON serializable"), "{error}");
 }
+
+#[tokio::test]
+async fn install_waits_while_another_process_installs_into_the_same_venv() {
+    let (wheels, version) = support::build_fixture_wheel();
+    let config = support::config(Some(wheels.path()));
+    let lock_path = config.venv_dir.with_extension("install.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    // This test process plays the other engine: it holds the venv's install lock.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let rt = Arc::new(PythonRuntime::new(config));
+    let mut req = json_call(
+        "f",
+        "def f():\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.greet('x')",
+    );
+    req.dependencies = vec![format!("runlog-fixture-pkg=={version}")];
+    let call = tokio::spawn({
+        let rt = rt.clone();
+        let req = req.clone();
+        async move { run(&rt, &req).await }
+    });
+    // The call cannot install (and so cannot finish) while the lock is held…
+    let mut call = call;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut call)
+            .await
+            .is_err(),
+        "the call installed while another process held the venv's install lock"
+    );
+    // …and goes ahead as soon as it is released.
+    drop(held);
+    let (outcome, _) = tokio::time::timeout(Duration::from_secs(120), call)
+        .await
+        .expect("the call finishes once the lock is free")
+        .unwrap();
+    assert!(outcome.success, "{outcome:?}");
+}

@@ -93,6 +93,11 @@ struct Ready {
     installer: Installer,
     /// Specs installed by this runtime, `"pip <spec>"` / `"apt <name>"`.
     installed: Mutex<HashSet<String>>,
+    /// One install at a time in this process: two pip runs into one venv corrupt it.
+    install_turn: tokio::sync::Mutex<()>,
+    /// Lock file beside the venv, for the same guarantee across processes (two
+    /// engines sharing a data dir).
+    install_lock_path: std::path::PathBuf,
 }
 
 /// The Python runtime of one engine.
@@ -172,6 +177,8 @@ impl PythonRuntime {
             pool,
             installer,
             installed: Mutex::default(),
+            install_turn: tokio::sync::Mutex::new(()),
+            install_lock_path: self.config.venv_dir.with_extension("install.lock"),
         })
     }
 
@@ -208,6 +215,18 @@ impl PythonRuntime {
         if req.dependencies.is_empty() && req.system_dependencies.is_empty() {
             return Ok(());
         }
+        // Wait for our turn before planning, so a call that waited behind another's
+        // install of the same specs finds them done and skips them.
+        let _turn = ready.install_turn.lock().await;
+        let _lock = match lock_installs(&ready.install_lock_path).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                return Err(CallOutcome::failed(format!(
+                    "dependency installation failed: cannot lock {}: {e}",
+                    ready.install_lock_path.display()
+                )));
+            }
+        };
         let plan = {
             let done = ready
                 .installed
@@ -426,6 +445,26 @@ async fn with_limit<T>(
         Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| d),
         None => Ok(fut.await),
     }
+}
+
+/// Takes the cross-process install lock (an exclusive `flock`, released when the
+/// returned value is dropped), waiting on a blocking thread for another process's
+/// install to finish.
+async fn lock_installs(
+    path: &std::path::Path,
+) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]
