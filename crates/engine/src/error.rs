@@ -27,6 +27,10 @@ pub enum EngineError {
     /// Body larger than the limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The request is well-formed but cannot be carried out (422), e.g. its
+    /// dependencies cannot be installed; the message is the installer's cause.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The engine failed (500), e.g. the workspace could not be created.
     #[error("{0}")]
     Internal(String),
@@ -42,6 +46,7 @@ impl EngineError {
             EngineError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -2,6 +2,7 @@
 //! other modules (e.g. function execution) mount on the same router.
 
 use crate::config::EngineConfig;
+use crate::function::Functions;
 use crate::metrics::Metrics;
 use crate::stage::Stage;
 use runlog_capture::{Capture, StreamSink};
@@ -24,6 +25,9 @@ struct Inner {
     /// The engine log stream's sink, attached to every request's span.
     sink: RwLock<Option<Arc<dyn StreamSink>>>,
     metrics: Metrics,
+    /// The function endpoints, whose Python runtime also installs `/setup`'s
+    /// dependencies; set once by whoever mounts them.
+    functions: std::sync::OnceLock<Functions>,
 }
 
 impl EngineState {
@@ -42,6 +46,7 @@ impl EngineState {
                 current: RwLock::new(None),
                 sink: RwLock::new(None),
                 metrics: Metrics::default(),
+                functions: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -65,6 +70,18 @@ impl EngineState {
     /// the request's span (`capture.attach(&tracing::Span::current())`).
     pub fn new_capture(&self) -> Capture {
         Capture::new(self.inner.config.capture_capacity)
+    }
+
+    /// Lets `/setup` install dependencies through the Python runtime of `functions`
+    /// (the one `/execute` uses, so both share one virtualenv and its install lock).
+    /// Only the first call counts; without it, a setup with dependencies is refused.
+    pub fn set_functions(&self, functions: Functions) {
+        let _ = self.inner.functions.set(functions);
+    }
+
+    /// The function endpoints given to [`EngineState::set_functions`], if any.
+    pub fn functions(&self) -> Option<&Functions> {
+        self.inner.functions.get()
     }
 
     /// The current stage, if one is set up.

@@ -101,6 +101,21 @@ pub struct SetupRequest {
     pub working_dir: Option<String>,
     /// Accepted for compatibility; the engine runs steps on the host network.
     pub network: Option<serde_json::Value>,
+    /// Dependencies installed before setup answers, their installer output in the
+    /// engine log stream. Python packages go into the engine's Python runtime
+    /// virtualenv, whose `bin` directory is then put first on the stage's `PATH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<SetupDependencies>,
+}
+
+/// `dependencies` of `POST /setup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetupDependencies {
+    /// pip requirement specs (`requests==2.32.3`, `numpy>=2`).
+    pub python: Vec<String>,
+    /// apt package names; refused unless the engine allows apt installs.
+    pub system: Vec<String>,
 }
 
 /// `command` of a step: a shell line, or an argument vector run without a shell.

@@ -64,6 +64,7 @@ pub async fn start(
     // The state resolves a relative data dir; the functions use the resolved one.
     let state = EngineState::new(config);
     let functions = Functions::new(FunctionsConfig::new(state.data_dir()));
+    state.set_functions(functions.clone());
     let extra = runlog_engine::function::routes(functions);
     Ok((addr, runlog_engine::serve(listener, state, extra, shutdown)))
 }

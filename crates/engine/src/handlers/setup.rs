@@ -1,10 +1,20 @@
 //! `POST /setup`: create the stage workspace, write its files, open the engine's own
-//! log stream.
+//! log stream, install the stage's dependencies.
+//!
+//! Dependencies go through the engine's Python runtime (the one `/execute` uses, see
+//! [`EngineState::set_functions`]): Python packages into its virtualenv, system
+//! packages with apt when the runtime allows it. The installers' lines are tracing
+//! events in this request's span, so they reach the engine log stream live. When
+//! Python packages were installed, the virtualenv's `bin` is put first on the stage's
+//! `PATH` (and `VIRTUAL_ENV` names it), so steps' `python` and console scripts are the
+//! ones that see the packages. A failed install fails setup with 422 and removes what
+//! setup made.
 
 use crate::error::EngineError;
 use crate::extract::JsonBody;
 use crate::handlers::check_key;
 use crate::metrics::Metrics;
+use crate::python::install::{InstallPlan, Installer};
 use crate::stage::{Stage, WriterSink};
 use crate::state::EngineState;
 use crate::workspace;
@@ -12,7 +22,9 @@ use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
 use runlog_capture::StreamSink;
-use runlog_protocol::engine::SetupRequest;
+use runlog_protocol::engine::{SetupDependencies, SetupRequest};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Sets up the one stage of this engine; 409 when one exists.
@@ -72,22 +84,14 @@ pub async fn setup(
             "could not create the workspace {}: {e}",
             workspace.display()
         );
-        let _ = std::fs::remove_dir_all(&workspace);
-        let _ = std::fs::remove_dir_all(&meta_dir);
-        if let Some(w) = engine_log {
-            w.close().await;
-        }
+        abandon(&workspace, &meta_dir, engine_log).await;
         return Err(EngineError::Internal(format!(
             "could not create the workspace: {e}"
         )));
     }
     if let Err(e) = workspace::write_files(&workspace, &req.files) {
         tracing::error!("setup failed: {e}");
-        let _ = std::fs::remove_dir_all(&workspace);
-        let _ = std::fs::remove_dir_all(&meta_dir);
-        if let Some(w) = engine_log {
-            w.close().await;
-        }
+        abandon(&workspace, &meta_dir, engine_log).await;
         return Err(e);
     }
     if let Err(e) = std::fs::create_dir_all(&working_dir) {
@@ -100,11 +104,23 @@ pub async fn setup(
         req.envs.len(),
         req.secrets.len()
     );
+    let mut envs = req.envs;
+    if let Some(deps) = &req.dependencies {
+        match install_dependencies(&state, deps).await {
+            Ok(Some(venv)) => put_venv_first(&mut envs, &venv),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("setup failed: {e}");
+                abandon(&workspace, &meta_dir, engine_log).await;
+                return Err(e);
+            }
+        }
+    }
     let stage = Arc::new(Stage::new(
         id,
         workspace,
         meta_dir,
-        req.envs,
+        envs,
         req.secrets,
         req.log_config,
         working_dir,
@@ -115,6 +131,104 @@ pub async fn setup(
     state.publish(Some(stage), sink);
     Metrics::inc(&state.metrics().setups);
     Ok(Json(serde_json::json!({})))
+}
+
+/// Removes what a failed setup made and closes its engine stream (flush + archive),
+/// so the failure's cause is in the archive and no half-made stage is left.
+async fn abandon(workspace: &Path, meta_dir: &Path, engine_log: Option<livelog::Writer>) {
+    let _ = std::fs::remove_dir_all(workspace);
+    let _ = std::fs::remove_dir_all(meta_dir);
+    if let Some(w) = engine_log {
+        w.close().await;
+    }
+}
+
+/// Installs `deps` through the engine's Python runtime. Returns the virtualenv's
+/// directory when Python packages went into it.
+async fn install_dependencies(
+    state: &EngineState,
+    deps: &SetupDependencies,
+) -> Result<Option<PathBuf>, EngineError> {
+    if deps.python.is_empty() && deps.system.is_empty() {
+        return Ok(None);
+    }
+    let Some(functions) = state.functions() else {
+        return Err(EngineError::Unprocessable(
+            "dependencies cannot be installed: this engine has no Python runtime".into(),
+        ));
+    };
+    let runtime = functions.runtime();
+    let cfg = runtime.config();
+    // System packages alone need no virtualenv, and creating one costs seconds.
+    if !deps.python.is_empty() {
+        runtime.warm_up().await.map_err(|e| {
+            EngineError::Unprocessable(format!("the Python runtime could not be prepared: {e}"))
+        })?;
+    }
+    let installer = Installer {
+        venv_python: cfg.venv_dir.join("bin").join("python"),
+        pip_args: cfg.pip_args.clone(),
+        prefer_uv: cfg.prefer_uv,
+        uv: cfg.uv.clone(),
+        allow_apt: cfg.allow_apt,
+        timeout: cfg.install_timeout,
+    };
+    // The lock file the runtime takes around its own installs: `/execute` calls of this
+    // engine and other engines on the same virtualenv never run pip at the same time.
+    let lock_path = cfg.venv_dir.with_extension("install.lock");
+    let _lock = lock_installs(&lock_path).await.map_err(|e| {
+        EngineError::Internal(format!(
+            "dependency installation failed: cannot lock {}: {e}",
+            lock_path.display()
+        ))
+    })?;
+    let plan = InstallPlan {
+        python: deps.python.clone(),
+        system: deps.system.clone(),
+        parallel: false,
+    };
+    if let Err(e) = installer.install(&plan).await {
+        tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
+        return Err(EngineError::Unprocessable(format!(
+            "dependency installation failed: {e}"
+        )));
+    }
+    tracing::info!(target: "runlog::install", "dependencies installed");
+    Ok((!deps.python.is_empty()).then(|| cfg.venv_dir.clone()))
+}
+
+/// Puts the virtualenv first on the stage's `PATH` (the request's, else the engine's)
+/// and names it in `VIRTUAL_ENV` unless the request set that itself.
+fn put_venv_first(envs: &mut BTreeMap<String, String>, venv: &Path) {
+    let base = envs
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let bin = venv.join("bin");
+    envs.insert("PATH".to_owned(), format!("{}:{base}", bin.display()));
+    envs.entry("VIRTUAL_ENV".to_owned())
+        .or_insert_with(|| venv.display().to_string());
+    tracing::info!(
+        "steps find the stage's Python packages through {}",
+        bin.display()
+    );
+}
+
+/// Takes the exclusive lock on `path` (created if missing), off the async threads.
+async fn lock_installs(path: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// The log service client, or `None` (with a warning) when the config is unusable.
