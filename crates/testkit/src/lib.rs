@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod chaos;
+mod child;
 pub mod forward;
 pub mod proxy;
 pub mod redis;

@@ -6,9 +6,10 @@
 //! survives, and clients see a real outage in between. The binary comes from
 //! `RUNLOG_TEST_REDIS_SERVER`, else `redis-server` on `PATH`.
 
+use crate::child::{free_port, spawn_until_answering, tool_path};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -71,8 +72,8 @@ impl RedisServer {
         if self.child.is_some() {
             return;
         }
-        let child = Command::new(&self.binary)
-            .args(["--bind", "127.0.0.1", "--port"])
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .arg("--dir")
             .arg(self.dir.path())
@@ -91,27 +92,18 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+            .kill_on_drop(true);
+        let this = &*self;
+        let child = spawn_until_answering(
+            cmd,
+            "redis-server",
+            this.port,
+            START_DEADLINE,
+            Duration::from_millis(20),
+            || this.ping(),
+        )
+        .await;
         self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if self.ping().await {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("redis-server exited during start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within {START_DEADLINE:?}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Kills the server (an abrupt outage, like a crashed node) and waits until it
@@ -154,32 +146,4 @@ impl RedisServer {
         conn.read_to_string(&mut out).await?;
         Ok(out)
     }
-}
-
-/// The test tool named by env var `var`, else `name` found on `PATH`.
-///
-/// # Panics
-/// When neither exists, naming both, so the failing test says what to install.
-pub(crate) fn tool_path(var: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} not found: set {var} or put it on PATH (scripts/test installs it)")
-        })
-}
-
-/// A port that was free on 127.0.0.1 a moment ago. Servers that take a port number
-/// rather than a listening socket need one; the tiny window between release and
-/// reuse is accepted in tests.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0 to find a free port")
 }

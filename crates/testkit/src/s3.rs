@@ -6,10 +6,10 @@
 //! again after a restart. The binary comes from `RUNLOG_TEST_MOTO_SERVER`, else
 //! `moto_server` on `PATH` (PyPI `moto[server]`).
 
-use crate::redis::{free_port, tool_path};
+use crate::child::{free_port, spawn_until_answering, tool_path};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -63,33 +63,24 @@ impl S3Server {
         if self.child.is_some() {
             return;
         }
-        let child = Command::new(&self.binary)
-            .args(["-H", "127.0.0.1", "-p"])
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-H", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+            .kill_on_drop(true);
+        let this = &*self;
+        let child = spawn_until_answering(
+            cmd,
+            "moto_server",
+            this.port,
+            START_DEADLINE,
+            Duration::from_millis(50),
+            || this.answers(),
+        )
+        .await;
         self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if self.answers().await {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("moto_server exited during start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server on port {} did not answer within {START_DEADLINE:?}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// Kills the server (an abrupt outage) and waits until it is gone.
