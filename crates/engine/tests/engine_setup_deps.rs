@@ -1,0 +1,208 @@
+//! `POST /setup` with `dependencies`: installed through the engine's Python runtime,
+//! the installer's lines in the engine log stream, the packages usable by steps.
+#![allow(clippy::unwrap_used)]
+
+#[path = "fixtures/support.rs"]
+mod support;
+
+mod engine_support;
+
+use engine_support::{TestEngine, archive};
+use runlog_engine::function::{Functions, FunctionsConfig};
+use runlog_protocol::Scope;
+use runlog_testkit::service::TestService;
+use serde_json::{Value, json};
+use std::path::Path;
+
+const ACCOUNT: &str = "account-deps";
+
+fn log_config(svc: &TestService) -> Value {
+    json!({
+        "url": svc.url(),
+        "account_id": ACCOUNT,
+        "token": svc.token(ACCOUNT, Scope::Write),
+        "indirect_upload": true,
+    })
+}
+
+/// A real engine whose `/setup` installs through a Python runtime on the shared test
+/// virtualenv, with `wheels` as the only package source.
+async fn engine_with_runtime(wheels: Option<&Path>) -> TestEngine {
+    let engine = TestEngine::start().await;
+    let mut fcfg = FunctionsConfig::new(engine.state.data_dir());
+    fcfg.python = support::config(wheels);
+    engine.state.set_functions(Functions::new(fcfg));
+    engine
+}
+
+/// Entries left under the engine's stages directory.
+fn stage_dirs(engine: &TestEngine) -> Vec<String> {
+    match std::fs::read_dir(engine.state.config().stages_dir()) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn engine_archive(svc: &TestService, key: &str) -> Vec<String> {
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    archive(&svc.url(), &reader, ACCOUNT, key)
+        .await
+        .unwrap_or_else(|| panic!("no archive for {key}"))
+        .into_iter()
+        .map(|l| l.out.trim_end_matches('\n').to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
+    let svc = TestService::start().await;
+    let (wheels, version) = support::build_fixture_wheel();
+    let engine = engine_with_runtime(Some(wheels.path())).await;
+    let spec = format!("runlog-fixture-pkg=={version}");
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({
+                "le_log_key": "deps-1/engine",
+                "log_config": log_config(&svc),
+                "dependencies": {"python": [spec]},
+            }),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+
+    // A bare `python` in a step is the virtualenv's, and it has this run's version.
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({
+                "id": "use-it",
+                "script": "python -c \"import runlog_fixture_pkg; print(runlog_fixture_pkg.greet('step'))\" > greeting.txt && echo GREETING=\"$(cat greeting.txt)\" >> \"$RUNLOG_OUTPUT\"",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["exit_code"], 0, "{body}");
+    assert_eq!(
+        body["outputs"]["GREETING"],
+        format!("hello step from runlog_fixture_pkg {version}"),
+        "{body}"
+    );
+
+    let (status, destroyed) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{destroyed}");
+    let lines = engine_archive(&svc, "deps-1/engine").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("installing Python packages: {spec}"))),
+        "install start missing: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("pip | ")),
+        "installer output missing: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("dependencies installed")),
+        "install end missing: {lines:#?}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_dependency_fails_setup_with_its_cause_and_leaves_no_stage() {
+    let svc = TestService::start().await;
+    let (wheels, _) = support::build_fixture_wheel();
+    let engine = engine_with_runtime(Some(wheels.path())).await;
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({
+                "le_log_key": "deps-2/engine",
+                "log_config": log_config(&svc),
+                "files": [{"path": "kept.txt", "data": "x"}],
+                "dependencies": {"python": ["runlog-no-such-package==9.9.9"]},
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error_msg"].as_str().unwrap();
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("dependency installation failed"), "{error}");
+    assert!(error.contains("runlog-no-such-package"), "{error}");
+    assert!(stage_dirs(&engine).is_empty(), "{:?}", stage_dirs(&engine));
+
+    // The failed setup's engine stream was closed and archived with the cause.
+    let lines = engine_archive(&svc, "deps-2/engine").await;
+    assert!(
+        lines.iter().any(|l| l.contains("pip | ERROR")),
+        "installer output missing: {lines:#?}"
+    );
+
+    // No stage is left behind: a step is refused and a second setup works.
+    let (status, body) = engine
+        .post("/step", json!({"id": "s", "script": "true"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = engine.post("/setup", json!({})).await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let (status, body) = engine
+        .post("/step", json!({"id": "s", "script": "true"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["exit_code"], 0, "{body}");
+    let (status, _) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn system_dependency_is_refused_when_apt_is_not_allowed() {
+    let engine = engine_with_runtime(None).await;
+    let (status, body) = engine
+        .post("/setup", json!({"dependencies": {"system": ["cowsay"]}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error_msg"].as_str().unwrap();
+    assert!(error.contains("does not allow apt"), "{error}");
+    assert!(error.contains("cowsay"), "{error}");
+    assert!(stage_dirs(&engine).is_empty(), "{:?}", stage_dirs(&engine));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn option_like_dependency_is_refused() {
+    let engine = engine_with_runtime(None).await;
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({"dependencies": {"python": ["--index-url=http://evil.invalid"]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error_msg"].as_str().unwrap();
+    assert!(error.contains("must not start with '-'"), "{error}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn dependencies_without_a_python_runtime_are_refused() {
+    let engine = TestEngine::start().await;
+    let (status, body) = engine
+        .post("/setup", json!({"dependencies": {"python": ["anything"]}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error_msg"].as_str().unwrap();
+    assert!(error.contains("no Python runtime"), "{error}");
+    // Empty dependencies need no runtime.
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({"dependencies": {"python": [], "system": []}}),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    engine.shutdown().await;
+}
