@@ -73,6 +73,18 @@ mod tests {
     }
 
     #[test]
+    fn large_numbers_in_args_survive_a_round_trip() {
+        // Found by the log_line fuzz target: without correctly rounded float parsing,
+        // 8.888…e46 came back as 8.888…87e46 after serialise → parse.
+        let json = format!(r#"{{"pos":5,"out":"x","args":{{"k":{}}}}}"#, "8".repeat(47));
+        let line: LogLine = serde_json::from_str(&json).expect("valid line");
+        let again: LogLine =
+            serde_json::from_slice(&serde_json::to_vec(&line).expect("serialises"))
+                .expect("parses");
+        assert_eq!(again, line);
+    }
+
+    #[test]
     fn args_are_omitted_when_absent_and_level_defaults_to_info() {
         let line: LogLine = serde_json::from_str(r#"{"pos":3,"out":"x"}"#).expect("valid line");
         assert_eq!(line.level, "info");
