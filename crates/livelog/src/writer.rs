@@ -122,8 +122,10 @@ impl Inner {
 }
 
 impl Lines {
-    /// Numbers, spools and queues one finished line (already masked).
+    /// Masks, numbers, spools and queues one finished line. Masking here, the one
+    /// door every line passes, is what keeps a secret out of every sink.
     fn emit(&mut self, ctx: &EmitCtx<'_>, level: &str, mut text: String) {
+        ctx.masker.mask(&mut text);
         if ctx.trim_suffix && text.ends_with('\n') {
             text.pop();
         }
@@ -279,6 +281,8 @@ impl TimeCache {
 
 /// The parts of the configuration `emit` needs, borrowed apart from the state.
 struct EmitCtx<'a> {
+    /// Every emitted line is masked here, once, before it is numbered and spooled.
+    masker: &'a crate::mask::Masker,
     trim_suffix: bool,
     queue_max: usize,
     spool_max: u64,
@@ -408,12 +412,9 @@ impl Writer {
             return;
         }
         let lines = &mut st.lines;
-        let masker = &inner.masker;
         let mut any = false;
         st.asm.push(bytes, &mut |a: Assembled| {
-            let mut text = a.text;
-            masker.mask(&mut text);
-            lines.emit(&ctx, level, text);
+            lines.emit(&ctx, level, a.text);
             any = true;
         });
         lines.last_write = Instant::now();
@@ -470,19 +471,12 @@ impl Writer {
             return;
         }
         let lines = &mut st.lines;
-        let masker = &inner.masker;
         let default_level = inner.cfg.default_level.as_str();
         st.asm.flush_partial(&mut |a: Assembled| {
-            let mut t = a.text;
-            masker.mask(&mut t);
-            lines.emit(&ctx, default_level, t);
+            lines.emit(&ctx, default_level, a.text);
         });
         let mut own = LineAssembler::new(inner.cfg.max_line_bytes);
-        let mut emit = |a: Assembled| {
-            let mut t = a.text;
-            masker.mask(&mut t);
-            lines.emit(&ctx, level, t);
-        };
+        let mut emit = |a: Assembled| lines.emit(&ctx, level, a.text);
         own.push(text.as_bytes(), &mut emit);
         if !text.ends_with('\n') {
             own.push(b"\n", &mut emit);
@@ -578,6 +572,7 @@ fn recovery_record(
 
 fn ctx(inner: &Inner) -> EmitCtx<'_> {
     EmitCtx {
+        masker: &inner.masker,
         trim_suffix: inner.cfg.trim_new_line_suffix,
         queue_max: inner.cfg.queue_max_bytes,
         spool_max: inner.cfg.spool_max_bytes,
@@ -593,12 +588,9 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     guard.lines.clock.refresh();
     let st = &mut *guard;
     let lines = &mut st.lines;
-    let masker = &inner.masker;
     let level = inner.cfg.default_level.as_str();
     st.asm.flush_partial(&mut |a: Assembled| {
-        let mut t = a.text;
-        masker.mask(&mut t);
-        lines.emit(&ctx, level, t);
+        lines.emit(&ctx, level, a.text);
     });
     lines.emit_final_loss_marker(&ctx);
     lines.publish_metrics();
@@ -678,12 +670,9 @@ async fn partial_flusher(inner: Arc<Inner>) {
                 let st = &mut *guard;
                 if st.lines.last_write.elapsed() >= idle {
                     let lines = &mut st.lines;
-                    let masker = &inner.masker;
                     let level = inner.cfg.default_level.as_str();
                     st.asm.flush_partial(&mut |a: Assembled| {
-                        let mut t = a.text;
-                        masker.mask(&mut t);
-                        lines.emit(&ctx, level, t);
+                        lines.emit(&ctx, level, a.text);
                     });
                     st.lines.publish_metrics();
                     drop(guard);
