@@ -7,10 +7,14 @@
 //! after turning the spools of writers whose process died into entries (see
 //! `recovery`).
 //! An entry is removed only after its archive was accepted, so nothing is silently
-//! lost: at worst it is sent twice, and the archive upload is idempotent.
+//! lost. A deliverer holds an exclusive `flock` on the entry's `entry.json` while it
+//! sends and removes the entry, so the background task of a closed writer and a
+//! [`deliver_outbox`] pass (in this process or another) never send the same entry at
+//! the same time; the one that waited finds the entry gone and counts it delivered.
 
 use crate::client::{ClientError, HttpLogClient, LogClient};
 use backon::BackoffBuilder;
+use nix::fcntl::{Flock, FlockArg};
 use rand::Rng;
 use runlog_protocol::engine::LogConfig;
 use serde::{Deserialize, Serialize};
@@ -84,8 +88,42 @@ pub(crate) fn write_private(
     Ok(f)
 }
 
-/// Sends one entry: archive, then stream close if still due; removes it on success.
+/// Takes the entry's delivery lock, waiting while another deliverer holds it.
+/// `None`: the entry is gone — delivered (and removed) by whoever held the lock.
+async fn lock_entry(entry_dir: &Path) -> Result<Option<Flock<std::fs::File>>, ClientError> {
+    let meta = entry_dir.join(META);
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = match std::fs::File::open(&meta) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                #[cfg(test)]
+                tests::contended(&meta);
+                // Blocking is bounded: a holder keeps the lock for one delivery attempt
+                // (its requests have timeouts), never while it sleeps between attempts.
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, errno)| std::io::Error::from(errno))?
+            }
+            Err((_, errno)) => return Err(std::io::Error::from(errno)),
+        };
+        // The previous holder removes the entry before it lets go.
+        Ok(meta.exists().then_some(lock))
+    })
+    .await
+    .map_err(|e| ClientError::Io(e.to_string()))?;
+    locked.map_err(|e| ClientError::Io(e.to_string()))
+}
+
+/// Sends one entry under its lock: archive, then stream close if still due; removes
+/// it on success. An entry another deliverer removed meanwhile counts as delivered.
 async fn deliver_one(entry_dir: &Path, client: &dyn LogClient) -> Result<(), ClientError> {
+    let Some(_lock) = lock_entry(entry_dir).await? else {
+        return Ok(());
+    };
     let meta = std::fs::read(entry_dir.join(META)).map_err(|e| ClientError::Io(e.to_string()))?;
     let entry: Entry = serde_json::from_slice(&meta)
         .map_err(|e| ClientError::Io(format!("bad outbox entry: {e}")))?;
@@ -102,6 +140,7 @@ async fn deliver_one(entry_dir: &Path, client: &dyn LogClient) -> Result<(), Cli
             Err(e) => return Err(e),
         }
     }
+    // Removed while the lock is held, so a waiting deliverer finds it gone.
     std::fs::remove_dir_all(entry_dir).map_err(|e| ClientError::Io(e.to_string()))
 }
 
@@ -122,9 +161,6 @@ pub(crate) fn spawn_retry(
                     return;
                 }
                 Err(_) => {}
-            }
-            if !entry_dir.exists() {
-                return; // Delivered by another pass.
             }
             let d = delays.next().unwrap_or(max_delay);
             let d = d.mul_f64(rand::rng().random_range(0.0..=1.0));
@@ -179,6 +215,11 @@ async fn deliver_outbox_inner(dir: &Path, client: Option<Arc<dyn LogClient>>) ->
             Some(c) => c.clone(),
             None => match read_config(&entry_dir).and_then(|c| HttpLogClient::new(&c)) {
                 Ok(c) => Arc::new(c),
+                // Delivered and removed by another deliverer since the listing.
+                Err(_) if !entry_dir.exists() => {
+                    report.delivered += 1;
+                    continue;
+                }
                 Err(e) => {
                     report.failed.push(format!("{}: {e}", entry_dir.display()));
                     continue;
@@ -218,4 +259,128 @@ pub fn spawn_deliver_outbox(dir: PathBuf) -> tokio::task::JoinHandle<OutboxRepor
             tokio::time::sleep(d).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Batch;
+    use async_trait::async_trait;
+    use runlog_protocol::service::AppendAck;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{LazyLock, Mutex};
+    use tokio::sync::{Notify, Semaphore};
+
+    /// Entries whose lock a deliverer found held (and is now waiting for).
+    static CONTENDED: LazyLock<(Mutex<Vec<PathBuf>>, Notify)> =
+        LazyLock::new(|| (Mutex::new(Vec::new()), Notify::new()));
+
+    pub(super) fn contended(meta: &Path) {
+        let (list, notify) = &*CONTENDED;
+        list.lock()
+            .expect("contended list")
+            .push(meta.to_path_buf());
+        notify.notify_waiters();
+    }
+
+    async fn until_contended(meta: &Path) {
+        let (list, notify) = &*CONTENDED;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if list
+                .lock()
+                .expect("contended list")
+                .iter()
+                .any(|p| p == meta)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts uploads; each upload waits for a permit, so a test can hold one
+    /// deliverer in the middle of its upload while another one arrives.
+    struct GatedClient {
+        uploads: AtomicU64,
+        started: Notify,
+        gate: Semaphore,
+    }
+
+    #[async_trait]
+    impl LogClient for GatedClient {
+        async fn open(&self, _: &str) -> Result<(), ClientError> {
+            Ok(())
+        }
+        async fn write(&self, _: &str, batch: &Batch) -> Result<AppendAck, ClientError> {
+            let next_pos = batch.first_pos + batch.lines;
+            Ok(AppendAck {
+                appended: batch.lines,
+                duplicates: 0,
+                last_contiguous_pos: next_pos.checked_sub(1),
+                next_pos,
+            })
+        }
+        async fn close(&self, _: &str, _: bool) -> Result<(), ClientError> {
+            Ok(())
+        }
+        async fn upload_blob(&self, _: &str, ndjson: &Path) -> Result<(), ClientError> {
+            // The archive must still be there for whoever uploads it.
+            std::fs::metadata(ndjson).map_err(|e| ClientError::Io(e.to_string()))?;
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+            self.started.notify_one();
+            let _permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|e| ClientError::Io(e.to_string()))?;
+            Ok(())
+        }
+        async fn upload_link(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
+            self.upload_blob(key, ndjson).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_deliverers_of_one_entry_send_it_once_and_both_see_it_delivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("w1.ndjson");
+        std::fs::write(&spool, b"{\"pos\":0,\"out\":\"x\"}\n").expect("spool");
+        let outbox = dir.path().join("outbox");
+        let entry = Entry {
+            key: "a/b".into(),
+            indirect_upload: true,
+            close_stream: true,
+            log_config: None,
+        };
+        store(&outbox, &spool, &entry).expect("store");
+        let client = Arc::new(GatedClient {
+            uploads: AtomicU64::new(0),
+            started: Notify::new(),
+            gate: Semaphore::new(0),
+        });
+
+        let first = tokio::spawn({
+            let (outbox, client) = (outbox.clone(), client.clone());
+            async move { deliver_outbox_with(&outbox, client).await }
+        });
+        client.started.notified().await; // the first deliverer is mid-upload
+        let second = tokio::spawn({
+            let (outbox, client) = (outbox.clone(), client.clone());
+            async move { deliver_outbox_with(&outbox, client).await }
+        });
+        let entry_dir = entries(&outbox).pop().expect("the entry");
+        until_contended(&entry_dir.join(META)).await; // the second waits for the lock
+        client.gate.add_permits(2);
+        let (first, second) = (first.await.expect("first"), second.await.expect("second"));
+
+        assert_eq!(client.uploads.load(Ordering::SeqCst), 1, "sent once");
+        for r in [&first, &second] {
+            assert_eq!(r.delivered, 1, "{r:?}");
+            assert!(r.failed.is_empty() && r.pending == 0, "{r:?}");
+        }
+        assert!(entries(&outbox).is_empty(), "the entry is removed");
+    }
 }
