@@ -1,5 +1,6 @@
 //! The service's `PUT /stream` body parser: bad bodies are refused with an error,
-//! accepted ones give lines that are one-row JSON objects carrying their own `pos`.
+//! accepted ones give lines that are one-row JSON objects carrying their own `pos`,
+//! and its fast path (`compact::scan`) agrees with the general parser.
 #![no_main]
 
 use bytes::Bytes;
@@ -13,6 +14,16 @@ struct Pos {
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
+    // The fast path may only take a batch the general parser reads the same way.
+    if let Some(fast) = runlog_service::ingest::compact::scan(data) {
+        let general = runlog_service::ingest::parse_general(&body)
+            .expect("the fast path accepted a batch the general parser refuses");
+        assert_eq!(fast.len(), general.len());
+        for (f, g) in fast.iter().zip(&general) {
+            assert_eq!(f.pos, g.pos);
+            assert_eq!(&data[f.span.clone()], &g.json[..]);
+        }
+    }
     let Ok(lines) = runlog_service::ingest::parse_batch(&body) else {
         return;
     };

@@ -1,6 +1,7 @@
-//! Cost of turning a `PUT /stream` body into stored lines, against two baselines
+//! Cost of turning a `PUT /stream` body into stored lines, against three baselines
 //! measured in the same run: parsing into owned `LogLine`s (what a naive handler
-//! does) and the two-pass `Vec<&RawValue>` approach.
+//! does), the two-pass `Vec<&RawValue>` approach, and the general path alone
+//! (`parse_general`, what `parse_batch` does when its compact fast path declines).
 //!
 //! `cargo bench -p runlog-service --bench parse`
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -44,6 +45,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("rawvalue_two_pass_baseline", |b| {
         b.iter(|| black_box(two_pass_raw(black_box(&body))))
+    });
+    g.bench_function("parse_general_baseline", |b| {
+        b.iter(|| black_box(runlog_service::ingest::parse_general(black_box(&body)).unwrap()))
     });
     g.bench_function("parse_batch", |b| {
         b.iter(|| black_box(runlog_service::ingest::parse_batch(black_box(&body)).unwrap()))

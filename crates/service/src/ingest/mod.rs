@@ -1,10 +1,14 @@
 //! Parsing a `PUT /stream` body into stored lines — the hot path of ingest.
 //!
-//! One serde pass checks every element against the line shape without building
-//! strings (`pos` read, string fields validated in place, errors naming the failing
-//! line); a byte scan then finds each element's span, and each line is stored as a
-//! `Bytes` slice *of the request body*: no per-line allocation, no re-serialisation
-//! for SSE or archives.
+//! Two paths give the same result. [`compact::scan`] takes the batches writers send
+//! (compact lines of four known keys) with byte searches alone. Anything else goes
+//! to the general path: one serde pass checks every element against the line shape
+//! without building strings (`pos` read, string fields validated in place, errors
+//! naming the failing line), then a byte scan finds each element's span. Either
+//! way each line is stored as a `Bytes` slice *of the request body*: no per-line
+//! allocation, no re-serialisation for SSE or archives.
+
+pub mod compact;
 
 use crate::error::ApiError;
 use crate::store::StoredLine;
@@ -104,11 +108,30 @@ impl<'de> Deserialize<'de> for Batch {
 /// Parses a JSON array of lines. Each line keeps its JSON bytes (a slice of `body`);
 /// a line spread over several text lines is compacted so it fits one SSE `data:`
 /// field and one NDJSON row.
+pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
+    match compact::scan(body) {
+        Some(lines) => {
+            let spans = lines.into_iter().map(|l| {
+                let span = Span {
+                    start: l.span.start,
+                    end: l.span.end,
+                    multiline: false,
+                };
+                (l.pos, span)
+            });
+            into_stored(body, spans.collect())
+        }
+        None => parse_general(body),
+    }
+}
+
+/// The general path of [`parse_batch`]: any valid batch, and the error messages of
+/// invalid ones. Public so that tests and the fuzzer can hold the fast path to it.
 ///
 /// One serde pass validates the whole body and reads each `pos`; a byte scan of the
 /// (now known valid) body then finds where each element starts and ends. Measured
 /// cheaper than parsing into `Vec<&RawValue>` and then each raw value again.
-pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
+pub fn parse_general(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
     let Batch(shapes) = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "body must be a JSON array of log lines (a batch): {e}"
@@ -120,13 +143,19 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
             "line boundaries disagree with the parser".into(),
         ));
     }
+    let lines = shapes.into_iter().map(|s| s.pos).zip(spans).collect();
+    into_stored(body, lines)
+}
+
+/// The stored lines of a parsed batch: `(pos, span)` of each.
+fn into_stored(body: &Bytes, lines: Vec<(u64, Span)>) -> Result<Vec<StoredLine>, ApiError> {
     // Stored lines share the body's buffer, which lives as long as any of them.
     // When most of the body is not line JSON (padding), copy the lines instead, so
     // memory stays proportional to what the limits count.
-    let line_bytes: usize = spans.iter().map(|s| s.end - s.start).sum();
+    let line_bytes: usize = lines.iter().map(|(_, s)| s.end - s.start).sum();
     let share_body = line_bytes * 2 >= body.len();
-    let mut out = Vec::with_capacity(spans.len());
-    for (shape, span) in shapes.into_iter().zip(spans) {
+    let mut out = Vec::with_capacity(lines.len());
+    for (pos, span) in lines {
         let json = if span.multiline {
             // Newlines can only sit between tokens (JSON strings escape them);
             // re-serialising drops them. Rare: clients send compact JSON.
@@ -138,10 +167,7 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
         } else {
             Bytes::copy_from_slice(&body[span.start..span.end])
         };
-        out.push(StoredLine {
-            pos: shape.pos,
-            json,
-        });
+        out.push(StoredLine { pos, json });
     }
     Ok(out)
 }
@@ -257,6 +283,68 @@ mod tests {
             for (p, l) in parsed.iter().zip(&lines) {
                 let back: serde_json::Value = serde_json::from_slice(&p.json).unwrap();
                 proptest::prop_assert_eq!(&back, l);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Writer-shaped batches (escapes, non-ASCII, optional keys in any order) take
+        /// the fast path and give what the general parser gives.
+        #[test]
+        fn the_fast_path_agrees_with_the_general_parser(
+            lines in proptest::collection::vec(
+                (
+                    proptest::num::u64::ANY,
+                    "[a-z \"\\\\\n\t/é€😀]{0,20}",
+                    proptest::option::of("[a-z]{0,5}"),
+                    proptest::option::of("[0-9:TZ.-]{0,24}"),
+                    proptest::bool::ANY,
+                ),
+                0..20,
+            )
+        ) {
+            let objects: Vec<String> = lines
+                .iter()
+                .map(|(pos, out, level, time, time_first)| {
+                    let mut fields = vec![
+                        format!("\"pos\":{pos}"),
+                        format!("\"out\":{}", serde_json::to_string(out).unwrap()),
+                    ];
+                    if let Some(l) = level {
+                        fields.push(format!("\"level\":{}", serde_json::to_string(l).unwrap()));
+                    }
+                    if let Some(t) = time {
+                        let t = format!("\"time\":{}", serde_json::to_string(t).unwrap());
+                        if *time_first { fields.insert(0, t) } else { fields.push(t) }
+                    }
+                    format!("{{{}}}", fields.join(","))
+                })
+                .collect();
+            let body = Bytes::from(format!("[{}]", objects.join(",")));
+            let fast = compact::scan(&body);
+            proptest::prop_assert!(fast.is_some(), "{:?}", body);
+            let general = parse_general(&body).unwrap();
+            let parsed = parse_batch(&body).unwrap();
+            proptest::prop_assert_eq!(parsed.len(), general.len());
+            for (p, g) in parsed.iter().zip(&general) {
+                proptest::prop_assert_eq!(p.pos, g.pos);
+                proptest::prop_assert_eq!(&p.json, &g.json);
+            }
+        }
+
+        /// Whatever the fast path accepts of arbitrary bytes, the general parser
+        /// accepts with the same lines.
+        #[test]
+        fn the_fast_path_accepts_nothing_the_general_parser_refuses(
+            body in "[\\[\\]{},:\" a-z0-9\\\\\n]{0,60}"
+        ) {
+            if let Some(fast) = compact::scan(body.as_bytes()) {
+                let general = parse_general(&Bytes::from(body.clone())).unwrap();
+                proptest::prop_assert_eq!(fast.len(), general.len());
+                for (f, g) in fast.iter().zip(&general) {
+                    proptest::prop_assert_eq!(f.pos, g.pos);
+                    proptest::prop_assert_eq!(&body.as_bytes()[f.span.clone()], &g.json[..]);
+                }
             }
         }
     }
