@@ -9,6 +9,10 @@ mod reader;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc for the whole process (see `Cargo.toml` for the measurement).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// runlog — remote execution with centralized, live log streaming.
 #[derive(Debug, Parser)]
 #[command(name = "runlog", version, about)]

@@ -14,6 +14,11 @@ use runlog_service::{ServiceConfig, ServiceState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator of the `runlog` binary, so the in-process service allocates as it
+/// does in production.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: u64 = 1_000;
 const LINES_PER_RUN: u64 = 1_000_000;
 const ROUNDS: usize = 3;
