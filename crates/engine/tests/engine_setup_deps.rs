@@ -28,11 +28,12 @@ fn log_config(svc: &TestService) -> Value {
 /// A real engine whose `/setup` installs through a Python runtime on the shared test
 /// virtualenv, with `wheels` as the only package source.
 async fn engine_with_runtime(wheels: Option<&Path>) -> TestEngine {
-    let engine = TestEngine::start().await;
-    let mut fcfg = FunctionsConfig::new(engine.state.data_dir());
-    fcfg.python = support::config(wheels);
-    engine.state.set_functions(Functions::new(fcfg));
-    engine
+    TestEngine::start_with_functions(|data_dir| {
+        let mut fcfg = FunctionsConfig::new(data_dir);
+        fcfg.python = support::config(wheels);
+        Functions::new(fcfg)
+    })
+    .await
 }
 
 /// Entries left under the engine's stages directory.
@@ -108,6 +109,49 @@ async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
         lines.iter().any(|l| l.contains("dependencies installed")),
         "install end missing: {lines:#?}"
     );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_call_does_not_reinstall_what_setup_installed() {
+    let svc = TestService::start().await;
+    let (wheels, version) = support::build_fixture_wheel();
+    let engine = engine_with_runtime(Some(wheels.path())).await;
+    let spec = format!("runlog-fixture-pkg=={version}");
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({
+                "le_log_key": "deps-shared/engine",
+                "log_config": log_config(&svc),
+                "dependencies": {"python": [spec]},
+            }),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+
+    // Clients send their dependencies with every call: setup's install counts.
+    let (status, resp) = engine
+        .post(
+            "/execute",
+            json!({
+                "function_name": "f",
+                "function_code": "def f():\n    import runlog_fixture_pkg\n    return runlog_fixture_pkg.VERSION",
+                "dependencies": [spec],
+                "serialization": "json",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["result"], json!(version), "{resp}");
+    let stdout = resp["stdout"].as_str().unwrap();
+    assert!(!stdout.contains("pip | "), "installer ran again: {stdout}");
+    assert!(
+        stdout.contains("dependencies already installed"),
+        "{stdout}"
+    );
+    let (status, destroyed) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{destroyed}");
     engine.shutdown().await;
 }
 

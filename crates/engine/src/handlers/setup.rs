@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::extract::JsonBody;
 use crate::handlers::check_key;
 use crate::metrics::Metrics;
-use crate::python::install::{InstallPlan, Installer};
+use crate::python::DependencyError;
 use crate::stage::{Stage, WriterSink};
 use crate::state::EngineState;
 use crate::workspace;
@@ -158,42 +158,17 @@ async fn install_dependencies(
         ));
     };
     let runtime = functions.runtime();
+    // The runtime's one install path: what a function call installed is not installed
+    // again here, and neither runs pip into the virtualenv while the other does.
+    match runtime
+        .install_dependencies(&deps.python, &deps.system, false)
+        .await
+    {
+        Ok(()) => {}
+        Err(e @ DependencyError::Lock { .. }) => return Err(EngineError::Internal(e.to_string())),
+        Err(e) => return Err(EngineError::Unprocessable(e.to_string())),
+    }
     let cfg = runtime.config();
-    // System packages alone need no virtualenv, and creating one costs seconds.
-    if !deps.python.is_empty() {
-        runtime.warm_up().await.map_err(|e| {
-            EngineError::Unprocessable(format!("the Python runtime could not be prepared: {e}"))
-        })?;
-    }
-    let installer = Installer {
-        venv_python: cfg.venv_dir.join("bin").join("python"),
-        pip_args: cfg.pip_args.clone(),
-        prefer_uv: cfg.prefer_uv,
-        uv: cfg.uv.clone(),
-        allow_apt: cfg.allow_apt,
-        timeout: cfg.install_timeout,
-    };
-    // The lock file the runtime takes around its own installs: `/execute` calls of this
-    // engine and other engines on the same virtualenv never run pip at the same time.
-    let lock_path = cfg.venv_dir.with_extension("install.lock");
-    let _lock = lock_installs(&lock_path).await.map_err(|e| {
-        EngineError::Internal(format!(
-            "dependency installation failed: cannot lock {}: {e}",
-            lock_path.display()
-        ))
-    })?;
-    let plan = InstallPlan {
-        python: deps.python.clone(),
-        system: deps.system.clone(),
-        parallel: false,
-    };
-    if let Err(e) = installer.install(&plan).await {
-        tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
-        return Err(EngineError::Unprocessable(format!(
-            "dependency installation failed: {e}"
-        )));
-    }
-    tracing::info!(target: "runlog::install", "dependencies installed");
     Ok((!deps.python.is_empty()).then(|| cfg.venv_dir.clone()))
 }
 
@@ -213,22 +188,6 @@ fn put_venv_first(envs: &mut BTreeMap<String, String>, venv: &Path) {
         "steps find the stage's Python packages through {}",
         bin.display()
     );
-}
-
-/// Takes the exclusive lock on `path` (created if missing), off the async threads.
-async fn lock_installs(path: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| std::io::Error::from(errno))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// The log service client, or `None` (with a warning) when the config is unusable.

@@ -6,6 +6,7 @@
 //! [`OutputLine`] channel and tracing events, and the handler in `function.rs` decides
 //! where it goes.
 
+pub mod deps;
 pub mod harness;
 pub mod install;
 pub mod instances;
@@ -14,6 +15,7 @@ pub mod runtime;
 pub mod venv;
 pub mod worker;
 
+pub use deps::DependencyError;
 pub use runtime::{CallOutcome, PythonRuntime};
 
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
 //! [`PythonRuntime`]: one call from request to outcome — prepare the virtualenv,
 //! install dependencies, run the function or method in a worker.
 
+use crate::python::deps::{DependencyError, Installs};
 use crate::python::harness;
-use crate::python::install::{InstallPlan, Installer};
+use crate::python::install::Installer;
 use crate::python::instances::{Instance, Instances, generate_id};
 use crate::python::pool::{FunctionPool, WorkerSpec};
 use crate::python::venv::{Venv, VenvError};
@@ -10,8 +11,7 @@ use crate::python::worker::{Done, Worker};
 use crate::python::{OutputSink, PythonConfig};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
 use serde_json::json;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -90,14 +90,6 @@ pub fn validate(req: &FunctionRequest) -> Result<(), String> {
 #[derive(Debug)]
 struct Ready {
     pool: FunctionPool,
-    installer: Installer,
-    /// Specs installed by this runtime, `"pip <spec>"` / `"apt <name>"`.
-    installed: Mutex<HashSet<String>>,
-    /// One install at a time in this process: two pip runs into one venv corrupt it.
-    install_turn: tokio::sync::Mutex<()>,
-    /// Lock file beside the venv, for the same guarantee across processes (two
-    /// engines sharing a data dir).
-    install_lock_path: std::path::PathBuf,
 }
 
 /// The Python runtime of one engine.
@@ -105,6 +97,8 @@ struct Ready {
 pub struct PythonRuntime {
     config: PythonConfig,
     ready: OnceCell<Ready>,
+    /// Dependency installs of `/setup` and `/execute` alike.
+    installs: Installs,
     instances: Arc<Instances>,
     reaper: Once,
 }
@@ -112,12 +106,40 @@ pub struct PythonRuntime {
 impl PythonRuntime {
     /// A runtime that prepares itself on first use.
     pub fn new(config: PythonConfig) -> Self {
+        let installer = Installer {
+            venv_python: config.venv_dir.join("bin").join("python"),
+            pip_args: config.pip_args.clone(),
+            prefer_uv: config.prefer_uv,
+            uv: config.uv.clone(),
+            allow_apt: config.allow_apt,
+            timeout: config.install_timeout,
+        };
+        let installs = Installs::new(installer, config.venv_dir.with_extension("install.lock"));
         PythonRuntime {
             config,
             ready: OnceCell::new(),
+            installs,
             instances: Arc::default(),
             reaper: Once::new(),
         }
+    }
+
+    /// Installs the Python packages (into the virtualenv, prepared first) and system
+    /// packages this runtime has not installed yet, for `/setup` and `/execute` alike.
+    /// System packages alone do not prepare the virtualenv (that costs seconds).
+    pub async fn install_dependencies(
+        &self,
+        python: &[String],
+        system: &[String],
+        parallel: bool,
+    ) -> Result<(), DependencyError> {
+        if python.is_empty() && system.is_empty() {
+            return Ok(());
+        }
+        if !python.is_empty() {
+            self.ready().await.map_err(DependencyError::Runtime)?;
+        }
+        self.installs.ensure(python, system, parallel).await
     }
 
     /// Its configuration.
@@ -143,19 +165,11 @@ impl PythonRuntime {
     }
 
     async fn prepare(&self) -> Result<Ready, VenvError> {
-        let installer = Installer {
-            venv_python: self.config.venv_dir.join("bin").join("python"),
-            pip_args: self.config.pip_args.clone(),
-            prefer_uv: self.config.prefer_uv,
-            uv: self.config.uv.clone(),
-            allow_apt: self.config.allow_apt,
-            timeout: self.config.install_timeout,
-        };
         let venv = Venv::ensure(
             &self.config.venv_dir,
             &self.config.base_python,
             &self.config.bootstrap_packages,
-            &installer,
+            self.installs.installer(),
         )
         .await?;
         let runtime_dir = venv.dir().parent().unwrap_or(venv.dir()).to_path_buf();
@@ -173,13 +187,7 @@ impl PythonRuntime {
             // Not fatal: calls start workers on demand and report the cause themselves.
             tracing::warn!(target: "runlog::python", "warming the worker pool failed: {e}");
         }
-        Ok(Ready {
-            pool,
-            installer,
-            installed: Mutex::default(),
-            install_turn: tokio::sync::Mutex::new(()),
-            install_lock_path: self.config.venv_dir.with_extension("install.lock"),
-        })
+        Ok(Ready { pool })
     }
 
     /// Runs one call. The function's own output goes to `out` line by line as it
@@ -193,8 +201,12 @@ impl PythonRuntime {
                 return CallOutcome::failed(e);
             }
         };
-        if let Err(e) = self.install(ready, req).await {
-            return e;
+        let deps = (&req.dependencies, &req.system_dependencies);
+        if let Err(e) = self
+            .install_dependencies(deps.0, deps.1, req.accelerate_downloads)
+            .await
+        {
+            return CallOutcome::failed(e.to_string());
         }
         let limit = req
             .timeout
@@ -204,58 +216,6 @@ impl PythonRuntime {
             ExecutionType::Function => self.run_function(ready, req, limit, out).await,
             ExecutionType::Class => self.run_method(ready, req, limit, out).await,
         }
-    }
-
-    /// Installs what the request needs and this runtime has not installed yet.
-    ///
-    /// Specs installed successfully before are skipped without running pip or apt:
-    /// clients send their dependencies with every call, and even an "already
-    /// satisfied" pip run costs about a second.
-    async fn install(&self, ready: &Ready, req: &FunctionRequest) -> Result<(), CallOutcome> {
-        if req.dependencies.is_empty() && req.system_dependencies.is_empty() {
-            return Ok(());
-        }
-        // Wait for our turn before planning, so a call that waited behind another's
-        // install of the same specs finds them done and skips them.
-        let _turn = ready.install_turn.lock().await;
-        let _lock = match lock_installs(&ready.install_lock_path).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                return Err(CallOutcome::failed(format!(
-                    "dependency installation failed: cannot lock {}: {e}",
-                    ready.install_lock_path.display()
-                )));
-            }
-        };
-        let plan = {
-            let done = ready
-                .installed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            InstallPlan {
-                python: missing(&req.dependencies, &done, "pip"),
-                system: missing(&req.system_dependencies, &done, "apt"),
-                parallel: req.accelerate_downloads,
-            }
-        };
-        if plan.python.is_empty() && plan.system.is_empty() {
-            tracing::info!(target: "runlog::install", "dependencies already installed: {}", req.dependencies.iter().chain(&req.system_dependencies).cloned().collect::<Vec<_>>().join(" "));
-            return Ok(());
-        }
-        if let Err(e) = ready.installer.install(&plan).await {
-            tracing::error!(target: "runlog::install", "dependency installation failed: {e}");
-            return Err(CallOutcome::failed(format!(
-                "dependency installation failed: {e}"
-            )));
-        }
-        let mut done = ready
-            .installed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        done.extend(plan.python.iter().map(|s| format!("pip {s}")));
-        done.extend(plan.system.iter().map(|s| format!("apt {s}")));
-        tracing::info!(target: "runlog::install", "dependencies installed");
-        Ok(())
     }
 
     async fn run_function(
@@ -410,14 +370,6 @@ impl PythonRuntime {
 }
 
 /// The specs of `wanted` not yet in `done` (keyed `"<kind> <spec>"`).
-fn missing(wanted: &[String], done: &HashSet<String>, kind: &str) -> Vec<String> {
-    wanted
-        .iter()
-        .filter(|s| !done.contains(&format!("{kind} {s}")))
-        .cloned()
-        .collect()
-}
-
 fn wire_name(s: Serialization) -> &'static str {
     match s {
         Serialization::Cloudpickle => "cloudpickle",
@@ -445,26 +397,6 @@ async fn with_limit<T>(
         Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| d),
         None => Ok(fut.await),
     }
-}
-
-/// Takes the cross-process install lock (an exclusive `flock`, released when the
-/// returned value is dropped), waiting on a blocking thread for another process's
-/// install to finish.
-async fn lock_installs(
-    path: &std::path::Path,
-) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| std::io::Error::from(errno))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

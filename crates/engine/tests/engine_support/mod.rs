@@ -36,6 +36,21 @@ impl TestEngine {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
+        Self::launch(tweak, |_| None).await
+    }
+
+    /// With a function runtime made from the engine's data dir, wired as `runlog
+    /// engine` wires it: `/setup` installs through it and `/execute` serves it.
+    pub async fn start_with_functions(
+        functions: impl FnOnce(&std::path::Path) -> runlog_engine::function::Functions,
+    ) -> TestEngine {
+        Self::launch(|_| {}, |dir| Some(functions(dir))).await
+    }
+
+    async fn launch(
+        tweak: impl FnOnce(&mut EngineConfig),
+        functions: impl FnOnce(&std::path::Path) -> Option<runlog_engine::function::Functions>,
+    ) -> TestEngine {
         runlog_capture::init(runlog_capture::InitOptions::default());
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
@@ -45,11 +60,18 @@ impl TestEngine {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let state = EngineState::new(config);
+        let routes = match functions(dir.path()) {
+            Some(f) => {
+                state.set_functions(f.clone());
+                runlog_engine::function::routes(f)
+            }
+            None => axum::Router::new(),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(runlog_engine::serve(
             listener,
             state.clone(),
-            axum::Router::new(),
+            routes,
             async move {
                 let _ = stopped.await;
             },
