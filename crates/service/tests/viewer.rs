@@ -286,16 +286,14 @@ async fn a_closed_and_archived_stream_shows_its_archive() {
              return (s === 'closed' || s === 'archived') && document.getElementById('status').textContent.includes('50 lines')",
         )
         .await;
-    browser
-        .eval(
-            "document.getElementById('viewport').scrollTop = 1e9; return true",
-            vec![],
-        )
-        .await;
+    // Scrolled to the bottom on every poll: the status can say "50 lines" a frame
+    // before the rows' height is laid out, and a scroll made then stops short.
     browser
         .wait_for(
             "the last line shown",
-            "return document.body.innerText.includes('line 49')",
+            "const v = document.getElementById('viewport');
+             v.scrollTop = v.scrollHeight;
+             return document.body.innerText.includes('line 49')",
         )
         .await;
     let follow = browser
