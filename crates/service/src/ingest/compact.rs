@@ -26,12 +26,17 @@ pub struct CompactLine {
 /// The lines of `body` when the whole body is a batch of compact lines; `None` when
 /// anything falls outside that shape (valid or not — the general parser decides).
 pub fn scan(body: &[u8]) -> Option<Vec<CompactLine>> {
-    // JSON text outside strings is ASCII, so one check of the whole body covers the
-    // UTF-8 of every string in it.
-    std::str::from_utf8(body).ok()?;
-    // Control bytes are legal only as whitespace between elements (this shape has
-    // none inside a line); a body without any spares every string that check.
-    let controls = has_control_byte(body);
+    // One pass over the whole body answers two questions for every string in it.
+    // UTF-8: JSON text outside strings is ASCII, so a valid body means valid strings,
+    // and a body of ASCII alone (most logs) needs no further validation. Control
+    // bytes: legal only as whitespace between elements (this shape has none inside a
+    // line), so a body without any spares every string that check.
+    let (controls, ascii) = body.iter().fold((false, true), |(controls, ascii), &c| {
+        (controls | (c < 0x20), ascii & c.is_ascii())
+    });
+    if !ascii {
+        std::str::from_utf8(body).ok()?;
+    }
     let mut lines = Vec::with_capacity(body.len() / 128);
     let mut i = skip_ws(body, 0);
     if *body.get(i)? != b'[' {
@@ -119,7 +124,7 @@ fn string_end(b: &[u8], i: usize, controls: bool) -> Option<usize> {
     }
     let mut j = i + 1;
     loop {
-        let at = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        let at = j + quote_or_backslash(b.get(j..)?)?;
         // A control byte must be escaped inside a string.
         if controls && has_control_byte(&b[j..at]) {
             return None;
@@ -133,6 +138,32 @@ fn string_end(b: &[u8], i: usize, controls: bool) -> Option<usize> {
             _ => return None,
         }
     }
+}
+
+/// The index of the first `"` or `\\` in `s`. Most strings of a line are short (a
+/// level, a timestamp): the first words are checked inline eight bytes at a time, and
+/// only a long rest goes to `memchr`, whose call costs more than a short string.
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// The lowest set high bit marks the first zero byte of `v` (bits above it may be
+    /// false positives from the borrow, so only the lowest is used).
+    fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGHS
+    }
+    const INLINE_WORDS: usize = 4;
+    for (k, chunk) in s.chunks_exact(8).take(INLINE_WORDS).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let found =
+            zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(k * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let checked = (s.len() / 8).min(INLINE_WORDS) * 8;
+    memchr::memchr2(b'"', b'\\', &s[checked..]).map(|at| checked + at)
 }
 
 /// Whether any byte is below 0x20. A fold, not `any`, so the compiler vectorises it.
@@ -180,6 +211,28 @@ mod tests {
         );
         assert_eq!(scan(b"[]"), Some(vec![]));
         assert_eq!(scan(b" [ ] "), Some(vec![]));
+    }
+
+    #[test]
+    fn the_first_quote_or_backslash_is_found_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..len {
+                for special in [b'"', b'\\'] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = special;
+                    // A second one after it must not be taken instead.
+                    if at + 1 < len {
+                        s[at + 1] = b'"';
+                    }
+                    assert_eq!(quote_or_backslash(&s), Some(at), "len {len} at {at}");
+                }
+            }
+            // Bytes that differ from the targets by one bit are not taken for them.
+            let near = vec![b'"' ^ 1; len];
+            assert_eq!(quote_or_backslash(&near), None);
+            let high = vec![0xA2; len];
+            assert_eq!(quote_or_backslash(&high), None);
+        }
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl<'de> Deserialize<'de> for Batch {
 pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
     match compact::scan(body) {
         Some(lines) => {
+            let line_bytes = lines.iter().map(|l| l.span.len()).sum();
             let spans = lines.into_iter().map(|l| {
                 let span = Span {
                     start: l.span.start,
@@ -119,7 +120,7 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
                 };
                 (l.pos, span)
             });
-            into_stored(body, spans.collect())
+            into_stored(body, line_bytes, spans)
         }
         None => parse_general(body),
     }
@@ -143,16 +144,24 @@ pub fn parse_general(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
             "line boundaries disagree with the parser".into(),
         ));
     }
-    let lines = shapes.into_iter().map(|s| s.pos).zip(spans).collect();
-    into_stored(body, lines)
+    let line_bytes = spans.iter().map(|s| s.end - s.start).sum();
+    into_stored(
+        body,
+        line_bytes,
+        shapes.into_iter().map(|s| s.pos).zip(spans),
+    )
 }
 
-/// The stored lines of a parsed batch: `(pos, span)` of each.
-fn into_stored(body: &Bytes, lines: Vec<(u64, Span)>) -> Result<Vec<StoredLine>, ApiError> {
+/// The stored lines of a parsed batch: `(pos, span)` of each; `line_bytes` is the sum
+/// of the spans' lengths.
+fn into_stored(
+    body: &Bytes,
+    line_bytes: usize,
+    lines: impl ExactSizeIterator<Item = (u64, Span)>,
+) -> Result<Vec<StoredLine>, ApiError> {
     // Stored lines share the body's buffer, which lives as long as any of them.
     // When most of the body is not line JSON (padding), copy the lines instead, so
     // memory stays proportional to what the limits count.
-    let line_bytes: usize = lines.iter().map(|(_, s)| s.end - s.start).sum();
     let share_body = line_bytes * 2 >= body.len();
     let mut out = Vec::with_capacity(lines.len());
     for (pos, span) in lines {
