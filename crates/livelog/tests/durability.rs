@@ -71,6 +71,30 @@ async fn restart_mid_stream(queue_max_bytes: usize, before: u64, after: u64) {
         }
     }
     let n = before + after;
+    // The old service archived the stream when it shut down, and a tail of a key with
+    // no live stream replays that archive (0..before) and ends: tail only once the
+    // writer has opened the stream again on the new service.
+    let listed = format!("{url}/streams?accountID={ACCOUNT}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let streams: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(&listed)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if streams.iter().any(|s| s["key"] == key && s["open"] == true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer did not reopen the stream: {streams:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let live = tail_n(&url, &token, key, n as usize, Duration::from_secs(60)).await;
     assert_exactly_once_in_order("live stream after the restart", &live, n, text);
 

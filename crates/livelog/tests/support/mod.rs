@@ -134,7 +134,13 @@ pub fn assert_exactly_once_in_order(
     n: u64,
     text: impl Fn(u64) -> String,
 ) {
-    assert_eq!(lines.len() as u64, n, "{what}: wrong number of lines");
+    assert_eq!(
+        lines.len() as u64,
+        n,
+        "{what}: wrong number of lines (first pos {:?}, last pos {:?})",
+        lines.first().map(|l| l.pos),
+        lines.last().map(|l| l.pos)
+    );
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l.pos, i as u64, "{what}: line {i} has pos {}", l.pos);
         assert_eq!(l.out, text(i as u64), "{what}: line {i} has the wrong text");
