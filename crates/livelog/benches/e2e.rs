@@ -21,6 +21,11 @@ use runlog_testkit::service::{TestService, test_config};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator of the `runlog` binary, which hosts writers (engine) and the
+/// service alike, so this process allocates as they do.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ACCOUNT: &str = "bench";
 
 fn log_config(url: &str, token: &str) -> LogConfig {

@@ -299,7 +299,7 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
         }
         let rows = match reader
             .as_mut()
-            .map(|r| r.read_rows(cur.offset, end, max_bytes, max_lines as u64))
+            .map(|r| r.read_batch(cur.offset, end, max_bytes, max_lines as u64))
         {
             Some(Ok(rows)) if rows.count > 0 => rows,
             _ => {
@@ -310,17 +310,8 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
                 return Next::Wait;
             }
         };
-        let read_len = rows.ndjson.len() as u64;
-        let mut body = rows.ndjson;
-        // NDJSON → JSON array: rows never contain a raw newline (JSON escapes it).
-        body.pop();
-        for b in body.iter_mut() {
-            if *b == b'\n' {
-                *b = b',';
-            }
-        }
-        body.insert(0, b'[');
-        body.push(b']');
+        let read_len = rows.ndjson_len;
+        let body = rows.body;
         let mut st = inner.lock();
         let l = &mut st.lines;
         if l.spill == Some(cur) {

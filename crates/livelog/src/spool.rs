@@ -155,33 +155,95 @@ impl SpoolReader {
         max_bytes: usize,
         max_rows: u64,
     ) -> std::io::Result<Rows> {
+        let (ndjson, count) = self.read_after(0, offset, end, max_bytes, max_rows)?;
+        Ok(Rows { ndjson, count })
+    }
+
+    /// Like [`SpoolReader::read_rows`], but the rows come back as the JSON array body
+    /// of a `PUT /stream` (`[row,row]`), built in place: no second copy of a batch
+    /// that can be a mebibyte. `ndjson_len` is how far the rows reach in the file.
+    pub fn read_batch(
+        &mut self,
+        offset: u64,
+        end: u64,
+        max_bytes: usize,
+        max_rows: u64,
+    ) -> std::io::Result<BatchRows> {
+        let (mut body, count) = self.read_after(1, offset, end, max_bytes, max_rows)?;
+        if count == 0 {
+            return Ok(BatchRows::default());
+        }
+        let ndjson_len = (body.len() - 1) as u64;
+        // Rows never contain a raw newline (JSON escapes it), so each `\n` is a row
+        // end: a comma between rows, the closing bracket after the last.
+        body[0] = b'[';
+        let mut from = 1;
+        while let Some(at) = memchr::memchr(b'\n', &body[from..]) {
+            body[from + at] = b',';
+            from += at + 1;
+        }
+        // The buffer was cut right after the last row's newline, now its comma.
+        if let Some(last) = body.last_mut() {
+            *last = b']';
+        }
+        Ok(BatchRows {
+            body,
+            count,
+            ndjson_len,
+        })
+    }
+
+    /// Reads whole rows as `read_rows` does into a buffer that starts with `lead`
+    /// spare bytes; returns the buffer (cut after the last whole row) and the row count.
+    fn read_after(
+        &mut self,
+        lead: usize,
+        offset: u64,
+        end: u64,
+        max_bytes: usize,
+        max_rows: u64,
+    ) -> std::io::Result<(Vec<u8>, u64)> {
         let avail = end.saturating_sub(offset);
         let mut want = (max_bytes as u64).min(avail);
         loop {
-            let mut buf = vec![0u8; want as usize];
+            let mut buf = Vec::with_capacity(lead + want as usize);
+            buf.resize(lead, 0);
             self.file.seek(SeekFrom::Start(offset))?;
-            self.file.read_exact(&mut buf)?;
+            // `read_to_end` fills the spare capacity without zeroing it first.
+            let read = (&mut self.file).take(want).read_to_end(&mut buf)?;
+            if (read as u64) < want {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             let mut count = 0u64;
             let mut cut = None;
-            for (i, b) in buf.iter().enumerate() {
-                if *b == b'\n' {
-                    count += 1;
-                    cut = Some(i + 1);
-                    if count == max_rows {
-                        break;
-                    }
+            for at in memchr::memchr_iter(b'\n', &buf[lead..]) {
+                count += 1;
+                cut = Some(lead + at + 1);
+                if count == max_rows {
+                    break;
                 }
             }
             match cut {
                 Some(c) => {
                     buf.truncate(c);
-                    return Ok(Rows { ndjson: buf, count });
+                    return Ok((buf, count));
                 }
                 None if want < avail => want = (want * 2).min(avail),
-                None => return Ok(Rows::default()),
+                None => return Ok((Vec::new(), 0)),
             }
         }
     }
+}
+
+/// Rows read back from the spool as a `PUT /stream` body.
+#[derive(Debug, Default)]
+pub struct BatchRows {
+    /// `[row,row,…]`.
+    pub body: Vec<u8>,
+    /// How many rows.
+    pub count: u64,
+    /// How many bytes of the spool file the rows took (newlines included).
+    pub ndjson_len: u64,
 }
 
 impl SpoolReader {
@@ -265,6 +327,28 @@ fn row_pos(row: &[u8]) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_read_back_as_a_batch_body_are_a_json_array_of_whole_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::create(dir.path(), 1 << 20);
+        for i in 0..4 {
+            s.append(format!("{{\"pos\":{i}}}").as_bytes(), false)
+                .expect("append");
+        }
+        s.flush().expect("flush");
+        let mut r = SpoolReader::open(s.path()).expect("open");
+        // `end` inside the fourth row: only whole rows come back.
+        let end = s.written() - 3;
+        let b = r.read_batch(0, end, 1024, 100).expect("read");
+        assert_eq!(b.body, b"[{\"pos\":0},{\"pos\":1},{\"pos\":2}]");
+        assert_eq!((b.count, b.ndjson_len), (3, 30));
+        let b = r.read_batch(10, end, 1024, 1).expect("read one");
+        assert_eq!(b.body, b"[{\"pos\":1}]");
+        assert_eq!((b.count, b.ndjson_len), (1, 10));
+        let none = r.read_batch(30, end, 1024, 100).expect("read");
+        assert_eq!(none.count, 0);
+    }
 
     #[test]
     fn rows_read_back_are_whole_and_bounded() {
