@@ -56,8 +56,11 @@ async fn engine_archive(svc: &TestService, key: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
+/// A service, and an engine whose `/setup` (logging to `log_key`) installed this
+/// run's fixture wheel; also the wheel's directory (kept alive), version and spec.
+async fn set_up_with_fixture(
+    log_key: &str,
+) -> (TestService, TestEngine, tempfile::TempDir, String, String) {
     let svc = TestService::start().await;
     let (wheels, version) = support::build_fixture_wheel();
     let engine = engine_with_runtime(Some(wheels.path())).await;
@@ -66,13 +69,19 @@ async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
         .post(
             "/setup",
             json!({
-                "le_log_key": "deps-1/engine",
+                "le_log_key": log_key,
                 "log_config": log_config(&svc),
                 "dependencies": {"python": [spec]},
             }),
         )
         .await;
     assert_eq!((status, &body), (200, &json!({})));
+    (svc, engine, wheels, version, spec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
+    let (svc, engine, _wheels, version, spec) = set_up_with_fixture("deps-1/engine").await;
 
     // A bare `python` in a step is the virtualenv's, and it has this run's version.
     let (status, body) = engine
@@ -114,21 +123,7 @@ async fn python_dependency_is_installed_streamed_and_importable_by_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_call_does_not_reinstall_what_setup_installed() {
-    let svc = TestService::start().await;
-    let (wheels, version) = support::build_fixture_wheel();
-    let engine = engine_with_runtime(Some(wheels.path())).await;
-    let spec = format!("runlog-fixture-pkg=={version}");
-    let (status, body) = engine
-        .post(
-            "/setup",
-            json!({
-                "le_log_key": "deps-shared/engine",
-                "log_config": log_config(&svc),
-                "dependencies": {"python": [spec]},
-            }),
-        )
-        .await;
-    assert_eq!((status, &body), (200, &json!({})));
+    let (_svc, engine, _wheels, version, spec) = set_up_with_fixture("deps-shared/engine").await;
 
     // Clients send their dependencies with every call: setup's install counts.
     let (status, resp) = engine
