@@ -546,7 +546,14 @@ mod tests {
                 .as_deref(),
             Some("two")
         );
-        assert!(p.output().contains("one"));
+        // stdout and stderr are read by separate threads: "one" may land after "two".
+        assert_eq!(
+            p.wait_for_line(Duration::from_secs(10), |l| l == "one")
+                .as_deref(),
+            Some("one")
+        );
+        let output = p.output();
+        assert!(output.contains("one") && output.contains("two"), "{output}");
         p.kill();
         assert!(p.wait_exit(Duration::from_secs(5)).is_some());
     }
