@@ -4,103 +4,13 @@
 #[path = "fixtures/support.rs"]
 mod support;
 
-use runlog_engine::function::{Functions, FunctionsConfig};
-use runlog_engine::{EngineConfig, EngineState};
+#[path = "fixtures/function_engine.rs"]
+mod function_engine;
+
+use function_engine::{TestEngine, split_stdout};
 use runlog_protocol::Scope;
 use runlog_protocol::engine::LogConfig;
-use runlog_protocol::function::FunctionResponse;
-use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::Path;
-
-/// A running engine with the function routes, on `127.0.0.1:0`.
-struct TestEngine {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestEngine {
-    async fn start(wheels: Option<&Path>) -> TestEngine {
-        Self::start_with(wheels, |_| {}).await
-    }
-
-    async fn start_with(
-        wheels: Option<&Path>,
-        tune: impl FnOnce(&mut FunctionsConfig),
-    ) -> TestEngine {
-        runlog_capture::init(runlog_capture::InitOptions::default());
-        let dir = tempfile::tempdir().unwrap();
-        let config = EngineConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().to_path_buf(),
-            ..EngineConfig::default()
-        };
-        let mut fcfg = FunctionsConfig::new(dir.path());
-        fcfg.python = support::config(wheels);
-        tune(&mut fcfg);
-        let functions = Functions::new(fcfg);
-        let listener = runlog_engine::bind(&config).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = EngineState::new(config);
-        let routes = runlog_engine::function::routes(functions);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(runlog_engine::serve(listener, state, routes, async move {
-            let _ = stopped.await;
-        }));
-        TestEngine {
-            url,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            _dir: dir,
-        }
-    }
-
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text}"));
-        (status, value)
-    }
-
-    async fn execute(&self, body: Value) -> FunctionResponse {
-        let (status, value) = self.post("/execute", body.to_string()).await;
-        assert_eq!(status, 200, "{value}");
-        serde_json::from_value(value).unwrap()
-    }
-}
-
-impl Drop for TestEngine {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// (system lines, function output lines) of a response's `stdout`.
-fn split_stdout(stdout: &str) -> (Vec<&str>, Vec<&str>) {
-    let (system, output) = stdout
-        .split_once("\n\n")
-        .unwrap_or_else(|| panic!("no blank line in stdout: {stdout:?}"));
-    let output = output.strip_suffix('\n').unwrap_or(output);
-    let output = if output.is_empty() {
-        Vec::new()
-    } else {
-        output.split('\n').collect()
-    };
-    (system.split('\n').collect(), output)
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn stdout_is_system_logs_then_blank_line_then_function_output() {
@@ -315,7 +225,7 @@ async fn installer_output_is_in_stdout_and_the_package_is_usable() {
 
 #[tokio::test]
 async fn overflowing_capture_says_how_many_lines_were_dropped() {
-    let engine = TestEngine::start_with(None, |c| {
+    let engine = TestEngine::start_with(None, |c, _| {
         c.capture_capacity = 2;
         c.output_capacity = 3;
     })

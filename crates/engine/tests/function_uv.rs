@@ -9,12 +9,13 @@
 #[path = "fixtures/support.rs"]
 mod support;
 
-use runlog_engine::function::{Functions, FunctionsConfig};
+#[path = "fixtures/function_engine.rs"]
+mod function_engine;
+
+use function_engine::{TestEngine, split_stdout};
 use runlog_engine::python::{OutputSink, PythonConfig, PythonRuntime};
-use runlog_engine::{EngineConfig, EngineState};
-use runlog_protocol::function::{FunctionRequest, FunctionResponse, Serialization};
-use serde_json::{Value, json};
-use std::net::SocketAddr;
+use runlog_protocol::function::{FunctionRequest, Serialization};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,89 +53,14 @@ fn uv_config(dir: &Path, wheels: &Path, uv: PathBuf) -> PythonConfig {
     cfg
 }
 
-/// A running engine with the function routes on `127.0.0.1:0`.
-struct TestEngine {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestEngine {
-    /// Starts an engine with its data dir in `dir` and the runtime `python`.
-    async fn start(dir: tempfile::TempDir, python: PythonConfig) -> TestEngine {
-        runlog_capture::init(runlog_capture::InitOptions::default());
-        let config = EngineConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().to_path_buf(),
-            ..EngineConfig::default()
-        };
-        let mut fcfg = FunctionsConfig::new(dir.path());
-        fcfg.python = python;
-        let listener = runlog_engine::bind(&config).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let routes = runlog_engine::function::routes(Functions::new(fcfg));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(runlog_engine::serve(
-            listener,
-            EngineState::new(config),
-            routes,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        TestEngine {
-            url,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            _dir: dir,
-        }
-    }
-
-    async fn execute(&self, body: Value) -> FunctionResponse {
-        let resp = self
-            .http
-            .post(format!("{}/execute", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a response ({e}): {text}"))
-    }
-}
-
-impl Drop for TestEngine {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// (system lines, function output lines) of a response's `stdout`.
-fn split_stdout(stdout: &str) -> (Vec<&str>, Vec<&str>) {
-    let (system, output) = stdout
-        .split_once("\n\n")
-        .unwrap_or_else(|| panic!("no blank line in stdout: {stdout:?}"));
-    let output = output.trim_end_matches('\n');
-    let output = if output.is_empty() {
-        Vec::new()
-    } else {
-        output.split('\n').collect()
-    };
-    (system.split('\n').collect(), output)
-}
-
 #[tokio::test]
 async fn uv_installs_the_dependency_and_its_output_is_in_stdout() {
     let uv = uv();
     let (wheels, version) = support::build_fixture_wheel();
-    let dir = tempfile::tempdir().unwrap();
-    let python = uv_config(dir.path(), wheels.path(), uv);
-    let engine = TestEngine::start(dir, python).await;
+    let engine = TestEngine::start_with(None, |c, dir| {
+        c.python = uv_config(dir, wheels.path(), uv);
+    })
+    .await;
     let resp = engine
         .execute(json!({
             "function_name": "f",
@@ -178,9 +104,10 @@ async fn uv_installs_the_dependency_and_its_output_is_in_stdout() {
 async fn failing_uv_install_reports_its_one_line_cause() {
     let uv = uv();
     let (wheels, _) = support::build_fixture_wheel();
-    let dir = tempfile::tempdir().unwrap();
-    let python = uv_config(dir.path(), wheels.path(), uv);
-    let engine = TestEngine::start(dir, python).await;
+    let engine = TestEngine::start_with(None, |c, dir| {
+        c.python = uv_config(dir, wheels.path(), uv);
+    })
+    .await;
     let resp = engine
         .execute(json!({
             "function_name": "f",
