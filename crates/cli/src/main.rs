@@ -55,3 +55,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => cmd::run::run(args).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated secrets and tokens are base64url, so one in 64 starts with `-`: such
+    /// a value must still be read as the flag's value, not as another flag.
+    #[test]
+    fn secrets_and_tokens_may_start_with_a_hyphen() {
+        for args in [
+            &["runlog", "service", "--admin-secret", "-mJq2x"][..],
+            &[
+                "runlog",
+                "token",
+                "--admin-secret",
+                "-mJq2x",
+                "--account",
+                "a",
+            ],
+            &["runlog", "tail", "--token", "-tok", "some/key"],
+            &["runlog", "engine", "--token", "-tok"],
+            &["runlog", "serve", "--engine-token", "-tok"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}

@@ -726,7 +726,12 @@ pub struct ConnectArgs {
     #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
     pub url: String,
     /// Account token (read scope is enough), sent as `Authorization: Bearer`.
-    #[arg(long, env = "RUNLOG_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Account that owns the streams; by default the account the token is for.
     #[arg(long, env = "RUNLOG_ACCOUNT")]

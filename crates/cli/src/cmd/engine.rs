@@ -20,7 +20,12 @@ pub struct EngineArgs {
     #[arg(long, env = "RUNLOG_ENGINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Token every request must carry (`Authorization: Bearer …`).
-    #[arg(long, env = "RUNLOG_ENGINE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ENGINE_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

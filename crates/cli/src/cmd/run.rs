@@ -23,13 +23,23 @@ pub struct RunArgs {
     #[arg(long, env = "RUNLOG_ENGINE")]
     pub engine: Option<String>,
     /// Token of the engine, when it requires one.
-    #[arg(long, env = "RUNLOG_ENGINE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ENGINE_TOKEN",
+        hide_env_values = true
+    )]
     pub engine_token: Option<String>,
     /// Log service the engine streams to (with --engine).
     #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
     pub service_url: String,
     /// Write token of the account (with --engine).
-    #[arg(long, env = "RUNLOG_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Account of the streams.
     #[arg(long, env = "RUNLOG_ACCOUNT", default_value = "default")]
@@ -45,7 +55,12 @@ pub struct RunArgs {
     pub color: ColorMode,
     /// The log service's admin secret, used only to put a read token into the printed
     /// viewer link (never the write token: links end up in chats and histories).
-    #[arg(long, env = "RUNLOG_ADMIN_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ADMIN_SECRET",
+        hide_env_values = true
+    )]
     pub admin_secret: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]

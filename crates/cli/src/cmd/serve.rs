@@ -28,7 +28,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "default")]
     pub account: AccountId,
     /// Token the engine requires (needed to listen beyond loopback).
-    #[arg(long, env = "RUNLOG_ENGINE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ENGINE_TOKEN",
+        hide_env_values = true
+    )]
     pub engine_token: Option<String>,
     /// Lifetime of the printed tokens.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]

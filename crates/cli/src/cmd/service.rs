@@ -20,7 +20,12 @@ pub struct ServiceArgs {
     #[arg(long, env = "RUNLOG_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Secret that signs tokens; generated and saved in the data dir when absent.
-    #[arg(long, env = "RUNLOG_ADMIN_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ADMIN_SECRET",
+        hide_env_values = true
+    )]
     pub admin_secret: Option<String>,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "RUNLOG_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]

@@ -20,7 +20,12 @@ pub struct TokenArgs {
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// The service's admin secret; read from the data dir when absent.
-    #[arg(long, env = "RUNLOG_ADMIN_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ADMIN_SECRET",
+        hide_env_values = true
+    )]
     pub admin_secret: Option<String>,
     /// The service's data directory (holds the saved admin secret).
     #[arg(long, env = "RUNLOG_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
