@@ -108,6 +108,7 @@ impl Installs {
     }
 }
 
+/// The specs of `wanted` not yet in `done` (keyed `"<kind> <spec>"`).
 fn missing(wanted: &[String], done: &HashSet<String>, kind: &str) -> Vec<String> {
     wanted
         .iter()

@@ -201,9 +201,9 @@ impl PythonRuntime {
                 return CallOutcome::failed(e);
             }
         };
-        let deps = (&req.dependencies, &req.system_dependencies);
+        let (python, system) = (&req.dependencies, &req.system_dependencies);
         if let Err(e) = self
-            .install_dependencies(deps.0, deps.1, req.accelerate_downloads)
+            .install_dependencies(python, system, req.accelerate_downloads)
             .await
         {
             return CallOutcome::failed(e.to_string());
@@ -369,7 +369,6 @@ impl PythonRuntime {
     }
 }
 
-/// The specs of `wanted` not yet in `done` (keyed `"<kind> <spec>"`).
 fn wire_name(s: Serialization) -> &'static str {
     match s {
         Serialization::Cloudpickle => "cloudpickle",
