@@ -17,16 +17,18 @@ fuzz_target!(|data: &[u8]| {
     // The fast path may only take a batch the general parser reads the same way.
     if let Some(fast) = runlog_service::ingest::compact::scan(data) {
         let general = runlog_service::ingest::parse_general(&body)
-            .expect("the fast path accepted a batch the general parser refuses");
+            .expect("the fast path accepted a batch the general parser refuses")
+            .to_stored();
         assert_eq!(fast.len(), general.len());
         for (f, g) in fast.iter().zip(&general) {
             assert_eq!(f.pos, g.pos);
             assert_eq!(&data[f.span.clone()], &g.json[..]);
         }
     }
-    let Ok(lines) = runlog_service::ingest::parse_batch(&body) else {
+    let Ok(batch) = runlog_service::ingest::parse_batch(&body) else {
         return;
     };
+    let lines = batch.to_stored();
     for line in &lines {
         // Stored JSON must fit one SSE `data:` field and one NDJSON row.
         assert!(

@@ -23,15 +23,19 @@ const BATCH: u64 = 1_000;
 const LINES_PER_RUN: u64 = 1_000_000;
 const ROUNDS: usize = 3;
 
-/// Batch `b` of a stream: lines `b*1000 .. b*1000+1000`, each with 80 bytes of text.
+/// Batch `b` of a stream: lines `b*1000 .. b*1000+1000`, each with 80 bytes of text,
+/// in the compact shape writers send (written directly: building `serde_json::Value`s
+/// for a million lines would dominate a profile of the run).
 fn batch_body(b: u64) -> Bytes {
-    let text: String = "x".repeat(79) + "\n";
-    let lines: Vec<serde_json::Value> = (b * BATCH..(b + 1) * BATCH)
+    let text = "x".repeat(79) + "\\n";
+    let lines: Vec<String> = (b * BATCH..(b + 1) * BATCH)
         .map(|pos| {
-            serde_json::json!({"level": "info", "pos": pos, "out": text, "time": "2026-11-20T10:00:00.123Z"})
+            format!(
+                r#"{{"level":"info","pos":{pos},"out":"{text}","time":"2026-11-20T10:00:00.123Z"}}"#
+            )
         })
         .collect();
-    Bytes::from(serde_json::to_vec(&lines).unwrap())
+    Bytes::from(format!("[{}]", lines.join(",")))
 }
 
 struct Bench {
@@ -167,6 +171,22 @@ fn main() {
         state,
         bodies,
     });
+    // `INGEST_PROFILE=ingest|discard` runs only that side, 100 writers,
+    // `INGEST_ROUNDS` rounds (default 10): a steady load to attach `perf` to, with
+    // the two sides' profiles comparable (0 rounds profiles the set-up alone).
+    if let Ok(side) = std::env::var("INGEST_PROFILE") {
+        let rounds: usize = std::env::var("INGEST_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(10);
+        client_rt.block_on(async {
+            for round in 0..rounds {
+                let rate = bench.run(100, round, side == "discard").await;
+                println!("{side} round {round}: {rate:.0} lines/s");
+            }
+        });
+        return;
+    }
     client_rt.block_on(async {
         // Warm up connections and allocators.
         bench.run(100, 99, true).await;

@@ -11,7 +11,7 @@
 pub mod compact;
 
 use crate::error::ApiError;
-use crate::store::StoredLine;
+use crate::store::LineBatch;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -105,10 +105,10 @@ impl<'de> Deserialize<'de> for Batch {
     }
 }
 
-/// Parses a JSON array of lines. Each line keeps its JSON bytes (a slice of `body`);
-/// a line spread over several text lines is compacted so it fits one SSE `data:`
-/// field and one NDJSON row.
-pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
+/// Parses a JSON array of lines into a [`LineBatch`] over `body`: each line's JSON
+/// is a span of the body; a line spread over several text lines is compacted so it
+/// fits one SSE `data:` field and one NDJSON row.
+pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
     match compact::scan(body) {
         Some(lines) => {
             let line_bytes = lines.iter().map(|l| l.span.len()).sum();
@@ -120,7 +120,7 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
                 };
                 (l.pos, span)
             });
-            into_stored(body, line_bytes, spans)
+            into_batch(body, line_bytes, spans)
         }
         None => parse_general(body),
     }
@@ -132,7 +132,7 @@ pub fn parse_batch(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
 /// One serde pass validates the whole body and reads each `pos`; a byte scan of the
 /// (now known valid) body then finds where each element starts and ends. Measured
 /// cheaper than parsing into `Vec<&RawValue>` and then each raw value again.
-pub fn parse_general(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
+pub fn parse_general(body: &Bytes) -> Result<LineBatch, ApiError> {
     let Batch(shapes) = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "body must be a JSON array of log lines (a batch): {e}"
@@ -145,40 +145,52 @@ pub fn parse_general(body: &Bytes) -> Result<Vec<StoredLine>, ApiError> {
         ));
     }
     let line_bytes = spans.iter().map(|s| s.end - s.start).sum();
-    into_stored(
+    into_batch(
         body,
         line_bytes,
         shapes.into_iter().map(|s| s.pos).zip(spans),
     )
 }
 
-/// The stored lines of a parsed batch: `(pos, span)` of each; `line_bytes` is the sum
+/// The batch of a parsed body: `(pos, span)` of each line; `line_bytes` is the sum
 /// of the spans' lengths.
-fn into_stored(
+fn into_batch(
     body: &Bytes,
     line_bytes: usize,
     lines: impl ExactSizeIterator<Item = (u64, Span)>,
-) -> Result<Vec<StoredLine>, ApiError> {
+) -> Result<LineBatch, ApiError> {
+    let too_big = || ApiError::TooLarge("a batch must be smaller than 4 GiB".into());
     // Stored lines share the body's buffer, which lives as long as any of them.
-    // When most of the body is not line JSON (padding), copy the lines instead, so
-    // memory stays proportional to what the limits count.
+    // When most of the body is not line JSON (padding), or a line must be
+    // compacted, copy the lines into a new buffer instead, so memory stays
+    // proportional to what the limits count.
     let share_body = line_bytes * 2 >= body.len();
-    let mut out = Vec::with_capacity(lines.len());
+    let lines: Vec<(u64, Span)> = lines.collect();
+    if share_body && !lines.iter().any(|(_, s)| s.multiline) {
+        return LineBatch::new(
+            body.clone(),
+            lines.into_iter().map(|(pos, s)| (pos, s.start..s.end)),
+        )
+        .ok_or_else(too_big);
+    }
+    let mut buf = Vec::with_capacity(line_bytes);
+    let mut spans = Vec::with_capacity(lines.len());
     for (pos, span) in lines {
-        let json = if span.multiline {
+        let start = buf.len();
+        let json = &body[span.start..span.end];
+        if span.multiline {
             // Newlines can only sit between tokens (JSON strings escape them);
             // re-serialising drops them. Rare: clients send compact JSON.
-            let value: serde_json::Value = serde_json::from_slice(&body[span.start..span.end])
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?)
-        } else if share_body {
-            body.slice(span.start..span.end)
+            let value: serde_json::Value =
+                serde_json::from_slice(json).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            serde_json::to_writer(&mut buf, &value)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         } else {
-            Bytes::copy_from_slice(&body[span.start..span.end])
-        };
-        out.push(StoredLine { pos, json });
+            buf.extend_from_slice(json);
+        }
+        spans.push((pos, start..buf.len()));
     }
-    Ok(out)
+    LineBatch::new(Bytes::from(buf), spans).ok_or_else(too_big)
 }
 
 /// Where one element of the top-level array sits in the body.
@@ -255,7 +267,7 @@ mod tests {
     #[test]
     fn lines_are_slices_of_the_body() {
         let body = Bytes::from_static(br#"[{"level":"info","pos":0,"out":"a\n","time":"t","args":{"k":1}}, {"pos":1,"out":"b","extra":true}]"#);
-        let lines = parse_batch(&body).unwrap();
+        let lines = parse_batch(&body).unwrap().to_stored();
         assert_eq!(lines.len(), 2);
         assert_eq!(
             &lines[0].json[..],
@@ -268,7 +280,7 @@ mod tests {
     #[test]
     fn spans_skip_brackets_quotes_and_escapes_inside_strings() {
         let body = Bytes::from_static(br#" [ {"pos":0,"out":"a \"}{[,\\","args":{"k":[1,{"x":"]"}]}} ,{"pos":1,"out":"\\"} ] "#);
-        let lines = parse_batch(&body).unwrap();
+        let lines = parse_batch(&body).unwrap().to_stored();
         assert_eq!(lines.len(), 2);
         assert_eq!(
             &lines[0].json[..],
@@ -287,7 +299,7 @@ mod tests {
                 .map(|(pos, out)| serde_json::json!({"pos": pos, "out": out, "args": {"o": out}}))
                 .collect();
             let body = Bytes::from(serde_json::to_vec(&lines).unwrap());
-            let parsed = parse_batch(&body).unwrap();
+            let parsed = parse_batch(&body).unwrap().to_stored();
             proptest::prop_assert_eq!(parsed.len(), lines.len());
             for (p, l) in parsed.iter().zip(&lines) {
                 let back: serde_json::Value = serde_json::from_slice(&p.json).unwrap();
@@ -332,8 +344,8 @@ mod tests {
             let body = Bytes::from(format!("[{}]", objects.join(",")));
             let fast = compact::scan(&body);
             proptest::prop_assert!(fast.is_some(), "{:?}", body);
-            let general = parse_general(&body).unwrap();
-            let parsed = parse_batch(&body).unwrap();
+            let general = parse_general(&body).unwrap().to_stored();
+            let parsed = parse_batch(&body).unwrap().to_stored();
             proptest::prop_assert_eq!(parsed.len(), general.len());
             for (p, g) in parsed.iter().zip(&general) {
                 proptest::prop_assert_eq!(p.pos, g.pos);
@@ -348,7 +360,7 @@ mod tests {
             body in "[\\[\\]{},:\" a-z0-9\\\\\n]{0,60}"
         ) {
             if let Some(fast) = compact::scan(body.as_bytes()) {
-                let general = parse_general(&Bytes::from(body.clone())).unwrap();
+                let general = parse_general(&Bytes::from(body.clone())).unwrap().to_stored();
                 proptest::prop_assert_eq!(fast.len(), general.len());
                 for (f, g) in fast.iter().zip(&general) {
                     proptest::prop_assert_eq!(f.pos, g.pos);
@@ -364,7 +376,7 @@ mod tests {
             "[{}{{\"pos\":0,\"out\":\"x\"}}]",
             " ".repeat(10_000)
         ));
-        let lines = parse_batch(&body).unwrap();
+        let lines = parse_batch(&body).unwrap().to_stored();
         // A copy, not a slice: the 10 KB body can be freed.
         let inside = body.as_ptr_range();
         assert!(!inside.contains(&lines[0].json.as_ptr()));
@@ -373,7 +385,7 @@ mod tests {
     #[test]
     fn pretty_printed_lines_are_compacted() {
         let body = Bytes::from_static(b"[{\n  \"pos\": 0,\n  \"out\": \"x\"\n}]");
-        let lines = parse_batch(&body).unwrap();
+        let lines = parse_batch(&body).unwrap().to_stored();
         assert!(!lines[0].json.contains(&b'\n'));
     }
 

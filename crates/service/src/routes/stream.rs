@@ -52,8 +52,8 @@ pub async fn append(
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
     let raw = body(raw)?;
-    let lines = crate::ingest::parse_batch(&raw)?;
-    let ack = st.streams().append(&q.id(), lines).await?;
+    let batch = crate::ingest::parse_batch(&raw)?;
+    let ack = st.streams().append_batch(&q.id(), batch).await?;
     let m = st.metrics();
     m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
     m.duplicate_lines

@@ -1,15 +1,16 @@
 //! [`MemoryStreamStore`]: live streams held in this process's memory.
 //!
 //! The embedded default. One mutex per stream (never one global lock on the
-//! append path), and each line kept as the `Bytes` of its JSON — usually a slice of
-//! the request body it arrived in, so storing a line allocates nothing.
+//! append path). A stream keeps the request bodies its lines arrived in and, per
+//! line, where its JSON sits in one of them (see [`LineBatch`]): storing a batch
+//! copies no line and takes one reference count.
 //!
 //! Memory is bounded by [`MemoryLimits`]: lines and bytes per stream, lines and bytes
 //! in total, and the number of streams. An append that would cross a bound is
 //! refused whole with [`StoreError::LimitExceeded`] (the client sees 413 and keeps
 //! its spool), never silently truncated.
 
-use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
+use super::{LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -73,71 +74,130 @@ struct Entry {
 struct Lines {
     open: bool,
     removed: bool,
-    /// Lines `0..prefix.len()`, all present: index = `pos`.
-    prefix: Vec<Bytes>,
-    /// Lines above a gap, keyed by `pos`; moved into `prefix` as the gap fills.
+    /// The buffers lines `0..spans.len()` (the contiguous prefix) sit in, each with
+    /// the `pos` of its first line there; `pos` ascending. Usually one request body
+    /// per batch, so storing a batch costs one reference count, not one per line.
+    chunks: Vec<Chunk>,
+    /// Where line `pos` sits in its chunk's buffer, for every `pos` of the prefix.
+    spans: Vec<(u32, u32)>,
+    /// Lines above a gap, keyed by `pos`; moved into the prefix as the gap fills.
     ahead: BTreeMap<u64, Bytes>,
     bytes: u64,
     last_activity: SystemTime,
 }
 
+/// A buffer holding consecutive prefix lines from `first` on.
+#[derive(Debug)]
+struct Chunk {
+    first: u64,
+    buf: Bytes,
+}
+
 impl Lines {
+    fn new() -> Self {
+        Lines {
+            open: true,
+            removed: false,
+            chunks: Vec::new(),
+            spans: Vec::new(),
+            ahead: BTreeMap::new(),
+            bytes: 0,
+            last_activity: SystemTime::now(),
+        }
+    }
+
+    fn prefix_len(&self) -> u64 {
+        self.spans.len() as u64
+    }
+
     fn count(&self) -> u64 {
-        (self.prefix.len() + self.ahead.len()) as u64
+        self.prefix_len() + self.ahead.len() as u64
     }
 
     fn has(&self, pos: u64) -> bool {
-        pos < self.prefix.len() as u64 || self.ahead.contains_key(&pos)
+        pos < self.prefix_len() || self.ahead.contains_key(&pos)
     }
 
     fn last_contiguous(&self) -> Option<u64> {
-        (self.prefix.len() as u64).checked_sub(1)
+        self.prefix_len().checked_sub(1)
     }
 
-    /// Stores one line unless its `pos` is taken; returns whether it was stored.
-    fn insert(&mut self, line: StoredLine) -> bool {
-        let next = self.prefix.len() as u64;
-        if line.pos < next {
-            return false;
+    /// Appends one line to the prefix, from `buf` (which must be the last chunk's
+    /// buffer or is made a new chunk).
+    fn push_prefix(&mut self, buf: &Bytes, span: (u32, u32), new_chunk: bool) {
+        if new_chunk {
+            self.chunks.push(Chunk {
+                first: self.prefix_len(),
+                buf: buf.clone(),
+            });
         }
-        if line.pos > next {
-            return match self.ahead.entry(line.pos) {
-                std::collections::btree_map::Entry::Occupied(_) => false,
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    self.bytes += line.json.len() as u64;
-                    v.insert(line.json);
-                    true
-                }
-            };
-        }
-        self.bytes += line.json.len() as u64;
-        self.prefix.push(line.json);
-        // A gap just closed: pull every line now contiguous into the prefix.
-        while let Some(entry) = self.ahead.first_entry() {
-            if *entry.key() != self.prefix.len() as u64 {
-                break;
+        self.spans.push(span);
+    }
+
+    /// Stores the lines of `batch` whose `pos` is not taken (the first of equal
+    /// `pos` within the batch wins); returns how many lines and bytes were stored.
+    fn insert(&mut self, batch: &LineBatch) -> (u64, u64) {
+        let buf = batch.buffer();
+        let (mut appended, mut bytes) = (0u64, 0u64);
+        // Whether the last chunk is this batch's buffer.
+        let mut in_chunk = false;
+        for line in batch.lines() {
+            let next = self.prefix_len();
+            if line.pos < next {
+                continue;
             }
-            self.prefix.push(entry.remove());
+            let len = line.len() as u64;
+            if line.pos > next {
+                if let std::collections::btree_map::Entry::Vacant(v) = self.ahead.entry(line.pos) {
+                    v.insert(buf.slice(line.span()));
+                    appended += 1;
+                    bytes += len;
+                }
+                continue;
+            }
+            let span = line.span();
+            // `LineBatch` guarantees its offsets fit `u32`.
+            self.push_prefix(buf, (span.start as u32, span.end as u32), !in_chunk);
+            in_chunk = true;
+            appended += 1;
+            bytes += len;
+            // A gap just closed: pull every line now contiguous into the prefix.
+            loop {
+                let next = self.prefix_len();
+                let Some(entry) = self.ahead.first_entry() else {
+                    break;
+                };
+                if *entry.key() != next {
+                    break;
+                }
+                let json = entry.remove();
+                let end = json.len() as u32;
+                self.push_prefix(&json, (0, end), true);
+                in_chunk = false;
+            }
         }
-        true
+        self.bytes += bytes;
+        (appended, bytes)
     }
 
     fn read(&self, from: u64, max: usize) -> Vec<StoredLine> {
         let mut out = Vec::new();
-        let plen = self.prefix.len() as u64;
+        let plen = self.prefix_len();
         if from < plen {
-            let start = from as usize;
-            let end = (start + max).min(self.prefix.len());
-            out.reserve(end - start);
-            out.extend(
-                self.prefix[start..end]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, json)| StoredLine {
-                        pos: (start + i) as u64,
-                        json: json.clone(),
-                    }),
-            );
+            let end = (from + max as u64).min(plen);
+            out.reserve((end - from) as usize);
+            // The chunk holding `from`: the last one starting at or before it.
+            let mut c = self.chunks.partition_point(|c| c.first <= from) - 1;
+            for pos in from..end {
+                while self.chunks.get(c + 1).is_some_and(|n| n.first <= pos) {
+                    c += 1;
+                }
+                let (start, end) = self.spans[pos as usize];
+                out.push(StoredLine {
+                    pos,
+                    json: self.chunks[c].buf.slice(start as usize..end as usize),
+                });
+            }
         }
         if out.len() < max {
             let left = max - out.len();
@@ -251,14 +311,7 @@ impl StreamStore for MemoryStreamStore {
                 }
                 v.insert(Arc::new(Entry {
                     id: id.clone(),
-                    lines: Mutex::new(Lines {
-                        open: true,
-                        removed: false,
-                        prefix: Vec::new(),
-                        ahead: BTreeMap::new(),
-                        bytes: 0,
-                        last_activity: SystemTime::now(),
-                    }),
+                    lines: Mutex::new(Lines::new()),
                     changed: watch::Sender::new(0),
                 }))
                 .clone()
@@ -270,62 +323,58 @@ impl StreamStore for MemoryStreamStore {
     }
 
     async fn append(&self, id: &StreamId, lines: Vec<StoredLine>) -> Result<AppendAck, StoreError> {
+        self.append_batch(id, LineBatch::from_stored(&lines)).await
+    }
+
+    async fn append_batch(
+        &self,
+        id: &StreamId,
+        mut batch: LineBatch,
+    ) -> Result<AppendAck, StoreError> {
         let entry = self.entry(id)?;
-        let total = lines.len() as u64;
-        let mut appended = 0u64;
-        let mut appended_bytes = 0u64;
-        {
-            let mut l = lock(&entry.lines);
-            if !l.open || l.removed {
-                return Err(StoreError::Closed);
-            }
-            // Count what is new first, so a retried batch at the limit is not refused
-            // for lines it already stored, and a refused batch stores nothing.
-            let (new_lines, new_bytes) = lines
-                .iter()
-                .filter(|line| !l.has(line.pos))
-                .fold((0u64, 0u64), |(n, b), line| {
-                    (n + 1, b + line.json.len() as u64)
-                });
-            if l.count() + new_lines > self.limits.max_lines_per_stream
-                || l.bytes + new_bytes > self.limits.max_bytes_per_stream
-            {
-                return Err(StoreError::LimitExceeded(format!(
-                    "stream would exceed {} lines or {} bytes",
-                    self.limits.max_lines_per_stream, self.limits.max_bytes_per_stream
-                )));
-            }
-            self.reserve_total(new_lines, new_bytes)?;
-            // A retried batch shares one request buffer between its new lines and
-            // its duplicates; copy the new ones so the duplicates' bytes (not
-            // counted by any limit) are not kept alive by them.
-            let copy = new_lines < lines.len() as u64;
-            for mut line in lines {
-                let len = line.json.len() as u64;
-                if copy && !l.has(line.pos) {
-                    line.json = Bytes::copy_from_slice(&line.json);
-                }
-                if l.insert(line) {
-                    appended += 1;
-                    appended_bytes += len;
-                }
-            }
-            // Same-pos lines inside one batch were counted as new above; give back
-            // what was reserved for them.
-            self.release_total(new_lines - appended, new_bytes - appended_bytes);
-            l.last_activity = SystemTime::now();
-            let last = l.last_contiguous();
-            drop(l);
-            if appended > 0 {
-                entry.notify();
-            }
-            Ok(AppendAck {
-                appended,
-                duplicates: total - appended,
-                last_contiguous_pos: last,
-                next_pos: last.map_or(0, |p| p + 1),
-            })
+        let total = batch.len() as u64;
+        let mut l = lock(&entry.lines);
+        if !l.open || l.removed {
+            return Err(StoreError::Closed);
         }
+        // Count what is new first, so a retried batch at the limit is not refused
+        // for lines it already stored, and a refused batch stores nothing.
+        let (new_lines, new_bytes) = batch
+            .lines()
+            .iter()
+            .filter(|line| !l.has(line.pos))
+            .fold((0u64, 0u64), |(n, b), line| (n + 1, b + line.len() as u64));
+        if l.count() + new_lines > self.limits.max_lines_per_stream
+            || l.bytes + new_bytes > self.limits.max_bytes_per_stream
+        {
+            return Err(StoreError::LimitExceeded(format!(
+                "stream would exceed {} lines or {} bytes",
+                self.limits.max_lines_per_stream, self.limits.max_bytes_per_stream
+            )));
+        }
+        self.reserve_total(new_lines, new_bytes)?;
+        // A retried batch shares one request buffer between its new lines and its
+        // duplicates; copy the new ones so the duplicates' bytes (not counted by any
+        // limit) are not kept alive by them.
+        if new_lines < total {
+            batch = LineBatch::copied(batch.iter().filter(|line| !l.has(line.pos)));
+        }
+        let (appended, appended_bytes) = l.insert(&batch);
+        // Same-pos lines inside one batch were counted as new above; give back
+        // what was reserved for them.
+        self.release_total(new_lines - appended, new_bytes - appended_bytes);
+        l.last_activity = SystemTime::now();
+        let last = l.last_contiguous();
+        drop(l);
+        if appended > 0 {
+            entry.notify();
+        }
+        Ok(AppendAck {
+            appended,
+            duplicates: total - appended,
+            last_contiguous_pos: last,
+            next_pos: last.map_or(0, |p| p + 1),
+        })
     }
 
     async fn read(
@@ -376,7 +425,8 @@ impl StreamStore for MemoryStreamStore {
             l.open = false;
             l.removed = true;
             self.release_total(l.count(), l.bytes);
-            l.prefix = Vec::new();
+            l.chunks = Vec::new();
+            l.spans = Vec::new();
             l.ahead = BTreeMap::new();
             l.bytes = 0;
         }
@@ -533,6 +583,62 @@ mod tests {
             !buffer.as_ptr_range().contains(&stored[0].json.as_ptr()),
             "copied out of the request buffer"
         );
+    }
+
+    proptest::proptest! {
+        /// Batches of any positions (gaps, duplicates, out of order, repeated
+        /// `pos` inside a batch) read back as a model where the first line of each
+        /// `pos` is kept: from any `pos`, in any chunk size.
+        #[test]
+        fn reads_match_a_first_write_wins_model(
+            batches in proptest::collection::vec(proptest::collection::vec(0u64..40, 0..12), 0..12),
+            from in 0u64..45,
+            max in 1usize..50,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let s = MemoryStreamStore::new(MemoryLimits::default());
+                s.open(&id("k")).await.unwrap();
+                let mut model = std::collections::BTreeMap::new();
+                for (b, positions) in batches.iter().enumerate() {
+                    let batch: Vec<StoredLine> = positions
+                        .iter()
+                        .map(|&pos| StoredLine { pos, json: Bytes::from(format!("{pos}/{b}")) })
+                        .collect();
+                    for line in &batch {
+                        model.entry(line.pos).or_insert_with(|| line.json.clone());
+                    }
+                    let ack = s.append(&id("k"), batch).await.unwrap();
+                    let contiguous = (0..).take_while(|p| model.contains_key(p)).last();
+                    assert_eq!(ack.last_contiguous_pos, contiguous);
+                }
+                let got = s.read(&id("k"), from, max).await.unwrap();
+                let want: Vec<StoredLine> = model
+                    .range(from..)
+                    .take(max)
+                    .map(|(&pos, json)| StoredLine { pos, json: json.clone() })
+                    .collect();
+                assert_eq!(got, want);
+                assert_eq!(s.meta(&id("k")).await.unwrap().lines, model.len() as u64);
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_as_one_buffer() {
+        let s = MemoryStreamStore::new(MemoryLimits::default());
+        s.open(&id("k")).await.unwrap();
+        let body = Bytes::from_static(b"[{\"pos\":0,\"out\":\"a\"},{\"pos\":1,\"out\":\"b\"}]");
+        let batch = crate::ingest::parse_batch(&body).unwrap();
+        s.append_batch(&id("k"), batch).await.unwrap();
+        let stored = s.read(&id("k"), 0, 10).await.unwrap();
+        assert_eq!(&stored[1].json[..], br#"{"pos":1,"out":"b"}"#);
+        for line in &stored {
+            assert!(
+                body.as_ptr_range().contains(&line.json.as_ptr()),
+                "a slice of the body"
+            );
+        }
     }
 
     #[tokio::test]

@@ -44,6 +44,152 @@ pub struct StoredLine {
     pub json: Bytes,
 }
 
+/// The lines of one `PUT /stream` request: one buffer, and where each line's JSON
+/// sits in it.
+///
+/// Stores keep the buffer and the spans rather than a `Bytes` per line: one
+/// reference count per request instead of one per line (an atomic increment when a
+/// line is stored and a decrement when it is dropped), and 8 bytes of index per line
+/// instead of 32. Lines are served as slices of the buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineBatch {
+    buf: Bytes,
+    lines: Vec<BatchLine>,
+}
+
+/// One line of a [`LineBatch`]: its `pos` and the byte range of its JSON in the
+/// batch's buffer (32-bit offsets: a batch is far below 4 GiB, see
+/// [`LineBatch::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLine {
+    /// The line's `pos`.
+    pub pos: u64,
+    start: u32,
+    end: u32,
+}
+
+impl BatchLine {
+    /// Where the line's JSON sits in its batch's buffer.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// Length of the line's JSON in bytes.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the line's JSON is empty (never, for a parsed line).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// One line of a [`LineBatch`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef<'a> {
+    /// The line's `pos`.
+    pub pos: u64,
+    /// The line's JSON object, without a trailing newline.
+    pub json: &'a [u8],
+}
+
+impl LineBatch {
+    /// A batch of `lines` given as `(pos, byte range)` in `buf`. `None` when a range
+    /// falls outside `buf` or `buf` is 4 GiB or more (offsets are 32-bit).
+    pub fn new(
+        buf: Bytes,
+        lines: impl IntoIterator<Item = (u64, std::ops::Range<usize>)>,
+    ) -> Option<Self> {
+        u32::try_from(buf.len()).ok()?;
+        let lines = lines
+            .into_iter()
+            .map(|(pos, span)| {
+                (span.start <= span.end && span.end <= buf.len()).then_some(BatchLine {
+                    pos,
+                    // In range: both are at most `buf.len()`, which fits `u32`.
+                    start: span.start as u32,
+                    end: span.end as u32,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(LineBatch { buf, lines })
+    }
+
+    /// A batch holding copies of `lines`, in one new buffer.
+    pub fn copied<'a>(lines: impl IntoIterator<Item = LineRef<'a>>) -> Self {
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        for line in lines {
+            let start = buf.len();
+            buf.extend_from_slice(line.json);
+            spans.push((line.pos, start..buf.len()));
+        }
+        // Only unreachable sizes (4 GiB of lines in one request) fail; keep none then.
+        LineBatch::new(Bytes::from(buf), spans).unwrap_or_default()
+    }
+
+    /// A batch of stored lines (copied into one buffer).
+    pub fn from_stored(lines: &[StoredLine]) -> Self {
+        Self::copied(lines.iter().map(|l| LineRef {
+            pos: l.pos,
+            json: &l.json,
+        }))
+    }
+
+    /// Number of lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether the batch has no lines.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The buffer the lines sit in.
+    pub fn buffer(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The lines' positions and spans, in request order.
+    pub fn lines(&self) -> &[BatchLine] {
+        &self.lines
+    }
+
+    /// The lines, borrowed, in request order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = LineRef<'_>> + '_ {
+        self.lines.iter().map(|l| LineRef {
+            pos: l.pos,
+            json: &self.buf[l.span()],
+        })
+    }
+
+    /// The `i`th line, if any.
+    pub fn get(&self, i: usize) -> Option<LineRef<'_>> {
+        self.lines.get(i).map(|l| LineRef {
+            pos: l.pos,
+            json: &self.buf[l.span()],
+        })
+    }
+
+    /// Bytes of line JSON in the batch (what the store's limits count).
+    pub fn line_bytes(&self) -> u64 {
+        self.lines.iter().map(|l| l.len() as u64).sum()
+    }
+
+    /// The lines as [`StoredLine`]s, each a slice of the buffer.
+    pub fn to_stored(&self) -> Vec<StoredLine> {
+        self.lines
+            .iter()
+            .map(|l| StoredLine {
+                pos: l.pos,
+                json: self.buf.slice(l.span()),
+            })
+            .collect()
+    }
+}
+
 /// Metadata of one live stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamMeta {
@@ -100,6 +246,13 @@ pub trait StreamStore: Send + Sync + 'static {
     /// Appends lines (any order, possibly with already-stored `pos` values).
     /// `NotFound` if never opened, `Closed` if closed.
     async fn append(&self, id: &StreamId, lines: Vec<StoredLine>) -> Result<AppendAck, StoreError>;
+
+    /// [`append`](Self::append) for the lines of one request, as parsed. The default
+    /// hands each line over as its own slice; a store that can keep the batch's
+    /// buffer whole (the memory store) overrides it.
+    async fn append_batch(&self, id: &StreamId, batch: LineBatch) -> Result<AppendAck, StoreError> {
+        self.append(id, batch.to_stored()).await
+    }
 
     /// Up to `max` stored lines with `pos >= from`, in `pos` order.
     async fn read(
