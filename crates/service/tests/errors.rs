@@ -330,6 +330,21 @@ async fn oversized_bodies_get_413() {
     let big = lines(0..2_000);
     assert!(serde_json::to_vec(&big).unwrap().len() > 64 * 1024);
     assert_error(api.put("k", &big).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    // The same body sent chunked (no Content-Length) is cut off while it is read.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = serde_json::to_vec(&big)
+        .unwrap()
+        .chunks(4096)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let r = api
+        .req(Method::PUT, "/stream", "k")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     let r = api
         .req(Method::POST, "/blob", "k")
         .body(vec![b'x'; 200 * 1024])
@@ -340,7 +355,7 @@ async fn oversized_bodies_get_413() {
     assert_eq!(
         api.put_ok("k", &lines(0..10)).await.next_pos,
         10,
-        "the service still works"
+        "the service still works, and stored nothing of the refused bodies"
     );
 }
 

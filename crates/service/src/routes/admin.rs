@@ -140,9 +140,12 @@ pub async fn metrics(State(st): State<ServiceState>) -> impl IntoResponse {
 
 /// `PUT /bench/discard`: reads the body and drops it. Mounted only with
 /// `bench_discard`; the ingest benchmark's ceiling (HTTP and body transfer alone).
+/// Reads the body as `PUT /stream` does.
 pub async fn discard(
-    raw: Result<Bytes, BytesRejection>,
+    State(st): State<ServiceState>,
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let raw = body(raw)?;
+    let raw = super::owned_body(&headers, raw, st.config().max_body).await?;
     Ok(Json(serde_json::json!({ "discarded_bytes": raw.len() })))
 }

@@ -1,6 +1,6 @@
 //! `/stream`: open, append, tail (SSE), close.
 
-use super::{body, rfc3339};
+use super::rfc3339;
 use crate::archive;
 use crate::error::ApiError;
 use crate::extract::{Caller, Stream};
@@ -12,7 +12,6 @@ use crate::store::{StoreError, StreamMeta, TailItem};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -48,10 +47,11 @@ pub async fn append(
     State(st): State<ServiceState>,
     caller: Caller,
     q: Stream,
-    raw: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    let raw = body(raw)?;
+    let raw = super::owned_body(&headers, raw, st.config().max_body).await?;
     let batch = crate::ingest::parse_batch(&raw)?;
     let ack = st.streams().append_batch(&q.id(), batch).await?;
     let m = st.metrics();
