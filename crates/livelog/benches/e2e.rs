@@ -137,11 +137,18 @@ async fn throughput() {
             t.elapsed()
         }
     });
+    let mut at_produced = None;
     while w.progress().streamed_lines < N {
         tokio::time::sleep(Duration::from_millis(1)).await;
+        if at_produced.is_none() && producer.is_finished() {
+            at_produced = Some((t.elapsed(), w.progress().streamed_lines));
+        }
     }
     let delivered = t.elapsed();
     let produced = producer.join().unwrap();
+    if let Some((when, lines)) = at_produced {
+        println!("  when the producer finished ({when:?}), {lines} lines were acknowledged");
+    }
     let tc = Instant::now();
     let report = w.close().await;
     let closed = tc.elapsed();

@@ -438,11 +438,7 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     // The history is archived or in the outbox (or was never complete): a later start
     // has nothing to recover. Otherwise the record stays, and a later start delivers it.
     if archived || outboxed || !spool_complete {
-        let record = inner
-            .recovery
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let record = inner.recovery.lock().take();
         if let Some(record) = record {
             record.remove();
         }

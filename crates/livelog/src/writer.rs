@@ -17,10 +17,11 @@ use crate::config::{Tap, WriterConfig};
 use crate::mask::Masker;
 use crate::spool::{Refused, Spool};
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::WriterReport;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio::time::Instant;
 
@@ -115,9 +116,9 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in a tap must not make every later write panic too: the state is
-        // still consistent between lines.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // No poisoning (parking_lot): a panic in a tap must not make every later
+        // write panic too, and the state is consistent between lines.
+        self.state.lock()
     }
 }
 
@@ -420,7 +421,9 @@ impl Writer {
         lines.last_write = Instant::now();
         let pending = st.asm.pending_len() > 0;
         lines.publish_metrics();
-        drop(guard);
+        // Hand the lock straight to a waiting sender: a producer writing flat out
+        // would otherwise take it again before the sender wakes, and batches stall.
+        MutexGuard::unlock_fair(guard);
         if any {
             inner.work.notify_one();
         }

@@ -18,7 +18,9 @@ fn body() -> Bytes {
     let text = "x".repeat(79) + "\\n";
     let lines: Vec<String> = (0..1_000u64)
         .map(|pos| {
-            format!(r#"{{"level":"info","pos":{pos},"out":"{text}","time":"2026-11-20T10:00:00.123Z"}}"#)
+            format!(
+                r#"{{"level":"info","pos":{pos},"out":"{text}","time":"2026-11-20T10:00:00.123Z"}}"#
+            )
         })
         .collect();
     Bytes::from(format!("[{}]", lines.join(",")))
