@@ -7,6 +7,12 @@
 //! this shape is almost all of the traffic, and the general parser was the largest
 //! cost of ingest.
 //!
+//! Strings are not searched one by one: one vectorised pass over the body
+//! ([`QuoteIndex`], 64 bytes at a time) marks every quote that closes or opens a
+//! string, checks every escape and notes control and non-ASCII bytes; finding the end
+//! of a string is then a bit search in that index. Per-string searches cost more than
+//! the bytes they scanned (three strings a line).
+//!
 //! The rule that keeps it safe: [`scan`] either returns exactly what the general
 //! parser (`super::parse_general`) would, or `None`, and the caller then runs the
 //! general parser, which also writes the error messages. It never refuses anything.
@@ -26,17 +32,7 @@ pub struct CompactLine {
 /// The lines of `body` when the whole body is a batch of compact lines; `None` when
 /// anything falls outside that shape (valid or not — the general parser decides).
 pub fn scan(body: &[u8]) -> Option<Vec<CompactLine>> {
-    // One pass over the whole body answers two questions for every string in it.
-    // UTF-8: JSON text outside strings is ASCII, so a valid body means valid strings,
-    // and a body of ASCII alone (most logs) needs no further validation. Control
-    // bytes: legal only as whitespace between elements (this shape has none inside a
-    // line), so a body without any spares every string that check.
-    let (controls, ascii) = body.iter().fold((false, true), |(controls, ascii), &c| {
-        (controls | (c < 0x20), ascii & c.is_ascii())
-    });
-    if !ascii {
-        std::str::from_utf8(body).ok()?;
-    }
+    let index = QuoteIndex::new(body)?;
     let mut lines = Vec::with_capacity(body.len() / 128);
     let mut i = skip_ws(body, 0);
     if *body.get(i)? != b'[' {
@@ -47,7 +43,7 @@ pub fn scan(body: &[u8]) -> Option<Vec<CompactLine>> {
         return (skip_ws(body, i + 1) == body.len()).then_some(lines);
     }
     loop {
-        let (pos, end) = object(body, i, controls)?;
+        let (pos, end) = object(body, i, &index)?;
         lines.push(CompactLine { pos, span: i..end });
         i = skip_ws(body, end);
         match *body.get(i)? {
@@ -57,6 +53,209 @@ pub fn scan(body: &[u8]) -> Option<Vec<CompactLine>> {
         }
     }
     (skip_ws(body, i + 1) == body.len()).then_some(lines)
+}
+
+/// Where the strings of a body can end, found in one pass over it.
+///
+/// Built on the assumption that every backslash sits inside a string, which holds
+/// for every body this path accepts: the structural walk ([`object`]) looks at each
+/// byte outside strings itself and refuses a backslash there. Under it, a quote not
+/// escaped by an odd run of backslashes opens or closes a string.
+struct QuoteIndex {
+    /// Bit `i % 64` of word `i / 64`: byte `i` is an unescaped `"`.
+    quotes: Vec<u64>,
+    /// The same for bytes below 0x20; empty when the body has none (almost always).
+    controls: Vec<u64>,
+}
+
+/// Bytes that may follow a backslash in a string this path takes (`\u` is left to
+/// the general parser).
+fn plain_escape(c: u8) -> bool {
+    // A table, not a `match`: the match compiled to an indirect jump per escape.
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut k = 0;
+        let plain = *b"\"\\/bfnrt";
+        while k < plain.len() {
+            t[plain[k] as usize] = true;
+            k += 1;
+        }
+        t
+    };
+    PLAIN[usize::from(c)]
+}
+
+impl QuoteIndex {
+    /// The index of `body`; `None` when the body is not UTF-8 or has an escape other
+    /// than the plain ones (both left to the general parser).
+    fn new(body: &[u8]) -> Option<QuoteIndex> {
+        let words = body.len().div_ceil(64);
+        let mut quotes = Vec::with_capacity(words);
+        let mut controls = Vec::new();
+        let mut ascii = true;
+        // Bit 0: the first byte of the next block is escaped (a backslash ended this one).
+        let mut carry = 0u64;
+        for (w, block) in body.chunks(64).enumerate() {
+            let m = block_masks(block);
+            ascii &= m.high == 0;
+            if m.control != 0 && controls.is_empty() {
+                controls.resize(words, 0);
+            }
+            if let Some(c) = controls.get_mut(w) {
+                *c = m.control;
+            }
+            // Escaped bytes: the one after each backslash that is not itself escaped.
+            // Backslashes are rare (about one a line), so walk them one by one.
+            let mut escaped = carry;
+            carry = 0;
+            let mut backslashes = m.backslash & !escaped;
+            while backslashes != 0 {
+                let at = backslashes.trailing_zeros();
+                backslashes &= backslashes - 1;
+                if escaped & (1 << at) != 0 {
+                    continue;
+                }
+                if at == 63 {
+                    carry = 1;
+                } else {
+                    escaped |= 1 << (at + 1);
+                    // The escaped byte is the next one, so later backslashes in the
+                    // mask must skip it if it is one.
+                    backslashes &= !(1 << (at + 1));
+                }
+            }
+            // Every escape must be a plain one.
+            let mut check = escaped;
+            while check != 0 {
+                let at = w * 64 + check.trailing_zeros() as usize;
+                check &= check - 1;
+                if !plain_escape(*body.get(at)?) {
+                    return None;
+                }
+            }
+            quotes.push(m.quote & !escaped);
+        }
+        if carry != 0 {
+            // A backslash is the body's last byte: no string ends properly.
+            return None;
+        }
+        if !ascii {
+            std::str::from_utf8(body).ok()?;
+        }
+        Some(QuoteIndex { quotes, controls })
+    }
+
+    /// The first unescaped quote at or after byte `from`.
+    fn next_quote(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = self.quotes.get(w)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+            bits = *self.quotes.get(w)?;
+        }
+    }
+
+    /// Whether any byte in `from..to` is below 0x20.
+    fn has_control(&self, from: usize, to: usize) -> bool {
+        if self.controls.is_empty() || from >= to {
+            return false;
+        }
+        let (first, last) = (from / 64, (to - 1) / 64);
+        (first..=last).any(|w| {
+            let lo = if w == first { from % 64 } else { 0 };
+            let hi = if w == last { (to - 1) % 64 } else { 63 };
+            let span = (u64::MAX << lo) & (u64::MAX >> (63 - hi));
+            self.controls.get(w).is_some_and(|c| c & span != 0)
+        })
+    }
+}
+
+/// Bit masks of one block of up to 64 bytes (bit `i` = byte `i`).
+#[derive(Debug, PartialEq, Eq)]
+struct BlockMasks {
+    quote: u64,
+    backslash: u64,
+    control: u64,
+    high: u64,
+}
+
+/// The masks of a block, 16 bytes per SSE2 compare (baseline on x86-64, so no
+/// runtime detection). A short last block is padded with spaces, which match nothing.
+#[cfg(target_arch = "x86_64")]
+fn block_masks(block: &[u8]) -> BlockMasks {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, max_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let mut padded = [b' '; 64];
+    let full: &[u8; 64] = match block.try_into() {
+        Ok(full) => full,
+        Err(_) => {
+            padded[..block.len()].copy_from_slice(block);
+            &padded
+        }
+    };
+    let quote = set_splat_i8_m128i(b'"' as i8);
+    let backslash = set_splat_i8_m128i(b'\\' as i8);
+    let below_space = set_splat_i8_m128i(0x1f);
+    let mut m = BlockMasks {
+        quote: 0,
+        backslash: 0,
+        control: 0,
+        high: 0,
+    };
+    for (k, lane) in full.chunks_exact(16).enumerate() {
+        let Ok(lane) = <&[u8; 16]>::try_from(lane) else {
+            continue; // unreachable: 64 is four lanes of 16
+        };
+        let v = load_unaligned_m128i(lane);
+        let bits = |x| u64::from(move_mask_i8_m128i(x) as u16) << (16 * k);
+        m.quote |= bits(cmp_eq_mask_i8_m128i(v, quote));
+        m.backslash |= bits(cmp_eq_mask_i8_m128i(v, backslash));
+        // `c <= 0x1f` exactly when `max(c, 0x1f) == 0x1f` (unsigned).
+        m.control |= bits(cmp_eq_mask_i8_m128i(
+            max_u8_m128i(v, below_space),
+            below_space,
+        ));
+        m.high |= bits(v);
+    }
+    m
+}
+
+/// The masks of a block, one byte at a time: targets without SSE2, and the model
+/// the SSE2 version is tested against.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn block_masks_scalar(block: &[u8]) -> BlockMasks {
+    let mut m = BlockMasks {
+        quote: 0,
+        backslash: 0,
+        control: 0,
+        high: 0,
+    };
+    for (i, &c) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        if c == b'"' {
+            m.quote |= bit;
+        }
+        if c == b'\\' {
+            m.backslash |= bit;
+        }
+        if c < 0x20 {
+            m.control |= bit;
+        }
+        if c >= 0x80 {
+            m.high |= bit;
+        }
+    }
+    m
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_masks(block: &[u8]) -> BlockMasks {
+    block_masks_scalar(block)
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -78,7 +277,7 @@ struct Seen {
 
 /// A compact line object starting at `b[i] == '{'`: its `pos` and the index after
 /// its closing `}`.
-fn object(b: &[u8], mut i: usize, controls: bool) -> Option<(u64, usize)> {
+fn object(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
     if *b.get(i)? != b'{' {
         return None;
     }
@@ -93,13 +292,13 @@ fn object(b: &[u8], mut i: usize, controls: bool) -> Option<(u64, usize)> {
             i = end;
         } else if rest.starts_with(b"\"out\":") && !seen.out {
             seen.out = true;
-            i = string_end(b, i + 6, controls)?;
+            i = string_end(b, i + 6, index)?;
         } else if rest.starts_with(b"\"level\":") && !seen.level {
             seen.level = true;
-            i = string_end(b, i + 8, controls)?;
+            i = string_end(b, i + 8, index)?;
         } else if rest.starts_with(b"\"time\":") && !seen.time {
             seen.time = true;
-            i = string_end(b, i + 7, controls)?;
+            i = string_end(b, i + 7, index)?;
         } else {
             return None;
         }
@@ -115,60 +314,18 @@ fn object(b: &[u8], mut i: usize, controls: bool) -> Option<(u64, usize)> {
     Some((seen.pos?, i + 1))
 }
 
-/// A JSON string starting at `b[i] == '"'` with no `\u` escape: the index after its
-/// closing quote. The body is already known to be UTF-8; `controls` says whether it
-/// holds any control byte at all (almost never: then no string needs checking).
-fn string_end(b: &[u8], i: usize, controls: bool) -> Option<usize> {
+/// A JSON string starting at `b[i] == '"'`: the index after its closing quote. Its
+/// escapes were checked when the index was built; a control byte inside it (which
+/// must be escaped in JSON) leaves the body to the general parser.
+fn string_end(b: &[u8], i: usize, index: &QuoteIndex) -> Option<usize> {
     if *b.get(i)? != b'"' {
         return None;
     }
-    let mut j = i + 1;
-    loop {
-        let at = j + quote_or_backslash(b.get(j..)?)?;
-        // A control byte must be escaped inside a string.
-        if controls && has_control_byte(&b[j..at]) {
-            return None;
-        }
-        if b[at] == b'"' {
-            return Some(at + 1);
-        }
-        match b.get(at + 1)? {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j = at + 2,
-            // `\u` (surrogate pairs and all) is left to the general parser.
-            _ => return None,
-        }
+    let end = index.next_quote(i + 1)?;
+    if index.has_control(i + 1, end) {
+        return None;
     }
-}
-
-/// The index of the first `"` or `\\` in `s`. Most strings of a line are short (a
-/// level, a timestamp): the first words are checked inline eight bytes at a time, and
-/// only a long rest goes to `memchr`, whose call costs more than a short string.
-fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    /// The lowest set high bit marks the first zero byte of `v` (bits above it may be
-    /// false positives from the borrow, so only the lowest is used).
-    fn zero_bytes(v: u64) -> u64 {
-        v.wrapping_sub(ONES) & !v & HIGHS
-    }
-    const INLINE_WORDS: usize = 4;
-    for (k, chunk) in s.chunks_exact(8).take(INLINE_WORDS).enumerate() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let found =
-            zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            return Some(k * 8 + (found.trailing_zeros() / 8) as usize);
-        }
-    }
-    let checked = (s.len() / 8).min(INLINE_WORDS) * 8;
-    memchr::memchr2(b'"', b'\\', &s[checked..]).map(|at| checked + at)
-}
-
-/// Whether any byte is below 0x20. A fold, not `any`, so the compiler vectorises it.
-fn has_control_byte(s: &[u8]) -> bool {
-    s.iter().fold(false, |found, &c| found | (c < 0x20))
+    Some(end + 1)
 }
 
 /// A non-negative JSON integer that fits `u64`, starting at `i`: its value and the
@@ -213,25 +370,81 @@ mod tests {
         assert_eq!(scan(b" [ ] "), Some(vec![]));
     }
 
+    /// The index as a byte-at-a-time model would build it: the unescaped quotes,
+    /// or `None` for a bad escape or a backslash at the very end.
+    fn model_quotes(body: &[u8]) -> Option<Vec<usize>> {
+        let mut quotes = Vec::new();
+        let mut escaped = false;
+        for (i, &c) in body.iter().enumerate() {
+            if escaped {
+                if !plain_escape(c) {
+                    return None;
+                }
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                quotes.push(i);
+            }
+        }
+        (!escaped).then_some(quotes)
+    }
+
+    fn index_quotes(index: &QuoteIndex, len: usize) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(q) = index.next_quote(at) {
+            assert!(q < len);
+            found.push(q);
+            at = q + 1;
+        }
+        found
+    }
+
     #[test]
-    fn the_first_quote_or_backslash_is_found_at_every_offset() {
-        for len in 0..80 {
+    fn quotes_and_escapes_are_found_at_every_offset_across_blocks() {
+        for len in [1, 63, 64, 65, 127, 128, 130] {
             for at in 0..len {
-                for special in [b'"', b'\\'] {
-                    let mut s = vec![b'a'; len];
-                    s[at] = special;
-                    // A second one after it must not be taken instead.
-                    if at + 1 < len {
-                        s[at + 1] = b'"';
+                for pattern in [&b"\""[..], b"\\\"", b"\\\\\"", b"\\n\"", b"\\\\"] {
+                    let mut body = vec![b'a'; len + pattern.len()];
+                    body[at..at + pattern.len()].copy_from_slice(pattern);
+                    let index = QuoteIndex::new(&body);
+                    let model = model_quotes(&body);
+                    assert_eq!(index.is_some(), model.is_some(), "len {len} at {at}");
+                    if let (Some(index), Some(model)) = (index, model) {
+                        assert_eq!(index_quotes(&index, body.len()), model, "len {len} at {at}");
                     }
-                    assert_eq!(quote_or_backslash(&s), Some(at), "len {len} at {at}");
                 }
             }
-            // Bytes that differ from the targets by one bit are not taken for them.
-            let near = vec![b'"' ^ 1; len];
-            assert_eq!(quote_or_backslash(&near), None);
-            let high = vec![0xA2; len];
-            assert_eq!(quote_or_backslash(&high), None);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_index_agrees_with_a_byte_at_a_time_model(
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'"', b'\\', b'n', b'u', b'\n', 0x80, b' ']),
+                0..300,
+            )
+        ) {
+            let index = QuoteIndex::new(&body);
+            let model = model_quotes(&body).filter(|_| std::str::from_utf8(&body).is_ok());
+            proptest::prop_assert_eq!(index.is_some(), model.is_some());
+            if let (Some(index), Some(model)) = (index, model) {
+                proptest::prop_assert_eq!(index_quotes(&index, body.len()), model);
+                for from in 0..body.len() {
+                    let to = (from + 70).min(body.len());
+                    let any = body[from..to].iter().any(|&c| c < 0x20);
+                    proptest::prop_assert_eq!(index.has_control(from, to), any);
+                }
+            }
+        }
+
+        #[test]
+        fn sse2_masks_agree_with_the_scalar_ones(
+            block in proptest::collection::vec(proptest::num::u8::ANY, 0..=64)
+        ) {
+            proptest::prop_assert_eq!(block_masks(&block), block_masks_scalar(&block));
         }
     }
 
