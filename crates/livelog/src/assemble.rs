@@ -49,7 +49,17 @@ impl LineAssembler {
     /// Feeds one chunk; calls `emit` for every line it completes.
     pub fn push(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Assembled)) {
         while !chunk.is_empty() {
-            match memchr_newline(chunk) {
+            match memchr::memchr(b'\n', chunk) {
+                // A whole line inside the chunk, short enough not to be cut: decoded
+                // straight from the chunk, one copy (the common case).
+                Some(i) if self.buf.is_empty() && i <= self.max_line_bytes => {
+                    let line = &chunk[..i];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    chunk = &chunk[i + 1..];
+                    emit(Assembled {
+                        text: decode(line, "\n"),
+                    });
+                }
                 Some(i) => {
                     self.buf.extend_from_slice(&chunk[..i]);
                     chunk = &chunk[i + 1..];
@@ -111,10 +121,6 @@ impl LineAssembler {
 
 fn is_continuation(b: u8) -> bool {
     b & 0b1100_0000 == 0b1000_0000
-}
-
-fn memchr_newline(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\n')
 }
 
 fn decode(bytes: &[u8], suffix: &str) -> String {

@@ -16,7 +16,6 @@ use crate::client::LogClient;
 use crate::config::{Tap, WriterConfig};
 use crate::mask::Masker;
 use crate::spool::{Refused, Spool};
-use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::WriterReport;
@@ -31,7 +30,9 @@ const NUDGE_WINDOW: usize = 20;
 /// One line waiting in memory to be sent.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    pub(crate) json: Bytes,
+    /// The row, kept as the `Vec` it was serialised into: turning it into `Bytes`
+    /// would allocate a second time per line (its capacity is larger than its length).
+    pub(crate) json: Vec<u8>,
 }
 
 /// Where the sender must read from the spool: lines from `pos` (at byte `offset`)
@@ -165,9 +166,7 @@ impl Lines {
         }
         if self.spill.is_none() && self.queue_bytes + json.len() <= ctx.queue_max {
             self.queue_bytes += json.len();
-            self.queue.push_back(Queued {
-                json: Bytes::from(json),
-            });
+            self.queue.push_back(Queued { json });
         } else if self.spill.is_none() {
             // The queue is full: from this line on, the sender reads from the spool.
             self.spill = Some(SpillCursor { pos, offset });
@@ -220,9 +219,7 @@ impl Lines {
                 // The spool is broken: the marker can still go out live from memory.
                 self.next_pos += 1;
                 self.queue_bytes += json.len();
-                self.queue.push_back(Queued {
-                    json: Bytes::from(json),
-                });
+                self.queue.push_back(Queued { json });
             }
             Err(_) => {}
         }
