@@ -111,7 +111,12 @@ impl<'de> Deserialize<'de> for Batch {
 pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
     match compact::scan(body) {
         Some(lines) => {
-            let line_bytes = lines.iter().map(|l| l.span.len()).sum();
+            let line_bytes: usize = lines.iter().map(|l| l.span.len()).sum();
+            if line_bytes * 2 >= body.len() {
+                // The common case, straight to the batch: lines are spans of the body.
+                return LineBatch::new(body.clone(), lines.into_iter().map(|l| (l.pos, l.span)))
+                    .ok_or_else(batch_too_big);
+            }
             let spans = lines.into_iter().map(|l| {
                 let span = Span {
                     start: l.span.start,
@@ -124,6 +129,10 @@ pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
         }
         None => parse_general(body),
     }
+}
+
+fn batch_too_big() -> ApiError {
+    ApiError::TooLarge("a batch must be smaller than 4 GiB".into())
 }
 
 /// The general path of [`parse_batch`]: any valid batch, and the error messages of
@@ -159,7 +168,7 @@ fn into_batch(
     line_bytes: usize,
     lines: impl ExactSizeIterator<Item = (u64, Span)>,
 ) -> Result<LineBatch, ApiError> {
-    let too_big = || ApiError::TooLarge("a batch must be smaller than 4 GiB".into());
+    let too_big = batch_too_big;
     // Stored lines share the body's buffer, which lives as long as any of them.
     // When most of the body is not line JSON (padding), or a line must be
     // compacted, copy the lines into a new buffer instead, so memory stays

@@ -138,6 +138,27 @@ impl Lines {
     /// `pos` within the batch wins); returns how many lines and bytes were stored.
     fn insert(&mut self, batch: &LineBatch) -> (u64, u64) {
         let buf = batch.buffer();
+        // The common case: the batch continues the prefix exactly and nothing waits
+        // above a gap. One chunk, the spans copied in one go.
+        let next = self.prefix_len();
+        let lines = batch.lines();
+        if self.ahead.is_empty()
+            && !lines.is_empty()
+            && lines.iter().zip(next..).all(|(l, pos)| l.pos == pos)
+        {
+            self.chunks.push(Chunk {
+                first: next,
+                buf: buf.clone(),
+            });
+            self.spans.extend(lines.iter().map(|l| {
+                let span = l.span();
+                // `LineBatch` guarantees its offsets fit `u32`.
+                (span.start as u32, span.end as u32)
+            }));
+            let bytes = batch.line_bytes();
+            self.bytes += bytes;
+            return (lines.len() as u64, bytes);
+        }
         let (mut appended, mut bytes) = (0u64, 0u64);
         // Whether the last chunk is this batch's buffer.
         let mut in_chunk = false;

@@ -102,18 +102,22 @@ impl LineBatch {
         lines: impl IntoIterator<Item = (u64, std::ops::Range<usize>)>,
     ) -> Option<Self> {
         u32::try_from(buf.len()).ok()?;
-        let lines = lines
-            .into_iter()
-            .map(|(pos, span)| {
-                (span.start <= span.end && span.end <= buf.len()).then_some(BatchLine {
-                    pos,
-                    // In range: both are at most `buf.len()`, which fits `u32`.
-                    start: span.start as u32,
-                    end: span.end as u32,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(LineBatch { buf, lines })
+        let lines = lines.into_iter();
+        // A plain loop into a sized `Vec`: collecting into `Option<Vec<_>>` loses the
+        // size hint and grows the `Vec` by doubling, measurable on the ingest path.
+        let mut out = Vec::with_capacity(lines.size_hint().0);
+        for (pos, span) in lines {
+            if span.start > span.end || span.end > buf.len() {
+                return None;
+            }
+            out.push(BatchLine {
+                pos,
+                // In range: both are at most `buf.len()`, which fits `u32`.
+                start: span.start as u32,
+                end: span.end as u32,
+            });
+        }
+        Some(LineBatch { buf, lines: out })
     }
 
     /// A batch holding copies of `lines`, in one new buffer.
