@@ -104,26 +104,7 @@ impl QuoteIndex {
             if let Some(c) = controls.get_mut(w) {
                 *c = m.control;
             }
-            // Escaped bytes: the one after each backslash that is not itself escaped.
-            // Backslashes are rare (about one a line), so walk them one by one.
-            let mut escaped = carry;
-            carry = 0;
-            let mut backslashes = m.backslash & !escaped;
-            while backslashes != 0 {
-                let at = backslashes.trailing_zeros();
-                backslashes &= backslashes - 1;
-                if escaped & (1 << at) != 0 {
-                    continue;
-                }
-                if at == 63 {
-                    carry = 1;
-                } else {
-                    escaped |= 1 << (at + 1);
-                    // The escaped byte is the next one, so later backslashes in the
-                    // mask must skip it if it is one.
-                    backslashes &= !(1 << (at + 1));
-                }
-            }
+            let escaped = escaped_bytes(m.backslash, &mut carry);
             // Every escape must be a plain one.
             let mut check = escaped;
             while check != 0 {
@@ -171,6 +152,24 @@ impl QuoteIndex {
             self.controls.get(w).is_some_and(|c| c & span != 0)
         })
     }
+}
+
+/// The bytes of a block escaped by a backslash (the byte after each backslash that
+/// is not itself escaped), without a branch per backslash: simdjson's escape scanner.
+/// `carry` is 1 when the block's first byte is escaped by the previous block's last
+/// backslash, and is set the same way for the next block.
+fn escaped_bytes(backslash: u64, carry: &mut u64) -> u64 {
+    const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    // A backslash escaped by the previous block cannot start an escape.
+    let potential_escape = backslash & !*carry;
+    // Each run of backslashes, subtracted from its shifted self with the odd bits
+    // set, leaves a code whose bits mark the escaping backslashes and what they escape.
+    let maybe_escaped = potential_escape << 1;
+    let code = ((maybe_escaped | ODD_BITS).wrapping_sub(potential_escape)) ^ ODD_BITS;
+    let escaped = code ^ (backslash | *carry);
+    let escape = code & backslash;
+    *carry = escape >> 63;
+    escaped
 }
 
 /// Bit masks of one block of up to 64 bytes (bit `i` = byte `i`).
@@ -277,7 +276,43 @@ struct Seen {
 
 /// A compact line object starting at `b[i] == '{'`: its `pos` and the index after
 /// its closing `}`.
-fn object(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+fn object(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+    writer_order(b, i, index).or_else(|| any_order(b, i, index))
+}
+
+/// Whether `b[at..]` starts with `prefix`: a fixed-size compare the compiler turns
+/// into one or two integer compares (a slice compare was a `memcmp` call).
+fn has_prefix<const N: usize>(b: &[u8], at: usize, prefix: &[u8; N]) -> bool {
+    b.get(at..)
+        .and_then(|rest| rest.first_chunk::<N>())
+        .is_some_and(|head| head == prefix)
+}
+
+/// The exact shape a runlog writer sends, `{"level":"…","pos":N,"out":"…","time":"…"}`,
+/// checked as one straight sequence. Accepts only what [`any_order`] accepts (the
+/// same checks, in a fixed order); anything else is left to it.
+fn writer_order(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+    if !has_prefix(b, i, b"{\"level\":") {
+        return None;
+    }
+    let j = string_end(b, i + 9, index)?;
+    if !has_prefix(b, j, b",\"pos\":") {
+        return None;
+    }
+    let (pos, j) = integer(b, j + 7)?;
+    if !has_prefix(b, j, b",\"out\":") {
+        return None;
+    }
+    let j = string_end(b, j + 7, index)?;
+    if !has_prefix(b, j, b",\"time\":") {
+        return None;
+    }
+    let j = string_end(b, j + 8, index)?;
+    (*b.get(j)? == b'}').then_some((pos, j + 1))
+}
+
+/// A compact line object with the known keys in any order, each at most once.
+fn any_order(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
     if *b.get(i)? != b'{' {
         return None;
     }
@@ -285,18 +320,17 @@ fn object(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
     let mut seen = Seen::default();
     loop {
         // A key: one of the four, written plainly, and its colon.
-        let rest = b.get(i..)?;
-        if rest.starts_with(b"\"pos\":") && seen.pos.is_none() {
+        if has_prefix(b, i, b"\"pos\":") && seen.pos.is_none() {
             let (pos, end) = integer(b, i + 6)?;
             seen.pos = Some(pos);
             i = end;
-        } else if rest.starts_with(b"\"out\":") && !seen.out {
+        } else if has_prefix(b, i, b"\"out\":") && !seen.out {
             seen.out = true;
             i = string_end(b, i + 6, index)?;
-        } else if rest.starts_with(b"\"level\":") && !seen.level {
+        } else if has_prefix(b, i, b"\"level\":") && !seen.level {
             seen.level = true;
             i = string_end(b, i + 8, index)?;
-        } else if rest.starts_with(b"\"time\":") && !seen.time {
+        } else if has_prefix(b, i, b"\"time\":") && !seen.time {
             seen.time = true;
             i = string_end(b, i + 7, index)?;
         } else {
@@ -399,6 +433,41 @@ mod tests {
             at = q + 1;
         }
         found
+    }
+
+    /// [`escaped_bytes`] as a loop over the backslashes, one at a time.
+    fn escaped_by_loop(backslash: u64, carry: &mut u64) -> u64 {
+        let mut escaped = *carry;
+        *carry = 0;
+        for at in 0..64 {
+            if backslash & (1 << at) == 0 || escaped & (1 << at) != 0 {
+                continue;
+            }
+            if at == 63 {
+                *carry = 1;
+            } else {
+                escaped |= 1 << (at + 1);
+            }
+        }
+        escaped
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn branchless_escapes_agree_with_a_loop(
+            // Runs of backslashes are what matters: dense masks have long ones.
+            a in proptest::num::u64::ANY,
+            b in proptest::num::u64::ANY,
+            carry in 0u64..2,
+        ) {
+            for backslash in [a, a | b, a & b, !a, a | (a << 1) | (a << 2)] {
+                let (mut c1, mut c2) = (carry, carry);
+                let fast = escaped_bytes(backslash, &mut c1);
+                let slow = escaped_by_loop(backslash, &mut c2);
+                proptest::prop_assert_eq!(fast, slow, "backslash {:064b} carry {}", backslash, carry);
+                proptest::prop_assert_eq!(c1, c2);
+            }
+        }
     }
 
     #[test]
