@@ -21,6 +21,14 @@ pub enum BackendError {
     /// The S3 URL or configuration is invalid.
     #[error("{0}")]
     S3(#[from] S3Error),
+    /// The CA certificate for Redis cannot be read.
+    #[error("redis CA certificate {path}: {source}")]
+    RedisCaFile {
+        /// The file given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The overflow directory of the Redis store cannot be used.
     #[error("overflow store: {0}")]
     Overflow(#[from] object_store::Error),
@@ -39,8 +47,20 @@ pub async fn stream_store(cfg: &ServiceConfig) -> Result<Arc<dyn StreamStore>, B
     match &cfg.redis_url {
         None => Ok(Arc::new(MemoryStreamStore::new(cfg.limits))),
         Some(url) => {
+            let ca_pem = match &cfg.redis_ca_file {
+                None => None,
+                Some(path) => {
+                    Some(
+                        std::fs::read(path).map_err(|source| BackendError::RedisCaFile {
+                            path: path.display().to_string(),
+                            source,
+                        })?,
+                    )
+                }
+            };
             let config = RedisConfig {
                 url: url.clone(),
+                ca_pem,
                 ..RedisConfig::default()
             };
             Ok(Arc::new(RedisStreamStore::new(

@@ -61,6 +61,9 @@ pub struct ServiceConfig {
     /// `redis://…`: live streams in Redis, shared by every replica; `None` keeps
     /// them in this process's memory.
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed the Redis server's certificate, for a
+    /// `rediss://` URL whose server is not signed by a CA in the system's store.
+    pub redis_ca_file: Option<PathBuf>,
     /// On shutdown, archive every held stream that has no archive yet, so lines
     /// held only in this process's memory survive a restart. Skipped with
     /// `redis_url`: other replicas keep serving those streams.
@@ -86,6 +89,7 @@ impl Default for ServiceConfig {
             bench_discard: false,
             blob_backend: BlobBackend::Local,
             redis_url: None,
+            redis_ca_file: None,
             snapshot_on_shutdown: true,
         }
     }

@@ -513,6 +513,75 @@ async fn service_configured_with_a_redis_url_keeps_its_streams_in_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_url_keeps_streams_in_redis_over_tls_checked_against_the_given_ca() {
+    let redis = RedisServer::start_new_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = runlog_service::ServiceConfig {
+        redis_url: Some(redis.tls_url()),
+        redis_ca_file: Some(redis.tls_ca_file()),
+        ..test_config(dir.path())
+    };
+    let svc = TestService::start_with(config).await;
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    api.open("tls/key").await;
+    assert_eq!(api.put_ok("tls/key", &lines(0..3)).await.next_pos, 3);
+    // The lines went through the TLS port into the same Redis (read on the plain one).
+    let xlen = redis
+        .raw_command("XLEN runlog:{acc}:s:tls/key:lines")
+        .await
+        .unwrap();
+    assert!(xlen.starts_with(":3"), "the lines are in Redis: {xlen:?}");
+    // A tail reads over its own TLS connection.
+    let reader = Api::new(&svc, ACCOUNT, Scope::Read);
+    let mut tail = SseReader::new(reader.tail("tls/key", None).await);
+    tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 3)
+        .await;
+    assert_eq!(tail.line_positions(), vec![0, 1, 2]);
+
+    // A service that does not trust the CA refuses the server's certificate: Redis is
+    // unavailable to it (503), it never falls back to plain text.
+    let other_dir = tempfile::tempdir().unwrap();
+    let untrusting = TestService::start_with(runlog_service::ServiceConfig {
+        redis_url: Some(redis.tls_url()),
+        ..test_config(other_dir.path())
+    })
+    .await;
+    let api = Api::new(&untrusting, ACCOUNT, Scope::Write);
+    let r = api
+        .req(Method::POST, "/stream", "tls/other")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_ca_file_needs_a_tls_url_and_a_readable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read before the URL is checked").unwrap();
+    for (url, ca_file, says) in [
+        ("redis://127.0.0.1:1/", ca, "rediss://"),
+        (
+            "rediss://127.0.0.1:1/",
+            dir.path().join("absent.pem"),
+            "absent.pem",
+        ),
+    ] {
+        let config = runlog_service::ServiceConfig {
+            redis_url: Some(url.to_owned()),
+            redis_ca_file: Some(ca_file),
+            ..test_config(dir.path())
+        };
+        let err = runlog_service::backend::stream_store(&config)
+            .await
+            .err()
+            .expect("refused at startup");
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_blob_store_url_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["http://bucket/prefix", "s3://", "bucket"] {

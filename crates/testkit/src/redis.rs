@@ -26,6 +26,14 @@ pub struct RedisServer {
     port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// The TLS side of a server started with [`RedisServer::start_new_tls`].
+#[derive(Debug)]
+struct Tls {
+    port: u16,
+    ca_file: PathBuf,
 }
 
 impl RedisServer {
@@ -51,9 +59,80 @@ impl RedisServer {
             port,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
+            tls: None,
         };
         server.start().await;
         server
+    }
+
+    /// A server that also speaks TLS on a second port ([`tls_url`](Self::tls_url)),
+    /// with a certificate for `127.0.0.1` signed by a CA made for this server
+    /// ([`tls_ca_file`](Self::tls_ca_file)). The plain port stays open for
+    /// [`ping`](Self::ping) and [`raw_command`](Self::raw_command). Certificates are
+    /// made with `openssl` (`RUNLOG_TEST_OPENSSL`, else on `PATH`).
+    ///
+    /// # Panics
+    /// When `openssl` or `redis-server` is missing or fails.
+    pub async fn start_new_tls() -> RedisServer {
+        let binary = tool_path("RUNLOG_TEST_REDIS_SERVER", "redis-server");
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        // In the server's own directory, so they outlive restarts and go with it.
+        let certs = dir.path().join("tls");
+        std::fs::create_dir(&certs).expect("certificate dir");
+        make_certificates(&certs);
+        let tls_port = free_port();
+        let path = |name: &str| certs.join(name).display().to_string();
+        let extra_args = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.crt"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.crt"),
+            // Clients prove nothing: the service checks the server, not the reverse.
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut server = RedisServer {
+            binary,
+            port: free_port(),
+            extra_args,
+            child: None,
+            tls: Some(Tls {
+                port: tls_port,
+                ca_file: certs.join("ca.crt"),
+            }),
+            dir,
+        };
+        server.start().await;
+        server
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/` of a server from
+    /// [`start_new_tls`](Self::start_new_tls).
+    ///
+    /// # Panics
+    /// When the server was started without TLS.
+    pub fn tls_url(&self) -> String {
+        let tls = self
+            .tls
+            .as_ref()
+            .expect("a server started with start_new_tls");
+        format!("rediss://127.0.0.1:{}/", tls.port)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    ///
+    /// # Panics
+    /// When the server was started without TLS.
+    pub fn tls_ca_file(&self) -> PathBuf {
+        let tls = self
+            .tls
+            .as_ref()
+            .expect("a server started with start_new_tls");
+        tls.ca_file.clone()
     }
 
     /// `redis://127.0.0.1:PORT/`.
@@ -146,4 +225,67 @@ impl RedisServer {
         conn.read_to_string(&mut out).await?;
         Ok(out)
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`:
+/// `ca.crt`, `server.crt`, `server.key`.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = tool_path("RUNLOG_TEST_OPENSSL", "openssl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=runlog test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
 }

@@ -57,9 +57,14 @@ pub struct ServiceArgs {
     /// Keep archives in memory only (lost on exit).
     #[arg(long, env = "RUNLOG_MEMORY_BLOBS")]
     pub memory_blobs: bool,
-    /// Keep live streams in Redis (`redis://host:6379/0`), shared by every replica.
+    /// Keep live streams in Redis (`redis://host:6379/0`, or `rediss://` for TLS),
+    /// shared by every replica.
     #[arg(long, env = "RUNLOG_REDIS")]
     pub redis: Option<String>,
+    /// PEM file of the CA that signed the Redis server's certificate, for a
+    /// `rediss://` URL whose server a private CA signed (otherwise the system's CAs).
+    #[arg(long, env = "RUNLOG_REDIS_CA_FILE", requires = "redis")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Keep archives in S3 or an S3-compatible server (`s3://bucket/prefix`);
     /// credentials, region and endpoint from the usual `AWS_*` variables.
     #[arg(long, env = "RUNLOG_BLOB_STORE", conflicts_with = "memory_blobs")]
@@ -95,6 +100,7 @@ impl ServiceArgs {
                 (None, false) => BlobBackend::Local,
             },
             redis_url: self.redis.clone(),
+            redis_ca_file: self.redis_ca_file.clone(),
             ..ServiceConfig::default()
         }
     }
@@ -188,6 +194,29 @@ mod tests {
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/d"));
         assert!(Cli::try_parse_from(["x", "--idle-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn a_redis_ca_file_goes_with_a_redis_url() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis",
+            "rediss://redis.internal:6380/0",
+            "--redis-ca-file",
+            "/etc/runlog/redis-ca.pem",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert_eq!(
+            cfg.redis_url.as_deref(),
+            Some("rediss://redis.internal:6380/0")
+        );
+        assert_eq!(
+            cfg.redis_ca_file,
+            Some(PathBuf::from("/etc/runlog/redis-ca.pem"))
+        );
+        // Alone it configures nothing, so it is refused rather than ignored.
+        assert!(Cli::try_parse_from(["x", "--redis-ca-file", "/etc/ca.pem"]).is_err());
     }
 
     #[tokio::test]

@@ -68,8 +68,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Settings of a [`RedisStreamStore`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db` (or `rediss://` for TLS).
+    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS (the server's
+    /// certificate checked against the system's CAs, or [`ca_pem`](Self::ca_pem)).
     pub url: String,
+    /// PEM of the CA that signed the server's certificate, when it is not one the
+    /// system trusts (a private CA). Only with a `rediss://` URL.
+    pub ca_pem: Option<Vec<u8>>,
     /// Prefix of every key, so several deployments can share one Redis.
     pub namespace: String,
     /// A stream with no open, append or close for this long is removed by Redis.
@@ -92,6 +96,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/".to_owned(),
+            ca_pem: None,
             namespace: "runlog".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
             max_lines: 100_000,
@@ -138,7 +143,22 @@ impl RedisStreamStore {
         config: RedisConfig,
         overflow: Option<Arc<dyn ObjectStore>>,
     ) -> redis::RedisResult<Self> {
-        let client = Client::open(config.url.as_str())?;
+        let client = match &config.ca_pem {
+            None => Client::open(config.url.as_str())?,
+            Some(_) if !config.url.starts_with("rediss://") => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a CA certificate for Redis needs a rediss:// (TLS) URL",
+                )));
+            }
+            Some(ca) => Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)))
