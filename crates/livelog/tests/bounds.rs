@@ -5,24 +5,19 @@
 mod support;
 
 use livelog::assemble::CUT_MARKER;
-use livelog::{HttpLogClient, LogClient, Writer, WriterConfig};
+use livelog::{Writer, WriterConfig};
 use runlog_protocol::Scope;
 use runlog_testkit::proxy::{FaultProxy, Faults};
 use runlog_testkit::service::TestService;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
-fn client(url: &str, token: &str) -> Arc<dyn LogClient> {
-    Arc::new(HttpLogClient::new(&log_config(url, token)).unwrap())
-}
-
+/// [`support::config`] with short retry delays: these tests stall the service on
+/// purpose and must not wait out long backoffs once it answers again.
 fn config(key: &str, spool: &std::path::Path) -> WriterConfig {
     WriterConfig {
-        spool_dir: spool.to_path_buf(),
-        close_deadline: Duration::from_secs(60),
         max_retry_delay: Duration::from_millis(200),
-        ..WriterConfig::new(key)
+        ..support::config(key, spool)
     }
 }
 

@@ -5,34 +5,18 @@
 
 mod support;
 
-use livelog::{HttpLogClient, LogClient, Writer, WriterConfig};
+use livelog::{Writer, WriterConfig};
 use runlog_protocol::Scope;
 use runlog_testkit::proxy::{FaultProxy, Faults};
 use runlog_testkit::service::TestService;
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-
-fn client(url: &str, token: &str) -> Arc<dyn LogClient> {
-    Arc::new(HttpLogClient::new(&log_config(url, token)).unwrap())
-}
 
 fn text(i: u64) -> String {
     format!("line {i:05} of the resumed stream\n")
 }
 
 /// Polls `done` until it holds or `limit` passes.
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Writes `before` lines, restarts the (in-memory) service, writes `after` more; the
 /// new service's live stream must then hold every line once, in order.
 async fn restart_mid_stream(queue_max_bytes: usize, before: u64, after: u64) {
@@ -44,12 +28,10 @@ async fn restart_mid_stream(queue_max_bytes: usize, before: u64, after: u64) {
     let spool = tempfile::tempdir().unwrap();
     let key = "durability/restart";
     let cfg = WriterConfig {
-        spool_dir: spool.path().to_path_buf(),
-        close_deadline: Duration::from_secs(60),
         max_retry_delay: Duration::from_millis(100),
         queue_max_bytes,
         max_batch_lines: 50,
-        ..WriterConfig::new(key)
+        ..config(key, spool.path())
     };
     let w = Writer::new(client(&proxy.url(), &token), cfg);
     for i in 0..before {

@@ -3,25 +3,13 @@
 
 mod support;
 
-use livelog::{HttpLogClient, HttpTimeouts, LogClient, Nudge, Writer, WriterConfig};
+use livelog::{HttpLogClient, HttpTimeouts, Nudge, Writer};
 use runlog_protocol::Scope;
 use runlog_testkit::proxy::{FaultProxy, Faults};
 use runlog_testkit::service::TestService;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
-
-fn client(url: &str, token: &str) -> Arc<dyn LogClient> {
-    Arc::new(HttpLogClient::new(&log_config(url, token)).unwrap())
-}
-
-fn config(key: &str, spool: &std::path::Path) -> WriterConfig {
-    WriterConfig {
-        spool_dir: spool.to_path_buf(),
-        close_deadline: Duration::from_secs(60),
-        ..WriterConfig::new(key)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_30_percent_faults_100k_lines_arrive_exactly_once_in_order_live_and_archived() {
@@ -105,17 +93,7 @@ async fn service_down_for_the_whole_run_close_meets_its_deadline_and_the_outbox_
     assert!(fetch_archive(&svc.url(), &token, key).await.is_none());
 
     proxy.set_down(false);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let archive = loop {
-        if let Some(a) = fetch_archive(&svc.url(), &token, key).await {
-            break a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outbox did not deliver within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let archive = archive_within(&svc.url(), &token, key, Duration::from_secs(30)).await;
     assert_exactly_once_in_order("archive", &archive, 500, |i| {
         format!("during the outage {i}\n")
     });
@@ -325,17 +303,7 @@ async fn dropping_every_clone_without_close_still_archives_the_history() {
     other.write(b"second\n");
     drop(w);
     drop(other);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let archive = loop {
-        if let Some(a) = fetch_archive(&svc.url(), &token, key).await {
-            break a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no archive after the last clone was dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let archive = archive_within(&svc.url(), &token, key, Duration::from_secs(30)).await;
     let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
     assert_eq!(texts, vec!["first\n", "second\n"]);
 }

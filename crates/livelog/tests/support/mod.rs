@@ -3,8 +3,11 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use futures_util::StreamExt;
+use livelog::{HttpLogClient, LogClient, WriterConfig};
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::LogConfig;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The account every test writes to.
@@ -18,6 +21,21 @@ pub fn log_config(url: &str, token: &str) -> LogConfig {
         token: token.to_owned(),
         indirect_upload: true,
         ..LogConfig::default()
+    }
+}
+
+/// An HTTP client of the service at `url`, writing for [`ACCOUNT`] with `token`.
+pub fn client(url: &str, token: &str) -> Arc<dyn LogClient> {
+    Arc::new(HttpLogClient::new(&log_config(url, token)).expect("an HTTP log client"))
+}
+
+/// A writer config for `key` spooling into `spool`, with a close deadline long
+/// enough for a loaded test machine.
+pub fn config(key: &str, spool: &Path) -> WriterConfig {
+    WriterConfig {
+        spool_dir: spool.to_path_buf(),
+        close_deadline: Duration::from_secs(60),
+        ..WriterConfig::new(key)
     }
 }
 
@@ -144,5 +162,34 @@ pub fn assert_exactly_once_in_order(
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l.pos, i as u64, "{what}: line {i} has pos {}", l.pos);
         assert_eq!(l.out, text(i as u64), "{what}: line {i} has the wrong text");
+    }
+}
+
+/// Waits, checking every 20 ms, until `done` holds; fails the test after `limit`.
+/// For conditions that no event announces (a background task's progress, a file).
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The stream's archive once the service has one (an outbox or a dropped writer
+/// uploads it in the background); fails the test after `limit`.
+pub async fn archive_within(base: &str, token: &str, key: &str, limit: Duration) -> Vec<LogLine> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(archive) = fetch_archive(base, token, key).await {
+            return archive;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no archive of {key} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
