@@ -381,12 +381,25 @@ async fn gzip_bomb_archive_gets_413() {
     assert_error(r, StatusCode::PAYLOAD_TOO_LARGE).await;
 }
 
-#[tokio::test]
-async fn per_stream_line_limit_refuses_with_413() {
+/// A service whose memory limits `set` adjusts (keep the directory alive with it).
+async fn service_with_limits(
+    set: impl FnOnce(&mut runlog_service::store::MemoryLimits),
+) -> (tempfile::TempDir, TestService) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    cfg.limits.max_lines_per_stream = 100;
+    set(&mut cfg.limits);
     let svc = TestService::start_with(cfg).await;
+    (dir, svc)
+}
+
+/// The body of a `GET` of `url`.
+async fn get_text(url: String) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn per_stream_line_limit_refuses_with_413() {
+    let (_dir, svc) = service_with_limits(|l| l.max_lines_per_stream = 100).await;
     let api = Api::new(&svc, "acc", Scope::Write);
     api.open("k").await;
     api.put_ok("k", &lines(0..100)).await;
@@ -402,24 +415,14 @@ async fn errors_are_counted_by_kind_in_metrics() {
     let svc = TestService::start().await;
     let api = Api::new(&svc, "acc", Scope::Write);
     api.put("never-opened", &lines(0..1)).await;
-    let text = reqwest::get(format!("{}/metrics", api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(format!("{}/metrics", api.base)).await;
     assert!(
         text.contains("runlog_errors_total{kind=\"not_found\"} 1"),
         "{text}"
     );
     api.open("k").await;
     api.put_ok("k", &lines(0..7)).await;
-    let text = reqwest::get(format!("{}/metrics", api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(format!("{}/metrics", api.base)).await;
     assert!(text.contains("runlog_lines_in_total 7"), "{text}");
     assert!(text.contains("runlog_streams_open 1"), "{text}");
     let health: runlog_protocol::service::Health = reqwest::get(format!("{}/healthz", api.base))
@@ -433,10 +436,7 @@ async fn errors_are_counted_by_kind_in_metrics() {
 
 #[tokio::test]
 async fn total_line_limit_across_streams_refuses_with_413() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_total_lines = 150;
-    let svc = TestService::start_with(cfg).await;
+    let (_dir, svc) = service_with_limits(|l| l.max_total_lines = 150).await;
     let api = Api::new(&svc, "acc", Scope::Write);
     api.open("a").await;
     api.open("b").await;
