@@ -109,8 +109,23 @@ async fn raw_put(
 
 async fn throughput() {
     const N: u64 = 2_000_000;
-    let (svc, token, _dir) = start_service().await;
-    let url = svc.url();
+    // `E2E_SERVICE_URL` + `E2E_TOKEN` (a write token for account `bench`): measure
+    // against a service in its own process (`bench/livelog-external.sh` starts the
+    // `runlog` binary), as writer and service run in production; otherwise one is
+    // started in this process.
+    let external = std::env::var("E2E_SERVICE_URL")
+        .ok()
+        .zip(std::env::var("E2E_TOKEN").ok());
+    let mut in_process = None;
+    let (url, token) = match external {
+        Some((url, token)) => (url, token),
+        None => {
+            let (svc, token, dir) = start_service().await;
+            let url = svc.url();
+            in_process = Some((svc, dir));
+            (url, token)
+        }
+    };
     let prebuilt = batches(N);
     let discard = raw_put(&url, &token, "bench/discard", "ceiling", &prebuilt).await;
     let ingest = raw_put(&url, &token, "stream", "raw-ingest", &prebuilt).await;
@@ -124,7 +139,12 @@ async fn throughput() {
     let second = writer_run(&url, &token, "writer-2", N).await;
 
     let rate = |d: Duration| N as f64 / d.as_secs_f64();
-    println!("throughput: {N} lines of 80 bytes, loopback, service in-process (2 cores shared)");
+    let service = if in_process.is_some() {
+        "service in-process"
+    } else {
+        "service in its own process"
+    };
+    println!("throughput: {N} lines of 80 bytes, loopback, {service} (2 cores shared)");
     println!(
         "  raw transport ceiling (PUT /bench/discard, 1 MiB batches): {:>12.0} lines/s",
         rate(discard)
@@ -157,7 +177,9 @@ async fn throughput() {
             run.closed
         );
     }
-    svc.shutdown().await;
+    if let Some((svc, _dir)) = in_process {
+        svc.shutdown().await;
+    }
 }
 
 /// One writer's run of the throughput benchmark.
