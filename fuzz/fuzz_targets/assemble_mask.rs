@@ -14,10 +14,10 @@ fn lines(max: usize, chunks: &[&[u8]]) -> Vec<String> {
     let mut asm = LineAssembler::new(max);
     let mut out = Vec::new();
     for c in chunks {
-        asm.push(c, &mut |l| out.push(l.text));
+        asm.push(c, &mut |l| out.push(l.text.into_owned()));
         assert!(asm.pending_len() <= max + 1, "partial line over its bound");
     }
-    asm.flush_partial(&mut |l| out.push(l.text));
+    asm.flush_partial(&mut |l| out.push(l.text.into_owned()));
     out
 }
 

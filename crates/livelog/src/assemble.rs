@@ -14,14 +14,18 @@
 //! The cut positions depend only on the bytes, never on how they were chunked, so the
 //! same bytes always give the same lines (checked by the property tests).
 
+use std::borrow::Cow;
+
 /// Appended to every piece of a cut line except the last (followed by the `\n`).
 pub const CUT_MARKER: &str = " [line cut: continues on the next line]";
 
 /// One finished line, ready to be masked and numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assembled {
+pub struct Assembled<'a> {
     /// The text, ending in `\n` unless it is a partial line flushed on idle or at close.
-    pub text: String,
+    /// Borrowed from the written chunk when the whole line was in it (the common
+    /// case: no allocation, no copy), owned otherwise.
+    pub text: Cow<'a, str>,
 }
 
 /// Splits a byte stream into lines; see the module documentation for the rules.
@@ -47,18 +51,23 @@ impl LineAssembler {
     }
 
     /// Feeds one chunk; calls `emit` for every line it completes.
-    pub fn push(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Assembled)) {
+    pub fn push<'c>(&mut self, mut chunk: &'c [u8], emit: &mut impl FnMut(Assembled<'c>)) {
         while !chunk.is_empty() {
             match memchr::memchr(b'\n', chunk) {
                 // A whole line inside the chunk, short enough not to be cut: decoded
                 // straight from the chunk, one copy (the common case).
                 Some(i) if self.buf.is_empty() && i <= self.max_line_bytes => {
-                    let line = &chunk[..i];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    chunk = &chunk[i + 1..];
-                    emit(Assembled {
-                        text: decode(line, "\n"),
-                    });
+                    let (line, rest) = chunk.split_at(i + 1);
+                    chunk = rest;
+                    let text = match line.strip_suffix(b"\r\n") {
+                        Some(crlf) => Cow::Owned(decode(crlf, "\n")),
+                        // The line with its `\n`, as written.
+                        None => match std::str::from_utf8(line) {
+                            Ok(s) => Cow::Borrowed(s),
+                            Err(_) => Cow::Owned(decode(&line[..i], "\n")),
+                        },
+                    };
+                    emit(Assembled { text });
                 }
                 Some(i) => {
                     self.buf.extend_from_slice(&chunk[..i]);
@@ -69,7 +78,7 @@ impl LineAssembler {
                     self.cut_while_over(0, emit);
                     let text = decode(&self.buf, "\n");
                     self.buf.clear();
-                    emit(Assembled { text });
+                    emit(Assembled { text: text.into() });
                 }
                 None => {
                     self.buf.extend_from_slice(chunk);
@@ -85,15 +94,15 @@ impl LineAssembler {
 
     /// Emits the unfinished line, if any, as it is (no `\n` added): used after an idle
     /// time so that `printf "45%"` shows up, and at close.
-    pub fn flush_partial(&mut self, emit: &mut impl FnMut(Assembled)) {
+    pub fn flush_partial(&mut self, emit: &mut impl FnMut(Assembled<'_>)) {
         if !self.buf.is_empty() {
             let text = decode(&self.buf, "");
             self.buf.clear();
-            emit(Assembled { text });
+            emit(Assembled { text: text.into() });
         }
     }
 
-    fn cut_while_over(&mut self, slack: usize, emit: &mut impl FnMut(Assembled)) {
+    fn cut_while_over<'c>(&mut self, slack: usize, emit: &mut impl FnMut(Assembled<'c>)) {
         let mut start = 0;
         while self.buf.len() - start > self.max_line_bytes + slack {
             let rest = &self.buf[start..];
@@ -110,7 +119,7 @@ impl LineAssembler {
                 cut = self.max_line_bytes;
             }
             let text = decode(&rest[..cut], &format!("{CUT_MARKER}\n"));
-            emit(Assembled { text });
+            emit(Assembled { text: text.into() });
             start += cut;
         }
         if start > 0 {
@@ -150,10 +159,10 @@ mod tests {
         let mut a = LineAssembler::new(max);
         let mut out = Vec::new();
         for c in chunks {
-            a.push(c, &mut |l| out.push(l.text));
+            a.push(c, &mut |l| out.push(l.text.into_owned()));
         }
         if finish {
-            a.flush_partial(&mut |l| out.push(l.text));
+            a.flush_partial(&mut |l| out.push(l.text.into_owned()));
         }
         out
     }
@@ -175,10 +184,10 @@ mod tests {
     fn partial_line_is_held_until_flushed() {
         let mut a = LineAssembler::new(100);
         let mut out = Vec::new();
-        a.push(b"Downloading 45%", &mut |l| out.push(l.text));
+        a.push(b"Downloading 45%", &mut |l| out.push(l.text.into_owned()));
         assert!(out.is_empty());
         assert_eq!(a.pending_len(), 15);
-        a.flush_partial(&mut |l| out.push(l.text));
+        a.flush_partial(&mut |l| out.push(l.text.into_owned()));
         assert_eq!(out, vec!["Downloading 45%"]);
         assert_eq!(a.pending_len(), 0);
     }

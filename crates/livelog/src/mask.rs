@@ -68,11 +68,24 @@ impl Masker {
 
     /// Replaces every secret occurrence in `text` with [`MASK`], in place.
     pub fn mask(&self, text: &mut String) {
-        if let Some(m) = &self.matcher
-            && m.is_match(text.as_str())
-        {
-            *text = m.replace_all(text, &vec![MASK; m.patterns_len()]);
+        if let Some(masked) = self.masked(text) {
+            *text = masked;
         }
+    }
+
+    /// [`mask`](Self::mask) for a line that may be borrowed: it becomes owned only
+    /// when a secret is found in it.
+    pub fn mask_cow(&self, text: &mut std::borrow::Cow<'_, str>) {
+        if let Some(masked) = self.masked(text) {
+            *text = std::borrow::Cow::Owned(masked);
+        }
+    }
+
+    /// The text with every secret replaced, or `None` when it holds none.
+    fn masked(&self, text: &str) -> Option<String> {
+        let m = self.matcher.as_ref()?;
+        m.is_match(text)
+            .then(|| m.replace_all(text, &vec![MASK; m.patterns_len()]))
     }
 }
 
@@ -179,7 +192,7 @@ mod tests {
             let mut asm = LineAssembler::new(1024);
             let mut lines = Vec::new();
             for chunk in [&bytes[..c1], &bytes[c1..c2], &bytes[c2..]] {
-                asm.push(chunk, &mut |l| lines.push(l.text));
+                asm.push(chunk, &mut |l| lines.push(l.text.into_owned()));
             }
             prop_assert_eq!(lines.len(), 1);
             let mut line = lines.remove(0);

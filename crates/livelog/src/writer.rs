@@ -19,6 +19,7 @@ use crate::spool::{Refused, Spool};
 use parking_lot::{Mutex, MutexGuard};
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::WriterReport;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{Notify, OnceCell, watch};
@@ -126,17 +127,18 @@ impl Inner {
 impl Lines {
     /// Masks, numbers, spools and queues one finished line. Masking here, the one
     /// door every line passes, is what keeps a secret out of every sink.
-    fn emit(&mut self, ctx: &EmitCtx<'_>, level: &str, mut text: String) {
-        ctx.masker.mask(&mut text);
-        if ctx.trim_suffix && text.ends_with('\n') {
-            text.pop();
-        }
+    fn emit(&mut self, ctx: &EmitCtx<'_>, level: &str, mut text: Cow<'_, str>) {
+        ctx.masker.mask_cow(&mut text);
+        let text: &str = match text.strip_suffix('\n') {
+            Some(trimmed) if ctx.trim_suffix => trimmed,
+            _ => &text,
+        };
         let pos = self.next_pos;
         let time = self.clock.text();
         // Serialised from borrowed fields: no per-line copies of level and time.
         // Sized for the common line so serialising does not reallocate.
         let mut json = Vec::with_capacity(text.len() + 96);
-        crate::row::write_row(&mut json, level, pos, &text, time);
+        crate::row::write_row(&mut json, level, pos, text, time);
         let offset = match self.spool.append(&json, false) {
             Ok(o) => o,
             Err(why) => {
@@ -147,7 +149,7 @@ impl Lines {
         self.accept(ctx, level, text, json, offset);
     }
 
-    fn accept(&mut self, ctx: &EmitCtx<'_>, level: &str, text: String, json: Vec<u8>, offset: u64) {
+    fn accept(&mut self, ctx: &EmitCtx<'_>, level: &str, text: &str, json: Vec<u8>, offset: u64) {
         let pos = self.next_pos;
         self.next_pos += 1;
         self.counts.lines += 1;
@@ -156,7 +158,7 @@ impl Lines {
             tap(&LogLine {
                 level: level.to_owned(),
                 pos,
-                out: text,
+                out: text.to_owned(),
                 time: self.clock.text().to_owned(),
                 args: None,
             });
@@ -214,7 +216,7 @@ impl Lines {
         let mut json = Vec::with_capacity(text.len() + 96);
         crate::row::write_row(&mut json, "warn", pos, &text, time);
         match self.spool.append(&json, true) {
-            Ok(offset) => self.accept(ctx, "warn", text, json, offset),
+            Ok(offset) => self.accept(ctx, "warn", &text, json, offset),
             Err(_) if self.spill.is_none() && !self.live_stopped => {
                 // The spool is broken: the marker can still go out live from memory.
                 self.next_pos += 1;
