@@ -357,7 +357,7 @@ fn main() {
         }
         // Where the Redis deployments spend their time: Redis' own CPU per command.
         let stats = redis.raw_command("INFO commandstats").await.unwrap();
-        for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_xread")) {
+        for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_publish")) {
             println!("redis {line}");
         }
         // A fresh Redis, so blocked tails and client buffers of the runs above do not

@@ -38,6 +38,19 @@ fn config(server: &RedisServer) -> RedisConfig {
     }
 }
 
+/// A store whose tails read again only every 30 s without a notification: a tail
+/// that wakes sooner was woken by Redis.
+fn slow_timer_store(server: &RedisServer) -> RedisStreamStore {
+    RedisStreamStore::new(
+        RedisConfig {
+            block: Duration::from_secs(30),
+            ..config(server)
+        },
+        None,
+    )
+    .unwrap()
+}
+
 async fn redis_lines_held(server: &RedisServer, id: &StreamId) -> u64 {
     let key = format!("runlog:{{{}}}:s:{}:lines", id.account, id.key);
     let reply = server.raw_command(&format!("XLEN {key}")).await.unwrap();
@@ -242,9 +255,9 @@ async fn outage_is_unavailable_and_the_store_heals_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_blocked_in_redis_wakes_on_append_and_close_from_another_replica() {
+async fn waiting_tail_wakes_on_append_and_close_from_another_replica() {
     let server = RedisServer::start_new().await;
-    // A long block time: the tail must be woken by Redis, not by its timeout.
+    // A long block time: the tail must be woken by a notification, not by its timer.
     let slow = RedisConfig {
         block: Duration::from_secs(30),
         ..config(&server)
@@ -261,20 +274,12 @@ async fn tail_blocked_in_redis_wakes_on_append_and_close_from_another_replica() 
         "{first:?}"
     );
     let next = tokio::spawn(async move { (tail.next().await, tail.next().await) });
-    // Wait until the tail really is blocked inside Redis.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !server
-        .raw_command("CLIENT LIST")
+    // The tail listens on its stream's channel (it subscribed before its first read).
+    let numsub = server
+        .raw_command("PUBSUB NUMSUB runlog:{acc}:s:wake:ctl")
         .await
-        .unwrap()
-        .contains("cmd=xread")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tail never blocked in XREAD"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        .unwrap();
+    assert!(numsub.contains(":1\r\n"), "one subscriber: {numsub:?}");
     let started = tokio::time::Instant::now();
     writer.append(&id, lines(1..2)).await.unwrap();
     writer.close(&id).await.unwrap();
@@ -291,6 +296,88 @@ async fn tail_blocked_in_redis_wakes_on_append_and_close_from_another_replica() 
         started.elapsed() < Duration::from_secs(5),
         "woken by Redis, not by the 30 s block timeout"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_tail_is_woken_again_after_redis_restarts() {
+    let mut server = RedisServer::start_new().await;
+    let store = slow_timer_store(&server);
+    let id = sid("restart/tail");
+    store.open(&id).await.unwrap();
+    store.append(&id, lines(0..1)).await.unwrap();
+    let mut tail = store.tail(&id, 0).await.unwrap();
+    assert!(matches!(tail.next().await, Some(Ok(TailItem::Lines(_)))));
+    let next = tokio::spawn(async move { tail.next().await });
+    server.restart().await;
+    // The store subscribes again by itself once Redis is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let numsub = server
+            .raw_command("PUBSUB NUMSUB runlog:{acc}:s:restart/tail:ctl")
+            .await
+            .unwrap();
+        if numsub.contains(":1\r\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not subscribed again: {numsub:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.append(&id, lines(1..2)).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("woken by the append, not by the 30 s timer")
+        .unwrap();
+    assert!(
+        matches!(woken, Some(Ok(TailItem::Lines(ref l))) if l[0].pos == 1),
+        "{woken:?}"
+    );
+}
+
+/// Clients connected to `server`, the asking one excluded.
+async fn clients(server: &RedisServer) -> usize {
+    let list = server.raw_command("CLIENT LIST").await.unwrap();
+    list.lines().filter(|l| l.starts_with("id=")).count() - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_share_one_connection_and_each_is_woken() {
+    const TAILS: u64 = 20;
+    let server = RedisServer::start_new().await;
+    let store = slow_timer_store(&server);
+    let mut waiting = Vec::new();
+    for t in 0..TAILS {
+        let id = sid(&format!("many/{t}"));
+        store.open(&id).await.unwrap();
+        store.append(&id, lines(0..1)).await.unwrap();
+        let mut tail = store.tail(&id, 0).await.unwrap();
+        assert!(matches!(tail.next().await, Some(Ok(TailItem::Lines(_)))));
+        waiting.push(tokio::spawn(async move {
+            (tail.next().await, tail.next().await)
+        }));
+    }
+    // The store's shared connection and one pub/sub connection, whatever the number
+    // of tails (a connection per tail before).
+    let connected = clients(&server).await;
+    assert!(connected <= 2, "{connected} connections for {TAILS} tails");
+    for t in 0..TAILS {
+        let id = sid(&format!("many/{t}"));
+        store.append(&id, lines(1..2)).await.unwrap();
+        store.close(&id).await.unwrap();
+    }
+    for w in waiting {
+        let (lines, end) = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("woken by its notification, not its 30 s timer")
+            .unwrap();
+        assert!(
+            matches!(lines, Some(Ok(TailItem::Lines(ref l))) if l[0].pos == 1),
+            "{lines:?}"
+        );
+        assert!(matches!(end, Some(Ok(TailItem::Eof))), "{end:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

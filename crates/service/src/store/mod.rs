@@ -13,6 +13,7 @@
 
 pub mod blob;
 pub mod memory;
+mod notify;
 pub mod redis;
 pub mod s3;
 

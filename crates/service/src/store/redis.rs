@@ -22,14 +22,14 @@
 //! - **Gaps stay gaps.** A line filling a gap cannot be `XADD`ed below `top`; it goes
 //!   to `late`. Reads merge both in `pos` order; an in-order writer never touches
 //!   `late`.
-//! - **Tails block in Redis, not in a poll loop.** A tail reads pages with the read
-//!   script; when it has seen everything it issues `XREAD BLOCK` on its own
-//!   connection (never the shared multiplexed one, which a blocking call would
-//!   stall) for stream entries above its position *and* for the `ctl` entry that
-//!   `close` adds. Waiting for "ids above mine" rather than `$` leaves no window in
-//!   which an append between the read and the `XREAD` is missed. The connection's
-//!   response timeout is set above the block time, so an idle tail is not mistaken
-//!   for a dead server.
+//! - **Tails wait for a notification, not in a poll loop, and share one connection.**
+//!   A tail reads pages with the read script; when it has seen everything it waits
+//!   for the stream's channel, on which the append and close scripts `PUBLISH` (the
+//!   `ctl` key's name) in the same atomic step. One pub/sub connection per store
+//!   serves every tail (`notify.rs`); a tail subscribes before its first read and
+//!   marks notifications seen before each read, so an append between a read and the
+//!   wait still wakes it. Without a notification a tail reads again after
+//!   [`RedisConfig::block`], so a lost one delays a line, never loses it.
 //! - **Abandoned streams expire.** Every open/append/close refreshes a TTL on all of
 //!   the stream's keys; a stream nobody touches for that long disappears, and
 //!   `list` drops its index entry when it finds the metadata gone.
@@ -57,8 +57,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, Value};
 use runlog_protocol::service::AppendAck;
 use runlog_protocol::{AccountId, StreamKey};
 use std::collections::HashMap;
@@ -84,7 +84,8 @@ pub struct RedisConfig {
     /// Bytes of line JSON a stream may keep in Redis before its oldest half moves to
     /// the overflow store (twice this with no overflow store is a hard limit).
     pub max_bytes: u64,
-    /// How long one `XREAD BLOCK` of a tail waits before it checks again.
+    /// How long a tail with nothing new waits for a notification before it reads
+    /// again anyway (the safety net should a notification be lost).
     pub block: Duration,
     /// Reply deadline for ordinary commands; a Redis slower than this is "unavailable".
     pub response_timeout: Duration,
@@ -116,8 +117,8 @@ pub struct RedisStreamStore {
 }
 
 struct Inner {
-    client: Client,
     conn: ConnectionManager,
+    notifier: super::notify::Notifier,
     config: RedisConfig,
     overflow: Option<Arc<dyn ObjectStore>>,
     scripts: Scripts,
@@ -169,7 +170,7 @@ impl RedisStreamStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(RedisStreamStore {
             inner: Arc::new(Inner {
-                client,
+                notifier: super::notify::Notifier::new(client),
                 conn,
                 config,
                 overflow,
@@ -281,17 +282,6 @@ impl Inner {
 
     fn conn(&self) -> Reconnecting {
         Reconnecting(self.conn.clone())
-    }
-
-    /// A connection of its own for one tail's blocking reads.
-    async fn blocking_conn(&self) -> Result<MultiplexedConnection, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(self.config.block + self.config.response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -610,7 +600,7 @@ impl StreamStore for RedisStreamStore {
             inner: self.inner.clone(),
             id: id.clone(),
             next: from,
-            conn: None,
+            subscription: None,
             done: false,
         };
         Ok(futures_util::stream::unfold(state, |mut state| async move {
@@ -656,6 +646,11 @@ impl StreamStore for RedisStreamStore {
             .del(&keys.ctl)
             .ignore()
             .zrem(&keys.index, id.key.as_str())
+            .ignore()
+            // Tails re-read, find the stream gone and end.
+            .cmd("PUBLISH")
+            .arg(&keys.ctl)
+            .arg(1)
             .ignore()
             .query_async::<(i64,)>(&mut inner.conn())
             .await
@@ -781,12 +776,12 @@ impl StreamStore for RedisStreamStore {
     }
 }
 
-/// One tail's position and blocking connection.
+/// One tail's position and its subscription to the stream's notifications.
 struct TailState {
     inner: Arc<Inner>,
     id: StreamId,
     next: u64,
-    conn: Option<MultiplexedConnection>,
+    subscription: Option<super::notify::Subscription>,
     done: bool,
 }
 
@@ -794,7 +789,17 @@ impl TailState {
     /// The next page of lines, `Eof`, or an error (after which the tail ends and the
     /// client resumes with `Last-Event-ID`).
     async fn next_item(&mut self) -> Result<TailItem, StoreError> {
+        let subscription = match self.subscription.as_mut() {
+            Some(subscription) => subscription,
+            None => {
+                let channel = self.inner.keys(&self.id).ctl;
+                self.subscription
+                    .insert(self.inner.notifier.subscribe(channel).await?)
+            }
+        };
         loop {
+            // Before reading: a line stored after this read wakes the wait below.
+            subscription.mark_seen();
             let (open, lines) = self
                 .inner
                 .read_page(&self.id, self.next, self.inner.config.page_lines)
@@ -806,42 +811,8 @@ impl TailState {
             if !open {
                 return Ok(TailItem::Eof);
             }
-            self.wait_for_more().await?;
+            subscription.wait(self.inner.config.block).await;
         }
-    }
-
-    /// Blocks in Redis until the stream has an entry at or above `next`, or is
-    /// closed, or the block time passes.
-    async fn wait_for_more(&mut self) -> Result<(), StoreError> {
-        let conn = match self.conn.as_mut() {
-            Some(conn) => conn,
-            None => self.conn.insert(self.inner.blocking_conn().await?),
-        };
-        let keys = self.inner.keys(&self.id);
-        // Entries strictly after `<next-1>-1`, i.e. pos >= next.
-        let after = match self.next.checked_sub(1) {
-            Some(prev) => format!("{prev}-1"),
-            None => "0-0".to_owned(),
-        };
-        let block_ms = u64::try_from(self.inner.config.block.as_millis()).unwrap_or(5000);
-        let reply: Result<Value, _> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("STREAMS")
-            .arg(&keys.lines)
-            .arg(&keys.ctl)
-            .arg(after)
-            .arg("0-0")
-            .query_async(conn)
-            .await;
-        if let Err(e) = reply {
-            // A broken blocking connection is not reused; the next tail opens a new one.
-            self.conn = None;
-            return Err(unavailable(e));
-        }
-        Ok(())
     }
 }
 
@@ -1095,6 +1066,7 @@ redis.call('HSET', KEYS[1], 'contig', string.format('%d', contig), 'top', string
 redis.call('HINCRBY', KEYS[1], 'lines', appended)
 redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
 touch()
+if appended > 0 then redis.call('PUBLISH', KEYS[4], 1) end
 return {0, appended, dups, contig, in_redis + appended, in_redis_bytes + bytes}
 "#;
 
@@ -1131,6 +1103,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'open', 0)
 if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('XADD', KEYS[4], '1-1', 'closed', 1) end
 touch()
+redis.call('PUBLISH', KEYS[4], 1)
 return 0
 "#;
 
