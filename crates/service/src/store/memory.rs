@@ -587,17 +587,11 @@ mod tests {
             r#"{"pos":0,"out":"x"}"#, r#"{"pos":1,"out":"y"}"#
         ));
         let half = buffer.len() / 2;
-        let batch = vec![
-            StoredLine {
-                pos: 0,
-                json: buffer.slice(..half),
-            },
-            StoredLine {
-                pos: 1,
-                json: buffer.slice(half..),
-            },
-        ];
-        s.append(&id("k"), batch).await.unwrap();
+        // As parsed from one request: both lines are spans of its body.
+        let batch =
+            LineBatch::new(buffer.clone(), [(0, 0..half), (1, half..buffer.len())]).unwrap();
+        let ack = s.append_batch(&id("k"), batch).await.unwrap();
+        assert_eq!((ack.appended, ack.duplicates), (1, 1));
         let stored = s.read(&id("k"), 1, 1).await.unwrap();
         assert_eq!(&stored[0].json[..], br#"{"pos":1,"out":"y"}"#);
         assert!(
