@@ -312,13 +312,18 @@ async fn redis_restart_mid_stream_loses_and_duplicates_nothing() {
     })
     .await;
     c.redis.stop().await;
+    let unavailable = || {
+        c.a.state()
+            .metrics()
+            .errors(StatusCode::SERVICE_UNAVAILABLE)
+    };
+    let before = unavailable();
     for i in N / 2..N {
         w.write(text(i).as_bytes());
         if i % 1000 == 0 {
             tokio::task::yield_now().await;
         }
     }
-    // Let the writer hit the outage (503s from the service), then bring Redis back.
     let status = reqwest::get(format!("{}/healthz", c.a.url()))
         .await
         .unwrap()
@@ -328,6 +333,13 @@ async fn redis_restart_mid_stream_loses_and_duplicates_nothing() {
         StatusCode::SERVICE_UNAVAILABLE,
         "health reports Redis down"
     );
+    // Bring Redis back only once the writer has hit the outage: a 503 answered to
+    // one of its batches (the health check above is the one other 503).
+    poll("a batch refused with 503", Duration::from_secs(20), || {
+        let hit = unavailable() >= before + 2;
+        async move { hit }
+    })
+    .await;
     c.redis.start().await;
     let report = w.close().await;
 
