@@ -111,12 +111,7 @@ impl<'de> Deserialize<'de> for Batch {
 pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
     match compact::scan(body) {
         Some(lines) => {
-            let line_bytes: usize = lines.iter().map(|l| l.span.len()).sum();
-            if line_bytes * 2 >= body.len() {
-                // The common case, straight to the batch: lines are spans of the body.
-                return LineBatch::new(body.clone(), lines.into_iter().map(|l| (l.pos, l.span)))
-                    .ok_or_else(batch_too_big);
-            }
+            let line_bytes = lines.iter().map(|l| l.span.len()).sum();
             let spans = lines.into_iter().map(|l| {
                 let span = Span {
                     start: l.span.start,
@@ -125,7 +120,8 @@ pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
                 };
                 (l.pos, span)
             });
-            into_batch(body, line_bytes, spans)
+            // The compact shape has no whitespace inside a line.
+            into_batch(body, line_bytes, false, spans)
         }
         None => parse_general(body),
     }
@@ -154,33 +150,30 @@ pub fn parse_general(body: &Bytes) -> Result<LineBatch, ApiError> {
         ));
     }
     let line_bytes = spans.iter().map(|s| s.end - s.start).sum();
+    let multiline = spans.iter().any(|s| s.multiline);
     into_batch(
         body,
         line_bytes,
+        multiline,
         shapes.into_iter().map(|s| s.pos).zip(spans),
     )
 }
 
 /// The batch of a parsed body: `(pos, span)` of each line; `line_bytes` is the sum
-/// of the spans' lengths.
+/// of the spans' lengths, `multiline` whether any span holds a raw newline.
 fn into_batch(
     body: &Bytes,
     line_bytes: usize,
+    multiline: bool,
     lines: impl ExactSizeIterator<Item = (u64, Span)>,
 ) -> Result<LineBatch, ApiError> {
-    let too_big = batch_too_big;
     // Stored lines share the body's buffer, which lives as long as any of them.
     // When most of the body is not line JSON (padding), or a line must be
     // compacted, copy the lines into a new buffer instead, so memory stays
     // proportional to what the limits count.
-    let share_body = line_bytes * 2 >= body.len();
-    let lines: Vec<(u64, Span)> = lines.collect();
-    if share_body && !lines.iter().any(|(_, s)| s.multiline) {
-        return LineBatch::new(
-            body.clone(),
-            lines.into_iter().map(|(pos, s)| (pos, s.start..s.end)),
-        )
-        .ok_or_else(too_big);
+    if line_bytes * 2 >= body.len() && !multiline {
+        return LineBatch::new(body.clone(), lines.map(|(pos, s)| (pos, s.start..s.end)))
+            .ok_or_else(batch_too_big);
     }
     let mut buf = Vec::with_capacity(line_bytes);
     let mut spans = Vec::with_capacity(lines.len());
@@ -199,7 +192,7 @@ fn into_batch(
         }
         spans.push((pos, start..buf.len()));
     }
-    LineBatch::new(Bytes::from(buf), spans).ok_or_else(too_big)
+    LineBatch::new(Bytes::from(buf), spans).ok_or_else(batch_too_big)
 }
 
 /// Where one element of the top-level array sits in the body.

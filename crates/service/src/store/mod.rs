@@ -170,14 +170,6 @@ impl LineBatch {
         })
     }
 
-    /// The `i`th line, if any.
-    pub fn get(&self, i: usize) -> Option<LineRef<'_>> {
-        self.lines.get(i).map(|l| LineRef {
-            pos: l.pos,
-            json: &self.buf[l.span()],
-        })
-    }
-
     /// Bytes of line JSON in the batch (what the store's limits count).
     pub fn line_bytes(&self) -> u64 {
         self.lines.iter().map(|l| l.len() as u64).sum()

@@ -205,10 +205,9 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
             }
         };
         wake_all(&shared);
-        if let Some((channel, ack)) = pending.take() {
+        if let Some((_, ack)) = pending.take() {
             // `connect` subscribed every channel in the map, this one included (its
             // tail registered before asking); one whose tail left meanwhile is moot.
-            let _ = channel;
             let _ = ack.send(Ok(()));
         }
         // Connected: serve commands and messages until the connection breaks.
