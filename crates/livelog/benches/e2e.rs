@@ -126,10 +126,15 @@ async fn throughput() {
             (url, token)
         }
     };
-    let prebuilt = batches(N);
-    let discard = raw_put(&url, &token, "bench/discard", "ceiling", &prebuilt).await;
-    let ingest = raw_put(&url, &token, "stream", "raw-ingest", &prebuilt).await;
-    drop(prebuilt);
+    // `E2E_WRITER_ONLY=1`: skip the ceilings (to profile the writer's runs alone).
+    let (discard, ingest) = if std::env::var_os("E2E_WRITER_ONLY").is_some() {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let prebuilt = batches(N);
+        let discard = raw_put(&url, &token, "bench/discard", "ceiling", &prebuilt).await;
+        let ingest = raw_put(&url, &token, "stream", "raw-ingest", &prebuilt).await;
+        (discard, ingest)
+    };
 
     let first = writer_run(&url, &token, "writer-1", N).await;
     // Again, now that the first run's spool is deleted: on a VM whose hypervisor
@@ -225,6 +230,11 @@ async fn writer_run(url: &str, token: &str, key: &str, n: u64) -> WriterRun {
         }
     }
     let delivered = t.elapsed();
+    if std::env::var_os("E2E_PRINT_CLOCK").is_some() {
+        // CLOCK_MONOTONIC readings (`Instant`'s Debug form on Linux), for
+        // `perf record -k CLOCK_MONOTONIC` + `perf report --time start,end`.
+        eprintln!("{key}: sending from {t:?} to {:?}", Instant::now());
+    }
     let produced = producer.join().unwrap();
     let tc = Instant::now();
     let report = w.close().await;

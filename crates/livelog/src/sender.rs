@@ -45,11 +45,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
     let mut reader: Option<SpoolReader> = None;
     let mut resend = Resend::default();
+    // A full batch taken while the previous request was in flight (see `Take::Full`).
+    let mut ready: Option<Batch> = None;
     loop {
         let work = inner.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
-        match next_batch(&inner, &mut reader) {
+        let next = match ready.take() {
+            Some(batch) if !inner.lock().lines.live_stopped => Next::Batch(batch),
+            _ => next_batch(&inner, &mut reader, Take::Any),
+        };
+        match next {
             Next::Done => break,
             Next::Wait => {
                 work.await;
@@ -58,17 +64,28 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             Next::Batch(batch) => {
                 let client = inner.client.clone();
                 let reopen = !inner.cfg.skip_opening_stream;
-                let mut out = retry(
+                let send = retry(
                     || write_reopening(client.as_ref(), &key, &batch, reopen),
                     inner.cfg.max_retry_delay,
                     &mut deadline,
                     |_| count_retry(&inner),
-                )
-                .await;
+                );
+                // While the service handles this batch, read the next one (from the
+                // spool, mostly): building a 1 MiB batch took as long as the service
+                // takes to parse one, and both were on the path of every batch. The
+                // request is polled first, so it is on its way before the read starts.
+                let (mut out, next) = tokio::join!(biased; send, async {
+                    next_batch(&inner, &mut reader, Take::Full)
+                });
+                if let Next::Batch(b) = next {
+                    ready = Some(b);
+                }
                 if let Outcome::Done(Sent::Reopened) = out {
                     // The service lost the stream and holds nothing of it now: send the
                     // whole history again, in order, this batch included (it is in the
                     // spool), so a live reader never sees later lines before earlier.
+                    // A batch read ahead is in the spool too, and read again from it.
+                    ready = None;
                     if rewind(&inner, 0, &mut reader) {
                         resend.pending = Some(0);
                         continue;
@@ -100,6 +117,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         if let Some(from) = resend.wanted(&batch, ack.next_pos)
                             && rewind(&inner, from, &mut reader)
                         {
+                            // Sent again from the spool, the batch read ahead included.
+                            ready = None;
                             resend.pending = Some(from);
                         }
                     }
@@ -243,15 +262,30 @@ fn stop_live(inner: &Inner, why: String) {
     }
 }
 
+/// Which batches [`next_batch`] may take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Whatever is there: the sender is idle, so waiting would only add latency.
+    Any,
+    /// Only a batch that cannot grow any more (at a size cap, or ahead of lines that
+    /// are only in the spool). Taken while a request is in flight: a smaller batch
+    /// taken then would split the lines arriving during the flight, which adaptive
+    /// batching sends together.
+    Full,
+}
+
 /// Takes the next batch: from the memory queue, or read back from the spool when
 /// the queue overflowed.
-fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
+fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>, take: Take) -> Next {
     let max_lines = inner.cfg.max_batch_lines.max(1);
     let max_bytes = inner.cfg.max_batch_bytes.max(1);
     let mut st = inner.lock();
     let l = &mut st.lines;
     if l.live_stopped {
         return if l.closing { Next::Done } else { Next::Wait };
+    }
+    if take == Take::Full && !full_batch_ready(l, max_lines, max_bytes as u64) {
+        return Next::Wait;
     }
     if !l.queue.is_empty() {
         // A line reaches the spool file before the service sees it: a process killed
@@ -260,29 +294,33 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
             l.error.get_or_insert(e);
         }
         let first_pos = l.next_pos - l.queue.len() as u64 - spilled_count(l);
-        let mut body = BytesMut::with_capacity(
-            max_bytes.min(l.queue_bytes) + 2 + l.queue.len().min(max_lines),
-        );
-        body.put_u8(b'[');
-        let mut n = 0u64;
+        // Only the rows move under the lock; they are copied into the body after it
+        // is released, so producers do not wait for a mebibyte of copying.
+        let mut rows = Vec::with_capacity(l.queue.len().min(max_lines));
+        let mut len = 1;
         while let Some(q) = l.queue.front() {
-            if n > 0 && (n as usize >= max_lines || body.len() + q.json.len() > max_bytes) {
+            let n = rows.len();
+            if n > 0 && (n >= max_lines || len + q.json.len() + 1 > max_bytes) {
                 break;
             }
-            if n > 0 {
+            len += q.json.len() + 1;
+            l.queue_bytes -= q.json.len();
+            rows.extend(l.queue.pop_front());
+        }
+        drop(st);
+        inner.room.notify_waiters();
+        let mut body = BytesMut::with_capacity(len + 1);
+        body.put_u8(b'[');
+        for (i, q) in rows.iter().enumerate() {
+            if i > 0 {
                 body.put_u8(b',');
             }
             body.put_slice(&q.json);
-            l.queue_bytes -= q.json.len();
-            l.queue.pop_front();
-            n += 1;
         }
         body.put_u8(b']');
-        drop(st);
-        inner.room.notify_waiters();
         return Next::Batch(Batch {
             first_pos,
-            lines: n,
+            lines: rows.len() as u64,
             body: body.freeze(),
         });
     }
@@ -335,6 +373,18 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>) -> Next {
         });
     }
     if l.closing { Next::Done } else { Next::Wait }
+}
+
+/// Whether the next batch is as large as it can get: at a size cap, or (spilling)
+/// made of queued lines that no new line can join, or of spilled lines past a cap.
+fn full_batch_ready(l: &crate::writer::Lines, max_lines: usize, max_bytes: u64) -> bool {
+    match l.spill {
+        Some(_) if !l.queue.is_empty() => true,
+        Some(cur) => {
+            l.next_pos - cur.pos >= max_lines as u64 || l.spool.written() - cur.offset >= max_bytes
+        }
+        None => l.queue.len() >= max_lines || l.queue_bytes as u64 >= max_bytes,
+    }
 }
 
 /// Lines numbered after the queue that are only in the spool (0 unless spilling).

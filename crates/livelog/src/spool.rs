@@ -6,7 +6,7 @@
 //! that would exceed it is refused (the writer drops it with a count and a marker).
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,11 +23,19 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    file: Option<File>,
+    /// Rows not yet in the file. Rows are serialised straight into it (see
+    /// [`Spool::append_with`]): a row that is not also queued in memory (the queue is
+    /// full, the usual case in a flood) then costs no allocation and no copy of its own.
+    buf: Vec<u8>,
     written: u64,
     max: u64,
     failed: Option<String>,
 }
+
+/// Bytes buffered before they are written to the file: a few syscalls per MB without
+/// holding much memory.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -47,22 +55,20 @@ impl Spool {
         let path = dir.join(name);
         let opened = std::fs::create_dir_all(dir)
             .and_then(|()| File::options().write(true).create_new(true).open(&path));
-        match opened {
-            Ok(f) => Spool {
-                path,
-                // 256 KiB: a few syscalls per MB without holding much memory.
-                out: Some(BufWriter::with_capacity(256 * 1024, f)),
-                written: 0,
-                max,
-                failed: None,
-            },
-            Err(e) => Spool {
-                failed: Some(format!("cannot create spool file {}: {e}", path.display())),
-                path,
-                out: None,
-                written: 0,
-                max,
-            },
+        let (file, failed) = match opened {
+            Ok(f) => (Some(f), None),
+            Err(e) => (
+                None,
+                Some(format!("cannot create spool file {}: {e}", path.display())),
+            ),
+        };
+        Spool {
+            path,
+            file,
+            buf: Vec::new(),
+            written: 0,
+            max,
+            failed,
         }
     }
 
@@ -84,42 +90,65 @@ impl Spool {
     /// Appends one NDJSON row (`json` without its newline); returns its offset.
     /// `over_cap` lets a marker line through even when the cap is reached.
     pub fn append(&mut self, json: &[u8], over_cap: bool) -> Result<u64, Refused> {
+        self.append_with(over_cap, |buf| buf.extend_from_slice(json))
+            .map(|(at, _)| at)
+    }
+
+    /// Appends the row that `write` serialises (without its newline) into the spool's
+    /// own buffer; returns its offset and the row, valid until the next call.
+    /// `over_cap` lets a marker line through even when the cap is reached.
+    pub fn append_with(
+        &mut self,
+        over_cap: bool,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(u64, &[u8]), Refused> {
         if let Some(f) = &self.failed {
             return Err(Refused::Failed(f.clone()));
         }
-        let len = json.len() as u64 + 1;
+        if self.file.is_none() {
+            return Err(Refused::Failed("spool closed".into()));
+        }
+        // Written out before the row, not after: the row handed back stays in `buf`.
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush().map_err(Refused::Failed)?;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(WRITE_CHUNK + 4096);
+        }
+        let start = self.buf.len();
+        write(&mut self.buf);
+        let len = (self.buf.len() - start) as u64 + 1;
         if !over_cap && self.written + len > self.max {
+            self.buf.truncate(start);
             return Err(Refused::Full);
         }
-        let Some(out) = self.out.as_mut() else {
-            return Err(Refused::Failed("spool closed".into()));
+        self.buf.push(b'\n');
+        let at = self.written;
+        self.written += len;
+        let end = self.buf.len() - 1;
+        Ok((at, &self.buf[start..end]))
+    }
+
+    /// Pushes buffered rows to the file so readers see them.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err("spool closed".into());
         };
-        let res = out.write_all(json).and_then(|()| out.write_all(b"\n"));
-        match res {
+        match file.write_all(&self.buf) {
             Ok(()) => {
-                let at = self.written;
-                self.written += len;
-                Ok(at)
+                self.buf.clear();
+                Ok(())
             }
             Err(e) => {
                 // A partial row may be in the file now; nothing after it is trusted.
                 let msg = format!("spool write failed: {e}");
                 self.failed = Some(msg.clone());
-                Err(Refused::Failed(msg))
+                Err(msg)
             }
         }
-    }
-
-    /// Pushes buffered rows to the file so readers see them.
-    pub fn flush(&mut self) -> Result<(), String> {
-        if let Some(out) = self.out.as_mut()
-            && let Err(e) = out.flush()
-        {
-            let msg = format!("spool flush failed: {e}");
-            self.failed = Some(msg.clone());
-            return Err(msg);
-        }
-        Ok(())
     }
 }
 

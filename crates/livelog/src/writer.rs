@@ -134,22 +134,34 @@ impl Lines {
             _ => &text,
         };
         let pos = self.next_pos;
+        // Serialised from borrowed fields (no per-line copies of level and time)
+        // straight into the spool's buffer.
         let time = self.clock.text();
-        // Serialised from borrowed fields: no per-line copies of level and time.
-        // Sized for the common line so serialising does not reallocate.
-        let mut json = Vec::with_capacity(text.len() + 96);
-        crate::row::write_row(&mut json, level, pos, text, time);
-        let offset = match self.spool.append(&json, false) {
-            Ok(o) => o,
-            Err(why) => {
-                self.record_loss(ctx, pos, text.len(), why);
-                return;
+        let row = self.spool.append_with(false, |buf| {
+            crate::row::write_row(buf, level, pos, text, time)
+        });
+        match row {
+            Ok((offset, row)) => {
+                // Only a row that goes into the memory queue gets a copy of its own.
+                let queued = (!self.live_stopped
+                    && self.spill.is_none()
+                    && self.queue_bytes + row.len() <= ctx.queue_max)
+                    .then(|| row.to_vec());
+                self.accept(ctx, level, text, queued, offset);
             }
-        };
-        self.accept(ctx, level, text, json, offset);
+            Err(why) => self.record_loss(ctx, pos, text.len(), why),
+        }
     }
 
-    fn accept(&mut self, ctx: &EmitCtx<'_>, level: &str, text: &str, json: Vec<u8>, offset: u64) {
+    /// Numbers a spooled line and queues its row (`queued`, when the queue had room).
+    fn accept(
+        &mut self,
+        ctx: &EmitCtx<'_>,
+        level: &str,
+        text: &str,
+        queued: Option<Vec<u8>>,
+        offset: u64,
+    ) {
         let pos = self.next_pos;
         self.next_pos += 1;
         self.counts.lines += 1;
@@ -166,7 +178,7 @@ impl Lines {
         if self.live_stopped {
             return;
         }
-        if self.spill.is_none() && self.queue_bytes + json.len() <= ctx.queue_max {
+        if let Some(json) = queued {
             self.queue_bytes += json.len();
             self.queue.push_back(Queued { json });
         } else if self.spill.is_none() {
@@ -216,7 +228,10 @@ impl Lines {
         let mut json = Vec::with_capacity(text.len() + 96);
         crate::row::write_row(&mut json, "warn", pos, &text, time);
         match self.spool.append(&json, true) {
-            Ok(offset) => self.accept(ctx, "warn", &text, json, offset),
+            Ok(offset) => {
+                let room = self.spill.is_none() && self.queue_bytes + json.len() <= ctx.queue_max;
+                self.accept(ctx, "warn", &text, room.then_some(json), offset)
+            }
             Err(_) if self.spill.is_none() && !self.live_stopped => {
                 // The spool is broken: the marker can still go out live from memory.
                 self.next_pos += 1;
