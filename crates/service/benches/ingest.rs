@@ -132,6 +132,8 @@ fn main() {
     // cores, and the OS shares them as it would between two processes.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Named apart from the client's workers, so a profile splits the two sides.
+        .thread_name("service")
         .enable_all()
         .build()
         .unwrap();
@@ -157,6 +159,7 @@ fn main() {
     });
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("client")
         .enable_all()
         .build()
         .unwrap();
