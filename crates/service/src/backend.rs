@@ -60,6 +60,7 @@ pub async fn stream_store(cfg: &ServiceConfig) -> Result<Arc<dyn StreamStore>, B
             };
             let config = RedisConfig {
                 url: url.clone(),
+                cluster: cfg.redis_cluster,
                 ca_pem,
                 ..RedisConfig::default()
             };

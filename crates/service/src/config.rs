@@ -64,6 +64,8 @@ pub struct ServiceConfig {
     /// PEM file of the CA that signed the Redis server's certificate, for a
     /// `rediss://` URL whose server is not signed by a CA in the system's store.
     pub redis_ca_file: Option<PathBuf>,
+    /// `redis_url` names nodes of a Redis Cluster (comma-separated when several).
+    pub redis_cluster: bool,
     /// On shutdown, archive every held stream that has no archive yet, so lines
     /// held only in this process's memory survive a restart. Skipped with
     /// `redis_url`: other replicas keep serving those streams.
@@ -90,6 +92,7 @@ impl Default for ServiceConfig {
             blob_backend: BlobBackend::Local,
             redis_url: None,
             redis_ca_file: None,
+            redis_cluster: false,
             snapshot_on_shutdown: true,
         }
     }

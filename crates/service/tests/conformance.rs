@@ -18,7 +18,7 @@ use runlog_service::store::{
     BlobStore, MemoryLimits, MemoryStreamStore, StoreError, StoredLine, StreamId, StreamStore,
     TailItem,
 };
-use runlog_testkit::redis::RedisServer;
+use runlog_testkit::redis::{RedisCluster, RedisServer};
 use runlog_testkit::s3::S3Server;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ use std::time::Duration;
 struct StreamFixture {
     store: Arc<dyn StreamStore>,
     replica: Box<dyn Fn() -> Arc<dyn StreamStore> + Send + Sync>,
-    _server: Option<RedisServer>,
+    _server: Option<Box<dyn std::any::Any + Send>>,
 }
 
 async fn memory_streams() -> StreamFixture {
@@ -43,8 +43,22 @@ async fn memory_streams() -> StreamFixture {
 
 async fn redis_streams() -> StreamFixture {
     let server = RedisServer::start_new().await;
+    redis_fixture(server.url(), false, Box::new(server))
+}
+
+async fn redis_cluster_streams() -> StreamFixture {
+    let cluster = RedisCluster::start_new().await;
+    redis_fixture(cluster.urls(), true, Box::new(cluster))
+}
+
+fn redis_fixture(
+    url: String,
+    cluster: bool,
+    server: Box<dyn std::any::Any + Send>,
+) -> StreamFixture {
     let config = RedisConfig {
-        url: server.url(),
+        url,
+        cluster,
         block: Duration::from_millis(500),
         ..RedisConfig::default()
     };
@@ -374,6 +388,32 @@ async fn list_shows_one_accounts_streams_only(f: StreamFixture) {
     );
 }
 
+async fn list_all_shows_every_accounts_streams(f: StreamFixture) {
+    // Enough accounts that, on a cluster, their keys sit on every node.
+    let accounts: Vec<String> = (0..12).map(|i| format!("account-{i}")).collect();
+    for (i, account) in accounts.iter().enumerate() {
+        let id = sid(account, "build/log");
+        f.store.open(&id).await.unwrap();
+        f.store.append(&id, lines(0..i as u64 + 1)).await.unwrap();
+    }
+    let mut listed: Vec<(String, u64)> = f
+        .store
+        .list_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id.account.to_string(), m.lines))
+        .collect();
+    listed.sort();
+    let mut want: Vec<(String, u64)> = accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.clone(), i as u64 + 1))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+}
+
 async fn keys_that_differ_only_by_segments_do_not_alias(f: StreamFixture) {
     let (a, b) = (sid("acc", "x/y"), sid("acc", "x"));
     f.store.open(&a).await.unwrap();
@@ -430,6 +470,7 @@ macro_rules! stream_conformance {
                 tail_of_unknown_stream_is_not_found,
                 remove_forgets_the_stream,
                 list_shows_one_accounts_streams_only,
+                list_all_shows_every_accounts_streams,
                 keys_that_differ_only_by_segments_do_not_alias,
                 health_is_ok_when_the_backend_answers,
                 large_batch_is_stored_whole_and_its_retry_once,
@@ -448,6 +489,7 @@ macro_rules! stream_conformance {
 
 stream_conformance!(memory_stream, memory_streams);
 stream_conformance!(redis_stream, redis_streams);
+stream_conformance!(redis_cluster_stream, redis_cluster_streams);
 
 // ------------------------------------------------------------------ blob promises
 

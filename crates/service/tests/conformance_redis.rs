@@ -10,7 +10,7 @@ use object_store::memory::InMemory;
 use runlog_protocol::{AccountId, StreamKey};
 use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_service::store::{StoreError, StoredLine, StreamId, StreamStore, TailItem};
-use runlog_testkit::redis::RedisServer;
+use runlog_testkit::redis::{RedisCluster, RedisServer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -429,4 +429,85 @@ async fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
         (40..=50).contains(&at),
         "refused once twice the byte cap is held, at line {at}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_tail_is_woken_by_an_append_on_another_node() {
+    let cluster = RedisCluster::start_new().await;
+    // A long block time: the tail must be woken by a notification, not by its timer.
+    let slow = RedisConfig {
+        url: cluster.urls(),
+        cluster: true,
+        block: Duration::from_secs(30),
+        ..RedisConfig::default()
+    };
+    // Tails listen on the first node; accounts on other nodes must wake them too (a
+    // cluster passes every PUBLISH to every node). Find an account whose slot is not
+    // the first node's.
+    let first = &cluster.nodes()[0];
+    let mut account = None;
+    for i in 0..100 {
+        let name = format!("elsewhere-{i}");
+        let slot = first
+            .raw_command(&format!("CLUSTER KEYSLOT {name}"))
+            .await
+            .unwrap();
+        let slot: u32 = slot
+            .trim_start_matches(':')
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The first node holds the first third of the slots.
+        if slot >= 16_384 / 3 {
+            account = Some(name);
+            break;
+        }
+    }
+    let account = account.expect("an account outside the first node's slots");
+    let id = StreamId {
+        account: AccountId::new(account.as_str()).unwrap(),
+        key: StreamKey::new("wake").unwrap(),
+    };
+    let reader = RedisStreamStore::new(slow.clone(), None).unwrap();
+    let writer = RedisStreamStore::new(slow, None).unwrap();
+    writer.open(&id).await.unwrap();
+    writer.append(&id, lines(0..1)).await.unwrap();
+    let mut tail = reader.tail(&id, 0).await.unwrap();
+    let first_item = tail.next().await;
+    assert!(
+        matches!(first_item, Some(Ok(TailItem::Lines(ref l))) if l.len() == 1),
+        "{first_item:?}"
+    );
+    let next = tokio::spawn(async move { tail.next().await });
+    // Subscribed on the first node before its first read.
+    let channel = format!("runlog:{{{account}}}:s:wake:ctl");
+    let numsub = first
+        .raw_command(&format!("PUBSUB NUMSUB {channel}"))
+        .await
+        .unwrap();
+    assert!(numsub.contains(":1\r\n"), "one subscriber: {numsub:?}");
+    writer.append(&id, lines(1..2)).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("woken by the cluster's PUBLISH, not by the 30 s block timeout")
+        .unwrap();
+    assert!(
+        matches!(second, Some(Ok(TailItem::Lines(ref l))) if l[0].pos == 1),
+        "{second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_are_refused_without_cluster_mode() {
+    let err = RedisStreamStore::new(
+        RedisConfig {
+            url: "redis://127.0.0.1:7000/,redis://127.0.0.1:7001/".to_owned(),
+            ..RedisConfig::default()
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cluster"), "{err}");
 }

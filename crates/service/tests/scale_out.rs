@@ -15,7 +15,7 @@ use runlog_protocol::{LogLine, Scope};
 use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_service::store::s3::S3Settings;
 use runlog_service::store::{BlobStore, StreamStore};
-use runlog_testkit::redis::RedisServer;
+use runlog_testkit::redis::{RedisCluster, RedisServer};
 use runlog_testkit::s3::S3Server;
 use runlog_testkit::service::{TestService, test_config};
 use std::io::Write as _;
@@ -522,6 +522,79 @@ async fn service_configured_with_a_redis_url_keeps_its_streams_in_redis() {
     tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 3)
         .await;
     assert_eq!(tail.line_positions(), vec![0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_accounts_spread_over_the_nodes_and_replicas_share_every_stream() {
+    let redis = RedisCluster::start_new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = runlog_service::ServiceConfig {
+        redis_url: Some(redis.urls()),
+        redis_cluster: true,
+        ..test_config(dir.path())
+    };
+    let a = TestService::start_with(config.clone()).await;
+    let b = TestService::start_with(config).await;
+    let accounts: Vec<String> = (0..12).map(|i| format!("team-{i}")).collect();
+    for account in &accounts {
+        let api = Api::new(&a, account, Scope::Write);
+        api.open("spread/log").await;
+        assert_eq!(api.put_ok("spread/log", &lines(0..3)).await.next_pos, 3);
+    }
+    // Each account's keys share a slot; different accounts land on different nodes.
+    let mut nodes_used = 0;
+    for node in redis.nodes() {
+        let dbsize = node.raw_command("DBSIZE").await.unwrap();
+        let keys: u64 = dbsize
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(':'))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        if keys > 0 {
+            nodes_used += 1;
+        }
+    }
+    assert!(
+        nodes_used >= 2,
+        "12 accounts should not all hash to one node of 3: {nodes_used}"
+    );
+    // Every stream is visible through the other replica, backfill then live.
+    for account in &accounts {
+        let reader = Api {
+            base: b.url(),
+            ..Api::new(&a, account, Scope::Read)
+        };
+        let mut tail = SseReader::new(reader.tail("spread/log", None).await);
+        tail.read_until(Duration::from_secs(10), |t| t.line_positions().len() >= 3)
+            .await;
+        assert_eq!(tail.line_positions(), vec![0, 1, 2], "{account}");
+    }
+    let writer = Api::new(&a, &accounts[0], Scope::Write);
+    let reader = Api {
+        base: b.url(),
+        ..Api::new(&a, &accounts[0], Scope::Read)
+    };
+    let mut tail = SseReader::new(reader.tail("spread/log", Some(2)).await);
+    writer.put_ok("spread/log", &lines(3..5)).await;
+    writer.close("spread/log", false).await;
+    tail.read_until(Duration::from_secs(10), |t| t.saw_eof())
+        .await;
+    assert_eq!(tail.line_positions(), vec![3, 4]);
+    // The open-streams gauge lists every node's accounts (one stream was closed).
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", b.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("runlog_streams_open "))
+        .unwrap_or_default();
+    assert_eq!(open, (accounts.len() - 1).to_string(), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,3 +289,94 @@ fn make_certificates(dir: &std::path::Path) {
         "server.crt",
     ]);
 }
+
+/// A Redis Cluster of three primaries (no replicas), each a [`RedisServer`] on its own
+/// loopback port with the 16 384 slots split evenly between them, for tests of the
+/// stream store in cluster mode.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// Slots of a Redis Cluster.
+const CLUSTER_SLOTS: u32 = 16_384;
+
+impl RedisCluster {
+    /// Starts three nodes, gives each a third of the slots, introduces them to each
+    /// other and waits until every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or the cluster does not form.
+    pub async fn start_new() -> RedisCluster {
+        const NODES: u32 = 3;
+        let mut nodes = Vec::new();
+        for _ in 0..NODES {
+            nodes.push(
+                RedisServer::start_new_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    // Relative to the node's own `--dir`.
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .await,
+            );
+        }
+        let per_node = CLUSTER_SLOTS / NODES;
+        for (i, node) in nodes.iter().enumerate() {
+            let i = i as u32;
+            let first = i * per_node;
+            let last = if i == NODES - 1 {
+                CLUSTER_SLOTS - 1
+            } else {
+                first + per_node - 1
+            };
+            let reply = node
+                .raw_command(&format!("CLUSTER ADDSLOTSRANGE {first} {last}"))
+                .await
+                .expect("CLUSTER ADDSLOTSRANGE");
+            assert!(reply.starts_with("+OK"), "CLUSTER ADDSLOTSRANGE: {reply}");
+        }
+        for other in &nodes[1..] {
+            let reply = nodes[0]
+                .raw_command(&format!("CLUSTER MEET 127.0.0.1 {}", other.port()))
+                .await
+                .expect("CLUSTER MEET");
+            assert!(reply.starts_with("+OK"), "CLUSTER MEET: {reply}");
+        }
+        let cluster = RedisCluster { nodes };
+        let deadline = tokio::time::Instant::now() + START_DEADLINE;
+        // The nodes agree through their gossip bus; there is no event to wait on but
+        // their own report, so it is polled until every node says the cluster is up.
+        loop {
+            let mut ready = true;
+            for node in &cluster.nodes {
+                let info = node.raw_command("CLUSTER INFO").await.unwrap_or_default();
+                ready &= info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{NODES}"));
+            }
+            if ready {
+                return cluster;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Redis Cluster did not form within {START_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The nodes' URLs, comma-separated: what `--redis` takes with `--redis-cluster`.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes, to inspect what each one holds.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}

@@ -65,6 +65,10 @@ pub struct ServiceArgs {
     /// `rediss://` URL whose server a private CA signed (otherwise the system's CAs).
     #[arg(long, env = "RUNLOG_REDIS_CA_FILE", requires = "redis")]
     pub redis_ca_file: Option<PathBuf>,
+    /// `--redis` names nodes of a Redis Cluster (one URL or several, comma-separated;
+    /// the other nodes are discovered from them).
+    #[arg(long, env = "RUNLOG_REDIS_CLUSTER", requires = "redis")]
+    pub redis_cluster: bool,
     /// Keep archives in S3 or an S3-compatible server (`s3://bucket/prefix`);
     /// credentials, region and endpoint from the usual `AWS_*` variables.
     #[arg(long, env = "RUNLOG_BLOB_STORE", conflicts_with = "memory_blobs")]
@@ -101,6 +105,7 @@ impl ServiceArgs {
             },
             redis_url: self.redis.clone(),
             redis_ca_file: self.redis_ca_file.clone(),
+            redis_cluster: self.redis_cluster,
             ..ServiceConfig::default()
         }
     }
@@ -217,6 +222,26 @@ mod tests {
         );
         // Alone it configures nothing, so it is refused rather than ignored.
         assert!(Cli::try_parse_from(["x", "--redis-ca-file", "/etc/ca.pem"]).is_err());
+    }
+
+    #[test]
+    fn redis_cluster_mode_takes_the_seed_nodes_in_the_redis_url() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--redis",
+            "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+            "--redis-cluster",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert!(cfg.redis_cluster);
+        assert_eq!(
+            cfg.redis_url.as_deref(),
+            Some("redis://10.0.0.1:7000,redis://10.0.0.2:7000")
+        );
+        let single = Cli::try_parse_from(["x", "--redis", "redis://10.0.0.1:6379"]).unwrap();
+        assert!(!single.args.config().redis_cluster);
+        assert!(Cli::try_parse_from(["x", "--redis-cluster"]).is_err());
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! Every key of an account carries the hash tag `{account}`, so one account's keys
-//! live in one Redis Cluster slot and the Lua scripts below stay single-slot:
+//! live in one Redis Cluster slot and the Lua scripts below stay single-slot (with
+//! [`RedisConfig::cluster`] the store runs on a Redis Cluster; accounts spread over
+//! its shards):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -70,7 +72,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS (the server's
     /// certificate checked against the system's CAs, or [`ca_pem`](Self::ca_pem)).
+    /// With [`cluster`](Self::cluster): one or more such URLs, comma-separated, of
+    /// nodes of the cluster (the rest is discovered from them).
     pub url: String,
+    /// The URL names nodes of a Redis Cluster: each command goes to the node that
+    /// holds its key's slot (every key of an account shares one slot).
+    pub cluster: bool,
     /// PEM of the CA that signed the server's certificate, when it is not one the
     /// system trusts (a private CA). Only with a `rediss://` URL.
     pub ca_pem: Option<Vec<u8>>,
@@ -97,6 +104,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/".to_owned(),
+            cluster: false,
             ca_pem: None,
             namespace: "runlog".to_owned(),
             ttl: Duration::from_secs(24 * 3600),
@@ -116,8 +124,18 @@ pub struct RedisStreamStore {
     inner: Arc<Inner>,
 }
 
+/// The connection every command goes through.
+#[derive(Clone)]
+enum Conn {
+    /// One Redis server.
+    Single(ConnectionManager),
+    /// A Redis Cluster: the client routes each command to its key's node and
+    /// follows `MOVED`/`ASK` when slots move.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     notifier: super::notify::Notifier,
     config: RedisConfig,
     overflow: Option<Arc<dyn ObjectStore>>,
@@ -144,30 +162,77 @@ impl RedisStreamStore {
         config: RedisConfig,
         overflow: Option<Arc<dyn ObjectStore>>,
     ) -> redis::RedisResult<Self> {
-        let client = match &config.ca_pem {
-            None => Client::open(config.url.as_str())?,
-            Some(_) if !config.url.starts_with("rediss://") => {
+        let certificates = match &config.ca_pem {
+            Some(_)
+                if !config
+                    .url
+                    .split(',')
+                    .all(|u| u.trim().starts_with("rediss://")) =>
+            {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "a CA certificate for Redis needs a rediss:// (TLS) URL",
                 )));
             }
-            Some(ca) => Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            )?,
+            Some(ca) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            }),
+            None => None,
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            // Fail fast while Redis is down (the caller answers 503 and the writer
-            // retries); the manager keeps reconnecting on later calls.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let seeds: Vec<&str> = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if seeds.len() != 1 && !config.cluster {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "several Redis URLs are the nodes of a cluster: give one URL, or enable cluster mode",
+            )));
+        }
+        // The client of one node: the store's connection without cluster mode, and
+        // the pub/sub connection that wakes tails in both modes (a cluster passes
+        // every PUBLISH to every node, so one node hears all of them).
+        let first = seeds.first().copied().unwrap_or_default();
+        let client = match &certificates {
+            None => Client::open(first)?,
+            Some(certs) => Client::build_with_tls(first, certs.clone())?,
+        };
+        let conn = if config.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(config.response_timeout)
+                // Fail fast while nodes are down (the caller answers 503 and the
+                // writer retries), as the single-server connection does.
+                .retries(2)
+                .max_retry_wait(500);
+            if let Some(certs) = certificates {
+                builder = builder.certs(certs);
+            }
+            // Connects in the background: like the single-server connection, the
+            // service starts while Redis is down and answers 503 meanwhile.
+            Conn::Cluster(
+                builder.build()?.get_pending_async_connection_with_config(
+                    redis::cluster::ClusterConfig::new()
+                        .set_connection_timeout(Duration::from_secs(2))
+                        .set_response_timeout(config.response_timeout),
+                ),
+            )
+        } else {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                // Fail fast while Redis is down (the caller answers 503 and the writer
+                // retries); the manager keeps reconnecting on later calls.
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                manager_config,
+            )?)
+        };
         Ok(RedisStreamStore {
             inner: Arc::new(Inner {
                 notifier: super::notify::Notifier::new(client),
@@ -727,23 +792,53 @@ impl StreamStore for RedisStreamStore {
         let inner = &self.inner;
         let pattern = format!("{}:{{*}}:index", inner.config.namespace);
         let mut indexes: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            // SCAN, not KEYS: it never blocks Redis for long, however many accounts.
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            indexes.extend(batch);
-            if next == 0 {
-                break;
+        // Each node holds the indexes of its own slots: a cluster is scanned node by
+        // node (one SCAN cursor belongs to one node).
+        let nodes = match &inner.conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(cluster) => primaries(cluster.clone())
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                // SCAN, not KEYS: it never blocks Redis for long, however many accounts.
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, batch): (u64, Vec<String>) = match (&inner.conn, &node) {
+                    (Conn::Cluster(cluster), Some((host, port))) => {
+                        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port: *port,
+                            },
+                        );
+                        let reply = cluster
+                            .clone()
+                            .route_command(scan, routing)
+                            .await
+                            .map_err(unavailable)?;
+                        redis::from_redis_value(reply)
+                            .map_err(|e| StoreError::Corrupt(format!("SCAN reply: {e}")))?
+                    }
+                    _ => scan
+                        .query_async(&mut inner.conn())
+                        .await
+                        .map_err(unavailable)?,
+                };
+                indexes.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         indexes.sort();
         indexes.dedup();
@@ -825,7 +920,7 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 /// dead socket on the next command; without this, that command (one per replica)
 /// would fail although Redis is back. Every command here is safe to repeat: appends
 /// are idempotent per `pos`, and the other scripts check state before changing it.
-struct Reconnecting(ConnectionManager);
+struct Reconnecting(Conn);
 
 fn is_broken_connection(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
@@ -834,9 +929,13 @@ fn is_broken_connection(e: &redis::RedisError) -> bool {
 impl redis::aio::ConnectionLike for Reconnecting {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
         Box::pin(async move {
-            match self.0.send_packed_command(cmd).await {
-                Err(e) if is_broken_connection(&e) => self.0.send_packed_command(cmd).await,
-                other => other,
+            match &mut self.0 {
+                Conn::Single(c) => match c.send_packed_command(cmd).await {
+                    Err(e) if is_broken_connection(&e) => c.send_packed_command(cmd).await,
+                    other => other,
+                },
+                // The cluster client retries and reconnects per node itself.
+                Conn::Cluster(c) => c.req_packed_command(cmd).await,
             }
         })
     }
@@ -848,18 +947,57 @@ impl redis::aio::ConnectionLike for Reconnecting {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self.0.send_packed_commands(cmd, offset, count).await {
-                Err(e) if is_broken_connection(&e) => {
-                    self.0.send_packed_commands(cmd, offset, count).await
-                }
-                other => other,
+            match &mut self.0 {
+                Conn::Single(c) => match c.send_packed_commands(cmd, offset, count).await {
+                    Err(e) if is_broken_connection(&e) => {
+                        c.send_packed_commands(cmd, offset, count).await
+                    }
+                    other => other,
+                },
+                Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
             }
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
+}
+
+/// `(host, port)` of every primary of a cluster, from `CLUSTER SLOTS`.
+async fn primaries(
+    mut cluster: redis::cluster_async::ClusterConnection,
+) -> Result<Vec<(String, u16)>, StoreError> {
+    let slots: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut cluster)
+        .await
+        .map_err(unavailable)?;
+    let mut nodes = Vec::new();
+    for range in slots {
+        // [start, end, [host, port, id, …], replicas…]: the third entry is the primary.
+        let Value::Array(fields) = range else {
+            return Err(StoreError::Corrupt("CLUSTER SLOTS entry".into()));
+        };
+        let Some(Value::Array(primary)) = fields.into_iter().nth(2) else {
+            return Err(StoreError::Corrupt("CLUSTER SLOTS primary".into()));
+        };
+        let mut primary = primary.into_iter();
+        let (Some(host), Some(port)) = (primary.next(), primary.next()) else {
+            return Err(StoreError::Corrupt("CLUSTER SLOTS address".into()));
+        };
+        let host: String = redis::from_redis_value(host)
+            .map_err(|e| StoreError::Corrupt(format!("CLUSTER SLOTS host: {e}")))?;
+        let port: u16 = redis::from_redis_value(port)
+            .map_err(|e| StoreError::Corrupt(format!("CLUSTER SLOTS port: {e}")))?;
+        nodes.push((host, port));
+    }
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
 }
 
 fn int(v: Value) -> Result<i64, StoreError> {
