@@ -431,72 +431,104 @@ async fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_cluster_a_tail_is_woken_by_an_append_on_another_node() {
-    let cluster = RedisCluster::start_new().await;
-    // A long block time: the tail must be woken by a notification, not by its timer.
+/// An account whose keys are on none of `cluster`'s first node's slots (it holds the
+/// first third of them).
+async fn account_off_the_first_node(cluster: &RedisCluster) -> String {
+    for i in 0..100 {
+        let name = format!("elsewhere-{i}");
+        let reply = cluster.nodes()[1]
+            .raw_command(&format!("CLUSTER KEYSLOT {name}"))
+            .await
+            .unwrap();
+        let slot: u32 = reply
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(':'))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        if slot >= 16_384 / 3 {
+            return name;
+        }
+    }
+    panic!("no account outside the first node's slots");
+}
+
+/// A tail on a cluster store with a 30 s read timer (so only a notification wakes it
+/// sooner), past the stream's first line; and a writer store beside it.
+async fn cluster_tail(
+    cluster: &RedisCluster,
+    id: &StreamId,
+) -> (
+    RedisStreamStore,
+    tokio::task::JoinHandle<Option<Result<TailItem, StoreError>>>,
+) {
     let slow = RedisConfig {
         url: cluster.urls(),
         cluster: true,
         block: Duration::from_secs(30),
         ..RedisConfig::default()
     };
-    // Tails listen on the first node; accounts on other nodes must wake them too (a
-    // cluster passes every PUBLISH to every node). Find an account whose slot is not
-    // the first node's.
-    let first = &cluster.nodes()[0];
-    let mut account = None;
-    for i in 0..100 {
-        let name = format!("elsewhere-{i}");
-        let slot = first
-            .raw_command(&format!("CLUSTER KEYSLOT {name}"))
-            .await
-            .unwrap();
-        let slot: u32 = slot
-            .trim_start_matches(':')
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        // The first node holds the first third of the slots.
-        if slot >= 16_384 / 3 {
-            account = Some(name);
-            break;
-        }
-    }
-    let account = account.expect("an account outside the first node's slots");
-    let id = StreamId {
-        account: AccountId::new(account.as_str()).unwrap(),
-        key: StreamKey::new("wake").unwrap(),
-    };
     let reader = RedisStreamStore::new(slow.clone(), None).unwrap();
     let writer = RedisStreamStore::new(slow, None).unwrap();
-    writer.open(&id).await.unwrap();
-    writer.append(&id, lines(0..1)).await.unwrap();
-    let mut tail = reader.tail(&id, 0).await.unwrap();
-    let first_item = tail.next().await;
+    writer.open(id).await.unwrap();
+    writer.append(id, lines(0..1)).await.unwrap();
+    let mut tail = reader.tail(id, 0).await.unwrap();
+    let first = tail.next().await;
     assert!(
-        matches!(first_item, Some(Ok(TailItem::Lines(ref l))) if l.len() == 1),
-        "{first_item:?}"
+        matches!(first, Some(Ok(TailItem::Lines(ref l))) if l.len() == 1),
+        "{first:?}"
     );
-    let next = tokio::spawn(async move { tail.next().await });
-    // Subscribed on the first node before its first read.
-    let channel = format!("runlog:{{{account}}}:s:wake:ctl");
-    let numsub = first
-        .raw_command(&format!("PUBSUB NUMSUB {channel}"))
-        .await
-        .unwrap();
-    assert!(numsub.contains(":1\r\n"), "one subscriber: {numsub:?}");
-    writer.append(&id, lines(1..2)).await.unwrap();
+    // Subscribed before its first read: the next item waits for a notification.
+    (writer, tokio::spawn(async move { tail.next().await }))
+}
+
+async fn assert_woken_by_append(
+    writer: &RedisStreamStore,
+    id: &StreamId,
+    next: tokio::task::JoinHandle<Option<Result<TailItem, StoreError>>>,
+) {
+    writer.append(id, lines(1..2)).await.unwrap();
     let second = tokio::time::timeout(Duration::from_secs(5), next)
         .await
-        .expect("woken by the cluster's PUBLISH, not by the 30 s block timeout")
+        .expect("woken by the cluster's PUBLISH, not by the 30 s read timer")
         .unwrap();
     assert!(
         matches!(second, Some(Ok(TailItem::Lines(ref l))) if l[0].pos == 1),
         "{second:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_tail_is_woken_by_an_append_on_another_node() {
+    let cluster = RedisCluster::start_new().await;
+    // Tails listen on the first node; an account on another node must wake them too
+    // (a cluster passes every PUBLISH to every node).
+    let account = account_off_the_first_node(&cluster).await;
+    let id = StreamId {
+        account: AccountId::new(account.as_str()).unwrap(),
+        key: StreamKey::new("wake").unwrap(),
+    };
+    let (writer, next) = cluster_tail(&cluster, &id).await;
+    let numsub = cluster.nodes()[0]
+        .raw_command(&format!("PUBSUB NUMSUB runlog:{{{account}}}:s:wake:ctl"))
+        .await
+        .unwrap();
+    assert!(numsub.contains(":1\r\n"), "one subscriber: {numsub:?}");
+    assert_woken_by_append(&writer, &id, next).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_tails_are_woken_while_the_first_node_is_down() {
+    let mut cluster = RedisCluster::start_new().await;
+    let account = account_off_the_first_node(&cluster).await;
+    cluster.stop_node(0).await;
+    let id = StreamId {
+        account: AccountId::new(account.as_str()).unwrap(),
+        key: StreamKey::new("wake").unwrap(),
+    };
+    // The notifier finds the first seed node down and listens on the next.
+    let (writer, next) = cluster_tail(&cluster, &id).await;
+    assert_woken_by_append(&writer, &id, next).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

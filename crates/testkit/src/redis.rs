@@ -318,6 +318,10 @@ impl RedisCluster {
                     // Relative to the node's own `--dir`.
                     "--cluster-config-file",
                     "nodes.conf",
+                    // The nodes still up keep serving their slots while one is
+                    // stopped (there are no replicas to take over).
+                    "--cluster-require-full-coverage",
+                    "no",
                 ])
                 .await,
             );
@@ -352,8 +356,11 @@ impl RedisCluster {
             let mut ready = true;
             for node in &cluster.nodes {
                 let info = node.raw_command("CLUSTER INFO").await.unwrap_or_default();
+                // Every node must also know where every slot is, not only that it
+                // is up (with partial coverage allowed, "ok" alone comes sooner).
                 ready &= info.contains("cluster_state:ok")
-                    && info.contains(&format!("cluster_known_nodes:{NODES}"));
+                    && info.contains(&format!("cluster_known_nodes:{NODES}"))
+                    && info.contains(&format!("cluster_slots_assigned:{CLUSTER_SLOTS}"));
             }
             if ready {
                 return cluster;
@@ -378,5 +385,13 @@ impl RedisCluster {
     /// The nodes, to inspect what each one holds.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Kills node `i` (as [`RedisServer::stop`]); the others keep their slots.
+    ///
+    /// # Panics
+    /// When there is no node `i`.
+    pub async fn stop_node(&mut self, i: usize) {
+        self.nodes[i].stop().await;
     }
 }

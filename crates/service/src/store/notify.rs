@@ -28,7 +28,9 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// The store's pub/sub connection and the tails waiting on it.
 pub(crate) struct Notifier {
-    client: Client,
+    /// The nodes it may listen on, tried in turn: one server, or a cluster's seed
+    /// nodes (a cluster passes every `PUBLISH` to every node, so any one will do).
+    clients: Arc<[Client]>,
     shared: Arc<Shared>,
     /// Commands to the connection's task, started by the first tail.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -57,10 +59,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Notifier {
-    /// A notifier using `client`'s server (and TLS settings). Connects on first use.
-    pub(crate) fn new(client: Client) -> Self {
+    /// A notifier listening on the first of `clients` that answers (their servers'
+    /// TLS settings included). Connects on first use.
+    pub(crate) fn new(clients: Vec<Client>) -> Self {
         Notifier {
-            client,
+            clients: clients.into(),
             shared: Arc::new(Shared {
                 channels: Mutex::new(HashMap::new()),
             }),
@@ -106,7 +109,7 @@ impl Notifier {
             return tx.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.client.clone(), self.shared.clone(), rx));
+        tokio::spawn(run(self.clients.clone(), self.shared.clone(), rx));
         *commands = Some(tx.clone());
         tx
     }
@@ -155,8 +158,31 @@ fn wake_all(shared: &Shared) {
     }
 }
 
-/// A pub/sub connection subscribed to every channel tails wait on now.
+/// A pub/sub connection subscribed to every channel tails wait on now, to the first
+/// node that answers, starting at `clients[*at]`; `at` is left on that node.
 async fn connect(
+    clients: &[Client],
+    at: &mut usize,
+    shared: &Shared,
+) -> Result<(PubSubSink, PubSubStream, HashSet<String>), String> {
+    let mut last_error = String::from("no Redis node to listen on");
+    for _ in 0..clients.len() {
+        let Some(client) = clients.get(*at) else {
+            *at = 0;
+            continue;
+        };
+        match connect_to(client, shared).await {
+            Ok(connected) => return Ok(connected),
+            Err(e) => {
+                last_error = e;
+                *at = (*at + 1) % clients.len();
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn connect_to(
     client: &Client,
     shared: &Shared,
 ) -> Result<(PubSubSink, PubSubStream, HashSet<String>), String> {
@@ -175,9 +201,15 @@ async fn connect(
 /// The connection's task: (re)connects, follows subscribe/unsubscribe commands in
 /// order, and turns each message into a wake-up of its channel's tails. Ends when
 /// the notifier is dropped.
-async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    clients: Arc<[Client]>,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     // The subscribe waiting for a connection, if any.
     let mut pending: Option<(String, oneshot::Sender<Result<(), String>>)> = None;
+    // The node listened on: after a broken connection the next one is tried first.
+    let mut at = 0;
     loop {
         if pending.is_none() && lock(&shared.channels).is_empty() {
             // Nobody to wake: connect only when a tail asks.
@@ -187,7 +219,8 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
                 Some(Command::Subscribe(channel, ack)) => pending = Some((channel, ack)),
             }
         }
-        let (mut sink, mut stream, mut subscribed) = match connect(&client, &shared).await {
+        let (mut sink, mut stream, mut subscribed) = match connect(&clients, &mut at, &shared).await
+        {
             Ok(connected) => connected,
             Err(e) => {
                 // Every tail asking now gets the error (and ends; its client resumes).
@@ -244,7 +277,9 @@ async fn run(client: Client, shared: Arc<Shared>, mut commands: mpsc::UnboundedR
                 },
             }
         }
-        // The connection broke: tails keep reading on their timer until it is back.
+        // The connection broke: tails keep reading on their timer until it is back,
+        // on another node when there is one (this one may be down).
+        at = (at + 1) % clients.len().max(1);
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }

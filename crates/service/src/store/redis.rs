@@ -186,19 +186,27 @@ impl RedisStreamStore {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect();
-        if seeds.len() != 1 && !config.cluster {
+        if seeds.len() > 1 && !config.cluster {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "several Redis URLs are the nodes of a cluster: give one URL, or enable cluster mode",
             )));
         }
-        // The client of one node: the store's connection without cluster mode, and
-        // the pub/sub connection that wakes tails in both modes (a cluster passes
-        // every PUBLISH to every node, so one node hears all of them).
-        let first = seeds.first().copied().unwrap_or_default();
-        let client = match &certificates {
-            None => Client::open(first)?,
-            Some(certs) => Client::build_with_tls(first, certs.clone())?,
+        // A client per node given: the first is the store's connection without
+        // cluster mode; the notifier listens on any of them (a cluster passes every
+        // PUBLISH to every node, so one node hears all of them).
+        let clients = seeds
+            .iter()
+            .map(|url| match &certificates {
+                None => Client::open(*url),
+                Some(certs) => Client::build_with_tls(*url, certs.clone()),
+            })
+            .collect::<redis::RedisResult<Vec<Client>>>()?;
+        let Some(client) = clients.first().cloned() else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no Redis URL given",
+            )));
         };
         let conn = if config.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
@@ -235,7 +243,7 @@ impl RedisStreamStore {
         };
         Ok(RedisStreamStore {
             inner: Arc::new(Inner {
-                notifier: super::notify::Notifier::new(client),
+                notifier: super::notify::Notifier::new(clients),
                 conn,
                 config,
                 overflow,
