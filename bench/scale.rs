@@ -1,8 +1,10 @@
-//! Scale-out benchmark: the log service on Redis (1 and 2 replicas) against the
-//! in-memory store, measured in the same run over real HTTP on loopback.
+//! Scale-out benchmark: the log service on Redis (1 and 2 replicas) and on a
+//! three-node Redis Cluster (2 replicas) against the in-memory store, measured in
+//! the same run over real HTTP on loopback.
 //!
-//! - Ingest: 16 writers, each on its own key, `PUT /stream` batches of 500 lines of
-//!   80 bytes; with 2 replicas the writers alternate between them. Lines/s.
+//! - Ingest: 16 writers, each on its own key of its own account (accounts are what a
+//!   cluster spreads over its nodes), `PUT /stream` batches of 500 lines of 80 bytes;
+//!   with 2 replicas the writers alternate between them. Lines/s.
 //! - Tail latency: one writer sends single-line batches (each carrying its send
 //!   time) every 2 ms while a `GET /stream` SSE tail — on the *other* replica when
 //!   there are two — receives them. p50/p99 of send-to-receive.
@@ -21,7 +23,7 @@ use runlog_protocol::{AccountId, Scope};
 use runlog_service::ServiceConfig;
 use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_service::store::{BlobStore, MemoryLimits, MemoryStreamStore, StreamStore};
-use runlog_testkit::redis::RedisServer;
+use runlog_testkit::redis::{RedisCluster, RedisServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,23 +47,29 @@ struct Deployment {
     /// Key prefix: deployments share one Redis, so their keys must not meet.
     slug: &'static str,
     urls: Vec<String>,
-    token: String,
+    /// A write token for each writer's account (`bench-<writer>`).
+    tokens: Vec<String>,
     http: reqwest::Client,
 }
 
 impl Deployment {
-    fn url(&self, replica: usize, path: &str, key: &str) -> String {
+    /// The URL for `writer` (its account, and its replica: writers alternate).
+    fn url(&self, writer: usize, path: &str, key: &str) -> String {
         format!(
-            "{}{path}?accountID=bench&key={key}",
-            self.urls[replica % self.urls.len()]
+            "{}{path}?accountID=bench-{writer}&key={key}",
+            self.urls[writer % self.urls.len()]
         )
     }
 
-    async fn open(&self, replica: usize, key: &str) {
+    fn token(&self, writer: usize) -> &str {
+        &self.tokens[writer]
+    }
+
+    async fn open(&self, writer: usize, key: &str) {
         let r = self
             .http
-            .post(self.url(replica, "/stream", key))
-            .bearer_auth(&self.token)
+            .post(self.url(writer, "/stream", key))
+            .bearer_auth(self.token(writer))
             .send()
             .await
             .unwrap();
@@ -87,7 +95,7 @@ impl Deployment {
             let (url, http, token, bodies) = (
                 self.url(w, "/stream", k),
                 self.http.clone(),
-                self.token.clone(),
+                self.token(w).to_owned(),
                 bodies.clone(),
             );
             tasks.push(tokio::spawn(async move {
@@ -115,11 +123,15 @@ impl Deployment {
     async fn tail_latency(&self, round: usize) -> Vec<f64> {
         let key = format!("{}/tail/{round}", self.slug);
         self.open(0, &key).await;
-        let reader = self.urls.len() - 1;
+        // Account `bench-0`, tailed on the last replica (the other one when there are two).
+        let reader = format!(
+            "{}/stream?accountID=bench-0&key={key}",
+            self.urls[self.urls.len() - 1]
+        );
         let resp = self
             .http
-            .get(self.url(reader, "/stream", &key))
-            .bearer_auth(&self.token)
+            .get(reader)
+            .bearer_auth(self.token(0))
             .send()
             .await
             .unwrap();
@@ -156,7 +168,7 @@ impl Deployment {
             let r = self
                 .http
                 .put(&url)
-                .bearer_auth(&self.token)
+                .bearer_auth(self.token(0))
                 .json(&line)
                 .send()
                 .await
@@ -207,18 +219,22 @@ async fn deploy(
             std::future::pending(),
         ));
     }
-    let token = runlog_service::auth::mint_token(
-        secret.as_bytes(),
-        Some(&AccountId::new("bench").unwrap()),
-        Scope::Write,
-        Duration::from_secs(3600),
-    )
-    .unwrap();
+    let tokens = (0..WRITERS)
+        .map(|w| {
+            runlog_service::auth::mint_token(
+                secret.as_bytes(),
+                Some(&AccountId::new(format!("bench-{w}")).unwrap()),
+                Scope::Write,
+                Duration::from_secs(3600),
+            )
+            .unwrap()
+        })
+        .collect();
     Deployment {
         name,
         slug,
         urls,
-        token,
+        tokens,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
@@ -226,9 +242,10 @@ async fn deploy(
     }
 }
 
-fn redis_store(server: &RedisServer) -> Arc<dyn StreamStore> {
+fn redis_store(url: String, cluster: bool) -> Arc<dyn StreamStore> {
     let config = RedisConfig {
-        url: server.url(),
+        url,
+        cluster,
         ..RedisConfig::default()
     };
     Arc::new(
@@ -297,11 +314,10 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let redis = client_rt.block_on(RedisServer::start_new_with(&[
-        // As deployed: an fsync a second, not the tests' fsync per write.
-        "--appendfsync",
-        "everysec",
-    ]));
+    // As deployed: an fsync a second, not the tests' fsync per write.
+    let deployed = ["--appendfsync", "everysec"];
+    let redis = client_rt.block_on(RedisServer::start_new_with(&deployed));
+    let cluster = client_rt.block_on(RedisCluster::start_new_with(&deployed));
     let deployments = server_rt.block_on(async {
         let memory: Arc<dyn StreamStore> =
             Arc::new(MemoryStreamStore::new(MemoryLimits::default()));
@@ -310,14 +326,27 @@ fn main() {
             deploy(
                 "redis, 1 replica",
                 "redis1",
-                vec![redis_store(&redis)],
+                vec![redis_store(redis.url(), false)],
                 dir.path(),
             )
             .await,
             deploy(
                 "redis, 2 replicas",
                 "redis2",
-                vec![redis_store(&redis), redis_store(&redis)],
+                vec![
+                    redis_store(redis.url(), false),
+                    redis_store(redis.url(), false),
+                ],
+                dir.path(),
+            )
+            .await,
+            deploy(
+                "cluster, 2 replicas",
+                "cluster2",
+                vec![
+                    redis_store(cluster.urls(), true),
+                    redis_store(cluster.urls(), true),
+                ],
                 dir.path(),
             )
             .await,

@@ -53,13 +53,7 @@ fn slow_timer_store(server: &RedisServer) -> RedisStreamStore {
 
 async fn redis_lines_held(server: &RedisServer, id: &StreamId) -> u64 {
     let key = format!("runlog:{{{}}}:s:{}:lines", id.account, id.key);
-    let reply = server.raw_command(&format!("XLEN {key}")).await.unwrap();
-    reply
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix(':'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("XLEN reply {reply:?}"))
+    server.int_command(&format!("XLEN {key}")).await as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,16 +430,9 @@ async fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
 async fn account_off_the_first_node(cluster: &RedisCluster) -> String {
     for i in 0..100 {
         let name = format!("elsewhere-{i}");
-        let reply = cluster.nodes()[1]
-            .raw_command(&format!("CLUSTER KEYSLOT {name}"))
-            .await
-            .unwrap();
-        let slot: u32 = reply
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix(':'))
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let slot = cluster.nodes()[1]
+            .int_command(&format!("CLUSTER KEYSLOT {name}"))
+            .await;
         if slot >= 16_384 / 3 {
             return name;
         }
@@ -499,21 +486,29 @@ async fn assert_woken_by_append(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_cluster_a_tail_is_woken_by_an_append_on_another_node() {
+async fn on_a_cluster_a_tail_listens_on_the_node_that_owns_its_stream() {
     let cluster = RedisCluster::start_new().await;
-    // Tails listen on the first node; an account on another node must wake them too
-    // (a cluster passes every PUBLISH to every node).
+    // An account on the second or third node: the tail must not listen on the first
+    // (the seed), where the append's PUBLISH would only arrive over the cluster bus.
     let account = account_off_the_first_node(&cluster).await;
     let id = StreamId {
         account: AccountId::new(account.as_str()).unwrap(),
         key: StreamKey::new("wake").unwrap(),
     };
     let (writer, next) = cluster_tail(&cluster, &id).await;
-    let numsub = cluster.nodes()[0]
-        .raw_command(&format!("PUBSUB NUMSUB runlog:{{{account}}}:s:wake:ctl"))
-        .await
-        .unwrap();
-    assert!(numsub.contains(":1\r\n"), "one subscriber: {numsub:?}");
+    let channel = format!("runlog:{{{account}}}:s:wake:ctl");
+    let mut counts = Vec::new();
+    for node in cluster.nodes() {
+        counts.push(node.int_command(&format!("PUBSUB NUMSUB {channel}")).await);
+    }
+    let slot = cluster.nodes()[0]
+        .int_command(&format!("CLUSTER KEYSLOT {channel}"))
+        .await;
+    // The test cluster splits the slots in three equal ranges, in node order.
+    let owner = ((slot / (16_384 / 3)) as usize).min(2);
+    let mut want = vec![0; 3];
+    want[owner] = 1;
+    assert_eq!(counts, want, "subscribers per node; slot {slot}");
     assert_woken_by_append(&writer, &id, next).await;
 }
 

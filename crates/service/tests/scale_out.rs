@@ -544,13 +544,7 @@ async fn on_a_redis_cluster_accounts_spread_over_the_nodes_and_replicas_share_ev
     // Each account's keys share a slot; different accounts land on different nodes.
     let mut nodes_used = 0;
     for node in redis.nodes() {
-        let dbsize = node.raw_command("DBSIZE").await.unwrap();
-        let keys: u64 = dbsize
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix(':'))
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let keys = node.int_command("DBSIZE").await;
         if keys > 0 {
             nodes_used += 1;
         }

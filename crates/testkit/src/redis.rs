@@ -227,6 +227,22 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Sends one inline command whose reply is an integer (`DBSIZE`, `XLEN k`,
+    /// `CLUSTER KEYSLOT k`, …) and returns it; for `PUBSUB NUMSUB ch`, the count.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or the reply holds no integer.
+    pub async fn int_command(&self, command: &str) -> i64 {
+        let reply = self.raw_command(command).await.expect("redis command");
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(':'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no integer in the reply to {command:?}: {reply:?}"))
+    }
+}
+
 /// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`:
 /// `ca.crt`, `server.crt`, `server.key`.
 fn make_certificates(dir: &std::path::Path) {
@@ -308,23 +324,28 @@ impl RedisCluster {
     /// # Panics
     /// When `redis-server` is missing or the cluster does not form.
     pub async fn start_new() -> RedisCluster {
+        Self::start_new_with(&[]).await
+    }
+
+    /// Like [`start_new`](Self::start_new), with extra `redis-server` arguments for
+    /// every node (as [`RedisServer::start_new_with`]).
+    pub async fn start_new_with(extra_args: &[&str]) -> RedisCluster {
         const NODES: u32 = 3;
+        let mut args = vec![
+            "--cluster-enabled",
+            "yes",
+            // Relative to the node's own `--dir`.
+            "--cluster-config-file",
+            "nodes.conf",
+            // The nodes still up keep serving their slots while one is stopped (there
+            // are no replicas to take over).
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        args.extend_from_slice(extra_args);
         let mut nodes = Vec::new();
         for _ in 0..NODES {
-            nodes.push(
-                RedisServer::start_new_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    // Relative to the node's own `--dir`.
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    // The nodes still up keep serving their slots while one is
-                    // stopped (there are no replicas to take over).
-                    "--cluster-require-full-coverage",
-                    "no",
-                ])
-                .await,
-            );
+            nodes.push(RedisServer::start_new_with(&args).await);
         }
         let per_node = CLUSTER_SLOTS / NODES;
         for (i, node) in nodes.iter().enumerate() {

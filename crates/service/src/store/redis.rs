@@ -124,6 +124,108 @@ pub struct RedisStreamStore {
     inner: Arc<Inner>,
 }
 
+/// Where tails wait for their streams' notifications.
+enum Notify {
+    /// One server: one pub/sub connection.
+    Single(super::notify::Notifier),
+    /// A cluster: see [`ClusterNotify`].
+    Cluster(Box<ClusterNotify>),
+}
+
+/// A cluster node's address.
+type Node = (String, u16);
+
+/// `(first slot, last slot, primary)` of each slot range.
+type SlotTable = Vec<(u16, u16, Node)>;
+
+/// Notifications on a cluster. A `PUBLISH` reaches subscribers on its own node at once,
+/// and other nodes through the cluster bus, which delays it by up to ~40 ms under
+/// steady traffic (measured outside runlog too: `PUBLISH` every 2 ms on one node,
+/// received on another at p50 17 ms). So a tail subscribes on the node that owns its
+/// stream's slot — where the append script publishes — with one pub/sub connection per
+/// node; when that node is unknown or down, on any node given (`any`).
+struct ClusterNotify {
+    any: super::notify::Notifier,
+    /// The first node's connection settings (credentials, TCP), for the other nodes.
+    template: redis::ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+    /// One notifier per node, created on first use.
+    nodes: std::sync::Mutex<HashMap<Node, Arc<super::notify::Notifier>>>,
+    /// `(first slot, last slot, node)` from `CLUSTER SLOTS`, fetched when a slot is
+    /// missing (a cluster resharded since then still delivers, through `any`'s path).
+    slots: std::sync::Mutex<SlotTable>,
+}
+
+impl ClusterNotify {
+    /// The notifier of the node that owns `slot`, if it can be found.
+    async fn for_slot(
+        &self,
+        cluster: &redis::cluster_async::ClusterConnection,
+        slot: u16,
+    ) -> Option<Arc<super::notify::Notifier>> {
+        let find = |slots: &[(u16, u16, Node)]| {
+            slots
+                .iter()
+                .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+                .map(|(_, _, node)| node.clone())
+        };
+        let cached = find(&self.slots.lock().unwrap_or_else(|e| e.into_inner()));
+        let node = match cached {
+            Some(node) => node,
+            None => {
+                let table = slot_table(cluster.clone()).await.ok()?;
+                let node = find(&table);
+                *self.slots.lock().unwrap_or_else(|e| e.into_inner()) = table;
+                node?
+            }
+        };
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notifier) = nodes.get(&node) {
+            return Some(notifier.clone());
+        }
+        let addr = match self.template.addr() {
+            redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+                host: node.0.clone(),
+                port: node.1,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => redis::ConnectionAddr::Tcp(node.0.clone(), node.1),
+        };
+        let info = self.template.clone().set_addr(addr);
+        let client = match &self.certificates {
+            None => Client::open(info),
+            Some(certs) => Client::build_with_tls(info, certs.clone()),
+        }
+        .ok()?;
+        let notifier = Arc::new(super::notify::Notifier::new(vec![client]));
+        nodes.insert(node, notifier.clone());
+        Some(notifier)
+    }
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag — the part between
+/// the first `{` and the next `}`, when not empty — or of the whole key, mod 16 384.
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
+
 /// The connection every command goes through.
 #[derive(Clone)]
 enum Conn {
@@ -136,7 +238,7 @@ enum Conn {
 
 struct Inner {
     conn: Conn,
-    notifier: super::notify::Notifier,
+    notifier: Notify,
     config: RedisConfig,
     overflow: Option<Arc<dyn ObjectStore>>,
     scripts: Scripts,
@@ -193,13 +295,23 @@ impl RedisStreamStore {
             )));
         }
         // A client per node given: the first is the store's connection without
-        // cluster mode; the notifier listens on any of them (a cluster passes every
+        // cluster mode; notifications fall back to any of them (a cluster passes every
         // PUBLISH to every node, so one node hears all of them).
+        // TCP_NODELAY on every connection: requests from many tails and writers share
+        // one connection per node, and a small command must not wait behind an
+        // unacknowledged one (Nagle's algorithm).
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let first = seeds.first().copied().unwrap_or_default();
+        let certificates_for_nodes = certificates.clone();
         let clients = seeds
             .iter()
-            .map(|url| match &certificates {
-                None => Client::open(*url),
-                Some(certs) => Client::build_with_tls(*url, certs.clone()),
+            .map(|url| {
+                let info = redis::IntoConnectionInfo::into_connection_info(*url)?
+                    .set_tcp_settings(tcp.clone());
+                match &certificates {
+                    None => Client::open(info),
+                    Some(certs) => Client::build_with_tls(info, certs.clone()),
+                }
             })
             .collect::<redis::RedisResult<Vec<Client>>>()?;
         let Some(client) = clients.first().cloned() else {
@@ -215,7 +327,8 @@ impl RedisStreamStore {
                 // Fail fast while nodes are down (the caller answers 503 and the
                 // writer retries), as the single-server connection does.
                 .retries(2)
-                .max_retry_wait(500);
+                .max_retry_wait(500)
+                .tcp_settings(tcp);
             if let Some(certs) = certificates {
                 builder = builder.certs(certs);
             }
@@ -241,9 +354,22 @@ impl RedisStreamStore {
                 manager_config,
             )?)
         };
+        let notifier = if config.cluster {
+            let template = redis::IntoConnectionInfo::into_connection_info(first)?
+                .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+            Notify::Cluster(Box::new(ClusterNotify {
+                any: super::notify::Notifier::new(clients),
+                template,
+                certificates: certificates_for_nodes,
+                nodes: std::sync::Mutex::new(HashMap::new()),
+                slots: std::sync::Mutex::new(Vec::new()),
+            }))
+        } else {
+            Notify::Single(super::notify::Notifier::new(clients))
+        };
         Ok(RedisStreamStore {
             inner: Arc::new(Inner {
-                notifier: super::notify::Notifier::new(clients),
+                notifier,
                 conn,
                 config,
                 overflow,
@@ -355,6 +481,23 @@ impl Inner {
 
     fn conn(&self) -> Reconnecting {
         Reconnecting(self.conn.clone())
+    }
+
+    /// Subscribes a tail to its stream's notifications (see [`Notify`]).
+    async fn subscribe(&self, channel: String) -> Result<super::notify::Subscription, StoreError> {
+        match (&self.notifier, &self.conn) {
+            (Notify::Cluster(notify), Conn::Cluster(cluster)) => {
+                let slot = key_slot(channel.as_bytes());
+                if let Some(node) = notify.for_slot(cluster, slot).await
+                    && let Ok(subscription) = node.subscribe(channel.clone()).await
+                {
+                    return Ok(subscription);
+                }
+                notify.any.subscribe(channel).await
+            }
+            (Notify::Single(notifier), _) => notifier.subscribe(channel).await,
+            (Notify::Cluster(notify), _) => notify.any.subscribe(channel).await,
+        }
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -897,7 +1040,7 @@ impl TailState {
             None => {
                 let channel = self.inner.keys(&self.id).ctl;
                 self.subscription
-                    .insert(self.inner.notifier.subscribe(channel).await?)
+                    .insert(self.inner.subscribe(channel).await?)
             }
         };
         loop {
@@ -977,35 +1120,52 @@ impl redis::aio::ConnectionLike for Reconnecting {
 
 /// `(host, port)` of every primary of a cluster, from `CLUSTER SLOTS`.
 async fn primaries(
+    cluster: redis::cluster_async::ClusterConnection,
+) -> Result<Vec<Node>, StoreError> {
+    let mut nodes: Vec<Node> = slot_table(cluster)
+        .await?
+        .into_iter()
+        .map(|(_, _, node)| node)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// `(first slot, last slot, primary's (host, port))` of every range, from
+/// `CLUSTER SLOTS`.
+async fn slot_table(
     mut cluster: redis::cluster_async::ClusterConnection,
-) -> Result<Vec<(String, u16)>, StoreError> {
-    let slots: Vec<Value> = redis::cmd("CLUSTER")
+) -> Result<SlotTable, StoreError> {
+    let ranges: Vec<Value> = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(&mut cluster)
         .await
         .map_err(unavailable)?;
-    let mut nodes = Vec::new();
-    for range in slots {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("CLUSTER SLOTS {what}"));
+    let mut table = Vec::new();
+    for range in ranges {
         // [start, end, [host, port, id, …], replicas…]: the third entry is the primary.
         let Value::Array(fields) = range else {
-            return Err(StoreError::Corrupt("CLUSTER SLOTS entry".into()));
+            return Err(corrupt("entry"));
         };
-        let Some(Value::Array(primary)) = fields.into_iter().nth(2) else {
-            return Err(StoreError::Corrupt("CLUSTER SLOTS primary".into()));
+        let mut fields = fields.into_iter();
+        let (Some(first), Some(last), Some(Value::Array(primary))) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(corrupt("entry"));
         };
         let mut primary = primary.into_iter();
         let (Some(host), Some(port)) = (primary.next(), primary.next()) else {
-            return Err(StoreError::Corrupt("CLUSTER SLOTS address".into()));
+            return Err(corrupt("address"));
         };
-        let host: String = redis::from_redis_value(host)
-            .map_err(|e| StoreError::Corrupt(format!("CLUSTER SLOTS host: {e}")))?;
-        let port: u16 = redis::from_redis_value(port)
-            .map_err(|e| StoreError::Corrupt(format!("CLUSTER SLOTS port: {e}")))?;
-        nodes.push((host, port));
+        let first: u16 = redis::from_redis_value(first).map_err(|_| corrupt("slot"))?;
+        let last: u16 = redis::from_redis_value(last).map_err(|_| corrupt("slot"))?;
+        let host: String = redis::from_redis_value(host).map_err(|_| corrupt("host"))?;
+        let port: u16 = redis::from_redis_value(port).map_err(|_| corrupt("port"))?;
+        table.push((first, last, (host, port)));
     }
-    nodes.sort();
-    nodes.dedup();
-    Ok(nodes)
+    Ok(table)
 }
 
 fn int(v: Value) -> Result<i64, StoreError> {
@@ -1276,3 +1436,25 @@ const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn key_slots_are_redis_cluster_slots() {
+        // Values from `CLUSTER KEYSLOT` and the cluster specification.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"somekey"), 11058);
+        // The hash tag alone decides: every key of an account shares a slot.
+        assert_eq!(
+            key_slot(b"runlog:{acc}:s:a/b:ctl"),
+            key_slot(b"runlog:{acc}:index")
+        );
+        assert_eq!(key_slot(b"runlog:{acc}:index"), key_slot(b"acc"));
+        // An empty tag hashes the whole key; the first `{` opens the tag.
+        assert_eq!(key_slot(b"foo{}{bar}"), 8363);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+}
