@@ -576,9 +576,7 @@ async fn on_a_redis_cluster_accounts_spread_over_the_nodes_and_replicas_share_ev
         .await;
     assert_eq!(tail.line_positions(), vec![3, 4]);
     // The open-streams gauge lists every node's accounts (one stream was closed).
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", b.url()))
-        .send()
+    let metrics = reqwest::get(format!("{}/metrics", b.url()))
         .await
         .unwrap()
         .text()
