@@ -301,20 +301,22 @@ impl RedisStreamStore {
         // one connection per node, and a small command must not wait behind an
         // unacknowledged one (Nagle's algorithm).
         let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-        let first = seeds.first().copied().unwrap_or_default();
-        let certificates_for_nodes = certificates.clone();
-        let clients = seeds
+        let infos = seeds
             .iter()
             .map(|url| {
-                let info = redis::IntoConnectionInfo::into_connection_info(*url)?
-                    .set_tcp_settings(tcp.clone());
-                match &certificates {
-                    None => Client::open(info),
-                    Some(certs) => Client::build_with_tls(info, certs.clone()),
-                }
+                redis::IntoConnectionInfo::into_connection_info(*url)
+                    .map(|info| info.set_tcp_settings(tcp.clone()))
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        let clients = infos
+            .iter()
+            .map(|info| match &certificates {
+                None => Client::open(info.clone()),
+                Some(certs) => Client::build_with_tls(info.clone(), certs.clone()),
             })
             .collect::<redis::RedisResult<Vec<Client>>>()?;
-        let Some(client) = clients.first().cloned() else {
+        let (Some(client), Some(template)) = (clients.first().cloned(), infos.first().cloned())
+        else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "no Redis URL given",
@@ -329,8 +331,8 @@ impl RedisStreamStore {
                 .retries(2)
                 .max_retry_wait(500)
                 .tcp_settings(tcp);
-            if let Some(certs) = certificates {
-                builder = builder.certs(certs);
+            if let Some(certs) = &certificates {
+                builder = builder.certs(certs.clone());
             }
             // Connects in the background: like the single-server connection, the
             // service starts while Redis is down and answers 503 meanwhile.
@@ -355,12 +357,10 @@ impl RedisStreamStore {
             )?)
         };
         let notifier = if config.cluster {
-            let template = redis::IntoConnectionInfo::into_connection_info(first)?
-                .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
             Notify::Cluster(Box::new(ClusterNotify {
                 any: super::notify::Notifier::new(clients),
                 template,
-                certificates: certificates_for_nodes,
+                certificates,
                 nodes: std::sync::Mutex::new(HashMap::new()),
                 slots: std::sync::Mutex::new(Vec::new()),
             }))
