@@ -26,6 +26,7 @@ pub mod config;
 pub mod mask;
 pub mod outbox;
 mod recovery;
+pub mod recycle;
 pub mod retry;
 pub mod row;
 mod sender;

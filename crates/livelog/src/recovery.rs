@@ -141,11 +141,18 @@ fn same_file(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
-/// A killed writer may leave its last row half-written: the archive ends at the last
-/// complete row.
+/// A killed writer may leave its last row half-written, and a reused spool file an
+/// older history after its own (past the end mark, see [`crate::spool`]): the archive
+/// ends at the last complete row before the mark.
 fn cut_partial_row(spool: &Path) -> std::io::Result<()> {
     let mut f = File::options().read(true).write(true).open(spool)?;
-    let len = f.metadata()?.len();
+    let len = match end_mark(&mut f)? {
+        Some(at) => {
+            f.set_len(at)?;
+            at
+        }
+        None => f.metadata()?.len(),
+    };
     let mut end = len;
     let mut buf = vec![0u8; 64 * 1024];
     while end > 0 {
@@ -163,6 +170,23 @@ fn cut_partial_row(spool: &Path) -> std::io::Result<()> {
         end = start;
     }
     f.set_len(0)
+}
+
+/// Offset of the first [`crate::spool::END_OF_ROWS`] byte, if any.
+fn end_mark(f: &mut File) -> std::io::Result<Option<u64>> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = memchr::memchr(crate::spool::END_OF_ROWS, &buf[..n]) {
+            return Ok(Some(at + i as u64));
+        }
+        at += n as u64;
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +222,24 @@ mod tests {
             "the cut row is removed"
         );
         assert!(!outbox.join("livelog-1.recover.json").exists());
+    }
+
+    #[test]
+    fn a_reused_spool_is_delivered_up_to_its_end_mark() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-4.ndjson");
+        // This history's rows, the mark, then an older history that also parses.
+        std::fs::write(
+            &spool,
+            b"{\"pos\":0}\n{\"pos\":1}\n\0{\"pos\":2}\n{\"pos\":3}\n",
+        )
+        .expect("spool");
+        drop(create(&outbox, &spool, &entry()).expect("record"));
+        assert!(adopt_orphans(&outbox).is_empty());
+        let archive = std::fs::read(outbox.join("livelog-4").join("archive.ndjson"))
+            .expect("archive in the outbox");
+        assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
     }
 
     #[cfg(unix)]

@@ -479,7 +479,9 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
 
     let mut outboxed = false;
     if archived {
-        let _ = std::fs::remove_file(&spool_path);
+        // Kept for the next writer's spool only when the sender has stopped: it must
+        // not read from a file that another history is being written into.
+        inner.lock().lines.spool.discard(drained);
     } else if spool_complete && inner.cfg.outbox_dir.is_none() {
         // No outbox to hand it to: the history stays where it is, and the report
         // says where, rather than deleting the only complete copy.

@@ -4,6 +4,11 @@
 //! archive is built from disk, never from RAM, and the sender can read lagging lines
 //! back when the in-memory queue is over its cap. The file has a disk cap; a line
 //! that would exceed it is refused (the writer drops it with a count and a marker).
+//!
+//! The file may be one an earlier writer left for reuse ([`crate::recycle`]), still
+//! holding an older history past this one's end. Then every write puts a NUL byte after
+//! the rows (and the next write overwrites it), so a recovery after a crash knows where
+//! this history ends, and [`Spool::finish`] cuts the file to its length.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -31,7 +36,12 @@ pub struct Spool {
     written: u64,
     max: u64,
     failed: Option<String>,
+    /// The file was reused: bytes past `written` are an older history.
+    reused: bool,
 }
+
+/// Ends the rows of a reused spool file (JSON rows never contain a NUL byte).
+pub const END_OF_ROWS: u8 = 0;
 
 /// Bytes buffered before they are written to the file: a few syscalls per MB without
 /// holding much memory.
@@ -53,12 +63,26 @@ impl Spool {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
-        let opened = std::fs::create_dir_all(dir)
-            .and_then(|()| File::options().write(true).create_new(true).open(&path));
-        let (file, failed) = match opened {
-            Ok(f) => (Some(f), None),
+        let opened = std::fs::create_dir_all(dir).and_then(|()| {
+            if crate::recycle::take(dir, &path) {
+                match reuse(&path) {
+                    Ok(f) => return Ok((f, true)),
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map(|f| (f, false))
+        });
+        let (file, reused, failed) = match opened {
+            Ok((f, reused)) => (Some(f), reused, None),
             Err(e) => (
                 None,
+                false,
                 Some(format!("cannot create spool file {}: {e}", path.display())),
             ),
         };
@@ -69,6 +93,7 @@ impl Spool {
             written: 0,
             max,
             failed,
+            reused,
         }
     }
 
@@ -137,7 +162,15 @@ impl Spool {
         let Some(file) = self.file.as_mut() else {
             return Err("spool closed".into());
         };
-        match file.write_all(&self.buf) {
+        let written = if self.reused {
+            // In the same write as the rows: the end mark is never missing after them.
+            self.buf.push(END_OF_ROWS);
+            file.write_all(&self.buf)
+                .and_then(|()| file.seek(SeekFrom::Current(-1)).map(drop))
+        } else {
+            file.write_all(&self.buf)
+        };
+        match written {
             Ok(()) => {
                 self.buf.clear();
                 Ok(())
@@ -150,6 +183,44 @@ impl Spool {
             }
         }
     }
+
+    /// Flushes the last rows and, in a reused file, cuts what lies past them: the file
+    /// is then exactly this history, ready to upload or to hand to the outbox.
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.flush()?;
+        if !self.reused {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err("spool closed".into());
+        };
+        file.set_len(self.written).map_err(|e| {
+            let msg = format!("cannot cut the reused spool file to its length: {e}");
+            self.failed = Some(msg.clone());
+            msg
+        })
+    }
+
+    /// Closes the spool once its history is archived: the file is kept for the next
+    /// writer in its directory when `reuse` ([`crate::recycle`]), deleted otherwise.
+    pub fn discard(&mut self, reuse: bool) {
+        let ok = self.file.take().is_some() && self.failed.is_none();
+        match self.path.parent() {
+            Some(dir) if reuse && ok => crate::recycle::give_back(dir, &self.path, self.written),
+            _ => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Opens a reused spool file for writing from its start, its old content marked as
+/// not this history's from the first byte on.
+fn reuse(path: &Path) -> std::io::Result<File> {
+    let mut f = File::options().write(true).open(path)?;
+    f.write_all(&[END_OF_ROWS])?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(f)
 }
 
 /// Read side of a spool file: reads whole rows back from an offset.
@@ -428,6 +499,47 @@ mod tests {
         }
         assert_eq!(r.offset_of(5000, s.written()).expect("search"), None);
         assert_eq!(r.offset_of(0, 0).expect("empty"), None);
+    }
+
+    #[test]
+    fn a_reused_file_holds_this_history_alone_once_finished() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut first = Spool::create(dir.path(), 1 << 20);
+        for i in 0..100 {
+            first
+                .append(format!("{{\"pos\":{i},\"old\":true}}").as_bytes(), false)
+                .expect("append");
+        }
+        first.finish().expect("finish");
+        first.discard(true);
+
+        let mut s = Spool::create(dir.path(), 1 << 20);
+        assert!(s.reused, "the first spool's file was not reused");
+        // Before any row: a crash now must leave an empty history.
+        assert_eq!(std::fs::read(s.path()).expect("read")[0], END_OF_ROWS);
+        s.append(b"{\"pos\":0}", false).expect("append");
+        s.append(b"{\"pos\":1}", false).expect("append");
+        s.flush().expect("flush");
+        let on_disk = std::fs::read(s.path()).expect("read");
+        assert!(
+            on_disk.starts_with(b"{\"pos\":0}\n{\"pos\":1}\n\0"),
+            "no end mark after the rows"
+        );
+        let mut r = SpoolReader::open(s.path()).expect("open");
+        let rows = r.read_rows(0, s.written(), 1 << 20, 100).expect("read");
+        assert_eq!(rows.ndjson, b"{\"pos\":0}\n{\"pos\":1}\n");
+        s.append(b"{\"pos\":2}", false).expect("append");
+        s.finish().expect("finish");
+        assert_eq!(
+            std::fs::read(s.path()).expect("read"),
+            b"{\"pos\":0}\n{\"pos\":1}\n{\"pos\":2}\n"
+        );
+        s.discard(false);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "a discarded spool was left behind"
+        );
     }
 
     #[test]

@@ -598,7 +598,7 @@ fn ctx(inner: &Inner) -> EmitCtx<'_> {
 }
 
 /// Called by close: finishes the partial line, adds the loss marker, stops producers
-/// and flushes the spool. Returns whether the spool is complete.
+/// and flushes the spool (cut to its length). Returns whether the spool is complete.
 pub(crate) fn finish_producing(inner: &Inner) -> bool {
     let ctx = ctx(inner);
     let mut guard = inner.lock();
@@ -616,7 +616,7 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     // writer's state (spool file included), which would otherwise stay open for
     // as long as the process lives.
     inner.partial.notify_one();
-    let flushed = lines.spool.flush();
+    let flushed = lines.spool.finish();
     if let Err(e) = &flushed {
         lines.error.get_or_insert_with(|| e.clone());
     }

@@ -370,3 +370,64 @@ async fn io_write_and_writeln_feed_the_same_stream_from_any_thread() {
     let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
     assert_eq!(texts, vec!["from a thread, split\n", "via a reference\n"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_file_reused_by_the_next_writer_gives_it_only_its_own_history() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let files = |dir: &std::path::Path| -> Vec<(String, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.metadata().unwrap().ino())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // A long history first, so the file the second writer gets holds more than it writes.
+    let first = Writer::new(
+        client(&svc.url(), &token),
+        config("reuse/first", spool.path()),
+    );
+    for i in 0..5000 {
+        first.write(format!("first writer, line {i}\n").as_bytes());
+    }
+    assert!(first.close().await.archived);
+    let kept = files(spool.path());
+    assert_eq!(kept.len(), 1, "the archived spool was not kept: {kept:?}");
+    assert!(kept[0].0.starts_with("livelog-free-"), "{kept:?}");
+
+    let second = Writer::new(
+        client(&svc.url(), &token),
+        config("reuse/second", spool.path()),
+    );
+    let taken = files(spool.path());
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        taken[0].1, kept[0].1,
+        "the second writer did not reuse the file"
+    );
+    for i in 0..3 {
+        second.write(format!("second writer, line {i}\n").as_bytes());
+    }
+    let report = second.close().await;
+    assert!(report.archived, "{report:?}");
+    let archive = fetch_archive(&svc.url(), &token, "reuse/second")
+        .await
+        .expect("an archive");
+    assert_exactly_once_in_order("the second archive", &archive, 3, |i| {
+        format!("second writer, line {i}\n")
+    });
+    let first_archive = fetch_archive(&svc.url(), &token, "reuse/first")
+        .await
+        .expect("an archive");
+    assert_exactly_once_in_order("the first archive", &first_archive, 5000, |i| {
+        format!("first writer, line {i}\n")
+    });
+    svc.shutdown().await;
+}
