@@ -1,6 +1,7 @@
 //! The service's `PUT /stream` body parser: bad bodies are refused with an error,
 //! accepted ones give lines that are one-row JSON objects carrying their own `pos`,
-//! and its fast path (`compact::scan`) agrees with the general parser.
+//! its fast path (`compact::scan`) agrees with the general parser, and parsing a body
+//! while it arrives (`Incremental`, in parts) answers what parsing it whole answers.
 #![no_main]
 
 use bytes::Bytes;
@@ -25,7 +26,25 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&data[f.span.clone()], &g.json[..]);
         }
     }
-    let Ok(batch) = runlog_service::ingest::parse_batch(&body) else {
+    let whole = runlog_service::ingest::parse_batch(&body);
+    // Arrival in 13-byte chunks, parts of at least 7 bytes.
+    let mut parts = runlog_service::ingest::Incremental::with_part_bytes(7);
+    for end in (0..data.len()).step_by(13) {
+        parts.feed(&data[..end]);
+    }
+    let parts = parts.finish(&body);
+    match (&whole, &parts) {
+        (Ok(w), Ok(p)) => {
+            let (w, p) = (w.to_stored(), p.to_stored());
+            assert_eq!(w.len(), p.len());
+            for (a, b) in w.iter().zip(&p) {
+                assert_eq!((a.pos, &a.json), (b.pos, &b.json));
+            }
+        }
+        (Err(w), Err(p)) => assert_eq!(w.to_string(), p.to_string()),
+        _ => panic!("parsing in parts disagrees with parsing whole"),
+    }
+    let Ok(batch) = whole else {
         return;
     };
     let lines = batch.to_stored();

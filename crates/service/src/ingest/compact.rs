@@ -32,27 +32,45 @@ pub struct CompactLine {
 /// The lines of `body` when the whole body is a batch of compact lines; `None` when
 /// anything falls outside that shape (valid or not — the general parser decides).
 pub fn scan(body: &[u8]) -> Option<Vec<CompactLine>> {
-    let index = QuoteIndex::new(body)?;
-    let mut lines = Vec::with_capacity(body.len() / 128);
-    let mut i = skip_ws(body, 0);
-    if *body.get(i)? != b'[' {
-        return None;
-    }
-    i = skip_ws(body, i + 1);
-    if *body.get(i)? == b']' {
-        return (skip_ws(body, i + 1) == body.len()).then_some(lines);
+    scan_part(body, true, true)
+}
+
+/// The lines of one part of a batch body, for scanning a body while it arrives
+/// ([`super::Incremental`]): a part that is not `last` is whole line objects each
+/// followed by its comma, split off right before the next `{`; only the `first` part
+/// has the opening `[`, only the `last` the closing `]`. Spans are relative to `part`.
+///
+/// Parts that all scan give exactly the lines [`scan`] gives for their concatenation:
+/// each part ends on a comma outside any string, so no escape or string runs from one
+/// part into the next, and a split that fell inside a string leaves that string
+/// unclosed, which fails the part. A part split at ASCII bytes is UTF-8 exactly when
+/// the whole is.
+pub fn scan_part(part: &[u8], first: bool, last: bool) -> Option<Vec<CompactLine>> {
+    let index = QuoteIndex::new(part)?;
+    let mut lines = Vec::with_capacity(part.len() / 128);
+    let mut i = 0;
+    if first {
+        i = skip_ws(part, 0);
+        if *part.get(i)? != b'[' {
+            return None;
+        }
+        i = skip_ws(part, i + 1);
+        if last && *part.get(i)? == b']' {
+            return (skip_ws(part, i + 1) == part.len()).then_some(lines);
+        }
     }
     loop {
-        let (pos, end) = object(body, i, &index)?;
+        let (pos, end) = object(part, i, &index)?;
         lines.push(CompactLine { pos, span: i..end });
-        i = skip_ws(body, end);
-        match *body.get(i)? {
-            b',' => i = skip_ws(body, i + 1),
-            b']' => break,
+        i = skip_ws(part, end);
+        match *part.get(i)? {
+            b',' if !last && i + 1 == part.len() => return Some(lines),
+            b',' => i = skip_ws(part, i + 1),
+            b']' if last => break,
             _ => return None,
         }
     }
-    (skip_ws(body, i + 1) == body.len()).then_some(lines)
+    (skip_ws(part, i + 1) == part.len()).then_some(lines)
 }
 
 /// Where the strings of a body can end, found in one pass over it.

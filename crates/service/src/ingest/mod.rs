@@ -110,20 +110,110 @@ impl<'de> Deserialize<'de> for Batch {
 /// fits one SSE `data:` field and one NDJSON row.
 pub fn parse_batch(body: &Bytes) -> Result<LineBatch, ApiError> {
     match compact::scan(body) {
-        Some(lines) => {
-            let line_bytes = lines.iter().map(|l| l.span.len()).sum();
-            let spans = lines.into_iter().map(|l| {
-                let span = Span {
-                    start: l.span.start,
-                    end: l.span.end,
-                    multiline: false,
-                };
-                (l.pos, span)
-            });
-            // The compact shape has no whitespace inside a line.
-            into_batch(body, line_bytes, false, spans)
-        }
+        Some(lines) => compact_batch(body, lines),
         None => parse_general(body),
+    }
+}
+
+/// The batch of lines the compact path found in `body`.
+fn compact_batch(body: &Bytes, lines: Vec<compact::CompactLine>) -> Result<LineBatch, ApiError> {
+    let line_bytes = lines.iter().map(|l| l.span.len()).sum();
+    let spans = lines.into_iter().map(|l| {
+        let span = Span {
+            start: l.span.start,
+            end: l.span.end,
+            multiline: false,
+        };
+        (l.pos, span)
+    });
+    // The compact shape has no whitespace inside a line.
+    into_batch(body, line_bytes, false, spans)
+}
+
+/// Parses a batch while its body arrives, so that the service scans the first parts
+/// of a large body while the client is still sending the rest: a mebibyte batch
+/// was parsed only after its last byte came in, with the client idle meanwhile.
+///
+/// Feed it the body received so far after every chunk; once at least [`PART_BYTES`]
+/// are unscanned, it scans them up to the last `},{` as one part
+/// ([`compact::scan_part`]). [`Incremental::finish`] scans the rest and answers exactly
+/// what [`parse_batch`] answers for the whole body: when any part declines (a split
+/// that fell inside a string, or anything outside the compact shape), it runs
+/// [`parse_batch`] on the whole body.
+#[derive(Debug)]
+pub struct Incremental {
+    /// `body[..scanned]` is scanned: whole lines, each with its comma.
+    scanned: usize,
+    lines: Vec<compact::CompactLine>,
+    declined: bool,
+    part_bytes: usize,
+}
+
+impl Default for Incremental {
+    fn default() -> Self {
+        Incremental::with_part_bytes(PART_BYTES)
+    }
+}
+
+/// Unscanned bytes that make a part worth scanning before the body is complete.
+pub const PART_BYTES: usize = 64 * 1024;
+
+impl Incremental {
+    /// A parser that scans parts of at least `part_bytes` (tests and the fuzzer use
+    /// small parts; the service [`PART_BYTES`]).
+    pub fn with_part_bytes(part_bytes: usize) -> Self {
+        Incremental {
+            scanned: 0,
+            lines: Vec::new(),
+            declined: false,
+            part_bytes: part_bytes.max(1),
+        }
+    }
+
+    /// Scans what of `body` (the body received so far) makes a whole part.
+    pub fn feed(&mut self, body: &[u8]) {
+        if self.declined || body.len() - self.scanned < self.part_bytes {
+            return;
+        }
+        let rest = &body[self.scanned..];
+        let Some(at) = memchr::memmem::rfind(rest, b"},{") else {
+            return;
+        };
+        // Right after the comma: the part ends with it, the next starts at `{`.
+        let end = self.scanned + at + 2;
+        self.scan(&body[..end], false);
+    }
+
+    /// The batch of the whole `body`.
+    pub fn finish(mut self, body: &Bytes) -> Result<LineBatch, ApiError> {
+        self.scan(body, true);
+        if self.declined {
+            return parse_batch(body);
+        }
+        compact_batch(body, self.lines)
+    }
+
+    /// Scans `body[self.scanned..]` as one part.
+    fn scan(&mut self, body: &[u8], last: bool) {
+        if self.declined {
+            return;
+        }
+        let start = self.scanned;
+        match compact::scan_part(&body[start..], start == 0, last) {
+            // The first part's spans are already the body's.
+            Some(lines) if start == 0 => {
+                self.lines = lines;
+                self.scanned = body.len();
+            }
+            Some(lines) => {
+                self.lines.extend(lines.into_iter().map(|mut l| {
+                    l.span = l.span.start + start..l.span.end + start;
+                    l
+                }));
+                self.scanned = body.len();
+            }
+            None => self.declined = true,
+        }
     }
 }
 
@@ -370,6 +460,79 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The stored lines of a parse, or the error message.
+    fn outcome(r: Result<LineBatch, ApiError>) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        r.map(|b| {
+            b.to_stored()
+                .into_iter()
+                .map(|l| (l.pos, l.json.to_vec()))
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Feeds `body` to an [`Incremental`] in chunks ending at `cuts`.
+    fn incremental(body: &Bytes, cuts: &[usize], part_bytes: usize) -> Result<LineBatch, ApiError> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut parse = Incremental::with_part_bytes(part_bytes);
+        for c in cuts.into_iter().chain([body.len()]) {
+            parse.feed(&body[..c]);
+        }
+        parse.finish(body)
+    }
+
+    proptest::proptest! {
+        /// However a body arrives, scanning it in parts answers what parsing it
+        /// whole answers: the same lines, or the same error. Texts are drawn to hold
+        /// `},{` and escapes, so that parts also split inside strings.
+        #[test]
+        fn a_body_parsed_as_it_arrives_gives_what_the_whole_body_gives(
+            outs in proptest::collection::vec("[a-z{},:\\\"]{0,12}", 1..40),
+            raw in proptest::bool::ANY,
+            junk in "[\\[\\]{},:\" a-z0-9\\\\]{0,8}",
+            cuts in proptest::collection::vec(0usize..4096, 0..12),
+            part_bytes in 1usize..200,
+        ) {
+            let objects: Vec<String> = outs
+                .iter()
+                .enumerate()
+                .map(|(pos, out)| {
+                    // Raw: the text dropped in unescaped (often invalid JSON).
+                    let out = if raw { format!("\"{out}\"") } else { serde_json::to_string(out).unwrap() };
+                    format!("{{\"level\":\"info\",\"pos\":{pos},\"out\":{out},\"time\":\"t\"}}")
+                })
+                .collect();
+            let mut text = format!("[{}]", objects.join(","));
+            if raw {
+                text.push_str(&junk);
+            }
+            let body = Bytes::from(text);
+            let whole = outcome(parse_batch(&body));
+            let parts = outcome(incremental(&body, &cuts, part_bytes));
+            proptest::prop_assert_eq!(parts, whole);
+        }
+    }
+
+    #[test]
+    fn a_split_inside_a_string_falls_back_to_the_whole_body() {
+        // `},{` inside `out`: the first part ends inside a string and declines.
+        let body = Bytes::from_static(
+            br#"[{"level":"info","pos":0,"out":"a},{b","time":"t"},{"level":"info","pos":1,"out":"c","time":"t"}]"#,
+        );
+        let mut parse = Incremental::with_part_bytes(1);
+        parse.feed(&body[..40]);
+        assert!(parse.declined, "a part split inside a string was taken");
+        let lines = parse.finish(&body).unwrap().to_stored();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].pos, 1);
+        let mut parse = Incremental::with_part_bytes(1);
+        parse.feed(&body);
+        assert!(!parse.declined);
+        assert!(parse.scanned > 0, "no part was scanned before the end");
+        assert_eq!(outcome(parse.finish(&body)), outcome(parse_batch(&body)));
     }
 
     #[test]

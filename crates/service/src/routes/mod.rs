@@ -36,6 +36,17 @@ pub(crate) async fn owned_body(
     body: axum::body::Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
+    read_body(headers, body, limit, |_| {}).await
+}
+
+/// [`owned_body`], calling `arrived` with the body received so far after every
+/// chunk (to work on a large body while the rest of it is still on the way).
+pub(crate) async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    mut arrived: impl FnMut(&[u8]),
+) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let too_large =
         || ApiError::TooLarge("request body is larger than this service accepts".into());
@@ -56,6 +67,7 @@ pub(crate) async fn owned_body(
                 return Err(too_large());
             }
             buf.extend_from_slice(&data);
+            arrived(&buf);
         }
     }
     Ok(Bytes::from(buf))

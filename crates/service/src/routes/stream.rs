@@ -51,8 +51,12 @@ pub async fn append(
     raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    let raw = super::owned_body(&headers, raw, st.config().max_body).await?;
-    let batch = crate::ingest::parse_batch(&raw)?;
+    let mut parse = crate::ingest::Incremental::default();
+    let raw = super::read_body(&headers, raw, st.config().max_body, |so_far| {
+        parse.feed(so_far)
+    })
+    .await?;
+    let batch = parse.finish(&raw)?;
     let ack = st.streams().append_batch(&q.id(), batch).await?;
     let m = st.metrics();
     m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
