@@ -60,6 +60,37 @@ async fn stalled_sse_reader_does_not_block_a_writer_and_catches_up_later() {
 }
 
 #[tokio::test]
+async fn a_viewer_behind_when_its_stream_expires_still_gets_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = runlog_service::ServiceConfig {
+        closed_retention: Duration::from_millis(100),
+        sweep_interval: Duration::from_millis(50),
+        ..test_config(dir.path())
+    };
+    let svc = TestService::start_with(cfg).await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("expiring").await;
+    for start in (0..200_000u64).step_by(2_000) {
+        api.put_ok("expiring", &lines(start..start + 2_000)).await;
+    }
+    // Connected, not reading yet: far more is left to send than socket buffers hold.
+    let behind = api.tail("expiring", None).await;
+    api.close("expiring", false).await;
+    let streams = svc.state().streams().clone();
+    eventually(WAIT, "closed stream expired", || {
+        let streams = streams.clone();
+        async move { streams.meta(&id("expiring")).await.is_err() }
+    })
+    .await;
+    let mut sse = SseReader::new(behind);
+    sse.read_to_end(WAIT).await;
+    let got = sse.line_positions();
+    assert_eq!(got.len(), 200_000, "the viewer was cut off at the expiry");
+    assert!(got.iter().enumerate().all(|(i, &p)| p == i as u64));
+    assert!(sse.saw_eof());
+}
+
+#[tokio::test]
 async fn idle_stream_expires_into_its_archive() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = runlog_service::ServiceConfig {

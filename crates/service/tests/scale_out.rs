@@ -183,6 +183,36 @@ async fn line_written_through_a_is_tailed_through_b_with_backfill_then_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_b_behind_when_a_expires_the_stream_still_gets_every_line() {
+    let c = cluster().await;
+    let (a, b) = (
+        Api::new(&c.a, ACCOUNT, Scope::Write),
+        Api::new(&c.b, ACCOUNT, Scope::Read),
+    );
+    let key = "job/expiring";
+    a.open(key).await;
+    for start in (0..100_000u64).step_by(2_000) {
+        a.put_ok(key, &lines(start..start + 2_000)).await;
+    }
+    // Connected through B, not reading yet: far more is left than socket buffers hold.
+    let behind = b.tail(key, None).await;
+    a.close(key, false).await;
+    // What A's expiry sweep does: the lines become the archive (in S3), then leave Redis.
+    let id = runlog_service::store::StreamId {
+        account: ACCOUNT.parse().unwrap(),
+        key: key.parse().unwrap(),
+    };
+    runlog_service::snapshot::snapshot_stream(c.a.state(), &id)
+        .await
+        .unwrap();
+    c.a.state().streams().remove(&id).await.unwrap();
+    let mut sse = SseReader::new(behind);
+    sse.read_to_end(Duration::from_secs(60)).await;
+    assert_exactly_once_in_order("B's viewer", &sse.line_positions(), 100_000);
+    assert!(sse.saw_eof());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_batch_retried_against_a_and_b_is_stored_once() {
     let c = cluster().await;
     let (a, b) = (

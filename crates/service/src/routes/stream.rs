@@ -89,7 +89,7 @@ pub async fn tail(
     };
     let id = q.id();
     let tail = match st.streams().tail(&id, from).await {
-        Ok(t) => t,
+        Ok(t) => finishing_from_archive(st.clone(), id.clone(), from, t),
         Err(StoreError::NotFound) => archive_replay(&st, &id, from).await?,
         Err(e) => return Err(e.into()),
     };
@@ -109,6 +109,58 @@ pub async fn tail(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+type TailStream = futures_util::stream::BoxStream<'static, Result<TailItem, StoreError>>;
+
+/// A live tail that goes on from the archive when its stream is removed under it.
+///
+/// Expiry snapshots a stream into its archive, then removes it from the store; a
+/// viewer still behind at that moment found no more lines there and got `eof` with
+/// the rest of the stream missing. Now, when the store's tail ends and the stream is
+/// gone, the lines from where the viewer stands come from the archive.
+fn finishing_from_archive(
+    st: ServiceState,
+    id: crate::store::StreamId,
+    from: u64,
+    live: TailStream,
+) -> TailStream {
+    struct Tail {
+        st: ServiceState,
+        id: crate::store::StreamId,
+        /// The `pos` after the last line handed out.
+        next: u64,
+        tail: TailStream,
+        from_archive: bool,
+    }
+    let start = Tail {
+        st,
+        id,
+        next: from,
+        tail: live,
+        from_archive: false,
+    };
+    futures_util::stream::unfold(start, |mut t| async move {
+        loop {
+            let item = t.tail.next().await?;
+            let ended = matches!(item, Ok(TailItem::Eof) | Err(StoreError::NotFound));
+            if ended && !t.from_archive {
+                let removed = matches!(t.st.streams().meta(&t.id).await, Err(StoreError::NotFound));
+                if removed && let Ok(rest) = archive_replay(&t.st, &t.id, t.next).await {
+                    t.tail = rest;
+                    t.from_archive = true;
+                    continue;
+                }
+            }
+            if let Ok(TailItem::Lines(lines)) = &item
+                && let Some(last) = lines.last()
+            {
+                t.next = last.pos + 1;
+            }
+            return Some((item, t));
+        }
+    })
+    .boxed()
 }
 
 /// A finished stream's archive as a tail: its lines from `from`, then `Eof`.
