@@ -14,7 +14,6 @@ use crate::client::Batch;
 use crate::retry::{Outcome, retry, until_deadline};
 use crate::spool::SpoolReader;
 use crate::writer::{Inner, finish_producing, hints};
-use bytes::{BufMut, BytesMut};
 use runlog_protocol::engine::WriterReport;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -47,13 +46,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut resend = Resend::default();
     // A full batch taken while the previous request was in flight (see `Take::Full`).
     let mut ready: Option<Batch> = None;
+    // The buffer of the last batch the service acknowledged, for the next one: a new
+    // mebibyte per batch was memory the kernel had to fault in and zero every time.
+    let mut spare: Option<Vec<u8>> = None;
     loop {
         let work = inner.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
         let next = match ready.take() {
             Some(batch) if !inner.lock().lines.live_stopped => Next::Batch(batch),
-            _ => next_batch(&inner, &mut reader, Take::Any),
+            _ => next_batch(&inner, &mut reader, Take::Any, &mut spare),
         };
         match next {
             Next::Done => break,
@@ -73,11 +75,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 // While the service handles this batch, read the next one (from the
                 // spool, mostly): building a 1 MiB batch took as long as the service
                 // takes to parse one, and both were on the path of every batch.
-                let ahead = read_ahead(&inner, &mut reader);
+                let ahead = read_ahead(&inner, &mut reader, &mut spare);
                 let mut out = send.await;
                 if let Some(ahead) = ahead {
-                    let (next, r) = ahead.await.unwrap_or((Next::Wait, None));
+                    let (next, r, s) = ahead.await.unwrap_or((Next::Wait, None, None));
                     reader = r;
+                    spare = s;
                     if let Next::Batch(b) = next {
                         ready = Some(b);
                     }
@@ -128,6 +131,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                         let why = failure(other).unwrap_or_default();
                         stop_live(&inner, format!("live streaming stopped: {why}"));
                     }
+                }
+                // The request is over: the body's buffer is this task's alone again.
+                if spare.is_none() {
+                    spare = batch.body.try_into_mut().ok().map(Vec::from);
                 }
             }
         }
@@ -278,7 +285,12 @@ enum Take {
 
 /// Takes the next batch: from the memory queue, or read back from the spool when
 /// the queue overflowed.
-fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>, take: Take) -> Next {
+fn next_batch(
+    inner: &Inner,
+    reader: &mut Option<SpoolReader>,
+    take: Take,
+    spare: &mut Option<Vec<u8>>,
+) -> Next {
     let max_lines = inner.cfg.max_batch_lines.max(1);
     let max_bytes = inner.cfg.max_batch_bytes.max(1);
     let mut st = inner.lock();
@@ -311,19 +323,21 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>, take: Take) -> Ne
         }
         drop(st);
         inner.room.notify_waiters();
-        let mut body = BytesMut::with_capacity(len + 1);
-        body.put_u8(b'[');
+        let mut body = spare.take().unwrap_or_default();
+        body.clear();
+        body.reserve(len + 1);
+        body.push(b'[');
         for (i, q) in rows.iter().enumerate() {
             if i > 0 {
-                body.put_u8(b',');
+                body.push(b',');
             }
-            body.put_slice(&q.json);
+            body.extend_from_slice(&q.json);
         }
-        body.put_u8(b']');
+        body.push(b']');
         return Next::Batch(Batch {
             first_pos,
             lines: rows.len() as u64,
-            body: body.freeze(),
+            body: body.into(),
         });
     }
     if let Some(cur) = l.spill {
@@ -337,10 +351,10 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>, take: Take) -> Ne
         if reader.is_none() {
             *reader = SpoolReader::open(&path).ok();
         }
-        let rows = match reader
-            .as_mut()
-            .map(|r| r.read_batch(cur.offset, end, max_bytes, max_lines as u64))
-        {
+        let rows = match reader.as_mut().map(|r| {
+            let buf = spare.take().unwrap_or_default();
+            r.read_batch(cur.offset, end, max_bytes, max_lines as u64, buf)
+        }) {
             Some(Ok(rows)) if rows.count > 0 => rows,
             _ => {
                 stop_live(
@@ -378,16 +392,20 @@ fn next_batch(inner: &Inner, reader: &mut Option<SpoolReader>, take: Take) -> Ne
 }
 
 /// Starts reading the next batch on a blocking thread when a full one is there (see
-/// [`Take::Full`]); the reader travels with it and comes back with the batch.
+/// [`Take::Full`]); the reader and the spare buffer travel with it and come back with
+/// the batch.
 ///
 /// Not on this task: a mebibyte read from the spool would hold this runtime worker,
 /// and the connection task that sends the request in flight, woken by this task, waits
 /// in the same worker's queue (measured: the request reached the service only after
 /// the read, and batches were no faster than without reading ahead).
+type ReadAhead = tokio::task::JoinHandle<(Next, Option<SpoolReader>, Option<Vec<u8>>)>;
+
 fn read_ahead(
     inner: &Arc<Inner>,
     reader: &mut Option<SpoolReader>,
-) -> Option<tokio::task::JoinHandle<(Next, Option<SpoolReader>)>> {
+    spare: &mut Option<Vec<u8>>,
+) -> Option<ReadAhead> {
     {
         let st = inner.lock();
         let max_lines = inner.cfg.max_batch_lines.max(1);
@@ -398,9 +416,10 @@ fn read_ahead(
     }
     let inner = inner.clone();
     let mut reader = reader.take();
+    let mut spare = spare.take();
     Some(tokio::task::spawn_blocking(move || {
-        let next = next_batch(&inner, &mut reader, Take::Full);
-        (next, reader)
+        let next = next_batch(&inner, &mut reader, Take::Full, &mut spare);
+        (next, reader, spare)
     }))
 }
 

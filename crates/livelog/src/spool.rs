@@ -255,34 +255,33 @@ impl SpoolReader {
         max_bytes: usize,
         max_rows: u64,
     ) -> std::io::Result<Rows> {
-        let (ndjson, count) = self.read_after(0, offset, end, max_bytes, max_rows)?;
+        let (ndjson, count) =
+            self.read_after(Vec::new(), 0, None, offset, end, max_bytes, max_rows)?;
         Ok(Rows { ndjson, count })
     }
 
     /// Like [`SpoolReader::read_rows`], but the rows come back as the JSON array body
-    /// of a `PUT /stream` (`[row,row]`), built in place: no second copy of a batch
-    /// that can be a mebibyte. `ndjson_len` is how far the rows reach in the file.
+    /// of a `PUT /stream` (`[row,row]`), built in place in `buf` (emptied first; the
+    /// sender hands back the buffer of a batch the service acknowledged, so reading a
+    /// mebibyte back touches no new memory): no second copy, one pass over the rows.
+    /// `ndjson_len` is how far the rows reach in the file.
     pub fn read_batch(
         &mut self,
         offset: u64,
         end: u64,
         max_bytes: usize,
         max_rows: u64,
+        buf: Vec<u8>,
     ) -> std::io::Result<BatchRows> {
-        let (mut body, count) = self.read_after(1, offset, end, max_bytes, max_rows)?;
+        // Rows never contain a raw newline (JSON escapes it), so each `\n` is a row
+        // end: it becomes the comma between rows, and the last one the closing bracket.
+        let (mut body, count) =
+            self.read_after(buf, 1, Some(b','), offset, end, max_bytes, max_rows)?;
         if count == 0 {
             return Ok(BatchRows::default());
         }
         let ndjson_len = (body.len() - 1) as u64;
-        // Rows never contain a raw newline (JSON escapes it), so each `\n` is a row
-        // end: a comma between rows, the closing bracket after the last.
         body[0] = b'[';
-        let mut from = 1;
-        while let Some(at) = memchr::memchr(b'\n', &body[from..]) {
-            body[from + at] = b',';
-            from += at + 1;
-        }
-        // The buffer was cut right after the last row's newline, now its comma.
         if let Some(last) = body.last_mut() {
             *last = b']';
         }
@@ -293,11 +292,15 @@ impl SpoolReader {
         })
     }
 
-    /// Reads whole rows as `read_rows` does into a buffer that starts with `lead`
-    /// spare bytes; returns the buffer (cut after the last whole row) and the row count.
+    /// Reads whole rows as `read_rows` does into `buf` (emptied first) after `lead`
+    /// spare bytes, each row end replaced by `sep` when given; returns the buffer (cut
+    /// after the last whole row) and the row count.
+    #[allow(clippy::too_many_arguments)] // private; one call site per public form
     fn read_after(
         &mut self,
+        mut buf: Vec<u8>,
         lead: usize,
+        sep: Option<u8>,
         offset: u64,
         end: u64,
         max_bytes: usize,
@@ -306,7 +309,8 @@ impl SpoolReader {
         let avail = end.saturating_sub(offset);
         let mut want = (max_bytes as u64).min(avail);
         loop {
-            let mut buf = Vec::with_capacity(lead + want as usize);
+            buf.clear();
+            buf.reserve(lead + want as usize);
             buf.resize(lead, 0);
             self.file.seek(SeekFrom::Start(offset))?;
             // `read_to_end` fills the spare capacity without zeroing it first.
@@ -316,9 +320,17 @@ impl SpoolReader {
             }
             let mut count = 0u64;
             let mut cut = None;
-            for at in memchr::memchr_iter(b'\n', &buf[lead..]) {
+            let rows = &mut buf[lead..];
+            let mut from = 0;
+            // One pass: count the rows, find the cut, put the separators in.
+            while let Some(at) = memchr::memchr(b'\n', &rows[from..]) {
+                let end_of_row = from + at;
+                if let Some(sep) = sep {
+                    rows[end_of_row] = sep;
+                }
                 count += 1;
-                cut = Some(lead + at + 1);
+                from = end_of_row + 1;
+                cut = Some(lead + from);
                 if count == max_rows {
                     break;
                 }
@@ -440,13 +452,15 @@ mod tests {
         let mut r = SpoolReader::open(s.path()).expect("open");
         // `end` inside the fourth row: only whole rows come back.
         let end = s.written() - 3;
-        let b = r.read_batch(0, end, 1024, 100).expect("read");
+        let b = r.read_batch(0, end, 1024, 100, Vec::new()).expect("read");
         assert_eq!(b.body, b"[{\"pos\":0},{\"pos\":1},{\"pos\":2}]");
         assert_eq!((b.count, b.ndjson_len), (3, 30));
-        let b = r.read_batch(10, end, 1024, 1).expect("read one");
+        let b = r
+            .read_batch(10, end, 1024, 1, b"left over".to_vec())
+            .expect("read one");
         assert_eq!(b.body, b"[{\"pos\":1}]");
         assert_eq!((b.count, b.ndjson_len), (1, 10));
-        let none = r.read_batch(30, end, 1024, 100).expect("read");
+        let none = r.read_batch(30, end, 1024, 100, Vec::new()).expect("read");
         assert_eq!(none.count, 0);
     }
 
