@@ -538,3 +538,60 @@ async fn several_urls_are_refused_without_cluster_mode() {
     .unwrap_err();
     assert!(err.to_string().contains("cluster"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_on() {
+    let mut cluster = RedisCluster::start_with_replicas().await;
+    let config = RedisConfig {
+        url: cluster.urls(),
+        cluster: true,
+        block: Duration::from_millis(300),
+        ..RedisConfig::default()
+    };
+    let writer = RedisStreamStore::new(config.clone(), None).unwrap();
+    let reader = RedisStreamStore::new(config, None).unwrap();
+    let id = sid("failover");
+    writer.open(&id).await.unwrap();
+    writer.append(&id, lines(0..100)).await.unwrap();
+    let mut tail = reader.tail(&id, 0).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 100 {
+        match tail.next().await {
+            Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
+            other => panic!("before the failover: {other:?}"),
+        }
+    }
+    // Everything written so far has reached the replicas (a line a replica lacks when
+    // its primary dies is lost with it: Redis replicates asynchronously).
+    cluster.wait_replicated().await;
+    let slot = cluster.nodes()[1]
+        .int_command("CLUSTER KEYSLOT {acc}")
+        .await;
+    // The test cluster splits the slots in three equal ranges, in node order.
+    let owner = ((slot / (16_384 / 3)) as usize).min(2);
+    cluster.stop_node(owner).await;
+    cluster.wait_promoted(3 + owner).await;
+
+    // The store finds the new primary by itself: no error reaches the caller.
+    writer.append(&id, lines(100..200)).await.unwrap();
+    writer.close(&id).await.unwrap();
+    let all = writer.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+    // The tail, subscribed on the failed node, still gets every line and the end.
+    let rest = async {
+        loop {
+            match tail.next().await {
+                Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
+                Some(Ok(TailItem::Eof)) => break,
+                other => panic!("after the failover: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), rest)
+        .await
+        .expect("the tail ended within 30 s");
+    assert_eq!(seen, (0..200).collect::<Vec<_>>());
+}

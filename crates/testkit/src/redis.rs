@@ -306,9 +306,10 @@ fn make_certificates(dir: &std::path::Path) {
     ]);
 }
 
-/// A Redis Cluster of three primaries (no replicas), each a [`RedisServer`] on its own
-/// loopback port with the 16 384 slots split evenly between them, for tests of the
-/// stream store in cluster mode.
+/// A Redis Cluster of three primaries, each a [`RedisServer`] on its own loopback
+/// port with the 16 384 slots split evenly between them in node order, for tests of
+/// the stream store in cluster mode; optionally one replica per primary (nodes 3–5,
+/// replica `3 + i` following primary `i`) for failover tests.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -330,28 +331,43 @@ impl RedisCluster {
     /// Like [`start_new`](Self::start_new), with extra `redis-server` arguments for
     /// every node (as [`RedisServer::start_new_with`]).
     pub async fn start_new_with(extra_args: &[&str]) -> RedisCluster {
-        const NODES: u32 = 3;
+        Self::form(extra_args, false).await
+    }
+
+    /// Three primaries as [`start_new`](Self::start_new), each with a replica, and a
+    /// node timeout of 500 ms, so that a replica takes over a failed primary within
+    /// about a second; returns once every replica is in sync with its primary.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or the cluster does not form.
+    pub async fn start_with_replicas() -> RedisCluster {
+        Self::form(&["--cluster-node-timeout", "500"], true).await
+    }
+
+    async fn form(extra_args: &[&str], replicas: bool) -> RedisCluster {
+        const PRIMARIES: u32 = 3;
+        let total = if replicas { 2 * PRIMARIES } else { PRIMARIES };
         let mut args = vec![
             "--cluster-enabled",
             "yes",
             // Relative to the node's own `--dir`.
             "--cluster-config-file",
             "nodes.conf",
-            // The nodes still up keep serving their slots while one is stopped (there
-            // are no replicas to take over).
+            // The nodes still up keep serving their slots while one is stopped and
+            // has no replica to take over.
             "--cluster-require-full-coverage",
             "no",
         ];
         args.extend_from_slice(extra_args);
         let mut nodes = Vec::new();
-        for _ in 0..NODES {
+        for _ in 0..total {
             nodes.push(RedisServer::start_new_with(&args).await);
         }
-        let per_node = CLUSTER_SLOTS / NODES;
-        for (i, node) in nodes.iter().enumerate() {
+        let per_node = CLUSTER_SLOTS / PRIMARIES;
+        for (i, node) in nodes.iter().take(PRIMARIES as usize).enumerate() {
             let i = i as u32;
             let first = i * per_node;
-            let last = if i == NODES - 1 {
+            let last = if i == PRIMARIES - 1 {
                 CLUSTER_SLOTS - 1
             } else {
                 first + per_node - 1
@@ -370,28 +386,119 @@ impl RedisCluster {
             assert!(reply.starts_with("+OK"), "CLUSTER MEET: {reply}");
         }
         let cluster = RedisCluster { nodes };
-        let deadline = tokio::time::Instant::now() + START_DEADLINE;
         // The nodes agree through their gossip bus; there is no event to wait on but
         // their own report, so it is polled until every node says the cluster is up.
-        loop {
-            let mut ready = true;
-            for node in &cluster.nodes {
-                let info = node.raw_command("CLUSTER INFO").await.unwrap_or_default();
-                // Every node must also know where every slot is, not only that it
-                // is up (with partial coverage allowed, "ok" alone comes sooner).
-                ready &= info.contains("cluster_state:ok")
-                    && info.contains(&format!("cluster_known_nodes:{NODES}"))
-                    && info.contains(&format!("cluster_slots_assigned:{CLUSTER_SLOTS}"));
+        // Every node must also know where every slot is, not only that it is up (with
+        // partial coverage allowed, "ok" alone comes sooner).
+        let formed = format!("cluster_known_nodes:{total}");
+        let slots = format!("cluster_slots_assigned:{CLUSTER_SLOTS}");
+        cluster
+            .wait_for_all("the Redis Cluster to form", "CLUSTER INFO", |info| {
+                info.contains("cluster_state:ok") && info.contains(&formed) && info.contains(&slots)
+            })
+            .await;
+        if replicas {
+            for i in 0..PRIMARIES as usize {
+                let id = cluster.nodes[i]
+                    .raw_command("CLUSTER MYID")
+                    .await
+                    .expect("CLUSTER MYID");
+                // A bulk string: `$40`, then the id.
+                let id = id.lines().nth(1).unwrap_or_default().trim().to_owned();
+                let reply = cluster.nodes[PRIMARIES as usize + i]
+                    .raw_command(&format!("CLUSTER REPLICATE {id}"))
+                    .await
+                    .expect("CLUSTER REPLICATE");
+                assert!(reply.starts_with("+OK"), "CLUSTER REPLICATE {id}: {reply}");
             }
-            if ready {
-                return cluster;
+            cluster.wait_replicated().await;
+        }
+        cluster
+    }
+
+    /// Polls `command` on every node until `ready` holds for every answer.
+    async fn wait_for_all(&self, what: &str, command: &str, ready: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + START_DEADLINE;
+        loop {
+            let mut all = true;
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                let reply = node.raw_command(command).await.unwrap_or_default();
+                all &= ready(&reply);
+            }
+            if all {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the Redis Cluster did not form within {START_DEADLINE:?}"
+                "waited {START_DEADLINE:?} for {what}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until every replica has everything its primary had when this was called
+    /// (replication is asynchronous: what a replica lacks when its primary dies is
+    /// lost with it, by Redis's own design).
+    ///
+    /// # Panics
+    /// When the cluster has no replicas, or they do not catch up in time.
+    pub async fn wait_replicated(&self) {
+        let primaries = self.nodes.len() / 2;
+        assert!(
+            primaries > 0 && self.nodes.len() == 2 * primaries,
+            "no replicas"
+        );
+        for i in 0..primaries {
+            let info = self.nodes[i]
+                .raw_command("INFO replication")
+                .await
+                .expect("INFO replication");
+            let target = info_field(&info, "master_repl_offset").unwrap_or(0);
+            let replica = &self.nodes[primaries + i];
+            let deadline = tokio::time::Instant::now() + START_DEADLINE;
+            loop {
+                let info = replica
+                    .raw_command("INFO replication")
+                    .await
+                    .unwrap_or_default();
+                let linked = info.contains("master_link_status:up");
+                if linked && info_field(&info, "slave_repl_offset").unwrap_or(0) >= target {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "replica {} did not catch up with its primary within {START_DEADLINE:?}",
+                    primaries + i
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Waits until node `i` (a replica whose primary failed) serves as a primary, the
+    /// cluster is `ok` again on every running node and they all agree on it.
+    ///
+    /// # Panics
+    /// When that does not happen in time.
+    pub async fn wait_promoted(&self, i: usize) {
+        let node = &self.nodes[i];
+        let deadline = tokio::time::Instant::now() + START_DEADLINE;
+        while !node
+            .raw_command("ROLE")
+            .await
+            .unwrap_or_default()
+            .contains("master")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} was not promoted within {START_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_for_all("the cluster to be ok again", "CLUSTER INFO", |info| {
+            info.contains("cluster_state:ok")
+        })
+        .await;
     }
 
     /// The nodes' URLs, comma-separated: what `--redis` takes with `--redis-cluster`.
@@ -415,4 +522,11 @@ impl RedisCluster {
     pub async fn stop_node(&mut self, i: usize) {
         self.nodes[i].stop().await;
     }
+}
+
+/// The integer `field` of an `INFO` reply.
+fn info_field(info: &str, field: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -326,9 +326,12 @@ impl RedisStreamStore {
             let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(config.response_timeout)
-                // Fail fast while nodes are down (the caller answers 503 and the
-                // writer retries), as the single-server connection does.
-                .retries(2)
+                // Fail soon while nodes are down (the caller answers 503 and the
+                // writer retries), but not before a failover has had its chance:
+                // after one, a command may spend two tries on the failed primary's
+                // address before a node redirects it to the promoted replica, and
+                // with two tries that redirect was left unfollowed (tested).
+                .retries(4)
                 .max_retry_wait(500)
                 .tcp_settings(tcp);
             if let Some(certs) = &certificates {
@@ -1067,7 +1070,8 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 }
 
 /// The shared connection, sending a command a second time when the first attempt
-/// found the connection broken. After a Redis restart the manager only notices the
+/// found the connection broken (on a cluster too, see the failover note below). After a
+/// Redis restart the manager only notices the
 /// dead socket on the next command; without this, that command (one per replica)
 /// would fail although Redis is back. Every command here is safe to repeat: appends
 /// are idempotent per `pos`, and the other scripts check state before changing it.
@@ -1075,6 +1079,14 @@ struct Reconnecting(Conn);
 
 fn is_broken_connection(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// On a cluster, also the answers of a topology in motion (a failover, a slot moved):
+/// the client has looked the topology up again when it gives up, so a second attempt
+/// goes where the slot is now.
+fn is_cluster_in_motion(e: &redis::RedisError) -> bool {
+    is_broken_connection(e)
+        || matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
 }
 
 impl redis::aio::ConnectionLike for Reconnecting {
@@ -1085,8 +1097,16 @@ impl redis::aio::ConnectionLike for Reconnecting {
                     Err(e) if is_broken_connection(&e) => c.send_packed_command(cmd).await,
                     other => other,
                 },
-                // The cluster client retries and reconnects per node itself.
-                Conn::Cluster(c) => c.req_packed_command(cmd).await,
+                // The cluster client retries a node itself, but after a failover it
+                // retries the failed primary's address until it gives up, and only
+                // then looks up who owns the slot now (a node whose view is older may
+                // still answer MOVED meanwhile): the second attempt reaches the
+                // promoted replica. Without it, the first command after a failover
+                // failed (tested).
+                Conn::Cluster(c) => match c.req_packed_command(cmd).await {
+                    Err(e) if is_cluster_in_motion(&e) => c.req_packed_command(cmd).await,
+                    other => other,
+                },
             }
         })
     }
@@ -1105,7 +1125,12 @@ impl redis::aio::ConnectionLike for Reconnecting {
                     }
                     other => other,
                 },
-                Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+                Conn::Cluster(c) => match c.req_packed_commands(cmd, offset, count).await {
+                    Err(e) if is_cluster_in_motion(&e) => {
+                        c.req_packed_commands(cmd, offset, count).await
+                    }
+                    other => other,
+                },
             }
         })
     }
@@ -1239,6 +1264,12 @@ impl LuaScript {
     }
 
     /// Runs the script on `keys`; `args` appends the `ARGV` values to the command.
+    ///
+    /// By hash (`EVALSHA`) once the hash is known. A node that does not have the script
+    /// — a replica promoted by a failover, a restarted node — gets it by source
+    /// (`EVAL`, routed by the keys like `EVALSHA`, and cached there by Redis): a
+    /// `SCRIPT LOAD` reaches only the nodes the client knows at that moment, which right
+    /// after a failover may not include the new primary (tested).
     async fn run<T: FromRedisValue>(
         &self,
         conn: &mut Reconnecting,
@@ -1246,31 +1277,37 @@ impl LuaScript {
         args: impl Fn(&mut redis::Cmd),
     ) -> redis::RedisResult<T> {
         let known = self.sha.lock().ok().and_then(|sha| sha.clone());
-        if let Some(sha) = known {
-            match Self::evalsha(conn, &sha, keys, &args).await {
-                Err(e) if e.code() == Some("NOSCRIPT") => {}
-                other => return other,
+        match known {
+            Some(sha) => match Self::call(conn, "EVALSHA", &sha, keys, &args).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    Self::call(conn, "EVAL", &self.src, keys, &args).await
+                }
+                other => other,
+            },
+            None => {
+                let sha: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&self.src)
+                    .query_async(conn)
+                    .await?;
+                if let Ok(mut slot) = self.sha.lock() {
+                    *slot = Some(sha);
+                }
+                Self::call(conn, "EVAL", &self.src, keys, &args).await
             }
         }
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(&self.src)
-            .query_async(conn)
-            .await?;
-        if let Ok(mut slot) = self.sha.lock() {
-            *slot = Some(sha.clone());
-        }
-        Self::evalsha(conn, &sha, keys, &args).await
     }
 
-    async fn evalsha<T: FromRedisValue>(
+    /// `EVALSHA sha` or `EVAL source` on `keys` with the `ARGV` values of `args`.
+    async fn call<T: FromRedisValue>(
         conn: &mut Reconnecting,
-        sha: &str,
+        verb: &str,
+        script: &str,
         keys: &[&str],
         args: &impl Fn(&mut redis::Cmd),
     ) -> redis::RedisResult<T> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(keys.len()).arg(keys);
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(keys.len()).arg(keys);
         args(&mut cmd);
         cmd.query_async(conn).await
     }
