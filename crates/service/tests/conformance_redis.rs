@@ -595,3 +595,85 @@ async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_
         .expect("the tail ended within 30 s");
     assert_eq!(seen, (0..200).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_stream_keeps_every_line_while_its_slot_moves_to_another_node() {
+    let cluster = RedisCluster::start_new().await;
+    let config = RedisConfig {
+        url: cluster.urls(),
+        cluster: true,
+        block: Duration::from_millis(300),
+        ..RedisConfig::default()
+    };
+    let writer = Arc::new(RedisStreamStore::new(config.clone(), None).unwrap());
+    let reader = RedisStreamStore::new(config, None).unwrap();
+    // Other streams of the account, in the same slot: the slot's keys move one by one,
+    // so there are enough of them for the writer below to meet the slot half-moved.
+    for i in 0..150 {
+        let other = sid(&format!("other-{i}"));
+        writer.open(&other).await.unwrap();
+        writer.append(&other, lines(0..1)).await.unwrap();
+    }
+    let id = sid("moving");
+    writer.open(&id).await.unwrap();
+    writer.append(&id, lines(0..10)).await.unwrap();
+    let mut tail = reader.tail(&id, 0).await.unwrap();
+    let reading = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match tail.next().await {
+                Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
+                Some(Ok(TailItem::Eof)) => return seen,
+                other => panic!("tail while the slot moved: {other:?}"),
+            }
+        }
+    });
+    // A writer appends batch after batch until the slot has moved (so its scripts meet
+    // the slot half-migrated: ASK, TRYAGAIN), then once more on the new owner.
+    let moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appending = tokio::spawn({
+        let (writer, id, moved) = (writer.clone(), id.clone(), moved.clone());
+        async move {
+            let mut next = 10;
+            while !moved.load(std::sync::atomic::Ordering::SeqCst) {
+                writer
+                    .append(&id, lines(next..next + 10))
+                    .await
+                    .expect("append while the slot moves");
+                next += 10;
+            }
+            next
+        }
+    });
+    let slot = cluster.nodes()[0]
+        .int_command("CLUSTER KEYSLOT {acc}")
+        .await as u16;
+    // The test cluster splits the slots in three equal ranges, in node order.
+    let owner = (usize::from(slot) / (16_384 / 3)).min(2);
+    let target = (owner + 1) % 3;
+    cluster.move_slot(slot, owner, target).await;
+    moved.store(true, std::sync::atomic::Ordering::SeqCst);
+    let next = appending.await.unwrap();
+    writer.append(&id, lines(next..next + 10)).await.unwrap();
+    writer.close(&id).await.unwrap();
+    assert!(next > 10, "no append ran while the slot moved");
+    let n = next + 10;
+    let stored = writer.read(&id, 0, n as usize + 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the tail ended within 30 s")
+        .unwrap();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>());
+    let key = "runlog:{acc}:s:moving:lines";
+    assert_eq!(
+        cluster.nodes()[target]
+            .int_command(&format!("EXISTS {key}"))
+            .await,
+        1,
+        "the stream's lines are not on the slot's new owner"
+    );
+}

@@ -522,6 +522,78 @@ impl RedisCluster {
     pub async fn stop_node(&mut self, i: usize) {
         self.nodes[i].stop().await;
     }
+
+    /// Moves `slot` from primary `from` to primary `to` the way `redis-cli --cluster
+    /// reshard` does, while clients keep using it: `to` imports, `from` migrates, the
+    /// keys move over in small `MIGRATE` steps (so commands meet `ASK` and `TRYAGAIN`
+    /// meanwhile), then every node learns the new owner.
+    ///
+    /// # Panics
+    /// When a step is refused.
+    pub async fn move_slot(&self, slot: u16, from: usize, to: usize) {
+        let id = |i: usize| async move {
+            let reply = self.nodes[i]
+                .raw_command("CLUSTER MYID")
+                .await
+                .expect("CLUSTER MYID");
+            reply.lines().nth(1).unwrap_or_default().trim().to_owned()
+        };
+        let (from_id, to_id) = (id(from).await, id(to).await);
+        let ok = |what: &str, reply: std::io::Result<String>| {
+            let reply = reply.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(reply.starts_with("+OK"), "{what}: {reply}");
+        };
+        ok(
+            "SETSLOT IMPORTING",
+            self.nodes[to]
+                .raw_command(&format!("CLUSTER SETSLOT {slot} IMPORTING {from_id}"))
+                .await,
+        );
+        ok(
+            "SETSLOT MIGRATING",
+            self.nodes[from]
+                .raw_command(&format!("CLUSTER SETSLOT {slot} MIGRATING {to_id}"))
+                .await,
+        );
+        let port = self.nodes[to].port();
+        loop {
+            let reply = self.nodes[from]
+                .raw_command(&format!("CLUSTER GETKEYSINSLOT {slot} 1"))
+                .await
+                .expect("CLUSTER GETKEYSINSLOT");
+            // An array of bulk strings: `*1`, `$len`, the key.
+            let Some(key) = reply
+                .lines()
+                .nth(2)
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+            else {
+                break;
+            };
+            let moved = self.nodes[from]
+                .raw_command(&format!("MIGRATE 127.0.0.1 {port} {key} 0 5000"))
+                .await
+                .expect("MIGRATE");
+            // `NOKEY`: the key expired or was deleted in between.
+            assert!(
+                moved.starts_with("+OK") || moved.starts_with("+NOKEY"),
+                "MIGRATE {key}: {moved}"
+            );
+        }
+        // The new owner first, then the old one, then the other primaries (the first
+        // three nodes); gossip would tell them too, later.
+        let others = (0..3).filter(|&i| i != from && i != to);
+        for i in [to, from].into_iter().chain(others) {
+            if self.nodes[i].child.is_some() {
+                ok(
+                    "SETSLOT NODE",
+                    self.nodes[i]
+                        .raw_command(&format!("CLUSTER SETSLOT {slot} NODE {to_id}"))
+                        .await,
+                );
+            }
+        }
+    }
 }
 
 /// The integer `field` of an `INFO` reply.
