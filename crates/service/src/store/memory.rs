@@ -74,23 +74,27 @@ struct Entry {
 struct Lines {
     open: bool,
     removed: bool,
-    /// The buffers lines `0..spans.len()` (the contiguous prefix) sit in, each with
-    /// the `pos` of its first line there; `pos` ascending. Usually one request body
-    /// per batch, so storing a batch costs one reference count, not one per line.
+    /// The contiguous prefix, lines `0..prefix`, as runs of consecutive lines that sit
+    /// in one buffer each; `first` ascending. Usually one request body per batch, so
+    /// storing a batch costs one reference count, not one per line.
     chunks: Vec<Chunk>,
-    /// Where line `pos` sits in its chunk's buffer, for every `pos` of the prefix.
-    spans: Vec<(u32, u32)>,
+    /// How many lines the prefix holds.
+    prefix: u64,
     /// Lines above a gap, keyed by `pos`; moved into the prefix as the gap fills.
     ahead: BTreeMap<u64, Bytes>,
     bytes: u64,
     last_activity: SystemTime,
 }
 
-/// A buffer holding consecutive prefix lines from `first` on.
+/// A buffer holding consecutive prefix lines from `first` on, and where each sits in
+/// it. Spans live per chunk, sized once per batch: one vector for the whole stream
+/// grew by doubling, so a long stream's appends copied tens of MiB under the stream's
+/// lock now and then, and its spare half was never used.
 #[derive(Debug)]
 struct Chunk {
     first: u64,
     buf: Bytes,
+    spans: Vec<(u32, u32)>,
 }
 
 impl Lines {
@@ -99,7 +103,7 @@ impl Lines {
             open: true,
             removed: false,
             chunks: Vec::new(),
-            spans: Vec::new(),
+            prefix: 0,
             ahead: BTreeMap::new(),
             bytes: 0,
             last_activity: SystemTime::now(),
@@ -107,7 +111,7 @@ impl Lines {
     }
 
     fn prefix_len(&self) -> u64 {
-        self.spans.len() as u64
+        self.prefix
     }
 
     fn count(&self) -> u64 {
@@ -125,13 +129,15 @@ impl Lines {
     /// Appends one line to the prefix, from `buf` (which must be the last chunk's
     /// buffer or is made a new chunk).
     fn push_prefix(&mut self, buf: &Bytes, span: (u32, u32), new_chunk: bool) {
-        if new_chunk {
-            self.chunks.push(Chunk {
-                first: self.prefix_len(),
+        match self.chunks.last_mut() {
+            Some(last) if !new_chunk => last.spans.push(span),
+            _ => self.chunks.push(Chunk {
+                first: self.prefix,
                 buf: buf.clone(),
-            });
+                spans: vec![span],
+            }),
         }
-        self.spans.push(span);
+        self.prefix += 1;
     }
 
     /// Stores the lines of `batch` whose `pos` is not taken (the first of equal
@@ -146,15 +152,20 @@ impl Lines {
             && !lines.is_empty()
             && lines.iter().zip(next..).all(|(l, pos)| l.pos == pos)
         {
+            let spans = lines
+                .iter()
+                .map(|l| {
+                    let span = l.span();
+                    // `LineBatch` guarantees its offsets fit `u32`.
+                    (span.start as u32, span.end as u32)
+                })
+                .collect();
             self.chunks.push(Chunk {
                 first: next,
                 buf: buf.clone(),
+                spans,
             });
-            self.spans.extend(lines.iter().map(|l| {
-                let span = l.span();
-                // `LineBatch` guarantees its offsets fit `u32`.
-                (span.start as u32, span.end as u32)
-            }));
+            self.prefix += lines.len() as u64;
             let bytes = batch.line_bytes();
             self.bytes += bytes;
             return (lines.len() as u64, bytes);
@@ -213,10 +224,11 @@ impl Lines {
                 while self.chunks.get(c + 1).is_some_and(|n| n.first <= pos) {
                     c += 1;
                 }
-                let (start, end) = self.spans[pos as usize];
+                let chunk = &self.chunks[c];
+                let (start, end) = chunk.spans[(pos - chunk.first) as usize];
                 out.push(StoredLine {
                     pos,
-                    json: self.chunks[c].buf.slice(start as usize..end as usize),
+                    json: chunk.buf.slice(start as usize..end as usize),
                 });
             }
         }
@@ -447,7 +459,7 @@ impl StreamStore for MemoryStreamStore {
             l.removed = true;
             self.release_total(l.count(), l.bytes);
             l.chunks = Vec::new();
-            l.spans = Vec::new();
+            l.prefix = 0;
             l.ahead = BTreeMap::new();
             l.bytes = 0;
         }
