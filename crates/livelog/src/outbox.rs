@@ -53,7 +53,7 @@ pub(crate) fn store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "entry".to_owned());
     let entry_dir = dir.join(name);
-    std::fs::create_dir_all(&entry_dir)?;
+    crate::spool::create_private_dir(&entry_dir)?;
     let target = entry_dir.join(ARCHIVE);
     if std::fs::rename(spool, &target).is_err() {
         // Another filesystem: copy, then remove the spool.

@@ -63,7 +63,7 @@ impl Spool {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
-        let opened = std::fs::create_dir_all(dir).and_then(|()| {
+        let opened = create_private_dir(dir).and_then(|()| {
             if crate::recycle::take(dir, &path) {
                 match reuse(&path) {
                     Ok(f) => return Ok((f, true)),
@@ -72,11 +72,16 @@ impl Spool {
                     }
                 }
             }
-            File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map(|f| (f, false))
+            let mut opts = File::options();
+            opts.write(true).create_new(true);
+            // The history is the stream's logs: for the writer's user alone, like the
+            // outbox it may move to (the default mode let every local user read it).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            opts.open(&path).map(|f| (f, false))
         });
         let (file, reused, failed) = match opened {
             Ok((f, reused)) => (Some(f), reused, None),
@@ -212,6 +217,19 @@ impl Spool {
             }
         }
     }
+}
+
+/// Creates `dir` and its missing parents for this user alone (`0700` on Unix): spools
+/// and the outbox hold the streams' logs. A directory that exists keeps its mode.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Opens a reused spool file for writing from its start, its old content marked as
@@ -554,6 +572,19 @@ mod tests {
             0,
             "a discarded spool was left behind"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_spool_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = Spool::create(dir.path(), 1 << 20);
+        let mode = std::fs::metadata(s.path())
+            .expect("spool")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

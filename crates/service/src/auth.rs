@@ -193,7 +193,7 @@ pub fn load_or_create_secret(given: Option<&str>, data_dir: &Path) -> std::io::R
     if let Some(s) = read_saved_secret(data_dir)? {
         return Ok(s);
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::store::blob::create_private_dir(data_dir)?;
     let secret = generate_secret();
     let path = secret_path(data_dir);
     let mut opts = std::fs::OpenOptions::new();

@@ -78,9 +78,11 @@ fn overflow_store(cfg: &ServiceConfig) -> Result<Arc<dyn ObjectStore>, BackendEr
     match &cfg.blob_backend {
         BlobBackend::Local => {
             let dir = cfg.data_dir.join("overflow");
-            std::fs::create_dir_all(&dir).map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
+            crate::store::blob::create_private_dir(&dir).map_err(|e| {
+                object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                }
             })?;
             Ok(Arc::new(
                 object_store::local::LocalFileSystem::new_with_prefix(dir)?,

@@ -479,3 +479,29 @@ async fn failing_archive_backend_gets_503_with_json() {
     assert!(!health.ok);
     assert_ne!(health.backends["blobs"], "ok");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_data_dir_and_its_archives_are_for_the_services_user_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("runlog-data");
+    let cfg = ServiceConfig {
+        admin_secret: None,
+        ..test_config(&data)
+    };
+    let svc = TestService::start_with(cfg).await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    api.put_ok("k", &lines(0..3)).await;
+    api.close("k", true).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    assert_eq!(mode(&data.join("archives")), 0o700, "the archives");
+    assert_eq!(
+        mode(&data.join(runlog_service::auth::SECRET_FILE)),
+        0o600,
+        "the admin secret"
+    );
+    svc.shutdown().await;
+}

@@ -38,6 +38,18 @@ impl From<object_store::Error> for BlobError {
     }
 }
 
+/// Creates `dir` and its missing parents for the service's user alone (`0700` on
+/// Unix): the data directory holds every account's archives and the admin secret,
+/// and files in it are written with the default mode. A directory that exists keeps
+/// its mode.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// One stored archive, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveInfo {
@@ -66,7 +78,7 @@ impl BlobStore {
     /// Archives as files under `dir` (created if missing).
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, BlobError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
+        create_private_dir(dir)
             .map_err(|e| BlobError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
         Ok(BlobStore::new(Arc::new(fs), None))
