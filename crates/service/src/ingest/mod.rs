@@ -144,6 +144,13 @@ fn compact_batch(body: &Bytes, lines: Vec<compact::CompactLine>) -> Result<LineB
 pub struct Incremental {
     /// `body[..scanned]` is scanned: whole lines, each with its comma.
     scanned: usize,
+    /// `body[..searched]` holds no `},{` past `scanned`: each byte is searched once,
+    /// or a body without one (a single huge line, pretty-printed JSON) would be
+    /// searched again from `scanned` at every chunk, quadratic in its size.
+    searched: usize,
+    /// Bytes looked at by the searches, to test that each is looked at once.
+    #[cfg(test)]
+    search_work: usize,
     lines: Vec<compact::CompactLine>,
     declined: bool,
     part_bytes: usize,
@@ -164,6 +171,9 @@ impl Incremental {
     pub fn with_part_bytes(part_bytes: usize) -> Self {
         Incremental {
             scanned: 0,
+            searched: 0,
+            #[cfg(test)]
+            search_work: 0,
             lines: Vec::new(),
             declined: false,
             part_bytes: part_bytes.max(1),
@@ -175,13 +185,20 @@ impl Incremental {
         if self.declined || body.len() - self.scanned < self.part_bytes {
             return;
         }
-        let rest = &body[self.scanned..];
-        let Some(at) = memchr::memmem::rfind(rest, b"},{") else {
-            return;
-        };
-        // Right after the comma: the part ends with it, the next starts at `{`.
-        let end = self.scanned + at + 2;
-        self.scan(&body[..end], false);
+        // Two bytes back: a `},{` may straddle the end of the last search.
+        let from = self.searched.saturating_sub(2).max(self.scanned);
+        let found = memchr::memmem::rfind(&body[from..], b"},{");
+        #[cfg(test)]
+        {
+            self.search_work += body.len() - from;
+        }
+        // The last one found: no other follows it in what has arrived.
+        self.searched = body.len();
+        if let Some(at) = found {
+            // Right after the comma: the part ends with it, the next starts at `{`.
+            let end = from + at + 2;
+            self.scan(&body[..end], false);
+        }
     }
 
     /// The batch of the whole `body`.
@@ -514,6 +531,32 @@ mod tests {
             let parts = outcome(incremental(&body, &cuts, part_bytes));
             proptest::prop_assert_eq!(parts, whole);
         }
+    }
+
+    #[test]
+    fn a_body_without_separators_is_searched_once_not_at_every_chunk() {
+        // One line of 1 MiB: no `},{` anywhere.
+        let body = format!(
+            "[{{\"level\":\"info\",\"pos\":0,\"out\":\"{}\",\"time\":\"t\"}}]",
+            "x".repeat(1 << 20)
+        );
+        let body = Bytes::from(body);
+        let mut parse = Incremental::with_part_bytes(1024);
+        let mut feeds = 0;
+        for end in (0..body.len()).step_by(4096) {
+            parse.feed(&body[..end]);
+            feeds += 1;
+        }
+        assert_eq!(parse.scanned, 0, "no part without a separator");
+        // Each byte once, plus the two-byte overlap per search (it was ~130 MiB).
+        assert!(
+            parse.search_work <= body.len() + 2 * feeds,
+            "{} bytes searched for a body of {}",
+            parse.search_work,
+            body.len()
+        );
+        let lines = parse.finish(&body).unwrap().to_stored();
+        assert_eq!(lines.len(), 1);
     }
 
     #[test]
