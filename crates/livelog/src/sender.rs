@@ -60,6 +60,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         match next {
             Next::Done => break,
             Next::Wait => {
+                // Idle: the spare buffer (up to a batch's size) is not kept for a
+                // writer that may stay quiet for long; a flood never waits here.
+                spare = None;
                 work.await;
                 continue;
             }
