@@ -196,7 +196,7 @@ impl Functions {
             secrets,
             ..WriterConfig::new(key.as_str()).with_log_config(log_config)
         };
-        if let Err(e) = std::fs::create_dir_all(&cfg.spool_dir) {
+        if let Err(e) = livelog::spool::create_private_dir(&cfg.spool_dir) {
             return Err(CallRejected(format!(
                 "spool directory {}: {e}",
                 cfg.spool_dir.display()

@@ -45,6 +45,13 @@ async fn step_and_engine_lines_arrive_in_their_keys_in_order_complete_and_masked
         )
         .await;
     assert_eq!((status, &body), (200, &json!({})));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let spool = engine.state.config().spool_dir();
+        let mode = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the spool directory holds the stage's logs");
+    }
 
     let (status, body) = engine
         .post(

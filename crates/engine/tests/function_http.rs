@@ -374,7 +374,8 @@ async fn failed_call_leaks_nothing_into_the_next() {
 async fn live_stream_of_a_call_matches_its_stdout() {
     let svc = runlog_testkit::service::TestService::start().await;
     let token = svc.token("acct-fn", Scope::Write);
-    let engine = TestEngine::start(None).await;
+    let mut spool_dir = std::path::PathBuf::new();
+    let engine = TestEngine::start_with(None, |cfg, _| spool_dir = cfg.spool_dir.clone()).await;
     let log_config = LogConfig {
         url: svc.url(),
         account_id: "acct-fn".into(),
@@ -392,6 +393,12 @@ async fn live_stream_of_a_call_matches_its_stdout() {
         }))
         .await;
     assert!(resp.success, "{resp:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&spool_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the spool directory holds the calls' logs");
+    }
     let archive = reqwest::Client::new()
         .get(format!("{}/blob", svc.url()))
         .query(&[("accountID", "acct-fn"), ("key", "calls/f-1")])

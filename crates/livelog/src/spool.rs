@@ -221,7 +221,9 @@ impl Spool {
 
 /// Creates `dir` and its missing parents for this user alone (`0700` on Unix): spools
 /// and the outbox hold the streams' logs. A directory that exists keeps its mode.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Public so that a host that makes a writer's spool directory ahead (the engine) makes
+/// it the same way.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -77,7 +77,7 @@ pub async fn setup(
     let created = (|| {
         std::fs::create_dir_all(&workspace)?;
         std::fs::create_dir_all(meta_dir.join("outputs"))?;
-        std::fs::create_dir_all(cfg.spool_dir())
+        livelog::spool::create_private_dir(&cfg.spool_dir())
     })();
     if let Err(e) = created {
         tracing::error!(
