@@ -164,10 +164,9 @@ async fn throughput() {
             let key = format!("raw-ingest-{round}");
             let from = Instant::now();
             let ingest = raw_put(&url, &token, "stream", &key, &prebuilt).await;
-            if std::env::var_os("E2E_PRINT_CLOCK").is_some() {
-                eprintln!("{key}: sending from {from:?} to {:?}", Instant::now());
-            }
-            // Frees the stored lines: later rounds measure the same service.
+            print_window(&key, from);
+            // Closed, as a writer closes its stream (the service keeps a closed stream's
+            // lines for its retention time, so each round stores into new memory).
             reqwest::Client::new()
                 .delete(format!("{url}/stream?accountID={ACCOUNT}&key={key}"))
                 .bearer_auth(&token)
@@ -214,6 +213,15 @@ async fn throughput() {
     );
     if let Some((svc, _dir)) = in_process {
         svc.shutdown().await;
+    }
+}
+
+/// With `E2E_PRINT_CLOCK`: when the window of `key` that started at `from` ended, as
+/// CLOCK_MONOTONIC readings (`Instant`'s Debug form on Linux), for
+/// `perf record -k CLOCK_MONOTONIC` + `perf report --time start,end`.
+fn print_window(key: &str, from: Instant) {
+    if std::env::var_os("E2E_PRINT_CLOCK").is_some() {
+        eprintln!("{key}: sending from {from:?} to {:?}", Instant::now());
     }
 }
 
@@ -274,11 +282,7 @@ async fn writer_run(
         }
     }
     let delivered = t.elapsed();
-    if std::env::var_os("E2E_PRINT_CLOCK").is_some() {
-        // CLOCK_MONOTONIC readings (`Instant`'s Debug form on Linux), for
-        // `perf record -k CLOCK_MONOTONIC` + `perf report --time start,end`.
-        eprintln!("{key}: sending from {t:?} to {:?}", Instant::now());
-    }
+    print_window(key, t);
     let produced = producer.join().unwrap();
     let tc = Instant::now();
     let report = w.close().await;
