@@ -430,14 +430,40 @@ async fn long_lines_are_bounded_by_bytes_as_well_as_by_count() {
 async fn account_off_the_first_node(cluster: &RedisCluster) -> String {
     for i in 0..100 {
         let name = format!("elsewhere-{i}");
-        let slot = cluster.nodes()[1]
-            .int_command(&format!("CLUSTER KEYSLOT {name}"))
-            .await;
-        if slot >= 16_384 / 3 {
+        if RedisCluster::primary_of(cluster.slot(&name).await) != 0 {
             return name;
         }
     }
     panic!("no account outside the first node's slots");
+}
+
+/// A writer store and a reader store on `cluster`, as two replicas hold them; tails
+/// read again every `block` without a notification.
+fn cluster_stores(cluster: &RedisCluster, block: Duration) -> (RedisStreamStore, RedisStreamStore) {
+    let config = RedisConfig {
+        url: cluster.urls(),
+        cluster: true,
+        block,
+        ..RedisConfig::default()
+    };
+    let writer = RedisStreamStore::new(config.clone(), None).unwrap();
+    let reader = RedisStreamStore::new(config, None).unwrap();
+    (writer, reader)
+}
+
+/// Reads `tail` to its end into `seen`; any error fails the test, saying `when`.
+async fn read_to_eof(
+    tail: &mut futures_util::stream::BoxStream<'static, Result<TailItem, StoreError>>,
+    seen: &mut Vec<u64>,
+    when: &str,
+) {
+    loop {
+        match tail.next().await {
+            Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
+            Some(Ok(TailItem::Eof)) => return,
+            other => panic!("{when}: {other:?}"),
+        }
+    }
 }
 
 /// A tail on a cluster store with a 30 s read timer (so only a notification wakes it
@@ -449,14 +475,7 @@ async fn cluster_tail(
     RedisStreamStore,
     tokio::task::JoinHandle<Option<Result<TailItem, StoreError>>>,
 ) {
-    let slow = RedisConfig {
-        url: cluster.urls(),
-        cluster: true,
-        block: Duration::from_secs(30),
-        ..RedisConfig::default()
-    };
-    let reader = RedisStreamStore::new(slow.clone(), None).unwrap();
-    let writer = RedisStreamStore::new(slow, None).unwrap();
+    let (writer, reader) = cluster_stores(cluster, Duration::from_secs(30));
     writer.open(id).await.unwrap();
     writer.append(id, lines(0..1)).await.unwrap();
     let mut tail = reader.tail(id, 0).await.unwrap();
@@ -501,11 +520,8 @@ async fn on_a_cluster_a_tail_listens_on_the_node_that_owns_its_stream() {
     for node in cluster.nodes() {
         counts.push(node.int_command(&format!("PUBSUB NUMSUB {channel}")).await);
     }
-    let slot = cluster.nodes()[0]
-        .int_command(&format!("CLUSTER KEYSLOT {channel}"))
-        .await;
-    // The test cluster splits the slots in three equal ranges, in node order.
-    let owner = ((slot / (16_384 / 3)) as usize).min(2);
+    let slot = cluster.slot(&channel).await;
+    let owner = RedisCluster::primary_of(slot);
     let mut want = vec![0; 3];
     want[owner] = 1;
     assert_eq!(counts, want, "subscribers per node; slot {slot}");
@@ -542,14 +558,7 @@ async fn several_urls_are_refused_without_cluster_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_on() {
     let mut cluster = RedisCluster::start_with_replicas().await;
-    let config = RedisConfig {
-        url: cluster.urls(),
-        cluster: true,
-        block: Duration::from_millis(300),
-        ..RedisConfig::default()
-    };
-    let writer = RedisStreamStore::new(config.clone(), None).unwrap();
-    let reader = RedisStreamStore::new(config, None).unwrap();
+    let (writer, reader) = cluster_stores(&cluster, Duration::from_millis(300));
     let id = sid("failover");
     writer.open(&id).await.unwrap();
     writer.append(&id, lines(0..100)).await.unwrap();
@@ -564,11 +573,7 @@ async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_
     // Everything written so far has reached the replicas (a line a replica lacks when
     // its primary dies is lost with it: Redis replicates asynchronously).
     cluster.wait_replicated().await;
-    let slot = cluster.nodes()[1]
-        .int_command("CLUSTER KEYSLOT {acc}")
-        .await;
-    // The test cluster splits the slots in three equal ranges, in node order.
-    let owner = ((slot / (16_384 / 3)) as usize).min(2);
+    let owner = RedisCluster::primary_of(cluster.slot("{acc}").await);
     cluster.stop_node(owner).await;
     cluster.wait_promoted(3 + owner).await;
 
@@ -581,15 +586,7 @@ async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_
         (0..200).collect::<Vec<_>>()
     );
     // The tail, subscribed on the failed node, still gets every line and the end.
-    let rest = async {
-        loop {
-            match tail.next().await {
-                Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
-                Some(Ok(TailItem::Eof)) => break,
-                other => panic!("after the failover: {other:?}"),
-            }
-        }
-    };
+    let rest = read_to_eof(&mut tail, &mut seen, "after the failover");
     tokio::time::timeout(Duration::from_secs(30), rest)
         .await
         .expect("the tail ended within 30 s");
@@ -599,14 +596,8 @@ async fn on_a_cluster_a_replica_takes_over_a_failed_primary_and_the_stream_goes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_a_stream_keeps_every_line_while_its_slot_moves_to_another_node() {
     let cluster = RedisCluster::start_new().await;
-    let config = RedisConfig {
-        url: cluster.urls(),
-        cluster: true,
-        block: Duration::from_millis(300),
-        ..RedisConfig::default()
-    };
-    let writer = Arc::new(RedisStreamStore::new(config.clone(), None).unwrap());
-    let reader = RedisStreamStore::new(config, None).unwrap();
+    let (writer, reader) = cluster_stores(&cluster, Duration::from_millis(300));
+    let writer = Arc::new(writer);
     // Other streams of the account, in the same slot: the slot's keys move one by one,
     // so there are enough of them for the writer below to meet the slot half-moved.
     for i in 0..150 {
@@ -620,13 +611,8 @@ async fn on_a_cluster_a_stream_keeps_every_line_while_its_slot_moves_to_another_
     let mut tail = reader.tail(&id, 0).await.unwrap();
     let reading = tokio::spawn(async move {
         let mut seen = Vec::new();
-        loop {
-            match tail.next().await {
-                Some(Ok(TailItem::Lines(l))) => seen.extend(l.iter().map(|l| l.pos)),
-                Some(Ok(TailItem::Eof)) => return seen,
-                other => panic!("tail while the slot moved: {other:?}"),
-            }
-        }
+        read_to_eof(&mut tail, &mut seen, "tail while the slot moved").await;
+        seen
     });
     // A writer appends batch after batch until the slot has moved (so its scripts meet
     // the slot half-migrated: ASK, TRYAGAIN), then once more on the new owner.
@@ -645,11 +631,8 @@ async fn on_a_cluster_a_stream_keeps_every_line_while_its_slot_moves_to_another_
             next
         }
     });
-    let slot = cluster.nodes()[0]
-        .int_command("CLUSTER KEYSLOT {acc}")
-        .await as u16;
-    // The test cluster splits the slots in three equal ranges, in node order.
-    let owner = (usize::from(slot) / (16_384 / 3)).min(2);
+    let slot = cluster.slot("{acc}").await;
+    let owner = RedisCluster::primary_of(slot);
     let target = (owner + 1) % 3;
     cluster.move_slot(slot, owner, target).await;
     moved.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -51,12 +51,30 @@ async fn stalled_sse_reader_does_not_block_a_writer_and_catches_up_later() {
         .await
         .expect("writer finished while the viewer was stalled");
     api.close("k", false).await;
-    let mut sse = SseReader::new(stalled);
+    assert_every_line_then_eof(stalled, 200_000, "the stalled viewer").await;
+}
+
+/// Reads the SSE response to its end: exactly lines `0..n` in order, then `eof`.
+async fn assert_every_line_then_eof(resp: reqwest::Response, n: u64, what: &str) {
+    let mut sse = SseReader::new(resp);
     sse.read_to_end(WAIT).await;
     let got = sse.line_positions();
-    assert_eq!(got.len(), 200_000);
-    assert!(got.iter().enumerate().all(|(i, &p)| p == i as u64));
-    assert!(sse.saw_eof());
+    assert_eq!(got.len() as u64, n, "{what}: wrong number of lines");
+    assert!(
+        got.iter().enumerate().all(|(i, &p)| p == i as u64),
+        "{what}: lines out of order"
+    );
+    assert!(sse.saw_eof(), "{what}: no eof");
+}
+
+/// Waits until the service's sweep has removed stream `key`.
+async fn wait_removed(svc: &TestService, key: &str) {
+    let streams = svc.state().streams().clone();
+    eventually(WAIT, &format!("stream {key} removed"), || {
+        let streams = streams.clone();
+        async move { streams.meta(&id(key)).await.is_err() }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -76,18 +94,8 @@ async fn a_viewer_behind_when_its_stream_expires_still_gets_every_line() {
     // Connected, not reading yet: far more is left to send than socket buffers hold.
     let behind = api.tail("expiring", None).await;
     api.close("expiring", false).await;
-    let streams = svc.state().streams().clone();
-    eventually(WAIT, "closed stream expired", || {
-        let streams = streams.clone();
-        async move { streams.meta(&id("expiring")).await.is_err() }
-    })
-    .await;
-    let mut sse = SseReader::new(behind);
-    sse.read_to_end(WAIT).await;
-    let got = sse.line_positions();
-    assert_eq!(got.len(), 200_000, "the viewer was cut off at the expiry");
-    assert!(got.iter().enumerate().all(|(i, &p)| p == i as u64));
-    assert!(sse.saw_eof());
+    wait_removed(&svc, "expiring").await;
+    assert_every_line_then_eof(behind, 200_000, "the viewer behind at the expiry").await;
 }
 
 #[tokio::test]
@@ -102,12 +110,7 @@ async fn idle_stream_expires_into_its_archive() {
     let api = Api::new(&svc, "acc", Scope::Write);
     api.open("idle").await;
     api.put_ok("idle", &lines(0..25)).await;
-    let streams = svc.state().streams().clone();
-    eventually(WAIT, "idle stream removed", || {
-        let streams = streams.clone();
-        async move { streams.meta(&id("idle")).await.is_err() }
-    })
-    .await;
+    wait_removed(&svc, "idle").await;
     let archive = api
         .req(Method::GET, "/blob", "idle")
         .send()

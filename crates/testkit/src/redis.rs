@@ -399,12 +399,7 @@ impl RedisCluster {
             .await;
         if replicas {
             for i in 0..PRIMARIES as usize {
-                let id = cluster.nodes[i]
-                    .raw_command("CLUSTER MYID")
-                    .await
-                    .expect("CLUSTER MYID");
-                // A bulk string: `$40`, then the id.
-                let id = id.lines().nth(1).unwrap_or_default().trim().to_owned();
+                let id = cluster.node_id(i).await;
                 let reply = cluster.nodes[PRIMARIES as usize + i]
                     .raw_command(&format!("CLUSTER REPLICATE {id}"))
                     .await
@@ -414,6 +409,36 @@ impl RedisCluster {
             cluster.wait_replicated().await;
         }
         cluster
+    }
+
+    /// The cluster id of node `i`.
+    async fn node_id(&self, i: usize) -> String {
+        let reply = self.nodes[i]
+            .raw_command("CLUSTER MYID")
+            .await
+            .expect("CLUSTER MYID");
+        // A bulk string: `$40`, then the id.
+        reply.lines().nth(1).unwrap_or_default().trim().to_owned()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`, asked of the first running node).
+    ///
+    /// # Panics
+    /// When no node answers.
+    pub async fn slot(&self, key: &str) -> u16 {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a running node");
+        let slot = node.int_command(&format!("CLUSTER KEYSLOT {key}")).await;
+        u16::try_from(slot).expect("a slot number")
+    }
+
+    /// The primary that was given `slot` when the cluster formed: the slots are split
+    /// in three equal ranges, in node order.
+    pub fn primary_of(slot: u16) -> usize {
+        (u32::from(slot) / (CLUSTER_SLOTS / 3)).min(2) as usize
     }
 
     /// Polls `command` on every node until `ready` holds for every answer.
@@ -531,14 +556,7 @@ impl RedisCluster {
     /// # Panics
     /// When a step is refused.
     pub async fn move_slot(&self, slot: u16, from: usize, to: usize) {
-        let id = |i: usize| async move {
-            let reply = self.nodes[i]
-                .raw_command("CLUSTER MYID")
-                .await
-                .expect("CLUSTER MYID");
-            reply.lines().nth(1).unwrap_or_default().trim().to_owned()
-        };
-        let (from_id, to_id) = (id(from).await, id(to).await);
+        let (from_id, to_id) = (self.node_id(from).await, self.node_id(to).await);
         let ok = |what: &str, reply: std::io::Result<String>| {
             let reply = reply.unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(reply.starts_with("+OK"), "{what}: {reply}");
