@@ -86,6 +86,16 @@ async fn cluster() -> Cluster {
     }
 }
 
+impl Cluster {
+    /// A writer on replica A and a reader on replica B, the shape of most tests here.
+    fn write_a_read_b(&self) -> (Api, Api) {
+        (
+            Api::new(&self.a, ACCOUNT, Scope::Write),
+            Api::new(&self.b, ACCOUNT, Scope::Read),
+        )
+    }
+}
+
 fn writer_client(svc: &TestService, indirect_upload: bool) -> Arc<dyn LogClient> {
     let cfg = LogConfig {
         url: svc.url(),
@@ -141,10 +151,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn line_written_through_a_is_tailed_through_b_with_backfill_then_live() {
     let c = cluster().await;
-    let (a, b) = (
-        Api::new(&c.a, ACCOUNT, Scope::Write),
-        Api::new(&c.b, ACCOUNT, Scope::Read),
-    );
+    let (a, b) = c.write_a_read_b();
     let key = "job/1/step";
     a.open(key).await;
     a.put_ok(key, &lines(0..5)).await;
@@ -185,10 +192,7 @@ async fn line_written_through_a_is_tailed_through_b_with_backfill_then_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_on_b_behind_when_a_expires_the_stream_still_gets_every_line() {
     let c = cluster().await;
-    let (a, b) = (
-        Api::new(&c.a, ACCOUNT, Scope::Write),
-        Api::new(&c.b, ACCOUNT, Scope::Read),
-    );
+    let (a, b) = c.write_a_read_b();
     let key = "job/expiring";
     a.open(key).await;
     for start in (0..100_000u64).step_by(2_000) {
@@ -243,10 +247,7 @@ async fn same_batch_retried_against_a_and_b_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_uploaded_via_a_is_read_via_b() {
     let c = cluster().await;
-    let (a, b) = (
-        Api::new(&c.a, ACCOUNT, Scope::Write),
-        Api::new(&c.b, ACCOUNT, Scope::Read),
-    );
+    let (a, b) = c.write_a_read_b();
     let key = "archived/run";
     let ndjson: String = lines(0..300).iter().map(|l| format!("{l}\n")).collect();
     let r = a
@@ -264,10 +265,7 @@ async fn archive_uploaded_via_a_is_read_via_b() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_link_is_an_s3_presigned_url_that_bypasses_the_service() {
     let c = cluster().await;
-    let (a, b) = (
-        Api::new(&c.a, ACCOUNT, Scope::Write),
-        Api::new(&c.b, ACCOUNT, Scope::Read),
-    );
+    let (a, b) = c.write_a_read_b();
     let key = "direct/upload";
     let r = a
         .req(Method::POST, "/blob/link/upload", key)
