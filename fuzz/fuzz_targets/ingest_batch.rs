@@ -1,7 +1,8 @@
 //! The service's `PUT /stream` body parser: bad bodies are refused with an error,
-//! accepted ones give lines that are one-row JSON objects carrying their own `pos`,
-//! its fast path (`compact::scan`) agrees with the general parser, and parsing a body
-//! while it arrives (`Incremental`, in parts) answers what parsing it whole answers.
+//! accepted ones give lines that are one-row JSON objects carrying their own `pos`
+//! (never above `MAX_POS`), its fast path (`compact::scan`) agrees with the general
+//! parser, and parsing a body while it arrives (`Incremental`, in parts) answers what
+//! parsing it whole answers.
 #![no_main]
 
 use bytes::Bytes;
@@ -57,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let parsed: Pos = serde_json::from_slice(&line.json).expect("stored line is a line");
         assert_eq!(parsed.pos, line.pos);
+        assert!(line.pos <= runlog_protocol::MAX_POS, "pos {} stored", line.pos);
         let _ = parsed.out;
     }
 });

@@ -249,6 +249,26 @@ fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
             "line 0",
         ),
         case(
+            // A tail's next `pos` (`pos + 1`) would wrap to 0 and replay the stream
+            // for ever; the Redis store's Lua scripts would round it.
+            "append: pos at u64::MAX",
+            "PUT",
+            q,
+            bearer(w),
+            line(r#"[{"pos":18446744073709551615,"out":"x"}]"#),
+            400,
+            "is above the largest allowed",
+        ),
+        case(
+            "append: pos above 2^53 - 1",
+            "PUT",
+            q,
+            bearer(w),
+            line(r#"[{"level":"info","pos":9007199254740992,"out":"x","time":"t"}]"#),
+            400,
+            "is above the largest allowed",
+        ),
+        case(
             "append: fractional pos",
             "PUT",
             q,

@@ -14,5 +14,5 @@ pub mod service;
 
 pub use error::ErrorBody;
 pub use key::{AccountId, KeyError, StreamKey};
-pub use line::{LogLine, format_time, now_rfc3339};
+pub use line::{LogLine, MAX_POS, format_time, now_rfc3339};
 pub use service::Scope;

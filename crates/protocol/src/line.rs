@@ -22,7 +22,7 @@ pub struct LogLine {
     #[serde(default = "default_level")]
     pub level: String,
     /// 0-based line number within its stream key. Assigned once by the writer; the
-    /// service stores each `pos` at most once.
+    /// service stores each `pos` at most once, and refuses one above [`MAX_POS`].
     pub pos: u64,
     /// The text of the line, normally ending in `\n`.
     pub out: String,
@@ -33,6 +33,14 @@ pub struct LogLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// The largest `pos` the log service stores: 2^53 − 1.
+///
+/// Above it a `pos` is not exact in every reader of the protocol — JavaScript (the
+/// browser viewer) and the Redis store's Lua scripts hold numbers as doubles — and a
+/// reader's "next `pos`" (`pos + 1`) must always exist. A writer that starts at 0
+/// never gets near it.
+pub const MAX_POS: u64 = (1 << 53) - 1;
 
 fn default_level() -> String {
     "info".to_owned()

@@ -18,8 +18,14 @@ pub async fn snapshot_stream(st: &ServiceState, id: &StreamId) -> Result<u64, Ap
     loop {
         let chunk = st.streams().read(id, next, SNAPSHOT_READ).await?;
         let Some(last) = chunk.last() else { break };
-        next = last.pos + 1;
+        // Ingest refuses a `pos` above `MAX_POS`; should one be stored anyway, the
+        // read ends at it rather than wrapping round to 0 and never ending.
+        let after = last.pos.checked_add(1);
         all.extend(chunk);
+        match after {
+            Some(after) => next = after,
+            None => break,
+        }
     }
     let count = all.len() as u64;
     let gz = tokio::task::spawn_blocking(move || archive::gzip(&archive::ndjson(&all)))
@@ -50,14 +56,18 @@ pub async fn sweep_once(st: &ServiceState) {
         if !expired {
             continue;
         }
-        if let Err(e) = expire(st, &meta.id).await {
+        if let Err(e) = expire(st, &meta.id, meta.last_activity).await {
             tracing::warn!(account = %meta.id.account, key = %meta.id.key, error = %e, "cannot expire stream; will retry");
         }
     }
 }
 
-async fn expire(st: &ServiceState, id: &StreamId) -> Result<(), ApiError> {
-    st.streams().close(id).await?;
+/// Closes, archives and removes `id`, which the sweep saw idle since `idle_since`;
+/// a stream written to or reopened since then is left alone.
+async fn expire(st: &ServiceState, id: &StreamId, idle_since: SystemTime) -> Result<(), ApiError> {
+    if st.streams().close_if_idle(id, idle_since).await?.is_none() {
+        return Ok(());
+    }
     if !st.blobs().exists(id).await? {
         snapshot_stream(st, id).await?;
     }

@@ -281,6 +281,32 @@ async fn closed_stream_refuses_lines_and_reopen_keeps_them(f: StreamFixture) {
     );
 }
 
+async fn close_if_idle_leaves_a_stream_active_since_open(f: StreamFixture) {
+    let id = sid("acc", "idle");
+    f.store.open(&id).await.unwrap();
+    // What an expiry sweep saw a little before this write (Redis keeps the time of
+    // the last activity in milliseconds).
+    let seen = f.store.meta(&id).await.unwrap().last_activity - Duration::from_millis(5);
+    f.store.append(&id, lines(0..1)).await.unwrap();
+    assert_eq!(f.store.close_if_idle(&id, seen).await.unwrap(), None);
+    f.store.append(&id, lines(1..2)).await.unwrap();
+    let idle = f.store.meta(&id).await.unwrap().last_activity;
+    let closed = f.store.close_if_idle(&id, idle).await.unwrap().unwrap();
+    assert!(!closed.open);
+    assert_eq!(closed.lines, 2);
+    assert_eq!(
+        f.store.append(&id, lines(2..3)).await.unwrap_err(),
+        StoreError::Closed
+    );
+    assert_eq!(
+        f.store
+            .close_if_idle(&sid("acc", "nope"), idle)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
 async fn tail_backfills_follows_live_lines_and_ends_at_close(f: StreamFixture) {
     let id = sid("acc", "tail");
     f.store.open(&id).await.unwrap();
@@ -464,6 +490,7 @@ macro_rules! stream_conformance {
                 out_of_order_batch_is_read_in_pos_order,
                 read_honours_from_and_max,
                 closed_stream_refuses_lines_and_reopen_keeps_them,
+                close_if_idle_leaves_a_stream_active_since_open,
                 tail_backfills_follows_live_lines_and_ends_at_close,
                 tail_resumes_from_a_position,
                 tail_past_a_gap_is_not_rewound,

@@ -216,7 +216,7 @@ async fn follow(
         };
         let result = reader
             .follow(account, key, &opts, |line| {
-                from_line = line.pos + 1;
+                from_line = line.pos.saturating_add(1);
                 printer.print(&line.time, &line.out)
             })
             .await;

@@ -164,7 +164,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut next_line = args.since_line;
     let followed = reader
         .follow(account, &args.key, &opts, |line: &LogLine| {
-            next_line = line.pos + 1;
+            next_line = line.pos.saturating_add(1);
             printer.print(&line.time, &line.out)
         })
         .await;

@@ -18,6 +18,7 @@
 //! general parser, which also writes the error messages. It never refuses anything.
 //! A proptest and the `ingest_batch` fuzz target compare the two paths.
 
+use runlog_protocol::MAX_POS;
 use std::ops::Range;
 
 /// One line found by [`scan`]: its `pos` and where its JSON object sits in the body.
@@ -398,9 +399,10 @@ fn string_end(b: &[u8], i: usize, index: &QuoteIndex) -> Option<usize> {
     Some(end + 1)
 }
 
-/// A non-negative JSON integer that fits `u64`, starting at `i`: its value and the
-/// index after it. Fractions, exponents, signs and leading zeros are left to the
-/// general parser.
+/// A `pos` starting at `i`: a non-negative JSON integer up to [`MAX_POS`], its value
+/// and the index after it. Fractions, exponents, signs, leading zeros and larger
+/// values are left to the general parser (which refuses the ones out of range with
+/// a message naming the line).
 fn integer(b: &[u8], mut i: usize) -> Option<(u64, usize)> {
     let start = i;
     let mut value: u64 = 0;
@@ -409,7 +411,7 @@ fn integer(b: &[u8], mut i: usize) -> Option<(u64, usize)> {
         i += 1;
     }
     let digits = i - start;
-    if digits == 0 || (digits > 1 && b[start] == b'0') {
+    if digits == 0 || (digits > 1 && b[start] == b'0') || value > MAX_POS {
         return None;
     }
     Some((value, i))
@@ -422,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_writers_batch_takes_the_fast_path() {
-        let body = br#" [{"level":"info","pos":0,"out":"a\n\"q\"\\","time":"2026-11-20T10:00:00.123Z"} , {"pos":18446744073709551615,"out":"\u{e9}"}] "#;
+        let body = br#" [{"level":"info","pos":0,"out":"a\n\"q\"\\","time":"2026-11-20T10:00:00.123Z"} , {"pos":9007199254740991,"out":"\u{e9}"}] "#;
         let body = std::str::from_utf8(body).unwrap().replace("\\u{e9}", "é");
         let lines = scan(body.as_bytes()).unwrap();
         assert_eq!(lines.len(), 2);
@@ -431,13 +433,25 @@ mod tests {
             &body[lines[0].span.clone()],
             r#"{"level":"info","pos":0,"out":"a\n\"q\"\\","time":"2026-11-20T10:00:00.123Z"}"#
         );
-        assert_eq!(lines[1].pos, u64::MAX);
+        assert_eq!(lines[1].pos, MAX_POS);
         assert_eq!(
             &body[lines[1].span.clone()],
-            r#"{"pos":18446744073709551615,"out":"é"}"#
+            r#"{"pos":9007199254740991,"out":"é"}"#
         );
         assert_eq!(scan(b"[]"), Some(vec![]));
         assert_eq!(scan(b" [ ] "), Some(vec![]));
+    }
+
+    #[test]
+    fn a_pos_above_the_largest_is_left_to_the_general_path() {
+        for pos in [
+            "9007199254740992",
+            "18446744073709551615",
+            "18446744073709551616",
+        ] {
+            let body = format!(r#"[{{"pos":{pos},"out":"x"}}]"#);
+            assert_eq!(scan(body.as_bytes()), None, "{pos}");
+        }
     }
 
     /// The index as a byte-at-a-time model would build it: the unescaped quotes,

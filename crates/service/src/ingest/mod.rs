@@ -13,6 +13,7 @@ pub mod compact;
 use crate::error::ApiError;
 use crate::store::LineBatch;
 use bytes::Bytes;
+use runlog_protocol::MAX_POS;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -91,6 +92,15 @@ impl<'de> Deserialize<'de> for Batch {
                 let mut lines = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
                 loop {
                     match seq.next_element::<LineShape>() {
+                        // Above it, readers' `pos + 1` and the Redis store's Lua
+                        // arithmetic (doubles) would not be exact.
+                        Ok(Some(line)) if line.pos > MAX_POS => {
+                            return Err(serde::de::Error::custom(format_args!(
+                                "line {}: pos {} is above the largest allowed, {MAX_POS}",
+                                lines.len(),
+                                line.pos
+                            )));
+                        }
                         Ok(Some(line)) => lines.push(line),
                         Ok(None) => return Ok(Batch(lines)),
                         Err(e) => {
@@ -387,6 +397,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pos_above_the_largest_is_refused_naming_the_line() {
+        let ok = format!(r#"[{{"pos":0,"out":"a"}},{{"pos":{MAX_POS},"out":"b"}}]"#);
+        let lines = parse_batch(&Bytes::from(ok)).unwrap().to_stored();
+        assert_eq!(lines[1].pos, MAX_POS);
+        for pos in ["9007199254740992", "18446744073709551615"] {
+            let body = format!(
+                r#"[{{"level":"info","pos":0,"out":"a","time":"t"}},{{"level":"info","pos":{pos},"out":"b","time":"t"}}]"#
+            );
+            match parse_batch(&Bytes::from(body)) {
+                Err(ApiError::BadRequest(msg)) => {
+                    assert!(
+                        msg.contains(&format!("line 1: pos {pos} is above")),
+                        "{msg}"
+                    )
+                }
+                other => panic!("pos {pos}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn spans_skip_brackets_quotes_and_escapes_inside_strings() {
         let body = Bytes::from_static(br#" [ {"pos":0,"out":"a \"}{[,\\","args":{"k":[1,{"x":"]"}]}} ,{"pos":1,"out":"\\"} ] "#);
         let lines = parse_batch(&body).unwrap().to_stored();
@@ -424,7 +455,7 @@ mod tests {
         fn the_fast_path_agrees_with_the_general_parser(
             lines in proptest::collection::vec(
                 (
-                    proptest::num::u64::ANY,
+                    0..=MAX_POS,
                     "[a-z \"\\\\\n\t/é€😀]{0,20}",
                     proptest::option::of("[a-z]{0,5}"),
                     proptest::option::of("[0-9:TZ.-]{0,24}"),

@@ -155,7 +155,7 @@ fn finishing_from_archive(
             if let Ok(TailItem::Lines(lines)) = &item
                 && let Some(last) = lines.last()
             {
-                t.next = last.pos + 1;
+                t.next = last.pos.saturating_add(1);
             }
             return Some((item, t));
         }

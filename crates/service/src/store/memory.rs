@@ -10,7 +10,9 @@
 //! refused whole with [`StoreError::LimitExceeded`] (the client sees 413 and keeps
 //! its spool), never silently truncated.
 
-use super::{LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
+use super::{
+    BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -140,6 +142,26 @@ impl Lines {
         self.prefix += 1;
     }
 
+    /// The lines and bytes [`Lines::insert`] would store of `batch`: each `pos` not
+    /// taken, once (a misbehaving client may repeat a `pos` within one batch; the
+    /// first wins, and counting the others would refuse a batch that fits).
+    fn new_in(&self, batch: &LineBatch) -> (u64, u64) {
+        let lines = batch.lines();
+        let count = |(n, b): (u64, u64), line: &BatchLine| (n + 1, b + line.len() as u64);
+        // What writers send: strictly increasing, so no `pos` repeats.
+        if lines.is_sorted_by(|a, b| a.pos < b.pos) {
+            return lines
+                .iter()
+                .filter(|l| !self.has(l.pos))
+                .fold((0, 0), count);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(lines.len());
+        lines
+            .iter()
+            .filter(|l| !self.has(l.pos) && seen.insert(l.pos))
+            .fold((0, 0), count)
+    }
+
     /// Stores the lines of `batch` whose `pos` is not taken (the first of equal
     /// `pos` within the batch wins); returns how many lines and bytes were stored.
     fn insert(&mut self, batch: &LineBatch) -> (u64, u64) {
@@ -248,6 +270,21 @@ impl Lines {
     }
 }
 
+/// Closes the stream of `entry`, unless it saw activity after `idle_since` (then
+/// `None`, the stream left as it is); wakes its tails.
+fn close_entry(entry: &Entry, idle_since: Option<SystemTime>) -> Option<StreamMeta> {
+    {
+        let mut l = lock(&entry.lines);
+        if idle_since.is_some_and(|since| l.last_activity > since) {
+            return None;
+        }
+        l.open = false;
+        l.last_activity = SystemTime::now();
+    }
+    entry.notify();
+    Some(entry.meta())
+}
+
 fn lock(m: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
     // A panic while holding the lock cannot leave `Lines` half-updated in a way that
     // breaks later readers (every mutation is a single push/insert), so keep serving.
@@ -351,7 +388,12 @@ impl StreamStore for MemoryStreamStore {
             }
         };
         drop(map);
-        lock(&entry.lines).open = true;
+        {
+            let mut l = lock(&entry.lines);
+            l.open = true;
+            // A reopened stream is not idle: the sweep must not expire it at once.
+            l.last_activity = SystemTime::now();
+        }
         Ok(entry.meta())
     }
 
@@ -372,11 +414,7 @@ impl StreamStore for MemoryStreamStore {
         }
         // Count what is new first, so a retried batch at the limit is not refused
         // for lines it already stored, and a refused batch stores nothing.
-        let (new_lines, new_bytes) = batch
-            .lines()
-            .iter()
-            .filter(|line| !l.has(line.pos))
-            .fold((0u64, 0u64), |(n, b), line| (n + 1, b + line.len() as u64));
+        let (new_lines, new_bytes) = l.new_in(&batch);
         if l.count() + new_lines > self.limits.max_lines_per_stream
             || l.bytes + new_bytes > self.limits.max_bytes_per_stream
         {
@@ -393,9 +431,13 @@ impl StreamStore for MemoryStreamStore {
             batch = LineBatch::copied(batch.iter().filter(|line| !l.has(line.pos)));
         }
         let (appended, appended_bytes) = l.insert(&batch);
-        // Same-pos lines inside one batch were counted as new above; give back
-        // what was reserved for them.
-        self.release_total(new_lines - appended, new_bytes - appended_bytes);
+        debug_assert_eq!((appended, appended_bytes), (new_lines, new_bytes));
+        // Nothing in a correct count; should the two ever disagree, the totals
+        // must still match what is kept, or the service-wide limit drifts.
+        self.release_total(
+            new_lines.saturating_sub(appended),
+            new_bytes.saturating_sub(appended_bytes),
+        );
         l.last_activity = SystemTime::now();
         let last = l.last_contiguous();
         drop(l);
@@ -439,13 +481,16 @@ impl StreamStore for MemoryStreamStore {
 
     async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
         let entry = self.entry(id)?;
-        {
-            let mut l = lock(&entry.lines);
-            l.open = false;
-            l.last_activity = SystemTime::now();
-        }
-        entry.notify();
-        Ok(entry.meta())
+        Ok(close_entry(&entry, None).unwrap_or_else(|| entry.meta()))
+    }
+
+    async fn close_if_idle(
+        &self,
+        id: &StreamId,
+        idle_since: SystemTime,
+    ) -> Result<Option<StreamMeta>, StoreError> {
+        let entry = self.entry(id)?;
+        Ok(close_entry(&entry, Some(idle_since)))
     }
 
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
@@ -516,6 +561,7 @@ async fn next_tail_item(mut s: TailState) -> Option<(Result<TailItem, StoreError
             (l.read(s.next, TAIL_CHUNK_LINES), l.open && !l.removed)
         };
         if let Some(last) = chunk.last() {
+            // Cannot overflow: ingest refuses a `pos` above `MAX_POS`.
             s.next = last.pos + 1;
             return Some((Ok(TailItem::Lines(chunk)), s));
         }
@@ -569,6 +615,35 @@ mod tests {
             .map(|l| l.pos)
             .collect();
         assert_eq!(got, vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_pos_repeated_within_a_batch_counts_once_against_the_limits() {
+        let limits = MemoryLimits {
+            max_lines_per_stream: 3,
+            ..MemoryLimits::default()
+        };
+        let s = MemoryStreamStore::new(limits);
+        s.open(&id("k")).await.unwrap();
+        s.append(&id("k"), vec![line(0), line(1)]).await.unwrap();
+        // Fits: one new line, given twice (and a gap line given twice after it).
+        let ack = s.append(&id("k"), vec![line(2), line(2)]).await.unwrap();
+        assert_eq!((ack.appended, ack.duplicates), (1, 1));
+        assert_eq!(s.meta(&id("k")).await.unwrap().lines, 3);
+        assert_eq!(s.totals().0, 3);
+        let err = s
+            .append(&id("k"), vec![line(5), line(5)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LimitExceeded(_)), "{err:?}");
+        let t = MemoryStreamStore::new(MemoryLimits::default());
+        t.open(&id("k")).await.unwrap();
+        let ack = t
+            .append(&id("k"), vec![line(4), line(0), line(4), line(0)])
+            .await
+            .unwrap();
+        assert_eq!((ack.appended, ack.duplicates), (2, 2));
+        assert_eq!(t.totals(), (2, 2 * line(0).json.len() as u64));
     }
 
     #[tokio::test]

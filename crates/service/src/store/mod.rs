@@ -269,6 +269,16 @@ pub trait StreamStore: Send + Sync + 'static {
     /// Closes a stream: appends are refused afterwards, tails end with `Eof`.
     async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError>;
 
+    /// [`close`](Self::close), unless the stream has seen activity (a write, an
+    /// open, a close) after `idle_since`: then it is left as it is and the answer is
+    /// `None`. The expiry sweep closes with it what it found idle, so a write that
+    /// lands between the sweep's look and its close keeps the stream open.
+    async fn close_if_idle(
+        &self,
+        id: &StreamId,
+        idle_since: std::time::SystemTime,
+    ) -> Result<Option<StreamMeta>, StoreError>;
+
     /// Drops a stream's lines (after its archive is safe). `NotFound` if absent.
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError>;
 

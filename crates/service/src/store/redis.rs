@@ -745,6 +745,35 @@ impl Inner {
     }
 }
 
+impl RedisStreamStore {
+    /// Closes `id` in one script, unless its `activity` (ms) is past `idle_since_ms`:
+    /// then `None`, the stream left as it is.
+    async fn close_unless_active_after(
+        &self,
+        id: &StreamId,
+        idle_since_ms: Option<u64>,
+    ) -> Result<Option<StreamMeta>, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let status: i64 = inner
+            .scripts
+            .close
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(now_ms()).arg(inner.ttl_ms()).arg(id.key.as_str());
+                if let Some(ms) = idle_since_ms {
+                    c.arg(ms);
+                }
+            })
+            .await
+            .map_err(unavailable)?;
+        match status {
+            -1 => Err(StoreError::NotFound),
+            -2 => Ok(None),
+            _ => self.meta(id).await.map(Some),
+        }
+    }
+}
+
 #[async_trait]
 impl StreamStore for RedisStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
@@ -836,20 +865,20 @@ impl StreamStore for RedisStreamStore {
     }
 
     async fn close(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
-        let inner = &self.inner;
-        let keys = inner.keys(id);
-        let status: i64 = inner
-            .scripts
-            .close
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
-                c.arg(now_ms()).arg(inner.ttl_ms()).arg(id.key.as_str());
-            })
-            .await
-            .map_err(unavailable)?;
-        if status == -1 {
-            return Err(StoreError::NotFound);
-        }
-        self.meta(id).await
+        self.close_unless_active_after(id, None)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn close_if_idle(
+        &self,
+        id: &StreamId,
+        idle_since: SystemTime,
+    ) -> Result<Option<StreamMeta>, StoreError> {
+        let ms = idle_since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.close_unless_active_after(id, Some(ms)).await
     }
 
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
@@ -1054,6 +1083,7 @@ impl TailState {
                 .read_page(&self.id, self.next, self.inner.config.page_lines)
                 .await?;
             if let Some(last) = lines.last() {
+                // Cannot overflow: ingest refuses a `pos` above `MAX_POS`.
                 self.next = last.pos + 1;
                 return Ok(TailItem::Lines(lines));
             }
@@ -1440,9 +1470,13 @@ end
 return out
 "#;
 
-/// Returns 0, or -1 when the stream does not exist.
+/// ARGV[4], when given: close only if the stream's `activity` is not past it (ms).
+/// Returns 0, -1 when the stream does not exist, -2 when it was active since ARGV[4].
 const CLOSE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[4] and tonumber(redis.call('HGET', KEYS[1], 'activity') or '0') > tonumber(ARGV[4]) then
+  return -2
+end
 redis.call('HSET', KEYS[1], 'open', 0)
 if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('XADD', KEYS[4], '1-1', 'closed', 1) end
 touch()
