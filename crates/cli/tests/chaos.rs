@@ -386,6 +386,27 @@ async fn full_spool_disk_is_reported_never_silent() {
             "kept lines are the first ones, intact"
         );
     }
+    // The broken spool was not uploaded; the archive is what the service received,
+    // the marker among it, rather than nothing.
+    let archived = archive_lines(&svc.url(), ACCOUNT, "steps/full", &r)
+        .await
+        .unwrap_or_else(|e| panic!("no archive of the stream whose spool failed: {e}"));
+    let pos_out = |v: &[LogLine]| -> Vec<(u64, String)> {
+        v.iter().map(|l| (l.pos, l.out.clone())).collect()
+    };
+    assert_eq!(
+        pos_out(&archived),
+        pos_out(&live),
+        "archive and live stream differ"
+    );
+    // And the broken spool is gone: on a full disk it held the space later writers
+    // need. What is left are spools kept for reuse (named `livelog-free-…`).
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("livelog-free-"))
+        .collect();
+    assert!(left.is_empty(), "spool files left behind: {left:?}");
     engine_proc.kill();
     svc.shutdown().await;
 }

@@ -104,7 +104,8 @@ impl LineAssembler {
 
     fn cut_while_over<'c>(&mut self, slack: usize, emit: &mut impl FnMut(Assembled<'c>)) {
         let mut start = 0;
-        while self.buf.len() - start > self.max_line_bytes + slack {
+        // Saturating: a configured maximum of `usize::MAX` means "never cut".
+        while self.buf.len() - start > self.max_line_bytes.saturating_add(slack) {
             let rest = &self.buf[start..];
             let mut cut = self.max_line_bytes;
             // Step back over UTF-8 continuation bytes (at most 3) so the cut falls on a
@@ -178,6 +179,16 @@ mod tests {
     #[test]
     fn lone_carriage_return_is_kept() {
         assert_eq!(lines_of(100, &[b"10%\r20%\n"], false), vec!["10%\r20%\n"]);
+    }
+
+    #[test]
+    fn no_maximum_means_lines_are_never_cut() {
+        let mut a = LineAssembler::new(usize::MAX);
+        let mut lines = Vec::new();
+        for part in ["abc", "def", "ghi\n"] {
+            a.push(part.as_bytes(), &mut |l| lines.push(l.text.into_owned()));
+        }
+        assert_eq!(lines, vec!["abcdefghi\n"]);
     }
 
     #[test]

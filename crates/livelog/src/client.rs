@@ -94,8 +94,22 @@ pub trait LogClient: Send + Sync + 'static {
 pub struct HttpTimeouts {
     /// TCP/TLS connect.
     pub connect: Duration,
-    /// One whole request (archives are streamed; this bounds a stalled service).
+    /// One whole request: bounds a stalled service. An archive upload gets this
+    /// plus the time to send its history at [`MIN_UPLOAD_RATE`], so a large history
+    /// on a slow link is not cut off at every attempt.
     pub request: Duration,
+}
+
+/// The slowest upload an archive is allowed, in bytes of (uncompressed) history a
+/// second: 256 KiB/s, a slow uplink sending gzip'd logs. An upload's timeout is
+/// [`HttpTimeouts::request`] plus its history's size at this rate.
+pub const MIN_UPLOAD_RATE: u64 = 256 * 1024;
+
+impl HttpTimeouts {
+    /// The timeout of an upload of `history_bytes` of NDJSON.
+    pub fn upload(&self, history_bytes: u64) -> Duration {
+        self.request + Duration::from_secs(history_bytes / MIN_UPLOAD_RATE)
+    }
 }
 
 impl Default for HttpTimeouts {
@@ -116,6 +130,7 @@ pub struct HttpLogClient {
     account_id: String,
     token: String,
     cfg: LogConfig,
+    timeouts: HttpTimeouts,
 }
 
 impl std::fmt::Debug for HttpLogClient {
@@ -161,6 +176,7 @@ impl HttpLogClient {
             account_id: cfg.account_id.clone(),
             token: cfg.token.clone(),
             cfg: cfg.clone(),
+            timeouts: t,
         })
     }
 
@@ -180,16 +196,22 @@ impl HttpLogClient {
             .header("X-Harness-Token", &self.token)
     }
 
-    async fn gzip_body(ndjson: &Path) -> Result<reqwest::Body, ClientError> {
+    /// The history in `ndjson` as a gzip body, and the timeout of a request that
+    /// sends it (see [`HttpTimeouts::upload`]).
+    async fn gzip_body(&self, ndjson: &Path) -> Result<(reqwest::Body, Duration), ClientError> {
         let file = tokio::fs::File::open(ndjson)
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?
+            .len();
         // Streamed: the archive is compressed while it is sent, never held in memory.
         let enc =
             async_compression::tokio::bufread::GzipEncoder::new(tokio::io::BufReader::new(file));
-        Ok(reqwest::Body::wrap_stream(
-            tokio_util::io::ReaderStream::new(enc),
-        ))
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(enc));
+        Ok((body, self.timeouts.upload(len)))
     }
 }
 
@@ -262,11 +284,13 @@ impl LogClient for HttpLogClient {
     }
 
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
+        let (body, timeout) = self.gzip_body(ndjson).await?;
         let rb = self
             .authed(self.http.post(self.url("blob", key)?))
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .body(Self::gzip_body(ndjson).await?);
+            .timeout(timeout)
+            .body(body);
         check(rb.send().await).await.map(drop)
     }
 
@@ -278,12 +302,14 @@ impl LogClient for HttpLogClient {
             .map_err(|e| ClientError::Transport(format!("bad upload link: {e}")))?;
         // The link carries its own authorisation and may point at another host (object
         // storage): the account token is deliberately not attached.
+        let (body, timeout) = self.gzip_body(ndjson).await?;
         let rb = self
             .http
             .put(url)
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .body(Self::gzip_body(ndjson).await?);
+            .timeout(timeout)
+            .body(body);
         check(rb.send().await).await.map(drop)
     }
 }

@@ -52,10 +52,11 @@ impl Masker {
         if patterns.is_empty() {
             return Masker { matcher: None };
         }
-        // Leftmost-longest: when one pattern is a prefix of another (a secret and its
-        // padded base64), the longer one wins so no tail of a secret is left visible.
+        // Standard semantics, for overlapping search: every occurrence of every
+        // pattern is masked, whether or not it overlaps another (`abcd` and
+        // `cdefgh` in `abcdefgh`; a secret and its padded base64).
         let matcher = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .build(&patterns)
             .ok();
         Masker { matcher }
@@ -82,11 +83,46 @@ impl Masker {
     }
 
     /// The text with every secret replaced, or `None` when it holds none.
+    ///
+    /// Overlapping occurrences are masked as their union, once: replacing matches one
+    /// after another (leftmost first) would leave the part of a second secret that
+    /// reaches past the first one visible.
     fn masked(&self, text: &str) -> Option<String> {
         let m = self.matcher.as_ref()?;
-        m.is_match(text)
-            .then(|| m.replace_all(text, &vec![MASK; m.patterns_len()]))
+        if !m.is_match(text) {
+            return None;
+        }
+        // Reported in order of where they end; sorted by start to merge.
+        let mut found: Vec<(usize, usize)> = m
+            .find_overlapping_iter(text)
+            .map(|f| (f.start(), f.end()))
+            .collect();
+        found.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut kept_from = 0;
+        let mut ranges = found.into_iter();
+        let mut current = ranges.next()?;
+        for (start, end) in ranges {
+            if start < current.1 {
+                current.1 = current.1.max(end);
+            } else {
+                push_masked(&mut out, text, kept_from, current);
+                kept_from = current.1;
+                current = (start, end);
+            }
+        }
+        push_masked(&mut out, text, kept_from, current);
+        out.push_str(text.get(current.1..).unwrap_or_default());
+        Some(out)
     }
+}
+
+/// Appends `text[from..range.0]` and the mask for `range`. Matches of UTF-8
+/// patterns in UTF-8 text start and end on character boundaries, so `get` only
+/// guards against a bug, never drops text in practice.
+fn push_masked(out: &mut String, text: &str, from: usize, range: (usize, usize)) {
+    out.push_str(text.get(from..range.0).unwrap_or_default());
+    out.push_str(MASK);
 }
 
 fn add_with_encodings(out: &mut Vec<String>, value: &str) {
@@ -173,12 +209,57 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_secrets_are_masked_as_one() {
+        assert_eq!(
+            masked(&["abcd", "cdefgh"], "x abcdefgh y"),
+            format!("x {MASK} y")
+        );
+        assert_eq!(masked(&["cdefgh", "abcd"], "abcdefgh"), MASK);
+        // One inside another, and two apart: each masked, nothing of either left.
+        assert_eq!(
+            masked(&["bcd", "abcde"], "abcde bcd"),
+            format!("{MASK} {MASK}")
+        );
+        assert_eq!(
+            masked(&["hunter2", "ter2xyz"], "pw=hunter2xyz;hunter2"),
+            format!("pw={MASK};{MASK}")
+        );
+    }
+
+    #[test]
     fn too_short_secrets_are_not_masked() {
         assert_eq!(masked(&["", "ab"], "ab cd\n"), "ab cd\n");
         assert!(!Masker::new(&["", "x"]).is_active());
     }
 
     proptest! {
+        #[test]
+        fn no_byte_of_any_secret_occurrence_is_left_visible(
+            secrets in proptest::collection::vec("[a-d]{3,6}", 1..4),
+            text in "[a-d ]{0,40}",
+        ) {
+            let out = masked(&secrets.iter().map(String::as_str).collect::<Vec<_>>(), &text);
+            // Every byte of the text that some occurrence of a secret covers is gone:
+            // the text outside the mask runs is all that is left of it.
+            let kept: String = out.split(MASK).collect();
+            let mut covered = vec![false; text.len()];
+            // Every occurrence, overlapping ones too (`aba` twice in `ababa`). The
+            // alphabet keeps base64 forms (which hold upper case) out of the text.
+            for s in &secrets {
+                for at in 0..text.len() {
+                    if text[at..].starts_with(s.as_str()) {
+                        covered[at..at + s.len()].iter_mut().for_each(|c| *c = true);
+                    }
+                }
+            }
+            let visible: String = text
+                .char_indices()
+                .filter(|(i, _)| !covered[*i])
+                .map(|(_, c)| c)
+                .collect();
+            prop_assert_eq!(kept, visible, "text {:?} secrets {:?} out {:?}", text, secrets, out);
+        }
+
         #[test]
         fn secret_split_across_any_write_boundary_is_masked(
             before in "[a-z ]{0,30}", after in "[a-z ]{0,30}",

@@ -187,7 +187,7 @@ fn rewind(inner: &Inner, pos: u64, reader: &mut Option<SpoolReader>) -> bool {
         if l.live_stopped || l.spool.failure().is_some() {
             return false;
         }
-        if let Err(e) = l.spool.flush() {
+        if let Err(e) = l.flush_spool() {
             l.error.get_or_insert(e);
             return false;
         }
@@ -307,7 +307,7 @@ fn next_batch(
     if !l.queue.is_empty() {
         // A line reaches the spool file before the service sees it: a process killed
         // now leaves at least what the service holds for recovery.
-        if let Err(e) = l.spool.flush() {
+        if let Err(e) = l.flush_spool() {
             l.error.get_or_insert(e);
         }
         let first_pos = l.next_pos - l.queue.len() as u64 - spilled_count(l);
@@ -343,11 +343,14 @@ fn next_batch(
             body: body.into(),
         });
     }
-    if let Some(cur) = l.spill {
-        // The spool's buffer must reach the file before it can be read back.
-        if let Err(e) = l.spool.flush() {
+    if l.spill.is_some() {
+        // The spool's buffer must reach the file before it can be read back. A failed
+        // write gives back the spilled lines it lost, and may end the spill.
+        if let Err(e) = l.flush_spool() {
             l.error.get_or_insert(e);
         }
+    }
+    if let Some(cur) = l.spill {
         let end = l.spool.written();
         let path = l.spool.path().to_owned();
         drop(st);
@@ -376,12 +379,14 @@ fn next_batch(
                 pos: cur.pos + rows.count,
                 offset: cur.offset + read_len,
             };
-            // Caught up with the producers: back to the memory queue.
+            // Caught up with the producers: back to the memory queue, where markers
+            // held behind the spilled lines go next.
             l.spill = if next.pos >= l.next_pos {
                 None
             } else {
                 Some(next)
             };
+            l.release_markers();
         }
         drop(st);
         inner.room.notify_waiters();
@@ -486,8 +491,12 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     let mut stream_closed = inner.cfg.skip_closing_stream;
     if !stream_closed {
         let client = inner.client.clone();
+        // A spool that failed (a full disk) is not a whole history and is not
+        // uploaded: the service makes the archive from the lines it received, the
+        // loss marker among them, rather than leaving the stream without one.
+        let snapshot = !spool_complete;
         let out = retry(
-            || client.close(&key, false),
+            || client.close(&key, snapshot),
             inner.cfg.max_retry_delay,
             &mut dl,
             |_| count_retry(&inner),
@@ -504,6 +513,10 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
         // Kept for the next writer's spool only when the sender has stopped: it must
         // not read from a file that another history is being written into.
         inner.lock().lines.spool.discard(drained);
+    } else if !spool_complete {
+        // Neither the outbox nor a later recovery takes a broken history, and on a
+        // full disk this file holds the space every later writer needs.
+        inner.lock().lines.spool.discard(false);
     } else if spool_complete && inner.cfg.outbox_dir.is_none() {
         // No outbox to hand it to: the history stays where it is, and the report
         // says where, rather than deleting the only complete copy.

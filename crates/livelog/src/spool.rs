@@ -40,6 +40,15 @@ pub struct Spool {
     reused: bool,
 }
 
+impl Drop for Spool {
+    /// Rows still buffered reach the file when a spool is dropped without
+    /// [`Spool::finish`] (a writer dropped while its runtime shuts down, so its close
+    /// never runs): a later recovery then delivers them with the rest.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 /// Ends the rows of a reused spool file (JSON rows never contain a NUL byte).
 pub const END_OF_ROWS: u8 = 0;
 
@@ -159,8 +168,13 @@ impl Spool {
         Ok((at, &self.buf[start..end]))
     }
 
-    /// Pushes buffered rows to the file so readers see them.
+    /// Pushes buffered rows to the file so readers see them. Once a write has
+    /// failed, nothing more is written (what follows a partial row is not trusted):
+    /// the rows that did not reach the file are left for [`Spool::take_unwritten`].
     pub fn flush(&mut self) -> Result<(), String> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -187,6 +201,36 @@ impl Spool {
                 Err(msg)
             }
         }
+    }
+
+    /// After a failed write: the rows that never reached the file (each ending in
+    /// `\n`), handed over once. `written` goes back to where the file's whole rows
+    /// end, and the file is cut there, so neither a reader nor a recovery meets the
+    /// part of a row a failed write may have left.
+    pub fn take_unwritten(&mut self) -> Option<Vec<u8>> {
+        self.failed.as_ref()?;
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut rows = std::mem::take(&mut self.buf);
+        // A reused file's end mark went into the same buffer as the rows.
+        if self.reused && rows.last() == Some(&END_OF_ROWS) {
+            rows.pop();
+        }
+        self.written = self.written.saturating_sub(rows.len() as u64);
+        if let Some(file) = self.file.as_mut() {
+            // Shrinking needs no free space; should it fail anyway, readers still
+            // stop at `written`.
+            let _ = file.set_len(self.written);
+        }
+        Some(rows)
+    }
+
+    /// Makes every later write fail as a full disk would (with a real error from the
+    /// OS: the file is swapped for a read-only handle of itself).
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) {
+        self.file = File::open(&self.path).ok();
     }
 
     /// Flushes the last rows and, in a reused file, cuts what lies past them: the file
@@ -482,6 +526,44 @@ mod tests {
         assert_eq!((b.count, b.ndjson_len), (1, 10));
         let none = r.read_batch(30, end, 1024, 100, Vec::new()).expect("read");
         assert_eq!(none.count, 0);
+    }
+
+    #[test]
+    fn buffered_rows_reach_the_file_when_the_spool_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = {
+            let mut s = Spool::create(dir.path(), 1 << 20);
+            s.append(b"{\"pos\":0}", false).expect("append");
+            s
+        };
+        let path = s.path().to_owned();
+        assert_eq!(std::fs::read(&path).expect("read").len(), 0, "not buffered");
+        drop(s);
+        assert_eq!(std::fs::read(&path).expect("read"), b"{\"pos\":0}\n");
+    }
+
+    #[test]
+    fn a_failed_write_hands_back_the_rows_it_lost_and_cuts_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::create(dir.path(), 1 << 20);
+        s.append(b"{\"pos\":0}", false).expect("append");
+        s.flush().expect("flush");
+        let kept = s.written();
+        s.append(b"{\"pos\":1}", false).expect("append");
+        s.append(b"{\"pos\":2}", false).expect("append");
+        assert_eq!(s.take_unwritten(), None, "nothing failed yet");
+        s.fail_writes();
+        let err = s.flush().expect_err("a read-only file takes no write");
+        assert!(err.starts_with("spool write failed"), "{err}");
+        assert_eq!(
+            s.take_unwritten().as_deref(),
+            Some(&b"{\"pos\":1}\n{\"pos\":2}\n"[..])
+        );
+        assert_eq!(s.written(), kept);
+        assert_eq!(s.take_unwritten(), None, "handed over once");
+        assert!(s.flush().is_err(), "nothing is written after a failure");
+        assert!(matches!(s.append(b"{}", false), Err(Refused::Failed(_))));
+        assert_eq!(std::fs::read(s.path()).expect("read"), b"{\"pos\":0}\n");
     }
 
     #[test]

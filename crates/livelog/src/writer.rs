@@ -81,6 +81,10 @@ pub(crate) struct Lines {
     pub(crate) counts: Counts,
     pub(crate) error: Option<String>,
     loss: Option<Loss>,
+    /// Marker texts (with their times) waiting for the sender to finish reading the
+    /// spilled lines the spool file holds: the spool has failed, so a marker can only
+    /// go out from memory, and only after every line numbered before it.
+    held_markers: Vec<(String, String)>,
     clock: TimeCache,
     last_write: Instant,
     /// Lines and bytes already added to the metrics counters (published per call,
@@ -149,7 +153,103 @@ impl Lines {
                     .then(|| row.to_vec());
                 self.accept(ctx, level, text, queued, offset);
             }
-            Err(why) => self.record_loss(ctx, pos, text.len(), why),
+            Err(why) => {
+                if matches!(why, Refused::Failed(_)) {
+                    self.spool_failed();
+                }
+                // `spool_failed` may have given back numbers: the line lost now is
+                // the one after what is kept.
+                let pos = pos.min(self.next_pos);
+                self.record_loss(ctx, pos, text.len(), why)
+            }
+        }
+    }
+
+    /// Flushes the spool; a failed write is settled at once (see
+    /// [`Lines::spool_failed`]).
+    pub(crate) fn flush_spool(&mut self) -> Result<(), String> {
+        let flushed = self.spool.flush();
+        if flushed.is_err() {
+            self.spool_failed();
+        }
+        flushed
+    }
+
+    /// After the spool's write failed (a full disk): the rows that did not reach the
+    /// file and are nowhere else — spilled lines, not in the memory queue — are not
+    /// sent, and the sender could never read them back. Their numbers are given back
+    /// (no line was sent with them, so the stream keeps no gap) and they are counted
+    /// as dropped, the first loss the marker reports. Queued rows still go out from
+    /// memory.
+    fn spool_failed(&mut self) {
+        let Some(unwritten) = self.spool.take_unwritten() else {
+            return;
+        };
+        let Some(cur) = self.spill else {
+            return;
+        };
+        let rows: Vec<&[u8]> = unwritten
+            .split(|b| *b == b'\n')
+            .filter(|r| !r.is_empty())
+            .collect();
+        let first = self.next_pos.saturating_sub(rows.len() as u64);
+        let keep = cur.pos.max(first);
+        let lost = &rows[((keep - first) as usize).min(rows.len())..];
+        let text_bytes: u64 = lost
+            .iter()
+            .map(|row| {
+                // The text length, as the counts hold it (a row the writer wrote
+                // itself always parses).
+                serde_json::from_slice::<LogLine>(row).map_or(0, |l| l.out.len() as u64)
+            })
+            .sum();
+        let n = lost.len() as u64;
+        self.next_pos = keep;
+        self.counts.lines -= n;
+        self.counts.bytes = self.counts.bytes.saturating_sub(text_bytes);
+        self.counts.dropped_lines += n;
+        self.counts.dropped_bytes += text_bytes;
+        metrics::counter!("livelog_dropped_lines_total").increment(n);
+        if cur.pos >= keep {
+            // Nothing spilled is left in the file: back to the memory queue.
+            self.spill = None;
+        }
+        if n > 0 && self.loss.is_none() {
+            let reason = self
+                .spool
+                .failure()
+                .unwrap_or("spool write failed")
+                .to_owned();
+            self.loss = Some(Loss {
+                at_pos: keep,
+                reason: reason.clone(),
+                reported_lines: 0,
+                reported_bytes: 0,
+            });
+            let text = format!("[livelog] lines are being dropped from here on: {reason}\n");
+            self.hold_marker(text);
+        }
+        self.release_markers();
+    }
+
+    /// Keeps a marker until [`Lines::release_markers`] can queue it in order.
+    fn hold_marker(&mut self, text: String) {
+        let time = self.clock.text().to_owned();
+        self.held_markers.push((text, time));
+    }
+
+    /// Queues the held markers once no spilled line is left to read before them:
+    /// each gets the next number then, after every line that went before it.
+    pub(crate) fn release_markers(&mut self) {
+        if self.spill.is_some() || self.live_stopped || self.held_markers.is_empty() {
+            return;
+        }
+        for (text, time) in std::mem::take(&mut self.held_markers) {
+            let mut json = Vec::with_capacity(text.len() + 96);
+            crate::row::write_row(&mut json, "warn", self.next_pos, &text, &time);
+            self.next_pos += 1;
+            self.queue_bytes += json.len();
+            self.queue.push_back(Queued { json });
         }
     }
 
@@ -193,8 +293,12 @@ impl Lines {
     fn publish_metrics(&mut self) {
         let (lines, bytes) = (self.counts.lines, self.counts.bytes);
         if lines != self.published.0 {
-            metrics::counter!("livelog_lines_total").increment(lines - self.published.0);
-            metrics::counter!("livelog_bytes_total").increment(bytes - self.published.1);
+            // Saturating: a failed spool gives back the numbers of lines it lost
+            // (`spool_failed`), and a counter never goes down.
+            metrics::counter!("livelog_lines_total")
+                .increment(lines.saturating_sub(self.published.0));
+            metrics::counter!("livelog_bytes_total")
+                .increment(bytes.saturating_sub(self.published.1));
             self.published = (lines, bytes);
         }
     }
@@ -238,6 +342,8 @@ impl Lines {
                 self.queue_bytes += json.len();
                 self.queue.push_back(Queued { json });
             }
+            // After the spilled lines still in the file.
+            Err(_) if !self.live_stopped => self.hold_marker(text),
             Err(_) => {}
         }
     }
@@ -384,6 +490,7 @@ impl Writer {
                 counts: Counts::default(),
                 error,
                 loss: None,
+                held_markers: Vec::new(),
                 clock: TimeCache::default(),
                 published: (0, 0),
                 last_write: Instant::now(),
@@ -617,6 +724,9 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     // as long as the process lives.
     inner.partial.notify_one();
     let flushed = lines.spool.finish();
+    if flushed.is_err() {
+        lines.spool_failed();
+    }
     if let Err(e) = &flushed {
         lines.error.get_or_insert_with(|| e.clone());
     }
@@ -700,5 +810,99 @@ async fn partial_flusher(inner: Arc<Inner>) {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::client::HttpLogClient;
+    use runlog_protocol::Scope;
+    use runlog_protocol::engine::LogConfig;
+    use runlog_testkit::chaos::{archive_lines, sse_lines};
+    use runlog_testkit::proxy::{FaultProxy, Faults};
+    use runlog_testkit::service::TestService;
+    use std::time::Duration;
+
+    /// The disk fills while the service is unreachable, so the memory queue has
+    /// overflowed and most lines are only in the spool: the lines the failed write
+    /// took with it are counted as dropped, and the stream says so, with no gap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spool_that_fails_while_spilling_drops_lines_only_with_a_count_and_a_marker() {
+        const BEFORE: usize = 3_000;
+        const N: usize = 8_000;
+        let svc = TestService::start().await;
+        let token = svc.token("acc", Scope::Write);
+        let proxy = FaultProxy::start(&svc.url(), Faults::stalled(), 1).await;
+        let spool = tempfile::tempdir().unwrap();
+        let key = "disk/full-while-spilling";
+        let log = LogConfig {
+            url: proxy.url(),
+            account_id: "acc".into(),
+            token: token.clone(),
+            indirect_upload: false,
+            ..LogConfig::default()
+        };
+        let cfg = WriterConfig {
+            spool_dir: spool.path().to_path_buf(),
+            queue_max_bytes: 16 * 1024,
+            close_deadline: Duration::from_secs(60),
+            ..WriterConfig::new(key)
+        };
+        let w = Writer::new(Arc::new(HttpLogClient::new(&log).unwrap()), cfg);
+        let text = |i: usize| format!("line {i:05} {}\n", "x".repeat(80));
+        for i in 0..BEFORE {
+            w.write(text(i).as_bytes());
+        }
+        assert!(w.progress().spills > 0, "the queue never overflowed");
+        w.inner().lock().lines.spool.fail_writes();
+        for i in BEFORE..N {
+            w.write(text(i).as_bytes());
+        }
+        proxy.set_faults(Faults::none());
+        let report = w.close().await;
+
+        let read = svc.token("acc", Scope::Read);
+        let live = sse_lines(&svc.url(), "acc", key, &read, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let positions: Vec<u64> = live.iter().map(|l| l.pos).collect();
+        assert_eq!(
+            positions,
+            (0..live.len() as u64).collect::<Vec<_>>(),
+            "the stream has a gap"
+        );
+        let kept: Vec<&str> = live
+            .iter()
+            .map(|l| l.out.as_str())
+            .take_while(|out| out.starts_with("line "))
+            .collect();
+        let expected: Vec<String> = (0..kept.len()).map(text).collect();
+        assert_eq!(kept, expected, "kept lines are the first ones, in order");
+        assert!(kept.len() < BEFORE, "no line was lost: {report:?}");
+        assert_eq!(
+            kept.len() as u64 + report.dropped_lines,
+            N as u64,
+            "kept + reported dropped != written: {report:?}"
+        );
+        assert_eq!(report.lines, kept.len() as u64, "{report:?}");
+        let markers = &live[kept.len()..];
+        assert!(
+            !markers.is_empty() && markers.iter().all(|l| l.out.starts_with("[livelog]")),
+            "after the kept lines only markers: {:?}",
+            markers.iter().map(|l| &l.out).collect::<Vec<_>>()
+        );
+        assert!(
+            markers
+                .iter()
+                .any(|l| l.out.contains(&format!("{} lines", report.dropped_lines))),
+            "no marker gives the total: {markers:?}"
+        );
+        // The archive is the stream as the service received it; the broken spool
+        // is gone.
+        let archived = archive_lines(&svc.url(), "acc", key, &read).await.unwrap();
+        assert_eq!(archived, live);
+        assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
     }
 }

@@ -431,3 +431,60 @@ async fn a_spool_file_reused_by_the_next_writer_gives_it_only_its_own_history() 
     });
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_that_takes_longer_than_the_request_timeout_to_send_is_still_archived() {
+    const N: u64 = 12_000;
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 4).await;
+    let spool = tempfile::tempdir().unwrap();
+    let key = "slow-link/archive";
+    // Lines that gzip cannot shrink much (hex of a pseudo-random sequence): the
+    // history is ~1.2 MB, ~0.6 MB on the wire.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut text = |i: u64| {
+        let hex: String = (0..6)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                format!("{x:016x}")
+            })
+            .collect();
+        format!("{i:06} {hex}\n")
+    };
+    let mut log = log_config(&proxy.url(), &token);
+    // Through the proxy (a signed link would name the service itself).
+    log.indirect_upload = false;
+    let request = Duration::from_secs(1);
+    let c = HttpLogClient::with_timeouts(
+        &log,
+        HttpTimeouts {
+            connect: Duration::from_secs(5),
+            request,
+        },
+    )
+    .unwrap();
+    let w = Writer::new(Arc::new(c), config(key, spool.path()));
+    let lines: Vec<String> = (0..N).map(&mut text).collect();
+    for l in &lines {
+        w.write(l.as_bytes());
+    }
+    wait_until("every line streamed", Duration::from_secs(60), || {
+        w.progress().streamed_lines == N
+    })
+    .await;
+    // Now a slow uplink: sending the archive takes ~2 s, twice the request timeout.
+    proxy.set_request_rate(Some(300 * 1024));
+    let started = std::time::Instant::now();
+    let report = w.close().await;
+    let took = started.elapsed();
+    assert!(report.archived, "{report:?}");
+    assert_eq!(report.retries, 0, "{report:?}");
+    assert!(
+        took > request,
+        "the upload took {took:?}: the link was not slow"
+    );
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
+    assert_eq!(texts, lines);
+}

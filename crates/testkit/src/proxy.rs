@@ -16,6 +16,9 @@
 //! | `delay` | the answer after `delay_ms` | yes |
 //! | `stall` | nothing until the faults are changed, then a closed connection | no |
 //!
+//! [`FaultProxy::set_request_rate`] makes it a slow link instead: request bodies are
+//! read at that many bytes a second (the client's sends back up behind it).
+//!
 //! The mix can be switched at runtime ([`FaultProxy::set_faults`]), and
 //! [`FaultProxy::set_down`] simulates an outage: while down, new connections are
 //! accepted and closed at once and requests on open connections are dropped.
@@ -155,6 +158,8 @@ struct Shared {
     /// Bumped whenever the faults change: releases stalled requests.
     generation: watch::Sender<u64>,
     down: AtomicBool,
+    /// Bytes a second at which request bodies are read; 0: as fast as they come.
+    request_rate: AtomicU64,
     http: reqwest::Client,
     counts: Counters,
 }
@@ -193,6 +198,7 @@ impl FaultProxy {
             faults: Mutex::new((faults, StdRng::seed_from_u64(seed))),
             generation: watch::channel(0).0,
             down: AtomicBool::new(false),
+            request_rate: AtomicU64::new(0),
             // No timeout: a slow upstream is passed on as it is.
             http: reqwest::Client::builder().build().expect("an HTTP client"),
             counts: Counters::default(),
@@ -235,6 +241,13 @@ impl FaultProxy {
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
         self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Reads request bodies at `bytes_per_sec` from now on (`None`: at full speed),
+    /// as a slow uplink between client and server would carry them.
+    pub fn set_request_rate(&self, bytes_per_sec: Option<u64>) {
+        let rate = bytes_per_sec.map_or(0, |r| r.max(1));
+        self.shared.request_rate.store(rate, Ordering::SeqCst);
     }
 
     /// What the proxy has done so far.
@@ -319,6 +332,30 @@ fn draw(shared: &Shared) -> (Fault, u64) {
     (Fault::None, f.delay_ms)
 }
 
+/// The whole request body, read at `rate` bytes a second (0: at once).
+async fn read_body(mut body: Incoming, rate: u64) -> Result<Bytes, Dropped> {
+    if rate == 0 {
+        return Ok(body
+            .collect()
+            .await
+            .map_err(|_| Dropped("request body broken"))?
+            .to_bytes());
+    }
+    let started = tokio::time::Instant::now();
+    let mut all = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Dropped("request body broken"))?;
+        if let Ok(data) = frame.into_data() {
+            all.extend_from_slice(&data);
+            // Not reading on until the link would have carried what came so far:
+            // hyper stops reading the socket, and the client's sends back up.
+            let due = Duration::from_secs_f64(all.len() as f64 / rate as f64);
+            tokio::time::sleep_until(started + due).await;
+        }
+    }
+    Ok(Bytes::from(all))
+}
+
 fn full(status: u16, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(
         http_body_util::Full::new(Bytes::from_static(body.as_bytes()))
@@ -374,11 +411,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     }
 
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|_| Dropped("request body broken"))?
-        .to_bytes();
+    let body = read_body(body, shared.request_rate.load(Ordering::SeqCst)).await?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut headers = parts.headers;
     for h in [
@@ -448,6 +481,7 @@ mod tests {
             faults: Mutex::new((Faults::mixed(0.5), StdRng::seed_from_u64(7))),
             generation: watch::channel(0).0,
             down: AtomicBool::new(false),
+            request_rate: AtomicU64::new(0),
             http: reqwest::Client::new(),
             counts: Counters::default(),
         };
