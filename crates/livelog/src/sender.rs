@@ -201,7 +201,9 @@ fn rewind(inner: &Inner, pos: u64, reader: &mut Option<SpoolReader>) -> bool {
     };
     let mut st = inner.lock();
     let l = &mut st.lines;
-    if l.live_stopped || pos >= l.next_pos {
+    // The spool may have failed while the lock was released: what it then gave back
+    // cannot be read again.
+    if l.live_stopped || pos >= l.next_pos || l.spool.failure().is_some() {
         return false;
     }
     l.queue.clear();
@@ -304,6 +306,15 @@ fn next_batch(
     if take == Take::Full && !full_batch_ready(l, max_lines, max_bytes as u64) {
         return Next::Wait;
     }
+    if l.spill.is_some() {
+        // The spool's buffer must reach the file before spilled lines can be read
+        // back. A failed write gives back the spilled lines it lost, and may end the
+        // spill and queue the markers held behind it: done before the queue is looked
+        // at, so they go out now.
+        if let Err(e) = l.flush_spool() {
+            l.error.get_or_insert(e);
+        }
+    }
     if !l.queue.is_empty() {
         // A line reaches the spool file before the service sees it: a process killed
         // now leaves at least what the service holds for recovery.
@@ -342,13 +353,6 @@ fn next_batch(
             lines: rows.len() as u64,
             body: body.into(),
         });
-    }
-    if l.spill.is_some() {
-        // The spool's buffer must reach the file before it can be read back. A failed
-        // write gives back the spilled lines it lost, and may end the spill.
-        if let Err(e) = l.flush_spool() {
-            l.error.get_or_insert(e);
-        }
     }
     if let Some(cur) = l.spill {
         let end = l.spool.written();

@@ -63,8 +63,9 @@ struct Loss {
     /// `pos` the first lost line would have had.
     at_pos: u64,
     reason: String,
-    reported_lines: u64,
-    reported_bytes: u64,
+    /// The totals the last totals marker gave (`None`: none given yet, or that
+    /// marker was lost with the rows of a failed write).
+    reported: Option<(u64, u64)>,
 }
 
 /// Everything behind the writer's lock, except the assembler (borrowed alongside).
@@ -85,6 +86,9 @@ pub(crate) struct Lines {
     /// spilled lines the spool file holds: the spool has failed, so a marker can only
     /// go out from memory, and only after every line numbered before it.
     held_markers: Vec<(String, String)>,
+    /// Numbers of the marker lines written to the spool: a failed write that takes
+    /// one back must not count it as a dropped line of the process.
+    spooled_markers: Vec<u64>,
     clock: TimeCache,
     last_write: Instant,
     /// Lines and bytes already added to the metrics counters (published per call,
@@ -194,19 +198,24 @@ impl Lines {
             .collect();
         let first = self.next_pos.saturating_sub(rows.len() as u64);
         let keep = cur.pos.max(first);
-        let lost = &rows[((keep - first) as usize).min(rows.len())..];
-        let text_bytes: u64 = lost
-            .iter()
-            .map(|row| {
-                // The text length, as the counts hold it (a row the writer wrote
-                // itself always parses).
-                serde_json::from_slice::<LogLine>(row).map_or(0, |l| l.out.len() as u64)
-            })
-            .sum();
-        let n = lost.len() as u64;
+        let (mut n, mut text_bytes, mut marker_lost) = (0u64, 0u64, false);
+        for (i, row) in rows.iter().enumerate().skip((keep - first) as usize) {
+            let pos = first + i as u64;
+            // The text length, as the counts hold it (a row the writer wrote itself
+            // always parses).
+            let len = serde_json::from_slice::<LogLine>(row).map_or(0, |l| l.out.len() as u64);
+            self.counts.lines = self.counts.lines.saturating_sub(1);
+            self.counts.bytes = self.counts.bytes.saturating_sub(len);
+            if self.spooled_markers.contains(&pos) {
+                // Not a line of the process: said again below, not counted as one.
+                marker_lost = true;
+            } else {
+                n += 1;
+                text_bytes += len;
+            }
+        }
+        self.spooled_markers.retain(|p| *p < keep);
         self.next_pos = keep;
-        self.counts.lines -= n;
-        self.counts.bytes = self.counts.bytes.saturating_sub(text_bytes);
         self.counts.dropped_lines += n;
         self.counts.dropped_bytes += text_bytes;
         metrics::counter!("livelog_dropped_lines_total").increment(n);
@@ -214,20 +223,28 @@ impl Lines {
             // Nothing spilled is left in the file: back to the memory queue.
             self.spill = None;
         }
-        if n > 0 && self.loss.is_none() {
+        if n > 0 || marker_lost {
+            let first_loss = self.loss.is_none();
             let reason = self
                 .spool
                 .failure()
                 .unwrap_or("spool write failed")
                 .to_owned();
-            self.loss = Some(Loss {
+            let loss = self.loss.get_or_insert(Loss {
                 at_pos: keep,
-                reason: reason.clone(),
-                reported_lines: 0,
-                reported_bytes: 0,
+                reason,
+                reported: None,
             });
-            let text = format!("[livelog] lines are being dropped from here on: {reason}\n");
-            self.hold_marker(text);
+            // Lines from `keep` on are all lost now, whatever was lost before.
+            loss.at_pos = loss.at_pos.min(keep);
+            loss.reported = None;
+            if first_loss || marker_lost {
+                let text = format!(
+                    "[livelog] lines are being dropped from here on: {}\n",
+                    loss.reason
+                );
+                self.hold_marker(text);
+            }
         }
         self.release_markers();
     }
@@ -317,8 +334,7 @@ impl Lines {
             self.loss = Some(Loss {
                 at_pos: pos,
                 reason: reason.clone(),
-                reported_lines: 0,
-                reported_bytes: 0,
+                reported: None,
             });
             let text = format!("[livelog] lines are being dropped from here on: {reason}\n");
             self.emit_marker(ctx, text);
@@ -333,6 +349,7 @@ impl Lines {
         crate::row::write_row(&mut json, "warn", pos, &text, time);
         match self.spool.append(&json, true) {
             Ok(offset) => {
+                self.spooled_markers.push(pos);
                 let room = self.spill.is_none() && self.queue_bytes + json.len() <= ctx.queue_max;
                 self.accept(ctx, "warn", &text, room.then_some(json), offset)
             }
@@ -354,7 +371,7 @@ impl Lines {
             return;
         };
         let (lines, bytes) = (self.counts.dropped_lines, self.counts.dropped_bytes);
-        if lines == loss.reported_lines && bytes == loss.reported_bytes {
+        if loss.reported == Some((lines, bytes)) {
             return;
         }
         let text = format!(
@@ -364,8 +381,7 @@ impl Lines {
         );
         self.emit_marker(ctx, text);
         if let Some(l) = self.loss.as_mut() {
-            l.reported_lines = lines;
-            l.reported_bytes = bytes;
+            l.reported = Some((lines, bytes));
         }
     }
 }
@@ -491,6 +507,7 @@ impl Writer {
                 error,
                 loss: None,
                 held_markers: Vec::new(),
+                spooled_markers: Vec::new(),
                 clock: TimeCache::default(),
                 published: (0, 0),
                 last_write: Instant::now(),
@@ -716,6 +733,9 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     st.asm.flush_partial(&mut |a: Assembled| {
         lines.emit(&ctx, level, a.text);
     });
+    // A write that fails now is settled before the totals are counted (the error
+    // itself is reported by `finish` below: a failed spool stays failed).
+    let _ = lines.flush_spool();
     lines.emit_final_loss_marker(&ctx);
     lines.publish_metrics();
     lines.closing = true;
@@ -726,6 +746,8 @@ pub(crate) fn finish_producing(inner: &Inner) -> bool {
     let flushed = lines.spool.finish();
     if flushed.is_err() {
         lines.spool_failed();
+        // The totals marker may have been among the rows given back.
+        lines.emit_final_loss_marker(&ctx);
     }
     if let Err(e) = &flushed {
         lines.error.get_or_insert_with(|| e.clone());
@@ -825,13 +847,20 @@ mod tests {
     use runlog_testkit::service::TestService;
     use std::time::Duration;
 
-    /// The disk fills while the service is unreachable, so the memory queue has
-    /// overflowed and most lines are only in the spool: the lines the failed write
-    /// took with it are counted as dropped, and the stream says so, with no gap.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_spool_that_fails_while_spilling_drops_lines_only_with_a_count_and_a_marker() {
-        const BEFORE: usize = 3_000;
-        const N: usize = 8_000;
+    fn text(i: usize) -> String {
+        format!("line {i:05} {}\n", "x".repeat(80))
+    }
+
+    /// The disk fills while the service is unreachable (so the memory queue has
+    /// overflowed and most lines are only in the spool): `before` lines are written,
+    /// the spool's writes start failing, `total - before` more are written, the
+    /// service comes back and the writer closes. Checks what must hold whatever was
+    /// lost, and returns the report and how many lines of the process were kept.
+    async fn disk_fills_while_spilling(
+        spool_max_bytes: u64,
+        before: usize,
+        total: usize,
+    ) -> (WriterReport, usize, Vec<LogLine>) {
         let svc = TestService::start().await;
         let token = svc.token("acc", Scope::Write);
         let proxy = FaultProxy::start(&svc.url(), Faults::stalled(), 1).await;
@@ -847,17 +876,17 @@ mod tests {
         let cfg = WriterConfig {
             spool_dir: spool.path().to_path_buf(),
             queue_max_bytes: 16 * 1024,
+            spool_max_bytes,
             close_deadline: Duration::from_secs(60),
             ..WriterConfig::new(key)
         };
         let w = Writer::new(Arc::new(HttpLogClient::new(&log).unwrap()), cfg);
-        let text = |i: usize| format!("line {i:05} {}\n", "x".repeat(80));
-        for i in 0..BEFORE {
+        for i in 0..before {
             w.write(text(i).as_bytes());
         }
         assert!(w.progress().spills > 0, "the queue never overflowed");
         w.inner().lock().lines.spool.fail_writes();
-        for i in BEFORE..N {
+        for i in before..total {
             w.write(text(i).as_bytes());
         }
         proxy.set_faults(Faults::none());
@@ -873,36 +902,69 @@ mod tests {
             (0..live.len() as u64).collect::<Vec<_>>(),
             "the stream has a gap"
         );
-        let kept: Vec<&str> = live
+        let kept = live
             .iter()
-            .map(|l| l.out.as_str())
-            .take_while(|out| out.starts_with("line "))
-            .collect();
-        let expected: Vec<String> = (0..kept.len()).map(text).collect();
-        assert_eq!(kept, expected, "kept lines are the first ones, in order");
-        assert!(kept.len() < BEFORE, "no line was lost: {report:?}");
+            .take_while(|l| l.out.starts_with("line "))
+            .count();
+        let texts: Vec<&str> = live[..kept].iter().map(|l| l.out.as_str()).collect();
+        let expected: Vec<String> = (0..kept).map(text).collect();
+        assert_eq!(texts, expected, "kept lines are the first ones, in order");
         assert_eq!(
-            kept.len() as u64 + report.dropped_lines,
-            N as u64,
+            kept as u64 + report.dropped_lines,
+            total as u64,
             "kept + reported dropped != written: {report:?}"
         );
-        assert_eq!(report.lines, kept.len() as u64, "{report:?}");
-        let markers = &live[kept.len()..];
+        let markers = &live[kept..];
         assert!(
             !markers.is_empty() && markers.iter().all(|l| l.out.starts_with("[livelog]")),
-            "after the kept lines only markers: {:?}",
-            markers.iter().map(|l| &l.out).collect::<Vec<_>>()
+            "after the kept lines only markers: {markers:?}"
+        );
+        let totals = format!(
+            "{} lines ({} bytes) were dropped starting after line {}:",
+            report.dropped_lines,
+            report.dropped_bytes,
+            kept as i64 - 1
         );
         assert!(
-            markers
-                .iter()
-                .any(|l| l.out.contains(&format!("{} lines", report.dropped_lines))),
-            "no marker gives the total: {markers:?}"
+            markers.iter().any(|l| l.out.contains(&totals)),
+            "no marker says {totals:?}: {markers:?}"
         );
         // The archive is the stream as the service received it; the broken spool
         // is gone.
         let archived = archive_lines(&svc.url(), "acc", key, &read).await.unwrap();
         assert_eq!(archived, live);
         assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+        (report, kept, live)
+    }
+
+    /// The lines the failed write took with it are given back and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spool_that_fails_while_spilling_drops_lines_only_with_a_count_and_a_marker() {
+        let (report, kept, _) = disk_fills_while_spilling(4 << 30, 3_000, 8_000).await;
+        assert!(kept < 3_000, "no line was lost: {report:?}");
+        assert_eq!(report.lines, kept as u64, "{report:?}");
+        let per_line = text(0).len() as u64;
+        assert_eq!(report.dropped_bytes, report.dropped_lines * per_line);
+    }
+
+    /// The spool's cap was reached first (a loss with its marker in the spool's
+    /// buffer), then the write fails and takes that marker back too: the stream
+    /// still says where the loss starts (now earlier) and its totals, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loss_marker_taken_back_by_a_failed_write_is_said_again() {
+        let (report, kept, live) = disk_fills_while_spilling(200 * 1024, 3_000, 3_000).await;
+        assert!(kept < 2_000, "{report:?}");
+        let totals = live
+            .iter()
+            .filter(|l| l.out.contains("were dropped starting after line"))
+            .count();
+        assert_eq!(totals, 1, "{live:?}");
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("spool write failed")),
+            "{report:?}"
+        );
     }
 }
