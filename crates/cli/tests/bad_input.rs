@@ -1177,6 +1177,18 @@ fn engine_step_cases() -> Vec<Case> {
             "malformed json",
         ),
         case(
+            // Beyond what a `Duration` holds: was a panic (500) after the install.
+            "execute: timeout too large",
+            "POST",
+            "/execute",
+            vec![],
+            json(
+                r#"{"function_name":"f","function_code":"def f(): pass","serialization":"json","timeout":1e20}"#,
+            ),
+            400,
+            "too large",
+        ),
+        case(
             "runsync: not an object",
             "POST",
             "/runsync",

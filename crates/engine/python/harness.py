@@ -10,7 +10,7 @@ Messages to the engine:
   {"ready": true}                                    once, after start-up
   {"stream": "stdout"|"stderr", "line": "..."}        function output, one line each
   {"stream": "log", "level": "info", "line": "..."}   a logging record
-  {"done": {...}}                                     the end of one request
+  {"done": {...}, "call": id}                         the end of request `id`
 """
 
 import asyncio
@@ -276,8 +276,8 @@ def main():
         _stdout.flush()
         _stderr.flush()
         _drain.sync()
-        _current = None
-        _send({"done": done})
+        call, _current = _current, None
+        _send({"done": done, "call": call})
 
 
 if __name__ == "__main__":

@@ -37,6 +37,21 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The same error with its message passed through `f` (to mask secrets in it).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        use EngineError::*;
+        match self {
+            BadRequest(m) => BadRequest(f(m)),
+            Unauthorized(m) => Unauthorized(f(m)),
+            NotFound(m) => NotFound(f(m)),
+            MethodNotAllowed(m) => MethodNotAllowed(f(m)),
+            Conflict(m) => Conflict(f(m)),
+            TooLarge(m) => TooLarge(f(m)),
+            Unprocessable(m) => Unprocessable(f(m)),
+            Internal(m) => Internal(f(m)),
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {

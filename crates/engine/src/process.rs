@@ -130,17 +130,28 @@ pub async fn run<S: OutputSink + Clone>(
 
     // Output still in the pipes is read to the end. Background processes the step
     // left running may hold the pipes open forever: after the grace they are killed.
-    let drain_grace = tokio::time::sleep(spec.drain_grace);
-    tokio::pin!(drain_grace);
+    // A process that escaped the group (`setsid`) survives that and may still hold a
+    // pipe: after a second grace its output is no longer waited for, or the step
+    // would never end.
+    let grace = tokio::time::sleep(spec.drain_grace);
+    tokio::pin!(grace);
     let mut leftovers_killed = false;
     loop {
         tokio::select! {
             next = pumps.join_next() => if next.is_none() { break },
-            () = &mut drain_grace, if !leftovers_killed => {
+            () = &mut grace => {
+                if leftovers_killed {
+                    tracing::warn!(
+                        target: "runlog::engine",
+                        "a process the step started outside its process group still holds its output; no longer reading it"
+                    );
+                    pumps.abort_all();
+                    break;
+                }
                 kill(pgid, Signal::SIGKILL);
                 leftovers_killed = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + spec.drain_grace);
             }
-            // A process that escaped the group (setsid) may still hold a pipe.
             () = cancel.cancelled(), if leftovers_killed => {
                 pumps.abort_all();
                 break;
@@ -359,6 +370,20 @@ mod tests {
         let out = run(&s, Discard, CancellationToken::new()).await;
         assert_eq!(out.exit_code, -1);
         assert!(out.error.expect("error").contains("could not start"));
+    }
+
+    #[tokio::test]
+    async fn a_process_that_left_the_group_holding_the_pipe_does_not_hang_the_step() {
+        // `setsid`: a new session, out of reach of the group kill.
+        let spec = spec("setsid sleep 30 & echo started");
+        let got = Collect::default();
+        let out = run(&spec, got.clone(), CancellationToken::new());
+        let out = tokio::time::timeout(Duration::from_secs(10), out)
+            .await
+            .expect("the step must end after two drain graces");
+        assert_eq!(out.exit_code, 0);
+        let text: Vec<u8> = got.0.lock().expect("lock").concat();
+        assert_eq!(text, b"started\n");
     }
 
     #[tokio::test]

@@ -212,6 +212,23 @@ async fn system_dependency_is_refused_when_apt_is_not_allowed() {
 }
 
 #[tokio::test]
+async fn a_secret_quoted_in_an_install_error_is_masked_in_the_answer() {
+    let engine = engine_with_runtime(None).await;
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({"secrets": ["tok-8d1f2a"], "dependencies": {"system": ["pkg-tok-8d1f2a"]}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error_msg"].as_str().unwrap();
+    assert!(error.contains("does not allow apt"), "{error}");
+    assert!(!body.to_string().contains("tok-8d1f2a"), "{body}");
+    assert!(error.contains(livelog::mask::MASK), "{error}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn option_like_dependency_is_refused() {
     let engine = engine_with_runtime(None).await;
     let (status, body) = engine

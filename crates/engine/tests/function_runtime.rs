@@ -460,3 +460,85 @@ async fn install_waits_while_another_process_installs_into_the_same_venv() {
         .unwrap();
     assert!(outcome.success, "{outcome:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_an_instance_never_gets_the_result_of_one_that_timed_out() {
+    let rt = Arc::new(PythonRuntime::new(support::config(None)));
+    let code = "import time\nclass Slow:\n    def m(self, s):\n        print('started', s, flush=True)\n        time.sleep(s)\n        return s";
+    let create = FunctionRequest {
+        execution_type: ExecutionType::Class,
+        class_name: Some("Slow".into()),
+        class_code: Some(code.into()),
+        method_name: "m".into(),
+        args: vec![json!(0)],
+        serialization: Serialization::Json,
+        ..FunctionRequest::default()
+    };
+    let (outcome, _) = run(&rt, &create).await;
+    assert_eq!(outcome.result, Some(json!(0)), "{outcome:?}");
+    let call = |s: u64, timeout: Option<f64>| FunctionRequest {
+        instance_id: outcome.instance_id.clone(),
+        create_new_instance: false,
+        class_code: None,
+        args: vec![json!(s)],
+        timeout,
+        ..create.clone()
+    };
+    // A: holds the instance for 2 s but gives up after 0.5 s.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = Mutex::new(Some(started_tx));
+    let sink: OutputSink = Arc::new(move |l: OutputLine| {
+        if l.text.starts_with("started")
+            && let Some(tx) = started_tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let a = tokio::spawn({
+        let (rt, req) = (rt.clone(), call(2, Some(0.5)));
+        async move { rt.execute(&req, &sink).await }
+    });
+    started_rx.await.unwrap();
+    // B: asks the same instance while A's method runs, so it waits for it.
+    let (b, b_lines) = run(&rt, &call(0, None)).await;
+    let a = a.await.unwrap();
+    assert!(
+        a.error.as_deref().is_some_and(|e| e.contains("timed out")),
+        "{a:?}"
+    );
+    assert!(b.success, "{b:?}");
+    assert_eq!(
+        b.result,
+        Some(json!(0)),
+        "B got another call's result: {b:?}"
+    );
+    let texts: Vec<&str> = b_lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, vec!["started 0"]);
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_takes_the_processes_it_started_with_it() {
+    let rt = PythonRuntime::new(support::config(None));
+    let req = json_call(
+        "f",
+        "import os, subprocess\ndef f():\n    child = subprocess.Popen(['sleep', '300'])\n    print(child.pid, flush=True)\n    os._exit(1)",
+    );
+    let (outcome, lines) = run(&rt, &req).await;
+    assert!(!outcome.success, "{outcome:?}");
+    let pid: u32 = lines
+        .iter()
+        .find_map(|l| l.text.trim().parse().ok())
+        .expect("the child's pid was printed");
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} outlived its worker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -89,7 +89,16 @@ pub async fn setup(
             "could not create the workspace: {e}"
         )));
     }
-    if let Err(e) = workspace::write_files(&workspace, &req.files) {
+    // An installer's or the file system's words may quote a request's value (a
+    // package URL with a token in it): masked before the log and the answer.
+    let masker = livelog::mask::Masker::new(&req.secrets);
+    let masked = |e: EngineError| {
+        e.map_message(|mut m| {
+            masker.mask(&mut m);
+            m
+        })
+    };
+    if let Err(e) = workspace::write_files(&workspace, &req.files).map_err(masked) {
         tracing::error!("setup failed: {e}");
         abandon(&workspace, &meta_dir, engine_log).await;
         return Err(e);
@@ -106,7 +115,7 @@ pub async fn setup(
     );
     let mut envs = req.envs;
     if let Some(deps) = &req.dependencies {
-        match install_dependencies(&state, deps).await {
+        match install_dependencies(&state, deps).await.map_err(masked) {
             Ok(Some(venv)) => put_venv_first(&mut envs, &venv),
             Ok(None) => {}
             Err(e) => {

@@ -82,6 +82,9 @@ pub fn validate(req: &FunctionRequest) -> Result<(), String> {
         Some(t) if !(t.is_finite() && t > 0.0) => Err(format!(
             "timeout must be a positive number of seconds, got {t}"
         )),
+        Some(t) if Duration::try_from_secs_f64(t).is_err() => {
+            Err(format!("timeout of {t} seconds is too large"))
+        }
         _ => Ok(()),
     }
 }
@@ -210,8 +213,7 @@ impl PythonRuntime {
         }
         let limit = req
             .timeout
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(|t| Duration::try_from_secs_f64(t).ok());
         match req.execution_type {
             ExecutionType::Function => self.run_function(ready, req, limit, out).await,
             ExecutionType::Class => self.run_method(ready, req, limit, out).await,
@@ -421,6 +423,24 @@ mod tests {
         };
         let err = validate(&req).expect_err("no class_name");
         assert!(err.contains("class_name"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_a_duration_cannot_hold_are_refused() {
+        let req = |timeout| FunctionRequest {
+            function_name: Some("f".into()),
+            function_code: Some("def f(): pass".into()),
+            timeout: Some(timeout),
+            ..FunctionRequest::default()
+        };
+        for t in [1e20, f64::MAX] {
+            let err = validate(&req(t)).expect_err("too large");
+            assert!(err.contains("too large"), "{err}");
+        }
+        for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(validate(&req(t)).is_err(), "{t}");
+        }
+        assert_eq!(validate(&req(86_400.0 * 365.0)), Ok(()));
     }
 
     #[test]

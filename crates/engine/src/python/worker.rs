@@ -155,7 +155,14 @@ impl Worker {
         loop {
             let msg = self.next_message().await?;
             if let Some(done) = msg.done {
-                return Ok(done);
+                if msg.call == Some(id) {
+                    return Ok(done);
+                }
+                // The end of a call whose caller went away (timed out or
+                // disconnected) while this one waited for the instance: its result
+                // is not this call's.
+                tracing::warn!(target: "runlog::python", parent: None, "the end of an abandoned call, ignored");
+                continue;
             }
             let (Some(stream), Some(text)) = (msg.stream, msg.line) else {
                 continue;
@@ -184,6 +191,12 @@ impl Worker {
             Ok(Some(line)) => serde_json::from_str(&line)
                 .map_err(|e| WorkerError::Protocol(format!("{e} in {line:?}"))),
             Ok(None) | Err(_) => {
+                // The harness is gone; what the function started in its group goes
+                // too (`Drop` would not: the leader is reaped below). Unreaped, the
+                // leader's pid is still this group's id.
+                if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
                 let status = match self.child.wait().await {
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
