@@ -759,6 +759,26 @@ fn admin_cases(admin: &str) -> Vec<Case> {
             "ttl",
         ),
         case(
+            // Its expiry could not be written out (past year 9999): was a panic.
+            "token: ttl of ten thousand years",
+            "POST",
+            "/token?accountID=acc",
+            bearer(admin),
+            line(r#"{"ttl":"10000y"}"#),
+            400,
+            "at most",
+        ),
+        case(
+            // Past what the clock can add: was a panic.
+            "token: ttl past the end of time",
+            "POST",
+            "/token?accountID=acc",
+            bearer(admin),
+            line(r#"{"ttl":"500000000000y"}"#),
+            400,
+            "at most",
+        ),
+        case(
             "token: ttl of the wrong type",
             "POST",
             "/token?accountID=acc",

@@ -133,3 +133,144 @@ async fn engine_refuses_a_non_loopback_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without a token"), "{stderr}");
 }
+
+/// The archive file of `key` (account `default`) under `data_dir`, decompressed.
+fn archive_in(data_dir: &std::path::Path, key: &str) -> Option<String> {
+    use std::io::Read as _;
+    let suffix = format!("default/{key}.ndjson.gz");
+    let mut dirs = vec![data_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(&suffix) {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(std::fs::File::open(&path).ok()?)
+                    .read_to_string(&mut text)
+                    .ok()?;
+                return Some(text);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn sigterm_during_a_step_archives_its_stream_before_the_service_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+        .args([
+            "serve",
+            "--service-addr",
+            "127.0.0.1:0",
+            "--engine-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    while let Some(line) = out.next_line().await.unwrap() {
+        let done = line.contains("runlog run --engine");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let field = |name: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{name} missing in {banner:#?}"))
+    };
+    let (service, engine) = (field("log service"), field("engine"));
+    let (write_token, read_token) = (field("write token"), field("read token"));
+    let client = reqwest::Client::new();
+    let setup = serde_json::json!({
+        "log_config": {"url": service, "account_id": "default", "token": write_token},
+    });
+    let r = client
+        .post(format!("{engine}/setup"))
+        .json(&setup)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // A step that would run for a minute, its request held open as a controller's.
+    let step = tokio::spawn({
+        let (client, engine) = (client.clone(), engine.clone());
+        async move {
+            client
+                .post(format!("{engine}/step"))
+                .json(&serde_json::json!({"id": "long", "log_key": "demo/long",
+                    "script": "i=0; while [ $i -lt 1200 ]; do i=$((i+1)); echo line $i; sleep 0.05; done"}))
+                .send()
+                .await
+        }
+    });
+    // Until the service has some of its lines live.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let streams: serde_json::Value = client
+            .get(format!("{service}/streams?accountID=default"))
+            .bearer_auth(&read_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let lines = streams
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["key"] == "demo/long"))
+            .and_then(|s| s["lines"].as_u64())
+            .unwrap_or(0);
+        if lines >= 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step's lines never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops without waiting for the step to end by itself")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    // The held request got its answer (the step was stopped) or its connection closed.
+    let answered = step.await.unwrap();
+    if let Ok(r) = answered {
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_ne!(
+            body["exit_code"], 0,
+            "the step cannot have finished: {body}"
+        );
+    }
+    // The writer reached the service: the archive is its history, not a snapshot
+    // missing the tail, and nothing waits in the outbox for the next start.
+    let archive = archive_in(dir.path(), "demo/long").expect("no archive of the step");
+    let rows: Vec<serde_json::Value> = archive
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 10, "{} rows", rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["pos"], i as u64, "{row}");
+    }
+    let outbox = dir.path().join("engine").join("outbox");
+    let pending = std::fs::read_dir(&outbox).map_or(0, |d| d.count());
+    assert_eq!(pending, 0, "histories left in {}", outbox.display());
+}

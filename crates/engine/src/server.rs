@@ -52,8 +52,9 @@ pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> 
     TcpListener::bind(config.addr).await
 }
 
-/// Serves until `shutdown` resolves, then destroys the stage (killing its steps and
-/// closing its streams). Re-sends histories earlier runs left in the outbox.
+/// Serves until `shutdown` resolves, destroying the stage at that moment (killing its
+/// steps and closing its streams) while the requests in flight finish. Re-sends
+/// histories earlier runs left in the outbox.
 pub async fn serve(
     listener: TcpListener,
     state: EngineState,
@@ -73,10 +74,26 @@ pub async fn serve(
     }
     tracing::info!(target: "runlog::engine", "engine listening on http://{local}");
     let app = router_with(state.clone(), extra);
+    // The stage is destroyed as soon as shutdown begins, not after the last request:
+    // a `/step` request lasts as long as its step, so graceful shutdown would wait
+    // for steps to end by themselves. Destroyed, they are stopped, their requests
+    // answered and their streams archived.
+    let (destroying_tx, destroying) = tokio::sync::oneshot::channel();
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        let _ = destroying_tx.send(tokio::spawn(async move {
+            destroy::destroy_stage(&st).await;
+        }));
+    };
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(signal)
         .await;
-    destroy::destroy_stage(&state).await;
+    match destroying.await {
+        Ok(task) => drop(task.await),
+        // The server ended without a shutdown signal (an accept error).
+        Err(_) => drop(destroy::destroy_stage(&state).await),
+    }
     result
 }
 

@@ -61,7 +61,15 @@ pub enum AuthError {
     /// A non-admin token without an account.
     #[error("token is not bound to an account")]
     NoAccount,
+    /// A lifetime longer than [`MAX_TOKEN_TTL`].
+    #[error("a token lives at most {} days", MAX_TOKEN_TTL.as_secs() / 86_400)]
+    TtlTooLong,
 }
+
+/// The longest lifetime a token can be minted with: ten years. Longer ones are
+/// refused rather than clamped (a caller asking for a century made a mistake), and
+/// every expiry stays a time that can be written out (years up to 9999).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3_653 * 86_400);
 
 fn mac(secret: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
@@ -93,6 +101,9 @@ pub fn mint_token(
 ) -> Result<String, AuthError> {
     if account.is_none() && scope != Scope::Admin {
         return Err(AuthError::NoAccount);
+    }
+    if ttl > MAX_TOKEN_TTL {
+        return Err(AuthError::TtlTooLong);
     }
     let claims = Claims {
         account: account.cloned(),

@@ -100,6 +100,10 @@ impl From<ArchiveError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        ApiError::Unauthorized(e.to_string())
+        match e {
+            // Said of a request to mint one, not of the caller's token.
+            AuthError::TtlTooLong => ApiError::BadRequest(e.to_string()),
+            _ => ApiError::Unauthorized(e.to_string()),
+        }
     }
 }

@@ -82,7 +82,16 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/ui/assets/{file}",
             get(
-                |axum::extract::Path(file): axum::extract::Path<String>, h: HeaderMap| async move {
+                |file: Result<
+                    axum::extract::Path<String>,
+                    axum::extract::rejection::PathRejection,
+                >,
+                 h: HeaderMap| async move {
+                    // A name that is not UTF-8 names no asset: the same JSON 404, not
+                    // the extractor's plain-text 400.
+                    let Ok(axum::extract::Path(file)) = file else {
+                        return not_found("(a name that is not UTF-8)");
+                    };
                     match ASSETS.iter().find(|a| a.name == file) {
                         Some(asset) => serve(asset, &h),
                         None => not_found(&file),

@@ -505,3 +505,35 @@ async fn a_new_data_dir_and_its_archives_are_for_the_services_user_alone() {
     );
     svc.shutdown().await;
 }
+
+/// Sends the head of an upload and 1 KiB of a body announced as 100 MB, then waits
+/// for the answer without sending the rest.
+async fn answer_to_a_stalled_upload(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{head}\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    conn.write_all(&[b'x'; 1024]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut answer))
+        .await
+        .expect("no answer before the body was sent: the service waits to buffer it")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn uploads_without_valid_credentials_are_refused_before_their_body_is_read() {
+    let svc = TestService::start().await;
+    let signed = answer_to_a_stalled_upload(
+        svc.addr(),
+        "PUT /blob/upload?accountID=acc&key=k&expires=99999999999&sig=AAAA HTTP/1.1",
+    )
+    .await;
+    assert!(signed.starts_with("HTTP/1.1 401"), "{signed}");
+    assert!(signed.contains("upload link refused"), "{signed}");
+    let tokenless =
+        answer_to_a_stalled_upload(svc.addr(), "POST /blob?accountID=acc&key=k HTTP/1.1").await;
+    assert!(tokenless.starts_with("HTTP/1.1 401"), "{tokenless}");
+    assert!(tokenless.contains("error_msg"), "{tokenless}");
+}

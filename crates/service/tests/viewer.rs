@@ -451,6 +451,7 @@ async fn viewer_assets_are_served_with_types_and_a_strict_policy() {
         "/ui/assets/nope.js",
         "/ui/assets/..%2F..%2FCargo.toml",
         "/ui/assets/%00",
+        "/ui/assets/%FF",
     ] {
         let r = http
             .get(format!("{}{bad}", svc.url()))

@@ -57,8 +57,10 @@ pub struct Stack {
     pub read_token: String,
     /// The token the engine requires, if any.
     pub engine_token: Option<String>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop_engine: watch::Sender<bool>,
+    stop_service: watch::Sender<bool>,
+    engine: JoinHandle<anyhow::Result<()>>,
+    service: JoinHandle<anyhow::Result<()>>,
 }
 
 /// Where and how to start a [`Stack`].
@@ -80,7 +82,8 @@ pub struct StackOptions {
 impl Stack {
     /// Starts both servers; they run until [`Stack::shutdown`].
     pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
-        let (stop, stopped) = watch::channel(false);
+        let (stop_engine, engine_stopped) = watch::channel(false);
+        let (stop_service, service_stopped) = watch::channel(false);
         let wait = move |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -102,7 +105,7 @@ impl Stack {
         };
         let write_token = mint(Scope::Write)?;
         let read_token = mint(Scope::Read)?;
-        let service_stop = wait(stopped.clone());
+        let service_stop = wait(service_stopped);
         let service = tokio::spawn(async move {
             runlog_service::serve(listener, state, service_stop).await?;
             Ok(())
@@ -114,7 +117,7 @@ impl Stack {
             ..opts.engine
         };
         let (engine_addr, engine_server) =
-            super::engine::start(engine_cfg, wait(stopped.clone())).await?;
+            super::engine::start(engine_cfg, wait(engine_stopped)).await?;
         let engine = tokio::spawn(async move {
             engine_server.await?;
             Ok(())
@@ -126,17 +129,24 @@ impl Stack {
             write_token,
             read_token,
             engine_token,
-            stop,
-            tasks: vec![service, engine],
+            stop_engine,
+            stop_service,
+            engine,
+            service,
         })
     }
 
-    /// Stops both servers (the engine destroys its stage first) and waits for them.
+    /// Stops the engine, which destroys its stage (its writers flush, archive and
+    /// close their streams), and only then the log service those writers talk to:
+    /// stopped together, the service was gone before the engine's last lines and
+    /// archives reached it.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.await.context("server task")??;
-        }
+        let _ = self.stop_engine.send(true);
+        let engine = self.engine.await.context("engine task");
+        let _ = self.stop_service.send(true);
+        let service = self.service.await.context("log service task");
+        engine??;
+        service??;
         Ok(())
     }
 

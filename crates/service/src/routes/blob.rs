@@ -172,12 +172,13 @@ pub struct UploadLink {
 }
 
 /// `PUT /blob/upload?…&expires=&sig=`: the target of a self-signed upload link. The
-/// link is its own authorisation; no token is needed or read.
+/// link is its own authorisation; no token is needed or read. The body is read only
+/// after the link is verified.
 pub async fn upload_signed(
     State(st): State<ServiceState>,
     q: Result<axum::extract::Query<UploadLink>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    raw: axum::body::Body,
 ) -> Result<Json<Uploaded>, ApiError> {
     let axum::extract::Query(q) =
         q.map_err(|e| ApiError::BadRequest(format!("invalid upload link: {}", e.body_text())))?;
@@ -189,7 +190,10 @@ pub async fn upload_signed(
         &q.sig,
     )
     .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
-    let raw = body(raw)?;
+    // Read only once the link is known good: anyone may send to this route, and a
+    // body taken first would be held in memory (up to the archive limit) only to be
+    // refused.
+    let raw = super::owned_body(&headers, raw, st.config().max_blob_body).await?;
     let id = StreamId {
         account: q.account_id,
         key: q.key,
