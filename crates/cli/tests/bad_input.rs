@@ -661,7 +661,7 @@ fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
         case(
             "signed upload: forged signature",
             "PUT",
-            "/blob/upload?accountID=acc&key=k&expires=99999999999&sig=AAAA",
+            "/blob/upload?accountID=acc&key=k&expires=99999999999&n=x&sig=AAAA",
             vec![],
             line("{\"pos\":0}\n"),
             401,

@@ -146,10 +146,16 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, AuthError> {
 }
 
 /// HMAC of an upload link's fields, base64url: binds the link to one stream and expiry.
-pub fn sign_upload(secret: &[u8], account: &AccountId, key: &str, expires: u64) -> String {
+pub fn sign_upload(
+    secret: &[u8],
+    account: &AccountId,
+    key: &str,
+    expires: u64,
+    nonce: &str,
+) -> String {
     let mut m = mac(secret);
     m.update(b"runlog-upload\n");
-    m.update(format!("{account}\n{key}\n{expires}").as_bytes());
+    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
     URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
 }
 
@@ -159,6 +165,7 @@ pub fn verify_upload(
     account: &AccountId,
     key: &str,
     expires: u64,
+    nonce: &str,
     sig: &str,
 ) -> Result<(), AuthError> {
     let sig = URL_SAFE_NO_PAD
@@ -166,7 +173,7 @@ pub fn verify_upload(
         .map_err(|_| AuthError::Malformed)?;
     let mut m = mac(secret);
     m.update(b"runlog-upload\n");
-    m.update(format!("{account}\n{key}\n{expires}").as_bytes());
+    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
     m.verify_slice(&sig).map_err(|_| AuthError::BadSignature)?;
     if expires <= now_secs() {
         return Err(AuthError::Expired);
@@ -293,11 +300,12 @@ mod tests {
     }
 
     #[test]
-    fn upload_signature_is_bound_to_key() {
+    fn upload_signature_is_bound_to_key_expiry_and_nonce() {
         let exp = now_secs() + 60;
-        let sig = sign_upload(b"k", &acc("a"), "x", exp);
-        assert!(verify_upload(b"k", &acc("a"), "x", exp, &sig).is_ok());
-        assert!(verify_upload(b"k", &acc("a"), "y", exp, &sig).is_err());
-        assert!(verify_upload(b"k", &acc("a"), "x", exp + 1, &sig).is_err());
+        let sig = sign_upload(b"k", &acc("a"), "x", exp, "n1");
+        assert!(verify_upload(b"k", &acc("a"), "x", exp, "n1", &sig).is_ok());
+        assert!(verify_upload(b"k", &acc("a"), "y", exp, "n1", &sig).is_err());
+        assert!(verify_upload(b"k", &acc("a"), "x", exp + 1, "n1", &sig).is_err());
+        assert!(verify_upload(b"k", &acc("a"), "x", exp, "n2", &sig).is_err());
     }
 }

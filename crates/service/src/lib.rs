@@ -31,6 +31,7 @@ pub mod snapshot;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod used_links;
 pub mod viewer;
 
 pub use config::ServiceConfig;

@@ -3,6 +3,7 @@
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
 use crate::store::{BlobStore, StreamStore};
+use crate::used_links::UsedLinks;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ struct Inner {
     config: ServiceConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    used_links: UsedLinks,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -45,6 +47,7 @@ impl ServiceState {
                 config,
                 metrics: Arc::new(Metrics::default()),
                 shutdown: CancellationToken::new(),
+                used_links: UsedLinks::default(),
             }),
         }
     }
@@ -72,6 +75,11 @@ impl ServiceState {
     /// The counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The self-signed upload links already used.
+    pub fn used_links(&self) -> &UsedLinks {
+        &self.inner.used_links
     }
 
     /// Cancelled when the service shuts down: SSE responses end on it.

@@ -527,7 +527,7 @@ async fn uploads_without_valid_credentials_are_refused_before_their_body_is_read
     let svc = TestService::start().await;
     let signed = answer_to_a_stalled_upload(
         svc.addr(),
-        "PUT /blob/upload?accountID=acc&key=k&expires=99999999999&sig=AAAA HTTP/1.1",
+        "PUT /blob/upload?accountID=acc&key=k&expires=99999999999&n=x&sig=AAAA HTTP/1.1",
     )
     .await;
     assert!(signed.starts_with("HTTP/1.1 401"), "{signed}");

@@ -252,6 +252,77 @@ async fn upload_link_accepts_a_put_of_the_archive_without_a_token() {
     assert_eq!(got, ndjson);
     // The link is bound to its key: pointing it at another key is refused.
     let forged = link.link.replace("key=linked", "key=other");
-    let r = api.http.put(&forged).body(ndjson).send().await.unwrap();
+    let r = api
+        .http
+        .put(&forged)
+        .body(ndjson.clone())
+        .send()
+        .await
+        .unwrap();
     common::assert_error(r, StatusCode::UNAUTHORIZED).await;
+    // It accepts one archive: a second PUT is refused and the archive stays.
+    let r = api
+        .http
+        .put(&link.link)
+        .body(format!("{}\n", line(7)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        common::assert_error(r, StatusCode::CONFLICT)
+            .await
+            .contains("used already")
+    );
+    let kept = api
+        .req(reqwest::Method::GET, "/blob", "linked")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(kept, ndjson);
+}
+
+#[tokio::test]
+async fn an_upload_link_whose_body_was_refused_can_be_used_again() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    let link: runlog_protocol::service::LinkResponse = api
+        .req(reqwest::Method::POST, "/blob/link/upload", "retried")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = api
+        .http
+        .put(&link.link)
+        .body("not ndjson\n")
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(r, StatusCode::BAD_REQUEST).await;
+    let ndjson = format!("{}\n", line(0));
+    let r = api.http.put(&link.link).body(ndjson).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Two links for the same key are two links: each takes its one archive.
+    let other: runlog_protocol::service::LinkResponse = api
+        .req(reqwest::Method::POST, "/blob/link/upload", "retried")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(other.link, link.link);
+    let r = api
+        .http
+        .put(&other.link)
+        .body(format!("{}\n", line(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }

@@ -12,6 +12,8 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use runlog_protocol::service::LinkResponse;
 use runlog_protocol::{AccountId, Scope, StreamKey};
@@ -115,7 +117,8 @@ pub async fn download(
     Ok(([(header::CONTENT_TYPE, ndjson)], plain).into_response())
 }
 
-/// `POST /blob/link/upload`: a URL that accepts a `PUT` of the archive until it expires.
+/// `POST /blob/link/upload`: a URL that accepts one `PUT` of the archive until it
+/// expires (self-signed links; an S3 presigned URL accepts puts until it expires).
 pub async fn link(
     State(st): State<ServiceState>,
     caller: Caller,
@@ -147,13 +150,17 @@ pub async fn link(
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
-    let sig = sign_upload(st.secret(), &id.account, id.key.as_str(), exp_secs);
+    // Each link its own: used once, a link is refused, and a client that asks again
+    // (a retry) gets a new one.
+    let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>());
+    let sig = sign_upload(st.secret(), &id.account, id.key.as_str(), exp_secs, &nonce);
     let mut url = url::Url::parse(&format!("{base}/blob/upload"))
         .map_err(|e| ApiError::Internal(format!("bad public URL {base:?}: {e}")))?;
     url.query_pairs_mut()
         .append_pair("accountID", id.account.as_str())
         .append_pair("key", id.key.as_str())
         .append_pair("expires", &exp_secs.to_string())
+        .append_pair("n", &nonce)
         .append_pair("sig", &sig);
     Ok(Json(LinkResponse {
         link: url.to_string(),
@@ -168,6 +175,8 @@ pub struct UploadLink {
     account_id: AccountId,
     key: StreamKey,
     expires: u64,
+    /// What makes each link distinct (random, signed with the rest).
+    n: String,
     sig: String,
 }
 
@@ -187,16 +196,32 @@ pub async fn upload_signed(
         &q.account_id,
         q.key.as_str(),
         q.expires,
+        &q.n,
         &q.sig,
     )
     .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
-    // Read only once the link is known good: anyone may send to this route, and a
-    // body taken first would be held in memory (up to the archive limit) only to be
-    // refused.
-    let raw = super::owned_body(&headers, raw, st.config().max_blob_body).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if !st.used_links().claim(&q.sig, q.expires, now) {
+        return Err(ApiError::Conflict(
+            "this upload link was used already; ask for a new one".into(),
+        ));
+    }
     let id = StreamId {
         account: q.account_id,
         key: q.key,
     };
-    Ok(Json(store_archive(&st, &id, &headers, raw).await?))
+    // Read only once the link is known good: anyone may send to this route, and a
+    // body taken first would be held in memory (up to the archive limit) only to be
+    // refused.
+    let stored = match super::owned_body(&headers, raw, st.config().max_blob_body).await {
+        Ok(raw) => store_archive(&st, &id, &headers, raw).await,
+        Err(e) => Err(e),
+    };
+    if stored.is_err() {
+        // Nothing was stored: the link stays good for another try.
+        st.used_links().release(&q.sig);
+    }
+    Ok(Json(stored?))
 }
