@@ -262,3 +262,54 @@ async fn dependencies_without_a_python_runtime_are_refused() {
     assert_eq!((status, &body), (200, &json!({})));
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_whose_controller_hangs_up_during_the_install_leaves_no_stage_behind() {
+    let (wheels, version) = support::build_fixture_wheel();
+    let engine = engine_with_runtime(Some(wheels.path())).await;
+    // Another process installing into the same virtualenv: setup waits for its lock.
+    let lock_path = engine
+        .state
+        .functions()
+        .unwrap()
+        .runtime()
+        .config()
+        .venv_dir
+        .with_extension("install.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let request = tokio::spawn({
+        let url = engine.url("/setup");
+        let body = json!({"dependencies": {"python": [format!("runlog-fixture-pkg=={version}")]}});
+        async move { reqwest::Client::new().post(url).json(&body).send().await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stage_dirs(&engine).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "setup never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The controller goes away: its connection closes.
+    request.abort();
+    let _ = request.await;
+    while !stage_dirs(&engine).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            stage_dirs(&engine)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(held);
+    // And the engine takes the next setup.
+    let (status, body) = engine.post("/setup", json!({})).await;
+    assert_eq!((status, &body), (200, &json!({})));
+    engine.shutdown().await;
+}

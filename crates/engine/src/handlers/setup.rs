@@ -74,6 +74,12 @@ pub async fn setup(
         tracing::warn!("no usable log_config: the engine log stream is not opened; setup goes on");
     }
 
+    // A controller that hangs up during a long install drops this request: what it
+    // made is then removed by the guard (the explicit failures below remove it too,
+    // and close the engine stream first).
+    let mut unfinished = Unfinished {
+        dirs: Some([workspace.clone(), meta_dir.clone()]),
+    };
     let created = (|| {
         std::fs::create_dir_all(&workspace)?;
         std::fs::create_dir_all(meta_dir.join("outputs"))?;
@@ -136,10 +142,25 @@ pub async fn setup(
         client,
         engine_log,
     ));
+    unfinished.dirs = None;
     *slot = Some(stage.clone());
     state.publish(Some(stage), sink);
     Metrics::inc(&state.metrics().setups);
     Ok(Json(serde_json::json!({})))
+}
+
+/// The directories of a setup still under way; removed if it is dropped before it
+/// completes (its request was cancelled).
+struct Unfinished {
+    dirs: Option<[PathBuf; 2]>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().flatten() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Removes what a failed setup made and closes its engine stream (flush + archive),
