@@ -128,6 +128,15 @@ class _FdDrain:
         self._synced.wait(2.0)
 
 
+def _mark_stderr(call):
+    """Ends call `call` on raw fd 2, which the engine reads apart from the protocol:
+    what a subprocess or C extension wrote there before this mark is the call's."""
+    try:
+        os.write(2, b"\x00runlog-stderr-end " + str(call).encode() + b"\x00\n")
+    except OSError:  # fd 2 closed by the function: nothing to credit
+        pass
+
+
 class _LogHandler(logging.Handler):
     def emit(self, record):
         try:
@@ -277,6 +286,7 @@ def main():
         _stderr.flush()
         _drain.sync()
         call, _current = _current, None
+        _mark_stderr(call)
         _send({"done": done, "call": call})
 
 

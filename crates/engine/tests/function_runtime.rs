@@ -542,3 +542,29 @@ async fn a_worker_that_dies_takes_the_processes_it_started_with_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn what_a_subprocess_writes_to_stderr_is_its_calls_and_never_the_next_ones() {
+    let rt = PythonRuntime::new(support::config(None));
+    for i in 0..10 {
+        // Enough lines that some are still in the pipe when the call's end arrives.
+        let mut req = json_call(
+            "f",
+            "import subprocess\ndef f(i):\n    subprocess.run(f'seq 1 3000 | sed s/^/E{i}-/ >&2', shell=True)\n    return i",
+        );
+        req.args = vec![json!(i)];
+        let (outcome, lines) = run(&rt, &req).await;
+        assert_eq!(outcome.result, Some(json!(i)), "{outcome:?}");
+        let stderr: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.stream == OutputStream::Stderr)
+            .map(|l| l.text.as_str())
+            .collect();
+        let expected: Vec<String> = (1..=3000).map(|n| format!("E{i}-{n}")).collect();
+        assert_eq!(stderr.len(), expected.len(), "call {i}");
+        assert!(
+            stderr.iter().zip(&expected).all(|(a, b)| a == b),
+            "call {i}"
+        );
+    }
+}

@@ -3,8 +3,10 @@
 //!
 //! Requests go down its stdin and messages come back on its stdout, one JSON object
 //! per line (see `crates/engine/python/harness.py`); the harness keeps the function's
-//! own output off that channel. Raw stderr (an interpreter crash, a C extension) is
-//! read by a task of its own and credited to whichever call holds the worker.
+//! own output off that channel. Raw stderr (an interpreter crash, a C extension, a
+//! subprocess) is read by a task of its own and credited to whichever call holds the
+//! worker; the harness ends each call on it with a mark, and a call returns only once
+//! the mark is read, so what it wrote there is its own and never the next call's.
 
 use crate::python::{OutputLine, OutputSink, OutputStream};
 use nix::sys::signal::{Signal, killpg};
@@ -73,6 +75,8 @@ pub struct Worker {
     stdout: Lines<BufReader<ChildStdout>>,
     output: OutputSlot,
     stderr_task: Option<JoinHandle<()>>,
+    /// The last call whose end mark the stderr task has read.
+    stderr_ended: tokio::sync::watch::Receiver<u64>,
     calls: u64,
 }
 
@@ -100,13 +104,15 @@ impl Worker {
             return Err(WorkerError::Protocol("pipes missing".into()));
         };
         let output: OutputSlot = Arc::default();
-        let stderr_task = tokio::spawn(pump_stderr(stderr, output.clone()));
+        let (ended_tx, stderr_ended) = tokio::sync::watch::channel(0);
+        let stderr_task = tokio::spawn(pump_stderr(stderr, output.clone(), ended_tx));
         let mut worker = Worker {
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
             output,
             stderr_task: Some(stderr_task),
+            stderr_ended,
             calls: 0,
         };
         match worker.next_message().await? {
@@ -125,6 +131,16 @@ impl Worker {
     ) -> Result<Done, WorkerError> {
         *self.output.lock().unwrap_or_else(PoisonError::into_inner) = Some(out.clone());
         let result = self.exchange(request, out).await;
+        if result.is_ok() {
+            // Raw stderr is another pipe: what the call wrote there may still be on
+            // its way. Bounded, for a function that closed fd 2.
+            let id = self.calls;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.stderr_ended.wait_for(|ended| *ended >= id),
+            )
+            .await;
+        }
         if let Err(WorkerError::Died(_)) = &result {
             // The crash report is on stderr: let it all arrive before answering.
             if let Some(task) = self.stderr_task.take() {
@@ -243,27 +259,58 @@ fn level_of(level: Option<&str>) -> &'static str {
     }
 }
 
+/// What the harness writes on raw stderr at the end of each call (then the call's id
+/// and a NUL).
+const STDERR_END: &[u8] = b"\x00runlog-stderr-end ";
+
 /// Credits each raw stderr line to the call holding the worker, or to the engine's
-/// own log when the worker is idle.
-async fn pump_stderr(stderr: tokio::process::ChildStderr, output: OutputSlot) {
+/// own log when the worker is idle; reports each call's end mark on `ended`.
+async fn pump_stderr(
+    stderr: tokio::process::ChildStderr,
+    output: OutputSlot,
+    ended: tokio::sync::watch::Sender<u64>,
+) {
     let mut segments = BufReader::new(stderr).split(b'\n');
-    while let Ok(Some(raw)) = segments.next_segment().await {
-        let text = String::from_utf8_lossy(&raw)
-            .trim_end_matches('\r')
-            .to_owned();
-        let target = output
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match target {
-            Some(out) => {
-                out(OutputLine {
-                    stream: OutputStream::Stderr,
-                    level: "error",
-                    text,
-                });
+    while let Ok(Some(mut raw)) = segments.next_segment().await {
+        // The mark follows whatever unterminated text the call left on the line.
+        let mark = raw
+            .windows(STDERR_END.len())
+            .rposition(|w| w == STDERR_END)
+            .map(|at| {
+                let id = std::str::from_utf8(&raw[at + STDERR_END.len()..])
+                    .ok()
+                    .and_then(|rest| rest.trim_end_matches('\0').parse::<u64>().ok());
+                raw.truncate(at);
+                id
+            });
+        if let Some(id) = mark {
+            if !raw.is_empty() {
+                credit(&output, &raw);
             }
-            None => tracing::warn!(target: "runlog::python", "idle Python worker: {text}"),
+            if let Some(id) = id {
+                ended.send_replace(id);
+            }
+            continue;
         }
+        credit(&output, &raw);
+    }
+}
+
+/// Hands one raw stderr line to the call holding the worker, or to the engine's log.
+fn credit(output: &OutputSlot, raw: &[u8]) {
+    let text = String::from_utf8_lossy(raw)
+        .trim_end_matches('\r')
+        .to_owned();
+    let target = output
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match target {
+        Some(out) => out(OutputLine {
+            stream: OutputStream::Stderr,
+            level: "error",
+            text,
+        }),
+        None => tracing::warn!(target: "runlog::python", "idle Python worker: {text}"),
     }
 }
