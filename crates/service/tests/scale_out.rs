@@ -187,6 +187,12 @@ async fn line_written_through_a_is_tailed_through_b_with_backfill_then_live() {
         vec![7, 8, 9],
         "Last-Event-ID resumes across replicas"
     );
+    // An id past every possible line resumes after all of them (Redis's XRANGE
+    // refused the position it made of it: a 503).
+    let mut past = SseReader::new(b.tail(key, Some(u64::MAX - 1)).await);
+    past.read_to_end(Duration::from_secs(10)).await;
+    assert!(past.line_positions().is_empty());
+    assert!(past.saw_eof(), "the tail past the end still ends with eof");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,7 +82,9 @@ pub async fn tail(
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|id| id.saturating_add(1))
+            // No line lies past `MAX_POS`: a larger id resumes there, after every line
+            // (stores need not handle positions beyond it).
+            .map(|id| id.saturating_add(1).min(runlog_protocol::MAX_POS + 1))
             .ok_or_else(|| {
                 ApiError::BadRequest("Last-Event-ID must be a line pos (an integer)".into())
             })?,
