@@ -65,13 +65,21 @@ pub async fn sweep_once(st: &ServiceState) {
 /// Closes, archives and removes `id`, which the sweep saw idle since `idle_since`;
 /// a stream written to or reopened since then is left alone.
 async fn expire(st: &ServiceState, id: &StreamId, idle_since: SystemTime) -> Result<(), ApiError> {
-    if st.streams().close_if_idle(id, idle_since).await?.is_none() {
+    let Some(closed) = st.streams().close_if_idle(id, idle_since).await? else {
         return Ok(());
-    }
+    };
     if !st.blobs().exists(id).await? {
         snapshot_stream(st, id).await?;
     }
-    st.streams().remove(id).await?;
+    // Reopened meanwhile (another replica, a retried step): it lives on with every
+    // line it took; its writer archives it again at close.
+    if !st
+        .streams()
+        .remove_if_unchanged(id, closed.last_activity)
+        .await?
+    {
+        return Ok(());
+    }
     st.metrics().streams_expired.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

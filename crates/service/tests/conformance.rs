@@ -307,6 +307,42 @@ async fn close_if_idle_leaves_a_stream_active_since_open(f: StreamFixture) {
     );
 }
 
+async fn remove_if_unchanged_keeps_a_stream_reopened_since_its_close(f: StreamFixture) {
+    let id = sid("acc", "reopened");
+    f.store.open(&id).await.unwrap();
+    f.store.append(&id, lines(0..2)).await.unwrap();
+    let closed = f.store.close(&id).await.unwrap();
+    // Another replica reopens it and stores a line while it is being archived.
+    let other = (f.replica)();
+    other.open(&id).await.unwrap();
+    other.append(&id, lines(2..3)).await.unwrap();
+    assert!(
+        !f.store
+            .remove_if_unchanged(&id, closed.last_activity)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        positions(&f.store.read(&id, 0, 10).await.unwrap()),
+        vec![0, 1, 2]
+    );
+    let closed = f.store.close(&id).await.unwrap();
+    assert!(
+        f.store
+            .remove_if_unchanged(&id, closed.last_activity)
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.store.meta(&id).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(
+        f.store
+            .remove_if_unchanged(&id, closed.last_activity)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
 async fn tail_backfills_follows_live_lines_and_ends_at_close(f: StreamFixture) {
     let id = sid("acc", "tail");
     f.store.open(&id).await.unwrap();
@@ -491,6 +527,7 @@ macro_rules! stream_conformance {
                 read_honours_from_and_max,
                 closed_stream_refuses_lines_and_reopen_keeps_them,
                 close_if_idle_leaves_a_stream_active_since_open,
+                remove_if_unchanged_keeps_a_stream_reopened_since_its_close,
                 tail_backfills_follows_live_lines_and_ends_at_close,
                 tail_resumes_from_a_position,
                 tail_past_a_gap_is_not_rewound,

@@ -349,6 +349,22 @@ impl MemoryStreamStore {
         self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Empties a stream taken out of the map (its memory is given back to the totals)
+    /// and ends its tails.
+    fn retire(&self, entry: &Entry) {
+        {
+            let mut l = lock(&entry.lines);
+            l.open = false;
+            l.removed = true;
+            self.release_total(l.count(), l.bytes);
+            l.chunks = Vec::new();
+            l.prefix = 0;
+            l.ahead = BTreeMap::new();
+            l.bytes = 0;
+        }
+        entry.notify();
+    }
+
     /// Lines and bytes held by all streams together.
     pub fn totals(&self) -> (u64, u64) {
         (
@@ -498,18 +514,32 @@ impl StreamStore for MemoryStreamStore {
             let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
             map.remove(id).ok_or(StoreError::NotFound)?
         };
-        {
-            let mut l = lock(&entry.lines);
-            l.open = false;
-            l.removed = true;
-            self.release_total(l.count(), l.bytes);
-            l.chunks = Vec::new();
-            l.prefix = 0;
-            l.ahead = BTreeMap::new();
-            l.bytes = 0;
-        }
-        entry.notify();
+        self.retire(&entry);
         Ok(())
+    }
+
+    async fn remove_if_unchanged(
+        &self,
+        id: &StreamId,
+        closed_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let entry = {
+            // Under the map's lock no `open` can come in between the look and the
+            // removal, and an `append` finds the stream closed.
+            let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+            let entry = map.get(id).cloned().ok_or(StoreError::NotFound)?;
+            let changed = {
+                let l = lock(&entry.lines);
+                l.open || l.last_activity > closed_at
+            };
+            if changed {
+                return Ok(false);
+            }
+            map.remove(id);
+            entry
+        };
+        self.retire(&entry);
+        Ok(true)
     }
 
     async fn meta(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {

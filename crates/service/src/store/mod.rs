@@ -282,6 +282,17 @@ pub trait StreamStore: Send + Sync + 'static {
     /// Drops a stream's lines (after its archive is safe). `NotFound` if absent.
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError>;
 
+    /// [`remove`](Self::remove), only if the stream is still closed and has seen no
+    /// activity after `closed_at` (the time its close answered); `false`, and the
+    /// stream kept, when it was reopened or written to since. The expiry sweep
+    /// removes with it what it archived, so lines a reopened stream took meanwhile
+    /// (through another replica) are never dropped.
+    async fn remove_if_unchanged(
+        &self,
+        id: &StreamId,
+        closed_at: std::time::SystemTime,
+    ) -> Result<bool, StoreError>;
+
     /// Metadata of one stream.
     async fn meta(&self, id: &StreamId) -> Result<StreamMeta, StoreError>;
 

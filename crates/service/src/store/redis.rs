@@ -746,6 +746,20 @@ impl Inner {
 }
 
 impl RedisStreamStore {
+    /// Deletes the segments the head of `id` was moved to (its keys are gone).
+    async fn remove_overflow(&self, id: &StreamId) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if let Some(store) = inner.overflow.as_deref() {
+            for (_, path) in inner.segments(store, id).await? {
+                store
+                    .delete(&path)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes `id` in one script, unless its `activity` (ms) is past `idle_since_ms`:
     /// then `None`, the stream left as it is.
     async fn close_unless_active_after(
@@ -881,6 +895,34 @@ impl StreamStore for RedisStreamStore {
         self.close_unless_active_after(id, Some(ms)).await
     }
 
+    async fn remove_if_unchanged(
+        &self,
+        id: &StreamId,
+        closed_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let ms = closed_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let status: i64 = inner
+            .scripts
+            .remove_if_unchanged
+            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+                c.arg(ms).arg(id.key.as_str());
+            })
+            .await
+            .map_err(unavailable)?;
+        match status {
+            -1 => Err(StoreError::NotFound),
+            0 => Ok(false),
+            _ => {
+                self.remove_overflow(id).await?;
+                Ok(true)
+            }
+        }
+    }
+
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
         let inner = &self.inner;
         let keys = inner.keys(id);
@@ -904,14 +946,7 @@ impl StreamStore for RedisStreamStore {
             .await
             .map_err(unavailable)?
             .0;
-        if let Some(store) = inner.overflow.as_deref() {
-            for (_, path) in inner.segments(store, id).await? {
-                store
-                    .delete(&path)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
-            }
-        }
+        self.remove_overflow(id).await?;
         if existed == 0 {
             return Err(StoreError::NotFound);
         }
@@ -1349,6 +1384,7 @@ struct Scripts {
     append: LuaScript,
     read: LuaScript,
     close: LuaScript,
+    remove_if_unchanged: LuaScript,
     trim: LuaScript,
     unlock: LuaScript,
 }
@@ -1360,6 +1396,7 @@ impl Scripts {
             append: LuaScript::new(format!("{TOUCH}{HAS}{APPEND}")),
             read: LuaScript::new(READ.to_owned()),
             close: LuaScript::new(format!("{TOUCH}{CLOSE}")),
+            remove_if_unchanged: LuaScript::new(REMOVE_IF_UNCHANGED.to_owned()),
             trim: LuaScript::new(TRIM.to_owned()),
             unlock: LuaScript::new(UNLOCK.to_owned()),
         }
@@ -1482,6 +1519,20 @@ if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('XADD', KEYS[4], '1-1', 'c
 touch()
 redis.call('PUBLISH', KEYS[4], 1)
 return 0
+"#;
+
+/// KEYS: meta lines late ctl index; ARGV: closed_at_ms key. Removes the stream's
+/// keys if it is still closed with no activity past ARGV[1]. Returns 1 when removed,
+/// 0 when it was reopened or written to since, -1 when it does not exist.
+const REMOVE_IF_UNCHANGED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local open = redis.call('HGET', KEYS[1], 'open')
+local activity = tonumber(redis.call('HGET', KEYS[1], 'activity') or '0')
+if open == '1' or activity > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('PUBLISH', KEYS[4], 1)
+return 1
 "#;
 
 /// KEYS: meta lines late; ARGV: expected trimmed, new trimmed, bytes of the moved
