@@ -660,3 +660,129 @@ async fn on_a_cluster_a_stream_keeps_every_line_while_its_slot_moves_to_another_
         "the stream's lines are not on the slot's new owner"
     );
 }
+
+/// An overflow store whose first `put` waits until released: a mover that stalls in
+/// its segment write for longer than its lock lives.
+#[derive(Debug)]
+struct FirstPutStalls {
+    inner: Arc<InMemory>,
+    entered: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl std::fmt::Display for FirstPutStalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FirstPutStalls({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FirstPutStalls {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let release = self.release.lock().await.take();
+        if let Some(release) = release {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                let _ = entered.send(());
+            }
+            let _ = release.await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_that_outlives_its_lock_never_overwrites_a_newer_move() {
+    let server = RedisServer::start_new().await;
+    let shared = Arc::new(InMemory::new());
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    let stalling = Arc::new(FirstPutStalls {
+        inner: shared.clone(),
+        entered: std::sync::Mutex::new(Some(entered_tx)),
+        release: tokio::sync::Mutex::new(Some(release_rx)),
+    });
+    let capped = RedisConfig {
+        max_lines: 10,
+        ..config(&server)
+    };
+    let a = Arc::new(RedisStreamStore::new(capped.clone(), Some(stalling)).unwrap());
+    let b = RedisStreamStore::new(capped, Some(shared.clone())).unwrap();
+    let id = sid("stalled/mover");
+    a.open(&id).await.unwrap();
+    // A's append goes over the cap; its move stalls in the segment write.
+    let first = tokio::spawn({
+        let (a, id) = (a.clone(), id.clone());
+        async move { a.append(&id, lines(0..12)).await }
+    });
+    entered.await.unwrap();
+    // A's lock expires meanwhile; B moves the head, further than A would have.
+    server
+        .int_command(&format!("DEL runlog:{{{}}}:s:{}:trim", id.account, id.key))
+        .await;
+    b.append(&id, lines(12..40)).await.unwrap();
+    // A's write goes through at last.
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let all = b.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..40).collect::<Vec<_>>()
+    );
+    // And the next moves go on from where B left the mark.
+    b.append(&id, lines(40..80)).await.unwrap();
+    let all = a.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..80).collect::<Vec<_>>()
+    );
+}

@@ -715,3 +715,63 @@ async fn malformed_blob_store_url_is_a_clear_startup_error() {
         .expect("a bad Redis URL is refused");
     assert!(err.to_string().contains("redis"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_segment_left_at_the_mark_by_a_crashed_mover_is_taken_over() {
+    use object_store::ObjectStoreExt as _;
+    let (redis, s3) = tokio::join!(RedisServer::start_new(), S3Server::start_new());
+    s3.create_bucket(BUCKET).await;
+    let overflow = s3_settings(&s3).overflow().object_store().unwrap();
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            url: redis.url(),
+            max_lines: 10,
+            ..RedisConfig::default()
+        },
+        Some(overflow.clone()),
+    )
+    .unwrap();
+    let id = runlog_service::store::StreamId {
+        account: ACCOUNT.parse().unwrap(),
+        key: "crashed/mover".parse().unwrap(),
+    };
+    let stored = |range: std::ops::Range<u64>| -> Vec<runlog_service::store::StoredLine> {
+        range
+            .map(|pos| runlog_service::store::StoredLine {
+                pos,
+                json: format!(r#"{{"pos":{pos},"out":"line {pos}\n"}}"#).into(),
+            })
+            .collect()
+    };
+    // What a mover that died between its write and its trim leaves: lines 0..5
+    // (marked, to tell which copy is served).
+    let leftover: String = (0..5)
+        .map(|pos| format!("{{\"pos\":{pos},\"out\":\"line {pos} (moved)\\n\"}}\n"))
+        .collect();
+    overflow
+        .put(
+            &format!("{ACCOUNT}/crashed/mover/+{:020}.ndjson", 0).into(),
+            leftover.into_bytes().into(),
+        )
+        .await
+        .unwrap();
+    store.open(&id).await.unwrap();
+    for start in (0..200).step_by(20) {
+        store.append(&id, stored(start..start + 20)).await.unwrap();
+    }
+    let all = store.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+    // Lines 0..5 come from the segment taken over, the rest as written.
+    assert_eq!(&all[3].json[..], br#"{"pos":3,"out":"line 3 (moved)\n"}"#);
+    assert_eq!(all[7].json, stored(7..8)[0].json);
+    let segments = overflow
+        .list_with_delimiter(Some(&format!("{ACCOUNT}/crashed/mover").into()))
+        .await
+        .unwrap()
+        .objects
+        .len();
+    assert!(segments > 1, "the head kept moving after the takeover");
+}

@@ -625,7 +625,9 @@ impl Inner {
                 .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
             for row in body.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
                 let pos = line_pos(row)?;
-                if pos >= from && pos < below {
+                // Bounded by where the next segment starts too: no line is served
+                // twice, whatever a segment holds past it.
+                if pos >= from && pos < end {
                     out.push(StoredLine {
                         pos,
                         json: body.slice_ref(row),
@@ -710,13 +712,48 @@ impl Inner {
             body.extend_from_slice(&line.json);
             body.push(b'\n');
         }
-        // Written before Redis forgets the lines: a crash in between leaves a
-        // segment that the next attempt overwrites with the same name.
-        store
-            .put(&Self::segment_path(id, trimmed), body.into())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
-        let _: i64 = self
+        // Written before Redis forgets the lines, and only if no segment starts
+        // here yet: one does when a mover crashed between its write and its trim, or
+        // when this mover outlived its lock and another one moved these lines (and
+        // more) already. Overwriting it could drop the lines only it holds.
+        let path = Self::segment_path(id, trimmed);
+        let put = store
+            .put_opts(
+                &path,
+                body.into(),
+                object_store::PutOptions {
+                    mode: object_store::PutMode::Create,
+                    ..object_store::PutOptions::default()
+                },
+            )
+            .await;
+        let (target, moved_bytes) = match put {
+            Ok(_) => (target, moved_bytes),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // Its lines are a contiguous run from `trimmed`, still in Redis
+                // unless the trim below finds the mark moved: finish that move.
+                let existing = store
+                    .get(&path)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?
+                    .bytes()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                let mut end = trimmed;
+                for row in existing.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
+                    end = line_pos(row)?.saturating_add(1);
+                }
+                (
+                    end,
+                    existing
+                        .len()
+                        .saturating_sub(end.saturating_sub(trimmed) as usize),
+                )
+            }
+            Err(e) => return Err(StoreError::Unavailable(format!("overflow store: {e}"))),
+        };
+        // -1: another mover advanced the mark first; what it moved is in its segments.
+        let moved: i64 = self
             .scripts
             .trim
             .run(
@@ -728,7 +765,7 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
-        tracing::debug!(account = %id.account, key = %id.key, from = trimmed, to = target, "moved stream head to overflow store");
+        tracing::debug!(account = %id.account, key = %id.key, from = trimmed, to = target, moved, "moved stream head to overflow store");
         Ok(())
     }
 
