@@ -5,6 +5,8 @@
 //! clipboard of whoever tails it. So escape sequences are filtered, never passed
 //! through blindly: on a terminal only SGR sequences (`ESC [ … m`: colours, bold)
 //! survive; on a pipe every sequence is removed so files and `grep` see plain text.
+//! The C1 controls (U+0080–U+009F, e.g. U+009B, a one-character CSI some terminals
+//! obey) are removed in both modes.
 
 use std::borrow::Cow;
 
@@ -22,15 +24,24 @@ pub enum Escapes {
 
 /// Filters the escape sequences of `text` as `mode` says.
 ///
-/// Text without an ESC byte is returned borrowed, so the common case costs one scan.
+/// Text without an ESC byte or a C1 control is returned borrowed, so the common case
+/// costs one scan.
 ///
 /// ```ignore
 /// assert_eq!(sanitize("\x1b[31mred\x1b[0m", Escapes::StripAll), "red");
 /// assert_eq!(sanitize("\x1b[2Jx", Escapes::KeepColours), "x");
 /// ```
 pub fn sanitize(text: &str, mode: Escapes) -> Cow<'_, str> {
-    if !text.contains(ESC) {
+    // C1 controls are U+0080–U+009F: in UTF-8, 0xC2 then 0x80–0x9F.
+    if !text.bytes().any(|b| b == 0x1b || b == 0xc2) {
         return Cow::Borrowed(text);
+    }
+    let has_c1 = text.chars().any(is_c1);
+    if !text.contains(ESC) {
+        if !has_c1 {
+            return Cow::Borrowed(text);
+        }
+        return Cow::Owned(text.chars().filter(|c| !is_c1(*c)).collect());
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -43,7 +54,15 @@ pub fn sanitize(text: &str, mode: Escapes) -> Cow<'_, str> {
         rest = &rest[at + len..];
     }
     out.push_str(rest);
+    if has_c1 {
+        out.retain(|c| !is_c1(c));
+    }
     Cow::Owned(out)
+}
+
+/// A C1 control character (U+0080–U+009F).
+fn is_c1(c: char) -> bool {
+    ('\u{80}'..='\u{9f}').contains(&c)
 }
 
 /// Length in bytes of the escape sequence at the start of `s` (which starts with
@@ -109,6 +128,20 @@ mod tests {
             "red ok\n"
         );
         assert_eq!(sanitize("\x1b[38;5;208mo\x1b[m", Escapes::StripAll), "o");
+    }
+
+    #[test]
+    fn c1_controls_never_reach_a_terminal() {
+        // U+009B is a one-character CSI, U+009D an OSC: some terminals obey them.
+        for mode in [Escapes::KeepColours, Escapes::StripAll] {
+            assert_eq!(sanitize("a\u{9b}2Jb", mode), "a2Jb");
+            assert!(!sanitize("\u{9d}52;c;eA==\u{7}x\x1b[1mz", mode).contains('\u{9d}'));
+        }
+        // Latin-1 letters share the lead byte and stay.
+        assert!(matches!(
+            sanitize("café ©", Escapes::KeepColours),
+            Cow::Borrowed("café ©")
+        ));
     }
 
     #[test]

@@ -180,3 +180,52 @@ async fn run_without_a_command_is_a_usage_error() {
     let out = output(runlog(&["run"])).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_command_stopped_by_its_timeout_never_exits_0() {
+    // It answers SIGTERM with a clean exit: the step still did not succeed.
+    let out = output(runlog(&[
+        "run",
+        "--timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 30 & wait",
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "stderr: {stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_interrupted_run_stops_the_command_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("touch {}; sleep 60; echo finished", marker.display());
+    let mut cmd = runlog(&["run", "--", "sh", "-c", &script]);
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("stops well before the command would have ended")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("finished"), "{stdout}");
+}

@@ -25,6 +25,9 @@ import threading
 import traceback
 
 _proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+# The end-of-call mark goes down the stderr pipe the engine reads, even if a function
+# points fd 2 somewhere else (its own file must not get the marks).
+_stderr_pipe = os.dup(2)
 # Requests arrive on a private duplicate of fd 0; the function and its children see
 # an empty stdin, so nothing they read can swallow a request.
 _requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
@@ -132,7 +135,7 @@ def _mark_stderr(call):
     """Ends call `call` on raw fd 2, which the engine reads apart from the protocol:
     what a subprocess or C extension wrote there before this mark is the call's."""
     try:
-        os.write(2, b"\x00runlog-stderr-end " + str(call).encode() + b"\x00\n")
+        os.write(_stderr_pipe, b"\x00runlog-stderr-end " + str(call).encode() + b"\x00\n")
     except OSError:  # fd 2 closed by the function: nothing to credit
         pass
 

@@ -102,11 +102,14 @@ pub async fn run<S: OutputSink + Clone>(
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let mut pumps = tokio::task::JoinSet::new();
+    // Tells the pumps to stop waiting for more to read (what they hold still goes to
+    // the sink): a process outside the group may keep a pipe open for ever.
+    let stop_reading = CancellationToken::new();
     if let Some(out) = child.stdout.take() {
-        pumps.spawn(pump(out, sink.clone()));
+        pumps.spawn(pump(out, sink.clone(), stop_reading.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.spawn(pump(err, sink));
+        pumps.spawn(pump(err, sink, stop_reading.clone()));
     }
 
     let timeout = async {
@@ -131,22 +134,23 @@ pub async fn run<S: OutputSink + Clone>(
     // Output still in the pipes is read to the end. Background processes the step
     // left running may hold the pipes open forever: after the grace they are killed.
     // A process that escaped the group (`setsid`) survives that and may still hold a
-    // pipe: after a second grace its output is no longer waited for, or the step
-    // would never end.
+    // pipe: after a second grace the pumps stop waiting to read, or the step would
+    // never end. A pump busy handing output to a slow sink (backpressure) is not
+    // interrupted: that output is the step's and is kept.
     let grace = tokio::time::sleep(spec.drain_grace);
     tokio::pin!(grace);
     let mut leftovers_killed = false;
     loop {
         tokio::select! {
             next = pumps.join_next() => if next.is_none() { break },
-            () = &mut grace => {
+            () = &mut grace, if !stop_reading.is_cancelled() => {
                 if leftovers_killed {
                     tracing::warn!(
                         target: "runlog::engine",
                         "a process the step started outside its process group still holds its output; no longer reading it"
                     );
-                    pumps.abort_all();
-                    break;
+                    stop_reading.cancel();
+                    continue;
                 }
                 kill(pgid, Signal::SIGKILL);
                 leftovers_killed = true;
@@ -210,13 +214,24 @@ async fn stop_group(
 /// Reads a pipe to its end, passing whole lines on, so that stdout and stderr lines
 /// written to one sink never interleave mid-line. Memory is one chunk: the sink's
 /// wait blocks this loop, the pipe fills, and the child blocks on write.
-async fn pump<R: AsyncRead + Unpin, S: OutputSink>(mut pipe: R, sink: S) {
+async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
+    mut pipe: R,
+    sink: S,
+    stop_reading: CancellationToken,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut filled = 0;
     loop {
-        let n = match pipe.read(&mut buf[filled..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        // Only a wait for more to read is given up on `stop_reading` (a read is
+        // cancel-safe); a write to the sink always completes, and what the pipe
+        // already holds is read first (`biased`), however late.
+        let n = tokio::select! {
+            biased;
+            read = pipe.read(&mut buf[filled..]) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            () = stop_reading.cancelled() => break,
         };
         let end = filled + n;
         match buf[filled..end].iter().rposition(|&b| b == b'\n') {
@@ -384,6 +399,53 @@ mod tests {
         assert_eq!(out.exit_code, 0);
         let text: Vec<u8> = got.0.lock().expect("lock").concat();
         assert_eq!(text, b"started\n");
+    }
+
+    /// A sink that holds every write until released, then keeps what it got.
+    #[derive(Clone)]
+    struct GatedCollect {
+        gate: Gate,
+        got: Collect,
+    }
+
+    impl OutputSink for GatedCollect {
+        async fn write(&self, bytes: &[u8]) {
+            self.gate.write(bytes).await;
+            self.got.write(bytes).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn output_held_up_by_a_slow_sink_past_the_graces_is_kept() {
+        // The step ends at once; its output reaches the sink only long after both
+        // drain graces (0.5 s each): it must be waited for, not cut off.
+        let spec = spec("i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done");
+        let sink = GatedCollect {
+            gate: Gate {
+                open: Arc::new(tokio::sync::Semaphore::new(0)),
+                entered: Arc::new(tokio::sync::Notify::new()),
+            },
+            got: Collect::default(),
+        };
+        let task = tokio::spawn({
+            let sink = sink.clone();
+            async move { run(&spec, sink, CancellationToken::new()).await }
+        });
+        sink.gate.entered.notified().await;
+        // Past both graces: waiting is the point of this test.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sink.gate.open.add_permits(usize::MAX >> 4);
+        let out = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the step ends once the sink accepts")
+            .expect("task");
+        assert_eq!(out.exit_code, 0);
+        let text = String::from_utf8(sink.got.0.lock().expect("lock").concat()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        let expected: Vec<String> = (0..3000).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines.len(), expected.len(), "tail: {:?}", lines.last());
+        let first_wrong = lines.iter().zip(&expected).position(|(a, b)| a != b);
+        assert_eq!(first_wrong, None, "lines differ");
     }
 
     #[tokio::test]

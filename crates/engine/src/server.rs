@@ -89,11 +89,13 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await;
-    match destroying.await {
-        Ok(task) => drop(task.await),
-        // The server ended without a shutdown signal (an accept error).
-        Err(_) => drop(destroy::destroy_stage(&state).await),
+    if let Ok(task) = destroying.await {
+        drop(task.await);
     }
+    // Also when the server ended without a shutdown signal (an accept error), and for
+    // a setup that came in on a kept-alive connection after the first destroy: no
+    // stage outlives the server (nothing to do when there is none).
+    drop(destroy::destroy_stage(&state).await);
     result
 }
 

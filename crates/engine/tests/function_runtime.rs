@@ -568,3 +568,20 @@ async fn what_a_subprocess_writes_to_stderr_is_its_calls_and_never_the_next_ones
         );
     }
 }
+
+#[tokio::test]
+async fn a_function_that_points_stderr_at_its_own_file_gets_only_its_own_bytes_there() {
+    let rt = PythonRuntime::new(support::config(None));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("err.txt");
+    let mut req = json_call(
+        "f",
+        "import os\ndef f(path):\n    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)\n    os.dup2(fd, 2)\n    os.write(2, b'mine\\n')\n    return 1",
+    );
+    req.args = vec![json!(file.to_string_lossy())];
+    for _ in 0..2 {
+        let (outcome, _) = run(&rt, &req).await;
+        assert_eq!(outcome.result, Some(json!(1)), "{outcome:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\nmine\n");
+}

@@ -786,3 +786,41 @@ async fn a_mover_that_outlives_its_lock_never_overwrites_a_newer_move() {
         (0..80).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_left_by_an_earlier_stream_of_the_key_is_replaced_not_taken_over() {
+    use object_store::ObjectStoreExt as _;
+    let server = RedisServer::start_new().await;
+    let overflow = Arc::new(InMemory::new());
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            max_lines: 10,
+            ..config(&server)
+        },
+        Some(overflow.clone()),
+    )
+    .unwrap();
+    let id = sid("reused/key");
+    // What an earlier stream of this key left when its removal failed half-way:
+    // lines that are not this stream's (they do not start at its mark).
+    let stale: String = (500..505)
+        .map(|pos| format!("{{\"pos\":{pos},\"out\":\"old {pos}\\n\"}}\n"))
+        .collect();
+    overflow
+        .put(
+            &format!("acc/reused/key/+{:020}.ndjson", 0).into(),
+            stale.into_bytes().into(),
+        )
+        .await
+        .unwrap();
+    store.open(&id).await.unwrap();
+    for start in (0..100).step_by(20) {
+        store.append(&id, lines(start..start + 20)).await.unwrap();
+    }
+    let all = store.read(&id, 0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>()
+    );
+    assert_eq!(all, lines(0..100), "every line is this stream's own");
+}

@@ -171,9 +171,10 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
         result
     };
+    // `None`: interrupted (Ctrl-C, SIGTERM); the stage is destroyed all the same.
     let outcome = tokio::select! {
-        r = outcome => r,
-        () = super::service::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        r = outcome => Some(r),
+        () = super::service::shutdown_signal() => None,
     };
     // Destroy flushes and uploads every archive, which takes a while for a long log:
     // say so on a terminal (and print nothing on a pipe).
@@ -192,11 +193,26 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     if let Err(e) = destroyed {
         eprintln!("runlog: destroy failed: {e}");
     }
-    let result = outcome?;
+    let Some(result) = outcome else {
+        eprintln!("runlog: interrupted; the command was stopped");
+        // As a shell reports a command ended by SIGINT.
+        return Ok(130);
+    };
+    let result = result?;
     if let Some(e) = &result.error {
         eprintln!("runlog: {e}");
     }
-    Ok(result.exit_code)
+    Ok(exit_code(&result))
+}
+
+/// The exit code `run` ends with for a step's result: the command's own, except that
+/// a step the engine stopped (its timeout) never reports success, whatever the
+/// command answered to SIGTERM: 124 then, as `timeout(1)` exits.
+fn exit_code(result: &StepResponse) -> i32 {
+    match (&result.error, result.exit_code) {
+        (Some(_), 0) => 124,
+        (_, code) => code,
+    }
 }
 
 /// Prints the step's stream from the service until it closes.

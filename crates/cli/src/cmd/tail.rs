@@ -109,6 +109,9 @@ impl<W: Write> LinePrinter<W> {
     /// Prints one line's text (with its timestamp when asked), ending in `\n`.
     pub fn print(&mut self, time: &str, text: &str) -> std::io::Result<()> {
         if self.timestamps {
+            // Free text from the writer, like the line itself: no control character
+            // of it reaches the terminal.
+            let time: String = time.chars().filter(|c| !c.is_control()).collect();
             write!(self.out, "{time} ")?;
         }
         let text = sanitize(text, self.escapes);
@@ -228,4 +231,19 @@ struct ArchiveRow<'a> {
     out: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     time: std::borrow::Cow<'a, str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_carries_no_control_character_to_the_terminal() {
+        let mut p = LinePrinter::new(Vec::new(), Escapes::KeepColours, true);
+        p.print("\x1b]52;c;ZXZpbA==\x07\u{9b}2J2026-11-20T10:00:00Z", "a\n")
+            .expect("a Vec takes every write");
+        let out = String::from_utf8(p.out).expect("UTF-8");
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.ends_with("2026-11-20T10:00:00Z a\n"), "{out:?}");
+    }
 }

@@ -717,10 +717,11 @@ impl Inner {
         // when this mover outlived its lock and another one moved these lines (and
         // more) already. Overwriting it could drop the lines only it holds.
         let path = Self::segment_path(id, trimmed);
+        let body = bytes::Bytes::from(body);
         let put = store
             .put_opts(
                 &path,
-                body.into(),
+                body.clone().into(),
                 object_store::PutOptions {
                     mode: object_store::PutMode::Create,
                     ..object_store::PutOptions::default()
@@ -730,6 +731,13 @@ impl Inner {
         let (target, moved_bytes) = match put {
             Ok(_) => (target, moved_bytes),
             Err(object_store::Error::AlreadyExists { .. }) => {
+                // Read again: what was read above is as old as this mover's lock.
+                let now = self.meta_fields(keys).await?;
+                if field(&now, "trimmed") != trimmed {
+                    // Another mover moved these lines (and its segment holds them).
+                    return Ok(());
+                }
+                let contig = field(&now, "contig");
                 // Its lines are a contiguous run from `trimmed`, still in Redis
                 // unless the trim below finds the mark moved: finish that move.
                 let existing = store
@@ -739,16 +747,25 @@ impl Inner {
                     .bytes()
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                // Taken over only if it is what a mover of these lines writes: a
+                // contiguous run from `trimmed`, not past `contig`. Anything else
+                // (left by an earlier stream of the same key whose removal failed
+                // half-way) is replaced.
                 let mut end = trimmed;
+                let mut run = true;
                 for row in existing.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
-                    end = line_pos(row)?.saturating_add(1);
+                    run &= line_pos(row).ok() == Some(end);
+                    end = end.saturating_add(1);
                 }
-                (
-                    end,
-                    existing
-                        .len()
-                        .saturating_sub(end.saturating_sub(trimmed) as usize),
-                )
+                if run && end > trimmed && end <= contig {
+                    (end, existing.len().saturating_sub((end - trimmed) as usize))
+                } else {
+                    store
+                        .put(&path, body.into())
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                    (target, moved_bytes)
+                }
             }
             Err(e) => return Err(StoreError::Unavailable(format!("overflow store: {e}"))),
         };
