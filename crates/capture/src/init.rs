@@ -5,7 +5,8 @@ use crate::format::{LogFormat, RunlogEventFormat};
 use crate::stream::{StreamLayer, StreamSink, StreamSlot};
 use std::sync::{Arc, OnceLock};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 
 /// Environment variable holding the level filter (`EnvFilter` syntax).
 pub const FILTER_ENV: &str = "RUNLOG_LOG";
@@ -15,7 +16,10 @@ pub const FILTER_ENV: &str = "RUNLOG_LOG";
 pub struct InitOptions {
     /// Line format for the console, captures and streams.
     pub format: LogFormat,
-    /// Filter directive; when `None`, `RUNLOG_LOG` is read, and `info` is the default.
+    /// Filter directive of the console; when `None`, `RUNLOG_LOG` is read, and `info`
+    /// is the default. Captures and streams get `info` and above whatever it says
+    /// (and what it lets through below that): a quiet console (`runlog run` shows
+    /// errors only) must not empty the engine's log stream or a call's system logs.
     pub filter: Option<String>,
 }
 
@@ -64,19 +68,26 @@ pub fn init(opts: InitOptions) -> CaptureHandle {
                 .clone()
                 .or_else(|| std::env::var(FILTER_ENV).ok())
                 .unwrap_or_else(|| "info".to_owned());
-            let (filter, bad) = match EnvFilter::try_new(&directive) {
-                Ok(f) => (f, None),
-                Err(e) => (EnvFilter::new("info"), Some(e)),
+            let (used, bad) = match EnvFilter::try_new(&directive) {
+                Ok(_) => (directive.clone(), None),
+                Err(e) => ("info".to_owned(), Some(e)),
             };
+            // Per layer, not for the whole subscriber: a span the console filters out
+            // would be disabled for the capture and stream layers too, and a request's
+            // capture or stream could not attach to it.
+            let filter = || EnvFilter::new(&used);
             let slot = StreamSlot::default();
             let console = tracing_subscriber::fmt::layer()
                 .event_format(RunlogEventFormat(opts.format))
-                .with_writer(std::io::stderr);
+                .with_writer(std::io::stderr)
+                .with_filter(filter());
             let subscriber = tracing_subscriber::registry()
-                .with(filter)
                 .with(console)
-                .with(CaptureLayer::new(opts.format))
-                .with(StreamLayer::new(slot.clone(), opts.format));
+                .with(CaptureLayer::new(opts.format).with_filter(LevelFilter::INFO.or(filter())))
+                .with(
+                    StreamLayer::new(slot.clone(), opts.format)
+                        .with_filter(LevelFilter::INFO.or(filter())),
+                );
             let _ = tracing::subscriber::set_global_default(subscriber);
             if let Some(e) = bad {
                 tracing::warn!(target: "runlog::capture", "ignoring {FILTER_ENV}={directive:?} ({e}); using info");
