@@ -5,9 +5,9 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-#[tokio::test]
-async fn serve_prints_working_urls_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// A `runlog serve` on free loopback ports with its data in `dir`, and the fields of
+/// the banner it printed (`field("engine")`, `field("write token")`, …).
+async fn serve(dir: &std::path::Path) -> (tokio::process::Child, impl Fn(&str) -> String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
         .args([
             "serve",
@@ -17,7 +17,7 @@ async fn serve_prints_working_urls_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(dir.path())
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,13 +37,32 @@ async fn serve_prints_working_urls_and_stops_on_sigterm() {
     })
     .await
     .expect("banner printed");
-    let field = |name: &str| {
+    // Whatever it prints later is read too: a closed pipe would fail its writes.
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    let field = move |name: &str| {
         banner
             .iter()
             .find_map(|l| l.trim().strip_prefix(name))
             .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
             .unwrap_or_else(|| panic!("{name} missing in {banner:#?}"))
     };
+    (child, field)
+}
+
+/// Sends SIGTERM to `child` and waits (at most `limit`) for it to exit.
+async fn sigterm(child: &mut tokio::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .expect("stops after SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_prints_working_urls_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, field) = serve(dir.path()).await;
     let service = field("log service");
     let engine = field("engine");
     let write_token = field("write token");
@@ -103,12 +122,7 @@ async fn serve_prints_working_urls_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(destroyed["streams"][0]["archived"], true, "{destroyed}");
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("stops")
-        .unwrap();
+    let status = sigterm(&mut child, Duration::from_secs(60)).await;
     assert!(status.success(), "{status}");
     assert!(
         dir.path().join("engine").is_dir(),
@@ -159,38 +173,7 @@ fn archive_in(data_dir: &std::path::Path, key: &str) -> Option<String> {
 #[tokio::test]
 async fn sigterm_during_a_step_archives_its_stream_before_the_service_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
-        .args([
-            "serve",
-            "--service-addr",
-            "127.0.0.1:0",
-            "--engine-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    while let Some(line) = out.next_line().await.unwrap() {
-        let done = line.contains("runlog run --engine");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    let field = |name: &str| {
-        banner
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("{name} missing in {banner:#?}"))
-    };
+    let (mut child, field) = serve(dir.path()).await;
     let (service, engine) = (field("log service"), field("engine"));
     let (write_token, read_token) = (field("write token"), field("read token"));
     let client = reqwest::Client::new();
@@ -243,12 +226,8 @@ async fn sigterm_during_a_step_archives_its_stream_before_the_service_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops without waiting for the step to end by itself")
-        .unwrap();
+    // Stops without waiting for the step to end by itself.
+    let status = sigterm(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "{status}");
     // The held request got its answer (the step was stopped) or its connection closed.
     let answered = step.await.unwrap();

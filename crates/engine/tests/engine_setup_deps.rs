@@ -268,24 +268,15 @@ async fn a_setup_whose_controller_hangs_up_during_the_install_leaves_no_stage_be
     let (wheels, version) = support::build_fixture_wheel();
     let engine = engine_with_runtime(Some(wheels.path())).await;
     // Another process installing into the same virtualenv: setup waits for its lock.
-    let lock_path = engine
-        .state
-        .functions()
-        .unwrap()
-        .runtime()
-        .config()
-        .venv_dir
-        .with_extension("install.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap();
-    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
+    let held = support::hold_install_lock(
+        &engine
+            .state
+            .functions()
+            .unwrap()
+            .runtime()
+            .config()
+            .venv_dir,
+    );
     let request = tokio::spawn({
         let url = engine.url("/setup");
         let body = json!({"dependencies": {"python": [format!("runlog-fixture-pkg=={version}")]}});

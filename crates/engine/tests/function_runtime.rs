@@ -19,6 +19,19 @@ fn json_call(name: &str, code: &str) -> FunctionRequest {
     }
 }
 
+/// Waits (10 s at most) until process `pid` has exited; fails with `what` otherwise.
+async fn wait_until_gone(pid: u32, what: &str) {
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(std::time::Instant::now() < deadline, "child {pid} {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn run(
     rt: &PythonRuntime,
     req: &FunctionRequest,
@@ -331,18 +344,7 @@ async fn timed_out_call_also_stops_the_processes_it_started() {
         .trim()
         .parse()
         .unwrap();
-    let alive = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child {pid} survived its call"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_gone(pid, "survived its call").await;
 }
 
 #[tokio::test]
@@ -421,18 +423,8 @@ async fn result_that_is_not_json_fails_the_call_clearly() {
 async fn install_waits_while_another_process_installs_into_the_same_venv() {
     let (wheels, version) = support::build_fixture_wheel();
     let config = support::config(Some(wheels.path()));
-    let lock_path = config.venv_dir.with_extension("install.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
     // This test process plays the other engine: it holds the venv's install lock.
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap();
-    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
+    let held = support::hold_install_lock(&config.venv_dir);
     let rt = Arc::new(PythonRuntime::new(config));
     let mut req = json_call(
         "f",
@@ -529,18 +521,7 @@ async fn a_worker_that_dies_takes_the_processes_it_started_with_it() {
         .iter()
         .find_map(|l| l.text.trim().parse().ok())
         .expect("the child's pid was printed");
-    let alive = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child {pid} outlived its worker"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_gone(pid, "outlived its worker").await;
 }
 
 #[tokio::test]

@@ -241,14 +241,7 @@ async fn upload_link_accepts_a_put_of_the_archive_without_a_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let got = api
-        .req(reqwest::Method::GET, "/blob", "linked")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let got = archive_text(&api, "linked").await;
     assert_eq!(got, ndjson);
     // The link is bound to its key: pointing it at another key is refused.
     let forged = link.link.replace("key=linked", "key=other");
@@ -273,29 +266,37 @@ async fn upload_link_accepts_a_put_of_the_archive_without_a_token() {
             .await
             .contains("used already")
     );
-    let kept = api
-        .req(reqwest::Method::GET, "/blob", "linked")
+    let kept = archive_text(&api, "linked").await;
+    assert_eq!(kept, ndjson);
+}
+
+/// The archive of `key`, as text.
+async fn archive_text(api: &Api, key: &str) -> String {
+    api.req(reqwest::Method::GET, "/blob", key)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    assert_eq!(kept, ndjson);
+        .unwrap()
+}
+
+/// A new upload link for `key`.
+async fn new_link(api: &Api, key: &str) -> runlog_protocol::service::LinkResponse {
+    api.req(reqwest::Method::POST, "/blob/link/upload", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn an_upload_link_whose_body_was_refused_can_be_used_again() {
     let svc = TestService::start().await;
     let api = Api::new(&svc, "acc", Scope::Write);
-    let link: runlog_protocol::service::LinkResponse = api
-        .req(reqwest::Method::POST, "/blob/link/upload", "retried")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let link = new_link(&api, "retried").await;
     let r = api
         .http
         .put(&link.link)
@@ -308,14 +309,7 @@ async fn an_upload_link_whose_body_was_refused_can_be_used_again() {
     let r = api.http.put(&link.link).body(ndjson).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // Two links for the same key are two links: each takes its one archive.
-    let other: runlog_protocol::service::LinkResponse = api
-        .req(reqwest::Method::POST, "/blob/link/upload", "retried")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = new_link(&api, "retried").await;
     assert_ne!(other.link, link.link);
     let r = api
         .http
