@@ -229,3 +229,35 @@ async fn an_interrupted_run_stops_the_command_and_exits_130() {
     );
     assert!(!stdout.contains("finished"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_run_interrupted_while_it_starts_exits_130_and_leaves_no_data_behind() {
+    // The embedded stack keeps its data in a temporary directory: under this one.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = runlog(&["run", "--", "sleep", "60"]);
+    cmd.env("TMPDIR", tmp.path());
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no data directory appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

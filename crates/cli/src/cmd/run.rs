@@ -67,6 +67,9 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The exit code of an interrupted run, as a shell reports a command ended by SIGINT.
+const INTERRUPTED: i32 = 130;
+
 /// Where the run happens: a remote engine, or one started here.
 struct Target {
     engine_url: String,
@@ -91,7 +94,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Sets up, runs, follows and destroys; returns the command's exit code.
 pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
-    let target = target(&args).await?;
+    // Listened to from the start: a Ctrl-C while the embedded stack starts or the
+    // stage is set up must still clean up (the default action would kill the process
+    // and leave the embedded data directory behind).
+    let interrupted = super::service::shutdown_signal_from_now();
+    tokio::pin!(interrupted);
+    let target = tokio::select! {
+        t = target(&args) => t?,
+        () = &mut interrupted => return Ok(INTERRUPTED),
+    };
     let key = match &args.key {
         Some(k) => k.clone(),
         None => StreamKey::new(default_key())?,
@@ -122,14 +133,24 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
 
-    post(
+    let setup = post(
         "/setup",
         json!({
             "le_log_key": engine_key,
             "log_config": {"url": target.service_url, "account_id": target.account, "token": target.token, "indirect_upload": true},
         }),
-    )
-    .await?;
+    );
+    tokio::select! {
+        r = setup => drop(r?),
+        () = &mut interrupted => {
+            // The setup may have happened: undo it.
+            let _ = post("/destroy", json!({})).await;
+            if let Some((stack, _dir)) = target.stack {
+                stack.shutdown().await?;
+            }
+            return Ok(INTERRUPTED);
+        }
+    }
     let mut step = json!({
         "id": "run",
         "command": args.command,
@@ -174,7 +195,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     // `None`: interrupted (Ctrl-C, SIGTERM); the stage is destroyed all the same.
     let outcome = tokio::select! {
         r = outcome => Some(r),
-        () = super::service::shutdown_signal() => None,
+        () = &mut interrupted => None,
     };
     // Destroy flushes and uploads every archive, which takes a while for a long log:
     // say so on a terminal (and print nothing on a pipe).
@@ -195,8 +216,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     }
     let Some(result) = outcome else {
         eprintln!("runlog: interrupted; the command was stopped");
-        // As a shell reports a command ended by SIGINT.
-        return Ok(130);
+        return Ok(INTERRUPTED);
     };
     let result = result?;
     if let Some(e) = &result.error {

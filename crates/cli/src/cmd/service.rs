@@ -137,6 +137,33 @@ pub async fn run_until(
     Ok(())
 }
 
+/// [`shutdown_signal`], listening from the moment it is called rather than from its
+/// first poll: a signal that comes before the future is awaited still counts (and
+/// no longer kills the process by the default action).
+pub fn shutdown_signal_from_now() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (int, term) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
+                }
+                _ => shutdown_signal().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal()
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
