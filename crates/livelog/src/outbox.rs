@@ -60,9 +60,31 @@ pub(crate) fn store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<
         std::fs::copy(spool, &target)?;
         std::fs::remove_file(spool)?;
     }
-    let json = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
-    write_private(&entry_dir.join(META), &json, true)?;
+    write_entry(&entry_dir, entry)?;
     Ok(entry_dir)
+}
+
+/// Finishes a [`store`] that moved `spool` into its entry but did not write the entry
+/// file (a full disk, a crash in between): without that file the entry is never
+/// listed, and its history never sent. Nothing to do when there is no such entry.
+pub(crate) fn finish_store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<()> {
+    let Some(name) = spool.file_stem() else {
+        return Ok(());
+    };
+    let entry_dir = dir.join(name);
+    if entry_dir.join(ARCHIVE).is_file() && !entry_dir.join(META).is_file() {
+        write_entry(&entry_dir, entry)?;
+    }
+    Ok(())
+}
+
+/// Writes the entry file: to a temporary name first, then renamed, so a deliverer
+/// never reads half of one (an entry is listed by its entry file).
+fn write_entry(entry_dir: &Path, entry: &Entry) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
+    let tmp = entry_dir.join(format!(".{META}.tmp"));
+    write_private(&tmp, &json, true)?;
+    std::fs::rename(&tmp, entry_dir.join(META))
 }
 
 /// Writes `bytes` to `path`, readable by its owner only (synced to disk when `sync`);

@@ -120,8 +120,11 @@ fn adopt(dir: &Path, path: &Path) -> std::io::Result<()> {
             cut_partial_row(&stored.spool)?;
             crate::outbox::store(dir, &stored.spool, &stored.entry)?;
         }
-        // Archived, or moved to the outbox, before the process died.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Archived, or moved to the outbox, before the process died; a move whose
+        // entry file was never written is finished now, or nothing would send it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::outbox::finish_store(dir, &stored.spool, &stored.entry)?;
+        }
         Err(e) => return Err(e),
     }
     std::fs::remove_file(path)
@@ -141,51 +144,46 @@ fn same_file(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
-/// A killed writer may leave its last row half-written, and a reused spool file an
-/// older history after its own (past the end mark, see [`crate::spool`]): the archive
-/// ends at the last complete row before the mark.
+/// Cuts a killed writer's spool to its history. A writer's rows are numbered 0, 1,
+/// 2, … without a gap, so the history ends before the first row that is cut short,
+/// is not JSON, is numbered otherwise or holds the end mark
+/// ([`crate::spool::END_OF_ROWS`]). What follows is not this history: half a row, or
+/// in a reused spool file an older history — whose end mark a write torn by the kill
+/// may have overwritten, so the mark alone is not enough.
 fn cut_partial_row(spool: &Path) -> std::io::Result<()> {
     let mut f = File::options().read(true).write(true).open(spool)?;
-    let len = match end_mark(&mut f)? {
-        Some(at) => {
-            f.set_len(at)?;
-            at
-        }
-        None => f.metadata()?.len(),
-    };
-    let mut end = len;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(chunk)?;
-        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
-            let keep = start + i as u64 + 1;
-            if keep < len {
-                f.set_len(keep)?;
-            }
-            return Ok(());
-        }
-        end = start;
+    let len = f.metadata()?.len();
+    let end = history_end(&mut f)?;
+    if end < len {
+        f.set_len(end)?;
     }
-    f.set_len(0)
+    Ok(())
 }
 
-/// Offset of the first [`crate::spool::END_OF_ROWS`] byte, if any.
-fn end_mark(f: &mut File) -> std::io::Result<Option<u64>> {
+/// Length of the run of rows numbered 0, 1, 2, … at the start of `f`.
+fn history_end(f: &mut File) -> std::io::Result<u64> {
+    use std::io::BufRead as _;
+    #[derive(serde::Deserialize)]
+    struct Numbered {
+        pos: u64,
+    }
     f.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut at = 0u64;
+    let mut rows = std::io::BufReader::with_capacity(256 * 1024, &mut *f);
+    let (mut end, mut next) = (0u64, 0u64);
+    let mut row = Vec::new();
     loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(None);
+        row.clear();
+        let n = rows.read_until(b'\n', &mut row)?;
+        let Some(body) = row.strip_suffix(b"\n") else {
+            return Ok(end); // the end of the file, or a row cut short
+        };
+        let numbered = !body.contains(&crate::spool::END_OF_ROWS)
+            && serde_json::from_slice::<Numbered>(body).is_ok_and(|r| r.pos == next);
+        if !numbered {
+            return Ok(end);
         }
-        if let Some(i) = memchr::memchr(crate::spool::END_OF_ROWS, &buf[..n]) {
-            return Ok(Some(at + i as u64));
-        }
-        at += n as u64;
+        next += 1;
+        end += n as u64;
     }
 }
 
@@ -240,6 +238,45 @@ mod tests {
         let archive = std::fs::read(outbox.join("livelog-4").join("archive.ndjson"))
             .expect("archive in the outbox");
         assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
+    }
+
+    #[test]
+    fn a_reused_spool_whose_end_mark_a_torn_write_overwrote_ends_at_its_own_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-6.ndjson");
+        // This history's rows, then the start of a row whose write the kill tore
+        // (the mark would have followed it), then an older history that parses too.
+        std::fs::write(
+            &spool,
+            b"{\"pos\":0}\n{\"pos\":1}\n{\"pos\":2,\"out\":\"x{\"pos\":5,\"old\":true}\n{\"pos\":6,\"old\":true}\n",
+        )
+        .expect("spool");
+        drop(create(&outbox, &spool, &entry()).expect("record"));
+        assert!(adopt_orphans(&outbox).is_empty());
+        let archive = std::fs::read(outbox.join("livelog-6").join("archive.ndjson"))
+            .expect("archive in the outbox");
+        assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
+    }
+
+    #[test]
+    fn a_spool_moved_into_the_outbox_without_its_entry_file_is_finished() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-5.ndjson");
+        std::fs::write(&spool, b"{\"pos\":0}\n").expect("spool");
+        drop(create(&outbox, &spool, &entry()).expect("record"));
+        // What a store that failed half-way leaves: the history moved, no entry file.
+        let entry_dir = outbox.join("livelog-5");
+        std::fs::create_dir_all(&entry_dir).expect("entry dir");
+        std::fs::rename(&spool, entry_dir.join("archive.ndjson")).expect("move");
+        assert!(adopt_orphans(&outbox).is_empty());
+        let written: Entry = serde_json::from_slice(
+            &std::fs::read(entry_dir.join("entry.json")).expect("the entry file is written"),
+        )
+        .expect("an entry");
+        assert_eq!(written.key, "k");
+        assert!(!outbox.join("livelog-5.recover.json").exists());
     }
 
     #[cfg(unix)]
