@@ -13,6 +13,7 @@ const ROW_HEIGHT = 18; // px; must match .row in viewer.css
 // scroll positions map onto lines proportionally instead of one pixel per pixel.
 const MAX_SPACER = 8_000_000;
 const SEARCH_SLICE = 50_000; // lines searched between yields to the event loop
+const MAX_DRAWN = 16_384; // characters of one line drawn in its row
 
 const $ = (id) => document.getElementById(id);
 const viewport = $("viewport");
@@ -191,7 +192,9 @@ function markOnce(name) {
 function fillRow(row, i) {
   const line = parsed(i);
   const number = line.pos + 1;
-  const stamp = `${i}|${number === highlight?.from}|${searchGeneration}|${i === currentMatchLine()}`;
+  const lit = Boolean(highlight && number >= highlight.from && number <= highlight.to);
+  // Everything the row shows that can change without its line changing.
+  const stamp = `${i}|${lit}|${searchGeneration}|${i === currentMatchLine()}`;
   row.hidden = false;
   if (row.dataset.stamp === stamp) return;
   row.dataset.stamp = stamp;
@@ -205,8 +208,7 @@ function fillRow(row, i) {
   const level = line.level.toLowerCase();
   lv.textContent = level.slice(0, 5).toUpperCase();
   lv.className = "lv lv-" + (/^[a-z]+$/.test(level) ? level : "other");
-  const lit = highlight && number >= highlight.from && number <= highlight.to;
-  row.classList.toggle("highlighted", Boolean(lit));
+  row.classList.toggle("highlighted", lit);
   if (lit) markOnce("runlog:linked-line-shown");
   row.classList.toggle("current-match", i === currentMatchLine());
   drawText(tx, line.out);
@@ -215,7 +217,10 @@ function fillRow(row, i) {
 /** Styled spans for the text, with search matches wrapped in <mark>. */
 function drawText(el, out) {
   el.replaceChildren();
-  const segments = parseAnsi(out);
+  // A line of megabytes (or of millions of colour codes) would freeze the tab: a row
+  // shows its start; the downloads have it whole.
+  const cut = out.length > MAX_DRAWN;
+  const segments = parseAnsi(cut ? out.slice(0, MAX_DRAWN) : out);
   const ranges = query ? matchRanges(segments.map((s) => s.text).join("")) : [];
   let offset = 0;
   let r = 0;
@@ -242,6 +247,12 @@ function drawText(el, out) {
       at = end;
     }
     offset += seg.text.length;
+  }
+  if (cut) {
+    const more = document.createElement("span");
+    more.className = "cut";
+    more.textContent = ` … ${(out.length - MAX_DRAWN).toLocaleString("en")} more characters (download the log for the whole line)`;
+    el.append(more);
   }
 }
 
@@ -332,6 +343,7 @@ let matches = []; // line indexes, ascending
 let searched = 0; // lines examined for the current query
 let current = -1; // index into matches
 let searchGeneration = 0;
+let searchRun = 0;
 let searchTimer = 0;
 
 const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -348,8 +360,11 @@ function matchRanges(text) {
 
 function lineMatches(i) {
   // The JSON-escaped query can only be absent from the raw row if the text lacks it,
-  // so most rows are rejected without parsing.
-  if (!rawPattern.test(raws[i])) return false;
+  // so most rows are rejected without parsing — unless the row spells characters in
+  // another way than JSON.stringify does (`\u` escapes: colour codes, non-ASCII from
+  // some encoders; `\/`): those rows are always parsed.
+  const raw = raws[i];
+  if (!/\\[u/]/.test(raw) && !rawPattern.test(raw)) return false;
   return stripAnsi(parsed(i).out).toLowerCase().includes(queryLower);
 }
 
@@ -369,7 +384,9 @@ async function runSearch() {
   matches = [];
   current = -1;
   searchGeneration++;
-  const generation = searchGeneration;
+  // Its own counter: jumping to a match or toggling the filter redraws rows
+  // (`searchGeneration`) but must not stop a search still under way.
+  const run = ++searchRun;
   rawPattern = query ? new RegExp(escapeRegExp(JSON.stringify(query).slice(1, -1)), "i") : null;
   searched = -1; // live lines wait until this pass is done
   if (!query) {
@@ -385,7 +402,7 @@ async function runSearch() {
     if (lineMatches(i)) matches.push(i);
     if (i % SEARCH_SLICE === SEARCH_SLICE - 1) {
       await new Promise((r) => setTimeout(r, 0)); // keep the page responsive
-      if (generation !== searchGeneration) return; // a newer query replaced this one
+      if (run !== searchRun) return; // a newer query replaced this one
     }
   }
   searched = total;

@@ -202,6 +202,27 @@ async fn line_link_scrolls_to_and_highlights_line_42() {
         )
         .await;
     assert_eq!(range, json!(["100", "101", "102", "103"]));
+    // A range grown or shrunk from the same first line (the view does not move).
+    browser
+        .eval("location.hash = '#L100-L106'; return true", vec![])
+        .await;
+    browser
+        .wait_for(
+            "the grown range",
+            "return document.querySelectorAll('.row.highlighted').length === 7 || null",
+        )
+        .await;
+    browser
+        .eval("location.hash = '#L100'; return true", vec![])
+        .await;
+    let one = browser
+        .wait_for(
+            "the range shrunk to one line",
+            "const r = [...document.querySelectorAll('.row.highlighted')].map(e => e.dataset.line);
+             return r.length === 1 ? r : null",
+        )
+        .await;
+    assert_eq!(one, json!(["100"]));
     browser.screenshot("viewer-line-link").await;
     browser.quit().await;
     svc.shutdown().await;
@@ -263,7 +284,96 @@ async fn search_finds_a_marker_in_a_200_000_line_stream() {
         )
         .await;
     assert_eq!(counter, json!("1 / 1"));
+    // Enter again while a search over the 200 000 lines is still under way (it
+    // jumps to the next match): the search goes on to the end.
+    browser
+        .eval(
+            "document.getElementById('search').value = ''; return true",
+            vec![],
+        )
+        .await;
+    browser.type_into("#search", "line 1\u{E007}\u{E007}").await;
+    // "line 1" is in lines 1, 10–19, 100–199, … 100 000–199 999, but the marker's.
+    let count = browser
+        .wait_for(
+            "every match counted",
+            "return document.body.dataset.matches === '111110' ? document.body.dataset.matches : null",
+        )
+        .await;
+    assert_eq!(count, json!("111110"));
     browser.screenshot("viewer-search-200k").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn search_sees_the_text_as_shown_and_a_huge_line_is_drawn_cut() {
+    let (svc, api, read) = setup().await;
+    api.open("spelled").await;
+    // A body as other JSON encoders write it: colour codes between the words, a
+    // non-ASCII letter and a slash escaped.
+    let body = concat!(
+        r#"[{"level":"info","pos":0,"out":"\u001b[31merror:\u001b[0m disk full\n","time":"2026-11-20T10:00:00.000Z"},"#,
+        r#"{"level":"info","pos":1,"out":"caf\u00e9 on a\/b\n","time":"2026-11-20T10:00:00.000Z"}]"#
+    );
+    let r = api
+        .req(reqwest::Method::PUT, "/stream", "spelled")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // One line of 1 000 000 characters, a colour code every 6.
+    let huge = "\u{1b}[1mab".repeat(166_667);
+    api.put_ok(
+        "spelled",
+        &[json!({"level": "info", "pos": 2, "out": huge, "time": "2026-11-20T10:00:00.000Z"})],
+    )
+    .await;
+    api.close("spelled", false).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "spelled", &read, "")).await;
+    browser
+        .wait_for(
+            "the stream",
+            "return document.body.dataset.state === 'closed' || null",
+        )
+        .await;
+    for (query, line) in [("error: disk", "1"), ("café", "2"), ("a/b", "2")] {
+        browser
+            .eval(
+                "document.getElementById('search').value = ''; return true",
+                vec![],
+            )
+            .await;
+        browser
+            .type_into("#search", &format!("{query}\u{E007}"))
+            .await;
+        let found = browser
+            .wait_for(
+                "a match",
+                "return document.body.dataset.matches === '1' ? document.body.dataset.currentMatch : null",
+            )
+            .await;
+        assert_eq!(found, json!(line), "{query}");
+    }
+    let huge_row = browser
+        .wait_for(
+            "the huge line drawn",
+            "const r = [...document.querySelectorAll('.row:not([hidden])')].find(e => e.dataset.line === '3');
+             return r ? {spans: r.querySelectorAll('.tx span').length, cut: r.querySelector('.cut')?.textContent ?? ''} : null",
+        )
+        .await;
+    assert!(huge_row["spans"].as_u64().unwrap() <= 16_384, "{huge_row}");
+    assert!(
+        huge_row["cut"]
+            .as_str()
+            .unwrap()
+            .contains("more characters"),
+        "{huge_row}"
+    );
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
