@@ -13,7 +13,7 @@ function freshStyle() {
 }
 
 /** A terminal's handling of `\r`: the text after the last carriage return wins. */
-function afterCarriageReturn(text) {
+export function afterCarriageReturn(text) {
   const trimmed = text.endsWith("\r\n") ? text.slice(0, -2) : text.endsWith("\n") ? text.slice(0, -1) : text;
   const cr = trimmed.lastIndexOf("\r");
   return cr >= 0 && cr < trimmed.length - 1 ? trimmed.slice(cr + 1) : trimmed.replace(/\r$/, "");

@@ -6,7 +6,7 @@
 // object graph per line, and the DOM never holds more than a screenful of rows.
 
 import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure, linkRefusal } from "./common.js";
-import { parseAnsi, stripAnsi, styleSpan, isStyled } from "./ansi.js";
+import { afterCarriageReturn, parseAnsi, stripAnsi, styleSpan, isStyled } from "./ansi.js";
 
 const ROW_HEIGHT = 18; // px; must match .row in viewer.css
 // Browsers cap element heights (Chrome ~33.5M px, Firefox ~17.9M px). Beyond this,
@@ -219,8 +219,10 @@ function drawText(el, out) {
   el.replaceChildren();
   // A line of megabytes (or of millions of colour codes) would freeze the tab: a row
   // shows its start; the downloads have it whole.
-  const cut = out.length > MAX_DRAWN;
-  const segments = parseAnsi(cut ? out.slice(0, MAX_DRAWN) : out);
+  // Cut what the line shows: after a progress bar's carriage returns, not before.
+  const shown = afterCarriageReturn(out);
+  const cut = shown.length > MAX_DRAWN;
+  const segments = parseAnsi(cut ? shown.slice(0, MAX_DRAWN) : shown);
   const ranges = query ? matchRanges(segments.map((s) => s.text).join("")) : [];
   let offset = 0;
   let r = 0;
@@ -251,7 +253,7 @@ function drawText(el, out) {
   if (cut) {
     const more = document.createElement("span");
     more.className = "cut";
-    more.textContent = ` … ${(out.length - MAX_DRAWN).toLocaleString("en")} more characters (download the log for the whole line)`;
+    more.textContent = ` … ${(shown.length - MAX_DRAWN).toLocaleString("en")} more characters (download the log for the whole line)`;
     el.append(more);
   }
 }

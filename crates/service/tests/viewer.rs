@@ -332,6 +332,14 @@ async fn search_sees_the_text_as_shown_and_a_huge_line_is_drawn_cut() {
         &[json!({"level": "info", "pos": 2, "out": huge, "time": "2026-11-20T10:00:00.000Z"})],
     )
     .await;
+    // A progress bar redrawn with carriage returns, longer than a row draws: what
+    // it shows is its last frame.
+    let progress = format!("{}\rdone 100%\n", "downloading... ".repeat(2_000));
+    api.put_ok(
+        "spelled",
+        &[json!({"level": "info", "pos": 3, "out": progress, "time": "2026-11-20T10:00:00.000Z"})],
+    )
+    .await;
     api.close("spelled", false).await;
     let browser = Browser::start().await;
     browser.goto(&page(&svc, "spelled", &read, "")).await;
@@ -374,6 +382,14 @@ async fn search_sees_the_text_as_shown_and_a_huge_line_is_drawn_cut() {
             .contains("more characters"),
         "{huge_row}"
     );
+    let progress_row = browser
+        .wait_for(
+            "the progress line drawn",
+            "const r = [...document.querySelectorAll('.row:not([hidden])')].find(e => e.dataset.line === '4');
+             return r ? r.querySelector('.tx').textContent : null",
+        )
+        .await;
+    assert_eq!(progress_row, json!("done 100%"));
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;

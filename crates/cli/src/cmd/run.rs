@@ -143,10 +143,15 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     tokio::select! {
         r = setup => drop(r?),
         () = &mut interrupted => {
-            // The setup may have happened: undo it.
-            let _ = post("/destroy", json!({})).await;
-            if let Some((stack, _dir)) = target.stack {
-                stack.shutdown().await?;
+            match target.stack {
+                // Stopping the embedded engine destroys whatever stage it set up.
+                Some((stack, _dir)) => stack.shutdown().await?,
+                // A shared engine's stage may be another controller's (ours may still
+                // be waiting for it): not destroyed blindly.
+                None => eprintln!(
+                    "runlog: interrupted during setup; if it went through, /destroy the stage on {}",
+                    target.engine_url
+                ),
             }
             return Ok(INTERRUPTED);
         }
@@ -206,7 +211,15 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let destroyed = post("/destroy", json!({})).await;
+    // A second Ctrl-C (or SIGTERM) gives up on an engine that does not answer.
+    let destroyed = tokio::select! {
+        r = post("/destroy", json!({})) => r,
+        () = super::service::shutdown_signal() => {
+            spinner.finish_and_clear();
+            eprintln!("runlog: interrupted again; the stage was not destroyed");
+            return Ok(INTERRUPTED);
+        }
+    };
     spinner.finish_and_clear();
     if let Some((stack, _dir)) = target.stack {
         stack.shutdown().await?;
