@@ -199,20 +199,18 @@ async fn a_command_stopped_by_its_timeout_never_exits_0() {
     assert!(stderr.contains("timed out"), "{stderr}");
 }
 
-#[tokio::test]
-async fn an_interrupted_run_stops_the_command_and_exits_130() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("started");
-    let script = format!("touch {}; sleep 60; echo finished", marker.display());
-    let mut cmd = runlog(&["run", "--", "sh", "-c", &script]);
+/// Starts `cmd`, sends it SIGINT once `started` holds, and checks that it exits 130;
+/// returns its output.
+async fn interrupted_once(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    started: impl Fn() -> bool,
+) -> std::process::Output {
     let child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while !started() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
@@ -220,13 +218,24 @@ async fn an_interrupted_run_stops_the_command_and_exits_130() {
         .await
         .expect("stops well before the command would have ended")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
         Some(130),
-        "stderr: {}",
+        "{:?}; stderr: {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[tokio::test]
+async fn an_interrupted_run_stops_the_command_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("touch {}; sleep 60; echo finished", marker.display());
+    let cmd = runlog(&["run", "--", "sh", "-c", &script]);
+    let out = interrupted_once(cmd, "the command started", || marker.exists()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("finished"), "{stdout}");
 }
 
@@ -236,28 +245,8 @@ async fn a_run_interrupted_while_it_starts_exits_130_and_leaves_no_data_behind()
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = runlog(&["run", "--", "sleep", "60"]);
     cmd.env("TMPDIR", tmp.path());
-    let child = cmd.spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no data directory appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("stops")
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{:?}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let has_data = || std::fs::read_dir(tmp.path()).unwrap().next().is_some();
+    interrupted_once(cmd, "a data directory appeared", has_data).await;
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

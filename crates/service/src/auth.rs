@@ -77,7 +77,8 @@ fn mac(secret: &[u8]) -> HmacSha256 {
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
-fn now_secs() -> u64 {
+/// The current Unix time in seconds, as token and upload-link expiries count it.
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

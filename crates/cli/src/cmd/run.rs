@@ -97,7 +97,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     // Listened to from the start: a Ctrl-C while the embedded stack starts or the
     // stage is set up must still clean up (the default action would kill the process
     // and leave the embedded data directory behind).
-    let interrupted = super::service::shutdown_signal_from_now();
+    let interrupted = super::service::shutdown_signal();
     tokio::pin!(interrupted);
     let target = tokio::select! {
         t = target(&args) => t?,

@@ -137,52 +137,37 @@ pub async fn run_until(
     Ok(())
 }
 
-/// [`shutdown_signal`], listening from the moment it is called rather than from its
-/// first poll: a signal that comes before the future is awaited still counts (and
-/// no longer kills the process by the default action).
-pub fn shutdown_signal_from_now() -> impl std::future::Future<Output = ()> {
+/// Resolves on the first SIGINT or SIGTERM after the call. The handlers are in place
+/// from the call on, not from the first poll: a signal that comes before the future
+/// is awaited (`runlog run` starting its embedded stack) still counts, rather than
+/// killing the process by the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            let handler = signal(kind);
+            async move {
+                match handler {
+                    Ok(mut s) => drop(s.recv().await),
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+        };
         let (int, term) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
+            listen(SignalKind::interrupt()),
+            listen(SignalKind::terminate()),
         );
         async move {
-            match (int, term) {
-                (Ok(mut int), Ok(mut term)) => {
-                    tokio::select! {
-                        _ = int.recv() => {},
-                        _ = term.recv() => {},
-                    }
-                }
-                _ => shutdown_signal().await,
+            tokio::select! {
+                () = int => {},
+                () = term => {},
             }
         }
     }
     #[cfg(not(unix))]
-    shutdown_signal()
-}
-
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+    async {
         let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 

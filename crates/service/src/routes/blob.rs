@@ -200,10 +200,10 @@ pub async fn upload_signed(
         &q.sig,
     )
     .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if !st.used_links().claim(&q.sig, q.expires, now) {
+    if !st
+        .used_links()
+        .claim(&q.sig, q.expires, crate::auth::now_secs())
+    {
         return Err(ApiError::Conflict(
             "this upload link was used already; ask for a new one".into(),
         ));

@@ -943,10 +943,8 @@ impl StreamStore for RedisStreamStore {
         id: &StreamId,
         idle_since: SystemTime,
     ) -> Result<Option<StreamMeta>, StoreError> {
-        let ms = idle_since
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.close_unless_active_after(id, Some(ms)).await
+        self.close_unless_active_after(id, Some(unix_ms(idle_since)))
+            .await
     }
 
     async fn remove_if_unchanged(
@@ -956,9 +954,7 @@ impl StreamStore for RedisStreamStore {
     ) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let keys = inner.keys(id);
-        let ms = closed_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let ms = unix_ms(closed_at);
         let status: i64 = inner
             .scripts
             .remove_if_unchanged
@@ -1362,8 +1358,12 @@ fn meta_from_fields(id: StreamId, fields: &HashMap<String, String>) -> StreamMet
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms(SystemTime::now())
+}
+
+/// `t` in milliseconds since the Unix epoch, as stream activity is kept in Redis.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
