@@ -7,7 +7,9 @@ use runlog_protocol::key::{MAX_ACCOUNT_LEN, MAX_KEY_LEN};
 use runlog_protocol::{AccountId, StreamKey};
 
 fn allowed(c: char, slash: bool) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (slash && c == '/')
+    c.is_ascii_alphanumeric()
+        || matches!(c, '.' | '_' | '-')
+        || (slash && matches!(c, '/' | ':' | '$'))
 }
 
 fn check_safe(name: &str, max: usize, slash: bool) {

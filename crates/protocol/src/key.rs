@@ -1,16 +1,24 @@
 //! Validated names: stream keys and account ids.
 //!
 //! Validation happens here, once, before a name reaches any store. Stores map keys
-//! to file paths and object names, so the rules exclude everything that could
+//! to file paths and object names (through the service's one mapping,
+//! `runlog_service::store::names`), so the rules exclude everything that could
 //! escape a directory or alias another key: `..` and `.` segments, empty segments,
-//! a leading or trailing `/`, and any byte outside `[A-Za-z0-9._/-]` (which also
-//! rules out NUL, `\`, `%`-encodings and non-ASCII look-alikes).
+//! a leading or trailing `/`, and any byte outside `[A-Za-z0-9._:$/-]` (which also
+//! rules out NUL and other control characters, `\`, `%`-encodings and non-ASCII
+//! look-alikes).
+//!
+//! `:` and `$` are in the key alphabet because Harness pipelines name their streams
+//! `accountId:abc/orgId:default/…/level2:s1/addon:20004` and Harness identifiers may
+//! contain `$`; both are plain bytes in a file or object name. Account ids keep the
+//! narrower alphabet.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
-/// Longest accepted stream key, in bytes.
-pub const MAX_KEY_LEN: usize = 512;
+/// Longest accepted stream key, in bytes (Harness keys name a pipeline's whole
+/// path of stages and steps; 1024 leaves room for deep ones).
+pub const MAX_KEY_LEN: usize = 1024;
 /// Longest accepted account id, in bytes.
 pub const MAX_ACCOUNT_LEN: usize = 128;
 
@@ -42,7 +50,8 @@ pub enum KeyError {
         found: char,
         /// Its byte offset.
         at: usize,
-        /// Whether `/` is allowed (for the message).
+        /// The characters allowed besides `A-Z a-z 0-9 . _ -`, as the message lists
+        /// them (`": $ / "` for keys, `""` for account ids).
         slash: &'static str,
     },
     /// A path segment that could escape or alias (`..`, `.`, empty).
@@ -57,7 +66,14 @@ pub enum KeyError {
     },
 }
 
-fn check(s: &str, what: &'static str, max: usize, allow_slash: bool) -> Result<(), KeyError> {
+/// Whether `c` may appear in a key (`key == true`) or an account id.
+fn allowed(c: char, key: bool) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '.' | '_' | '-')
+        || (key && matches!(c, '/' | ':' | '$'))
+}
+
+fn check(s: &str, what: &'static str, max: usize, key: bool) -> Result<(), KeyError> {
     if s.is_empty() {
         return Err(KeyError::Empty { what });
     }
@@ -69,14 +85,12 @@ fn check(s: &str, what: &'static str, max: usize, allow_slash: bool) -> Result<(
         });
     }
     for (at, c) in s.char_indices() {
-        let ok =
-            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (allow_slash && c == '/');
-        if !ok {
+        if !allowed(c, key) {
             return Err(KeyError::BadChar {
                 what,
                 found: c,
                 at,
-                slash: if allow_slash { "/ " } else { "" },
+                slash: if key { ": $ / " } else { "" },
             });
         }
     }
@@ -141,12 +155,13 @@ macro_rules! validated_name {
 }
 
 validated_name!(
-    /// A stream key: 1–512 bytes of `[A-Za-z0-9._/-]`, `/`-separated segments, none
-    /// of them empty, `.` or `..`.
+    /// A stream key: 1–1024 bytes of `[A-Za-z0-9._:$/-]`, `/`-separated segments,
+    /// none of them empty, `.` or `..`.
     ///
     /// ```
     /// use runlog_protocol::StreamKey;
     /// assert!(StreamKey::new("stage-1/step-2.log").is_ok());
+    /// assert!(StreamKey::new("accountId:abc/level2:s$1/addon:20004").is_ok());
     /// assert!(StreamKey::new("a/../../b").is_err());
     /// assert!(StreamKey::new("/etc/passwd").is_err());
     /// ```
@@ -187,10 +202,42 @@ mod tests {
             "key with space",
             "ключ",
             "a\nb",
+            "a\tb",
+            "a\x7fb",
+            "a:b/../c",
+            "$/./x",
+            "a%3Ab",
+            "a+b",
+            "a?b",
+            "a#b",
+            "a~b",
         ] {
             assert!(StreamKey::new(bad).is_err(), "{bad:?} should be refused");
         }
-        assert!(StreamKey::new("x".repeat(513)).is_err());
+        assert!(StreamKey::new("x".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn harness_keys_are_accepted() {
+        for good in [
+            "accountId:abc/orgId:default/projectId:p/pipelineId:x/runSequence:1/level0:pipeline/level1:stages/level2:s1/addon:20004",
+            "accountId:kmpySmUISimoRrJL6NL73w/orgId:default/projectId:p$1/pipelineId:_x$/runSequence:42/level0:pipeline",
+            "$",
+            ":",
+            "a:/b",
+            &"k".repeat(MAX_KEY_LEN),
+            &format!("{}/{}", "a".repeat(600), "b".repeat(MAX_KEY_LEN - 601)),
+        ] {
+            assert!(StreamKey::new(good).is_ok(), "{good:?} should be accepted");
+        }
+        assert!(
+            AccountId::new("a:b").is_err(),
+            "account ids keep their alphabet"
+        );
+        assert!(
+            AccountId::new("a$b").is_err(),
+            "account ids keep their alphabet"
+        );
     }
 
     #[test]
@@ -221,12 +268,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn accepted_keys_never_escape(s in "[A-Za-z0-9._/-]{1,40}") {
+        fn accepted_keys_never_escape(s in "[A-Za-z0-9._:$/\\\\%-]{1,40}") {
             if let Ok(k) = StreamKey::new(s) {
                 let k = k.as_str();
                 prop_assert!(!k.starts_with('/'));
                 prop_assert!(!k.ends_with('/'));
                 prop_assert!(k.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+                prop_assert!(!k.contains('\\') && !k.contains('%'));
             }
         }
     }
