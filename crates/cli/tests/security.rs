@@ -20,6 +20,15 @@ const MASK: &str = livelog::mask::MASK;
 
 /// The `runlog engine` binary on 127.0.0.1:0, with its console log collected.
 fn start_engine(data_dir: &std::path::Path, token: Option<&str>) -> (Watched, String) {
+    start_engine_with(data_dir, token, |_| {})
+}
+
+/// [`start_engine`] with `more` flags or environment for the engine process.
+fn start_engine_with(
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    more: impl FnOnce(&mut Command),
+) -> (Watched, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runlog"));
     cmd.arg("engine")
         .arg("--addr")
@@ -31,6 +40,7 @@ fn start_engine(data_dir: &std::path::Path, token: Option<&str>) -> (Watched, St
     if let Some(t) = token {
         cmd.arg("--token").arg(t);
     }
+    more(&mut cmd);
     let engine = Watched::spawn(cmd).expect("spawn runlog engine");
     let line = engine
         .wait_for_line(Duration::from_secs(60), |l| {
@@ -663,5 +673,218 @@ async fn engine_with_a_token_refuses_requests_without_it() {
     assert!(
         !engine.output().contains(token),
         "the engine logged its own token"
+    );
+}
+
+/// A page of another origin, served on its own loopback port, that tries what a
+/// hostile site would: `no-cors` POSTs (no preflight) with a text/plain body and a
+/// form-encoded one, then sets its title so the test knows it is done.
+fn hostile_page(engine: &str, proof: &std::path::Path) -> String {
+    let step = json!({"id": "csrf", "script": format!("id > {}", proof.display())}).to_string();
+    format!(
+        r#"<!doctype html><title>working</title><script>
+const engine = {engine:?};
+const opts = (body, type) => ({{method: "POST", mode: "no-cors", headers: {{"Content-Type": type}}, body}});
+(async () => {{
+  for (const type of ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded"]) {{
+    await fetch(engine + "/setup", opts("{{}}", type)).catch(() => {{}});
+    await fetch(engine + "/step", opts({step:?}, type)).catch(() => {{}});
+  }}
+  document.title = "done";
+}})();
+</script>"#
+    )
+}
+
+/// The engine's count of callers refused as browsers, from its `/metrics`.
+async fn refused_callers(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("runlog_engine_refused_callers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no error count in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_of_another_origin_cannot_make_the_engine_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let proof = dir.path().join("proof");
+    let (_engine, url) = start_engine(dir.path(), None);
+    let page = hostile_page(&url, &proof);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = format!("http://{}/", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::Client::new();
+    let refused_before = refused_callers(&http, &url).await;
+    let browser = runlog_testkit::browser::Browser::start().await;
+    browser.goto(&site).await;
+    browser
+        .wait_for("the page's requests", "return document.title === 'done'")
+        .await;
+    browser.quit().await;
+    assert!(
+        !proof.exists(),
+        "a web page ran a command through the engine"
+    );
+    // Every request the page made reached the engine and was refused.
+    let refused = refused_callers(&http, &url).await - refused_before;
+    assert!(
+        refused >= 4,
+        "the engine refused {refused} of the page's 4 requests"
+    );
+
+    // What a page sent, with the headers a browser adds, is refused with a reason...
+    for (name, value) in [
+        ("origin", site.trim_end_matches('/')),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let resp = http
+            .post(format!("{url}/setup"))
+            .header(name, value)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{name}");
+        assert!(resp.text().await.unwrap().contains("browsers"));
+    }
+    // ... and the same bodies from a controller (curl's form type, Go's none) work.
+    let step = json!({"id": "ok", "script": format!("id > {}", proof.display())}).to_string();
+    for (path, body, ctype) in [
+        (
+            "/setup",
+            "{}".to_owned(),
+            Some("application/x-www-form-urlencoded"),
+        ),
+        ("/step", step, None),
+    ] {
+        let mut req = http.post(format!("{url}{path}")).body(body);
+        if let Some(t) = ctype {
+            req = req.header("content-type", t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "{path}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    assert!(proof.exists(), "the controller's step did not run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_dns_name_reaches_a_token_less_engine_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_engine, url) = start_engine_with(dir.path(), None, |cmd| {
+        cmd.args(["--allow-host", "ci-box.internal"]);
+    });
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let post_as = |host: String| {
+        http.post(format!("{url}/setup"))
+            .header("host", host)
+            .body("{}")
+            .send()
+    };
+    // A page that rebinds its own name to 127.0.0.1 sends that name as Host.
+    let resp = post_as(format!("rebind.evil.example:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 421);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("--allow-host"), "{text}");
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("ci-box.internal:{port}"),
+    ] {
+        let resp = post_as(host.clone()).await.unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "{host}: {}",
+            resp.text().await.unwrap()
+        );
+        let resp = http
+            .post(format!("{url}/destroy"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_inherits_no_credential_of_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "engine-token-in-env-9d1";
+    let (_engine, url) = start_engine_with(dir.path(), None, |cmd| {
+        cmd.env("RUNLOG_ENGINE_TOKEN", token)
+            .env("RUNLOG_ADMIN_SECRET", "admin-secret-in-env-4c2")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-in-env-77f")
+            .env("AWS_REGION", "eu-test-1")
+            .env("LC_ALL", "C")
+            .args(["--pass-env", "AWS_REGION"]);
+    });
+    let http = reqwest::Client::new();
+    let call = |path: &'static str, body: Value| {
+        http.post(format!("{url}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let resp = call("/setup", json!({"envs": {"STAGE_VAR": "from-stage"}}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Every variable the step sees comes back as an output.
+    let resp = call(
+        "/step",
+        json!({"id": "env", "envs": {"STEP_VAR": "from-step"}, "script": "env >> \"$RUNLOG_OUTPUT\""}),
+    )
+    .await
+    .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    let seen = answer["outputs"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{answer}"));
+    for (name, value) in [
+        ("STAGE_VAR", "from-stage"),
+        ("STEP_VAR", "from-step"),
+        ("AWS_REGION", "eu-test-1"),
+        ("LC_ALL", "C"),
+    ] {
+        assert_eq!(
+            seen.get(name).and_then(Value::as_str),
+            Some(value),
+            "{name} in {answer}"
+        );
+    }
+    assert!(
+        seen.contains_key("PATH") && seen.contains_key("RUNLOG_OUTPUT"),
+        "{answer}"
+    );
+    let text = answer.to_string();
+    for leaked in [token, "admin-secret-in-env-4c2", "aws-secret-in-env-77f"] {
+        assert!(!text.contains(leaked), "the step saw {leaked}: {text}");
+    }
+    assert!(
+        !seen.contains_key("CARGO_MANIFEST_DIR"),
+        "the engine's environment leaked: {answer}"
     );
 }

@@ -31,6 +31,13 @@ pub struct EngineConfig {
     pub capture_capacity: usize,
     /// Largest accepted request body. Default 32 MiB (setup carries files).
     pub max_body: usize,
+    /// Host names a token-less engine answers besides loopback's (`localhost`, IP
+    /// literals): any other `Host` may be a web page that rebound its DNS name to
+    /// loopback. Empty by default.
+    pub allowed_hosts: Vec<String>,
+    /// Variables of the engine's environment that steps inherit besides the base
+    /// ([`crate::child_env::BASE_NAMES`]). Empty by default.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +52,8 @@ impl Default for EngineConfig {
             drain_grace: Duration::from_secs(2),
             capture_capacity: runlog_capture::DEFAULT_CAPACITY,
             max_body: 32 << 20,
+            allowed_hosts: Vec::new(),
+            pass_env: Vec::new(),
         }
     }
 }

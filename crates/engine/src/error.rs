@@ -14,6 +14,12 @@ pub enum EngineError {
     /// Missing or wrong token (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// A request a browser made: the engine answers controllers only (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A token-less engine reached under a name it does not serve (421).
+    #[error("{0}")]
+    Misdirected(String),
     /// Unknown step (404).
     #[error("{0}")]
     NotFound(String),
@@ -43,6 +49,8 @@ impl EngineError {
         match self {
             BadRequest(m) => BadRequest(f(m)),
             Unauthorized(m) => Unauthorized(f(m)),
+            Forbidden(m) => Forbidden(f(m)),
+            Misdirected(m) => Misdirected(f(m)),
             NotFound(m) => NotFound(f(m)),
             MethodNotAllowed(m) => MethodNotAllowed(f(m)),
             Conflict(m) => Conflict(f(m)),
@@ -57,6 +65,8 @@ impl EngineError {
         match self {
             EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EngineError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EngineError::Conflict(_) => StatusCode::CONFLICT,

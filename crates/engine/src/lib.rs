@@ -17,6 +17,8 @@
 //! # }
 //! ```
 
+pub mod browser_guard;
+pub mod child_env;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub steps_failed: AtomicU64,
     /// Requests refused (4xx) or failed (5xx).
     pub errors: AtomicU64,
+    /// Requests refused before any handler as a browser's, or as reaching a
+    /// token-less engine under a name it does not serve (`browser_guard`).
+    pub refused_callers: AtomicU64,
 }
 
 impl Metrics {
@@ -55,6 +58,11 @@ impl Metrics {
                 "runlog_engine_request_errors_total",
                 "Requests answered with an error.",
                 &self.errors,
+            ),
+            (
+                "runlog_engine_refused_callers_total",
+                "Requests refused as a browser's or under a name the engine does not serve.",
+                &self.refused_callers,
             ),
         ];
         for (name, help, c) in counters {

@@ -51,7 +51,8 @@ pub struct ProcessSpec {
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Environment added to the engine's own.
+    /// The whole environment: nothing of the engine's own is inherited (see
+    /// [`crate::child_env`]).
     pub envs: BTreeMap<String, String>,
     /// Working directory.
     pub cwd: PathBuf,
@@ -82,6 +83,7 @@ pub async fn run<S: OutputSink + Clone>(
 ) -> ProcessOutcome {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
+        .env_clear()
         .envs(&spec.envs)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())

@@ -1,5 +1,6 @@
 //! The router, its middleware (token, request span) and the listener.
 
+use crate::browser_guard;
 use crate::error::EngineError;
 use crate::handlers::{destroy, health, setup, step};
 use crate::metrics::Metrics;
@@ -33,6 +34,12 @@ pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
         .layer(DefaultBodyLimit::max(state.config().max_body))
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Outermost but for panics: a browser's request is refused before anything,
+        // the token check included, looks at it.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            browser_guard::refuse_browsers,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_answer,
         ))
@@ -67,6 +74,12 @@ pub async fn serve(
             std::io::ErrorKind::PermissionDenied,
             format!("refusing to serve on {local} without a token"),
         ));
+    }
+    // Steps run as the engine's user: `/proc/<engine>/environ` and `mem` would hand
+    // them the engine's token and every secret it holds. A non-dumpable process's
+    // `/proc` entries belong to root (a root step still reads them; SECURITY.md).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(target: "runlog::engine", "could not make the engine non-dumpable: {e}");
     }
     let outbox = state.config().outbox_dir();
     if outbox.is_dir() {

@@ -32,6 +32,8 @@ pub struct Stage {
     pub client: Option<Arc<dyn LogClient>>,
     /// The engine's own log stream (`le_log_key`).
     pub engine_log: Option<Writer>,
+    /// The key of `engine_log`: no step may write to it.
+    engine_log_key: Option<String>,
     /// Cancelled by `/destroy`: running steps are killed.
     pub cancel: CancellationToken,
     steps: Mutex<HashMap<String, StepEntry>>,
@@ -39,6 +41,8 @@ pub struct Stage {
 
 /// A step's result slot and the task running it (which returns its stream's report).
 pub(crate) struct StepEntry {
+    /// The step's stream key: one writer per key in a stage.
+    log_key: Option<String>,
     pub(crate) result: watch::Receiver<Option<StepResponse>>,
     pub(crate) task: Option<JoinHandle<Option<WriterReport>>>,
 }
@@ -67,8 +71,9 @@ impl Stage {
         log_config: LogConfig,
         working_dir: PathBuf,
         client: Option<Arc<dyn LogClient>>,
-        engine_log: Option<Writer>,
+        engine_log: Option<(String, Writer)>,
     ) -> Stage {
+        let (engine_log_key, engine_log) = engine_log.unzip();
         Stage {
             id,
             workspace,
@@ -79,6 +84,7 @@ impl Stage {
             working_dir,
             client,
             engine_log,
+            engine_log_key,
             cancel: CancellationToken::new(),
             steps: Mutex::new(HashMap::new()),
         }
@@ -101,14 +107,45 @@ impl Stage {
         Some(Writer::new(client, cfg))
     }
 
-    /// Registers a step id; `false` when it exists already.
-    pub(crate) fn add_step(&self, id: &str, result: watch::Receiver<Option<StepResponse>>) -> bool {
+    /// Registers a step id and the key it writes to. Refused (with the reason) when the
+    /// id exists already or another writer of the stage has the key: a second writer
+    /// of one stream numbers its lines from 0 again, and the service keeps only the
+    /// first line of each number, so the second writer's lines would be lost.
+    pub(crate) fn add_step(
+        &self,
+        id: &str,
+        log_key: Option<&str>,
+        result: watch::Receiver<Option<StepResponse>>,
+    ) -> Result<(), String> {
         let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
         if steps.contains_key(id) {
-            return false;
+            return Err(format!("step {id:?} already exists"));
         }
-        steps.insert(id.to_owned(), StepEntry { result, task: None });
-        true
+        if let Some(key) = log_key {
+            if self.engine_log_key.as_deref() == Some(key) {
+                return Err(format!(
+                    "log_key {key:?} is the stage's engine log (le_log_key): a stream has one writer; give the step a key of its own"
+                ));
+            }
+            if let Some((other, _)) = steps
+                .iter()
+                .find(|(_, e)| e.log_key.as_deref() == Some(key))
+            {
+                return Err(format!(
+                    "log_key {key:?} is already written by step {other:?} of this stage: a stream has one writer; give the step a key of its own"
+                ));
+            }
+        }
+        let log_key = log_key.map(str::to_owned);
+        steps.insert(
+            id.to_owned(),
+            StepEntry {
+                log_key,
+                result,
+                task: None,
+            },
+        );
+        Ok(())
     }
 
     /// Records the task running a registered step.

@@ -375,3 +375,33 @@ async fn log_service_down_at_setup_steps_still_run_and_the_outbox_delivers_later
     engine.shutdown().await;
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_a_key_in_a_stage_is_refused_and_no_line_is_lost() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start().await;
+    let setup = json!({"log_config": log_config(&svc), "le_log_key": "reuse/engine"});
+    assert_eq!(engine.post("/setup", setup).await.0, 200);
+    let first = json!({"id": "first", "log_key": "reuse/step", "script": "for i in 1 2 3; do echo FIRST-$i; done"});
+    assert_eq!(engine.post("/step", first).await.0, 200);
+    let proof = engine.dir.path().join("second-ran");
+    for (id, key) in [("second", "reuse/step"), ("engine-key", "reuse/engine")] {
+        let script = format!("touch '{}'; echo SECOND-4; echo SECOND-5", proof.display());
+        let (status, answer) = engine
+            .post("/step", json!({"id": id, "log_key": key, "script": script}))
+            .await;
+        assert_eq!(status, 409, "{id}: {answer}");
+        let msg = answer["error_msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(key) && msg.contains("one writer"), "{msg}");
+    }
+    assert!(!proof.exists(), "a refused step ran");
+    let (status, report) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    let lines = archive(&svc.url(), &reader, ACCOUNT, "reuse/step")
+        .await
+        .expect("the first step's archive");
+    assert_eq!(texts(&lines), ["FIRST-1", "FIRST-2", "FIRST-3"]);
+    engine.shutdown().await;
+    svc.shutdown().await;
+}

@@ -27,6 +27,26 @@ pub struct EngineArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A host name a token-less engine also answers (besides localhost and IP
+    /// literals); repeatable. Any other `Host` may be a web page that rebound its DNS
+    /// name to loopback, and is refused.
+    #[arg(
+        long = "allow-host",
+        value_name = "NAME",
+        env = "RUNLOG_ENGINE_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// A variable of the engine's environment that steps inherit besides the base
+    /// (PATH, HOME, USER, locale, TERM, TMPDIR, TZ, proxies); repeatable. Nothing else
+    /// of the engine's environment (its token, say) reaches a step.
+    #[arg(
+        long = "pass-env",
+        value_name = "NAME",
+        env = "RUNLOG_ENGINE_PASS_ENV",
+        value_delimiter = ','
+    )]
+    pub pass_env: Vec<String>,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub close_deadline: Duration,
@@ -47,6 +67,8 @@ impl EngineArgs {
             token: self.token.clone().filter(|t| !t.is_empty()),
             close_deadline: self.close_deadline,
             destroy_deadline: self.destroy_deadline,
+            allowed_hosts: self.allowed_hosts.clone(),
+            pass_env: self.pass_env.clone(),
             ..EngineConfig::default()
         }
     }

@@ -140,7 +140,7 @@ pub async fn setup(
         req.log_config,
         working_dir,
         client,
-        engine_log,
+        req.le_log_key.clone().zip(engine_log),
     ));
     unfinished.dirs = None;
     *slot = Some(stage.clone());

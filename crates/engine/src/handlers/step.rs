@@ -60,15 +60,13 @@ pub async fn step(
         None => stage.working_dir.clone(),
     };
     let (tx, rx) = watch::channel(None);
-    if !stage.add_step(&req.id, rx.clone()) {
-        return Err(EngineError::Conflict(format!(
-            "step {:?} already exists",
-            req.id
-        )));
-    }
+    stage
+        .add_step(&req.id, req.log_key.as_deref(), rx.clone())
+        .map_err(EngineError::Conflict)?;
     let cfg = state.config();
     let outputs_file = stage.outputs_file(&req.id);
-    let mut envs = stage.envs.clone();
+    let mut envs = crate::child_env::base(&cfg.pass_env);
+    envs.extend(stage.envs.clone());
     envs.extend(req.envs.clone());
     envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
     let spec = ProcessSpec {

@@ -126,7 +126,7 @@ impl Installer {
         tracing::info!(target: "runlog::install", "installing Python packages: {}", specs.join(" "));
         let (mut cmd, tool) = match self.uv_program() {
             Some(uv) => {
-                let mut c = Command::new(uv);
+                let mut c = crate::child_env::installer_command(uv);
                 // `--python` names the target: uv installs into the environment of that
                 // interpreter, not into whatever `VIRTUAL_ENV` the engine inherited.
                 // `--color never` keeps escape codes out of the log even if the
@@ -136,7 +136,7 @@ impl Installer {
                 (c, "uv")
             }
             None => {
-                let mut c = Command::new(&self.venv_python);
+                let mut c = crate::child_env::installer_command(&self.venv_python);
                 c.args([
                     "-m",
                     "pip",
@@ -171,7 +171,7 @@ impl Installer {
 
     async fn apt_install(&self, packages: &[String]) -> Result<(), InstallError> {
         tracing::info!(target: "runlog::install", "installing system packages: {}", packages.join(" "));
-        let mut cmd = Command::new("apt-get");
+        let mut cmd = crate::child_env::installer_command("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends", "--"])
             .args(packages);

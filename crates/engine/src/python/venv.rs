@@ -8,7 +8,6 @@
 
 use crate::python::install::{InstallError, Installer, run_streamed};
 use std::path::{Path, PathBuf};
-use tokio::process::Command;
 
 /// File written into a venv once it is complete.
 const READY_MARKER: &str = ".runlog-ready";
@@ -108,7 +107,7 @@ async fn build(
     installer: &Installer,
 ) -> Result<(), VenvError> {
     tracing::info!(target: "runlog::python", "creating Python virtualenv with {}", base_python.display());
-    let mut cmd = Command::new(base_python);
+    let mut cmd = crate::child_env::installer_command(base_python);
     cmd.args(["-m", "venv"]).arg(tmp);
     run_streamed(cmd, "venv").await?;
     if !bootstrap.is_empty() {

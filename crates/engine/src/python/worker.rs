@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 /// Why a worker could not serve a request. Any of these retires the worker.
@@ -83,7 +83,7 @@ pub struct Worker {
 impl Worker {
     /// Starts `python -u harness` in `cwd` and waits until it is ready.
     pub async fn spawn(python: &Path, harness: &Path, cwd: &Path) -> Result<Worker, WorkerError> {
-        let mut child = Command::new(python)
+        let mut child = crate::child_env::untrusted_command(python)
             .arg("-u")
             .arg(harness)
             .current_dir(cwd)
