@@ -50,6 +50,10 @@ pub struct ServiceConfig {
     pub sweep_interval: Duration,
     /// Interval of SSE `: ping` comments.
     pub ping_interval: Duration,
+    /// A connection whose peer takes no byte of a pending write for this long is
+    /// dropped (a viewer that stopped reading, a stalled download); the viewer
+    /// resumes with `Last-Event-ID`. See `write_timeout.rs`.
+    pub write_timeout: Duration,
     /// Lifetime of upload links.
     pub link_ttl: Duration,
     /// Base URL put into self-signed upload links; derived from `Host` when `None`.
@@ -86,6 +90,7 @@ impl Default for ServiceConfig {
             closed_retention: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(30),
             link_ttl: Duration::from_secs(3600),
             public_url: None,
             bench_discard: false,

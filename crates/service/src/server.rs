@@ -4,12 +4,12 @@ use crate::error::ApiError;
 use crate::routes::{admin, blob, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
+use crate::write_timeout::TimeoutListener;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::serve::ListenerExt;
 use std::future::Future;
 use tokio::net::TcpListener;
 
@@ -73,11 +73,9 @@ pub async fn serve(
     let token = state.shutdown_token().clone();
     let sweeper = tokio::spawn(snapshot::run(state.clone()));
     let app = router(state.clone());
-    // SSE frames are small writes; without TCP_NODELAY, Nagle holds a frame until the
-    // viewer's delayed ACK, which measured as a ~35 ms tail-latency p99 on every backend.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // TCP_NODELAY and a write timeout on every connection (a peer that stopped
+    // reading is dropped, with what it holds).
+    let listener = TimeoutListener::new(listener, state.config().write_timeout);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

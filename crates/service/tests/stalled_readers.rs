@@ -184,3 +184,150 @@ async fn measure_stalled_live_tails() {
 async fn measure_stalled_archive_tails() {
     measure("archived").await;
 }
+
+/// The write timeout the asserting tests run with: short, so a test waits for it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most a stalled tail may add to the service's resident memory: one chunk of the
+/// tail (256 KiB, or one 1 MiB line), hyper's write buffer (≈ 400 KiB) and the
+/// archive decoder's text and window, with room for allocator noise.
+const PER_TAIL_BOUND: u64 = 4 << 20;
+
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS, so the peak seen
+/// afterwards is the peak of what follows.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+/// Waits until the service resets `conn` (its write timeout), without reading:
+/// a reset is an error condition on the socket.
+async fn closed_by_service(conn: &TcpStream) {
+    let ready = conn.ready(tokio::io::Interest::ERROR).await.unwrap();
+    assert!(ready.is_error());
+}
+
+/// `READERS` stalled peers on `key`: each is reset by the service after the
+/// write timeout, and the service's peak RSS meanwhile stays within
+/// `READERS × PER_TAIL_BOUND` of where it was. Answers the peers (reset).
+async fn assert_stalled_tails_bounded(svc: &TestService, api: &Api, key: &str) -> Vec<TcpStream> {
+    let before = rss();
+    reset_peak_rss();
+    let started = tokio::time::Instant::now();
+    let mut peers = Vec::new();
+    for _ in 0..READERS {
+        peers.push(stalled_tail(svc.addr(), api, key, None).await);
+    }
+    for peer in &peers {
+        tokio::time::timeout(Duration::from_secs(60), closed_by_service(peer))
+            .await
+            .unwrap_or_else(|_| panic!("{key}: a stalled tail was not dropped within 60 s"));
+    }
+    let waited = started.elapsed();
+    let peak = status_bytes("VmHWM:");
+    let grew = peak.saturating_sub(before);
+    println!(
+        "{key}: RSS {:.1} MiB before, peak {:.1} MiB with {READERS} stalled tails (+{:.1} MiB); all dropped after {waited:?}",
+        mib(before),
+        mib(peak),
+        mib(grew)
+    );
+    assert!(
+        waited >= WRITE_TIMEOUT,
+        "{key}: dropped after {waited:?}, before the write timeout"
+    );
+    assert!(
+        grew < READERS as u64 * PER_TAIL_BOUND,
+        "{key}: {READERS} stalled tails grew RSS by {:.1} MiB (bound {:.1} MiB)",
+        mib(grew),
+        mib(READERS as u64 * PER_TAIL_BOUND)
+    );
+    peers
+}
+
+/// A live stream of 1 MiB lines and an archived stream of 64 MiB (inflated): 8
+/// peers that never read cost the service a bounded amount each, and each is
+/// dropped after the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tails_hold_bounded_memory_and_are_dropped_after_the_write_timeout() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = TestService::start_with(runlog_service::ServiceConfig {
+        write_timeout: WRITE_TIMEOUT,
+        ..test_config(dir.path())
+    })
+    .await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    live_stream(&api, "live", LIVE_LINES).await;
+    assert_stalled_tails_bounded(&svc, &api, "live").await;
+    archived_stream(&api, "archived", ARCHIVE_LINES).await;
+    assert_stalled_tails_bounded(&svc, &api, "archived").await;
+    svc.shutdown().await;
+}
+
+/// Reads what reached a peer before the service reset it: the buffered bytes,
+/// then the reset.
+async fn read_what_arrived(mut conn: TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The `id` of the last complete SSE event in `body` (headers included).
+fn last_complete_id(body: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(body);
+    let complete = &text[..text.rfind("\n\n")?];
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|id| id.trim().parse().ok())
+        .next_back()
+}
+
+/// A tail dropped for not reading resumes after the last event it received, with
+/// `Last-Event-ID`, and gets every later line once, then `eof`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_dropped_by_the_write_timeout_resumes_with_last_event_id() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = TestService::start_with(runlog_service::ServiceConfig {
+        write_timeout: WRITE_TIMEOUT,
+        ..test_config(dir.path())
+    })
+    .await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    // 24 MiB: more than the kernel's send buffer can absorb (4 MiB at most here),
+    // so the service's writes to a peer that reads nothing stall.
+    const LINES: u64 = 24 * 1024;
+    api.open("resume").await;
+    let text = "y".repeat(1000);
+    for first in (0..LINES).step_by(4096) {
+        let batch: Vec<_> = (first..(first + 4096).min(LINES))
+            .map(|pos| serde_json::json!({"level": "info", "pos": pos, "out": text, "time": "2026-11-20T10:00:00.000Z"}))
+            .collect();
+        api.put_ok("resume", &batch).await;
+    }
+    let peer = stalled_tail(svc.addr(), &api, "resume", None).await;
+    tokio::time::timeout(Duration::from_secs(60), closed_by_service(&peer))
+        .await
+        .expect("the stalled tail is dropped");
+    let arrived = read_what_arrived(peer).await;
+    assert!(
+        !String::from_utf8_lossy(&arrived).contains("event: eof"),
+        "the dropped tail did not end normally"
+    );
+    let last = last_complete_id(&arrived);
+    assert!(last.is_none_or(|l| l < LINES - 1), "dropped before the end");
+    api.close("resume", false).await;
+    let mut resumed = common::SseReader::new(api.tail("resume", last).await);
+    resumed.read_to_end(Duration::from_secs(60)).await;
+    let first = last.map_or(0, |l| l + 1);
+    assert_eq!(resumed.line_positions(), (first..LINES).collect::<Vec<_>>());
+    assert!(resumed.saw_eof());
+    svc.shutdown().await;
+}

@@ -6,8 +6,9 @@ use crate::auth::{sign_upload, verify_upload};
 use crate::error::ApiError;
 use crate::extract::{Caller, Stream};
 use crate::state::ServiceState;
-use crate::store::StreamId;
+use crate::store::{StoreError, StreamId};
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use runlog_protocol::service::LinkResponse;
 use runlog_protocol::{AccountId, Scope, StreamKey};
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,10 @@ pub async fn upload(
 }
 
 /// `GET /blob`: the archive as NDJSON; gzip as stored when the client accepts it.
+///
+/// Streamed from the object store either way, and inflated as it goes out for a
+/// client that does not take gzip: a slow or stalled download holds a piece of the
+/// archive, never all of it (and is dropped by the write timeout).
 pub async fn download(
     State(st): State<ServiceState>,
     caller: Caller,
@@ -90,7 +96,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
-    let stored = st.blobs().get(&q.id()).await?;
+    let stored = st.blobs().get_stream(&q.id()).await?;
     let accepts_gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -98,23 +104,47 @@ pub async fn download(
             v.split(',')
                 .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"))
         });
-    let ndjson = HeaderValue::from_static("application/x-ndjson");
-    if !archive::is_gzip(&stored) {
-        return Ok(([(header::CONTENT_TYPE, ndjson)], stored).into_response());
+    let size = stored.size;
+    let mut bytes = stored
+        .bytes
+        .map(|piece| piece.map_err(|e| StoreError::Unavailable(e.to_string())));
+    // The first piece tells gzip from plain (an external uploader may have stored
+    // plain NDJSON through a presigned link).
+    let mut first = Bytes::new();
+    while first.len() < 2 {
+        match bytes.next().await {
+            Some(piece) => first = [first, piece?].concat().into(),
+            None => break,
+        }
     }
-    if accepts_gzip {
-        let h = [
-            (header::CONTENT_TYPE, ndjson),
-            (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
-        ];
-        return Ok((h, stored).into_response());
+    let gzip = archive::is_gzip(&first);
+    let stored = futures_util::stream::once(async move { Ok(first) })
+        .chain(bytes)
+        .boxed();
+    let (body, length, encoding) = match (gzip, accepts_gzip) {
+        (false, _) => (stored, Some(size), None),
+        // The stored size, so a download shows its progress as it did when the body
+        // was one buffer.
+        (true, true) => (stored, Some(size), Some(HeaderValue::from_static("gzip"))),
+        (true, false) => (
+            archive::inflate(stored, st.config().max_archive_bytes),
+            None,
+            None,
+        ),
+    };
+    let mut resp = Body::from_stream(body.map_err(std::io::Error::other)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Some(length) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    let max = st.config().max_archive_bytes;
-    let plain = tokio::task::spawn_blocking(move || archive::gunzip_limited(&stored, max))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("stored archive is unreadable: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, ndjson)], plain).into_response())
+    if let Some(encoding) = encoding {
+        h.insert(header::CONTENT_ENCODING, encoding);
+    }
+    Ok(resp)
 }
 
 /// `POST /blob/link/upload`: a URL that accepts one `PUT` of the archive until it

@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use runlog_protocol::Scope;
 use runlog_protocol::service::{AppendAck, StreamInfo};
@@ -165,13 +164,17 @@ fn finishing_from_archive(
     .boxed()
 }
 
-/// A finished stream's archive as a tail: its lines from `from`, then `Eof`.
+/// A finished stream's archive as a tail: its lines from `from`, then `Eof`. The
+/// archive is inflated and split as it is read from the object store, a chunk per
+/// pull of the SSE body, so a viewer holds one chunk of it, never the archive
+/// (`archive::replay`). Only a missing archive is an error here; a damaged one ends
+/// the tail with an `error` event after the lines before the damage.
 async fn archive_replay(
     st: &ServiceState,
     id: &crate::store::StreamId,
     from: u64,
-) -> Result<futures_util::stream::BoxStream<'static, Result<TailItem, StoreError>>, ApiError> {
-    let stored = match st.blobs().get(id).await {
+) -> Result<TailStream, ApiError> {
+    let stored = match st.blobs().get_stream(id).await {
         Ok(b) => b,
         Err(crate::store::blob::BlobError::NotFound) => {
             return Err(ApiError::NotFound(
@@ -180,26 +183,15 @@ async fn archive_replay(
         }
         Err(e) => return Err(e.into()),
     };
-    let max = st.config().max_archive_bytes;
-    let rows = tokio::task::spawn_blocking(move || -> Result<Vec<_>, ApiError> {
-        let plain = if archive::is_gzip(&stored) {
-            Bytes::from(archive::gunzip_limited(&stored, max)?)
-        } else {
-            stored
-        };
-        Ok(archive::rows_with_pos(&plain)
-            .into_iter()
-            .filter(|l| l.pos >= from)
-            .collect())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let chunks: Vec<Result<TailItem, StoreError>> = rows
-        .chunks(crate::store::memory::TAIL_CHUNK_LINES)
-        .map(|c| Ok(TailItem::Lines(c.to_vec())))
-        .chain(std::iter::once(Ok(TailItem::Eof)))
-        .collect();
-    Ok(futures_util::stream::iter(chunks).boxed())
+    let limits = archive::ReadLimits {
+        max_inflated: st.config().max_archive_bytes,
+        max_row: archive::MAX_REPLAY_ROW_BYTES,
+    };
+    let bytes = stored
+        .bytes
+        .map(|piece| piece.map_err(|e| StoreError::Unavailable(e.to_string())))
+        .boxed();
+    Ok(archive::replay(bytes, from, limits))
 }
 
 /// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become

@@ -7,7 +7,7 @@
 
 use super::StreamId;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -59,6 +59,14 @@ pub struct ArchiveInfo {
     pub size: u64,
     /// Last write.
     pub last_modified: SystemTime,
+}
+
+/// A stored archive being read (see [`BlobStore::get_stream`]).
+pub struct ArchiveBytes {
+    /// Size of the stored object in bytes.
+    pub size: u64,
+    /// Its bytes, in the pieces the backend reads.
+    pub bytes: futures_util::stream::BoxStream<'static, Result<Bytes, BlobError>>,
 }
 
 /// Archives over any `object_store` backend, with optional presigning.
@@ -124,6 +132,17 @@ impl BlobStore {
     pub async fn get(&self, id: &StreamId) -> Result<Bytes, BlobError> {
         let got = self.store.get(&Self::object_path(id)).await?;
         Ok(got.bytes().await?)
+    }
+
+    /// The stored archive as the backend hands it out, a piece at a time (gzip,
+    /// unless stored plain): readers that replay or inflate it hold one piece, never
+    /// the whole object. `NotFound` is answered before any byte.
+    pub async fn get_stream(&self, id: &StreamId) -> Result<ArchiveBytes, BlobError> {
+        let got = self.store.get(&Self::object_path(id)).await?;
+        Ok(ArchiveBytes {
+            size: got.meta.size,
+            bytes: got.into_stream().map_err(BlobError::from).boxed(),
+        })
     }
 
     /// Whether an archive exists.

@@ -11,7 +11,8 @@
 //! its spool), never silently truncated.
 
 use super::{
-    BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem,
+    BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore,
+    TAIL_CHUNK_BYTES, TAIL_CHUNK_LINES, TailItem,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,10 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::SystemTime;
 use tokio::sync::watch;
-
-/// Lines a tail reads from the store per step: big enough that a 200 000-line
-/// backfill is ~100 chunks, small enough that one chunk is a few hundred KiB.
-pub const TAIL_CHUNK_LINES: usize = 2048;
 
 /// Bounds of a [`MemoryStreamStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,12 +231,23 @@ impl Lines {
         (appended, bytes)
     }
 
-    fn read(&self, from: u64, max: usize) -> Vec<StoredLine> {
+    /// Up to `max` lines from `from`, and no more than `max_bytes` of line JSON
+    /// (but always the first line found, whatever its size: a tail must move on).
+    fn read(&self, from: u64, max: usize, max_bytes: usize) -> Vec<StoredLine> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
+        // Whether `json` still fits the chunk; counts it when it does.
+        let mut fits = |out: &Vec<StoredLine>, len: usize| {
+            if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                return false;
+            }
+            bytes = bytes.saturating_add(len);
+            true
+        };
         let plen = self.prefix_len();
         if from < plen {
             let end = (from + max as u64).min(plen);
-            out.reserve((end - from) as usize);
+            out.reserve(((end - from) as usize).min(1024));
             // The chunk holding `from`: the last one starting at or before it.
             let mut c = self.chunks.partition_point(|c| c.first <= from) - 1;
             for pos in from..end {
@@ -248,6 +256,9 @@ impl Lines {
                 }
                 let chunk = &self.chunks[c];
                 let (start, end) = chunk.spans[(pos - chunk.first) as usize];
+                if !fits(&out, (end - start) as usize) {
+                    return out;
+                }
                 out.push(StoredLine {
                     pos,
                     json: chunk.buf.slice(start as usize..end as usize),
@@ -256,15 +267,15 @@ impl Lines {
         }
         if out.len() < max {
             let left = max - out.len();
-            out.extend(
-                self.ahead
-                    .range(from.max(plen)..)
-                    .take(left)
-                    .map(|(&pos, json)| StoredLine {
-                        pos,
-                        json: json.clone(),
-                    }),
-            );
+            for (&pos, json) in self.ahead.range(from.max(plen)..).take(left) {
+                if !fits(&out, json.len()) {
+                    break;
+                }
+                out.push(StoredLine {
+                    pos,
+                    json: json.clone(),
+                });
+            }
         }
         out
     }
@@ -476,7 +487,7 @@ impl StreamStore for MemoryStreamStore {
     ) -> Result<Vec<StoredLine>, StoreError> {
         let entry = self.entry(id)?;
         let l = lock(&entry.lines);
-        Ok(l.read(from, max))
+        Ok(l.read(from, max, usize::MAX))
     }
 
     async fn tail(
@@ -588,7 +599,10 @@ async fn next_tail_item(mut s: TailState) -> Option<(Result<TailItem, StoreError
         s.rx.borrow_and_update();
         let (chunk, open) = {
             let l = lock(&s.entry.lines);
-            (l.read(s.next, TAIL_CHUNK_LINES), l.open && !l.removed)
+            (
+                l.read(s.next, TAIL_CHUNK_LINES, TAIL_CHUNK_BYTES),
+                l.open && !l.removed,
+            )
         };
         if let Some(last) = chunk.last() {
             // Cannot overflow: ingest refuses a `pos` above `MAX_POS`.

@@ -20,6 +20,17 @@ pub mod s3;
 pub use blob::BlobStore;
 pub use memory::{MemoryLimits, MemoryStreamStore};
 
+/// Most lines in one chunk a tail reads (from any store or an archive): a
+/// 200 000-line backfill of short lines is ~100 chunks, so ~100 body writes.
+pub const TAIL_CHUNK_LINES: usize = 2048;
+
+/// Most bytes of line JSON in one chunk a tail reads, whatever the line sizes: what
+/// one tail holds at a time, so a viewer that stops reading costs about this much
+/// (plus the server's write buffer), never its stream's size. A single line larger
+/// than this is still one chunk on its own (a line is at most one request body).
+/// 256 KiB keeps a chunk of typical lines (≈ 100 bytes) at the line cap.
+pub const TAIL_CHUNK_BYTES: usize = 256 << 10;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
