@@ -9,8 +9,14 @@ use std::time::Duration;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8079";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./runlog-data";
-/// Default limit on a request body (16 MiB).
+/// Default limit on a request body (16 MiB), `PUT /stream` aside.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// Default limit on a `PUT /stream` body (128 MiB). lite-engine's writer sends every
+/// line pending since its last flush in one request, with no cap: one second of a
+/// chatty step (100 000 lines) made one 17.8 MB request, which 16 MiB refused.
+pub const DEFAULT_MAX_APPEND_BODY: usize = 128 << 20;
+/// Largest `max_append_body` that takes effect: a batch's line offsets are 32-bit.
+pub const MAX_APPEND_BODY_CEILING: usize = u32::MAX as usize;
 
 /// Where archives are kept when no other backend is selected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +39,12 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// Admin secret; when `None`, read from or generated into `data_dir`.
     pub admin_secret: Option<String>,
-    /// Largest request body accepted on stream and token routes (413 above it).
+    /// Largest request body accepted on stream and token routes other than
+    /// `PUT /stream` (413 above it).
     pub max_body: usize,
+    /// Largest `PUT /stream` body (413 above it, after the body was read to its end
+    /// so the client gets the answer; at most [`MAX_APPEND_BODY_CEILING`]).
+    pub max_append_body: usize,
     /// Largest archive upload accepted, as sent (possibly gzip).
     pub max_blob_body: usize,
     /// Largest archive after decompression.
@@ -83,6 +93,7 @@ impl Default for ServiceConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             admin_secret: None,
             max_body: DEFAULT_MAX_BODY,
+            max_append_body: DEFAULT_MAX_APPEND_BODY,
             max_blob_body: 256 << 20,
             max_archive_bytes: 4 << 30,
             limits: MemoryLimits::default(),

@@ -51,7 +51,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Account {
     }
 }
 
-/// The caller's verified token (`Authorization: Bearer T` or `X-Harness-Token: T`).
+/// Name of the query parameter that may carry the token, as Harness's log service
+/// accepts it. The service never logs a request's query string (no access log, and
+/// no message quotes a URL), so the token does not reach a log from there either.
+pub const TOKEN_QUERY_PARAM: &str = "X-Harness-Token";
+
+/// The token in the query string (`?X-Harness-Token=T`), if any.
+fn query_token(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == TOKEN_QUERY_PARAM)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The caller's verified token: `Authorization: Bearer T`, `X-Harness-Token: T`, or
+/// (only when neither header is sent) `?X-Harness-Token=T`.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Claims);
 
@@ -93,9 +107,16 @@ impl FromRequestParts<ServiceState> for Caller {
                     .map_err(|_| ApiError::Unauthorized("malformed X-Harness-Token header".into()))
             })
             .transpose()?;
-        let token = bearer.or(harness).ok_or_else(|| {
+        let in_query = if bearer.is_none() && harness.is_none() {
+            query_token(parts)
+        } else {
+            None
+        };
+        let token = bearer.or(harness).or(in_query.as_deref()).ok_or_else(|| {
             ApiError::Unauthorized(
-                "missing token: send `Authorization: Bearer <token>` or `X-Harness-Token`".into(),
+                "missing token: send `Authorization: Bearer <token>`, `X-Harness-Token` \
+                     or `?X-Harness-Token=`"
+                    .into(),
             )
         })?;
         Ok(Caller(verify_token(state.secret(), token)?))

@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use runlog_service::ServiceConfig;
-use runlog_service::config::{BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_BODY};
+use runlog_service::config::{
+    BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_APPEND_BODY, DEFAULT_MAX_BODY,
+};
 use runlog_service::store::MemoryLimits;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,9 +29,14 @@ pub struct ServiceArgs {
         hide_env_values = true
     )]
     pub admin_secret: Option<String>,
-    /// Largest request body in bytes (413 above it).
+    /// Largest request body in bytes (413 above it), `PUT /stream` and archive
+    /// uploads aside.
     #[arg(long, env = "RUNLOG_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
+    /// Largest `PUT /stream` body in bytes (413 above it; at most 4 GiB - 1).
+    /// lite-engine sends all lines of a second in one request, however many.
+    #[arg(long, env = "RUNLOG_MAX_APPEND_BYTES", default_value_t = DEFAULT_MAX_APPEND_BODY)]
+    pub max_append_bytes: usize,
     /// Largest archive upload in bytes, as sent.
     #[arg(long, env = "RUNLOG_MAX_BLOB_BODY", default_value_t = 256 << 20)]
     pub max_blob_body: usize,
@@ -86,6 +93,7 @@ impl ServiceArgs {
             data_dir: self.data_dir.clone(),
             admin_secret: self.admin_secret.clone(),
             max_body: self.max_body,
+            max_append_body: self.max_append_bytes,
             max_blob_body: self.max_blob_body,
             limits: MemoryLimits {
                 max_lines_per_stream: self.max_stream_lines,
@@ -202,12 +210,15 @@ mod tests {
             "/tmp/d",
             "--max-body",
             "1024",
+            "--max-append-bytes",
+            "2048",
             "--idle-timeout",
             "30s",
         ])
         .unwrap();
         let cfg = cli.args.config();
         assert_eq!(cfg.max_body, 1024);
+        assert_eq!(cfg.max_append_body, 2048);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/d"));
         assert!(Cli::try_parse_from(["x", "--idle-timeout", "soon"]).is_err());

@@ -41,6 +41,11 @@ pub(crate) async fn owned_body(
 
 /// [`owned_body`], calling `arrived` with the body received so far after every
 /// chunk (to work on a large body while the rest of it is still on the way).
+///
+/// A body over `limit` is answered with 413 only after the rest of it was read and
+/// dropped ([`drain`]): answering while the client still sends makes the server
+/// close a connection with unread data, the kernel resets it, and the client sees
+/// "connection reset" instead of the 413 (lite-engine did, for a 17.8 MB `PUT`).
 pub(crate) async fn read_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
@@ -48,13 +53,17 @@ pub(crate) async fn read_body(
     mut arrived: impl FnMut(&[u8]),
 ) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let too_large =
-        || ApiError::TooLarge("request body is larger than this service accepts".into());
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "request body is larger than this service accepts ({limit} bytes)"
+        ))
+    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        drain(body, declared, limit, 0).await;
         return Err(too_large());
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
@@ -64,6 +73,10 @@ pub(crate) async fn read_body(
             frame.map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
+                let read = buf.len() + data.len();
+                // The part read so far is not kept while the rest is drained.
+                drop(buf);
+                drain(body, declared, limit, read).await;
                 return Err(too_large());
             }
             buf.extend_from_slice(&data);
@@ -71,6 +84,37 @@ pub(crate) async fn read_body(
         }
     }
     Ok(Bytes::from(buf))
+}
+
+/// Longest a refused body is read for before the 413 goes out anyway.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes of a refused body read past its limit at least (a route's limit when
+/// that is more): enough for a client that is somewhat over, such as a writer
+/// whose batch grew past a lowered limit; what is drained is never kept.
+const DRAIN_MIN_BYTES: usize = 64 << 20;
+
+/// Reads and drops the rest of a refused body, so the client finishes sending and
+/// reads the 413 rather than a reset. Bounded in bytes (a body declared longer than
+/// its limit plus the drain allowance is not read at all: it would be reset in the
+/// end anyway) and in time (a client trickling bytes does not hold the answer).
+async fn drain(mut body: axum::body::Body, declared: Option<usize>, limit: usize, read: usize) {
+    use http_body_util::BodyExt;
+    let allowance = limit.saturating_add(limit.max(DRAIN_MIN_BYTES));
+    if declared.is_some_and(|n| n > allowance) {
+        return;
+    }
+    let mut read = read;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                read = read.saturating_add(data.len());
+                if read > allowance {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// RFC 3339 (milliseconds) of a time.

@@ -41,7 +41,10 @@ pub async fn open(
     Ok(Json(info(&meta, false)))
 }
 
-/// `PUT /stream`: appends a JSON array of lines; already-stored `pos` values are ignored.
+/// `PUT /stream`: appends a JSON array of lines; already-stored `pos` values are
+/// ignored. A stream that is not open (never opened, or expired) is opened first:
+/// lite-engine writes after a failed `POST /stream` too, and those lines must not be
+/// lost. A closed stream still refuses lines (409).
 pub async fn append(
     State(st): State<ServiceState>,
     caller: Caller,
@@ -50,13 +53,24 @@ pub async fn append(
     raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    let limit = st
+        .config()
+        .max_append_body
+        .min(crate::config::MAX_APPEND_BODY_CEILING);
     let mut parse = crate::ingest::Incremental::default();
-    let raw = super::read_body(&headers, raw, st.config().max_body, |so_far| {
-        parse.feed(so_far)
-    })
-    .await?;
+    let raw = super::read_body(&headers, raw, limit, |so_far| parse.feed(so_far)).await?;
     let batch = parse.finish(&raw)?;
-    let ack = st.streams().append_batch(&q.id(), batch).await?;
+    let id = q.id();
+    let ack = match st.streams().append_batch(&id, batch).await {
+        Err(StoreError::NotFound) => {
+            st.streams().open(&id).await?;
+            // The first batch went to the store; parsing again costs only this rare
+            // path, where cloning every batch up front would cost every append.
+            let batch = crate::ingest::parse_batch(&raw)?;
+            st.streams().append_batch(&id, batch).await?
+        }
+        other => other?,
+    };
     let m = st.metrics();
     m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
     m.duplicate_lines

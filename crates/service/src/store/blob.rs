@@ -1,11 +1,13 @@
 //! [`BlobStore`]: complete archives, one gzip-compressed NDJSON object per stream.
 //!
 //! A thin layer over the `object_store` crate, so the local directory (embedded
-//! default), memory (tests) and S3 (scale-out) share one code path. Object names are
-//! `<account>/<key>.ndjson.gz`; account and key were validated before they got here,
-//! so a name can never leave its account's prefix or the data directory.
+//! default), memory (tests) and S3 (scale-out) share one code path. Object names come
+//! from the one key mapping in [`super::names`] (`<account>/<key>.ndjson.gz` for
+//! ordinary keys); account and key were validated before they got here, so a name
+//! can never leave its account's prefix or the data directory, nor name another
+//! key's archive.
 
-use super::StreamId;
+use super::{StreamId, names};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
@@ -15,8 +17,7 @@ use runlog_protocol::{AccountId, StreamKey};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Suffix of every archive object.
-pub const ARCHIVE_SUFFIX: &str = ".ndjson.gz";
+pub use super::names::ARCHIVE_SUFFIX;
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,9 @@ pub enum BlobError {
     /// No archive for that stream.
     #[error("archive not found")]
     NotFound,
-    /// The backend failed.
+    /// The backend failed. The text is shown to callers, so it never holds the
+    /// backend's own message (which names the server's paths, see
+    /// [`backend_failure`]).
     #[error("archive storage failed: {0}")]
     Backend(String),
 }
@@ -33,9 +36,28 @@ impl From<object_store::Error> for BlobError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => BlobError::NotFound,
-            other => BlobError::Backend(other.to_string()),
+            other => BlobError::Backend(backend_failure("archive store", &other)),
         }
     }
+}
+
+/// Logs a storage backend's error in full and returns what a caller may be told.
+///
+/// `object_store`'s messages name the file or object they failed on — for the local
+/// store, an absolute path on the server (an over-long key once answered 503 with
+/// the data directory in it). The log keeps the detail for the operator; the answer
+/// says only what kind of failure it was.
+pub(crate) fn backend_failure(store: &'static str, e: &object_store::Error) -> String {
+    tracing::warn!(store, error = %e, "storage backend failed");
+    let kind = match e {
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            "conflicting write"
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => "access denied",
+        _ => "backend error",
+    };
+    format!("{kind} (details in the service's log)")
 }
 
 /// Creates `dir` and its missing parents for the service's user alone (`0700` on
@@ -102,20 +124,9 @@ impl BlobStore {
         self.signer.is_some()
     }
 
-    /// The object name of a stream's archive: `<account>/<key>.ndjson.gz`.
+    /// The object name of a stream's archive ([`super::names::archive_path`]).
     pub fn object_path(id: &StreamId) -> ObjectPath {
-        let key = id.key.as_str();
-        let mut parts: Vec<String> = Vec::with_capacity(2 + key.matches('/').count());
-        parts.push(id.account.as_str().to_owned());
-        let mut segments = key.split('/').peekable();
-        while let Some(seg) = segments.next() {
-            if segments.peek().is_none() {
-                parts.push(format!("{seg}{ARCHIVE_SUFFIX}"));
-            } else {
-                parts.push(seg.to_owned());
-            }
-        }
-        ObjectPath::from_iter(parts)
+        super::names::archive_path(id)
     }
 
     /// Stores an archive, already gzip-compressed. Atomic: readers see the old or the
@@ -130,15 +141,27 @@ impl BlobStore {
     /// The stored archive bytes (gzip, unless an external uploader stored plain text
     /// through a presigned link).
     pub async fn get(&self, id: &StreamId) -> Result<Bytes, BlobError> {
-        let got = self.store.get(&Self::object_path(id)).await?;
+        let got = self.get_object(id).await?;
         Ok(got.bytes().await?)
+    }
+
+    /// The archive object of a stream: under its name, or else under the name it had
+    /// before the current mapping (see [`names::legacy_archive_path`]).
+    async fn get_object(&self, id: &StreamId) -> Result<object_store::GetResult, BlobError> {
+        match self.store.get(&Self::object_path(id)).await {
+            Err(object_store::Error::NotFound { .. }) => match names::legacy_archive_path(id) {
+                Some(legacy) => Ok(self.store.get(&legacy).await?),
+                None => Err(BlobError::NotFound),
+            },
+            other => Ok(other?),
+        }
     }
 
     /// The stored archive as the backend hands it out, a piece at a time (gzip,
     /// unless stored plain): readers that replay or inflate it hold one piece, never
     /// the whole object. `NotFound` is answered before any byte.
     pub async fn get_stream(&self, id: &StreamId) -> Result<ArchiveBytes, BlobError> {
-        let got = self.store.get(&Self::object_path(id)).await?;
+        let got = self.get_object(id).await?;
         Ok(ArchiveBytes {
             size: got.meta.size,
             bytes: got.into_stream().map_err(BlobError::from).boxed(),
@@ -147,10 +170,17 @@ impl BlobStore {
 
     /// Whether an archive exists.
     pub async fn exists(&self, id: &StreamId) -> Result<bool, BlobError> {
-        match self.store.head(&Self::object_path(id)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+        let mut paths =
+            std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id));
+        loop {
+            let Some(path) = paths.next() else {
+                return Ok(false);
+            };
+            match self.store.head(&path).await {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -160,18 +190,34 @@ impl BlobStore {
         let metas: Vec<object_store::ObjectMeta> =
             self.store.list(Some(&prefix)).try_collect().await?;
         let account_prefix = format!("{}/", account.as_str());
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.as_ref().strip_prefix(&account_prefix)?;
-                let key = StreamKey::new(name.strip_suffix(ARCHIVE_SUFFIX)?).ok()?;
-                Some(ArchiveInfo {
-                    key,
-                    size: m.size,
-                    last_modified: m.last_modified.into(),
-                })
-            })
-            .collect())
+        // Keyed by stream key: an archive under its current name wins over one left
+        // under its name from before the current mapping.
+        let mut found: std::collections::BTreeMap<StreamKey, (bool, ArchiveInfo)> =
+            std::collections::BTreeMap::new();
+        for m in metas {
+            let Some(name) = m.location.as_ref().strip_prefix(&account_prefix) else {
+                continue;
+            };
+            let (key, current) = match names::key_of_archive(name) {
+                Some(key) => (key, true),
+                None => match names::key_of_archive_or_legacy(name) {
+                    Some(key) => (key, false),
+                    None => continue,
+                },
+            };
+            let info = ArchiveInfo {
+                key: key.clone(),
+                size: m.size,
+                last_modified: m.last_modified.into(),
+            };
+            match found.get(&key) {
+                Some((true, _)) if !current => {}
+                _ => {
+                    found.insert(key, (current, info));
+                }
+            }
+        }
+        Ok(found.into_values().map(|(_, info)| info).collect())
     }
 
     /// A backend-presigned `PUT` URL for the archive, or `None` without a signer.

@@ -13,6 +13,7 @@
 
 pub mod blob;
 pub mod memory;
+pub mod names;
 mod notify;
 pub mod redis;
 pub mod s3;

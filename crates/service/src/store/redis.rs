@@ -38,7 +38,8 @@
 //! - **Bounded length, overflow to object storage.** When more than
 //!   [`RedisConfig::max_lines`] lines (or [`RedisConfig::max_bytes`] bytes) of a
 //!   stream sit in Redis, the oldest contiguous half is written as one NDJSON
-//!   segment object `A/K/+<first pos>.ndjson` to the overflow [`ObjectStore`] and
+//!   segment object `A/K/+<first pos>.ndjson` (`A/K` the stream's directory from
+//!   [`super::names::stream_dir`]) to the overflow [`ObjectStore`] and
 //!   only then trimmed from Redis (`trimmed` advances in the same script that
 //!   trims). Reads below `trimmed` come from the segments, so
 //!   backfill, snapshots and archives still see every line. Only the contiguous
@@ -448,6 +449,15 @@ impl RedisStreamStore {
     }
 }
 
+/// A failed overflow-store call as callers see it: the kind of failure, never the
+/// backend's message (it names the server's paths; it goes to the log instead).
+fn overflow_failure(e: &object_store::Error) -> StoreError {
+    StoreError::Unavailable(format!(
+        "overflow store: {}",
+        super::blob::backend_failure("overflow store", e)
+    ))
+}
+
 /// Lines per append script call (see `append`).
 const SCRIPT_LINES: usize = 1000;
 
@@ -562,12 +572,13 @@ impl Inner {
     }
 
     fn segment_dir(id: &StreamId) -> ObjectPath {
-        ObjectPath::from(format!("{}/{}", id.account, id.key))
+        super::names::stream_dir(id)
     }
 
     fn segment_path(id: &StreamId, first: u64) -> ObjectPath {
-        // `+` never occurs in a key, so segment names cannot collide with a key.
-        ObjectPath::from(format!("{}/{}/+{first:020}.ndjson", id.account, id.key))
+        // No part of a stream's directory starts with `+` (`names`), so a segment
+        // name never is, or is inside, another stream's directory.
+        Self::segment_dir(id).join(format!("+{first:020}.ndjson"))
     }
 
     /// First `pos` of every overflow segment of a stream, ascending.
@@ -579,7 +590,7 @@ impl Inner {
         let listing = store
             .list_with_delimiter(Some(&Self::segment_dir(id)))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+            .map_err(|e| overflow_failure(&e))?;
         let mut segments: Vec<(u64, ObjectPath)> = listing
             .objects
             .into_iter()
@@ -619,10 +630,10 @@ impl Inner {
             let body = store
                 .get(path)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?
+                .map_err(|e| overflow_failure(&e))?
                 .bytes()
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                .map_err(|e| overflow_failure(&e))?;
             for row in body.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
                 let pos = line_pos(row)?;
                 // Bounded by where the next segment starts too: no line is served
@@ -743,10 +754,10 @@ impl Inner {
                 let existing = store
                     .get(&path)
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?
+                    .map_err(|e| overflow_failure(&e))?
                     .bytes()
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                    .map_err(|e| overflow_failure(&e))?;
                 // Taken over only if it is what a mover of these lines writes: a
                 // contiguous run from `trimmed`, not past `contig`. Anything else
                 // (left by an earlier stream of the same key whose removal failed
@@ -763,11 +774,11 @@ impl Inner {
                     store
                         .put(&path, body.into())
                         .await
-                        .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                        .map_err(|e| overflow_failure(&e))?;
                     (target, moved_bytes)
                 }
             }
-            Err(e) => return Err(StoreError::Unavailable(format!("overflow store: {e}"))),
+            Err(e) => return Err(overflow_failure(&e)),
         };
         // -1: another mover advanced the mark first; what it moved is in its segments.
         let moved: i64 = self
@@ -808,7 +819,7 @@ impl RedisStreamStore {
                 store
                     .delete(&path)
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("overflow store: {e}")))?;
+                    .map_err(|e| overflow_failure(&e))?;
             }
         }
         Ok(())

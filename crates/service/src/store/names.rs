@@ -1,0 +1,296 @@
+//! The one mapping from a stream to storage names: archive objects (local
+//! directory, memory, S3) and the Redis store's overflow directories.
+//!
+//! Keys are validated (`runlog_protocol::key`) before they get here, so every key
+//! segment is 1+ bytes of `[A-Za-z0-9._:$-]` and never `.` or `..`. A key segment
+//! becomes one or more storage parts:
+//!
+//! - it is cut into chunks of at most [`CHUNK`] bytes; every chunk but the last is
+//!   stored as `<chunk>+` (a directory "continued in the next part"). A file name
+//!   must stay below the file systems' 255-byte limit *with* the `#<n>` suffix the
+//!   local store appends to a file while writing it: a key segment of 244 bytes or
+//!   more made that staging name too long, and the upload failed;
+//! - the last chunk of the key's last segment is the archive file,
+//!   `<chunk>.ndjson.gz`;
+//! - the last chunk of any other segment is a directory, `<chunk>`, written
+//!   `<chunk>=` when it ends in `.ndjson.gz` or is `.` or `..`. Without that, the
+//!   directory of key `p.ndjson.gz/q` was the archive file of key `p`: whichever
+//!   came second could not be stored.
+//!
+//! `+` and `=` never occur in a key, and neither needs escaping in an
+//! `object_store` path, in a file name or in an S3 object name. A name is decoded
+//! by reading those marks back ([`key_of_archive`]) and accepted only if encoding
+//! the result gives the same name again, so the mapping is injective (every name
+//! belongs to at most one key, and no key can name another key's file or
+//! directory) and a listing recovers every key. A key whose segments are all at
+//! most [`CHUNK`] bytes, none but the last ending in `.ndjson.gz`, keeps the name
+//! runlog always gave it (`<account>/<key>.ndjson.gz`); for the others, archives
+//! written under the earlier name are still found ([`legacy_archive_path`]).
+//!
+//! Object stores other than the local directory have limits of their own on a
+//! whole name (S3: 1024 bytes); an account and key too long for one are refused
+//! by that backend (503), never stored under another name.
+
+use super::StreamId;
+use object_store::path::Path as ObjectPath;
+use runlog_protocol::StreamKey;
+
+/// Suffix of every archive object.
+pub const ARCHIVE_SUFFIX: &str = ".ndjson.gz";
+
+/// Longest chunk of a key segment in one storage part. The longest part is then
+/// `CHUNK + 10` bytes (an archive file name), which leaves room under 255 bytes for
+/// the `#<counter>` the local store appends while it writes a file.
+pub const CHUNK: usize = 200;
+
+/// Mark ending a part that the next part continues (one long key segment).
+const CONTINUED: char = '+';
+/// Mark ending a directory part that would otherwise read as a file name (or as
+/// `.`/`..`).
+const ESCAPED: char = '=';
+
+/// How the last chunk of the key's last segment is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// As the archive file (`<chunk>.ndjson.gz`).
+    Archive,
+    /// As a directory (the stream's own directory in the overflow store).
+    Directory,
+}
+
+/// Pushes the storage parts of `key` onto `parts`.
+fn push_key_parts(parts: &mut Vec<String>, key: &StreamKey, last: Last) {
+    let mut segments = key.as_str().split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let final_segment = segments.peek().is_none();
+        // Key bytes are ASCII, so every byte offset is a char boundary.
+        let mut rest = segment;
+        while rest.len() > CHUNK {
+            let (chunk, tail) = rest.split_at(CHUNK);
+            parts.push(format!("{chunk}{CONTINUED}"));
+            rest = tail;
+        }
+        if final_segment && last == Last::Archive {
+            parts.push(format!("{rest}{ARCHIVE_SUFFIX}"));
+        } else if rest.ends_with(ARCHIVE_SUFFIX) || rest == "." || rest == ".." {
+            parts.push(format!("{rest}{ESCAPED}"));
+        } else {
+            parts.push(rest.to_owned());
+        }
+    }
+}
+
+/// The object name of a stream's archive: `<account>/<parts of the key>`, the last
+/// part ending in [`ARCHIVE_SUFFIX`].
+pub fn archive_path(id: &StreamId) -> ObjectPath {
+    let mut parts = Vec::with_capacity(2 + id.key.as_str().len() / CHUNK);
+    parts.push(id.account.as_str().to_owned());
+    push_key_parts(&mut parts, &id.key, Last::Archive);
+    ObjectPath::from_iter(parts)
+}
+
+/// The directory of a stream's own objects (the Redis store's overflow segments):
+/// `<account>/<parts of the key>/`. Objects put in it must have names no key part
+/// can take (the overflow store starts them with `+`, which no part starts with).
+pub fn stream_dir(id: &StreamId) -> ObjectPath {
+    let mut parts = Vec::with_capacity(2 + id.key.as_str().len() / CHUNK);
+    parts.push(id.account.as_str().to_owned());
+    push_key_parts(&mut parts, &id.key, Last::Directory);
+    ObjectPath::from_iter(parts)
+}
+
+/// The name runlog gave a stream's archive before this mapping
+/// (`<account>/<key>.ndjson.gz`), when it differs from [`archive_path`]: archives
+/// stored under it are still read. No key's current name is ever such a name (it
+/// holds a part longer than [`CHUNK`] or a directory ending in `.ndjson.gz`, which
+/// current names never do), so reading it never reads another key's archive.
+pub fn legacy_archive_path(id: &StreamId) -> Option<ObjectPath> {
+    let legacy = ObjectPath::from(format!(
+        "{}/{}{ARCHIVE_SUFFIX}",
+        id.account.as_str(),
+        id.key.as_str()
+    ));
+    (legacy != archive_path(id)).then_some(legacy)
+}
+
+/// The key whose archive is stored as `name` (the object name after
+/// `<account>/`), or `None` when no key's archive has that name (an object that
+/// is not an archive, e.g. a staging file).
+pub fn key_of_archive(name: &str) -> Option<StreamKey> {
+    let mut key = String::with_capacity(name.len());
+    let mut parts = name.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            key.push_str(part.strip_suffix(ARCHIVE_SUFFIX)?);
+        } else if let Some(chunk) = part.strip_suffix(CONTINUED) {
+            key.push_str(chunk);
+        } else {
+            key.push_str(part.strip_suffix(ESCAPED).unwrap_or(part));
+            key.push('/');
+        }
+    }
+    let key = StreamKey::new(key).ok()?;
+    // Only the canonical name of a key is that key's: a name with other cuts or
+    // marks (never written by this mapping) decodes to nothing.
+    let mut again = Vec::new();
+    push_key_parts(&mut again, &key, Last::Archive);
+    (again.join("/") == name).then_some(key)
+}
+
+/// [`key_of_archive`], also accepting the name an archive had before this mapping
+/// ([`legacy_archive_path`]), for listings.
+pub fn key_of_archive_or_legacy(name: &str) -> Option<StreamKey> {
+    if let Some(key) = key_of_archive(name) {
+        return Some(key);
+    }
+    let key = StreamKey::new(name.strip_suffix(ARCHIVE_SUFFIX)?).ok()?;
+    // Only names that are not some key's current name: those decoded above.
+    let mut current = Vec::new();
+    push_key_parts(&mut current, &key, Last::Archive);
+    (current.join("/") != name).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use runlog_protocol::AccountId;
+    use std::collections::HashMap;
+
+    fn id(key: &str) -> StreamId {
+        StreamId {
+            account: AccountId::new("acc").unwrap(),
+            key: StreamKey::new(key).unwrap(),
+        }
+    }
+
+    fn name_in_account(key: &str) -> String {
+        let path = archive_path(&id(key));
+        path.as_ref().strip_prefix("acc/").unwrap().to_owned()
+    }
+
+    #[test]
+    fn ordinary_and_harness_keys_keep_their_plain_names() {
+        assert_eq!(
+            archive_path(&id("a/b.log")).as_ref(),
+            "acc/a/b.log.ndjson.gz"
+        );
+        let harness = "accountId:abc/orgId:default/projectId:p/pipelineId:x/runSequence:1/level0:pipeline/level1:stages/level2:s1/addon:20004";
+        assert_eq!(
+            archive_path(&id(harness)).as_ref(),
+            format!("acc/{harness}.ndjson.gz")
+        );
+        assert_eq!(legacy_archive_path(&id(harness)), None);
+        assert_eq!(stream_dir(&id("a/b")).as_ref(), "acc/a/b");
+    }
+
+    #[test]
+    fn an_archive_file_and_a_directory_never_share_a_name() {
+        let file = archive_path(&id("p"));
+        let dir_of_other = archive_path(&id("p.ndjson.gz/q"));
+        assert_eq!(file.as_ref(), "acc/p.ndjson.gz");
+        assert_eq!(dir_of_other.as_ref(), "acc/p.ndjson.gz=/q.ndjson.gz");
+        assert_eq!(
+            key_of_archive("p.ndjson.gz=/q.ndjson.gz").unwrap().as_str(),
+            "p.ndjson.gz/q"
+        );
+        assert!(legacy_archive_path(&id("p.ndjson.gz/q")).is_some());
+    }
+
+    #[test]
+    fn long_segments_are_cut_into_short_parts_and_read_back() {
+        let long = "s".repeat(1000);
+        let path = archive_path(&id(&long));
+        for part in path.parts() {
+            assert!(part.as_ref().len() <= CHUNK + ARCHIVE_SUFFIX.len());
+        }
+        assert_eq!(path.parts().count(), 1 + 5);
+        assert_eq!(
+            key_of_archive(&name_in_account(&long)).unwrap().as_str(),
+            long
+        );
+        // Exactly CHUNK bytes: one part, no continuation.
+        let exact = "e".repeat(CHUNK);
+        assert_eq!(name_in_account(&exact), format!("{exact}.ndjson.gz"));
+        // A cut leaving `.` as a directory's last chunk is escaped.
+        let dotted = format!("{}./x", "d".repeat(CHUNK));
+        let name = name_in_account(&dotted);
+        assert_eq!(name, format!("{}+/.=/x.ndjson.gz", "d".repeat(CHUNK)));
+        assert_eq!(key_of_archive(&name).unwrap().as_str(), dotted);
+    }
+
+    #[test]
+    fn names_no_key_has_decode_to_nothing() {
+        for name in [
+            "a",
+            "a.ndjson.gz#1",
+            "a+.ndjson.gz",
+            "a=/b.ndjson.gz",
+            "a+/b.ndjson.gz",
+            "+00000000000000000001.ndjson",
+            "../a.ndjson.gz",
+            "a.ndjson.gz/b.ndjson.gz",
+        ] {
+            assert_eq!(key_of_archive(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn old_names_are_listed_only_when_no_key_owns_them_now() {
+        let long = "l".repeat(300);
+        let legacy = legacy_archive_path(&id(&long)).unwrap();
+        let name = legacy.as_ref().strip_prefix("acc/").unwrap();
+        assert_eq!(key_of_archive(name), None);
+        assert_eq!(key_of_archive_or_legacy(name).unwrap().as_str(), long);
+        assert_eq!(
+            key_of_archive_or_legacy("a.ndjson.gz").unwrap().as_str(),
+            "a"
+        );
+    }
+
+    fn key_strategy() -> impl Strategy<Value = String> {
+        // Segments from a small alphabet with the marks' neighbours, lengths around
+        // the chunk size, so cuts, escapes and suffixes meet often.
+        let segment = prop_oneof![
+            "[a.:$]{1,4}",
+            "[ab]{195,205}",
+            "[a.]{0,3}\\.ndjson\\.gz",
+            "[ab]{190,200}\\.ndjson\\.gz",
+        ];
+        proptest::collection::vec(segment, 1..4).prop_map(|s| s.join("/"))
+    }
+
+    proptest! {
+        #[test]
+        fn the_mapping_is_injective_and_reversible(keys in proptest::collection::vec(key_strategy(), 1..8)) {
+            let mut files: HashMap<String, String> = HashMap::new();
+            let mut dirs: HashMap<String, String> = HashMap::new();
+            for key in keys {
+                let Ok(k) = StreamKey::new(key.clone()) else { continue };
+                let name = name_in_account(k.as_str());
+                prop_assert_eq!(key_of_archive(&name).map(|k| k.as_str().to_owned()), Some(key.clone()));
+                for part in name.split('/') {
+                    prop_assert!(part.len() <= CHUNK + ARCHIVE_SUFFIX.len());
+                    prop_assert!(part != "." && part != "..");
+                }
+                if let Some(other) = files.insert(name.clone(), key.clone()) {
+                    prop_assert_eq!(&other, &key, "two keys, one name");
+                }
+                // Every directory on the way to the file.
+                let mut prefix = String::new();
+                for part in name.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+                    prefix.push_str(part);
+                    dirs.insert(prefix.clone(), key.clone());
+                    prefix.push('/');
+                }
+                // The stream's own directory never is an archive file either.
+                let dir = stream_dir(&id(&key));
+                dirs.insert(dir.as_ref().strip_prefix("acc/").unwrap().to_owned(), key.clone());
+            }
+            for (file, key) in &files {
+                prop_assert!(!dirs.contains_key(file), "{} is a file of {} and a directory of {:?}", file, key, dirs.get(file));
+            }
+        }
+    }
+}

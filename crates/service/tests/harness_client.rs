@@ -1,0 +1,763 @@
+//! A Harness lite-engine log client, unchanged, against `runlog service`.
+//!
+//! The requests here are the bytes lite-engine's HTTP clients put on the wire
+//! (learnt from its behaviour, not copied from its code): the token in
+//! `X-Harness-Token` (or `?X-Harness-Token=`), `accountID` and `key` in the query
+//! unescaped (so a Harness key's `:`, `$` and `/` arrive raw), Go's default headers
+//! (`User-Agent: Go-http-client/1.1`, `Accept-Encoding: gzip`), `Content-Length: 0`
+//! on a `POST` without a body, no `Content-Type`, and a `PUT` body that is Go's JSON
+//! encoding of the lines — `{"level","pos","out","time"(RFC 3339 nano),"args":null}`,
+//! `<`, `>` and `&` as `\u003c`-style escapes — plus the encoder's trailing newline.
+//! They go over a plain TCP socket, so nothing normalises them on the way. What the
+//! service stored is then read back through its public API and compared exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use runlog_protocol::Scope;
+use runlog_service::ServiceConfig;
+use runlog_testkit::service::{TestService, test_config};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const ACCOUNT: &str = "kmpySmUISimoRrJL6NL73w";
+const HARNESS_KEY: &str = "accountId:kmpySmUISimoRrJL6NL73w/orgId:default/projectId:p$1/pipelineId:build_$x/runSequence:1/level0:pipeline/level1:stages/level2:s1/addon:20004";
+
+/// One HTTP answer as read off the socket.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    #[allow(dead_code)]
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    #[allow(dead_code)]
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error_msg` of a JSON error body, as lite-engine reads it.
+    fn error_msg(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {}", self.text()));
+        v["error_msg"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error_msg in {v}"))
+            .to_owned()
+    }
+}
+
+/// How lite-engine's client authenticates.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Header(&'a str),
+    Query(&'a str),
+}
+
+/// Sends one request as Go's `net/http` client writes it and reads the answer.
+async fn go_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    query: &str,
+    auth: Auth<'_>,
+    body: Option<&[u8]>,
+) -> Reply {
+    let target = match auth {
+        Auth::Header(_) => format!("{path}?{query}"),
+        Auth::Query(token) => format!("{path}?{query}&X-Harness-Token={token}"),
+    };
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Go-http-client/1.1\r\n");
+    match body {
+        Some(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
+        // Go sends an explicit zero length on a body-less POST or PUT.
+        None if method == "POST" || method == "PUT" => head.push_str("Content-Length: 0\r\n"),
+        None => {}
+    }
+    if let Auth::Header(token) = auth {
+        head.push_str(&format!("X-Harness-Token: {token}\r\n"));
+    }
+    head.push_str("Accept-Encoding: gzip\r\n\r\n");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = tcp.into_split();
+    // Written while the answer is read, as a real client does: a server that
+    // answers early is seen answering, not as a stalled write.
+    let body = body.map(<[u8]>::to_vec);
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        if let Some(b) = body {
+            write.write_all(&b).await?;
+        }
+        write.flush().await?;
+        Ok::<_, std::io::Error>(write)
+    });
+    let reply = read_reply(BufReader::new(read), method).await;
+    // A client like Go's reports a failed body write (the server reset the
+    // connection while it was still sending) as the request's failure, whatever the
+    // server answered: the whole request must have gone out.
+    let written = writer.await.expect("writer task");
+    if let Err(e) = written {
+        panic!("{method} {path}: the request could not be sent whole: {e}");
+    }
+    reply.unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"))
+}
+
+async fn read_reply(
+    mut r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    method: &str,
+) -> std::io::Result<Reply> {
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).await?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if status == 204 || method == "HEAD" {
+        // No body to read (lite-engine does not read one either).
+    } else if let Some(len) = get("content-length") {
+        let len: usize = len.parse().map_err(std::io::Error::other)?;
+        body.resize(len, 0);
+        r.read_exact(&mut body).await?;
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            r.read_line(&mut line).await?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).await?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        r.read_to_end(&mut body).await?;
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// lite-engine's line, as Go's encoder writes it.
+fn go_line(pos: u64, out: &str) -> String {
+    format!(
+        r#"{{"level":"info","pos":{pos},"out":{},"time":"2026-12-06T07:53:47.{:09}Z","args":null}}"#,
+        go_json_string(out),
+        pos % 1_000_000_000
+    )
+}
+
+/// A string as Go's `encoding/json` writes it (HTML characters escaped).
+fn go_json_string(s: &str) -> String {
+    serde_json::to_string(s)
+        .unwrap()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// A `PUT /stream` body: the JSON array of `lines` and Go's trailing newline.
+fn go_put_body(lines: &[String]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 3);
+    b.push(b'[');
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(l.as_bytes());
+    }
+    b.extend_from_slice(b"]\n");
+    b
+}
+
+fn stream_query(key: &str) -> String {
+    // Unescaped, as lite-engine formats it.
+    format!("accountID={ACCOUNT}&key={key}")
+}
+
+/// The archive of `key` as NDJSON rows, through `GET /blob` (a runlog client).
+async fn archive_rows(svc: &TestService, key: &str) -> Vec<String> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/blob", svc.url()))
+        .query(&[("accountID", ACCOUNT), ("key", key)])
+        .bearer_auth(svc.token(ACCOUNT, Scope::Read))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET /blob {key}");
+    let text = r.text().await.unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+fn lines(range: std::ops::Range<u64>, text: impl Fn(u64) -> String) -> Vec<String> {
+    range.map(|pos| go_line(pos, &text(pos))).collect()
+}
+
+#[tokio::test]
+async fn open_write_close_with_a_harness_key_stores_the_lines_exactly() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    let open = go_request(
+        svc.addr(),
+        "POST",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(open.status <= 299, "open: {} {}", open.status, open.text());
+
+    let sent = lines(0..5, |pos| match pos {
+        0 => "+ make build".into(),
+        1 => "<b>bold</b> & \"quoted\"".into(),
+        2 => "tab\there, unicode é ✓".into(),
+        _ => format!("line {pos}"),
+    });
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&sent)),
+    )
+    .await;
+    assert!(put.status <= 299, "write: {} {}", put.status, put.text());
+    let more = lines(5..8, |pos| format!("later {pos}"));
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&more)),
+    )
+    .await;
+    assert!(put.status <= 299, "write: {} {}", put.status, put.text());
+
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(
+        close.status <= 299,
+        "close: {} {}",
+        close.status,
+        close.text()
+    );
+
+    let expected: Vec<String> = sent.into_iter().chain(more).collect();
+    assert_eq!(archive_rows(&svc, HARNESS_KEY).await, expected);
+
+    // Listed under its key, as sent.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/streams?accountID={ACCOUNT}", svc.url()))
+        .bearer_auth(svc.token(ACCOUNT, Scope::Read))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["key"].as_str())
+        .collect();
+    assert_eq!(keys, [HARNESS_KEY]);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_twenty_megabyte_put_stores_every_line() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    let open = go_request(
+        svc.addr(),
+        "POST",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(open.status <= 299);
+
+    // One second of a very chatty step, flushed in one request as lite-engine does.
+    let sent = lines(0..100_000, |pos| {
+        format!(
+            "{pos:08} {}",
+            "compiling crate with a long enough line of output to fill ".repeat(3)
+        )
+    });
+    let body = go_put_body(&sent);
+    assert!(body.len() > 20_000_000, "{} bytes", body.len());
+    assert!(body.len() > runlog_service::config::DEFAULT_MAX_BODY);
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let ack: serde_json::Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(ack["appended"], 100_000);
+    assert_eq!(ack["next_pos"], 100_000);
+
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(close.status <= 299);
+    assert!(
+        archive_rows(&svc, HARNESS_KEY).await == sent,
+        "archive differs from what was sent"
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_put_before_any_open_stores_its_lines() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let key = "accountId:a/pipelineId:p/level0:open_failed$";
+    let q = stream_query(key);
+    let sent = lines(0..3, |pos| format!("written without an open {pos}"));
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&sent)),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let ack: serde_json::Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(ack["appended"], 3);
+    // The stream is open now: the next write goes on, a close archives both.
+    let more = lines(3..4, |_| "second write".into());
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&more)),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(close.status <= 299, "{}", close.text());
+    let expected: Vec<String> = sent.into_iter().chain(more).collect();
+    assert_eq!(archive_rows(&svc, key).await, expected);
+
+    // A closed stream still refuses lines: only a stream that is not there opens.
+    let late = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&lines(4..5, |_| "late".into()))),
+    )
+    .await;
+    assert_eq!(late.status, 409, "{}", late.text());
+    assert!(!late.error_msg().is_empty());
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn indirect_upload_of_plain_ndjson_reads_back_exactly() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    let history = lines(0..50, |pos| format!("history <{pos}>"));
+    // lite-engine's upload: the lines as NDJSON, uncompressed, no Content-Type.
+    let mut ndjson = Vec::new();
+    for l in &history {
+        ndjson.extend_from_slice(l.as_bytes());
+        ndjson.push(b'\n');
+    }
+    let up = go_request(
+        svc.addr(),
+        "POST",
+        "/blob",
+        &q,
+        Auth::Header(&token),
+        Some(&ndjson),
+    )
+    .await;
+    assert!(up.status <= 299, "upload: {} {}", up.status, up.text());
+    assert_eq!(archive_rows(&svc, HARNESS_KEY).await, history);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_with_snapshot_archives_what_was_written() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let key = "accountId:x/runSequence:7/level0:pipeline";
+    let q = stream_query(key);
+    let open = go_request(
+        svc.addr(),
+        "POST",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(open.status <= 299);
+    let sent = lines(0..10, |pos| format!("row {pos}"));
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&go_put_body(&sent)),
+    )
+    .await;
+    assert!(put.status <= 299);
+    // Before the close there is no archive.
+    let none = go_request(svc.addr(), "GET", "/blob", &q, Auth::Header(&token), None).await;
+    assert_eq!(none.status, 404);
+    assert!(!none.error_msg().is_empty());
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Header(&token),
+        None,
+    )
+    .await;
+    assert!(close.status <= 299, "{}", close.text());
+    assert_eq!(archive_rows(&svc, key).await, sent);
+    svc.shutdown().await;
+}
+
+/// Every `tracing` event and span field of this process, as text.
+fn captured_log() -> Arc<Mutex<String>> {
+    static LOG: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(String::new()));
+        let _ = tracing::subscriber::set_global_default(capture::Capture {
+            log: log.clone(),
+            next: Default::default(),
+        });
+        log
+    })
+    .clone()
+}
+
+/// A subscriber that writes everything, at every level, from every crate (hyper
+/// and axum included), so a test can search all that could reach a log.
+mod capture {
+    use std::fmt::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    pub struct Capture {
+        pub log: Arc<Mutex<String>>,
+        pub next: AtomicU64,
+    }
+
+    struct Text<'a>(&'a mut String);
+
+    impl Visit for Text<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    impl Capture {
+        fn write(&self, meta: &Metadata<'_>, record: impl FnOnce(&mut Text<'_>)) {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = write!(log, "{} {} {}:", meta.level(), meta.target(), meta.name());
+            record(&mut Text(&mut log));
+            log.push('\n');
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            self.write(span.metadata(), |t| span.record(t));
+            Id::from_u64(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+        }
+        fn record(&self, _: &Id, values: &Record<'_>) {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            values.record(&mut Text(&mut log));
+            log.push('\n');
+        }
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            self.write(event.metadata(), |t| event.record(t));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[tokio::test]
+async fn the_token_in_the_query_is_accepted_and_never_logged() {
+    let log = captured_log();
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    let open = go_request(svc.addr(), "POST", "/stream", &q, Auth::Query(&token), None).await;
+    assert!(open.status <= 299, "open: {} {}", open.status, open.text());
+    let sent = lines(0..4, |pos| format!("query token {pos}"));
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Query(&token),
+        Some(&go_put_body(&sent)),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    // Failures log; none of them may log the query that carried the token: a
+    // malformed batch, a forged token, a token for another account, a storage
+    // failure (a file where the archive's directory must go).
+    let bad = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Query(&token),
+        Some(b"[{\"pos\":\"x\"}]\n"),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let forged = format!("{token}x");
+    let r = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Query(&forged),
+        Some(b"[]\n"),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let other = svc.token("other-account", Scope::Write);
+    let r = go_request(svc.addr(), "POST", "/stream", &q, Auth::Query(&other), None).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let archives = svc.config().archive_dir().join(ACCOUNT);
+    std::fs::create_dir_all(&archives).unwrap();
+    std::fs::write(archives.join("blocked"), b"not a directory").unwrap();
+    let blocked_q = stream_query("blocked/x");
+    let r = go_request(
+        svc.addr(),
+        "POST",
+        "/blob",
+        &blocked_q,
+        Auth::Query(&token),
+        Some(b"{\"pos\":0,\"out\":\"x\"}\n"),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Query(&token),
+        None,
+    )
+    .await;
+    assert!(close.status <= 299, "{}", close.text());
+    assert_eq!(archive_rows(&svc, HARNESS_KEY).await, sent);
+    svc.shutdown().await;
+
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("storage backend failed"),
+        "the capture saw the service's events: {log}"
+    );
+    for secret in [&token, &forged, &other] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token reached the log:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("X-Harness-Token="),
+        "a query reached the log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_json_413_never_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = TestService::start_with(ServiceConfig {
+        max_append_body: 1 << 20,
+        ..test_config(dir.path())
+    })
+    .await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    // Far over: more than socket buffers hold, so a server that answers without
+    // reading the body closes a connection with unread bytes, which resets it.
+    let sent = lines(0..100_000, |pos| format!("{pos} {}", "x".repeat(160)));
+    let body = go_put_body(&sent);
+    assert!(body.len() > 20 << 20);
+
+    // Over a socket, as lite-engine writes it.
+    let r = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.error_msg().contains("larger"), "{}", r.error_msg());
+
+    // And through an HTTP client library, declared length and chunked alike.
+    let http = reqwest::Client::new();
+    let url = format!("{}/stream?{q}", svc.url());
+    let r = http
+        .put(&url)
+        .header("X-Harness-Token", &token)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(r.status(), 413);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert!(err["error_msg"].is_string(), "{err}");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let r = http
+        .put(&url)
+        .header("X-Harness-Token", &token)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(r.status(), 413);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert!(err["error_msg"].is_string(), "{err}");
+
+    // Nothing of it was stored, and the same client goes on writing.
+    let small = lines(0..2, |pos| format!("small {pos}"));
+    let r = http
+        .put(&url)
+        .header("X-Harness-Token", &token)
+        .body(go_put_body(&small))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ack["appended"], 2);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_big_batch_still_counts_against_the_stores_memory_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_bytes_per_stream = 4 << 20;
+    let svc = TestService::start_with(cfg).await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let q = stream_query(HARNESS_KEY);
+    // Within the body limit, over the stream's byte limit.
+    let sent = lines(0..60_000, |pos| format!("{pos} {}", "y".repeat(60)));
+    let body = go_put_body(&sent);
+    assert!(body.len() > 4 << 20 && body.len() < svc.config().max_append_body);
+    let r = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(!r.error_msg().is_empty());
+    let meta = svc
+        .state()
+        .streams()
+        .meta(&runlog_service::store::StreamId {
+            account: ACCOUNT.parse().unwrap(),
+            key: HARNESS_KEY.parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(meta.lines, 0, "a refused batch stores nothing");
+    svc.shutdown().await;
+}
