@@ -405,9 +405,9 @@ fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
             "key",
         ),
         case(
-            "key: 513 bytes",
+            "key: 1025 bytes",
             "POST",
-            format!("/stream?accountID=acc&key={}", "k".repeat(513)),
+            format!("/stream?accountID=acc&key={}", "k".repeat(1025)),
             bearer(w),
             line(""),
             400,

@@ -5,6 +5,7 @@
 //! error answer names a path on the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use bytes::Bytes;
 use runlog_protocol::Scope;
 use runlog_protocol::key::MAX_KEY_LEN;
 use runlog_service::store::{MemoryLimits, MemoryStreamStore};
@@ -331,4 +332,74 @@ async fn keys_that_are_still_refused_never_reach_storage() {
     }
     assert!(listed_keys(&svc).await.is_empty());
     svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_overflow_segments_of_long_and_nested_keys_stay_apart_and_read_back() {
+    use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
+    use runlog_service::store::{StoredLine, StreamId, StreamStore};
+    let server = runlog_testkit::redis::RedisServer::start_new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let overflow =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store = RedisStreamStore::new(
+        RedisConfig {
+            url: server.url(),
+            max_lines: 100,
+            block: std::time::Duration::from_millis(300),
+            ..RedisConfig::default()
+        },
+        Some(overflow),
+    )
+    .unwrap();
+    let keys = [
+        format!("accountId:abc/level0:{}", "s$".repeat(300)),
+        "k".to_owned(),
+        "k/x".to_owned(),
+        "k.ndjson.gz".to_owned(),
+    ];
+    let row = |key: &str, pos: u64| {
+        Bytes::from(format!(
+            r#"{{"pos":{pos},"out":"{} {pos}"}}"#,
+            &key[..key.len().min(20)]
+        ))
+    };
+    for key in &keys {
+        let id = StreamId {
+            account: ACCOUNT.parse().unwrap(),
+            key: key.parse().unwrap(),
+        };
+        store.open(&id).await.unwrap();
+        for start in (0..600).step_by(50) {
+            let batch: Vec<StoredLine> = (start..start + 50)
+                .map(|pos| StoredLine {
+                    pos,
+                    json: row(key, pos),
+                })
+                .collect();
+            store.append(&id, batch).await.unwrap();
+        }
+    }
+    for key in &keys {
+        let id = StreamId {
+            account: ACCOUNT.parse().unwrap(),
+            key: key.parse().unwrap(),
+        };
+        let all = store.read(&id, 0, 10_000).await.unwrap();
+        let expected: Vec<Bytes> = (0..600).map(|pos| row(key, pos)).collect();
+        assert_eq!(
+            all.into_iter().map(|l| l.json).collect::<Vec<_>>(),
+            expected,
+            "{key} reads back its own lines"
+        );
+    }
+    let mut paths = Vec::new();
+    walk(dir.path(), &mut paths);
+    assert!(
+        paths.iter().any(|p| p.to_string_lossy().contains("/+")),
+        "segments were written: {paths:?}"
+    );
+    for p in &paths {
+        assert!(p.file_name().unwrap().len() <= 255, "{}", p.display());
+    }
 }
