@@ -38,6 +38,12 @@ pub struct EngineConfig {
     /// Variables of the engine's environment that steps inherit besides the base
     /// ([`crate::child_env::BASE_NAMES`]). Empty by default.
     pub pass_env: Vec<String>,
+    /// Connections served at once, and how long a request's headers and body may take
+    /// to arrive (also the idle keep-alive timeout). See [`runlog_edge::Limits`].
+    pub connection_limits: runlog_edge::Limits,
+    /// Steps running at once; one more is refused with 429. Each holds a process
+    /// group, two pipes, a spool file and a connection. Default 256.
+    pub max_steps: usize,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +60,8 @@ impl Default for EngineConfig {
             max_body: 32 << 20,
             allowed_hosts: Vec::new(),
             pass_env: Vec::new(),
+            connection_limits: runlog_edge::Limits::default(),
+            max_steps: 256,
         }
     }
 }

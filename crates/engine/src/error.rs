@@ -30,6 +30,9 @@ pub enum EngineError {
     /// a step without a stage (409).
     #[error("{0}")]
     Conflict(String),
+    /// The engine runs as many steps as it may (429).
+    #[error("{0}")]
+    Busy(String),
     /// Body larger than the limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -55,6 +58,7 @@ impl EngineError {
             MethodNotAllowed(m) => MethodNotAllowed(f(m)),
             Conflict(m) => Conflict(f(m)),
             TooLarge(m) => TooLarge(f(m)),
+            Busy(m) => Busy(f(m)),
             Unprocessable(m) => Unprocessable(f(m)),
             Internal(m) => Internal(f(m)),
         }
@@ -71,6 +75,7 @@ impl EngineError {
             EngineError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             EngineError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

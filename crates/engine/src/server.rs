@@ -99,9 +99,18 @@ pub async fn serve(
             destroy::destroy_stage(&st).await;
         }));
     };
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await;
+    let result = runlog_edge::serve(
+        listener,
+        app,
+        state.config().connection_limits,
+        |tcp| {
+            // Answers are small and a controller waits for each: no Nagle delay.
+            let _ = tcp.set_nodelay(true);
+            tcp
+        },
+        signal,
+    )
+    .await;
     if let Ok(task) = destroying.await {
         drop(task.await);
     }

@@ -25,6 +25,9 @@ struct Inner {
     /// The engine log stream's sink, attached to every request's span.
     sink: RwLock<Option<Arc<dyn StreamSink>>>,
     metrics: Metrics,
+    /// One permit per step that may run at once (`EngineConfig::max_steps`); a step
+    /// holds its permit until its stream is closed.
+    step_slots: Arc<tokio::sync::Semaphore>,
     /// The function endpoints, whose Python runtime also installs `/setup`'s
     /// dependencies; set once by whoever mounts them.
     functions: std::sync::OnceLock<Functions>,
@@ -41,6 +44,7 @@ impl EngineState {
         }
         EngineState {
             inner: Arc::new(Inner {
+                step_slots: Arc::new(tokio::sync::Semaphore::new(config.max_steps)),
                 config,
                 stage: tokio::sync::Mutex::new(None),
                 current: RwLock::new(None),
@@ -64,6 +68,11 @@ impl EngineState {
     /// The engine's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// A slot for one more running step, or `None` when `max_steps` are running.
+    pub fn try_step_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.step_slots.clone().try_acquire_owned().ok()
     }
 
     /// A fresh capture ring of the configured capacity, for one request: attach it to

@@ -199,3 +199,65 @@ async fn healthz_and_metrics_answer() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_half_a_request_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let engine = TestEngine::start_with(|c| {
+        c.connection_limits.header_read_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(engine.addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(engine.addr).await.unwrap();
+    half.write_all(b"POST /step HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    for conn in [&mut idle, &mut half] {
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            conn.read_to_end(&mut got),
+        )
+        .await;
+        assert!(closed.is_ok(), "the engine kept a silent connection open");
+    }
+    // The engine still answers everyone else.
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn steps_past_the_cap_are_refused_with_429_until_one_ends() {
+    let engine = TestEngine::start_with(|c| c.max_steps = 2).await;
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    let marker = engine.dir.path().join("release");
+    let wait = format!("while [ ! -e '{}' ]; do sleep 0.05; done", marker.display());
+    for id in ["a", "b"] {
+        let (status, answer) = engine
+            .post("/step", json!({"id": id, "script": wait, "detach": true}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, answer) = engine
+        .post("/step", json!({"id": "c", "script": "true"}))
+        .await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(has_message(&answer) && answer["error_msg"].as_str().unwrap().contains("2 steps"));
+    std::fs::write(&marker, b"").unwrap();
+    for id in ["a", "b"] {
+        let (status, answer) = engine.post("/poll_step", json!({"id": id})).await;
+        assert_eq!((status, &answer["exit_code"]), (200, &json!(0)), "{answer}");
+    }
+    // A slot is free once a step's stream is closed: poll answers before that, so the
+    // next step may need a moment.
+    let ran = engine_support::eventually(std::time::Duration::from_secs(10), async || {
+        engine
+            .post("/step", json!({"id": "c", "script": "true"}))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert!(ran, "a step was still refused after the others ended");
+    engine.shutdown().await;
+}

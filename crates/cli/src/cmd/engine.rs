@@ -47,6 +47,9 @@ pub struct EngineArgs {
         value_delimiter = ','
     )]
     pub pass_env: Vec<String>,
+    /// Steps running at once; one more is refused with 429 until one ends.
+    #[arg(long, env = "RUNLOG_ENGINE_MAX_STEPS", default_value_t = EngineConfig::default().max_steps)]
+    pub max_steps: usize,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub close_deadline: Duration,
@@ -69,6 +72,7 @@ impl EngineArgs {
             destroy_deadline: self.destroy_deadline,
             allowed_hosts: self.allowed_hosts.clone(),
             pass_env: self.pass_env.clone(),
+            max_steps: self.max_steps,
             ..EngineConfig::default()
         }
     }

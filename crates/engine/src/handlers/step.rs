@@ -59,6 +59,12 @@ pub async fn step(
         Some(d) => workspace::resolve(&stage.workspace, d)?,
         None => stage.working_dir.clone(),
     };
+    let slot = state.try_step_slot().ok_or_else(|| {
+        EngineError::Busy(format!(
+            "{} steps are running, as many as this engine runs at once; start this one when one has ended",
+            state.config().max_steps
+        ))
+    })?;
     let (tx, rx) = watch::channel(None);
     stage
         .add_step(&req.id, req.log_key.as_deref(), rx.clone())
@@ -99,7 +105,15 @@ pub async fn step(
             &stage.secrets.iter().chain(&req.secrets).collect::<Vec<_>>(),
         ),
     };
-    let task = tokio::spawn(run_step(state.clone(), stage.clone(), run, tx).in_current_span());
+    let step_run = run_step(state.clone(), stage.clone(), run, tx);
+    let task = tokio::spawn(
+        async move {
+            let report = step_run.await;
+            drop(slot);
+            report
+        }
+        .in_current_span(),
+    );
     stage.set_task(&req.id, task);
     if req.detach {
         return Ok(Json(serde_json::json!({})).into_response());

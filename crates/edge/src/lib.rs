@@ -1,0 +1,151 @@
+//! The HTTP edge both runlog servers share: how connections are accepted, bounded and
+//! timed, so that a peer that does not play by the protocol holds at most a bounded
+//! share of the server for a bounded time.
+//!
+//! `axum::serve` gives hyper no timer, so hyper's header read timeout never ran: an
+//! idle, half-sent or kept-alive connection stayed open for ever, and 520 of them under
+//! `ulimit -n 512` made every other request fail. [`serve`] accepts at most
+//! [`Limits::max_connections`] at once (the next waits in the kernel's backlog rather
+//! than failing `accept` with `EMFILE`), gives hyper a timer so that headers — of a
+//! first request or of the next one on a kept-alive connection — must arrive within
+//! [`Limits::header_read_timeout`], and times out a request body that stops arriving.
+
+use axum::Router;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+/// How long the descriptor limit is kept below for the server's own files (stores,
+/// spools, child processes' pipes) when [`Limits::max_connections`] is derived from it.
+pub const DESCRIPTOR_HEADROOM: u64 = 256;
+
+/// What one connection may hold, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; the next waits to be accepted.
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive, counted from when the connection is
+    /// ready for them: after it opens, and after each answer on a kept-alive one (so
+    /// it is also the idle keep-alive timeout).
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 30 s for headers and for each piece of a body; connections up to the descriptor
+    /// limit less [`DESCRIPTOR_HEADROOM`] (at most 16 384).
+    fn default() -> Self {
+        Limits {
+            max_connections: connections_for(descriptor_limit()),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connections a server may hold with `descriptors` open files allowed: all but the
+/// headroom, at least 16, at most 16 384.
+pub fn connections_for(descriptors: u64) -> usize {
+    let usable = descriptors
+        .saturating_sub(DESCRIPTOR_HEADROOM)
+        .clamp(16, 16_384);
+    usize::try_from(usable).unwrap_or(16_384)
+}
+
+/// The soft limit on open files, raised to the hard limit first: the default soft
+/// limit of many systems (1 024) is a few hundred tails and steps, the hard one rarely
+/// is. Answers 1 024 when the limit cannot be read.
+pub fn descriptor_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
+/// accepting, lets each connection finish the request it is in, and returns once all
+/// are closed. `wrap` turns each accepted TCP stream into the connection's I/O (a
+/// write timeout, `TCP_NODELAY`).
+pub async fn serve<Io>(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    wrap: impl Fn(tokio::net::TcpStream) -> Io,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_read_timeout,
+    ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first: at the cap the server stops accepting, and the kernel's
+        // backlog holds the next connections instead of `accept` failing for them.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let (tcp, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or memory for a moment, or a peer that reset
+                    // before it was accepted: none of these ends the server.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = builder.serve_connection(TokioIo::new(wrap(tcp)), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A connection's end is its peer's business (a reset, a timeout it earned).
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_leave_headroom_below_the_descriptor_limit() {
+        assert_eq!(connections_for(1024), 768);
+        assert_eq!(connections_for(100), 16, "never fewer than 16");
+        assert_eq!(connections_for(1 << 20), 16_384);
+    }
+}
