@@ -173,14 +173,12 @@ async fn read_token_cannot_write_and_only_admin_mints_tokens() {
 }
 
 #[tokio::test]
-async fn unknown_and_closed_streams_refuse_lines_with_404_and_409() {
+async fn closed_streams_refuse_lines_with_409_and_unknown_ones_take_them() {
     let svc = TestService::start().await;
     let api = Api::new(&svc, "acc", Scope::Write);
-    assert_error(
-        api.put("never-opened", &lines(0..1)).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    // A stream never opened is opened by its first lines (lite-engine writes on after
+    // a failed open); only a closed one refuses them.
+    assert_eq!(api.put_ok("never-opened", &lines(0..1)).await.next_pos, 1);
     api.open("k").await;
     api.close("k", false).await;
     assert_error(api.put("k", &lines(0..1)).await, StatusCode::CONFLICT).await;
@@ -321,6 +319,7 @@ async fn oversized_bodies_get_413() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServiceConfig {
         max_body: 64 * 1024,
+        max_append_body: 64 * 1024,
         max_blob_body: 128 * 1024,
         ..test_config(dir.path())
     };
@@ -414,7 +413,12 @@ async fn per_stream_line_limit_refuses_with_413() {
 async fn errors_are_counted_by_kind_in_metrics() {
     let svc = TestService::start().await;
     let api = Api::new(&svc, "acc", Scope::Write);
-    api.put("never-opened", &lines(0..1)).await;
+    let r = api
+        .req(Method::GET, "/blob", "no-archive")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let text = get_text(format!("{}/metrics", api.base)).await;
     assert!(
         text.contains("runlog_errors_total{kind=\"not_found\"} 1"),
