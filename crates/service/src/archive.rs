@@ -265,8 +265,8 @@ impl RowDecoder {
 
     /// Offers each complete row (without its `\n` and a `\r` before it) to `take`,
     /// in order, until `take` answers `false` (that row is kept for the next call)
-    /// or no complete row is left. Fails when the unfinished row at the end is
-    /// longer than [`ReadLimits::max_row`].
+    /// or no complete row is left. Fails on a row longer than
+    /// [`ReadLimits::max_row`], complete or still unfinished.
     pub fn rows(&mut self, mut take: impl FnMut(&[u8]) -> bool) -> Result<(), ArchiveError> {
         if matches!(self.mode, Mode::Sniffing(_)) {
             return Ok(());
@@ -288,6 +288,13 @@ impl RowDecoder {
             };
             let end = start + i;
             let row = &text[taken..end];
+            // Refused however the bytes arrived (a row found whole in one feed too).
+            if row.len() > self.limits.max_row {
+                break Err(ArchiveError::RowTooLong {
+                    line: rows + 1,
+                    max: self.limits.max_row,
+                });
+            }
             if !take(row.strip_suffix(b"\r").unwrap_or(row)) {
                 scanned = end - taken;
                 break Ok(());

@@ -519,12 +519,14 @@ impl Inner {
 
     /// One page of lines with `pos >= from` (overflow segments first, then Redis),
     /// and whether the stream is open — read atomically from Redis, so "closed and
-    /// nothing more" is never wrong.
+    /// nothing more" is never wrong. At most `max` lines and `max_bytes` of line
+    /// JSON, but always the first line found (a tail must move on).
     async fn read_page(
         &self,
         id: &StreamId,
         from: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<(bool, Vec<StoredLine>), StoreError> {
         let keys = self.keys(id);
         let reply: Vec<Value> = self
@@ -534,7 +536,7 @@ impl Inner {
                 &mut self.conn(),
                 &[&keys.meta, &keys.lines, &keys.late],
                 |c| {
-                    c.arg(from).arg(max);
+                    c.arg(from).arg(max).arg(max_bytes);
                 },
             )
             .await
@@ -565,9 +567,28 @@ impl Inner {
         }
         // Segments hold every pos in [.., trimmed); they were written before
         // `trimmed` advanced, so reading them after Redis is consistent.
-        let mut lines = self.read_overflow(id, from, trimmed, max).await?;
-        let room = max.saturating_sub(lines.len());
-        lines.extend(redis_lines.into_iter().take(room));
+        let mut lines = self
+            .read_overflow(id, from, trimmed, max, max_bytes)
+            .await?;
+        if lines
+            .last()
+            .is_some_and(|l| l.pos.saturating_add(1) < trimmed)
+        {
+            // The page ended inside the segments (full): Redis's lines come after
+            // the segments' rest, on a later page.
+            return Ok((open, lines));
+        }
+        let mut bytes: usize = lines.iter().map(|l| l.json.len()).sum();
+        for line in redis_lines
+            .into_iter()
+            .take(max.saturating_sub(lines.len()))
+        {
+            if !lines.is_empty() && bytes.saturating_add(line.json.len()) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(line.json.len());
+            lines.push(line);
+        }
         Ok((open, lines))
     }
 
@@ -614,6 +635,7 @@ impl Inner {
         from: u64,
         below: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<StoredLine>, StoreError> {
         let Some(store) = self.overflow.as_deref() else {
             return Err(StoreError::Corrupt(
@@ -622,6 +644,7 @@ impl Inner {
         };
         let segments = self.segments(store, id).await?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for (i, (first, path)) in segments.iter().enumerate() {
             let end = segments.get(i + 1).map_or(below, |(next, _)| *next);
             if end <= from || *first >= below {
@@ -639,10 +662,18 @@ impl Inner {
                 // Bounded by where the next segment starts too: no line is served
                 // twice, whatever a segment holds past it.
                 if pos >= from && pos < end {
-                    out.push(StoredLine {
-                        pos,
-                        json: body.slice_ref(row),
-                    });
+                    if !out.is_empty() && bytes.saturating_add(row.len()) > max_bytes {
+                        return Ok(out);
+                    }
+                    bytes = bytes.saturating_add(row.len());
+                    // A copy when the page is capped: a slice would keep the whole
+                    // segment alive for as long as a (stalled) tail holds the page.
+                    let json = if max_bytes == usize::MAX {
+                        body.slice_ref(row)
+                    } else {
+                        Bytes::copy_from_slice(row)
+                    };
+                    out.push(StoredLine { pos, json });
                     if out.len() >= max {
                         return Ok(out);
                     }
@@ -708,7 +739,7 @@ impl Inner {
             return Ok(());
         }
         let count = usize::try_from(target - trimmed).unwrap_or(usize::MAX);
-        let (_, lines) = self.read_page(id, trimmed, count).await?;
+        let (_, lines) = self.read_page(id, trimmed, count, usize::MAX).await?;
         let lines: Vec<StoredLine> = lines.into_iter().filter(|l| l.pos < target).collect();
         if lines.len() as u64 != target - trimmed {
             return Err(StoreError::Corrupt(format!(
@@ -914,7 +945,7 @@ impl StreamStore for RedisStreamStore {
             self.meta(id).await?;
             return Ok(Vec::new());
         }
-        Ok(self.inner.read_page(id, from, max).await?.1)
+        Ok(self.inner.read_page(id, from, max, usize::MAX).await?.1)
     }
 
     async fn tail(
@@ -1176,7 +1207,12 @@ impl TailState {
             subscription.mark_seen();
             let (open, lines) = self
                 .inner
-                .read_page(&self.id, self.next, self.inner.config.page_lines)
+                .read_page(
+                    &self.id,
+                    self.next,
+                    self.inner.config.page_lines.min(super::TAIL_CHUNK_LINES),
+                    super::TAIL_CHUNK_BYTES,
+                )
                 .await?;
             if let Some(last) = lines.last() {
                 // Cannot overflow: ingest refuses a `pos` above `MAX_POS`.
@@ -1545,12 +1581,14 @@ if appended > 0 then redis.call('PUBLISH', KEYS[4], 1) end
 return {0, appended, dups, contig, in_redis + appended, in_redis_bytes + bytes}
 "#;
 
-/// KEYS: meta lines late; ARGV: from max.
-/// Returns {open (1/0, or -1 when absent), trimmed, pos, json, pos, json, ...}, merged in pos order.
+/// KEYS: meta lines late; ARGV: from max [max_bytes].
+/// Returns {open (1/0, or -1 when absent), trimmed, pos, json, pos, json, ...}, merged in pos order;
+/// with max_bytes, no more than that many bytes of json, but always the first line.
 const READ: &str = r#"
 local m = redis.call('HMGET', KEYS[1], 'open', 'trimmed')
 if not m[1] then return {-1} end
 local from, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_bytes, bytes = tonumber(ARGV[3] or '') or math.huge, 0
 local trimmed = tonumber(m[2])
 if from < trimmed then from = trimmed end
 local out = {m[1] == '1' and 1 or 0, trimmed}
@@ -1562,11 +1600,15 @@ while n < max do
   if s[si] then spos = tonumber(string.match(s[si][1], '^(%d+)')) end
   if z[zi] then zpos = tonumber(z[zi + 1]) end
   if not spos and not zpos then break end
+  local pos, json
   if zpos and (not spos or zpos < spos) then
-    out[#out + 1] = zpos; out[#out + 1] = z[zi]; zi = zi + 2
+    pos, json = zpos, z[zi]; zi = zi + 2
   else
-    out[#out + 1] = spos; out[#out + 1] = s[si][2][2]; si = si + 1
+    pos, json = spos, s[si][2][2]; si = si + 1
   end
+  if n > 0 and bytes + #json > max_bytes then break end
+  bytes = bytes + #json
+  out[#out + 1] = pos; out[#out + 1] = json
   n = n + 1
 end
 return out
