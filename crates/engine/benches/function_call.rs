@@ -90,7 +90,7 @@ async fn execute(http: &reqwest::Client, url: &str) -> Duration {
         .unwrap();
     let value: serde_json::Value = resp.json().await.unwrap();
     let took = started.elapsed();
-    assert_eq!(value["result"], json!(3), "{value}");
+    assert_eq!(value["json_result"], json!(3), "{value}");
     took
 }
 

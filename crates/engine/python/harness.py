@@ -15,12 +15,15 @@ Messages to the engine:
 
 import asyncio
 import base64
+import importlib
 import inspect
 import io
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 
@@ -223,12 +226,60 @@ def _define(code, name, what):
     return namespace[name]
 
 
+def _materialize(modules):
+    """Writes a call's `modules` ({relative path: source}) into a fresh directory put
+    first on sys.path; returns it (None when there are none)."""
+    if not modules:
+        return None
+    root = tempfile.mkdtemp(prefix="runlog-modules-")
+    for rel, source in modules.items():
+        parts = rel.split("/")
+        # The engine refuses these already; a second check costs nothing.
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError("module path " + repr(rel) + " leaves the module directory")
+        path = os.path.join(root, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(source)
+    sys.path.insert(0, root)
+    importlib.invalidate_caches()
+    return root
+
+
+def _forget(root):
+    """Undoes `_materialize`: the next call on this worker must not import what this
+    one was sent, nor find it cached in sys.modules."""
+    if root is None:
+        return
+    try:
+        sys.path.remove(root)
+    except ValueError:
+        pass
+    prefix = root + os.sep
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(prefix):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 _instance = None
 
 
 def _handle(req):
-    global _instance
     op = req.get("op")
+    root = _materialize(req.get("modules"))
+    if op == "construct":
+        # The instance's worker is its own: its modules stay for the instance's life.
+        return _run(req, op)
+    try:
+        return _run(req, op)
+    finally:
+        _forget(root)
+
+
+def _run(req, op):
+    global _instance
     ser = req.get("serialization", "cloudpickle")
     if op == "function":
         fn = _define(req.get("code"), req["name"], "function")

@@ -1,4 +1,5 @@
-//! `POST /execute` and `POST /runsync`: remote Python function and class calls.
+//! `POST /execute`: remote Python function and class calls (the job routes, `/run`,
+//! `/runsync` and the rest, are `crate::jobs` over [`Functions::call_observed`]).
 //!
 //! Every call runs inside a span of its own carrying a fresh capture ring, so the
 //! response's `stdout` holds this call's system log lines (runtime progress, installer
@@ -13,14 +14,12 @@ use crate::state::EngineState;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use livelog::mask::Masker;
 use livelog::{HttpLogClient, Writer, WriterConfig};
 use runlog_capture::{Capture, StreamSink};
 use runlog_protocol::StreamKey;
-use runlog_protocol::function::{
-    FunctionRequest, FunctionResponse, RunsyncRequest, RunsyncResponse,
-};
+use runlog_protocol::function::{FunctionRequest, FunctionResponse, Serialization};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +39,8 @@ pub struct FunctionsConfig {
     pub spool_dir: PathBuf,
     /// Where an undelivered stream history is kept to be re-sent later.
     pub outbox_dir: Option<PathBuf>,
+    /// The job routes' queue, retention and waits.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl FunctionsConfig {
@@ -54,6 +55,7 @@ impl FunctionsConfig {
             output_capacity: 10_000,
             spool_dir: data_dir.join("spool"),
             outbox_dir: Some(data_dir.join("outbox")),
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }
@@ -86,6 +88,11 @@ impl Functions {
         &self.inner.runtime
     }
 
+    /// Its configuration.
+    pub fn config(&self) -> &FunctionsConfig {
+        &self.inner.config
+    }
+
     /// Runs one validated call and assembles its response.
     pub async fn call(&self, req: FunctionRequest) -> Result<FunctionResponse, CallRejected> {
         self.call_masked(req, Vec::new()).await
@@ -98,20 +105,40 @@ impl Functions {
         req: FunctionRequest,
         secrets: Vec<String>,
     ) -> Result<FunctionResponse, CallRejected> {
+        self.call_observed(req, secrets, None).await
+    }
+
+    /// [`Functions::call_masked`], also handing every line of the call — system lines
+    /// and the function's output, masked, in arrival order — to `observer` as it
+    /// arrives (the job routes' `stream`).
+    pub async fn call_observed(
+        &self,
+        req: FunctionRequest,
+        secrets: Vec<String>,
+        observer: Option<LineObserver>,
+    ) -> Result<FunctionResponse, CallRejected> {
         crate::python::runtime::validate(&req).map_err(CallRejected)?;
         let masker = Masker::new(&secrets);
         let stream = self.open_stream(&req, secrets)?;
         let capture = Capture::new(self.inner.config.capture_capacity);
         let span = tracing::info_span!(target: "runlog::engine", "execute");
         capture.attach(&span);
-        if let Some(writer) = &stream {
-            runlog_capture::attach_stream(&span, Arc::new(WriterSink(writer.clone())));
+        let observer = observer.map(|f| MaskedObserver {
+            f,
+            masker: masker.clone(),
+        });
+        if stream.is_some() || observer.is_some() {
+            let tee = TeeSink {
+                writer: stream.clone(),
+                observer: observer.clone(),
+            };
+            runlog_capture::attach_stream(&span, Arc::new(tee));
         }
         let output = Arc::new(Mutex::new(OutputRing::new(
             self.inner.config.output_capacity,
         )));
         let outcome = self
-            .run(&req, stream.clone(), output.clone())
+            .run(&req, stream.clone(), observer, output.clone())
             .instrument(span)
             .await;
         if let Some(writer) = stream {
@@ -125,9 +152,16 @@ impl Functions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .lines();
+        // The newest client reads `result` as base64 cloudpickle only: a JSON call's
+        // value goes in `json_result`.
+        let (result, json_result) = match req.serialization {
+            Serialization::Cloudpickle => (outcome.result, None),
+            Serialization::Json => (None, outcome.result),
+        };
         Ok(FunctionResponse {
             success: outcome.success,
-            result: outcome.result,
+            result,
+            json_result,
             error: outcome.error.map(|mut e| {
                 masker.mask(&mut e);
                 e
@@ -146,6 +180,7 @@ impl Functions {
         &self,
         req: &FunctionRequest,
         stream: Option<Writer>,
+        observer: Option<MaskedObserver>,
         output: Arc<Mutex<OutputRing>>,
     ) -> crate::python::CallOutcome {
         let what = match req.execution_type {
@@ -167,6 +202,9 @@ impl Functions {
         let sink: OutputSink = Arc::new(move |line: OutputLine| {
             if let Some(w) = &stream {
                 w.try_write_line(line.level, &line.text);
+            }
+            if let Some(o) = &observer {
+                o.observe(&line.text);
             }
             output
                 .lock()
@@ -243,12 +281,42 @@ impl OutputRing {
     }
 }
 
-/// Forwards the call's system log lines into its live stream.
-struct WriterSink(Writer);
+/// Receives each line of a call as it arrives (must not block).
+pub type LineObserver = Arc<dyn Fn(&str) + Send + Sync>;
 
-impl StreamSink for WriterSink {
+/// An observer that only ever sees lines with the call's secrets masked.
+#[derive(Clone)]
+struct MaskedObserver {
+    f: LineObserver,
+    masker: Masker,
+}
+
+impl MaskedObserver {
+    fn observe(&self, line: &str) {
+        if self.masker.is_active() {
+            let mut line = line.to_owned();
+            self.masker.mask(&mut line);
+            (self.f)(&line);
+        } else {
+            (self.f)(line);
+        }
+    }
+}
+
+/// Forwards the call's system log lines into its live stream and its observer.
+struct TeeSink {
+    writer: Option<Writer>,
+    observer: Option<MaskedObserver>,
+}
+
+impl StreamSink for TeeSink {
     fn forward(&self, level: &'static str, line: &str) {
-        self.0.try_write_line(level, line);
+        if let Some(w) = &self.writer {
+            w.try_write_line(level, line);
+        }
+        if let Some(o) = &self.observer {
+            o.observe(line);
+        }
     }
 }
 
@@ -284,38 +352,47 @@ impl From<CallRejected> for EngineError {
     }
 }
 
-/// The routes `POST /execute` and `POST /runsync`, to be merged into the engine's
-/// router. The stage's secrets (from `/setup`) are masked in every call's response and
-/// live stream.
+/// The routes `POST /execute`, `GET /ping` and the job routes (`crate::jobs`), to be
+/// merged into the engine's router. The stage's secrets (from `/setup`) are masked in
+/// every call's response and live stream.
 pub fn routes(functions: Functions) -> Router<EngineState> {
-    let for_runsync = functions.clone();
+    let jobs = crate::jobs::Jobs::new(functions.clone());
     Router::new()
         .route(
             "/execute",
             post(
                 move |State(engine): State<EngineState>,
-                      JsonBody(req): JsonBody<FunctionRequest>| {
+                      JsonBody(body): JsonBody<serde_json::Value>| {
                     let functions = functions.clone();
                     async move {
+                        let req = request_from_body(body)?;
                         let resp = functions.call_masked(req, engine.stage_secrets()).await?;
                         Ok::<_, EngineError>(Json(resp))
                     }
                 },
             ),
         )
-        .route(
-            "/runsync",
-            post(
-                move |State(engine): State<EngineState>,
-                      JsonBody(RunsyncRequest { input }): JsonBody<RunsyncRequest>| {
-                    let functions = for_runsync.clone();
-                    async move {
-                        let output = functions.call_masked(input, engine.stage_secrets()).await?;
-                        Ok::<_, EngineError>(Json(RunsyncResponse { output }))
-                    }
-                },
-            ),
-        )
+        .route("/ping", get(ping))
+        .merge(crate::jobs::routes(jobs))
+}
+
+/// `GET /ping`: the load-balanced worker's readiness check.
+async fn ping() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "healthy"}))
+}
+
+/// An `/execute` body: the call itself, or the call wrapped as `{"input": {…}}` (the
+/// serverless envelope, which clients also send here).
+pub fn request_from_body(body: serde_json::Value) -> Result<FunctionRequest, CallRejected> {
+    let body = match body {
+        serde_json::Value::Object(mut map)
+            if map.len() == 1 && map.get("input").is_some_and(|v| v.is_object()) =>
+        {
+            map.remove("input").unwrap_or_default()
+        }
+        other => other,
+    };
+    serde_json::from_value(body).map_err(|e| CallRejected(format!("malformed JSON body: {e}")))
 }
 
 #[cfg(test)]
@@ -332,6 +409,17 @@ mod tests {
             ring.lines(),
             vec!["3 earlier output lines dropped", "line 3", "line 4"]
         );
+    }
+
+    #[test]
+    fn execute_body_may_be_bare_or_wrapped() {
+        let call = serde_json::json!({"function_name": "f", "function_code": "def f(): pass"});
+        let bare = request_from_body(call.clone()).expect("bare");
+        let wrapped = request_from_body(serde_json::json!({ "input": call })).expect("wrapped");
+        assert_eq!(bare, wrapped);
+        assert_eq!(bare.function_name.as_deref(), Some("f"));
+        let err = request_from_body(serde_json::json!({"args": {}})).expect_err("bad args");
+        assert!(err.0.starts_with("malformed JSON body"), "{err}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod function;
 pub mod handlers;
+pub mod jobs;
 pub mod metrics;
 pub mod outputs;
 pub mod process;

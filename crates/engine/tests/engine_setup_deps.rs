@@ -138,7 +138,7 @@ async fn a_function_call_does_not_reinstall_what_setup_installed() {
         )
         .await;
     assert_eq!(status, 200, "{resp}");
-    assert_eq!(resp["result"], json!(version), "{resp}");
+    assert_eq!(resp["json_result"], json!(version), "{resp}");
     let stdout = resp["stdout"].as_str().unwrap();
     assert!(!stdout.contains("pip | "), "installer ran again: {stdout}");
     assert!(

@@ -25,7 +25,7 @@ async fn stdout_is_system_logs_then_blank_line_then_function_output() {
         }))
         .await;
     assert!(resp.success, "{resp:?}");
-    assert_eq!(resp.result, Some(json!("HEYHEY")));
+    assert_eq!(resp.json_result, Some(json!("HEYHEY")));
     let stdout = resp.stdout.unwrap();
     let (system, output) = split_stdout(&stdout);
     assert_eq!(output, vec!["one hey", "root: two hey", "three"]);
@@ -60,7 +60,7 @@ async fn cloudpickle_call_over_http_round_trips() {
 }
 
 #[tokio::test]
-async fn runsync_envelope_answers_output() {
+async fn runsync_envelope_answers_the_job_record_with_output() {
     let engine = TestEngine::start(None).await;
     let body = json!({"input": {
         "function_name": "f",
@@ -70,8 +70,9 @@ async fn runsync_envelope_answers_output() {
     }});
     let (status, value) = engine.post("/runsync", body.to_string()).await;
     assert_eq!(status, 200, "{value}");
+    assert_eq!(value["status"], json!("COMPLETED"), "{value}");
     assert_eq!(value["output"]["success"], json!(true), "{value}");
-    assert_eq!(value["output"]["result"], json!(42));
+    assert_eq!(value["output"]["json_result"], json!(42));
 }
 
 #[tokio::test]
@@ -120,7 +121,7 @@ async fn function_missing_from_code_is_a_failure_not_a_result() {
         }))
         .await;
     assert!(!resp.success);
-    assert_eq!(resp.result, None);
+    assert_eq!((resp.result, resp.json_result), (None, None));
     assert!(resp.error.unwrap().contains("'wanted' not found"));
 }
 
@@ -164,7 +165,7 @@ async fn class_state_persists_across_requests() {
             "serialization": "json",
         }))
         .await;
-    assert_eq!(first.result, Some(json!(15)), "{first:?}");
+    assert_eq!(first.json_result, Some(json!(15)), "{first:?}");
     let id = first.instance_id.unwrap();
     let second = engine
         .execute(json!({
@@ -177,7 +178,7 @@ async fn class_state_persists_across_requests() {
             "serialization": "json",
         }))
         .await;
-    assert_eq!(second.result, Some(json!(22)), "{second:?}");
+    assert_eq!(second.json_result, Some(json!(22)), "{second:?}");
     assert_eq!(second.instance_id.as_deref(), Some(id.as_str()));
     let info = second.instance_info.unwrap();
     assert_eq!((info.class_name.as_str(), info.method_calls), ("Bank", 2));
@@ -200,7 +201,7 @@ async fn installer_output_is_in_stdout_and_the_package_is_usable() {
         "serialization": "json",
     });
     let resp = engine.execute(call.clone()).await;
-    assert_eq!(resp.result, Some(json!(version)), "{resp:?}");
+    assert_eq!(resp.json_result, Some(json!(version)), "{resp:?}");
     let stdout = resp.stdout.unwrap();
     let (system, _) = split_stdout(&stdout);
     assert!(
@@ -211,7 +212,7 @@ async fn installer_output_is_in_stdout_and_the_package_is_usable() {
     );
     // The same dependencies again: no installer runs at all.
     let again = engine.execute(call).await;
-    assert_eq!(again.result, Some(json!(version)), "{again:?}");
+    assert_eq!(again.json_result, Some(json!(version)), "{again:?}");
     let stdout = again.stdout.unwrap();
     let (system, _) = split_stdout(&stdout);
     assert!(!system.iter().any(|l| l.contains("pip | ")), "{system:?}");
@@ -325,7 +326,7 @@ async fn fifty_concurrent_calls_never_mix_their_lines() {
     }
     for t in tasks {
         let (marker, resp) = t.await.unwrap();
-        assert_eq!(resp.result, Some(json!(marker)), "{resp:?}");
+        assert_eq!(resp.json_result, Some(json!(marker)), "{resp:?}");
         let stdout = resp.stdout.unwrap();
         let (system, output) = split_stdout(&stdout);
         assert_eq!(output.len(), 9, "{marker}: {output:?}");

@@ -71,7 +71,7 @@ async fn uv_installs_the_dependency_and_its_output_is_in_stdout() {
         }))
         .await;
     assert_eq!(
-        resp.result,
+        resp.json_result,
         Some(json!([
             version,
             format!("hello uv from runlog_fixture_pkg {version}")

@@ -1,26 +1,36 @@
 //! FunctionRequest / FunctionResponse: the remote function-execution protocol of
-//! `POST /execute` and `POST /runsync` on the engine.
+//! `POST /execute`, `POST /runsync` and the job routes on the engine.
 //!
-//! Field names follow the remote-execution protocol of serverless GPU workers, so
-//! existing Python clients work unchanged; runlog adds `serialization`, `log_key`,
-//! `log_config` and `timeout`.
+//! Field names follow the remote-execution protocol of RunPod's serverless workers
+//! (`runpod-flash`'s `FunctionRequest`), so existing Python clients work unchanged;
+//! runlog adds `log_key`, `log_config` and `timeout`. Where the newest client is
+//! looser than a strict reading, runlog follows the client: `null` dependency lists
+//! are empty, any `execution_type` but `"class"` is a function call, and runlog's
+//! older name `serialization` is an alias of `serialization_format`. A JSON call's
+//! result is answered in `json_result` (never `result`, which clients read as a
+//! base64 cloudpickle string).
 //!
 //! ```
 //! use runlog_protocol::function::{FunctionRequest, Serialization};
 //! let req: FunctionRequest = serde_json::from_str(
 //!     r#"{"function_name":"add","function_code":"def add(a, b): return a + b",
-//!         "args":[1, 2],"serialization":"json"}"#,
+//!         "args":[1, 2],"serialization_format":"json","dependencies":null}"#,
 //! ).unwrap();
 //! assert_eq!(req.serialization, Serialization::Json);
+//! assert!(req.dependencies.is_empty());
 //! assert!(req.create_new_instance);
 //! assert_eq!(req.method_name, "__call__");
 //! ```
 
 use crate::engine::LogConfig;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 
 /// What a request runs: a plain function, or a method of a class instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read as RunPod's worker reads it: `"class"` is a class call and anything else
+/// (another word, `null`) a function call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionType {
     /// Call `function_name` defined in `function_code`.
@@ -28,6 +38,25 @@ pub enum ExecutionType {
     Function,
     /// Call `method_name` on an instance of `class_name` defined in `class_code`.
     Class,
+}
+
+impl<'de> Deserialize<'de> for ExecutionType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let word: Option<String> = Option::deserialize(d)?;
+        Ok(match word.as_deref() {
+            Some("class") => ExecutionType::Class,
+            _ => ExecutionType::Function,
+        })
+    }
+}
+
+/// `null` read as the type's empty value (the newest client sends `null` lists).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// How arguments and results are encoded.
@@ -65,12 +94,17 @@ pub struct FunctionRequest {
     /// Keyword arguments (encoded per `serialization`).
     #[serde(default)]
     pub kwargs: serde_json::Map<String, serde_json::Value>,
-    /// pip requirement specs installed into the runtime before the call.
-    #[serde(default)]
+    /// pip requirement specs installed into the runtime before the call (`null`: none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub dependencies: Vec<String>,
-    /// apt package names installed before the call (only when the engine allows apt).
-    #[serde(default)]
+    /// apt package names installed before the call (only when the engine allows apt;
+    /// `null`: none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub system_dependencies: Vec<String>,
+    /// Local module sources importable by this call only, keyed by relative POSIX
+    /// path (`utils.py`, `helpers/__init__.py`); for a class, for its instance's life.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub modules: BTreeMap<String, String>,
     /// Function or class call.
     #[serde(default)]
     pub execution_type: ExecutionType,
@@ -98,8 +132,9 @@ pub struct FunctionRequest {
     /// Install system and Python dependencies in parallel.
     #[serde(default = "default_true")]
     pub accelerate_downloads: bool,
-    /// Encoding of arguments and result.
-    #[serde(default)]
+    /// Encoding of arguments and result: `serialization_format` on the wire, runlog's
+    /// older `serialization` accepted as an alias.
+    #[serde(default, rename = "serialization_format", alias = "serialization")]
     pub serialization: Serialization,
     /// Stream this call's logs live under this key.
     #[serde(default)]
@@ -121,6 +156,7 @@ impl Default for FunctionRequest {
             kwargs: serde_json::Map::new(),
             dependencies: Vec::new(),
             system_dependencies: Vec::new(),
+            modules: BTreeMap::new(),
             execution_type: ExecutionType::Function,
             class_name: None,
             class_code: None,
@@ -156,9 +192,12 @@ pub struct InstanceInfo {
 pub struct FunctionResponse {
     /// Whether the call returned normally.
     pub success: bool,
-    /// The result (encoded per `serialization`); absent on failure.
+    /// The result as base64 cloudpickle; absent on failure and for JSON calls.
     #[serde(default)]
     pub result: Option<serde_json::Value>,
+    /// The result of a `serialization_format: "json"` call, as plain JSON.
+    #[serde(default)]
+    pub json_result: Option<serde_json::Value>,
     /// On failure: a one-line cause, then the traceback or installer cause.
     #[serde(default)]
     pub error: Option<String>,
@@ -178,13 +217,6 @@ pub struct FunctionResponse {
 pub struct RunsyncRequest {
     /// The call.
     pub input: FunctionRequest,
-}
-
-/// The serverless answer of `POST /runsync`: `{"output": {…}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunsyncResponse {
-    /// The call's answer.
-    pub output: FunctionResponse,
 }
 
 #[cfg(test)]
@@ -216,10 +248,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_execution_type_is_rejected() {
-        let err = serde_json::from_str::<FunctionRequest>(r#"{"execution_type":"lambda"}"#)
-            .expect_err("unknown variant");
-        assert!(err.to_string().contains("lambda"), "{err}");
+    fn any_execution_type_but_class_is_a_function_call() {
+        for body in [
+            r#"{"execution_type":"lambda"}"#,
+            r#"{"execution_type":null}"#,
+            r#"{"execution_type":"function"}"#,
+        ] {
+            let req: FunctionRequest = serde_json::from_str(body).expect("parses");
+            assert_eq!(req.execution_type, ExecutionType::Function, "{body}");
+        }
+        let err = serde_json::from_str::<FunctionRequest>(r#"{"execution_type":3}"#)
+            .expect_err("not a string");
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn newest_client_fields_parse() {
+        let req: FunctionRequest = serde_json::from_str(
+            r#"{"function_name":"f","dependencies":null,"system_dependencies":null,
+                "modules":{"utils.py":"X = 1"},"serialization_format":"json"}"#,
+        )
+        .expect("parses");
+        assert!(req.dependencies.is_empty() && req.system_dependencies.is_empty());
+        assert_eq!(
+            req.modules.get("utils.py").map(String::as_str),
+            Some("X = 1")
+        );
+        assert_eq!(req.serialization, Serialization::Json);
+        let old: FunctionRequest =
+            serde_json::from_str(r#"{"serialization":"json"}"#).expect("alias parses");
+        assert_eq!(old.serialization, Serialization::Json);
+        let err = serde_json::from_str::<FunctionRequest>(r#"{"serialization_format":"xml"}"#)
+            .expect_err("unknown format");
+        assert!(err.to_string().contains("xml"), "{err}");
     }
 
     #[test]
@@ -234,6 +295,7 @@ mod tests {
         for field in [
             "success",
             "result",
+            "json_result",
             "error",
             "stdout",
             "instance_id",

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod function;
+pub mod job;
 pub mod key;
 pub mod line;
 pub mod service;

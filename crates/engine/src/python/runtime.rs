@@ -78,6 +78,9 @@ pub fn validate(req: &FunctionRequest) -> Result<(), String> {
             }
         }
     }
+    for path in req.modules.keys() {
+        check_module_path(path)?;
+    }
     match req.timeout {
         Some(t) if !(t.is_finite() && t > 0.0) => Err(format!(
             "timeout must be a positive number of seconds, got {t}"
@@ -87,6 +90,26 @@ pub fn validate(req: &FunctionRequest) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// A `modules` key must stay inside the call's module directory: a relative POSIX
+/// path of plain segments (the harness writes the file there).
+fn check_module_path(path: &str) -> Result<(), String> {
+    let shown: String = path.chars().take(100).collect();
+    let bad = |why: &str| Err(format!("modules: {shown:?} {why}"));
+    if path.is_empty() || path.len() > 1024 {
+        return bad("must be a relative path of 1 to 1024 bytes");
+    }
+    if path.starts_with('/') || path.contains('\\') || path.chars().any(char::is_control) {
+        return bad("must be a relative POSIX path without control characters");
+    }
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("may not have empty, '.' or '..' segments");
+    }
+    Ok(())
 }
 
 /// Everything that exists once the virtualenv is ready.
@@ -153,6 +176,14 @@ impl PythonRuntime {
     /// Live class instances.
     pub fn instance_count(&self) -> usize {
         self.instances.len()
+    }
+
+    /// (idle function workers, whether the virtualenv and pool are ready).
+    pub fn worker_counts(&self) -> (usize, bool) {
+        match self.ready.get() {
+            Some(r) => (r.pool.idle_count(), true),
+            None => (0, false),
+        }
     }
 
     /// Prepares the virtualenv and the warm pool now rather than on the first call.
@@ -239,6 +270,7 @@ impl PythonRuntime {
             "code": req.function_code,
             "args": req.args,
             "kwargs": req.kwargs,
+            "modules": req.modules,
             "serialization": wire_name(req.serialization),
         });
         match with_limit(limit, taken.worker.call(&request, out)).await {
@@ -301,9 +333,18 @@ impl PythonRuntime {
             "name": method,
             "args": req.args,
             "kwargs": req.kwargs,
+            "modules": req.modules,
             "serialization": wire_name(req.serialization),
         });
+        // A call dropped half-way (its job cancelled) leaves the method running in the
+        // instance's worker: the instance goes, and its worker is stopped with it.
+        let mut forget = ForgetOnDrop {
+            instances: &self.instances,
+            id: Some(&id),
+        };
         let answer = with_limit(limit, instance.worker.call(&request, out)).await;
+        forget.id = None;
+        drop(forget);
         instance.touch();
         let info = instance.info();
         drop(instance);
@@ -349,6 +390,7 @@ impl PythonRuntime {
             "code": req.class_code,
             "args": req.constructor_args,
             "kwargs": req.constructor_kwargs,
+            "modules": req.modules,
             "serialization": wire_name(req.serialization),
         });
         let done = match with_limit(limit, worker.call(&request, out)).await {
@@ -368,6 +410,20 @@ impl PythonRuntime {
         let handle = Arc::new(tokio::sync::Mutex::new(Instance::new(worker, class_name)));
         self.instances.insert(id.to_owned(), handle.clone());
         Ok(handle)
+    }
+}
+
+/// Removes instance `id` when dropped before being disarmed (`id = None`).
+struct ForgetOnDrop<'a> {
+    instances: &'a Instances,
+    id: Option<&'a str>,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.instances.remove(id);
+        }
     }
 }
 
@@ -441,6 +497,32 @@ mod tests {
             assert!(validate(&req(t)).is_err(), "{t}");
         }
         assert_eq!(validate(&req(86_400.0 * 365.0)), Ok(()));
+    }
+
+    #[test]
+    fn module_paths_must_stay_inside_the_module_directory() {
+        let req = |path: &str| FunctionRequest {
+            function_name: Some("f".into()),
+            function_code: Some("def f(): pass".into()),
+            modules: [(path.to_owned(), String::new())].into(),
+            ..FunctionRequest::default()
+        };
+        for ok in ["utils.py", "helpers/__init__.py", "a/b/c.py"] {
+            assert_eq!(validate(&req(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/x.py",
+            "../x.py",
+            "a/../../x.py",
+            "a//b.py",
+            "./x.py",
+            "a\\b.py",
+            "a\nb",
+        ] {
+            let err = validate(&req(bad)).expect_err(bad);
+            assert!(err.starts_with("modules: "), "{err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! RunPod's serverless job API on the engine: a bounded queue of function calls with
+//! `run` / `runsync` / `status` / `cancel` / `stream` / `health` / `purge-queue`
+//! (the HTTP side is `routes.rs`, the bookkeeping `table.rs`).
+//!
+//! A job is one [`FunctionRequest`] run through [`Functions::call_observed`], so it
+//! behaves exactly as `/execute` does (masking, log streams, instances); its answer is
+//! the job record's `output`. A call that ran — even one whose function raised — is
+//! `COMPLETED` with `output.success` telling which, as with RunPod's worker; `FAILED`
+//! means the call could not run at all.
+
+mod routes;
+mod table;
+
+pub use routes::routes;
+
+use crate::function::{Functions, LineObserver};
+use runlog_protocol::function::FunctionRequest;
+use runlog_protocol::job::{HealthAnswer, JobRecord, JobStatus, StreamAnswer, WorkerCounts};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use table::Table;
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+/// Limits of the job routes.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Jobs queued or running at once; `run` beyond it is answered 429. Default 1024.
+    pub queue_capacity: usize,
+    /// Jobs running at once (the others wait `IN_QUEUE`). Default 16, the Python
+    /// runtime's default worker bound.
+    pub max_running: usize,
+    /// How long an ended job's record stays readable. Default 30 minutes (RunPod's
+    /// retention of `run` results).
+    pub keep_finished: Duration,
+    /// How long `runsync` waits before answering `IN_PROGRESS` (its `?wait=` in ms
+    /// may ask for less or more, up to 5 minutes). Default 90 s.
+    pub runsync_wait: Duration,
+    /// Bytes of log lines a job keeps for `stream` until read (the oldest are dropped
+    /// beyond it). Default 16 MiB.
+    pub stream_buffer: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            queue_capacity: 1024,
+            max_running: 16,
+            keep_finished: Duration::from_secs(30 * 60),
+            runsync_wait: Duration::from_secs(90),
+            stream_buffer: 16 << 20,
+        }
+    }
+}
+
+/// The longest `?wait=` of `runsync` (RunPod's own bound).
+pub const MAX_RUNSYNC_WAIT: Duration = Duration::from_secs(300);
+
+/// Why a job request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The request is invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such job: never existed, or expired (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The queue is full (429).
+    #[error("{0}")]
+    QueueFull(String),
+    /// The body is beyond the engine's limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// The job queue of one engine; cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    functions: Functions,
+    config: JobsConfig,
+    table: Mutex<Table>,
+    running: Arc<Semaphore>,
+    /// Names this engine in `workerId`.
+    worker_id: String,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("worker_id", &self.inner.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh job id: 128 random bits as 32 hex digits in UUID groups. Unguessable, so
+/// knowing one job's id says nothing about another's.
+pub fn new_job_id() -> String {
+    let n: u128 = rand::random();
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl Jobs {
+    /// A queue running its jobs on `functions`, with `functions.config().jobs`.
+    pub fn new(functions: Functions) -> Self {
+        let config = functions.config().jobs.clone();
+        Jobs {
+            inner: Arc::new(Inner {
+                running: Arc::new(Semaphore::new(config.max_running.max(1))),
+                worker_id: format!("runlog-{:08x}", rand::random::<u32>()),
+                functions,
+                config,
+                table: Mutex::default(),
+            }),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        let mut table = self
+            .inner
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Expiry on every touch: no timer task, and nothing stale is ever answered.
+        table.expire(self.inner.config.keep_finished, Instant::now());
+        table
+    }
+
+    /// Queues `req` (validated first) and returns its id; `secrets` are masked in
+    /// its answer and lines.
+    pub fn submit(&self, req: FunctionRequest, secrets: Vec<String>) -> Result<String, JobError> {
+        crate::python::runtime::validate(&req).map_err(JobError::BadRequest)?;
+        let id = new_job_id();
+        {
+            let mut table = self.table();
+            if table.active() >= self.inner.config.queue_capacity {
+                return Err(JobError::QueueFull(format!(
+                    "the job queue is full ({} jobs queued or running); retry later",
+                    self.inner.config.queue_capacity
+                )));
+            }
+            table.insert(id.clone(), Instant::now());
+        }
+        let jobs = self.clone();
+        let job_id = id.clone();
+        // The task inherits the request's span, so the engine's log stream gets the
+        // job's system lines as it gets `/execute`'s.
+        let task =
+            tokio::spawn(async move { jobs.run(job_id, req, secrets).await }.in_current_span());
+        if let Some(job) = self.table().get_mut(&id)
+            && !job.status.is_final()
+        {
+            job.abort = Some(task.abort_handle());
+        }
+        Ok(id)
+    }
+
+    async fn run(&self, id: String, req: FunctionRequest, secrets: Vec<String>) {
+        let Ok(_permit) = self.inner.running.clone().acquire_owned().await else {
+            return;
+        };
+        if !self.table().start(&id, Instant::now()) {
+            return; // cancelled or purged while queued
+        }
+        let observer: LineObserver = {
+            let jobs = self.clone();
+            let id = id.clone();
+            let cap = self.inner.config.stream_buffer;
+            Arc::new(move |line: &str| {
+                if let Some(job) = jobs.table().get_mut(&id) {
+                    job.push_line(line, cap);
+                }
+            })
+        };
+        let answer = self
+            .inner
+            .functions
+            .call_observed(req, secrets, Some(observer))
+            .await;
+        let (status, output, error) = match answer {
+            Ok(resp) => match serde_json::to_value(resp) {
+                Ok(v) => (JobStatus::Completed, Some(v), None),
+                Err(e) => (
+                    JobStatus::Failed,
+                    None,
+                    Some(format!("answer not serialisable: {e}")),
+                ),
+            },
+            Err(rejected) => (JobStatus::Failed, None, Some(rejected.0)),
+        };
+        self.table()
+            .finish(&id, status, output, error, Instant::now());
+    }
+
+    /// The job's record.
+    pub fn record(&self, id: &str) -> Result<JobRecord, JobError> {
+        let table = self.table();
+        let job = table.get(id).ok_or_else(|| not_found(id))?;
+        Ok(job.record(id, &self.inner.worker_id))
+    }
+
+    /// Waits up to `wait` for the job to end, then answers its record.
+    pub async fn wait(&self, id: &str, wait: Duration) -> Result<JobRecord, JobError> {
+        let mut ended = {
+            let table = self.table();
+            let job = table.get(id).ok_or_else(|| not_found(id))?;
+            job.ended_tx.subscribe()
+        };
+        let _ = tokio::time::timeout(wait, ended.wait_for(|e| *e)).await;
+        self.record(id)
+    }
+
+    /// Cancels a queued or running job (stopping its call); an ended job is left as it
+    /// ended. Answers the record after.
+    pub fn cancel(&self, id: &str) -> Result<JobRecord, JobError> {
+        let mut table = self.table();
+        if table.get(id).is_none() {
+            return Err(not_found(id));
+        }
+        table.finish(
+            id,
+            JobStatus::Cancelled,
+            None,
+            Some("cancelled".into()),
+            Instant::now(),
+        );
+        let job = table.get(id).ok_or_else(|| not_found(id))?;
+        Ok(job.record(id, &self.inner.worker_id))
+    }
+
+    /// The job's log lines since the previous call, and its status.
+    pub fn stream(&self, id: &str) -> Result<StreamAnswer, JobError> {
+        let mut table = self.table();
+        let job = table.get_mut(id).ok_or_else(|| not_found(id))?;
+        Ok(StreamAnswer {
+            id: id.to_owned(),
+            status: job.status,
+            stream: job.take_lines(),
+        })
+    }
+
+    /// Cancels every queued job (running ones go on); how many.
+    pub fn purge(&self) -> u64 {
+        let mut table = self.table();
+        let now = Instant::now();
+        let mut removed = 0;
+        for id in table.queued() {
+            if table.finish(
+                &id,
+                JobStatus::Cancelled,
+                None,
+                Some("purged from the queue".into()),
+                now,
+            ) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Job and worker counts.
+    pub fn health(&self) -> HealthAnswer {
+        let jobs = self.table().counts();
+        let (idle, ready) = self.inner.functions.runtime().worker_counts();
+        let idle = u64::try_from(idle).unwrap_or(u64::MAX);
+        HealthAnswer {
+            workers: WorkerCounts {
+                idle,
+                initializing: u64::from(!ready && jobs.in_progress > 0),
+                ready: idle,
+                running: jobs.in_progress,
+                throttled: 0,
+                unhealthy: 0,
+            },
+            jobs,
+        }
+    }
+
+    /// Its limits.
+    pub fn config(&self) -> &JobsConfig {
+        &self.inner.config
+    }
+}
+
+fn not_found(id: &str) -> JobError {
+    let shown: String = id.chars().take(64).collect();
+    JobError::NotFound(format!(
+        "no job {shown:?}: unknown, or ended longer ago than this engine keeps jobs"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_128_random_bits_in_uuid_groups() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, vec![8, 4, 4, 4, 12]);
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,184 @@
+//! The job routes, under `/v2/{endpoint_id}/` (so RunPod's SDKs work with
+//! `RUNPOD_ENDPOINT_BASE_URL=http://HOST:PORT/v2`) and at the root (one endpoint):
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST run` | `{id, status: "IN_QUEUE"}` |
+//! | `POST runsync[?wait=MS]` | the job record once ended, or `IN_PROGRESS`/`IN_QUEUE` after the wait |
+//! | `GET/POST status/{id}` | the job record |
+//! | `POST/GET cancel/{id}` | the record, `CANCELLED` unless it had already ended |
+//! | `GET/POST stream/{id}` | `{id, status, stream: [{output: line}]}`: lines since the last call |
+//! | `GET health` | `{jobs: {…}, workers: {…}}` |
+//! | `POST purge-queue` | `{removed, status: "completed"}` |
+//!
+//! The endpoint id only has to be well formed: an engine is one endpoint.
+
+use super::{JobError, Jobs, MAX_RUNSYNC_WAIT};
+use crate::state::EngineState;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::StatusCode;
+use runlog_protocol::function::FunctionRequest;
+use runlog_protocol::job::{JobAccepted, JobErrorBody, JobStatus, PurgeAnswer};
+use std::time::Duration;
+
+/// The job routes at the root and under `/v2/{endpoint_id}/`.
+pub fn routes(jobs: Jobs) -> Router<EngineState> {
+    let one = || {
+        Router::new()
+            .route("/run", post(run))
+            .route("/runsync", post(runsync))
+            .route("/status/{job_id}", get(status).post(status))
+            .route("/cancel/{job_id}", post(cancel).get(cancel))
+            .route("/stream/{job_id}", get(stream).post(stream))
+            .route("/health", get(health))
+            .route("/purge-queue", post(purge))
+    };
+    let scoped = one().layer(axum::middleware::from_fn(check_endpoint_id));
+    let jobs_for_root = jobs.clone();
+    Router::new()
+        .merge(one().layer(axum::Extension(jobs_for_root)))
+        .nest("/v2/{endpoint_id}", scoped.layer(axum::Extension(jobs)))
+}
+
+/// A job route's refusal: RunPod's `{"error"}` plus runlog's `{"error_msg"}`.
+impl IntoResponse for JobError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            JobError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            JobError::NotFound(_) => StatusCode::NOT_FOUND,
+            JobError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            JobError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        (status, Json(JobErrorBody::new(self.to_string()))).into_response()
+    }
+}
+
+/// Refuses an endpoint id that is empty, longer than 128 bytes or not
+/// `[A-Za-z0-9_.-]` (it is echoed in nothing, but a sane id keeps logs sane).
+async fn check_endpoint_id(
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = params.get("endpoint_id").map(String::as_str).unwrap_or("");
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        next.run(req).await
+    } else {
+        JobError::BadRequest("endpoint id must be 1 to 128 of A-Z a-z 0-9 _ - .".into())
+            .into_response()
+    }
+}
+
+/// The `{"input": {…}}` envelope of `run` and `runsync` (other envelope fields, such
+/// as RunPod's `webhook` or `policy`, are ignored).
+async fn envelope(req: Request) -> Result<FunctionRequest, JobError> {
+    let body = Bytes::from_request(req, &()).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            JobError::TooLarge(format!("request body too large: {e}"))
+        } else {
+            JobError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(JobError::BadRequest(
+            "malformed JSON body: expected {\"input\": {…}}".into(),
+        ));
+    };
+    let Some(input) = map.remove("input") else {
+        return Err(JobError::BadRequest(
+            "the body must be {\"input\": {…}}: no \"input\" field".into(),
+        ));
+    };
+    serde_json::from_value(input)
+        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: input: {e}")))
+}
+
+async fn run(
+    State(engine): State<EngineState>,
+    axum::Extension(jobs): axum::Extension<Jobs>,
+    req: Request,
+) -> Result<Json<JobAccepted>, JobError> {
+    let call = envelope(req).await?;
+    let id = jobs.submit(call, engine.stage_secrets())?;
+    Ok(Json(JobAccepted {
+        id,
+        status: JobStatus::InQueue,
+    }))
+}
+
+/// `?wait=MS`: how long `runsync` waits (the configured default without it).
+fn runsync_wait(jobs: &Jobs, query: Option<&str>) -> Result<Duration, JobError> {
+    let wait = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait="));
+    let Some(raw) = wait else {
+        return Ok(jobs.config().runsync_wait);
+    };
+    let ms: u64 = raw.parse().map_err(|_| {
+        let shown: String = raw.chars().take(32).collect();
+        JobError::BadRequest(format!(
+            "wait must be a whole number of milliseconds, got {shown:?}"
+        ))
+    })?;
+    Ok(Duration::from_millis(ms).min(MAX_RUNSYNC_WAIT))
+}
+
+async fn runsync(
+    State(engine): State<EngineState>,
+    axum::Extension(jobs): axum::Extension<Jobs>,
+    req: Request,
+) -> Result<Response, JobError> {
+    let wait = runsync_wait(&jobs, req.uri().query())?;
+    let call = envelope(req).await?;
+    let id = jobs.submit(call, engine.stage_secrets())?;
+    let record = jobs.wait(&id, wait).await?;
+    Ok(Json(record).into_response())
+}
+
+async fn status(
+    axum::Extension(jobs): axum::Extension<Jobs>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+) -> Result<Response, JobError> {
+    let id = params.get("job_id").map(String::as_str).unwrap_or("");
+    Ok(Json(jobs.record(id)?).into_response())
+}
+
+async fn cancel(
+    axum::Extension(jobs): axum::Extension<Jobs>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+) -> Result<Response, JobError> {
+    let id = params.get("job_id").map(String::as_str).unwrap_or("");
+    Ok(Json(jobs.cancel(id)?).into_response())
+}
+
+async fn stream(
+    axum::Extension(jobs): axum::Extension<Jobs>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+) -> Result<Response, JobError> {
+    let id = params.get("job_id").map(String::as_str).unwrap_or("");
+    Ok(Json(jobs.stream(id)?).into_response())
+}
+
+async fn health(axum::Extension(jobs): axum::Extension<Jobs>) -> Response {
+    Json(jobs.health()).into_response()
+}
+
+async fn purge(axum::Extension(jobs): axum::Extension<Jobs>) -> Response {
+    Json(PurgeAnswer {
+        removed: jobs.purge(),
+        status: "completed".into(),
+    })
+    .into_response()
+}
