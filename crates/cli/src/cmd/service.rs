@@ -58,6 +58,10 @@ pub struct ServiceArgs {
     /// A closed stream stays tailable this long before only its archive remains.
     #[arg(long, env = "RUNLOG_CLOSED_RETENTION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub closed_retention: Duration,
+    /// A connection whose peer takes no byte of a pending answer for this long is
+    /// dropped (a viewer that stopped reading; it resumes where it was).
+    #[arg(long, env = "RUNLOG_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
     /// Base URL written into upload links (default: from the request's Host).
     #[arg(long, env = "RUNLOG_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -104,6 +108,7 @@ impl ServiceArgs {
             },
             idle_timeout: self.idle_timeout,
             closed_retention: self.closed_retention,
+            write_timeout: self.write_timeout,
             public_url: self.public_url.clone(),
             bench_discard: self.bench_discard,
             blob_backend: match (&self.blob_store, self.memory_blobs) {
@@ -214,12 +219,15 @@ mod tests {
             "2048",
             "--idle-timeout",
             "30s",
+            "--write-timeout",
+            "5s",
         ])
         .unwrap();
         let cfg = cli.args.config();
         assert_eq!(cfg.max_body, 1024);
         assert_eq!(cfg.max_append_body, 2048);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.write_timeout, Duration::from_secs(5));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/d"));
         assert!(Cli::try_parse_from(["x", "--idle-timeout", "soon"]).is_err());
     }
