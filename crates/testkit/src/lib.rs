@@ -4,6 +4,7 @@ pub mod browser;
 pub mod chaos;
 mod child;
 pub mod forward;
+pub mod harness;
 pub mod proxy;
 pub mod redis;
 pub mod s3;
