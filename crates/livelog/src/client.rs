@@ -6,8 +6,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use runlog_protocol::engine::LogConfig;
-use runlog_protocol::service::{AppendAck, LinkResponse};
+use runlog_protocol::service::{ACCEPT_ARCHIVE_ENCODING, AppendAck, EXPLICIT_OPEN, LinkResponse};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Why a call to the log service failed.
@@ -66,9 +68,17 @@ pub trait LogClient: Send + Sync + 'static {
     async fn open(&self, key: &str) -> Result<(), ClientError>;
     /// `PUT /stream`: appends a batch.
     async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError>;
+    /// `PUT /stream` from a writer that opened the stream and reopens it itself: a
+    /// service that would open a missing stream implicitly is asked for a 404 instead
+    /// ([`runlog_protocol::service::EXPLICIT_OPEN`]), so the writer resends its history
+    /// from `pos` 0 rather than leave a gap before this batch.
+    async fn write_opened(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError> {
+        self.write(key, batch).await
+    }
     /// `DELETE /stream`: closes the live stream; with `snapshot` its lines become the archive.
     async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError>;
-    /// `POST /blob`: uploads the NDJSON archive at `ndjson` (gzip-compressed on the way).
+    /// `POST /blob`: uploads the NDJSON archive at `ndjson` (gzip-compressed on the way
+    /// when the service said it takes gzip, plain otherwise).
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError>;
     /// `POST /blob/link/upload` then `PUT` to the signed link (no account token is sent
     /// to the link's host).
@@ -123,6 +133,13 @@ impl Default for HttpTimeouts {
 
 /// The HTTP client of the log service: pooled connections, connect and request
 /// timeouts, token sent as `Authorization: Bearer` and `X-Harness-Token`.
+///
+/// Every answer with a 2xx status is success, a 204 without a body included (a
+/// Harness log service answers most routes that way). Archives are uploaded as plain
+/// NDJSON until an answer to `POST /stream` carried
+/// [`ACCEPT_ARCHIVE_ENCODING`]` : gzip` (runlog's service), and gzip-compressed from
+/// then on: a Harness log service stores an upload's body as it arrives, so gzip sent
+/// there would become the archive's bytes. Clones share what was learnt.
 #[derive(Clone)]
 pub struct HttpLogClient {
     http: reqwest::Client,
@@ -131,6 +148,8 @@ pub struct HttpLogClient {
     token: String,
     cfg: LogConfig,
     timeouts: HttpTimeouts,
+    /// The service announced that archive uploads may be gzip.
+    gzip_archives: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HttpLogClient {
@@ -177,7 +196,14 @@ impl HttpLogClient {
             token: cfg.token.clone(),
             cfg: cfg.clone(),
             timeouts: t,
+            gzip_archives: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether archives go out gzip-compressed: the service announced it takes them
+    /// (see [`ACCEPT_ARCHIVE_ENCODING`]).
+    pub fn gzip_archives(&self) -> bool {
+        self.gzip_archives.load(Ordering::Relaxed)
     }
 
     fn url(&self, path: &str, key: &str) -> Result<reqwest::Url, ClientError> {
@@ -196,9 +222,14 @@ impl HttpLogClient {
             .header("X-Harness-Token", &self.token)
     }
 
-    /// The history in `ndjson` as a gzip body, and the timeout of a request that
-    /// sends it (see [`HttpTimeouts::upload`]).
-    async fn gzip_body(&self, ndjson: &Path) -> Result<(reqwest::Body, Duration), ClientError> {
+    /// Adds the archive at `ndjson` as the body of `rb`, gzip-compressed or plain as
+    /// [`Self::gzip_archives`] says, with the timeout its size needs (see
+    /// [`HttpTimeouts::upload`]).
+    async fn archive_body(
+        &self,
+        rb: reqwest::RequestBuilder,
+        ndjson: &Path,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let file = tokio::fs::File::open(ndjson)
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
@@ -207,11 +238,53 @@ impl HttpLogClient {
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?
             .len();
-        // Streamed: the archive is compressed while it is sent, never held in memory.
-        let enc =
-            async_compression::tokio::bufread::GzipEncoder::new(tokio::io::BufReader::new(file));
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(enc));
-        Ok((body, self.timeouts.upload(len)))
+        let rb = rb
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .timeout(self.timeouts.upload(len));
+        // Streamed either way: the archive is never held in memory.
+        if self.gzip_archives() {
+            let enc = async_compression::tokio::bufread::GzipEncoder::new(
+                tokio::io::BufReader::new(file),
+            );
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(enc));
+            Ok(rb
+                .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(body))
+        } else {
+            // The length is known, so it is sent as `Content-Length`, as lite-engine
+            // does: a store that passes the body on (object storage) needs it.
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            Ok(rb.header(reqwest::header::CONTENT_LENGTH, len).body(body))
+        }
+    }
+}
+
+impl HttpLogClient {
+    /// `PUT /stream` with the batch; `explicit_open` asks for a 404 rather than an
+    /// implicit open of a stream that is not open (see [`LogClient::write_opened`]).
+    async fn put_batch(
+        &self,
+        key: &str,
+        batch: &Batch,
+        explicit_open: bool,
+    ) -> Result<AppendAck, ClientError> {
+        let mut rb = self
+            .authed(self.http.put(self.url("stream", key)?))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(batch.body.clone());
+        if explicit_open {
+            rb = rb.header(EXPLICIT_OPEN, "1");
+        }
+        let resp = check(rb.send().await).await?;
+        let body = resp.bytes().await.map_err(transport)?;
+        // An answer without a readable ack (an older service, or a 204 from a Harness
+        // service) still means "stored".
+        Ok(serde_json::from_slice(&body).unwrap_or(AppendAck {
+            appended: batch.lines,
+            duplicates: 0,
+            last_contiguous_pos: None,
+            next_pos: batch.first_pos + batch.lines,
+        }))
     }
 }
 
@@ -254,23 +327,28 @@ impl LogClient for HttpLogClient {
 
     async fn open(&self, key: &str) -> Result<(), ClientError> {
         let rb = self.authed(self.http.post(self.url("stream", key)?));
-        check(rb.send().await).await.map(drop)
+        let resp = check(rb.send().await).await?;
+        let gzip = resp
+            .headers()
+            .get_all(ACCEPT_ARCHIVE_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|e| e.trim().eq_ignore_ascii_case("gzip"));
+        // Only ever learnt, never unlearnt: a reopen through a proxy that drops the
+        // header does not make the same service a different one.
+        if gzip {
+            self.gzip_archives.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError> {
-        let rb = self
-            .authed(self.http.put(self.url("stream", key)?))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(batch.body.clone());
-        let resp = check(rb.send().await).await?;
-        let body = resp.bytes().await.map_err(transport)?;
-        // An answer without a readable ack (an older service) still means "stored".
-        Ok(serde_json::from_slice(&body).unwrap_or(AppendAck {
-            appended: batch.lines,
-            duplicates: 0,
-            last_contiguous_pos: None,
-            next_pos: batch.first_pos + batch.lines,
-        }))
+        self.put_batch(key, batch, false).await
+    }
+
+    async fn write_opened(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError> {
+        self.put_batch(key, batch, true).await
     }
 
     async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError> {
@@ -284,32 +362,28 @@ impl LogClient for HttpLogClient {
     }
 
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
-        let (body, timeout) = self.gzip_body(ndjson).await?;
-        let rb = self
-            .authed(self.http.post(self.url("blob", key)?))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .timeout(timeout)
-            .body(body);
+        let rb = self.authed(self.http.post(self.url("blob", key)?));
+        let rb = self.archive_body(rb, ndjson).await?;
         check(rb.send().await).await.map(drop)
     }
 
     async fn upload_link(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {
         let rb = self.authed(self.http.post(self.url("blob/link/upload", key)?));
         let resp = check(rb.send().await).await?;
+        // `expires` as integer nanoseconds (Harness, runlog) or an RFC 3339 time (runlog
+        // before): either is read, so a link from either service is used.
         let link: LinkResponse = resp.json().await.map_err(transport)?;
         let url = reqwest::Url::parse(&link.link)
             .map_err(|e| ClientError::Transport(format!("bad upload link: {e}")))?;
+        if link.expires.has_passed() {
+            // Retryable: the next attempt asks for a new link.
+            return Err(ClientError::Transport(
+                "the upload link had expired when it arrived".into(),
+            ));
+        }
         // The link carries its own authorisation and may point at another host (object
         // storage): the account token is deliberately not attached.
-        let (body, timeout) = self.gzip_body(ndjson).await?;
-        let rb = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .timeout(timeout)
-            .body(body);
+        let rb = self.archive_body(self.http.put(url), ndjson).await?;
         check(rb.send().await).await.map(drop)
     }
 }

@@ -72,13 +72,19 @@ pub struct WriterConfig {
     pub close_deadline: Duration,
     /// A partial line (no `\n`) is sent after this much idle time. Default 500 ms.
     pub partial_line_flush: Duration,
-    /// Do not open the stream (someone else did).
+    /// The stream is someone else's (lite-engine's meaning): the writer does not open
+    /// it (nor reopen it when the service lost it), uploads no archive — it would
+    /// overwrite the lines another writer put there — and at `close()` closes it with
+    /// `DELETE /stream?snapshot=true`, so the service archives the stream's lines.
     pub skip_opening_stream: bool,
-    /// Do not close the stream at `close()` (someone else will).
+    /// `close()` only flushes (lite-engine's meaning): no archive upload, no
+    /// `DELETE /stream`; whoever closes the stream archives it. Wins over
+    /// `skip_opening_stream` at close.
     pub skip_closing_stream: bool,
     /// Send lines without their trailing `\n`.
     pub trim_new_line_suffix: bool,
     /// Upload the archive through the service (`POST /blob`) rather than a signed link.
+    /// Unused when either skip flag is set (no archive is uploaded then).
     pub indirect_upload: bool,
     /// Patterns matched against the last lines at close.
     pub nudges: Vec<Nudge>,

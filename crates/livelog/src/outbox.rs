@@ -25,14 +25,63 @@ use std::time::Duration;
 const ARCHIVE: &str = "archive.ndjson";
 const META: &str = "entry.json";
 
-/// What an outbox entry must still achieve.
+/// What an outbox entry must still achieve, in this order: upload the archive, send
+/// the lines the live stream lacks, close the stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) key: String,
     pub(crate) indirect_upload: bool,
+    /// Upload the history as the archive. `false` for a writer with
+    /// `skip_opening_stream` or `skip_closing_stream`, which never uploads (lite-engine's
+    /// meaning: another writer's archive, or the controller's, must not be
+    /// overwritten). Entries written before this field existed all uploaded.
+    #[serde(default = "yes")]
+    pub(crate) upload_archive: bool,
+    /// Lines from this `pos` on are not known to be in the live stream: send them
+    /// with `PUT /stream` (the entry's `sent` file says how far an earlier attempt got).
+    #[serde(default)]
+    pub(crate) resend_from: Option<u64>,
     pub(crate) close_stream: bool,
+    /// Close with `snapshot=true`: the service makes the archive from the stream's lines.
+    #[serde(default)]
+    pub(crate) snapshot: bool,
     /// Holds the account token: `entry.json` is written readable by its owner only.
     pub(crate) log_config: Option<LogConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Entry {
+    /// The entry of a writer configured by `cfg`. A writer that uploads no archive
+    /// sends the lines from `resend_from` instead (when `Some`); one that opens and
+    /// closes its own stream uploads its history, which holds every line.
+    pub(crate) fn for_writer(
+        cfg: &crate::WriterConfig,
+        log_config: Option<LogConfig>,
+        resend_from: Option<u64>,
+    ) -> Entry {
+        let upload_archive = uploads_archive(cfg);
+        Entry {
+            key: cfg.key.clone(),
+            indirect_upload: cfg.indirect_upload,
+            upload_archive,
+            resend_from: if upload_archive { None } else { resend_from },
+            close_stream: !cfg.skip_closing_stream,
+            snapshot: cfg.skip_opening_stream,
+            log_config,
+        }
+    }
+}
+
+/// Whether a writer configured by `cfg` uploads its history as the archive: only one
+/// that opens and closes its stream itself, as lite-engine's writer. With
+/// `skip_opening_stream` the stream is someone else's and its archive is made from its
+/// lines (`DELETE /stream?snapshot=true`); with `skip_closing_stream` the writer only
+/// flushes, and whoever closes the stream archives it.
+pub(crate) fn uploads_archive(cfg: &crate::WriterConfig) -> bool {
+    !cfg.skip_opening_stream && !cfg.skip_closing_stream
 }
 
 /// What one pass over the outbox achieved.
@@ -140,8 +189,9 @@ async fn lock_entry(entry_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Cl
     locked.map_err(|e| ClientError::Io(e.to_string()))
 }
 
-/// Sends one entry under its lock: archive, then stream close if still due; removes
-/// it on success. An entry another deliverer removed meanwhile counts as delivered.
+/// Sends one entry under its lock: archive or missing live lines, then stream close if
+/// still due; removes it on success. An entry another deliverer removed meanwhile
+/// counts as delivered.
 async fn deliver_one(entry_dir: &Path, client: &dyn LogClient) -> Result<(), ClientError> {
     let Some(_lock) = lock_entry(entry_dir).await? else {
         return Ok(());
@@ -149,11 +199,16 @@ async fn deliver_one(entry_dir: &Path, client: &dyn LogClient) -> Result<(), Cli
     let meta = std::fs::read(entry_dir.join(META)).map_err(|e| ClientError::Io(e.to_string()))?;
     let entry: Entry = serde_json::from_slice(&meta)
         .map_err(|e| ClientError::Io(format!("bad outbox entry: {e}")))?;
-    client
-        .upload(&entry.key, &entry_dir.join(ARCHIVE), entry.indirect_upload)
-        .await?;
+    if entry.upload_archive {
+        client
+            .upload(&entry.key, &entry_dir.join(ARCHIVE), entry.indirect_upload)
+            .await?;
+    }
+    if let Some(from) = entry.resend_from {
+        resend_lines(entry_dir, client, &entry.key, from).await?;
+    }
     if entry.close_stream {
-        match client.close(&entry.key, false).await {
+        match client.close(&entry.key, entry.snapshot).await {
             // The stream may be gone (expired, service restarted): the archive is what matters.
             Ok(())
             | Err(ClientError::Status {
@@ -164,6 +219,59 @@ async fn deliver_one(entry_dir: &Path, client: &dyn LogClient) -> Result<(), Cli
     }
     // Removed while the lock is held, so a waiting deliverer finds it gone.
     std::fs::remove_dir_all(entry_dir).map_err(|e| ClientError::Io(e.to_string()))
+}
+
+/// How far an earlier attempt got sending an entry's lines: the `pos` after the last
+/// acknowledged batch. A file of its own, not `entry.json`, whose inode carries the
+/// delivery lock.
+const SENT: &str = "sent";
+
+/// Sends the history's lines from `from` on with `PUT /stream`, in batches, in order,
+/// recording after each acknowledged batch how far it got, so that a later attempt
+/// does not send a line again to a service that does not ignore repeated `pos` values.
+async fn resend_lines(
+    entry_dir: &Path,
+    client: &dyn LogClient,
+    key: &str,
+    from: u64,
+) -> Result<(), ClientError> {
+    let io = |e: std::io::Error| ClientError::Io(e.to_string());
+    let sent_file = entry_dir.join(SENT);
+    let done = std::fs::read_to_string(&sent_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let mut pos = done.map_or(from, |d| d.max(from));
+    let archive = entry_dir.join(ARCHIVE);
+    let end = std::fs::metadata(&archive).map_err(io)?.len();
+    let mut reader = crate::spool::SpoolReader::open(&archive).map_err(io)?;
+    // No row numbered `pos`: every line was sent.
+    let Some(mut offset) = reader.offset_of(pos, end).map_err(io)? else {
+        return Ok(());
+    };
+    while offset < end {
+        // A mebibyte read from disk is off the runtime's workers, as in the sender.
+        let (back, rows) = tokio::task::spawn_blocking(move || {
+            let rows = reader.read_batch(offset, end, 1024 * 1024, 10_000, Vec::new());
+            (reader, rows)
+        })
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?;
+        reader = back;
+        let rows = rows.map_err(io)?;
+        if rows.count == 0 {
+            break;
+        }
+        let batch = crate::client::Batch {
+            first_pos: pos,
+            lines: rows.count,
+            body: rows.body.into(),
+        };
+        client.write(key, &batch).await?;
+        pos += rows.count;
+        offset += rows.ndjson_len;
+        write_private(&sent_file, pos.to_string().as_bytes(), false).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Re-sends one entry in the background until it lands (or fails for good).
@@ -374,7 +482,10 @@ mod tests {
         let entry = Entry {
             key: "a/b".into(),
             indirect_upload: true,
+            upload_archive: true,
+            resend_from: None,
             close_stream: true,
+            snapshot: false,
             log_config: None,
         };
         store(&outbox, &spool, &entry).expect("store");

@@ -195,7 +195,10 @@ mod tests {
         Entry {
             key: "k".into(),
             indirect_upload: true,
+            upload_archive: true,
+            resend_from: None,
             close_stream: true,
+            snapshot: false,
             log_config: None,
         }
     }

@@ -89,6 +89,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     }
                 }
                 if let Outcome::Done(Sent::Reopened) = out {
+                    inner.lock().lines.acked_end = 0;
                     // The service lost the stream and holds nothing of it now: send the
                     // whole history again, in order, this batch included (it is in the
                     // spool), so a live reader never sees later lines before earlier.
@@ -119,6 +120,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                             let mut st = inner.lock();
                             st.lines.counts.batches += 1;
                             st.lines.counts.streamed_lines += new;
+                            st.lines.acked_end = ack.next_pos;
                         }
                         metrics::counter!("livelog_batches_total").increment(1);
                         metrics::counter!("livelog_streamed_lines_total").increment(new);
@@ -234,7 +236,14 @@ async fn write_reopening(
     batch: &Batch,
     reopen: bool,
 ) -> Result<Sent, crate::client::ClientError> {
-    match client.write(key, batch).await {
+    // A writer that reopens asks for the 404 (an implicit open would keep this batch
+    // after a gap); one that does not is better served by a service that opens.
+    let written = if reopen {
+        client.write_opened(key, batch).await
+    } else {
+        client.write(key, batch).await
+    };
+    match written {
         Err(crate::client::ClientError::Status { status: 404, .. }) if reopen => {
             client.open(key).await?;
             Ok(Sent::Reopened)
@@ -475,9 +484,19 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     }
 
     let key = inner.cfg.key.clone();
-    let spool_path = inner.lock().lines.spool.path().to_owned();
+    let (spool_path, acked_end, next_pos) = {
+        let st = inner.lock();
+        let l = &st.lines;
+        (l.spool.path().to_owned(), l.acked_end, l.next_pos)
+    };
+    // lite-engine's meanings: with `skip_opening_stream` the stream and its archive are
+    // someone else's (an upload would overwrite the lines another writer put there), and
+    // with `skip_closing_stream` the writer only flushes. Either way, what the live stream
+    // lacks is sent again from the outbox, never uploaded.
+    let upload_archive = crate::outbox::uploads_archive(&inner.cfg);
+    let live_complete = acked_end >= next_pos;
     let mut archived = false;
-    if spool_complete {
+    if spool_complete && upload_archive {
         let client = inner.client.clone();
         let path = spool_path.clone();
         let out = retry(
@@ -493,12 +512,17 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
         }
     }
     let mut stream_closed = inner.cfg.skip_closing_stream;
-    if !stream_closed {
+    // A writer that uploads no archive closes only a stream that holds all its lines:
+    // its archive is made from them, so the outbox sends the missing ones first.
+    let close_now = upload_archive || live_complete || !spool_complete;
+    if !stream_closed && close_now {
         let client = inner.client.clone();
         // A spool that failed (a full disk) is not a whole history and is not
         // uploaded: the service makes the archive from the lines it received, the
-        // loss marker among them, rather than leaving the stream without one.
-        let snapshot = !spool_complete;
+        // loss marker among them, rather than leaving the stream without one. A
+        // stream someone else opened is archived that way too (lite-engine's
+        // `skip_opening_stream`).
+        let snapshot = !spool_complete || inner.cfg.skip_opening_stream;
         let out = retry(
             || client.close(&key, snapshot),
             inner.cfg.max_retry_delay,
@@ -512,8 +536,14 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
         }
     }
 
+    // Everything this writer owes the service has landed.
+    let settled = if upload_archive {
+        archived
+    } else {
+        live_complete && stream_closed
+    };
     let mut outboxed = false;
-    if archived {
+    if settled {
         // Kept for the next writer's spool only when the sender has stopped: it must
         // not read from a file that another history is being written into.
         inner.lock().lines.spool.discard(drained);
@@ -524,20 +554,22 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
     } else if spool_complete && inner.cfg.outbox_dir.is_none() {
         // No outbox to hand it to: the history stays where it is, and the report
         // says where, rather than deleting the only complete copy.
+        let what = if upload_archive {
+            "the history was not archived".to_owned()
+        } else if live_complete {
+            "the stream was not closed".to_owned()
+        } else {
+            format!("lines from pos {acked_end} on did not reach the live stream")
+        };
         record_error(
             &inner,
-            format!(
-                "the history was not archived; it is kept at {}",
-                spool_path.display()
-            ),
+            format!("{what}; it is kept at {}", spool_path.display()),
         );
     } else if spool_complete && let Some(dir) = &inner.cfg.outbox_dir {
-        let entry = crate::outbox::Entry {
-            key: key.clone(),
-            indirect_upload: inner.cfg.indirect_upload,
-            close_stream: !stream_closed,
-            log_config: inner.client.outbox_config(),
-        };
+        let resend_from = (!live_complete).then_some(acked_end);
+        let mut entry =
+            crate::outbox::Entry::for_writer(&inner.cfg, inner.client.outbox_config(), resend_from);
+        entry.close_stream = !stream_closed;
         match crate::outbox::store(dir, &spool_path, &entry) {
             Ok(stored) => {
                 outboxed = true;
@@ -557,7 +589,7 @@ pub(crate) async fn close(inner: Arc<Inner>) -> WriterReport {
 
     // The history is archived or in the outbox (or was never complete): a later start
     // has nothing to recover. Otherwise the record stays, and a later start delivers it.
-    if archived || outboxed || !spool_complete {
+    if settled || outboxed || !spool_complete {
         let record = inner.recovery.lock().take();
         if let Some(record) = record {
             record.remove();

@@ -79,6 +79,10 @@ pub(crate) struct Lines {
     pub(crate) live_stopped: bool,
     /// `close()` has begun: no more producer lines.
     pub(crate) closing: bool,
+    /// The `next_pos` of the service's last acknowledgement: every line below it is
+    /// in the live stream. A writer that uploads no archive (`skip_opening_stream`,
+    /// `skip_closing_stream`) sends the lines from here on again from its outbox.
+    pub(crate) acked_end: u64,
     pub(crate) counts: Counts,
     pub(crate) error: Option<String>,
     loss: Option<Loss>,
@@ -503,6 +507,7 @@ impl Writer {
                 spill: None,
                 live_stopped: false,
                 closing: false,
+                acked_end: 0,
                 counts: Counts::default(),
                 error,
                 loss: None,
@@ -695,12 +700,10 @@ fn recovery_record(
     if spool.failure().is_some() {
         return None;
     }
-    let entry = crate::outbox::Entry {
-        key: cfg.key.clone(),
-        indirect_upload: cfg.indirect_upload,
-        close_stream: !cfg.skip_closing_stream,
-        log_config: client.outbox_config(),
-    };
+    // What is known to have reached the live stream is not recorded as it moves on:
+    // after a crash a writer that uploads no archive sends its whole history again
+    // (runlog's service keeps each `pos` once; one that does not may show a line twice).
+    let entry = crate::outbox::Entry::for_writer(cfg, client.outbox_config(), Some(0));
     match crate::recovery::create(dir, spool.path(), &entry) {
         Ok(r) => Some(r),
         Err(e) => {

@@ -3,8 +3,9 @@
 
 mod support;
 
-use livelog::{HttpLogClient, HttpTimeouts, Nudge, Writer};
+use livelog::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient, Nudge, Writer};
 use runlog_protocol::Scope;
+use runlog_protocol::service::AppendAck;
 use runlog_testkit::proxy::{FaultProxy, Faults};
 use runlog_testkit::service::TestService;
 use std::sync::Arc;
@@ -196,11 +197,10 @@ async fn a_refused_stream_stops_live_streaming_but_the_archive_is_still_uploaded
     let token = svc.token(ACCOUNT, Scope::Write);
     let spool = tempfile::tempdir().unwrap();
     let key = "refused/live";
-    let mut cfg = config(key, spool.path());
-    // The controller was meant to open the stream and did not: every append is a 4xx.
-    cfg.skip_opening_stream = true;
-    cfg.skip_closing_stream = true;
-    let w = Writer::new(client(&svc.url(), &token), cfg);
+    let cfg = config(key, spool.path());
+    // Every append is refused with a 4xx (say, the service's policy refuses the lines);
+    // open, upload and close go through.
+    let w = Writer::new(Arc::new(RefusingWrites(client(&svc.url(), &token))), cfg);
     for i in 0..100 {
         w.write_line("info", &format!("line {i}")).await;
     }
@@ -487,4 +487,29 @@ async fn a_history_that_takes_longer_than_the_request_timeout_to_send_is_still_a
     let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
     let texts: Vec<&str> = archive.iter().map(|l| l.out.as_str()).collect();
     assert_eq!(texts, lines);
+}
+
+/// A client whose appends are all refused with 403; everything else goes through.
+struct RefusingWrites(Arc<dyn LogClient>);
+
+#[async_trait::async_trait]
+impl LogClient for RefusingWrites {
+    async fn open(&self, key: &str) -> Result<(), ClientError> {
+        self.0.open(key).await
+    }
+    async fn write(&self, _: &str, _: &Batch) -> Result<AppendAck, ClientError> {
+        Err(ClientError::Status {
+            status: 403,
+            message: "refused".into(),
+        })
+    }
+    async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError> {
+        self.0.close(key, snapshot).await
+    }
+    async fn upload_blob(&self, key: &str, ndjson: &std::path::Path) -> Result<(), ClientError> {
+        self.0.upload_blob(key, ndjson).await
+    }
+    async fn upload_link(&self, key: &str, ndjson: &std::path::Path) -> Result<(), ClientError> {
+        self.0.upload_link(key, ndjson).await
+    }
 }

@@ -42,13 +42,61 @@ pub struct AppendAck {
     pub next_pos: u64,
 }
 
+/// Response header of `POST /stream` on runlog's log service: the content encodings
+/// an archive upload (`POST /blob`, or `PUT` to an upload link it hands out) may use,
+/// today `gzip`. A writer that has not seen it — a Harness log service, which stores
+/// an upload's body as it arrives, or a writer that never opens its stream — uploads
+/// plain NDJSON, which every log service stores as the archive.
+pub const ACCEPT_ARCHIVE_ENCODING: &str = "x-runlog-accept-archive-encoding";
+
+/// Request header of `PUT /stream` (value `1`) from a writer that opened the stream
+/// itself and, when the service no longer has it, opens it again and sends its whole
+/// history from `pos` 0: runlog's service then answers 404 for a stream that is not
+/// open instead of opening it implicitly, which would store the batch after a gap that
+/// a live tail skips. Without it (lite-engine), a `PUT` opens a stream that is not open.
+pub const EXPLICIT_OPEN: &str = "x-runlog-explicit-open";
+
 /// Answer of `POST /blob/link/upload`: a URL that accepts one `PUT` of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkResponse {
     /// The signed URL. It carries its own authorisation; never send an account token to it.
     pub link: String,
-    /// RFC 3339 time after which the link is refused.
-    pub expires: String,
+    /// When the link stops being accepted.
+    pub expires: LinkExpires,
+}
+
+/// The `expires` of an upload link, in either form a log service answers with.
+/// runlog's service answers [`LinkExpires::Nanos`], the form Harness's log service
+/// answers and lite-engine decodes (a Go `time.Duration`); runlog's service answered
+/// an RFC 3339 time before, and a client still reads that form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LinkExpires {
+    /// How long from now the link is accepted, in nanoseconds (a Go `time.Duration`,
+    /// which is signed: a negative one is a link that has expired).
+    Nanos(i64),
+    /// The RFC 3339 time after which the link is refused.
+    Time(String),
+}
+
+impl LinkExpires {
+    /// The form runlog's service answers: `ttl` from now as nanoseconds (saturating
+    /// at `i64::MAX`, about 292 years).
+    pub fn after(ttl: std::time::Duration) -> Self {
+        LinkExpires::Nanos(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// Whether the link had already expired when this answer was read: a zero or
+    /// negative duration, or a time in the past. A time that cannot be parsed counts
+    /// as not expired (the link's host decides).
+    pub fn has_passed(&self) -> bool {
+        match self {
+            LinkExpires::Nanos(n) => *n <= 0,
+            LinkExpires::Time(t) => {
+                humantime::parse_rfc3339_weak(t).is_ok_and(|at| at <= std::time::SystemTime::now())
+            }
+        }
+    }
 }
 
 /// What a token allows. Ordered: `admin` ⊃ `write` ⊃ `read`.

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use runlog_protocol::service::LinkResponse;
+use runlog_protocol::service::{LinkExpires, LinkResponse};
 use runlog_protocol::{AccountId, Scope, StreamKey};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -158,7 +158,9 @@ pub async fn link(
     caller.require(&q.0.account_id, Scope::Write)?;
     let ttl = st.config().link_ttl;
     let expires_at = SystemTime::now() + ttl;
-    let expires = runlog_protocol::format_time(expires_at);
+    // A duration in nanoseconds, as Harness's log service answers: lite-engine decodes
+    // `expires` as a Go `time.Duration` and drops the upload on anything else.
+    let expires = LinkExpires::after(ttl);
     let id = q.id();
     if let Some(url) = st.blobs().presigned_put(&id, ttl).await? {
         return Ok(Json(LinkResponse {

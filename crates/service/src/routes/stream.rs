@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use runlog_protocol::Scope;
-use runlog_protocol::service::{AppendAck, StreamInfo};
+use runlog_protocol::service::{ACCEPT_ARCHIVE_ENCODING, AppendAck, EXPLICIT_OPEN, StreamInfo};
 use std::sync::atomic::Ordering;
 
 pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
@@ -30,15 +30,20 @@ pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
     }
 }
 
-/// `POST /stream`: opens (or reopens) a stream. Idempotent.
+/// `POST /stream`: opens (or reopens) a stream. Idempotent. The answer announces
+/// that archive uploads may be gzip ([`ACCEPT_ARCHIVE_ENCODING`]): a writer that has
+/// not seen it (a Harness log service stores upload bodies raw) uploads plain NDJSON.
 pub async fn open(
     State(st): State<ServiceState>,
     caller: Caller,
     q: Stream,
-) -> Result<Json<StreamInfo>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
     let meta = st.streams().open(&q.id()).await?;
-    Ok(Json(info(&meta, false)))
+    Ok((
+        [(ACCEPT_ARCHIVE_ENCODING, HeaderValue::from_static("gzip"))],
+        Json(info(&meta, false)),
+    ))
 }
 
 /// `PUT /stream`: appends a JSON array of lines; already-stored `pos` values are
@@ -62,7 +67,8 @@ pub async fn append(
     let batch = parse.finish(&raw)?;
     let id = q.id();
     let ack = match st.streams().append_batch(&id, batch).await {
-        Err(StoreError::NotFound) => {
+        // A runlog writer that reopens and resends from pos 0 itself wants the 404.
+        Err(StoreError::NotFound) if !headers.contains_key(EXPLICIT_OPEN) => {
             st.streams().open(&id).await?;
             // The first batch went to the store; parsing again costs only this rare
             // path, where cloning every batch up front would cost every append.
