@@ -1,7 +1,7 @@
 //! The router and the server loop.
 
 use crate::error::ApiError;
-use crate::routes::{admin, blob, stream};
+use crate::routes::{admin, blob, compat, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
 use crate::write_timeout::TimeoutListener;
@@ -18,7 +18,12 @@ pub fn router(state: ServiceState) -> Router {
     let cfg = state.config();
     // Archives are whole job logs, so their uploads get their own (larger) limit.
     let archives = Router::new()
-        .route("/blob", post(blob::upload).get(blob::download))
+        .route(
+            "/blob",
+            post(blob::upload)
+                .get(blob::download)
+                .delete(compat::delete_blob),
+        )
         .route("/blob/upload", put(blob::upload_signed))
         .layer(DefaultBodyLimit::max(cfg.max_blob_body));
     let mut api = Router::new()
@@ -33,6 +38,8 @@ pub fn router(state: ServiceState) -> Router {
         .route("/blob/link/upload", post(blob::link))
         .route("/token", post(admin::token))
         .route("/healthz", get(admin::health))
+        .route("/ready/healthz", get(compat::ready))
+        .route("/stream/info", get(compat::stream_info))
         .route("/metrics", get(admin::metrics));
     if cfg.bench_discard {
         api = api.route("/bench/discard", put(admin::discard));

@@ -73,6 +73,7 @@ async fn go_request(
     body: Option<&[u8]>,
 ) -> Reply {
     let target = match auth {
+        Auth::Header(_) if query.is_empty() => path.to_owned(),
         Auth::Header(_) => format!("{path}?{query}"),
         Auth::Query(token) => format!("{path}?{query}&X-Harness-Token={token}"),
     };
@@ -759,5 +760,132 @@ async fn a_big_batch_still_counts_against_the_stores_memory_limits() {
         .await
         .unwrap();
     assert_eq!(meta.lines, 0, "a refused batch stores nothing");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn harness_operational_routes_answer_at_harness_paths() {
+    let svc = TestService::start().await;
+    let write = svc.token(ACCOUNT, Scope::Write);
+    let read = svc.token(ACCOUNT, Scope::Read);
+
+    let ready = go_request(
+        svc.addr(),
+        "GET",
+        "/ready/healthz",
+        "",
+        Auth::Header(&read),
+        None,
+    )
+    .await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let health: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(health["ok"], true);
+
+    // `GET /stream/info`: a live stream with its counts, then archived only, then none.
+    let q = stream_query(HARNESS_KEY);
+    let sent = lines(0..3, |pos| format!("info {pos}"));
+    let put = go_request(
+        svc.addr(),
+        "PUT",
+        "/stream",
+        &q,
+        Auth::Header(&write),
+        Some(&go_put_body(&sent)),
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    let info = go_request(
+        svc.addr(),
+        "GET",
+        "/stream/info",
+        &q,
+        Auth::Header(&read),
+        None,
+    )
+    .await;
+    assert_eq!(info.status, 200, "{}", info.text());
+    let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+    assert_eq!(
+        (
+            v["key"].as_str(),
+            v["open"].as_bool(),
+            v["lines"].as_u64(),
+            v["archived"].as_bool()
+        ),
+        (Some(HARNESS_KEY), Some(true), Some(3), Some(false))
+    );
+    let close = go_request(
+        svc.addr(),
+        "DELETE",
+        "/stream",
+        &format!("{q}&snapshot=true"),
+        Auth::Header(&write),
+        None,
+    )
+    .await;
+    assert!(close.status <= 299);
+    svc.state()
+        .streams()
+        .remove(&runlog_service::store::StreamId {
+            account: ACCOUNT.parse().unwrap(),
+            key: HARNESS_KEY.parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    let info = go_request(
+        svc.addr(),
+        "GET",
+        "/stream/info",
+        &q,
+        Auth::Header(&read),
+        None,
+    )
+    .await;
+    assert_eq!(info.status, 200, "{}", info.text());
+    let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+    assert_eq!(
+        (v["open"].as_bool(), v["archived"].as_bool()),
+        (Some(false), Some(true))
+    );
+
+    // `DELETE /blob`: write scope only; 204, then the archive is gone.
+    let denied = go_request(svc.addr(), "DELETE", "/blob", &q, Auth::Header(&read), None).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(archive_rows(&svc, HARNESS_KEY).await, sent);
+    let deleted = go_request(
+        svc.addr(),
+        "DELETE",
+        "/blob",
+        &q,
+        Auth::Header(&write),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let gone = go_request(svc.addr(), "GET", "/blob", &q, Auth::Header(&read), None).await;
+    assert_eq!(gone.status, 404);
+    let again = go_request(
+        svc.addr(),
+        "DELETE",
+        "/blob",
+        &q,
+        Auth::Header(&write),
+        None,
+    )
+    .await;
+    assert_eq!(again.status, 404);
+    assert!(!again.error_msg().is_empty());
+    let info = go_request(
+        svc.addr(),
+        "GET",
+        "/stream/info",
+        &q,
+        Auth::Header(&read),
+        None,
+    )
+    .await;
+    assert_eq!(info.status, 404);
+    assert!(!info.error_msg().is_empty());
     svc.shutdown().await;
 }

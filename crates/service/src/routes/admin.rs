@@ -146,6 +146,6 @@ pub async fn discard(
     headers: axum::http::HeaderMap,
     raw: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let raw = super::owned_body(&headers, raw, st.config().max_body).await?;
+    let raw = super::owned_body(&headers, raw, st.config().max_append_body).await?;
     Ok(Json(serde_json::json!({ "discarded_bytes": raw.len() })))
 }

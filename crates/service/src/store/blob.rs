@@ -184,6 +184,37 @@ impl BlobStore {
         }
     }
 
+    /// When the stream's archive was last written, `None` when it has none.
+    pub async fn modified(&self, id: &StreamId) -> Result<Option<SystemTime>, BlobError> {
+        for path in std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id)) {
+            match self.store.head(&path).await {
+                Ok(meta) => return Ok(Some(meta.last_modified.into())),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes a stream's archive (under its current name and under the name it had
+    /// before the current mapping); `Ok(false)` when there was none.
+    pub async fn delete(&self, id: &StreamId) -> Result<bool, BlobError> {
+        let mut deleted = false;
+        for path in std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id)) {
+            // Looked up first: backends differ in whether deleting nothing is an error.
+            match self.store.head(&path).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Every archive of an account.
     pub async fn list(&self, account: &AccountId) -> Result<Vec<ArchiveInfo>, BlobError> {
         let prefix = ObjectPath::from_iter([account.as_str()]);
