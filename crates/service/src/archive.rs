@@ -145,8 +145,9 @@ enum Mode {
 /// Splits an archive into rows as its bytes arrive: gzip (every member) or plain
 /// NDJSON, decided by the first two bytes, as [`is_gzip`] does for a whole body.
 ///
-/// Memory: the text not yet taken as rows (at most one row longer than
-/// [`ReadLimits::max_row`] is refused), plus what one [`feed`](Self::feed) inflates.
+/// Memory: the text not yet taken as rows (the rows of one feed plus one
+/// unfinished row, which is refused once longer than [`ReadLimits::max_row`]), plus
+/// what one [`feed`](Self::feed) inflates.
 pub struct RowDecoder {
     mode: Mode,
     /// Bytes at the start of the text already taken as rows.
