@@ -218,3 +218,92 @@ async fn a_live_writers_spool_is_never_picked_up() {
     );
     svc.shutdown().await;
 }
+
+/// A writer with `skip_closing_stream` uploads no archive, so a spool its dead process
+/// left is delivered as lines: the whole history again (what reached the live stream
+/// is not recorded), which runlog's service keeps once per `pos`; nothing is uploaded
+/// and the stream stays open for whoever closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_skip_closing_writers_lines_are_sent_again_and_nothing_is_uploaded() {
+    const N: u64 = 400;
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    // The writer goes through a proxy, so the service can become unreachable for it
+    // half-way: the second half never reaches the live stream before the "kill".
+    let proxy = std::sync::Arc::new(FaultProxy::start(&svc.url(), Faults::none(), 1).await);
+    let dead_end = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (spool, outbox) = (data.path().join("spool"), data.path().join("outbox"));
+    let key = "durability/killed-skip-closing";
+
+    // The "process" that dies, as in the test above.
+    let dead = std::thread::spawn({
+        let (url, token, spool, outbox) =
+            (proxy.url(), token.clone(), spool.clone(), outbox.clone());
+        let proxy = proxy.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let w = rt.block_on(async {
+                let cfg = WriterConfig {
+                    spool_dir: spool,
+                    outbox_dir: Some(outbox),
+                    skip_closing_stream: true,
+                    max_retry_delay: Duration::from_millis(50),
+                    ..WriterConfig::new(key)
+                };
+                let w = Writer::new(client(&url, &token), cfg);
+                for i in 0..N / 2 {
+                    w.write(text(i).as_bytes());
+                }
+                wait_until("first half streamed", Duration::from_secs(30), || {
+                    w.progress().streamed_lines == N / 2
+                })
+                .await;
+                proxy.set_upstream(&dead_end);
+                for i in N / 2..N {
+                    w.write(text(i).as_bytes());
+                }
+                // The sender tries (and fails) to send the second half for a while.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert_eq!(w.progress().streamed_lines, N / 2);
+                w
+            });
+            drop(rt);
+            // Outside any runtime: no background close; the lock goes with the writer.
+            drop(w);
+        }
+    });
+    dead.join().unwrap();
+    proxy.set_upstream(&svc.url());
+
+    let report = livelog::deliver_outbox(&outbox).await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let live = tail_n(&svc.url(), &token, key, N as usize, Duration::from_secs(30)).await;
+    assert_exactly_once_in_order("live stream of the dead writer", &live, N, text);
+    assert!(
+        fetch_archive(&svc.url(), &token, key).await.is_none(),
+        "no archive upload with skip_closing_stream"
+    );
+    let listed: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{}/streams?accountID={ACCOUNT}", svc.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed.iter().any(|s| s["key"] == key && s["open"] == true),
+        "the stream stays open: {listed:?}"
+    );
+    assert!(files_named(&outbox, ".recover.json").is_empty());
+    svc.shutdown().await;
+}
