@@ -276,3 +276,35 @@ async fn runlog_service_answers_integer_expires_and_announces_gzip_archives() {
     let ack = c.write("opened-by-put", &batch).await.unwrap();
     assert_eq!(ack.appended, 1, "{ack:?}");
 }
+
+/// A client that never saw the announcement (a writer with `skip_opening_stream`, an
+/// outbox delivered by a new process) uploads plain NDJSON; runlog's service stores it
+/// as the archive through both routes.
+#[tokio::test]
+async fn runlog_service_takes_plain_ndjson_archives_by_blob_and_by_link() {
+    let svc = runlog_testkit::service::TestService::start().await;
+    let token = svc.token("acc", runlog_protocol::Scope::Write);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.ndjson");
+    std::fs::write(&archive, ROW).unwrap();
+    let c = HttpLogClient::new(&LogConfig {
+        url: svc.url(),
+        account_id: "acc".into(),
+        token: token.clone(),
+        ..LogConfig::default()
+    })
+    .unwrap();
+    assert!(!c.gzip_archives());
+    c.upload_blob("plain/blob", &archive).await.unwrap();
+    c.upload_link("plain/link", &archive).await.unwrap();
+    for key in ["plain/blob", "plain/link"] {
+        let got = reqwest::Client::new()
+            .get(format!("{}/blob?accountID=acc&key={key}", svc.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{key}");
+        assert_eq!(&got.bytes().await.unwrap()[..], ROW, "{key}");
+    }
+}
