@@ -166,8 +166,10 @@ async fn run_cases(addr: SocketAddr, cases: &[Case]) -> Vec<String> {
 fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
     let q = "/stream?accountID=acc&key=k";
     let line = |s: &str| s.as_bytes().to_vec();
+    // Just over `PUT /stream`'s default limit (128 MiB: lite-engine sends a second's
+    // lines in one request, however many).
     let mut huge = b"[".to_vec();
-    huge.extend(std::iter::repeat_n(b' ', 17 << 20));
+    huge.extend(std::iter::repeat_n(b' ', 128 << 20));
     huge.push(b']');
     let bomb = gzip(&vec![b'\n'; 3 << 20]);
     // On the wire CR LF ends the header: the server sees a wrong token and a second
@@ -341,7 +343,7 @@ fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
             "line 0",
         ),
         case(
-            "append: body over 16 MiB",
+            "append: body over 128 MiB",
             "PUT",
             q,
             bearer(w),
@@ -350,10 +352,16 @@ fn service_cases(w: &str, r: &str, other: &str) -> Vec<Case> {
             "larger",
         ),
         case(
-            "append: unopened stream",
+            // Without the header a `PUT` opens the stream (lite-engine writes on after a
+            // failed open); a runlog writer asks for the 404 instead.
+            "append: unopened stream, explicit open asked",
             "PUT",
             "/stream?accountID=acc&key=never-opened",
-            bearer(w),
+            {
+                let mut h = bearer(w);
+                h.push(("x-runlog-explicit-open", b"1".to_vec()));
+                h
+            },
             line(r#"[{"pos":0,"out":"x"}]"#),
             404,
             "not found",
