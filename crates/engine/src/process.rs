@@ -62,6 +62,9 @@ pub struct ProcessSpec {
     pub kill_grace: Duration,
     /// How long pipes may stay open after the main process exited.
     pub drain_grace: Duration,
+    /// The `cgroup.procs` file of the stage's cgroup: the process joins it before the
+    /// step's program starts, so nothing it forks is ever outside (`crate::cgroup`).
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// How a step's process ended.
@@ -75,15 +78,54 @@ pub struct ProcessOutcome {
     pub pgid: Option<i32>,
 }
 
+/// Where `program` is: itself when it names a path, else the first match on `path`.
+fn locate(program: &str, path: Option<&String>) -> std::io::Result<PathBuf> {
+    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if p.is_file() { Ok(p) } else { Err(not_found()) };
+    }
+    path.map(String::as_str)
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(not_found)
+}
+
 /// Runs `spec` to completion, piping stdout and stderr into `sink`.
 pub async fn run<S: OutputSink + Clone>(
     spec: &ProcessSpec,
     sink: S,
     cancel: CancellationToken,
 ) -> ProcessOutcome {
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .env_clear()
+    let mut cmd = match &spec.cgroup_procs {
+        None => {
+            let mut cmd = tokio::process::Command::new(&spec.program);
+            cmd.args(&spec.args);
+            cmd
+        }
+        Some(procs) => {
+            // A program that does not exist fails here, as a spawn would, rather than
+            // as the wrapping shell's exit 127.
+            if let Err(e) = locate(&spec.program, spec.envs.get("PATH")) {
+                return ProcessOutcome {
+                    exit_code: -1,
+                    error: Some(format!("could not start {:?}: {e}", spec.program)),
+                    pgid: None,
+                };
+            }
+            // `sh` moves itself into the cgroup, then becomes the step's program.
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(r#"echo $$ > "$0" && exec "$@""#)
+                .arg(procs)
+                .arg(&spec.program)
+                .args(&spec.args);
+            cmd
+        }
+    };
+    cmd.env_clear()
         .envs(&spec.envs)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
@@ -278,6 +320,7 @@ mod tests {
             timeout: None,
             kill_grace: Duration::from_millis(200),
             drain_grace: Duration::from_millis(500),
+            cgroup_procs: None,
         }
     }
 

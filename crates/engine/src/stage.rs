@@ -1,6 +1,7 @@
 //! A stage: the workspace, environment, secrets and streams that `/setup` creates
 //! and `/destroy` tears down, and the steps run in it.
 
+use crate::cgroup::StageCgroup;
 use crate::config::EngineConfig;
 use livelog::{LogClient, Writer, WriterConfig};
 use runlog_capture::StreamSink;
@@ -34,6 +35,9 @@ pub struct Stage {
     pub engine_log: Option<Writer>,
     /// The key of `engine_log`: no step may write to it.
     engine_log_key: Option<String>,
+    /// Every process of the stage's steps, `setsid` ones included; `None` where the
+    /// engine cannot make cgroups (then process groups are all `/destroy` kills).
+    pub cgroup: Option<StageCgroup>,
     /// Cancelled by `/destroy`: running steps are killed.
     pub cancel: CancellationToken,
     steps: Mutex<HashMap<String, StepEntry>>,
@@ -72,6 +76,7 @@ impl Stage {
         working_dir: PathBuf,
         client: Option<Arc<dyn LogClient>>,
         engine_log: Option<(String, Writer)>,
+        cgroup: Option<StageCgroup>,
     ) -> Stage {
         let (engine_log_key, engine_log) = engine_log.unzip();
         Stage {
@@ -85,6 +90,7 @@ impl Stage {
             client,
             engine_log,
             engine_log_key,
+            cgroup,
             cancel: CancellationToken::new(),
             steps: Mutex::new(HashMap::new()),
         }

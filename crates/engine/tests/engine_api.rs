@@ -405,3 +405,29 @@ async fn a_second_writer_of_a_key_in_a_stage_is_refused_and_no_line_is_lost() {
     engine.shutdown().await;
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_ends_a_process_that_left_its_steps_process_group() {
+    let engine = TestEngine::start().await;
+    assert_eq!(engine.post("/setup", json!({})).await.0, 200);
+    let pidfile = engine.dir.path().join("escaped.pid");
+    // `setsid` puts the sleeper in a session and process group of its own: killing
+    // the step's group does not reach it.
+    let script = format!(
+        "setsid sh -c 'echo $$ > \"$0.tmp\" && mv \"$0.tmp\" \"$0\" && exec sleep 600' '{}' </dev/null >/dev/null 2>&1 &\n\
+         while [ ! -s '{}' ]; do sleep 0.02; done",
+        pidfile.display(),
+        pidfile.display()
+    );
+    let (status, answer) = engine
+        .post("/step", json!({"id": "escape", "script": script}))
+        .await;
+    assert_eq!((status, &answer["exit_code"]), (200, &json!(0)), "{answer}");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!process_is_gone(pid), "the escaped process should still run after its step");
+    let (status, report) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(report.get("errors").is_none(), "{report}");
+    assert!(process_is_gone(pid), "process {pid} outlived /destroy");
+    engine.shutdown().await;
+}

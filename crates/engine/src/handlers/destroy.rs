@@ -77,6 +77,13 @@ pub async fn destroy_stage(state: &EngineState) -> DestroyResponse {
     for e in &answer.errors {
         tracing::warn!("{e}");
     }
+    // Whatever the steps left running, out of their process groups too.
+    if let Some(cgroup) = &stage.cgroup
+        && let Err(e) = cgroup.kill_and_remove().await
+    {
+        tracing::warn!("{e}");
+        answer.errors.push(e);
+    }
     let removed = tokio::task::spawn_blocking({
         let dirs = [stage.workspace.clone(), stage.meta_dir.clone()];
         move || {

@@ -10,6 +10,7 @@
 //! ones that see the packages. A failed install fails setup with 422 and removes what
 //! setup made.
 
+use crate::cgroup::StageCgroup;
 use crate::error::EngineError;
 use crate::extract::JsonBody;
 use crate::handlers::check_key;
@@ -131,6 +132,16 @@ pub async fn setup(
             }
         }
     }
+    // Last, so no failure above has a cgroup to remove.
+    let cgroup = match StageCgroup::create(&id) {
+        Ok(cg) => Some(cg),
+        Err(e) => {
+            tracing::warn!(
+                "{e}: processes that leave a step's process group (setsid) are not stopped by /destroy"
+            );
+            None
+        }
+    };
     let stage = Arc::new(Stage::new(
         id,
         workspace,
@@ -141,6 +152,7 @@ pub async fn setup(
         working_dir,
         client,
         req.le_log_key.clone().zip(engine_log),
+        cgroup,
     ));
     unfinished.dirs = None;
     *slot = Some(stage.clone());

@@ -83,6 +83,7 @@ pub async fn step(
         timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
         kill_grace: cfg.kill_grace,
         drain_grace: cfg.drain_grace,
+        cgroup_procs: stage.cgroup.as_ref().map(|cg| cg.procs_file()),
     };
     let writer = match &req.log_key {
         Some(key) => {
