@@ -20,7 +20,7 @@ async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app, limits, |tcp| tcp, async move {
+    tokio::spawn(serve(listener, app, limits, async move {
         let _ = stopped.await;
     }));
     (addr, stop)
@@ -31,6 +31,7 @@ fn short(max_connections: usize) -> Limits {
         max_connections,
         header_read_timeout: Duration::from_millis(300),
         body_read_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_secs(30),
     }
 }
 

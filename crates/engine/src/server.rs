@@ -99,18 +99,7 @@ pub async fn serve(
             destroy::destroy_stage(&st).await;
         }));
     };
-    let result = runlog_edge::serve(
-        listener,
-        app,
-        state.config().connection_limits,
-        |tcp| {
-            // Answers are small and a controller waits for each: no Nagle delay.
-            let _ = tcp.set_nodelay(true);
-            tcp
-        },
-        signal,
-    )
-    .await;
+    let result = runlog_edge::serve(listener, app, state.config().connection_limits, signal).await;
     if let Ok(task) = destroying.await {
         drop(task.await);
     }

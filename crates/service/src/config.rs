@@ -62,7 +62,7 @@ pub struct ServiceConfig {
     pub ping_interval: Duration,
     /// A connection whose peer takes no byte of a pending write for this long is
     /// dropped (a viewer that stopped reading, a stalled download); the viewer
-    /// resumes with `Last-Event-ID`. See `write_timeout.rs`.
+    /// resumes with `Last-Event-ID`. See `runlog_edge::WriteTimeout`.
     pub write_timeout: Duration,
     /// Lifetime of upload links.
     pub link_ttl: Duration,
@@ -84,6 +84,17 @@ pub struct ServiceConfig {
     /// held only in this process's memory survive a restart. Skipped with
     /// `redis_url`: other replicas keep serving those streams.
     pub snapshot_on_shutdown: bool,
+}
+
+impl ServiceConfig {
+    /// What one connection may hold and for how long: the edge's defaults (connection
+    /// cap, header and body read timeouts) with this service's `write_timeout`.
+    pub fn connection_limits(&self) -> runlog_edge::Limits {
+        runlog_edge::Limits {
+            write_timeout: self.write_timeout,
+            ..runlog_edge::Limits::default()
+        }
+    }
 }
 
 impl Default for ServiceConfig {

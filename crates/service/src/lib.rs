@@ -33,7 +33,6 @@ pub mod state;
 pub mod store;
 pub mod used_links;
 pub mod viewer;
-pub mod write_timeout;
 
 pub use config::ServiceConfig;
 pub use error::ApiError;

@@ -4,7 +4,6 @@ use crate::error::ApiError;
 use crate::routes::{admin, blob, compat, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
-use crate::write_timeout::TimeoutListener;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -80,15 +79,16 @@ pub async fn serve(
     let token = state.shutdown_token().clone();
     let sweeper = tokio::spawn(snapshot::run(state.clone()));
     let app = router(state.clone());
-    // TCP_NODELAY and a write timeout on every connection (a peer that stopped
-    // reading is dropped, with what it holds).
-    let listener = TimeoutListener::new(listener, state.config().write_timeout);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let result = runlog_edge::serve(
+        listener,
+        app,
+        state.config().connection_limits(),
+        async move {
             shutdown.await;
             token.cancel();
-        })
-        .await;
+        },
+    )
+    .await;
     state.shutdown_token().cancel();
     let _ = sweeper.await;
     if state.config().snapshot_on_shutdown && state.config().redis_url.is_none() {

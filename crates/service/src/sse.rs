@@ -12,7 +12,7 @@
 //! A line longer than [`INLINE_LINE_BYTES`] is not copied into the frame but sent
 //! as the store's own bytes, so a stalled viewer of a memory stream of huge lines
 //! holds references, not copies. A viewer whose socket takes nothing for the write
-//! timeout is dropped by the connection (`crate::write_timeout`).
+//! timeout is dropped by the connection (`runlog_edge::WriteTimeout`).
 
 use crate::metrics::SubscriberGuard;
 use crate::store::{StoreError, StoredLine, TailItem};

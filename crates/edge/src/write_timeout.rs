@@ -1,6 +1,6 @@
-//! A write timeout on every connection the service accepts: a peer that takes no
-//! byte for [`ServiceConfig::write_timeout`](crate::ServiceConfig::write_timeout)
-//! while the service has bytes for it is dropped.
+//! A write timeout on every connection a server accepts: a peer that takes no byte
+//! for [`Limits::write_timeout`](crate::Limits::write_timeout) while the server has
+//! bytes for it is dropped.
 //!
 //! It sits on the connection, not in the SSE body, because a reader that stops
 //! reading stops the body too: once hyper's write buffer is full it no longer pulls
@@ -8,48 +8,13 @@
 //! to the socket, pending; this is where the clock is. A connection with nothing to
 //! send (an idle tail between pings) is not timed: it costs no buffer.
 
-use axum::serve::Listener;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-
-/// Accepts connections from a [`TcpListener`] with `TCP_NODELAY` and a
-/// [`WriteTimeout`] each.
-#[derive(Debug)]
-pub struct TimeoutListener {
-    inner: TcpListener,
-    timeout: Duration,
-}
-
-impl TimeoutListener {
-    /// Connections from `inner`, each dropped after `timeout` without write progress.
-    pub fn new(inner: TcpListener, timeout: Duration) -> Self {
-        TimeoutListener { inner, timeout }
-    }
-}
-
-impl Listener for TimeoutListener {
-    type Io = WriteTimeout;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = Listener::accept(&mut self.inner).await;
-        // SSE frames are small writes; without TCP_NODELAY, Nagle holds a frame until
-        // the viewer's delayed ACK, which measured as a ~35 ms tail-latency p99 on
-        // every backend.
-        let _ = tcp.set_nodelay(true);
-        (WriteTimeout::new(tcp, self.timeout), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
 
 /// A TCP connection whose writes fail with [`io::ErrorKind::TimedOut`] once the
 /// socket has taken no byte for the timeout; hyper then drops the connection and
@@ -127,7 +92,11 @@ impl AsyncRead for WriteTimeout {
 }
 
 impl AsyncWrite for WriteTimeout {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.get_mut().timed(cx, |io, cx| io.poll_write(cx, buf))
     }
 
