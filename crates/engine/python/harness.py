@@ -312,6 +312,13 @@ def _user_traceback(exc):
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
+    if tb is None:
+        # Raised by the harness itself (a name not found in the code): a traceback
+        # would only repeat the cause, which the error already says. A syntax error
+        # keeps its source line and caret.
+        if isinstance(exc, SyntaxError):
+            return "".join(traceback.format_exception_only(type(exc), exc))
+        return ""
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 

@@ -32,9 +32,10 @@ pub struct FunctionsConfig {
     pub python: PythonConfig,
     /// Entries of each call's capture ring (system log lines kept for `stdout`).
     pub capture_capacity: usize,
-    /// Lines of function output kept for `stdout` (the last ones; the live stream and
-    /// its archive keep all). Default 10 000.
-    pub output_capacity: usize,
+    /// Bytes of function output kept for `stdout` (the last lines; the live stream and
+    /// its archive keep all). Default 16 MiB: a byte cap, never a line count, so a
+    /// call printing many short lines gets them all back, as from RunPod's worker.
+    pub output_bytes: usize,
     /// Directory of the spool files of calls streamed with `log_key`.
     pub spool_dir: PathBuf,
     /// Where an undelivered stream history is kept to be re-sent later.
@@ -52,7 +53,7 @@ impl FunctionsConfig {
         FunctionsConfig {
             python: PythonConfig::new(&data_dir),
             capture_capacity: runlog_capture::DEFAULT_CAPACITY,
-            output_capacity: 10_000,
+            output_bytes: 16 << 20,
             spool_dir: data_dir.join("spool"),
             outbox_dir: Some(data_dir.join("outbox")),
             jobs: crate::jobs::JobsConfig::default(),
@@ -135,7 +136,8 @@ impl Functions {
             runlog_capture::attach_stream(&span, Arc::new(tee));
         }
         let output = Arc::new(Mutex::new(OutputRing::new(
-            self.inner.config.output_capacity,
+            self.inner.config.output_bytes,
+            req.log_key.clone(),
         )));
         let outcome = self
             .run(&req, stream.clone(), observer, output.clone())
@@ -196,7 +198,9 @@ impl Functions {
                 req.method_name
             ),
         };
-        tracing::info!(target: "runlog::engine", "execute {what}");
+        // Debug, not info: it would open every call's `stdout`, which the SDKs print on
+        // their user's console.
+        tracing::debug!(target: "runlog::engine", "execute {what}");
         // Each line is streamed and kept the moment the worker reader sees it, before
         // the runtime logs anything else: the live stream keeps the true order.
         let sink: OutputSink = Arc::new(move |line: OutputLine| {
@@ -244,37 +248,57 @@ impl Functions {
     }
 }
 
-/// The function's output kept for the response: the last `capacity` lines, with a count
-/// of the earlier ones dropped, so a function printing without end cannot exhaust the
-/// engine's memory.
+/// The function's output kept for the response: the last lines within `cap` bytes,
+/// with a count of the earlier ones dropped, so a function printing without end cannot
+/// exhaust the engine's memory.
 #[derive(Debug)]
 struct OutputRing {
     lines: VecDeque<String>,
-    dropped: u64,
-    capacity: usize,
+    bytes: usize,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    cap: usize,
+    /// The call's live stream, which holds every line.
+    log_key: Option<String>,
 }
 
 impl OutputRing {
-    fn new(capacity: usize) -> Self {
+    fn new(cap: usize, log_key: Option<String>) -> Self {
         OutputRing {
             lines: VecDeque::new(),
-            dropped: 0,
-            capacity: capacity.max(1),
+            bytes: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+            cap: cap.max(1),
+            log_key,
         }
     }
 
     fn push(&mut self, line: String) {
-        if self.lines.len() >= self.capacity {
-            self.lines.pop_front();
-            self.dropped += 1;
-        }
+        // A line counts its newline: the cap bounds the `stdout` text itself.
+        self.bytes += line.len() + 1;
         self.lines.push_back(line);
+        while self.bytes > self.cap && self.lines.len() > 1 {
+            let Some(old) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len() + 1;
+            self.dropped_lines += 1;
+            self.dropped_bytes += old.len() as u64 + 1;
+        }
     }
 
     fn lines(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.lines.len() + 1);
-        if self.dropped > 0 {
-            out.push(format!("{} earlier output lines dropped", self.dropped));
+        if self.dropped_lines > 0 {
+            let whole = match &self.log_key {
+                Some(key) => format!("the live stream {key} holds them all"),
+                None => "send log_key to keep every line in a live stream".to_owned(),
+            };
+            out.push(format!(
+                "[runlog: {} earlier output lines ({} bytes) dropped past the {}-byte cap; {whole}]",
+                self.dropped_lines, self.dropped_bytes, self.cap
+            ));
         }
         out.extend(self.lines.iter().cloned());
         out
@@ -400,15 +424,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_ring_keeps_the_last_lines_and_counts_the_rest() {
-        let mut ring = OutputRing::new(2);
+    fn output_ring_keeps_the_last_bytes_and_names_the_stream_with_all() {
+        let mut ring = OutputRing::new(14, Some("calls/x".into()));
         for n in 0..5 {
             ring.push(format!("line {n}"));
         }
         assert_eq!(
             ring.lines(),
-            vec!["3 earlier output lines dropped", "line 3", "line 4"]
+            vec![
+                "[runlog: 3 earlier output lines (21 bytes) dropped past the 14-byte cap; \
+                 the live stream calls/x holds them all]",
+                "line 3",
+                "line 4"
+            ]
         );
+        let mut ring = OutputRing::new(1, None);
+        ring.push("a line longer than the cap is kept whole".into());
+        assert_eq!(ring.lines().len(), 1, "the last line always stays");
+    }
+
+    #[test]
+    fn many_short_lines_under_the_cap_are_all_kept() {
+        let mut ring = OutputRing::new(16 << 20, None);
+        for n in 0..20_000 {
+            ring.push(format!("line {n}"));
+        }
+        let lines = ring.lines();
+        assert_eq!(lines.len(), 20_000);
+        assert_eq!(lines[0], "line 0");
     }
 
     #[test]

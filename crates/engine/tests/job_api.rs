@@ -172,7 +172,7 @@ async fn a_job_that_cannot_run_is_failed_with_its_cause() {
 #[tokio::test]
 async fn stream_hands_out_each_new_line_once_while_the_job_runs() {
     let engine = TestEngine::start(None).await;
-    let code = "import time\ndef f():\n    for i in range(5):\n        print(f'tick {i}', flush=True)\n        time.sleep(0.3)\n    return 'done'";
+    let code = "import time\ndef f():\n    for i in range(5):\n        print(f'tick {i}', flush=True)\n        time.sleep(0.3)\n    raise ValueError('after the ticks')";
     let id = submit(&engine, BASE, &call("f", code, json!([]))).await;
     let mut seen = Vec::new();
     let mut polls_with_lines = 0;
@@ -207,8 +207,13 @@ async fn stream_hands_out_each_new_line_once_while_the_job_runs() {
         polls_with_lines >= 2,
         "the lines came live, not at the end: {seen:?}"
     );
-    assert!(
-        seen.iter().any(|l| l.contains(" | ")),
+    // The engine's own line about the call comes after the call's output.
+    let failed = seen
+        .iter()
+        .position(|l| l.contains("| ERROR | function f failed"));
+    assert_eq!(
+        failed,
+        Some(seen.len() - 1),
         "system lines are streamed too: {seen:?}"
     );
 }

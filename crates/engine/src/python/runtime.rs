@@ -263,7 +263,7 @@ impl PythonRuntime {
             Ok(w) => w,
             Err(e) => return CallOutcome::failed(e.to_string()),
         };
-        tracing::info!(target: "runlog::python", "calling function {name}");
+        tracing::debug!(target: "runlog::python", "calling function {name}");
         let request = json!({
             "op": "function",
             "name": name,
@@ -315,9 +315,10 @@ impl PythonRuntime {
         } else {
             self.instances.get(&id)
         };
+        let created = existing.is_none();
         let handle = match existing {
             Some(h) => {
-                tracing::info!(target: "runlog::python", "reusing instance {id}");
+                tracing::debug!(target: "runlog::python", "reusing instance {id}");
                 h
             }
             None => match self.construct(ready, req, &id, limit, out).await {
@@ -327,7 +328,7 @@ impl PythonRuntime {
         };
         let mut instance = handle.lock().await;
         let method = req.method_name.as_str();
-        tracing::info!(target: "runlog::python", "calling {class_name}.{method} on {id}");
+        tracing::debug!(target: "runlog::python", "calling {class_name}.{method} on {id}");
         let request = json!({
             "op": "method",
             "name": method,
@@ -362,6 +363,12 @@ impl PythonRuntime {
             }
         };
         log_end(&format!("{class_name}.{method}"), &outcome);
+        if created && !outcome.success {
+            // The caller never got hold of it: an instance whose first call failed
+            // would only wait for the reaper, holding a process.
+            self.instances.remove(&id);
+            return outcome;
+        }
         outcome.instance_id = Some(id);
         outcome.instance_info = Some(info);
         outcome
@@ -436,7 +443,9 @@ fn wire_name(s: Serialization) -> &'static str {
 
 fn log_end(what: &str, outcome: &CallOutcome) {
     match (&outcome.success, &outcome.error) {
-        (true, _) => tracing::info!(target: "runlog::python", "{what} returned"),
+        // Per-call boilerplate stays out of the call's `stdout` (captures take info and
+        // above); a failure is said, at error.
+        (true, _) => tracing::debug!(target: "runlog::python", "{what} returned"),
         (false, Some(e)) => {
             let first = e.lines().next().unwrap_or_default();
             tracing::error!(target: "runlog::python", "{what} failed: {first}");
