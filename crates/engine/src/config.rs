@@ -44,6 +44,9 @@ pub struct EngineConfig {
     /// Steps running at once; one more is refused with 429. Each holds a process
     /// group, two pipes, a spool file and a connection. Default 256.
     pub max_steps: usize,
+    /// Whether functions may install `system_dependencies` with apt-get, as RunPod's
+    /// worker does. Off by default: apt changes the whole machine, as root.
+    pub allow_apt: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             pass_env: Vec::new(),
             connection_limits: runlog_edge::Limits::default(),
             max_steps: 256,
+            allow_apt: false,
         }
     }
 }

@@ -50,6 +50,11 @@ pub struct EngineArgs {
     /// Steps running at once; one more is refused with 429 until one ends.
     #[arg(long, env = "RUNLOG_ENGINE_MAX_STEPS", default_value_t = EngineConfig::default().max_steps)]
     pub max_steps: usize,
+    /// Let functions install their `system_dependencies` with apt-get (the engine
+    /// must run as root), as RunPod's worker does; `apt-get update` runs before the
+    /// first install. Without it such a call fails, saying so.
+    #[arg(long, env = "RUNLOG_ALLOW_APT")]
+    pub allow_apt: bool,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub close_deadline: Duration,
@@ -72,6 +77,7 @@ impl EngineArgs {
             destroy_deadline: self.destroy_deadline,
             allowed_hosts: self.allowed_hosts.clone(),
             pass_env: self.pass_env.clone(),
+            allow_apt: self.allow_apt,
             max_steps: self.max_steps,
             ..EngineConfig::default()
         }
@@ -94,7 +100,9 @@ pub async fn start(
     let addr = listener.local_addr()?;
     // The state resolves a relative data dir; the functions use the resolved one.
     let state = EngineState::new(config);
-    let functions = Functions::new(FunctionsConfig::new(state.data_dir()));
+    let mut fcfg = FunctionsConfig::new(state.data_dir());
+    fcfg.python.allow_apt = state.config().allow_apt;
+    let functions = Functions::new(fcfg);
     state.set_functions(functions.clone());
     let extra = runlog_engine::function::routes(functions);
     Ok((addr, runlog_engine::serve(listener, state, extra, shutdown)))

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -38,7 +39,7 @@ pub enum InstallError {
     TimedOut(Duration),
     /// System packages were requested but this engine does not allow apt.
     #[error(
-        "system_dependencies {0:?} refused: this engine does not allow apt installs (start it with apt allowed)"
+        "system_dependencies {0:?} refused: this engine does not allow apt installs (start it with --allow-apt or RUNLOG_ALLOW_APT=true)"
     )]
     AptNotAllowed(Vec<String>),
     /// System packages were requested but the engine does not run as root.
@@ -75,6 +76,12 @@ pub struct Installer {
     pub uv: Option<PathBuf>,
     /// Whether apt may run.
     pub allow_apt: bool,
+    /// The `apt-get` program (`apt-get` on `PATH` by default; tests use a stand-in).
+    pub apt_get: PathBuf,
+    /// Whether `apt-get update` has run in this engine's life; shared by the clones of
+    /// one runtime's installer. A fresh image has no package lists, so the first
+    /// install would find nothing.
+    pub apt_updated: Arc<tokio::sync::Mutex<bool>>,
     /// Limit for the whole plan.
     pub timeout: Duration,
 }
@@ -169,12 +176,39 @@ impl Installer {
         Ok(())
     }
 
+    /// `apt-get update` once per engine, then `apt-get install`; a package apt cannot
+    /// locate sends it back to `update` once (the lists may be older than the
+    /// package), as RunPod's worker does.
     async fn apt_install(&self, packages: &[String]) -> Result<(), InstallError> {
+        {
+            let mut updated = self.apt_updated.lock().await;
+            if !*updated {
+                self.apt_get(&["update"]).await?;
+                *updated = true;
+            }
+        }
         tracing::info!(target: "runlog::install", "installing system packages: {}", packages.join(" "));
-        let mut cmd = crate::child_env::installer_command("apt-get");
-        cmd.env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends", "--"])
-            .args(packages);
+        match self.apt_get_install(packages).await {
+            Err(InstallError::Failed {
+                cause: Some(cause), ..
+            }) if cause.contains("Unable to locate package") => {
+                tracing::info!(target: "runlog::install", "apt-get: {cause}; updating the package lists once more");
+                self.apt_get(&["update"]).await?;
+                self.apt_get_install(packages).await
+            }
+            other => other,
+        }
+    }
+
+    async fn apt_get_install(&self, packages: &[String]) -> Result<(), InstallError> {
+        let mut args = vec!["install", "-y", "--no-install-recommends", "--"];
+        args.extend(packages.iter().map(String::as_str));
+        self.apt_get(&args).await
+    }
+
+    async fn apt_get(&self, args: &[&str]) -> Result<(), InstallError> {
+        let mut cmd = crate::child_env::installer_command(&self.apt_get);
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
         run_streamed(cmd, "apt-get").await
     }
 }

@@ -40,8 +40,11 @@ pub struct PythonConfig {
     /// process: a deployment can pin its installer, and tests can use one without
     /// changing the environment.
     pub uv: Option<PathBuf>,
-    /// Whether `system_dependencies` may be installed with apt-get.
+    /// Whether `system_dependencies` may be installed with apt-get (`runlog engine
+    /// --allow-apt`). Off by default: apt changes the whole machine, as root.
     pub allow_apt: bool,
+    /// The `apt-get` program: `apt-get` on `PATH` unless told otherwise.
+    pub apt_get: PathBuf,
     /// Time limit of one dependency installation (system and Python together).
     pub install_timeout: Duration,
     /// Class instances unused for this long are stopped.
@@ -63,6 +66,7 @@ impl PythonConfig {
             prefer_uv: true,
             uv: None,
             allow_apt: false,
+            apt_get: PathBuf::from("apt-get"),
             install_timeout: Duration::from_secs(600),
             instance_idle_timeout: Duration::from_secs(600),
             warm_workers: 2,

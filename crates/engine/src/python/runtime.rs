@@ -138,6 +138,8 @@ impl PythonRuntime {
             prefer_uv: config.prefer_uv,
             uv: config.uv.clone(),
             allow_apt: config.allow_apt,
+            apt_get: config.apt_get.clone(),
+            apt_updated: Arc::default(),
             timeout: config.install_timeout,
         };
         let installs = Installs::new(installer, config.venv_dir.with_extension("install.lock"));
