@@ -33,6 +33,7 @@ pub mod python;
 pub mod server;
 pub mod stage;
 pub mod state;
+pub mod worker_log_level;
 pub mod workspace;
 
 pub use config::EngineConfig;

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use runlog_capture::{InitOptions, LogFormat};
+use runlog_capture::LogFormat;
 use runlog_engine::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR};
 use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_engine::{EngineConfig, EngineState};
@@ -61,9 +61,11 @@ pub struct EngineArgs {
     /// How long /destroy may take in total.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub destroy_deadline: Duration,
-    /// Console log format: production or debug (adds target and file:line).
-    #[arg(long, env = "RUNLOG_LOG_FORMAT", default_value = "production")]
-    pub log_format: LogFormat,
+    /// Console log format: production (the default) or debug (adds target and
+    /// file:line). `LOG_LEVEL=DEBUG` (RunPod's worker variable) also selects debug;
+    /// `LOG_LEVEL` sets the level unless `RUNLOG_LOG` is set.
+    #[arg(long, env = "RUNLOG_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 impl EngineArgs {
@@ -110,10 +112,13 @@ pub async fn start(
 
 /// Runs the engine until SIGINT or SIGTERM.
 pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
-    runlog_capture::init(InitOptions {
-        format: args.log_format,
-        filter: None,
-    });
+    let options = runlog_engine::worker_log_level::init_options(
+        std::env::var("LOG_LEVEL").ok().as_deref(),
+        std::env::var("RUNLOG_LOG").ok().as_deref(),
+        args.log_format,
+    )
+    .map_err(anyhow::Error::msg)?;
+    runlog_capture::init(options);
     let (addr, server) = start(args.config(), super::service::shutdown_signal()).await?;
     tracing::info!(target: "runlog::cli", "engine ready at http://{addr}");
     server.await?;
