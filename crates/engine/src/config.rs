@@ -47,6 +47,8 @@ pub struct EngineConfig {
     /// Whether functions may install `system_dependencies` with apt-get, as RunPod's
     /// worker does. Off by default: apt changes the whole machine, as root.
     pub allow_apt: bool,
+    /// The job routes' queue bound, retention and waits ([`crate::jobs`]).
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +68,7 @@ impl Default for EngineConfig {
             connection_limits: runlog_edge::Limits::default(),
             max_steps: 256,
             allow_apt: false,
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }

@@ -55,6 +55,13 @@ pub struct EngineArgs {
     /// first install. Without it such a call fails, saying so.
     #[arg(long, env = "RUNLOG_ALLOW_APT")]
     pub allow_apt: bool,
+    /// How long a job's record (RunPod's job API: `/v2/{endpoint}/run`, `status`, …)
+    /// stays readable after it ends.
+    #[arg(long, env = "RUNLOG_ENGINE_JOB_RETENTION", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub job_retention: Duration,
+    /// Jobs queued or running at once; `run` beyond it answers 429.
+    #[arg(long, env = "RUNLOG_ENGINE_JOB_QUEUE", default_value_t = 1024)]
+    pub job_queue: usize,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub close_deadline: Duration,
@@ -80,6 +87,11 @@ impl EngineArgs {
             allowed_hosts: self.allowed_hosts.clone(),
             pass_env: self.pass_env.clone(),
             allow_apt: self.allow_apt,
+            jobs: runlog_engine::jobs::JobsConfig {
+                keep_finished: self.job_retention,
+                queue_capacity: self.job_queue,
+                ..runlog_engine::jobs::JobsConfig::default()
+            },
             max_steps: self.max_steps,
             ..EngineConfig::default()
         }
@@ -104,6 +116,7 @@ pub async fn start(
     let state = EngineState::new(config);
     let mut fcfg = FunctionsConfig::new(state.data_dir());
     fcfg.python.allow_apt = state.config().allow_apt;
+    fcfg.jobs = state.config().jobs.clone();
     let functions = Functions::new(fcfg);
     state.set_functions(functions.clone());
     let extra = runlog_engine::function::routes(functions);
