@@ -423,8 +423,15 @@ async fn destroy_ends_a_process_that_left_its_steps_process_group() {
         .post("/step", json!({"id": "escape", "script": script}))
         .await;
     assert_eq!((status, &answer["exit_code"]), (200, &json!(0)), "{answer}");
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!process_is_gone(pid), "the escaped process should still run after its step");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !process_is_gone(pid),
+        "the escaped process should still run after its step"
+    );
     let (status, report) = engine.post("/destroy", json!({})).await;
     assert_eq!(status, 200, "{report}");
     assert!(report.get("errors").is_none(), "{report}");
