@@ -1,15 +1,6 @@
 //! The job routes, under `/v2/{endpoint_id}/` (so RunPod's SDKs work with
-//! `RUNPOD_ENDPOINT_BASE_URL=http://HOST:PORT/v2`) and at the root (one endpoint):
-//!
-//! | route | answer |
-//! |---|---|
-//! | `POST run` | `{id, status: "IN_QUEUE"}` |
-//! | `POST runsync[?wait=MS]` | the job record once ended, or `IN_PROGRESS`/`IN_QUEUE` after the wait |
-//! | `GET/POST status/{id}` | the job record |
-//! | `POST/GET cancel/{id}` | the record, `CANCELLED` unless it had already ended |
-//! | `GET/POST stream/{id}` | `{id, status, stream: [{output: line}]}`: lines since the last call |
-//! | `GET health` | `{jobs: {…}, workers: {…}}` |
-//! | `POST purge-queue` | `{removed, status: "completed"}` |
+//! `RUNPOD_ENDPOINT_BASE_URL=http://HOST:PORT/v2`) and at the root (one endpoint).
+//! The README ("Using runlog as a RunPod worker") lists each route and its answer.
 //!
 //! The endpoint id only has to be well formed: an engine is one endpoint.
 
