@@ -365,3 +365,43 @@ async fn bad_job_requests_get_a_clear_json_error() {
     let (status, value) = engine.get("/v2/ep-1/run").await;
     assert_eq!(status, 405, "{value}");
 }
+
+#[tokio::test]
+async fn a_job_streams_its_log_live_under_its_own_key_when_the_stage_names_a_service() {
+    let svc = runlog_testkit::service::TestService::start().await;
+    let token = svc.token("acct-jobs", runlog_protocol::Scope::Write);
+    let engine = TestEngine::start(None).await;
+    let log_config = runlog_protocol::engine::LogConfig {
+        url: svc.url(),
+        account_id: "acct-jobs".into(),
+        token: token.clone(),
+        indirect_upload: true,
+        ..runlog_protocol::engine::LogConfig::default()
+    };
+    let (code, setup) = engine
+        .post("/setup", json!({ "log_config": log_config }).to_string())
+        .await;
+    assert_eq!(code, 200, "{setup}");
+    let id = submit(
+        &engine,
+        BASE,
+        &call("f", "def f():\n    print('to the job stream')\n    return 1", json!([])),
+    )
+    .await;
+    let rec = wait_final(&engine, BASE, &id).await;
+    assert_eq!(rec["status"], "COMPLETED", "{rec}");
+    let key = format!("jobs/{id}");
+    assert_eq!(rec["logKey"], key.as_str(), "{rec}");
+    // The call's writer is closed (archive uploaded) before the job ends.
+    let archive = reqwest::Client::new()
+        .get(format!("{}/blob", svc.url()))
+        .query(&[("accountID", "acct-jobs"), ("key", key.as_str())])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archive.status().as_u16(), 200);
+    let body = archive.text().await.unwrap();
+    assert!(body.contains("to the job stream"), "{body}");
+    svc.shutdown().await;
+}

@@ -79,6 +79,10 @@ pub struct JobRecord {
     /// Why the job `FAILED`, was `CANCELLED` or `TIMED_OUT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// runlog's addition: the key of the job's live log stream (in the account of the
+    /// stage's `log_config`, or the request's own), when it has one.
+    #[serde(rename = "logKey", default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
 }
 
 /// One entry of a `stream/{id}` answer: one log line of the job.
@@ -203,6 +207,7 @@ mod tests {
             worker_id: Some("w".into()),
             output: Some(serde_json::json!({})),
             error: None,
+            log_key: None,
         };
         let v = serde_json::to_value(&rec).expect("serialises");
         for field in [

@@ -14,6 +14,7 @@ mod table;
 pub use routes::routes;
 
 use crate::function::{Functions, LineObserver};
+use runlog_protocol::engine::LogConfig;
 use runlog_protocol::function::FunctionRequest;
 use runlog_protocol::job::{HealthAnswer, JobRecord, JobStatus, StreamAnswer, WorkerCounts};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -96,6 +97,12 @@ impl std::fmt::Debug for Jobs {
     }
 }
 
+/// The stream key of job `id`'s live log when the stage names a log service:
+/// `jobs/<id>` (`runlog tail jobs/<id>` follows it).
+pub fn job_log_key(id: &str) -> String {
+    format!("jobs/{id}")
+}
+
 /// A fresh job id: 128 random bits as 32 hex digits in UUID groups. Unguessable, so
 /// knowing one job's id says nothing about another's.
 pub fn new_job_id() -> String {
@@ -138,10 +145,30 @@ impl Jobs {
     }
 
     /// Queues `req` (validated first) and returns its id; `secrets` are masked in
-    /// its answer and lines.
-    pub fn submit(&self, req: FunctionRequest, secrets: Vec<String>) -> Result<String, JobError> {
+    /// its answer and lines. With `stage_logs` (the stage's `log_config`, when it names
+    /// a service) a job without a `log_key` of its own streams its log live to
+    /// [`job_log_key`] there.
+    pub fn submit(
+        &self,
+        mut req: FunctionRequest,
+        secrets: Vec<String>,
+        stage_logs: Option<LogConfig>,
+    ) -> Result<String, JobError> {
         crate::python::runtime::validate(&req).map_err(JobError::BadRequest)?;
         let id = new_job_id();
+        if req.log_key.is_none()
+            && let Some(cfg) = stage_logs.filter(|c| !c.url.is_empty())
+        {
+            req.log_key = Some(job_log_key(&id));
+            // The job's stream is the engine's own to open and close, whatever the
+            // controller asked for the stage's streams.
+            req.log_config = Some(LogConfig {
+                skip_opening_stream: false,
+                skip_closing_stream: false,
+                ..cfg
+            });
+        }
+        let log_key = req.log_key.clone();
         {
             let mut table = self.table();
             if table.active() >= self.inner.config.queue_capacity {
@@ -150,7 +177,7 @@ impl Jobs {
                     self.inner.config.queue_capacity
                 )));
             }
-            table.insert(id.clone(), Instant::now());
+            table.insert(id.clone(), Instant::now()).log_key = log_key;
         }
         let jobs = self.clone();
         let job_id = id.clone();
@@ -313,5 +340,11 @@ mod tests {
         let groups: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(groups, vec![8, 4, 4, 4, 12]);
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        let key = job_log_key(&a);
+        assert_eq!(
+            runlog_protocol::StreamKey::new(&key).map(|k| k.as_str().to_owned()),
+            Ok(key),
+            "a job's stream key is a valid key"
+        );
     }
 }

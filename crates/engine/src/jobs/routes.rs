@@ -101,7 +101,7 @@ async fn run(
     req: Request,
 ) -> Result<Json<JobAccepted>, JobError> {
     let call = envelope(req).await?;
-    let id = jobs.submit(call, engine.stage_secrets())?;
+    let id = jobs.submit(call, engine.stage_secrets(), engine.stage_log_config())?;
     Ok(Json(JobAccepted {
         id,
         status: JobStatus::InQueue,
@@ -133,7 +133,7 @@ async fn runsync(
 ) -> Result<Response, JobError> {
     let wait = runsync_wait(&jobs, req.uri().query())?;
     let call = envelope(req).await?;
-    let id = jobs.submit(call, engine.stage_secrets())?;
+    let id = jobs.submit(call, engine.stage_secrets(), engine.stage_log_config())?;
     let record = jobs.wait(&id, wait).await?;
     Ok(Json(record).into_response())
 }

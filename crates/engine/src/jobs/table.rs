@@ -21,6 +21,8 @@ pub struct Job {
     pub output: Option<serde_json::Value>,
     /// Why it failed or was cancelled.
     pub error: Option<String>,
+    /// Its live log stream's key, if it has one.
+    pub log_key: Option<String>,
     /// Log lines not yet handed out by `stream`.
     unread: VecDeque<String>,
     /// Bytes of `unread`.
@@ -42,6 +44,7 @@ impl Job {
             ended: None,
             output: None,
             error: None,
+            log_key: None,
             unread: VecDeque::new(),
             unread_bytes: 0,
             dropped: 0,
@@ -67,6 +70,7 @@ impl Job {
             worker_id: start.map(|_| worker_id.to_owned()),
             output: self.output.clone(),
             error: self.error.clone(),
+            log_key: self.log_key.clone(),
         }
     }
 
