@@ -185,7 +185,13 @@ impl HttpLogClient {
         let http = reqwest::Client::builder()
             .connect_timeout(t.connect)
             .timeout(t.request)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the service's 30 s idle keep-alive timeout (`runlog_edge::Limits`),
+            // so the client drops an idle connection before the service closes it
+            // under a request about to be sent on it.
+            .pool_idle_timeout(Duration::from_secs(20))
+            // A thousand steps at once leave as many connections once they end; a
+            // stage needs a few to start the next requests without a handshake.
+            .pool_max_idle_per_host(16)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
