@@ -23,6 +23,7 @@ use runlog_protocol::function::{FunctionRequest, FunctionResponse, Serialization
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 /// Settings of the function endpoints.
@@ -106,17 +107,20 @@ impl Functions {
         req: FunctionRequest,
         secrets: Vec<String>,
     ) -> Result<FunctionResponse, CallRejected> {
-        self.call_observed(req, secrets, None).await
+        self.call_observed(req, secrets, None, None).await
     }
 
     /// [`Functions::call_masked`], also handing every line of the call — system lines
     /// and the function's output, masked, in arrival order — to `observer` as it
-    /// arrives (the job routes' `stream`).
+    /// arrives (the job routes' `stream`). When `stop` is cancelled the call is
+    /// stopped (its worker killed) and answered as failed, its live stream still closed
+    /// and archived.
     pub async fn call_observed(
         &self,
         req: FunctionRequest,
         secrets: Vec<String>,
         observer: Option<LineObserver>,
+        stop: Option<CancellationToken>,
     ) -> Result<FunctionResponse, CallRejected> {
         crate::python::runtime::validate(&req).map_err(CallRejected)?;
         let masker = Masker::new(&secrets);
@@ -139,10 +143,24 @@ impl Functions {
             self.inner.config.output_bytes,
             req.log_key.clone(),
         )));
-        let outcome = self
+        let run = self
             .run(&req, stream.clone(), observer, output.clone())
-            .instrument(span)
-            .await;
+            .instrument(span.clone());
+        let outcome = match stop {
+            None => run.await,
+            Some(stop) => tokio::select! {
+                outcome = run => outcome,
+                () = stop.cancelled() => {
+                    // Dropping the call dropped its worker, which kills its process
+                    // group; the line goes to the call's stream and `stdout`.
+                    span.in_scope(|| tracing::warn!(target: "runlog::engine", "the call was stopped before it returned"));
+                    crate::python::CallOutcome {
+                        error: Some("the call was stopped before it returned".into()),
+                        ..crate::python::CallOutcome::default()
+                    }
+                }
+            },
+        };
         if let Some(writer) = stream {
             let report = writer.close().await;
             if let Some(e) = report.error {

@@ -385,7 +385,11 @@ async fn a_job_streams_its_log_live_under_its_own_key_when_the_stage_names_a_ser
     let id = submit(
         &engine,
         BASE,
-        &call("f", "def f():\n    print('to the job stream')\n    return 1", json!([])),
+        &call(
+            "f",
+            "def f():\n    print('to the job stream')\n    return 1",
+            json!([]),
+        ),
     )
     .await;
     let rec = wait_final(&engine, BASE, &id).await;
@@ -403,5 +407,104 @@ async fn a_job_streams_its_log_live_under_its_own_key_when_the_stage_names_a_ser
     assert_eq!(archive.status().as_u16(), 200);
     let body = archive.text().await.unwrap();
     assert!(body.contains("to the job stream"), "{body}");
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_execution_timeout_ends_the_job_timed_out_and_stops_its_call() {
+    let engine = TestEngine::start(None).await;
+    let code = "import os, time\ndef f():\n    print(f'pid {os.getpid()}', flush=True)\n    time.sleep(60)";
+    let mut body = call("f", code, json!([]));
+    body["policy"] = json!({"executionTimeout": 1500});
+    let id = submit(&engine, BASE, &body).await;
+    let rec = wait_final(&engine, BASE, &id).await;
+    assert_eq!(rec["status"], "TIMED_OUT", "{rec}");
+    assert!(rec["error"].as_str().unwrap().contains("1500 ms"), "{rec}");
+    assert!(rec["executionTime"].as_u64().unwrap() >= 1500, "{rec}");
+    let (_, ans) = engine.get(&format!("{BASE}/stream/{id}")).await;
+    let lines: Vec<&str> = ans["stream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["output"].as_str().unwrap())
+        .collect();
+    let pid: i32 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("pid "))
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "worker {pid} still running after the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, bad) = engine
+        .post(
+            "/run",
+            json!({"input": {"function_name": "f", "function_code": "def f(): pass"},
+                   "policy": {"executionTimeout": "soon"}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(code, 400, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("executionTimeout"),
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_jobs_log_stream_is_still_closed_and_archived() {
+    let svc = runlog_testkit::service::TestService::start().await;
+    let token = svc.token("acct-cancel", runlog_protocol::Scope::Write);
+    let engine = TestEngine::start(None).await;
+    let log_config = runlog_protocol::engine::LogConfig {
+        url: svc.url(),
+        account_id: "acct-cancel".into(),
+        token: token.clone(),
+        indirect_upload: true,
+        ..runlog_protocol::engine::LogConfig::default()
+    };
+    let (code, setup) = engine
+        .post("/setup", json!({ "log_config": log_config }).to_string())
+        .await;
+    assert_eq!(code, 200, "{setup}");
+    let code =
+        "import time\ndef f():\n    print('before the cancel', flush=True)\n    time.sleep(60)";
+    let id = submit(&engine, BASE, &call("f", code, json!([]))).await;
+    loop {
+        let (_, ans) = engine.get(&format!("{BASE}/stream/{id}")).await;
+        if ans.to_string().contains("before the cancel") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, rec) = engine.post(&format!("{BASE}/cancel/{id}"), "").await;
+    assert_eq!(rec["status"], "CANCELLED", "{rec}");
+    let key = format!("jobs/{id}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let archive = reqwest::Client::new()
+            .get(format!("{}/blob", svc.url()))
+            .query(&[("accountID", "acct-cancel"), ("key", key.as_str())])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if archive.status().as_u16() == 200 {
+            break archive.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no archive of {key}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.contains("before the cancel"), "{body}");
+    assert!(
+        body.contains("the call was stopped before it returned"),
+        "{body}"
+    );
     svc.shutdown().await;
 }

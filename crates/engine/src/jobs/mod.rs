@@ -148,11 +148,14 @@ impl Jobs {
     /// its answer and lines. With `stage_logs` (the stage's `log_config`, when it names
     /// a service) a job without a `log_key` of its own streams its log live to
     /// [`job_log_key`] there.
+    /// `execution_timeout` (RunPod's `policy.executionTimeout`) ends a running job
+    /// `TIMED_OUT`, stopping its call.
     pub fn submit(
         &self,
         mut req: FunctionRequest,
         secrets: Vec<String>,
         stage_logs: Option<LogConfig>,
+        execution_timeout: Option<Duration>,
     ) -> Result<String, JobError> {
         crate::python::runtime::validate(&req).map_err(JobError::BadRequest)?;
         let id = new_job_id();
@@ -183,23 +186,52 @@ impl Jobs {
         let job_id = id.clone();
         // The task inherits the request's span, so the engine's log stream gets the
         // job's system lines as it gets `/execute`'s.
-        let task =
-            tokio::spawn(async move { jobs.run(job_id, req, secrets).await }.in_current_span());
-        if let Some(job) = self.table().get_mut(&id)
-            && !job.status.is_final()
-        {
-            job.abort = Some(task.abort_handle());
-        }
+        tokio::spawn(
+            async move { jobs.run(job_id, req, secrets, execution_timeout).await }
+                .in_current_span(),
+        );
         Ok(id)
     }
 
-    async fn run(&self, id: String, req: FunctionRequest, secrets: Vec<String>) {
-        let Ok(_permit) = self.inner.running.clone().acquire_owned().await else {
+    async fn run(
+        &self,
+        id: String,
+        req: FunctionRequest,
+        secrets: Vec<String>,
+        execution_timeout: Option<Duration>,
+    ) {
+        let Some(stop) = self.table().get(&id).map(|j| j.stop.clone()) else {
+            return;
+        };
+        let permit = tokio::select! {
+            permit = self.inner.running.clone().acquire_owned() => permit,
+            () = stop.cancelled() => return, // cancelled or purged while queued
+        };
+        let Ok(_permit) = permit else {
             return;
         };
         if !self.table().start(&id, Instant::now()) {
-            return; // cancelled or purged while queued
+            return;
         }
+        // RunPod's `policy.executionTimeout`: the job ends TIMED_OUT, which stops the
+        // call through `stop`.
+        let timer = execution_timeout.map(|limit| {
+            let jobs = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                jobs.table().finish(
+                    &id,
+                    JobStatus::TimedOut,
+                    None,
+                    Some(format!(
+                        "execution timeout of {} ms exceeded",
+                        limit.as_millis()
+                    )),
+                    Instant::now(),
+                );
+            })
+        });
         let observer: LineObserver = {
             let jobs = self.clone();
             let id = id.clone();
@@ -213,8 +245,11 @@ impl Jobs {
         let answer = self
             .inner
             .functions
-            .call_observed(req, secrets, Some(observer))
+            .call_observed(req, secrets, Some(observer), Some(stop))
             .await;
+        if let Some(timer) = timer {
+            timer.abort();
+        }
         let (status, output, error) = match answer {
             Ok(resp) => match serde_json::to_value(resp) {
                 Ok(v) => (JobStatus::Completed, Some(v), None),

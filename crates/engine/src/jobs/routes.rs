@@ -69,9 +69,15 @@ async fn check_endpoint_id(
     }
 }
 
-/// The `{"input": {…}}` envelope of `run` and `runsync` (other envelope fields, such
-/// as RunPod's `webhook` or `policy`, are ignored).
-async fn envelope(req: Request) -> Result<FunctionRequest, JobError> {
+/// A job request: the call and RunPod's `policy.executionTimeout`.
+struct Envelope {
+    call: FunctionRequest,
+    execution_timeout: Option<Duration>,
+}
+
+/// The `{"input": {…}, "policy": {"executionTimeout": MS}}` envelope of `run` and
+/// `runsync` (other fields, such as RunPod's `webhook`, are ignored).
+async fn envelope(req: Request) -> Result<Envelope, JobError> {
     let body = Bytes::from_request(req, &()).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             JobError::TooLarge(format!("request body too large: {e}"))
@@ -91,8 +97,24 @@ async fn envelope(req: Request) -> Result<FunctionRequest, JobError> {
             "the body must be {\"input\": {…}}: no \"input\" field".into(),
         ));
     };
-    serde_json::from_value(input)
-        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: input: {e}")))
+    let call = serde_json::from_value(input)
+        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: input: {e}")))?;
+    let execution_timeout = match map.get("policy").and_then(|p| p.get("executionTimeout")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+            _ => {
+                return Err(JobError::BadRequest(
+                    "policy.executionTimeout must be a positive whole number of milliseconds"
+                        .into(),
+                ));
+            }
+        },
+    };
+    Ok(Envelope {
+        call,
+        execution_timeout,
+    })
 }
 
 async fn run(
@@ -100,8 +122,13 @@ async fn run(
     axum::Extension(jobs): axum::Extension<Jobs>,
     req: Request,
 ) -> Result<Json<JobAccepted>, JobError> {
-    let call = envelope(req).await?;
-    let id = jobs.submit(call, engine.stage_secrets(), engine.stage_log_config())?;
+    let env = envelope(req).await?;
+    let id = jobs.submit(
+        env.call,
+        engine.stage_secrets(),
+        engine.stage_log_config(),
+        env.execution_timeout,
+    )?;
     Ok(Json(JobAccepted {
         id,
         status: JobStatus::InQueue,
@@ -132,8 +159,13 @@ async fn runsync(
     req: Request,
 ) -> Result<Response, JobError> {
     let wait = runsync_wait(&jobs, req.uri().query())?;
-    let call = envelope(req).await?;
-    let id = jobs.submit(call, engine.stage_secrets(), engine.stage_log_config())?;
+    let env = envelope(req).await?;
+    let id = jobs.submit(
+        env.call,
+        engine.stage_secrets(),
+        engine.stage_log_config(),
+        env.execution_timeout,
+    )?;
     let record = jobs.wait(&id, wait).await?;
     Ok(Json(record).into_response())
 }

@@ -29,8 +29,9 @@ pub struct Job {
     unread_bytes: usize,
     /// Lines dropped from `unread` because nobody read them in time.
     dropped: u64,
-    /// Stops the job's task (cancel, purge).
-    pub abort: Option<tokio::task::AbortHandle>,
+    /// Stops the job: its task while it waits in the queue, its call once it runs
+    /// (cancel, purge, its execution timeout).
+    pub stop: tokio_util::sync::CancellationToken,
     /// Told `true` when the job ends (for `runsync`).
     pub ended_tx: tokio::sync::watch::Sender<bool>,
 }
@@ -48,7 +49,7 @@ impl Job {
             unread: VecDeque::new(),
             unread_bytes: 0,
             dropped: 0,
-            abort: None,
+            stop: tokio_util::sync::CancellationToken::new(),
             ended_tx: tokio::sync::watch::channel(false).0,
         }
     }
@@ -108,7 +109,9 @@ impl Job {
     fn end(&mut self, status: JobStatus, now: Instant) {
         self.status = status;
         self.ended = Some(now);
-        self.abort = None;
+        // Ended by someone else than its call (cancel, purge, timeout): stop it. A
+        // call that ended by itself has nothing left to stop.
+        self.stop.cancel();
         self.ended_tx.send_replace(true);
     }
 }
@@ -175,12 +178,6 @@ impl Table {
         }
         job.output = output;
         job.error = error;
-        if let Some(abort) = job.abort.take()
-            && status != JobStatus::Completed
-            && status != JobStatus::Failed
-        {
-            abort.abort();
-        }
         job.end(status, now);
         self.active -= 1;
         self.ended.push_back((now, id.to_owned()));
