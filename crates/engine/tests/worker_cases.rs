@@ -127,16 +127,22 @@ async fn the_workers_apt_cases_are_refused_with_a_clear_cause_without_allow_apt(
     }
 }
 
+/// An engine whose virtualenv installs from PyPI: one of its own, kept between runs
+/// beside the shared one (which stays small for the other tests).
+async fn pypi_engine(allow_apt: bool) -> TestEngine {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runlog-worker-cases/venv");
+    TestEngine::start_with(None, |cfg, _| {
+        cfg.python.venv_dir = venv;
+        cfg.python.install_timeout = Duration::from_secs(600);
+        cfg.python.allow_apt = allow_apt;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_workers_cases_that_install_from_pypi_succeed() {
     // numpy, requests and transformers come from PyPI: this test needs the network.
-    let dir = tempfile::tempdir().unwrap();
-    let engine = TestEngine::start_with(None, |cfg, _| {
-        // A virtualenv of its own: the shared one stays small for the other tests.
-        cfg.python.venv_dir = dir.path().join("venv");
-        cfg.python.install_timeout = Duration::from_secs(600);
-    })
-    .await;
+    let engine = pypi_engine(false).await;
     for out in replay(&engine, "test_dependencies").await {
         let v = repr_in_engine(&engine, &out, "test_dependencies").await;
         assert!(v.contains("'array_sum': 15"), "{v}");
@@ -144,6 +150,39 @@ async fn the_workers_cases_that_install_from_pypi_succeed() {
     for out in replay(&engine, "test_uv_no_acceleration").await {
         let v = repr_in_engine(&engine, &out, "test_uv_no_acceleration").await;
         assert!(!v.contains("ImportError"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn the_workers_apt_cases_succeed_with_apt_allowed() {
+    // As `runlog engine --allow-apt`: the real apt-get, as root (as on the worker's image),
+    // with the network (apt-get update, PyPI).
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("skipped: the worker's apt cases need root and apt-get (as its image has)");
+        return;
+    }
+    let engine = pypi_engine(true).await;
+    for out in replay(&engine, "test_system_dependencies").await {
+        let v = repr_in_engine(&engine, &out, "test_system_dependencies").await;
+        assert!(v.contains("'curl_available': True"), "{v}");
+    }
+    for out in replay(&engine, "test_log_streaming").await {
+        let (_, output) = split_stdout(out["stdout"].as_str().unwrap());
+        for line in ["This is a warning message", "This is a print statement"] {
+            assert!(
+                output.iter().any(|l| l.ends_with(line)),
+                "{line}: {output:?}"
+            );
+        }
+    }
+    for out in replay(&engine, "test_mixed_dependencies").await {
+        let v = repr_in_engine(&engine, &out, "test_mixed_dependencies").await;
+        // wget, requests and numpy: each reported available.
+        assert!(v.matches("'available': True").count() >= 3, "{v}");
     }
 }
 
