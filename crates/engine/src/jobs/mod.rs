@@ -34,6 +34,9 @@ pub struct JobsConfig {
     /// How long an ended job's record stays readable. Default 30 minutes (RunPod's
     /// retention of `run` results).
     pub keep_finished: Duration,
+    /// Bytes the ended jobs' records may hold (outputs, unread lines); beyond it the
+    /// oldest are forgotten before their time. Default 256 MiB.
+    pub keep_bytes: usize,
     /// How long `runsync` waits before answering `IN_PROGRESS` (its `?wait=` in ms
     /// may ask for less or more, up to 5 minutes). Default 90 s.
     pub runsync_wait: Duration,
@@ -48,6 +51,7 @@ impl Default for JobsConfig {
             queue_capacity: 1024,
             max_running: 16,
             keep_finished: Duration::from_secs(30 * 60),
+            keep_bytes: 256 << 20,
             runsync_wait: Duration::from_secs(90),
             stream_buffer: 16 << 20,
         }
@@ -140,7 +144,8 @@ impl Jobs {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Expiry on every touch: no timer task, and nothing stale is ever answered.
-        table.expire(self.inner.config.keep_finished, Instant::now());
+        let config = &self.inner.config;
+        table.expire(config.keep_finished, config.keep_bytes, Instant::now());
         table
     }
 

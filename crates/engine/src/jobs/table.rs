@@ -120,8 +120,10 @@ impl Job {
 #[derive(Debug, Default)]
 pub struct Table {
     jobs: HashMap<String, Job>,
-    /// Ended jobs in the order they ended, for expiry.
-    ended: VecDeque<(Instant, String)>,
+    /// Ended jobs in the order they ended, for expiry, with the bytes each holds.
+    ended: VecDeque<(Instant, String, usize)>,
+    /// Bytes the ended jobs hold (outputs and unread lines), roughly.
+    kept_bytes: usize,
     /// Jobs queued or running.
     active: usize,
 }
@@ -176,11 +178,16 @@ impl Table {
         if job.status.is_final() {
             return false;
         }
+        let bytes = output.as_ref().map_or(0, approx_size)
+            + error.as_ref().map_or(0, String::len)
+            + job.unread_bytes
+            + id.len();
         job.output = output;
         job.error = error;
         job.end(status, now);
         self.active -= 1;
-        self.ended.push_back((now, id.to_owned()));
+        self.kept_bytes += bytes;
+        self.ended.push_back((now, id.to_owned(), bytes));
         true
     }
 
@@ -193,13 +200,16 @@ impl Table {
             .collect()
     }
 
-    /// Forgets jobs that ended more than `keep` before `now`.
-    pub fn expire(&mut self, keep: Duration, now: Instant) {
-        while let Some((at, _)) = self.ended.front() {
-            if now.duration_since(*at) < keep {
+    /// Forgets jobs that ended more than `keep` before `now`, and the oldest ended
+    /// ones while those kept hold more than `keep_bytes` (a burst of jobs with big
+    /// outputs must not hold the engine's memory for the whole retention time).
+    pub fn expire(&mut self, keep: Duration, keep_bytes: usize, now: Instant) {
+        while let Some((at, _, _)) = self.ended.front() {
+            if now.duration_since(*at) < keep && self.kept_bytes <= keep_bytes {
                 break;
             }
-            if let Some((_, id)) = self.ended.pop_front() {
+            if let Some((_, id, bytes)) = self.ended.pop_front() {
+                self.kept_bytes -= bytes;
                 self.jobs.remove(&id);
             }
         }
@@ -217,6 +227,16 @@ impl Table {
             }
         }
         c
+    }
+}
+
+/// Roughly the bytes a JSON value holds: its strings' lengths, 8 per other leaf.
+fn approx_size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len(),
+        serde_json::Value::Array(a) => a.iter().map(approx_size).sum(),
+        serde_json::Value::Object(o) => o.iter().map(|(k, v)| k.len() + approx_size(v)).sum(),
+        _ => 8,
     }
 }
 
@@ -249,10 +269,33 @@ mod tests {
         assert_eq!((rec.delay_time, rec.execution_time), (Some(5), Some(20)));
         assert_eq!(rec.worker_id.as_deref(), Some("w"));
         assert_eq!(table.active(), 0);
-        table.expire(Duration::from_secs(1), end + Duration::from_millis(999));
+        table.expire(
+            Duration::from_secs(1),
+            1 << 20,
+            end + Duration::from_millis(999),
+        );
         assert!(table.get("a").is_some());
-        table.expire(Duration::from_secs(1), end + Duration::from_secs(1));
+        table.expire(
+            Duration::from_secs(1),
+            1 << 20,
+            end + Duration::from_secs(1),
+        );
         assert!(table.get("a").is_none());
+    }
+
+    #[test]
+    fn the_oldest_ended_jobs_go_first_when_kept_outputs_pass_the_byte_bound() {
+        let now = Instant::now();
+        let mut table = Table::default();
+        for id in ["a", "b", "c"] {
+            table.insert(id.into(), now);
+            let out = serde_json::json!({"stdout": "x".repeat(1000)});
+            table.finish(id, JobStatus::Completed, Some(out), None, now);
+        }
+        let hour = Duration::from_secs(3600);
+        table.expire(hour, 2500, now);
+        assert!(table.get("a").is_none(), "the oldest goes");
+        assert!(table.get("b").is_some() && table.get("c").is_some());
     }
 
     #[test]
