@@ -3,8 +3,12 @@
 //! building, `runpod.Endpoint`'s `run` + `status` transport pointed at the engine with
 //! `RUNPOD_ENDPOINT_BASE_URL`, and flash's own response handling.
 //!
+//! `tetra-rp` (runpod-flash's predecessor) gets a function, an async function and a
+//! raising function through its own stub (`fixtures/sdk/tetra_client.py`).
+//!
 //! The SDKs' interpreter: `RUNLOG_TEST_SDK_PYTHON`, else the test-tools virtualenv
-//! `scripts/test` builds (`target/test-tools/venv/bin/python`, with `runpod-flash`).
+//! `scripts/test` builds (`target/test-tools/venv/bin/python`, with `runpod-flash` and
+//! `tetra-rp`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "fixtures/support.rs"]
@@ -32,10 +36,16 @@ fn sdk_python() -> PathBuf {
 
 /// Runs one scenario of `sdk_client.py` against a fresh engine; it must print `OK`.
 async fn scenario(name: &str) {
+    run_script("sdk_client.py", name).await;
+}
+
+/// Runs `script` (under `fixtures/sdk/`) with `arg` against a fresh engine; it must
+/// print `OK <arg>`.
+async fn run_script(script: &str, name: &str) {
     let engine = TestEngine::start(None).await;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk");
     let out = tokio::process::Command::new(sdk_python())
-        .arg(fixtures.join("sdk_client.py"))
+        .arg(fixtures.join(script))
         .arg(name)
         .current_dir(&fixtures)
         .env("RUNPOD_ENDPOINT_BASE_URL", format!("{}/v2", engine.url()))
@@ -90,4 +100,9 @@ async fn sdk_twenty_concurrent_jobs_keep_their_own_output() {
 #[tokio::test]
 async fn sdk_streams_cancels_and_reads_health() {
     scenario("job_controls").await;
+}
+
+#[tokio::test]
+async fn tetra_rp_calls_functions_and_raises_the_remote_error() {
+    run_script("tetra_client.py", "tetra").await;
 }
