@@ -18,6 +18,7 @@
 //! ```
 
 pub mod browser_guard;
+mod call_lines;
 pub mod cgroup;
 pub mod child_env;
 pub mod config;
