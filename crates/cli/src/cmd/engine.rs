@@ -12,6 +12,13 @@ use std::time::Duration;
 
 /// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable).
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "RunPod's SDKs (runpod, runpod-flash) run functions on this engine \
+    through its job API: set RUNPOD_ENDPOINT_BASE_URL=http://ADDR/v2 (before Python imports \
+    runpod; any endpoint id) and the engine's token as the API key (RUNPOD_API_KEY, or \
+    runpod.api_key). Routes: /v2/{endpoint}/run, runsync, status/{id}, cancel/{id}, stream/{id}, \
+    health, purge-queue. README: 'Using runlog as a RunPod worker'."
+)]
 pub struct EngineArgs {
     /// Address to listen on; anything but loopback requires --token.
     #[arg(long, env = "RUNLOG_ENGINE_ADDR", default_value = DEFAULT_ADDR)]
