@@ -164,3 +164,23 @@ async fn bad_newest_client_fields_get_a_clear_json_error() {
         assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_method_names_its_cause_once_and_leaves_no_instance() {
+    let engine = TestEngine::start(None).await;
+    let resp = engine
+        .execute(json!({
+            "execution_type": "class", "class_name": "C", "class_code": "class C:\n    pass",
+            "method_name": "absent", "serialization_format": "json",
+        }))
+        .await;
+    assert!(!resp.success, "{resp:?}");
+    assert_eq!(
+        resp.error.as_deref(),
+        Some("AttributeError: method 'absent' not found on C")
+    );
+    assert_eq!(
+        resp.instance_id, None,
+        "a failed first call keeps no instance"
+    );
+}
