@@ -6,7 +6,8 @@
 //! behaves exactly as `/execute` does (masking, log streams, instances); its answer is
 //! the job record's `output`. A call that ran — even one whose function raised — is
 //! `COMPLETED` with `output.success` telling which, as with RunPod's worker; `FAILED`
-//! means the call could not run at all.
+//! means the call could not run at all; `CANCELLED` and `TIMED_OUT` end a job from
+//! outside (`cancel`, `purge-queue`, `policy.executionTimeout`), which stops its call.
 
 mod routes;
 mod table;
