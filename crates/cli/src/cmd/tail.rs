@@ -45,7 +45,12 @@ pub struct TailArgs {
     #[command(flatten)]
     service: ConnectArgs,
     /// Stream key.
-    key: StreamKey,
+    #[arg(required_unless_present = "job")]
+    key: Option<StreamKey>,
+    /// Follow the log of an engine job (RunPod's job API) by its id: the stream
+    /// `jobs/<ID>` the engine writes when its stage names a log service.
+    #[arg(long, value_name = "ID", conflicts_with = "key")]
+    job: Option<String>,
     /// Print what is stored now and exit instead of following.
     #[arg(long)]
     no_follow: bool,
@@ -130,12 +135,18 @@ impl<W: Write> LinePrinter<W> {
 
 /// Follows the stream (or prints its archive when the live stream is gone).
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let key = match (&args.key, &args.job) {
+        (Some(key), _) => key.clone(),
+        (None, Some(job)) => StreamKey::new(runlog_engine::jobs::job_log_key(job))
+            .map_err(|e| anyhow::anyhow!("--job {job:?}: not a job id ({e})"))?,
+        (None, None) => anyhow::bail!("give a stream key or --job ID"),
+    };
     let reader = args.service.reader()?;
     let account = &args.service.account()?;
     if std::io::stderr().is_terminal() {
         // Without a token: the caller's token may be write-scoped, and links travel.
-        let link = crate::reader::viewer_link(reader.base_url(), account, &args.key, None);
-        eprintln!("runlog: following {} · view in a browser: {link}", args.key);
+        let link = crate::reader::viewer_link(reader.base_url(), account, &key, None);
+        eprintln!("runlog: following {key} · view in a browser: {link}");
     }
     // Stdout is line-buffered: each line reaches a terminal or a pipe as it arrives.
     let mut printer = LinePrinter::new(
@@ -144,7 +155,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         args.timestamps,
     );
     if let Some(limit) = args.wait {
-        wait_for_stream(&reader, account, &args.key, limit).await?;
+        wait_for_stream(&reader, account, &key, limit).await?;
     }
     let mut opts = FollowOptions {
         from_line: args.since_line,
@@ -152,7 +163,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         ..FollowOptions::default()
     };
     if args.no_follow {
-        match reader.info(account, &args.key).await? {
+        match reader.info(account, &key).await? {
             Some(info) if info.open => {
                 if info.lines == 0 {
                     return Ok(());
@@ -161,12 +172,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                 opts.stop_when_idle = Some(SNAPSHOT_IDLE);
             }
             Some(_) => {}
-            None => anyhow::bail!("no stream {} in account {account}", args.key),
+            None => anyhow::bail!("no stream {key} in account {account}"),
         }
     }
     let mut next_line = args.since_line;
     let followed = reader
-        .follow(account, &args.key, &opts, |line: &LogLine| {
+        .follow(account, &key, &opts, |line: &LogLine| {
             next_line = line.pos.saturating_add(1);
             printer.print(&line.time, &line.out)
         })
@@ -183,7 +194,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         // The live lines are dropped once archived: the archive is the stream now.
         // Continue after what was printed, so no line appears twice.
         Err(ReadError::NotFound(_)) => {
-            print_archive(&reader, account, &args.key, next_line, &mut printer).await?;
+            print_archive(&reader, account, &key, next_line, &mut printer).await?;
             printer.flush()?;
             Ok(())
         }

@@ -103,7 +103,7 @@ impl std::fmt::Debug for Jobs {
 }
 
 /// The stream key of job `id`'s live log when the stage names a log service:
-/// `jobs/<id>` (`runlog tail jobs/<id>` follows it).
+/// `jobs/<id>` (`runlog tail --job <id>` follows it).
 pub fn job_log_key(id: &str) -> String {
     format!("jobs/{id}")
 }
