@@ -42,14 +42,23 @@ async fn scenario(name: &str) {
 /// Runs `script` (under `fixtures/sdk/`) with `arg` against a fresh engine; it must
 /// print `OK <arg>`.
 async fn run_script(script: &str, name: &str) {
-    let engine = TestEngine::start(None).await;
+    run_script_with_token(script, name, None).await;
+}
+
+/// [`run_script`] against an engine that requires `token`, which the script gets as
+/// its `RUNPOD_API_KEY`.
+async fn run_script_with_token(script: &str, name: &str, token: Option<&str>) {
+    let engine = TestEngine::start_with_token(None, token, |_, _| {}).await;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk");
     let out = tokio::process::Command::new(sdk_python())
         .arg(fixtures.join(script))
         .arg(name)
         .current_dir(&fixtures)
         .env("RUNPOD_ENDPOINT_BASE_URL", format!("{}/v2", engine.url()))
-        .env("RUNPOD_API_KEY", "any-key-a-token-less-engine-ignores")
+        .env(
+            "RUNPOD_API_KEY",
+            token.unwrap_or("any-key-a-token-less-engine-ignores"),
+        )
         .output()
         .await
         .unwrap();
@@ -105,4 +114,9 @@ async fn sdk_streams_cancels_and_reads_health() {
 #[tokio::test]
 async fn tetra_rp_calls_functions_and_raises_the_remote_error() {
     run_script("tetra_client.py", "tetra").await;
+}
+
+#[tokio::test]
+async fn sdk_uses_the_engine_token_as_its_api_key() {
+    run_script_with_token("sdk_client.py", "token", Some("engine-token-4f1c")).await;
 }
