@@ -1,4 +1,5 @@
-//! RunPod's tetra worker's own JSON test cases (`fixtures/worker-tetra/`), replayed
+//! RunPod's tetra worker's own JSON test cases (`../shared/peers/worker-tetra/`, beside
+//! the checkout for developers and CI alike; not copied into the repository), replayed
 //! against a real engine through `POST /runsync` and through `POST /v2/{id}/run` +
 //! `GET /v2/{id}/status/{job}`, answers checked as the worker answers them.
 #![allow(clippy::unwrap_used)]
@@ -15,10 +16,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn case(name: &str) -> Value {
+    // crates/engine → the checkout → its parent, where shared/ lies.
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/worker-tetra")
+        .join("../../../shared/peers/worker-tetra")
         .join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the shared/ folder beside the checkout)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
