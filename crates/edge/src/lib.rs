@@ -27,15 +27,17 @@ pub mod write_timeout;
 
 pub use write_timeout::WriteTimeout;
 
-/// How long the descriptor limit is kept below for the server's own files (stores,
-/// spools, child processes' pipes) when [`Limits::max_connections`] is derived from it.
+/// Descriptors kept free for the server's own files (stores, spools, child processes'
+/// pipes) when [`Limits::max_connections`] is derived from the descriptor limit.
 pub const DESCRIPTOR_HEADROOM: u64 = 256;
 
 /// What one connection may hold, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; the next waits to be accepted.
-    pub max_connections: usize,
+    /// Connections served at once; the next waits to be accepted. `None`: derived by
+    /// [`serve`] from the descriptor limit, which it raises first
+    /// ([`connections_for`]`(`[`descriptor_limit`]`())`).
+    pub max_connections: Option<usize>,
     /// Time for a request's headers to arrive, counted from when the connection is
     /// ready for them: after it opens, and after each answer on a kept-alive one (so
     /// it is also the idle keep-alive timeout).
@@ -49,11 +51,11 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 30 s for headers and for each piece of a body; connections up to the descriptor
-    /// limit less [`DESCRIPTOR_HEADROOM`] (at most 16 384).
+    /// 30 s for headers, for each piece of a body and for a stalled write; connections
+    /// up to the descriptor limit less [`DESCRIPTOR_HEADROOM`] (at most 16 384).
     fn default() -> Self {
         Limits {
-            max_connections: connections_for(descriptor_limit()),
+            max_connections: None,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
@@ -96,7 +98,10 @@ pub async fn serve(
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_read_timeout,
     ));
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_connections = limits
+        .max_connections
+        .unwrap_or_else(|| connections_for(descriptor_limit()));
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -28,7 +28,7 @@ async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
 
 fn short(max_connections: usize) -> Limits {
     Limits {
-        max_connections,
+        max_connections: Some(max_connections),
         header_read_timeout: Duration::from_millis(300),
         body_read_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(30),

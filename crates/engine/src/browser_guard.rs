@@ -36,7 +36,7 @@ pub async fn refuse_browsers(
     next: Next,
 ) -> Response {
     let config = state.config();
-    let token_less = config.token.as_deref().is_none_or(str::is_empty);
+    let token_less = config.required_token().is_none();
     match check(req.headers(), token_less, &config.allowed_hosts) {
         Ok(()) => next.run(req).await,
         Err(e) => {
@@ -68,12 +68,8 @@ fn check(
         ));
     }
     if token_less && let Some(host) = headers.get(HOST) {
-        let host = host.to_str().unwrap_or_default();
-        if !loopback_name(host_name(host))
-            && !allowed_hosts
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(host_name(host)))
-        {
+        let name = host_name(host.to_str().unwrap_or_default());
+        if !loopback_name(name) && !allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(name)) {
             return Err(EngineError::Misdirected(
                 "this engine has no token and answers only the names loopback is reached by \
                  (localhost, 127.0.0.1, [::1]); add a name with --allow-host, or set a token"

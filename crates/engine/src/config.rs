@@ -89,9 +89,15 @@ impl EngineConfig {
         self.data_dir.join("outbox")
     }
 
+    /// The token every request must carry; `None` when there is none (an empty token
+    /// is no token).
+    pub fn required_token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+
     /// Refuses to listen beyond loopback without a token: the engine runs commands.
     pub fn check_exposure(&self) -> Result<(), String> {
-        if self.addr.ip().is_loopback() || self.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        if self.addr.ip().is_loopback() || self.required_token().is_some() {
             Ok(())
         } else {
             Err(format!(

@@ -69,7 +69,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() && state.config().token.as_deref().is_none_or(str::is_empty) {
+    if !local.ip().is_loopback() && state.config().required_token().is_none() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!("refusing to serve on {local} without a token"),
@@ -138,7 +138,7 @@ async fn request_span(State(state): State<EngineState>, req: Request, next: Next
 }
 
 async fn require_token(State(state): State<EngineState>, req: Request, next: Next) -> Response {
-    let Some(expected) = state.config().token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(expected) = state.config().required_token() else {
         return next.run(req).await;
     };
     let given = req
