@@ -2,7 +2,8 @@
 //!
 //! Reports p50/p99 of a warm call of a trivial function (virtualenv ready, worker pool
 //! warm), the same call through RunPod's job API (`POST /runsync`, and `POST /v2/…/run`
-//! then `GET …/status/{id}` polled without pause until it completes), the first (cold) call of a fresh engine on an existing virtualenv, and two
+//! then `GET …/status/{id}` until it completes — `status` holds its answer until the job
+//! ends), the first (cold) call of a fresh engine on an existing virtualenv, and two
 //! baselines measured in the same run: `GET /healthz` (the HTTP floor) and starting a
 //! fresh `python -c` per call (what a worker pool saves).
 //!
@@ -116,6 +117,7 @@ async fn runsync(http: &reqwest::Client, url: &str) -> Duration {
 
 /// `run`, then `status` until the job completes: the SDKs' default path (they pause
 /// between polls; this does not, to measure the engine rather than a poll interval).
+/// The engine holds `status` until the job ends, so one poll is the usual case.
 async fn run_and_poll(http: &reqwest::Client, url: &str) -> Duration {
     let started = Instant::now();
     let resp = http

@@ -43,7 +43,7 @@ async fn wait_final(engine: &TestEngine, base: &str, id: &str) -> Value {
 async fn wait_running(engine: &TestEngine, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, rec) = engine.get(&format!("{BASE}/status/{id}")).await;
+        let (_, rec) = engine.get(&format!("{BASE}/status/{id}?wait=0")).await;
         if rec["status"] == "IN_PROGRESS" {
             return;
         }
@@ -130,6 +130,45 @@ async fn runsync_answers_the_whole_record_or_in_progress_after_its_wait() {
     let id = rec["id"].as_str().unwrap();
     let done = wait_final(&engine, BASE, id).await;
     assert_eq!(done["output"]["json_result"], "late", "{done}");
+}
+
+#[tokio::test]
+async fn status_holds_its_answer_until_the_job_ends_unless_asked_not_to() {
+    // The configured hold is long, so "answered at the end" cannot be luck.
+    let mut gate = std::path::PathBuf::new();
+    let engine = TestEngine::start_with(None, |cfg, dir| {
+        cfg.jobs.status_wait = Duration::from_secs(120);
+        gate = dir.join("gate");
+    })
+    .await;
+    let code = format!(
+        "import os, time\ndef f():\n    while not os.path.exists({gate:?}):\n        time.sleep(0.01)\n    return 'done'"
+    );
+    let id = submit(&engine, BASE, &call("f", &code, json!([]))).await;
+    // `?wait=0` answers at once: the job cannot end before the gate exists.
+    let (code, rec) = engine.get(&format!("{BASE}/status/{id}?wait=0")).await;
+    assert_eq!(code, 200, "{rec}");
+    assert!(
+        matches!(rec["status"].as_str(), Some("IN_QUEUE" | "IN_PROGRESS")),
+        "{rec}"
+    );
+    // A plain `status` is held: it answers the final record once the gate opens.
+    // The pause only gives an engine that does not hold the time to answer
+    // IN_PROGRESS (and fail); an engine that holds answers the same whenever the
+    // request arrives.
+    let held = {
+        let path = format!("{BASE}/status/{id}");
+        let engine = &engine;
+        async move { engine.get(&path).await }
+    };
+    let open_gate = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(&gate, b"").unwrap();
+    };
+    let ((code, rec), ()) = tokio::join!(held, open_gate);
+    assert_eq!(code, 200, "{rec}");
+    assert_eq!(rec["status"], "COMPLETED", "{rec}");
+    assert_eq!(rec["output"]["json_result"], "done", "{rec}");
 }
 
 #[tokio::test]
@@ -295,7 +334,7 @@ async fn queue_is_bounded_purgeable_and_counted_by_health() {
         let (_, rec) = engine.get(&format!("{BASE}/status/{id}")).await;
         assert_eq!(rec["status"], "CANCELLED", "{rec}");
     }
-    let (_, rec) = engine.get(&format!("{BASE}/status/{running}")).await;
+    let (_, rec) = engine.get(&format!("{BASE}/status/{running}?wait=0")).await;
     assert_eq!(
         rec["status"], "IN_PROGRESS",
         "running jobs are not purged: {rec}"
@@ -346,6 +385,7 @@ async fn bad_job_requests_get_a_clear_json_error() {
             "modules",
         ),
         ("/runsync?wait=soon", ok.clone(), 400, "wait must be"),
+        ("/v2/ep-1/status/x?wait=later", String::new(), 400, "wait must be"),
         ("/v2/bad%20id/run", ok.clone(), 400, "endpoint id"),
         ("/v2/ep-1/cancel/0000", String::new(), 404, "no job"),
         ("/v2/ep-1/run", " ".repeat(33 << 20), 413, "too large"),

@@ -69,6 +69,10 @@ pub struct EngineArgs {
     /// Jobs queued or running at once; `run` beyond it answers 429.
     #[arg(long, env = "RUNLOG_ENGINE_JOB_QUEUE", default_value_t = 1024)]
     pub job_queue: usize,
+    /// How long `status` of a queued or running job holds its answer waiting for the
+    /// job to end (a request's `?wait=MS` overrides it; 0 answers at once).
+    #[arg(long, env = "RUNLOG_ENGINE_JOB_STATUS_WAIT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub job_status_wait: Duration,
     /// How long closing one stream may take (flush, archive, close).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub close_deadline: Duration,
@@ -97,6 +101,7 @@ impl EngineArgs {
             jobs: runlog_engine::jobs::JobsConfig {
                 keep_finished: self.job_retention,
                 queue_capacity: self.job_queue,
+                status_wait: self.job_status_wait,
                 ..runlog_engine::jobs::JobsConfig::default()
             },
             max_steps: self.max_steps,

@@ -41,6 +41,13 @@ pub struct JobsConfig {
     /// How long `runsync` waits before answering `IN_PROGRESS` (its `?wait=` in ms
     /// may ask for less or more, up to 5 minutes). Default 90 s.
     pub runsync_wait: Duration,
+    /// How long `status` of a job still queued or running holds its answer, waiting
+    /// for the job to end (its `?wait=` in ms may ask for less or more, `0` answering at
+    /// once). The SDKs poll `status` with pauses of 0.1–1 s between polls; held, the
+    /// first poll after `run` answers the moment a short call ends instead of a pause
+    /// later, and a poller makes one request where it made many. The record is the
+    /// same either way. Default 500 ms.
+    pub status_wait: Duration,
     /// Bytes of log lines a job keeps for `stream` until read (the oldest are dropped
     /// beyond it). Default 16 MiB.
     pub stream_buffer: usize,
@@ -54,13 +61,14 @@ impl Default for JobsConfig {
             keep_finished: Duration::from_secs(30 * 60),
             keep_bytes: 256 << 20,
             runsync_wait: Duration::from_secs(90),
+            status_wait: Duration::from_millis(500),
             stream_buffer: 16 << 20,
         }
     }
 }
 
-/// The longest `?wait=` of `runsync` (RunPod's own bound).
-pub const MAX_RUNSYNC_WAIT: Duration = Duration::from_secs(300);
+/// The longest `?wait=` of `runsync` and `status` (RunPod's own bound for `runsync`).
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Why a job request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

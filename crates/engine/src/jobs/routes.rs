@@ -4,7 +4,7 @@
 //!
 //! The endpoint id only has to be well formed: an engine is one endpoint.
 
-use super::{JobError, Jobs, MAX_RUNSYNC_WAIT};
+use super::{JobError, Jobs, MAX_WAIT};
 use crate::state::EngineState;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -135,14 +135,15 @@ async fn run(
     }))
 }
 
-/// `?wait=MS`: how long `runsync` waits (the configured default without it).
-fn runsync_wait(jobs: &Jobs, query: Option<&str>) -> Result<Duration, JobError> {
+/// `?wait=MS`: how long `runsync` or `status` waits for the job to end (`default`
+/// without it; at most [`MAX_WAIT`]).
+fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, JobError> {
     let wait = query
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("wait="));
     let Some(raw) = wait else {
-        return Ok(jobs.config().runsync_wait);
+        return Ok(default);
     };
     let ms: u64 = raw.parse().map_err(|_| {
         let shown: String = raw.chars().take(32).collect();
@@ -150,7 +151,7 @@ fn runsync_wait(jobs: &Jobs, query: Option<&str>) -> Result<Duration, JobError> 
             "wait must be a whole number of milliseconds, got {shown:?}"
         ))
     })?;
-    Ok(Duration::from_millis(ms).min(MAX_RUNSYNC_WAIT))
+    Ok(Duration::from_millis(ms).min(MAX_WAIT))
 }
 
 async fn runsync(
@@ -158,7 +159,7 @@ async fn runsync(
     axum::Extension(jobs): axum::Extension<Jobs>,
     req: Request,
 ) -> Result<Response, JobError> {
-    let wait = runsync_wait(&jobs, req.uri().query())?;
+    let wait = wait_param(req.uri().query(), jobs.config().runsync_wait)?;
     let env = envelope(req).await?;
     let id = jobs.submit(
         env.call,
@@ -170,12 +171,16 @@ async fn runsync(
     Ok(Json(record).into_response())
 }
 
+/// A job's record; held while the job is queued or running, up to `?wait=` (the
+/// configured `status_wait` without it), so a poller learns of the end at once.
 async fn status(
     axum::Extension(jobs): axum::Extension<Jobs>,
     Path(params): Path<std::collections::HashMap<String, String>>,
+    uri: http::Uri,
 ) -> Result<Response, JobError> {
+    let wait = wait_param(uri.query(), jobs.config().status_wait)?;
     let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(jobs.record(id)?).into_response())
+    Ok(Json(jobs.wait(id, wait).await?).into_response())
 }
 
 async fn cancel(
