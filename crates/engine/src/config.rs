@@ -47,6 +47,9 @@ pub struct EngineConfig {
     /// Whether functions may install `system_dependencies` with apt-get, as RunPod's
     /// worker does. Off by default: apt changes the whole machine, as root.
     pub allow_apt: bool,
+    /// Packages installed into the functions' virtualenv at start (`--python-package`),
+    /// importable by every call as a worker image's are.
+    pub python_packages: Vec<String>,
     /// The job routes' queue bound, retention and waits ([`crate::jobs`]).
     pub jobs: crate::jobs::JobsConfig,
 }
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             connection_limits: runlog_edge::Limits::default(),
             max_steps: 256,
             allow_apt: false,
+            python_packages: Vec::new(),
             jobs: crate::jobs::JobsConfig::default(),
         }
     }

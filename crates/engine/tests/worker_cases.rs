@@ -11,7 +11,7 @@ mod support;
 mod function_engine;
 
 use function_engine::{TestEngine, split_stdout};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,8 @@ async fn the_workers_function_and_class_cases_answer_as_the_worker_does() {
 
     // These inspect their environment and answer what they found: the call succeeds
     // (as on the worker); what they find differs, since the worker's image ships
-    // torch and the `runpod` package and this test virtualenv has neither.
+    // torch and the `runpod` package and this test virtualenv has neither (an engine
+    // given `--python-package runpod` has it: see below).
     for name in [
         "test_installed_packages",
         "test_pip_package_access",
@@ -157,6 +158,30 @@ async fn the_workers_cases_that_install_from_pypi_succeed() {
     for out in replay(&engine, "test_uv_no_acceleration").await {
         let v = repr_in_engine(&engine, &out, "test_uv_no_acceleration").await;
         assert!(!v.contains("ImportError"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn the_workers_runpod_import_case_succeeds_with_the_package_preinstalled() {
+    // As `runlog engine --python-package runpod`: the worker's image ships `runpod`;
+    // this engine installs it from PyPI at start (the network is needed), into a
+    // virtualenv of its own: installers running at once in one venv could race.
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runlog-worker-cases/venv-runpod");
+    let engine = TestEngine::start_with(None, |cfg, _| {
+        cfg.python.venv_dir = venv;
+        cfg.python.install_timeout = Duration::from_secs(600);
+        cfg.python.preinstall = vec!["runpod".to_owned()];
+    })
+    .await;
+    // The runtime (with its packages) is prepared by the first call: one that may wait
+    // long enough for a fresh virtualenv, so the replay's `runsync` finds it ready.
+    let first = json!({"input": {"function_name": "f", "function_code": "def f():\n    return 1", "args": []}});
+    let (code, rec) = engine.post("/runsync?wait=300000", first.to_string()).await;
+    assert_eq!((code, &rec["status"]), (200, &json!("COMPLETED")), "{rec}");
+    for out in replay(&engine, "test_runpod_import").await {
+        let v = repr_in_engine(&engine, &out, "test_runpod_import").await;
+        assert!(v.contains("'success': True"), "{v}");
+        assert!(v.contains("'runpod_version': '"), "{v}");
     }
 }
 

@@ -62,6 +62,17 @@ pub struct EngineArgs {
     /// first install. Without it such a call fails, saying so.
     #[arg(long, env = "RUNLOG_ALLOW_APT")]
     pub allow_apt: bool,
+    /// A Python package (a pip requirement) installed into the functions' virtualenv
+    /// at start, importable by every call, as a worker image ships it — e.g.
+    /// `--python-package runpod` for functions that `import runpod` as on RunPod's
+    /// worker. Repeatable, or comma-separated in the variable.
+    #[arg(
+        long = "python-package",
+        value_name = "REQ",
+        env = "RUNLOG_ENGINE_PYTHON_PACKAGES",
+        value_delimiter = ','
+    )]
+    pub python_packages: Vec<String>,
     /// How long a job's record (RunPod's job API: `/v2/{endpoint}/run`, `status`, …)
     /// stays readable after it ends.
     #[arg(long, env = "RUNLOG_ENGINE_JOB_RETENTION", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -98,6 +109,7 @@ impl EngineArgs {
             allowed_hosts: self.allowed_hosts.clone(),
             pass_env: self.pass_env.clone(),
             allow_apt: self.allow_apt,
+            python_packages: self.python_packages.clone(),
             jobs: runlog_engine::jobs::JobsConfig {
                 keep_finished: self.job_retention,
                 queue_capacity: self.job_queue,
@@ -128,6 +140,7 @@ pub async fn start(
     let state = EngineState::new(config);
     let mut fcfg = FunctionsConfig::new(state.data_dir());
     fcfg.python.allow_apt = state.config().allow_apt;
+    fcfg.python.preinstall = state.config().python_packages.clone();
     fcfg.jobs = state.config().jobs.clone();
     let functions = Functions::new(fcfg);
     state.set_functions(functions.clone());

@@ -30,6 +30,11 @@ pub struct PythonConfig {
     pub base_python: PathBuf,
     /// Packages installed when the virtualenv is created (`cloudpickle`).
     pub bootstrap_packages: Vec<String>,
+    /// Packages installed into the virtualenv whenever the runtime starts (`runlog
+    /// engine --python-package`), as a worker image ships them (RunPod's ships
+    /// `runpod`): importable by every call without naming them as dependencies. From
+    /// the default index, like the bootstrap packages.
+    pub preinstall: Vec<String>,
     /// Extra arguments for installing calls' dependencies, e.g. `--find-links DIR
     /// --no-index` (the bootstrap packages always come from the default index).
     pub pip_args: Vec<String>,
@@ -62,6 +67,7 @@ impl PythonConfig {
             venv_dir: data_dir.into().join("python").join("venv"),
             base_python: PathBuf::from("python3"),
             bootstrap_packages: vec!["cloudpickle".to_owned()],
+            preinstall: Vec::new(),
             pip_args: Vec::new(),
             prefer_uv: true,
             uv: None,

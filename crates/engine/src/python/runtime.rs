@@ -208,6 +208,17 @@ impl PythonRuntime {
             self.installs.installer(),
         )
         .await?;
+        if !self.config.preinstall.is_empty() {
+            // Installed on every start, not only when the venv is built: a flag added
+            // to an engine whose venv exists must take effect (an installer finds
+            // satisfied requirements quickly).
+            let installer = Installer {
+                venv_python: venv.python(),
+                pip_args: Vec::new(),
+                ..self.installs.installer().clone()
+            };
+            installer.pip_install(&self.config.preinstall).await?;
+        }
         let runtime_dir = venv.dir().parent().unwrap_or(venv.dir()).to_path_buf();
         let harness = harness::install(&runtime_dir).map_err(|source| VenvError::Io {
             path: runtime_dir.clone(),
