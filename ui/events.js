@@ -2,7 +2,8 @@
 // resuming with Last-Event-ID after a drop), or, when no live stream has that name,
 // read its archive. Hands each line and each change of state to the caller.
 
-import { authHeaders, errorMessage, isAuthFailure } from "./common.js";
+import { authHeaders } from "./session.js";
+import { errorMessage, isAuthFailure } from "./errors.js";
 import { readEvents } from "./sse.js";
 import { posOf } from "./lines.js";
 

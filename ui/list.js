@@ -1,6 +1,7 @@
 // The streams of the token's account, newest activity first; refreshed while visible.
 
-import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure, linkRefusal } from "./common.js";
+import { takeToken, takeAccount, authHeaders } from "./session.js";
+import { errorMessage, showError, isAuthFailure } from "./errors.js";
 
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
@@ -9,7 +10,7 @@ const tbody = table.querySelector("tbody");
 const errorBox = $("error");
 const statusEl = $("status");
 
-takeToken();
+const { token, refusal } = takeToken();
 const account = takeAccount();
 $("account").value = account || "";
 
@@ -85,12 +86,12 @@ $("account-form").addEventListener("submit", (ev) => {
   if (value) location.search = "?accountID=" + encodeURIComponent(value);
 });
 
-if (linkRefusal) {
-  showError(errorBox, linkRefusal, { askToken: true });
+if (refusal) {
+  showError(errorBox, refusal, { askToken: true });
 } else if (!account) {
   statusEl.textContent = "Enter an account to list its streams.";
   $("account").focus();
-} else if (!sessionStorage.getItem("runlog.token")) {
+} else if (!token) {
   showError(errorBox, "A read token is needed to list this account's streams.", { askToken: true });
 } else {
   loop();

@@ -1,9 +1,11 @@
 // One stream's page: wires the line store, the event stream, the scroller, the rows
 // and the search to the page's controls. What each part does lives in its module:
-// events.js (reading the stream), lines.js (the lines held), scroller.js (virtual
-// scrolling, following the tail), rows.js (drawing a row), search.js, links.js.
+// events.js (reading the stream; sse.js parses it), lines.js (the lines held),
+// scroller.js (virtual scrolling, following the tail), rows.js (drawing a row),
+// search.js, links.js (#L links), session.js (token, account), errors.js.
 
-import { takeToken, takeAccount, showError, linkRefusal } from "./common.js";
+import { takeToken, takeAccount } from "./session.js";
+import { showError } from "./errors.js";
 import { LineStore } from "./lines.js";
 import { readStream } from "./events.js";
 import { Scroller, ROW_HEIGHT } from "./scroller.js";
@@ -22,7 +24,7 @@ const tsBox = $("timestamps");
 const filterBox = $("filter");
 
 const params = new URL(location.href).searchParams;
-takeToken();
+const { token, refusal } = takeToken();
 const account = takeAccount();
 const key = params.get("key");
 
@@ -293,11 +295,11 @@ document.title = `${key || "stream"} · runlog`;
 $("back").href = "/?accountID=" + encodeURIComponent(account || "");
 pendingHash = parseLineHash(location.hash);
 setState("connecting");
-if (linkRefusal) {
-  fail(linkRefusal, true);
+if (refusal) {
+  fail(refusal, true);
 } else if (!account || !key) {
   fail("This link lacks an account or a stream key (expected ?accountID=…&key=…).", false);
-} else if (!sessionStorage.getItem("runlog.token")) {
+} else if (!token) {
   fail("A read token is needed to see this stream.", true);
 } else {
   readStream(account, key, sink);
