@@ -2,6 +2,7 @@
 
 import { takeToken, takeAccount, authHeaders } from "./session.js";
 import { errorMessage, showError, isAuthFailure } from "./errors.js";
+import { ago } from "./time.js";
 
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
@@ -13,16 +14,6 @@ const statusEl = $("status");
 const { token, refusal } = takeToken();
 const account = takeAccount();
 $("account").value = account || "";
-
-function ago(iso) {
-  const t = Date.parse(iso);
-  if (!Number.isFinite(t)) return iso;
-  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
-}
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -42,7 +33,7 @@ function show(streams) {
     keyCell.append(a);
     const state = s.open ? "open" : s.archived ? "archived" : "closed";
     const stateCell = cell(state, "state state-" + state);
-    const when = cell(ago(s.last_activity));
+    const when = cell(ago(s.last_activity, Date.now()));
     when.title = s.last_activity;
     tr.append(keyCell, stateCell, cell(Number(s.lines).toLocaleString("en"), "num"), when);
     return tr;

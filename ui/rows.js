@@ -46,13 +46,14 @@ export class RowPool {
  * Draws `line` (`{pos, level, out, time}`, index `i` in the store) into `row`.
  * `lit`: inside the linked range; `current`: the selected search match;
  * `searchVersion` and `ranges(text)`: the query's version and where it matches
- * (null when there is no query).
+ * (null when there is no query); `timeMode` and `timeOf(i, line)`: how times are
+ * shown and the line's `{text, title, gap}` (time.js `describeTime`).
  * A row whose line and marks are unchanged is left alone.
  */
-export function fillRow(row, i, line, { lit, current, searchVersion, ranges }) {
+export function fillRow(row, i, line, { lit, current, searchVersion, ranges, timeMode, timeOf }) {
   const number = line.pos + 1;
   // Everything the row shows that can change without its line changing.
-  const stamp = `${i}|${lit}|${searchVersion}|${current}`;
+  const stamp = `${i}|${lit}|${searchVersion}|${current}|${timeMode}`;
   row.hidden = false;
   if (row.dataset.stamp === stamp) return;
   row.dataset.stamp = stamp;
@@ -61,8 +62,12 @@ export function fillRow(row, i, line, { lit, current, searchVersion, ranges }) {
   ln.textContent = String(number);
   ln.href = "#L" + number;
   ln.setAttribute("aria-label", "line " + number);
-  ts.textContent = line.time ? line.time.slice(11, 23) : "";
-  ts.title = line.time;
+  const time = timeOf(i, line);
+  ts.textContent = time.text;
+  ts.title = time.title;
+  // A long pause is marked in the gutter, whether or not times are shown.
+  row.classList.toggle("gap", time.gap !== null);
+  ln.title = time.gap === null ? "" : `${time.gap} after the line before`;
   const level = line.level.toLowerCase();
   lv.textContent = level.slice(0, 5).toUpperCase();
   lv.className = "lv lv-" + (/^[a-z]+$/.test(level) ? level : "other");

@@ -2,7 +2,8 @@
 // and the search to the page's controls. What each part does lives in its module:
 // events.js (reading the stream; sse.js parses it), lines.js (the lines held),
 // scroller.js (virtual scrolling, following the tail), rows.js (drawing a row),
-// search.js, links.js (#L links), session.js (token, account), errors.js.
+// search.js, links.js (#L links), time.js (the time column), session.js (token,
+// account), errors.js.
 
 import { takeToken, takeAccount } from "./session.js";
 import { showError } from "./errors.js";
@@ -12,6 +13,7 @@ import { Scroller, ROW_HEIGHT } from "./scroller.js";
 import { RowPool, fillRow } from "./rows.js";
 import { createSearch } from "./search.js";
 import { parseLineHash, lineHash } from "./links.js";
+import { TIME_MODES, describeTime, parseTime, duration } from "./time.js";
 
 const $ = (id) => document.getElementById(id);
 const viewport = $("viewport");
@@ -22,6 +24,8 @@ const matchCount = $("match-count");
 const followBox = $("follow");
 const tsBox = $("timestamps");
 const filterBox = $("filter");
+const timeModeBox = $("time-mode");
+const durationEl = $("duration");
 
 const params = new URL(location.href).searchParams;
 const { token, refusal } = takeToken();
@@ -61,6 +65,17 @@ function updateStatus() {
   const n = store.length.toLocaleString("en");
   const label = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", closed: "closed", archived: "archived", error: "error" }[state];
   statusEl.textContent = `${label} · ${n} ${store.length === 1 ? "line" : "lines"}`;
+  updateDuration();
+}
+
+// The stream's total: from its first line's time to its last's.
+let durationLines = 0;
+function updateDuration() {
+  if (store.length === durationLines) return;
+  durationLines = store.length;
+  const span = parseTime(store.parsed(store.length - 1).time) - parseTime(store.parsed(0).time);
+  durationEl.textContent = Number.isFinite(span) ? duration(span) : "";
+  document.body.dataset.duration = durationEl.textContent;
 }
 
 function fail(message, askToken) {
@@ -76,6 +91,20 @@ function markOnce(name) {
   marked.add(name);
   performance.mark(name);
 }
+
+// --- time column: UTC, local, since the first line, since the line before ---------------
+const TIME_KEY = "runlog.time"; // the reader's choice, kept across pages and visits
+let timeMode = TIME_MODES.includes(localStorage.getItem(TIME_KEY)) ? localStorage.getItem(TIME_KEY) : "utc";
+timeModeBox.value = timeMode;
+timeModeBox.addEventListener("change", () => {
+  timeMode = timeModeBox.value;
+  localStorage.setItem(TIME_KEY, timeMode);
+  if (!tsBox.checked) tsBox.click(); // choosing how to show times means wanting to see them
+  render();
+});
+
+/** The time column of line `i` (delta: to the line before in the stream, even when filtering). */
+const timeOf = (i, line) => describeTime(timeMode, line.time, store.parsed(0).time, i > 0 ? store.parsed(i - 1).time : "");
 
 // --- drawing ---------------------------------------------------------------------
 let highlight = null; // {from, to} line numbers (1-based, inclusive)
@@ -109,6 +138,8 @@ function render() {
   const marks = {
     searchVersion: search.version,
     ranges: search.query ? search.ranges : null,
+    timeMode,
+    timeOf,
   };
   const currentLine = search.currentLine();
   for (let k = 0; k < count; k++) {

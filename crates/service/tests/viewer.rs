@@ -980,3 +980,88 @@ async fn the_filter_shows_only_matching_lines_and_keeps_their_numbers() {
     browser.quit().await;
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_time_column_shows_clock_time_time_since_start_and_since_the_line_before() {
+    let (svc, api, read) = setup().await;
+    api.open("timed").await;
+    // 0 s, 0.5 s, then a pause of a minute before 62.345 s and 62.4 s.
+    let times = [
+        "2026-11-20T10:00:00.000Z",
+        "2026-11-20T10:00:00.500Z",
+        "2026-11-20T10:01:02.345Z",
+        "2026-11-20T10:01:02.400Z",
+    ];
+    let rows: Vec<_> = times
+        .iter()
+        .enumerate()
+        .map(|(pos, time)| json!({"level": "info", "pos": pos, "out": format!("line {pos}\n"), "time": time}))
+        .collect();
+    api.put_ok("timed", &rows).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "timed", &read, "")).await;
+    browser
+        .wait_for("lines", "return document.body.innerText.includes('line 3')")
+        .await;
+    let duration = browser
+        .wait_for("the total", "return document.body.dataset.duration")
+        .await;
+    assert_eq!(duration, json!("1m 02s"), "first line to last");
+    const TIMES: &str =
+        "return [...document.querySelectorAll('.row:not([hidden]) .ts')].map(e => e.textContent)";
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!([
+            "10:00:00.000",
+            "10:00:00.500",
+            "10:01:02.345",
+            "10:01:02.400"
+        ]),
+        "UTC clock time by default"
+    );
+    let choose = |mode: &'static str| {
+        format!(
+            "const s = document.getElementById('time-mode'); s.value = '{mode}'; \
+             s.dispatchEvent(new Event('change')); return document.body.classList.contains('show-ts')"
+        )
+    };
+    assert_eq!(
+        browser.eval(&choose("start"), vec![]).await,
+        json!(true),
+        "choosing a mode shows the times"
+    );
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!(["+0.000s", "+0.500s", "+1:02.345", "+1:02.400"])
+    );
+    browser.eval(&choose("delta"), vec![]).await;
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!(["", "+0.500s", "+1:01.845", "+0.055s"])
+    );
+    let gaps = browser
+        .eval(
+            "return [...document.querySelectorAll('.row.gap')].map(r => [r.dataset.line, r.querySelector('.ln').title])",
+            vec![],
+        )
+        .await;
+    assert_eq!(gaps, json!([["3", "1m 01s after the line before"]]));
+    browser.screenshot("viewer-time-column").await;
+    // The choice outlives the page.
+    browser.goto(&page(&svc, "timed", &read, "")).await;
+    browser
+        .wait_for(
+            "lines again",
+            "return document.body.innerText.includes('line 3')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('time-mode').value", vec![])
+            .await,
+        json!("delta")
+    );
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.quit().await;
+    svc.shutdown().await;
+}
