@@ -2,8 +2,8 @@
 // and the search to the page's controls. What each part does lives in its module:
 // events.js (reading the stream; sse.js parses it), lines.js (the lines held),
 // scroller.js (virtual scrolling, following the tail), rows.js (drawing a row),
-// search.js, links.js (#L links), time.js (the time column), session.js (token,
-// account), errors.js.
+// search.js, view.js (which lines are rows), links.js (#L links), time.js (the time
+// column), session.js (token, account), errors.js.
 
 import { takeToken, takeAccount } from "./session.js";
 import { showError } from "./errors.js";
@@ -14,6 +14,7 @@ import { RowPool, fillRow } from "./rows.js";
 import { createSearch } from "./search.js";
 import { parseLineHash, lineHash } from "./links.js";
 import { TIME_MODES, describeTime, parseTime, duration } from "./time.js";
+import { allLines, someLines } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const viewport = $("viewport");
@@ -37,9 +38,8 @@ const search = createSearch(store);
 const pool = new RowPool(rowsBox);
 
 // --- view: all lines, or only matches when filtering --------------------------
-let view = null; // null = every line; else an array of line indexes
-const viewCount = () => (view ? view.length : store.length);
-const lineAt = (v) => (view ? view[v] : v);
+const everyLine = allLines(store);
+let view = everyLine;
 
 // --- live state, status ---------------------------------------------------------
 let state = "connecting"; // connecting | live | reconnecting | closed | archived | error
@@ -49,7 +49,7 @@ const scroller = new Scroller({
   viewport,
   spacer: $("spacer"),
   followBox,
-  count: viewCount,
+  count: () => view.count,
   isLive: () => state === "live",
   render: () => render(),
 });
@@ -143,7 +143,7 @@ function render() {
   };
   const currentLine = search.currentLine();
   for (let k = 0; k < count; k++) {
-    const i = lineAt(first + k);
+    const i = view.lineAt(first + k);
     const line = store.parsed(i);
     const number = line.pos + 1;
     const lit = Boolean(highlight && number >= highlight.from && number <= highlight.to);
@@ -158,7 +158,7 @@ function render() {
 // --- lines arriving ------------------------------------------------------------------
 function onNewLines() {
   if (search.catchUp()) {
-    if (view) view = search.matches;
+    if (!view.whole) view = someLines(search.matches);
     updateMatchCount();
   }
   scroller.onNewRows();
@@ -215,7 +215,7 @@ async function runSearch() {
   const q = searchInput.value;
   if (!q) {
     search.clear();
-    if (view) setFilter(true);
+    if (!view.whole) setFilter(true);
     updateMatchCount();
     render();
     return;
@@ -225,7 +225,7 @@ async function runSearch() {
   if (!(await pass)) return; // a newer query replaced this one
   if (filterBox.checked) setFilter(true);
   updateMatchCount();
-  if (search.matches.length) jumpTo(search.select(search.firstFrom(lineAt(Math.floor(scroller.topIndex())))));
+  if (search.matches.length) jumpTo(search.select(search.firstFrom(view.lineAt(Math.floor(scroller.topIndex())))));
   else render();
 }
 
@@ -242,16 +242,17 @@ function jumpTo(i) {
   if (i === null) return;
   scroller.following = false;
   updateMatchCount();
-  scroller.scrollToView(view ? search.current : i);
+  scroller.scrollToView(view.rowOf(i));
   document.body.dataset.currentMatch = String(store.pos(i) + 1);
 }
 
 function setFilter(on) {
   filterBox.checked = on;
-  const anchor = lineAt(Math.floor(scroller.topIndex()));
-  view = on && search.query ? search.matches : null;
-  if (view && search.current !== null) scroller.scrollToView(search.current);
-  else if (!view && store.length) scroller.scrollToView(Math.min(anchor, store.length - 1), false);
+  const anchor = view.lineAt(Math.floor(scroller.topIndex()));
+  view = on && search.query ? someLines(search.matches) : everyLine;
+  const current = search.currentLine();
+  if (!view.whole && current !== null) scroller.scrollToView(view.rowOf(current));
+  else if (view.whole && store.length) scroller.scrollToView(Math.min(anchor, store.length - 1), false);
   render();
 }
 
