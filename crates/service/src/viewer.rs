@@ -4,9 +4,12 @@
 //! The pages read the same API as every other client (`/streams`, `/stream`,
 //! `/blob`) with the token the user gave once; nothing here touches a store. The
 //! assets are compiled in, so the viewer works offline and cannot drift from the
-//! service version. Every answer carries a strict Content-Security-Policy: scripts
-//! and styles from this origin only, no inline code, no framing, so a log line can
-//! never run script in the page even if it were rendered as markup.
+//! service version; `build.rs` lists every file of `ui/`, so a file added there is
+//! served with no change here. Every answer carries a strict Content-Security-Policy:
+//! scripts and styles from this origin only, no inline code, no framing, so a log
+//! line can never run script in the page even if it were rendered as markup.
+//! `script-src 'self'` is also what the pages' ES modules need: module scripts and
+//! the modules they import are fetched from this origin like any other script.
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
