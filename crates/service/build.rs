@@ -6,6 +6,13 @@
 //! served with a guess. Not embedded: hidden files, `package.json` and the `test/`
 //! folder (the node unit tests and their configuration). The generated file is
 //! `$OUT_DIR/viewer_files.rs`, an array of `Asset`s in name order.
+//!
+//! A build script rather than `include_dir` or `rust-embed`: cargo reruns it when a
+//! file is added to or removed from `ui/` (a folder given to `rerun-if-changed` is
+//! scanned whole), where `include_dir!` notices new files only on nightly Rust
+//! (`proc_macro::tracked_path`) and `rust-embed` reads the folder at run time in debug
+//! builds unless told otherwise; content types are fixed here instead of guessed from
+//! a MIME table; and it needs no dependency.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
