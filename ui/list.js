@@ -1,6 +1,8 @@
 // The streams of the token's account, newest activity first; refreshed while visible.
 
-import { takeToken, takeAccount, authHeaders, errorMessage, showError, isAuthFailure, linkRefusal } from "./common.js";
+import { takeToken, takeAccount, authHeaders } from "./session.js";
+import { errorMessage, showError, isAuthFailure } from "./errors.js";
+import { ago } from "./time.js";
 
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
@@ -9,19 +11,9 @@ const tbody = table.querySelector("tbody");
 const errorBox = $("error");
 const statusEl = $("status");
 
-takeToken();
+const { token, refusal } = takeToken();
 const account = takeAccount();
 $("account").value = account || "";
-
-function ago(iso) {
-  const t = Date.parse(iso);
-  if (!Number.isFinite(t)) return iso;
-  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
-}
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -41,7 +33,7 @@ function show(streams) {
     keyCell.append(a);
     const state = s.open ? "open" : s.archived ? "archived" : "closed";
     const stateCell = cell(state, "state state-" + state);
-    const when = cell(ago(s.last_activity));
+    const when = cell(ago(s.last_activity, Date.now()));
     when.title = s.last_activity;
     tr.append(keyCell, stateCell, cell(Number(s.lines).toLocaleString("en"), "num"), when);
     return tr;
@@ -85,12 +77,12 @@ $("account-form").addEventListener("submit", (ev) => {
   if (value) location.search = "?accountID=" + encodeURIComponent(value);
 });
 
-if (linkRefusal) {
-  showError(errorBox, linkRefusal, { askToken: true });
+if (refusal) {
+  showError(errorBox, refusal, { askToken: true });
 } else if (!account) {
   statusEl.textContent = "Enter an account to list its streams.";
   $("account").focus();
-} else if (!sessionStorage.getItem("runlog.token")) {
+} else if (!token) {
   showError(errorBox, "A read token is needed to list this account's streams.", { askToken: true });
 } else {
   loop();

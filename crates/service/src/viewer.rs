@@ -4,9 +4,12 @@
 //! The pages read the same API as every other client (`/streams`, `/stream`,
 //! `/blob`) with the token the user gave once; nothing here touches a store. The
 //! assets are compiled in, so the viewer works offline and cannot drift from the
-//! service version. Every answer carries a strict Content-Security-Policy: scripts
-//! and styles from this origin only, no inline code, no framing, so a log line can
-//! never run script in the page even if it were rendered as markup.
+//! service version; `build.rs` lists every file of `ui/`, so a file added there is
+//! served with no change here. Every answer carries a strict Content-Security-Policy:
+//! scripts and styles from this origin only, no inline code, no framing, so a log
+//! line can never run script in the page even if it were rendered as markup.
+//! `script-src 'self'` is also what the pages' ES modules need: module scripts and
+//! the modules they import are fetched from this origin like any other script.
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,78 +30,83 @@ struct Asset {
     body: &'static str,
 }
 
-const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_str!("../../../ui/index.html"),
-};
+/// Every file of `ui/` (pages, scripts, styles), listed by `build.rs` when the crate is
+/// built, in name order. Pages are served at their routes (`PAGES`), everything else
+/// at `/ui/assets/{name}`.
+const FILES: &[Asset] = include!(concat!(env!("OUT_DIR"), "/viewer_files.rs"));
 
-const STREAM: Asset = Asset {
-    name: "stream.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_str!("../../../ui/stream.html"),
-};
+/// The file of `FILES` named `name`; a name that is missing stops the build.
+const fn file(name: &str) -> &'static Asset {
+    let mut i = 0;
+    while i < FILES.len() {
+        if same(FILES[i].name.as_bytes(), name.as_bytes()) {
+            return &FILES[i];
+        }
+        i += 1;
+    }
+    panic!("a page the viewer routes to is missing from ui/");
+}
 
-/// Files under `/ui/assets/`.
-const ASSETS: &[Asset] = &[
-    Asset {
-        name: "viewer.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../../ui/viewer.css"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../ui/common.js"),
-    },
-    Asset {
-        name: "ansi.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../ui/ansi.js"),
-    },
-    Asset {
-        name: "list.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../ui/list.js"),
-    },
-    Asset {
-        name: "stream.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../../ui/stream.js"),
-    },
+/// Byte equality, usable in a `const fn`.
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const INDEX: &Asset = file("index.html");
+const STREAM: &Asset = file("stream.html");
+
+/// The pages and the paths they are served at; every `.html` file is one of them.
+const PAGES: &[(&str, &Asset)] = &[
+    ("/", INDEX),
+    ("/ui", INDEX),
+    ("/ui/", INDEX),
+    ("/ui/stream", STREAM),
 ];
+
+/// The file served at `/ui/assets/{name}`: any file but a page.
+fn asset(name: &str) -> Option<&'static Asset> {
+    FILES
+        .iter()
+        .find(|a| a.name == name && !a.name.ends_with(".html"))
+}
 
 /// Routes of the viewer, for any router state: `/`, `/ui`, `/ui/`, `/ui/stream`
 /// and `/ui/assets/{file}`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route("/ui", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route("/ui/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route(
-            "/ui/stream",
-            get(|h: HeaderMap| async move { serve(&STREAM, &h) }),
-        )
-        .route(
-            "/ui/assets/{file}",
-            get(
-                |file: Result<
-                    axum::extract::Path<String>,
-                    axum::extract::rejection::PathRejection,
-                >,
-                 h: HeaderMap| async move {
-                    // A name that is not UTF-8 names no asset: the same JSON 404, not
-                    // the extractor's plain-text 400.
-                    let Ok(axum::extract::Path(file)) = file else {
-                        return not_found("(a name that is not UTF-8)");
-                    };
-                    match ASSETS.iter().find(|a| a.name == file) {
-                        Some(asset) => serve(asset, &h),
-                        None => not_found(&file),
-                    }
-                },
-            ),
-        )
+    let mut router = Router::new();
+    for &(path, page) in PAGES {
+        router = router.route(
+            path,
+            get(move |h: HeaderMap| async move { serve(page, &h) }),
+        );
+    }
+    router.route(
+        "/ui/assets/{file}",
+        get(
+            |file: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+             h: HeaderMap| async move {
+                // A name that is not UTF-8 names no asset: the same JSON 404, not
+                // the extractor's plain-text 400.
+                let Ok(axum::extract::Path(file)) = file else {
+                    return not_found("(a name that is not UTF-8)");
+                };
+                match asset(&file) {
+                    Some(asset) => serve(asset, &h),
+                    None => not_found(&file),
+                }
+            },
+        ),
+    )
 }
 
 fn serve(asset: &Asset, request: &HeaderMap) -> Response {
@@ -166,21 +174,17 @@ mod tests {
 
     #[test]
     fn every_script_the_pages_load_is_embedded() {
-        for page in [&INDEX, &STREAM] {
+        for page in [INDEX, STREAM] {
             for part in page.body.split("/ui/assets/").skip(1) {
                 let name = part.split('"').next().unwrap_or_default();
-                assert!(
-                    ASSETS.iter().any(|a| a.name == name),
-                    "{} loads missing {name}",
-                    page.name
-                );
+                assert!(asset(name).is_some(), "{} loads missing {name}", page.name);
             }
         }
-        for script in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+        for script in FILES.iter().filter(|a| a.name.ends_with(".js")) {
             for part in script.body.split("from \"./").skip(1) {
                 let name = part.split('"').next().unwrap_or_default();
                 assert!(
-                    ASSETS.iter().any(|a| a.name == name),
+                    asset(name).is_some(),
                     "{} imports missing {name}",
                     script.name
                 );
@@ -189,8 +193,19 @@ mod tests {
     }
 
     #[test]
+    fn every_page_has_a_route() {
+        for page in FILES.iter().filter(|a| a.name.ends_with(".html")) {
+            assert!(
+                PAGES.iter().any(|(_, p)| p.name == page.name),
+                "ui/{} is served nowhere",
+                page.name
+            );
+        }
+    }
+
+    #[test]
     fn pages_load_nothing_from_other_origins() {
-        for asset in ASSETS.iter().chain([&INDEX, &STREAM]) {
+        for asset in FILES {
             for needle in ["http://", "https://", "//fonts.", "<script>", "style=\""] {
                 assert!(
                     !asset.body.contains(needle),

@@ -591,6 +591,79 @@ async fn viewer_assets_are_served_with_types_and_a_strict_policy() {
     svc.shutdown().await;
 }
 
+/// Every file of `ui/` is served as it is on disk, with the type of its extension: the
+/// pages at their routes, the rest under `/ui/assets/`. The unit tests (`ui/test/`) and
+/// their `package.json` are not served, and a page is not served as an asset.
+#[tokio::test]
+async fn every_file_of_the_ui_folder_is_served_and_nothing_else() {
+    let svc = TestService::start().await;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let req = http.get(format!("{}{path}", svc.url()));
+        async move { req.send().await.unwrap() }
+    };
+    let ui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui");
+    let mut served = Vec::new();
+    let mut refused = Vec::new();
+    for entry in std::fs::read_dir(&ui).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if path.is_dir() {
+            assert_eq!(name, "test", "ui/ holds one folder, its unit tests");
+            for test in std::fs::read_dir(&path).unwrap() {
+                let test = test.unwrap().file_name().into_string().unwrap();
+                refused.push(format!("/ui/assets/{test}"));
+                refused.push(format!("/ui/assets/test/{test}"));
+            }
+            continue;
+        }
+        if name == "package.json" {
+            refused.push(format!("/ui/assets/{name}"));
+            continue;
+        }
+        let (url, kind) = match name.rsplit_once('.').map(|(_, ext)| ext) {
+            Some("html") => {
+                refused.push(format!("/ui/assets/{name}"));
+                let route = match name.as_str() {
+                    "index.html" => "/",
+                    "stream.html" => "/ui/stream",
+                    other => panic!("ui/{other}: a page this test does not know the route of"),
+                };
+                (route.to_owned(), "text/html")
+            }
+            Some("js") => (format!("/ui/assets/{name}"), "text/javascript"),
+            Some("css") => (format!("/ui/assets/{name}"), "text/css"),
+            _ => panic!("ui/{name}: a type this test does not know"),
+        };
+        let r = get(url.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with(kind), "{url}: {content_type}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            std::fs::read_to_string(&path).unwrap(),
+            "{url}"
+        );
+        served.push(name);
+    }
+    // The folder was read: the pages and the scripts they start from are among it.
+    for needed in ["index.html", "stream.html", "stream.js", "sse.js"] {
+        assert!(served.iter().any(|n| n == needed), "{needed} in {served:?}");
+    }
+    assert!(
+        refused.iter().any(|u| u.ends_with(".test.js")),
+        "{refused:?}"
+    );
+    for url in refused {
+        assert_eq!(
+            get(url.clone()).await.status(),
+            StatusCode::NOT_FOUND,
+            "{url}"
+        );
+    }
+    svc.shutdown().await;
+}
+
 #[tokio::test]
 async fn follow_turns_off_when_the_reader_scrolls_up_and_back_on_by_toggle() {
     let (svc, api, read) = setup().await;
@@ -904,6 +977,91 @@ async fn the_filter_shows_only_matching_lines_and_keeps_their_numbers() {
             "return document.querySelectorAll('.row:not([hidden])').length > 10",
         )
         .await;
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_time_column_shows_clock_time_time_since_start_and_since_the_line_before() {
+    let (svc, api, read) = setup().await;
+    api.open("timed").await;
+    // 0 s, 0.5 s, then a pause of a minute before 62.345 s and 62.4 s.
+    let times = [
+        "2026-11-20T10:00:00.000Z",
+        "2026-11-20T10:00:00.500Z",
+        "2026-11-20T10:01:02.345Z",
+        "2026-11-20T10:01:02.400Z",
+    ];
+    let rows: Vec<_> = times
+        .iter()
+        .enumerate()
+        .map(|(pos, time)| json!({"level": "info", "pos": pos, "out": format!("line {pos}\n"), "time": time}))
+        .collect();
+    api.put_ok("timed", &rows).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "timed", &read, "")).await;
+    browser
+        .wait_for("lines", "return document.body.innerText.includes('line 3')")
+        .await;
+    let duration = browser
+        .wait_for("the total", "return document.body.dataset.duration")
+        .await;
+    assert_eq!(duration, json!("1m 02s"), "first line to last");
+    const TIMES: &str =
+        "return [...document.querySelectorAll('.row:not([hidden]) .ts')].map(e => e.textContent)";
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!([
+            "10:00:00.000",
+            "10:00:00.500",
+            "10:01:02.345",
+            "10:01:02.400"
+        ]),
+        "UTC clock time by default"
+    );
+    let choose = |mode: &'static str| {
+        format!(
+            "const s = document.getElementById('time-mode'); s.value = '{mode}'; \
+             s.dispatchEvent(new Event('change')); return document.body.classList.contains('show-ts')"
+        )
+    };
+    assert_eq!(
+        browser.eval(&choose("start"), vec![]).await,
+        json!(true),
+        "choosing a mode shows the times"
+    );
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!(["+0.000s", "+0.500s", "+1:02.345", "+1:02.400"])
+    );
+    browser.eval(&choose("delta"), vec![]).await;
+    assert_eq!(
+        browser.eval(TIMES, vec![]).await,
+        json!(["", "+0.500s", "+1:01.845", "+0.055s"])
+    );
+    let gaps = browser
+        .eval(
+            "return [...document.querySelectorAll('.row.gap')].map(r => [r.dataset.line, r.querySelector('.ln').title])",
+            vec![],
+        )
+        .await;
+    assert_eq!(gaps, json!([["3", "1m 01s after the line before"]]));
+    browser.screenshot("viewer-time-column").await;
+    // The choice outlives the page.
+    browser.goto(&page(&svc, "timed", &read, "")).await;
+    browser
+        .wait_for(
+            "lines again",
+            "return document.body.innerText.includes('line 3')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('time-mode').value", vec![])
+            .await,
+        json!("delta")
+    );
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
 }
