@@ -31,12 +31,12 @@ pub struct TlsFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a source: said once).
+        error: std::io::Error,
     },
     /// The file holds no PEM item of the kind it should.
     #[error("{} holds no PEM {what}", path.display())]
@@ -143,9 +143,9 @@ fn single_cert_error(files: &TlsFiles, e: rustls::Error) -> TlsError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
