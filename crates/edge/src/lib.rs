@@ -45,7 +45,8 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Time for a request's headers to arrive, counted from when the connection is
     /// ready for them: after it opens, and after each answer on a kept-alive one (so
-    /// it is also the idle keep-alive timeout).
+    /// it is also the idle keep-alive timeout). Over TLS ([`serve_tls`]) the
+    /// handshake gets the same time, before the headers' clock starts.
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read_timeout: Duration,

@@ -292,6 +292,71 @@ async fn a_connection_in_its_handshake_holds_a_slot_under_the_cap() {
     assert_eq!(resp.text().await.unwrap(), "ok");
 }
 
+/// Sends `()` when dropped: the answer's body was dropped with its connection.
+struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tls_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    let set = TlsSet::new(&[]);
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+    let guard = Arc::new(std::sync::Mutex::new(Some(Dropped(Some(dropped_tx)))));
+    // An endless answer: the server always has bytes for this reader.
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let guard = guard.lock().unwrap().take();
+            let chunk = bytes::Bytes::from(vec![b'x'; 1 << 16]);
+            let body = futures_util::stream::repeat_with(move || {
+                let _held = &guard;
+                Ok::<_, std::convert::Infallible>(chunk.clone())
+            });
+            async move { axum::body::Body::from_stream(body) }
+        }),
+    );
+    let tls = ServerTls::from_files(&files(&set)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = Limits {
+        write_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    tokio::spawn(
+        async move { serve_tls(listener, app, limits, &tls, std::future::pending()).await },
+    );
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut conn = raw_client(&set, Some((&set.client_cert, &set.client_key)))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = conn.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+    // Now the reader stops; the server's writes stall once the socket buffers fill.
+    let stopped = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), dropped)
+        .await
+        .expect("the stalled answer was never dropped")
+        .unwrap();
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(250),
+        "dropped after {:?}",
+        stopped.elapsed()
+    );
+    drop(conn);
+}
+
 #[test]
 fn bad_files_fail_at_load_naming_the_file() {
     let set = TlsSet::new(&[]);
