@@ -106,3 +106,25 @@ async fn without_mutual_tls_a_token_less_engine_keeps_to_loopback() {
     assert_eq!(resp.status(), 421);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_a_token_as_well_a_caller_needs_both() {
+    let set = TlsSet::new(&[]);
+    let tls = server_tls(&set);
+    let engine = TestEngine::start_with(|c| {
+        c.tls = Some(tls);
+        c.token = Some("s3cret".into());
+    })
+    .await;
+    let client = set.client().build().unwrap();
+    let without = client.get(engine.url("/healthz")).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let with = client
+        .get(engine.url("/healthz"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    engine.shutdown().await;
+}
