@@ -138,16 +138,32 @@ async fn a_client_with_a_certificate_the_ca_signed_is_served_over_tls_1_3() {
         "{answer}"
     );
 
-    let resp = set
-        .client()
-        .build()
-        .unwrap()
-        .get(format!("https://localhost:{}/", server.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let resp = server.get(set.client()).await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "ok");
     assert_eq!(server.served.load(Ordering::SeqCst), 2);
+}
+
+impl Server {
+    /// `GET /` with `client`.
+    async fn get(&self, client: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Response> {
+        client
+            .build()
+            .unwrap()
+            .get(format!("https://localhost:{}/", self.addr.port()))
+            .send()
+            .await
+    }
+
+    /// `GET /` with `client`, which must fail without reaching the route; why it failed.
+    async fn refused(&self, client: reqwest::ClientBuilder) -> String {
+        let err = self.get(client).await.unwrap_err();
+        assert_eq!(
+            self.served.load(Ordering::SeqCst),
+            0,
+            "the route was reached"
+        );
+        chain(&err)
+    }
 }
 
 #[tokio::test]
@@ -156,36 +172,21 @@ async fn a_client_presenting_the_servers_own_certificate_is_served() {
     // lite-engine that serves it.
     let set = TlsSet::new(&[]);
     let server = start(&set, short(8)).await;
-    let resp = set
+    let runner = set
         .client_without_identity()
-        .identity(set.server_identity())
-        .build()
-        .unwrap()
-        .get(format!("https://127.0.0.1:{}/", server.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .identity(set.server_identity());
+    assert_eq!(server.get(runner).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused_in_the_handshake() {
     let set = TlsSet::new(&[]);
     let server = start(&set, short(8)).await;
-    let err = set
-        .client_without_identity()
-        .build()
-        .unwrap()
-        .get(format!("https://localhost:{}/", server.addr.port()))
-        .send()
-        .await
-        .unwrap_err();
+    let why = server.refused(set.client_without_identity()).await;
     assert!(
-        chain(&err).contains("CertificateRequired"),
-        "{}",
-        chain(&err)
+        why.contains("received fatal alert: CertificateRequired"),
+        "{why}"
     );
-    assert_eq!(server.served.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -193,43 +194,32 @@ async fn a_certificate_another_ca_signed_is_refused_in_the_handshake() {
     let set = TlsSet::new(&[]);
     let stranger = TlsSet::new(&[]);
     let server = start(&set, short(8)).await;
-    let err = set
-        .client_without_identity()
-        .identity(stranger.client_identity())
-        .build()
-        .unwrap()
-        .get(format!("https://localhost:{}/", server.addr.port()))
-        .send()
-        .await
-        .unwrap_err();
+    let why = server
+        .refused(
+            set.client_without_identity()
+                .identity(stranger.client_identity()),
+        )
+        .await;
     // Both CAs bear the same name (as every runner's CA does), so the server tries the
     // stranger's certificate against its own CA's key: the signature fails
     // (DecryptError). With a differently named CA it would be UnknownCA.
-    let why = chain(&err);
     assert!(
         why.contains("received fatal alert: DecryptError")
             || why.contains("received fatal alert: UnknownCA"),
         "{why}"
     );
-    assert_eq!(server.served.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_tls_1_2_client_is_refused() {
     let set = TlsSet::new(&[]);
     let server = start(&set, short(8)).await;
-    let err = set
+    let tls_1_2 = set
         .client()
         .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .max_tls_version(reqwest::tls::Version::TLS_1_2)
-        .build()
-        .unwrap()
-        .get(format!("https://localhost:{}/", server.addr.port()))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(chain(&err).contains("ProtocolVersion"), "{}", chain(&err));
-    assert_eq!(server.served.load(Ordering::SeqCst), 0);
+        .max_tls_version(reqwest::tls::Version::TLS_1_2);
+    let why = server.refused(tls_1_2).await;
+    assert!(why.contains("ProtocolVersion"), "{why}");
 }
 
 #[tokio::test]
