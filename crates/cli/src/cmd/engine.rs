@@ -23,8 +23,8 @@ use std::time::Duration;
 )]
 pub struct EngineArgs {
     /// Address to listen on (IP:PORT, or :PORT for every interface) [default:
-    /// 127.0.0.1:9079, or lite-engine's HTTPS_BIND when set]; anything but loopback
-    /// requires --token or TLS.
+    /// lite-engine's HTTPS_BIND when set, else 127.0.0.1:9079, or with TLS files
+    /// lite-engine's :9079]; anything but loopback requires --token or TLS.
     #[arg(long, env = "RUNLOG_ENGINE_ADDR", value_parser = parse_listen_addr)]
     pub addr: Option<SocketAddr>,
     /// lite-engine's listening address, read when --addr is not given.
@@ -104,12 +104,17 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// The engine configuration these flags describe, its TLS files read and checked.
     pub fn config(&self) -> anyhow::Result<EngineConfig> {
+        let tls = self.tls()?;
+        // With TLS files, lite-engine's default (`:9079`): a runner's machine sets the
+        // files and no address, and the runner reaches it from another machine.
+        let default_addr = if tls.is_some() {
+            SocketAddr::from(([0, 0, 0, 0], 9079))
+        } else {
+            EngineConfig::default().addr
+        };
         Ok(EngineConfig {
-            addr: self
-                .addr
-                .or(self.https_bind)
-                .unwrap_or(EngineConfig::default().addr),
-            tls: self.tls()?,
+            addr: self.addr.or(self.https_bind).unwrap_or(default_addr),
+            tls,
             data_dir: self.data_dir.clone(),
             token: self.token.clone().filter(|t| !t.is_empty()),
             close_deadline: self.close_deadline,
@@ -188,4 +193,50 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     tracing::info!(target: "runlog::cli", "engine ready at {scheme}://{addr}");
     server.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EngineArgs,
+    }
+
+    fn config(args: &[&str]) -> EngineConfig {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.args.config().expect("a configuration")
+    }
+
+    #[test]
+    fn with_tls_files_the_default_address_is_lite_engines() {
+        let set = runlog_testkit::tls::TlsSet::new(&[]);
+        let files = [
+            "--tls-cert",
+            set.server_cert.to_str().expect("path"),
+            "--tls-key",
+            set.server_key.to_str().expect("path"),
+            "--tls-client-ca",
+            set.ca_cert.to_str().expect("path"),
+        ];
+        let tls = config(&files);
+        assert!(tls.tls.is_some());
+        assert_eq!(tls.addr, "0.0.0.0:9079".parse().expect("addr"));
+        assert!(tls.check_exposure().is_ok(), "mutual TLS lets it listen");
+
+        let mut bound = files.to_vec();
+        bound.extend(["--https-bind", ":9000"]);
+        assert_eq!(config(&bound).addr, "0.0.0.0:9000".parse().expect("addr"));
+        bound.extend(["--addr", "127.0.0.1:1"]);
+        assert_eq!(config(&bound).addr, "127.0.0.1:1".parse().expect("addr"));
+
+        let plain = config(&[]);
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.addr, EngineConfig::default().addr);
+        assert!(Cli::try_parse_from(["x", "--addr", "somewhere"]).is_err());
+    }
 }
