@@ -24,14 +24,6 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn files(set: &TlsSet) -> TlsFiles {
-    TlsFiles {
-        cert: set.server_cert.clone(),
-        key: set.server_key.clone(),
-        client_ca: set.ca_cert.clone(),
-    }
-}
-
 async fn start(set: &TlsSet, limits: Limits) -> Server {
     let served = Arc::new(AtomicUsize::new(0));
     let counter = served.clone();
@@ -42,7 +34,7 @@ async fn start(set: &TlsSet, limits: Limits) -> Server {
             "ok"
         }),
     );
-    let tls = ServerTls::from_files(&files(set)).unwrap();
+    let tls = set.server_tls();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -311,7 +303,7 @@ async fn a_tls_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
             async move { axum::body::Body::from_stream(body) }
         }),
     );
-    let tls = ServerTls::from_files(&files(&set)).unwrap();
+    let tls = set.server_tls();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = Limits {
@@ -364,38 +356,38 @@ fn bad_files_fail_at_load_naming_the_file() {
 
     let e = error(TlsFiles {
         cert: missing.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(matches!(e, TlsError::Read { .. }), "{e}");
     named(&e, &missing);
 
     let e = error(TlsFiles {
         cert: not_pem.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(named(&e, &not_pem).contains("no PEM CERTIFICATE"), "{e}");
 
     let e = error(TlsFiles {
         key: not_pem.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(named(&e, &not_pem).contains("no PEM PRIVATE KEY"), "{e}");
 
     let e = error(TlsFiles {
         client_ca: not_pem.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(named(&e, &not_pem).contains("no PEM CERTIFICATE"), "{e}");
 
     // A key is not a certificate, and a certificate is not a key.
     let e = error(TlsFiles {
         cert: set.server_key.clone(),
-        ..files(&set)
+        ..set.files()
     });
     named(&e, &set.server_key);
     let e = error(TlsFiles {
         key: set.server_cert.clone(),
-        ..files(&set)
+        ..set.files()
     });
     named(&e, &set.server_cert);
 
@@ -407,7 +399,7 @@ fn bad_files_fail_at_load_naming_the_file() {
     .unwrap();
     let e = error(TlsFiles {
         cert: garbage.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(
         named(&e, &garbage).contains("not a usable certificate"),
@@ -416,12 +408,12 @@ fn bad_files_fail_at_load_naming_the_file() {
 
     let e = error(TlsFiles {
         key: other.server_key.clone(),
-        ..files(&set)
+        ..set.files()
     });
     assert!(
         named(&e, &other.server_key).contains("not the key of"),
         "{e}"
     );
 
-    assert!(ServerTls::from_files(&files(&set)).is_ok());
+    assert!(ServerTls::from_files(&set.files()).is_ok());
 }

@@ -7,23 +7,13 @@
 mod engine_support;
 
 use engine_support::TestEngine;
-use runlog_edge::{ServerTls, TlsFiles};
 use runlog_testkit::tls::TlsSet;
 use std::net::SocketAddr;
-
-fn server_tls(set: &TlsSet) -> ServerTls {
-    ServerTls::from_files(&TlsFiles {
-        cert: set.server_cert.clone(),
-        key: set.server_key.clone(),
-        client_ca: set.ca_cert.clone(),
-    })
-    .unwrap()
-}
 
 #[tokio::test]
 async fn a_runner_reaches_healthz_over_mutual_tls_and_nobody_else_does() {
     let set = TlsSet::new(&[]);
-    let tls = server_tls(&set);
+    let tls = set.server_tls();
     let engine = TestEngine::start_with(|c| c.tls = Some(tls)).await;
     assert!(engine.url("/healthz").starts_with("https://127.0.0.1:"));
 
@@ -49,7 +39,7 @@ async fn a_runner_reaches_healthz_over_mutual_tls_and_nobody_else_does() {
 #[tokio::test]
 async fn with_mutual_tls_a_token_less_engine_listens_beyond_loopback_under_any_name() {
     let set = TlsSet::new(&["engine.test"]);
-    let tls = server_tls(&set);
+    let tls = set.server_tls();
     let engine = TestEngine::start_with(|c| {
         c.addr = SocketAddr::from(([0, 0, 0, 0], 0));
         c.tls = Some(tls);
@@ -110,7 +100,7 @@ async fn without_mutual_tls_a_token_less_engine_keeps_to_loopback() {
 #[tokio::test]
 async fn with_a_token_as_well_a_caller_needs_both() {
     let set = TlsSet::new(&[]);
-    let tls = server_tls(&set);
+    let tls = set.server_tls();
     let engine = TestEngine::start_with(|c| {
         c.tls = Some(tls);
         c.token = Some("s3cret".into());

@@ -9,7 +9,8 @@
 //! ```no_run
 //! # async fn f() {
 //! let set = runlog_testkit::tls::TlsSet::new(&["engine.test"]);
-//! // Start the server with set.server_cert, set.server_key, set.ca_cert; then:
+//! // Serve with set.server_tls() (or the files set.server_cert, set.server_key,
+//! // set.ca_cert); then:
 //! let client = set.client().build().expect("client");
 //! # }
 //! ```
@@ -70,6 +71,21 @@ impl TlsSet {
             client_cert,
             client_key,
         }
+    }
+
+    /// The server's files: its certificate and key, and the CA as the client CA.
+    pub fn files(&self) -> runlog_edge::TlsFiles {
+        runlog_edge::TlsFiles {
+            cert: self.server_cert.clone(),
+            key: self.server_key.clone(),
+            client_ca: self.ca_cert.clone(),
+        }
+    }
+
+    /// The server's TLS, loaded from [`TlsSet::files`] (for `EngineConfig::tls`, or
+    /// `runlog_edge::serve_tls`).
+    pub fn server_tls(&self) -> runlog_edge::ServerTls {
+        runlog_edge::ServerTls::from_files(&self.files()).expect("the set's own files load")
     }
 
     /// The directory holding the files (to put other files beside them).
