@@ -10,6 +10,8 @@
 //! first request or of the next one on a kept-alive connection — must arrive within
 //! [`Limits::header_read_timeout`], times out a request body that stops arriving, and
 //! resets a connection whose peer takes no byte of its answer ([`WriteTimeout`]).
+//! [`serve_tls`] does the same over mutual TLS ([`ServerTls`]), the handshake timed
+//! like the headers.
 
 use axum::Router;
 use axum::extract::Request;
@@ -21,10 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+pub mod tls;
 pub mod write_timeout;
 
+pub use tls::{ServerTls, TlsError, TlsFiles};
 pub use write_timeout::WriteTimeout;
 
 /// Descriptors kept free for the server's own files (stores, spools, child processes'
@@ -40,7 +45,8 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Time for a request's headers to arrive, counted from when the connection is
     /// ready for them: after it opens, and after each answer on a kept-alive one (so
-    /// it is also the idle keep-alive timeout).
+    /// it is also the idle keep-alive timeout). Over TLS ([`serve_tls`]) the
+    /// handshake gets the same time, before the headers' clock starts.
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_read_timeout: Duration,
@@ -86,13 +92,38 @@ pub fn descriptor_limit() -> u64 {
     soft
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
-/// accepting, lets each connection finish the request it is in, and returns once all
-/// are closed.
+/// Serves `app` over plain HTTP on `listener` within `limits` until `shutdown`
+/// resolves; then stops accepting, lets each connection finish the request it is in,
+/// and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    accept_loop(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS: every connection first completes a TLS 1.3 handshake in which
+/// the client proves a certificate `tls`'s CA signed ([`ServerTls`]). The handshake
+/// holds a connection slot and must end within [`Limits::header_read_timeout`] (a
+/// peer that starts one and goes quiet is dropped); then the limits apply as over
+/// plain HTTP, the write timeout to the encrypted bytes on the socket.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: &ServerTls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    accept_loop(listener, app, limits, Some(tls.acceptor()), shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -117,7 +148,7 @@ pub async fn serve(
             slot = slots.clone().acquire_owned() => slot,
         };
         let Ok(slot) = slot else { break };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -138,12 +169,35 @@ pub async fn serve(
         // Nagle holds one until the peer's delayed ACK (a ~35 ms tail-latency p99 on
         // every backend of the service).
         let _ = tcp.set_nodelay(true);
+        // Under TLS too: the clock then sits on the encrypted bytes, which are what a
+        // stalled reader leaves unsent.
         let io = WriteTimeout::new(tcp, limits.write_timeout);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        // Taken now, while shutdown has not begun: a connection still in its
+        // handshake is waited for (and told to close) like the others.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             // A connection's end is its peer's business (a reset, a timeout it earned).
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(io)).await {
+                    Ok(Ok(stream)) => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    // Worth a line: a controller whose certificate is wrong sees only
+                    // a failed connection; this says why on the server's side.
+                    Ok(Err(e)) => tracing::info!("TLS handshake with {peer} failed: {e}"),
+                    Err(_) => tracing::info!(
+                        "TLS handshake with {peer} not done within {handshake_timeout:?}: dropped"
+                    ),
+                },
+            }
             drop(slot);
         });
     }

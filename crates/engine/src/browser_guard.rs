@@ -18,6 +18,10 @@
 //! With a token, a page cannot send it (it does not know it, and the engine answers no
 //! CORS preflight that would let it add `Authorization`), so `Host` is not checked
 //! there: an engine reached by a DNS name for which it holds a token keeps working.
+//! Nor with mutual TLS: a browser reaches the engine only if it trusts the engine's
+//! own CA and presents a certificate that CA signed, which makes it a controller the
+//! operator set up, not a page that rebound a name (Harness's runners reach their
+//! engine by the machine's address, whatever name its certificate bears).
 
 use crate::error::EngineError;
 use crate::metrics::Metrics;
@@ -36,8 +40,8 @@ pub async fn refuse_browsers(
     next: Next,
 ) -> Response {
     let config = state.config();
-    let token_less = config.required_token().is_none();
-    match check(req.headers(), token_less, &config.allowed_hosts) {
+    let unauthenticated = !config.authenticates_callers();
+    match check(req.headers(), unauthenticated, &config.allowed_hosts) {
         Ok(()) => next.run(req).await,
         Err(e) => {
             Metrics::inc(&state.metrics().refused_callers);
@@ -49,7 +53,7 @@ pub async fn refuse_browsers(
 /// The decision, without the request around it.
 fn check(
     headers: &HeaderMap,
-    token_less: bool,
+    unauthenticated: bool,
     allowed_hosts: &[String],
 ) -> Result<(), EngineError> {
     if headers.contains_key(ORIGIN) {
@@ -67,12 +71,13 @@ fn check(
                 .into(),
         ));
     }
-    if token_less && let Some(host) = headers.get(HOST) {
+    if unauthenticated && let Some(host) = headers.get(HOST) {
         let name = host_name(host.to_str().unwrap_or_default());
         if !loopback_name(name) && !allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(name)) {
             return Err(EngineError::Misdirected(
                 "this engine has no token and answers only the names loopback is reached by \
-                 (localhost, 127.0.0.1, [::1]); add a name with --allow-host, or set a token"
+                 (localhost, 127.0.0.1, [::1]); add a name with --allow-host, or set a token \
+                 (or serve mutual TLS)"
                     .into(),
             ));
         }

@@ -12,7 +12,7 @@ pub const DEFAULT_DATA_DIR: &str = "./runlog-data/engine";
 /// Engine settings. `EngineConfig::default()` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Where to listen. Anything but loopback requires `token`.
+    /// Where to listen. Anything but loopback requires `token` or `tls`.
     pub addr: SocketAddr,
     /// Root of stage workspaces (`stages/`), spools (`spool/`) and the outbox (`outbox/`).
     pub data_dir: PathBuf,
@@ -52,6 +52,10 @@ pub struct EngineConfig {
     pub python_packages: Vec<String>,
     /// The job routes' queue bound, retention and waits ([`crate::jobs`]).
     pub jobs: crate::jobs::JobsConfig,
+    /// When set, the engine serves HTTPS only, TLS 1.3 with a client certificate its
+    /// CA signed (as lite-engine does for Harness's runners): a caller is then
+    /// authenticated in the handshake, token or not. `None` by default (plain HTTP).
+    pub tls: Option<runlog_edge::ServerTls>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             allow_apt: false,
             python_packages: Vec::new(),
             jobs: crate::jobs::JobsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -99,18 +104,48 @@ impl EngineConfig {
         self.token.as_deref().filter(|t| !t.is_empty())
     }
 
-    /// Refuses to listen beyond loopback without a token: the engine runs commands.
+    /// Whether every caller proves who it is: with a token, or with a client
+    /// certificate in the TLS handshake. Only then may the engine listen beyond
+    /// loopback, or answer a `Host` that is not a loopback name.
+    pub fn authenticates_callers(&self) -> bool {
+        self.required_token().is_some() || self.tls.is_some()
+    }
+
+    /// The scheme callers reach the engine by: `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Refuses to listen beyond loopback without a token or mutual TLS: the engine
+    /// runs commands.
     pub fn check_exposure(&self) -> Result<(), String> {
-        if self.addr.ip().is_loopback() || self.required_token().is_some() {
+        if self.addr.ip().is_loopback() || self.authenticates_callers() {
             Ok(())
         } else {
             Err(format!(
-                "refusing to listen on {} without a token: the engine runs commands; \
-                 pass --token (or listen on 127.0.0.1)",
+                "refusing to listen on {} without a token or mutual TLS: the engine runs \
+                 commands; pass --token, or --tls-cert, --tls-key and --tls-client-ca (or \
+                 listen on 127.0.0.1)",
                 self.addr
             ))
         }
     }
+}
+
+/// Parses a listening address as lite-engine's `HTTPS_BIND` holds it (Go's form):
+/// `host:port`, `[v6]:port`, or `:port` for every IPv4 interface.
+pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let parsed = match text.strip_prefix(':') {
+        Some(port) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+            .ok(),
+        None => text.parse().ok(),
+    };
+    parsed.ok_or_else(|| {
+        format!("{text:?} is not a listening address: give IP:PORT, [IPv6]:PORT or :PORT")
+    })
 }
 
 #[cfg(test)]
@@ -134,5 +169,20 @@ mod tests {
             ..EngineConfig::default()
         };
         assert!(v6.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn listen_addresses_parse_as_lite_engine_writes_them() {
+        let any: SocketAddr = "0.0.0.0:9079".parse().expect("addr");
+        assert_eq!(parse_listen_addr(":9079"), Ok(any));
+        assert_eq!(parse_listen_addr("0.0.0.0:9079"), Ok(any));
+        assert_eq!(
+            parse_listen_addr("[::1]:1"),
+            Ok("[::1]:1".parse().expect("addr"))
+        );
+        for bad in ["", ":", ":x", "9079", "host:9079", ":70000"] {
+            let e = parse_listen_addr(bad).expect_err(bad);
+            assert!(e.contains("not a listening address"), "{e}");
+        }
     }
 }

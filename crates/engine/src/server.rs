@@ -51,7 +51,7 @@ pub fn router(state: EngineState) -> Router {
     router_with(state, Router::new())
 }
 
-/// Binds `config.addr`, refusing a non-loopback address without a token.
+/// Binds `config.addr`, refusing a non-loopback address without a token or mutual TLS.
 pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> {
     config
         .check_exposure()
@@ -69,10 +69,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() && state.config().required_token().is_none() {
+    if !local.ip().is_loopback() && !state.config().authenticates_callers() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("refusing to serve on {local} without a token"),
+            format!("refusing to serve on {local} without a token or mutual TLS"),
         ));
     }
     // Steps run as the engine's user: `/proc/<engine>/environ` and `mem` would hand
@@ -85,7 +85,8 @@ pub async fn serve(
     if outbox.is_dir() {
         drop(livelog::spawn_deliver_outbox(outbox));
     }
-    tracing::info!(target: "runlog::engine", "engine listening on http://{local}");
+    let scheme = state.config().scheme();
+    tracing::info!(target: "runlog::engine", "engine listening on {scheme}://{local}");
     let app = router_with(state.clone(), extra);
     // The stage is destroyed as soon as shutdown begins, not after the last request:
     // a `/step` request lasts as long as its step, so graceful shutdown would wait
@@ -99,7 +100,11 @@ pub async fn serve(
             destroy::destroy_stage(&st).await;
         }));
     };
-    let result = runlog_edge::serve(listener, app, state.config().connection_limits, signal).await;
+    let limits = state.config().connection_limits;
+    let result = match &state.config().tls {
+        Some(tls) => runlog_edge::serve_tls(listener, app, limits, tls, signal).await,
+        None => runlog_edge::serve(listener, app, limits, signal).await,
+    };
     if let Ok(task) = destroying.await {
         drop(task.await);
     }

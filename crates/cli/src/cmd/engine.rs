@@ -3,14 +3,16 @@
 use anyhow::Context as _;
 use clap::Args;
 use runlog_capture::LogFormat;
-use runlog_engine::config::{DEFAULT_ADDR, DEFAULT_DATA_DIR};
+use runlog_edge::{ServerTls, TlsFiles};
+use runlog_engine::config::{DEFAULT_DATA_DIR, parse_listen_addr};
 use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_engine::{EngineConfig, EngineState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable).
+/// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable; the
+/// TLS files from lite-engine's variables).
 #[derive(Debug, Clone, Args)]
 #[command(
     after_help = "RunPod's SDKs (runpod, runpod-flash) run functions on this engine \
@@ -20,9 +22,26 @@ use std::time::Duration;
     health, purge-queue. README: 'Using runlog as a RunPod worker'."
 )]
 pub struct EngineArgs {
-    /// Address to listen on; anything but loopback requires --token.
-    #[arg(long, env = "RUNLOG_ENGINE_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: SocketAddr,
+    /// Address to listen on (IP:PORT, or :PORT for every interface) [default:
+    /// lite-engine's HTTPS_BIND when set, else 127.0.0.1:9079, or with TLS files
+    /// lite-engine's :9079]; anything but loopback requires --token or TLS.
+    #[arg(long, env = "RUNLOG_ENGINE_ADDR", value_parser = parse_listen_addr)]
+    pub addr: Option<SocketAddr>,
+    /// lite-engine's listening address, read when --addr is not given.
+    #[arg(long, env = "HTTPS_BIND", value_parser = parse_listen_addr, hide = true)]
+    pub https_bind: Option<SocketAddr>,
+    /// The server's certificate, then any intermediates (PEM). With --tls-key and
+    /// --tls-client-ca the engine serves HTTPS only: TLS 1.3, and only to clients
+    /// whose certificate that CA signed (as lite-engine serves Harness's runners).
+    #[arg(long, env = "SERVER_CERT_FILE", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, env = "SERVER_KEY_FILE", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that client certificates must be signed by (PEM); lite-engine's
+    /// CLIENT_CERT_FILE.
+    #[arg(long, env = "CLIENT_CERT_FILE", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Directory for stage workspaces, spools and the outbox.
     #[arg(long, env = "RUNLOG_ENGINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -98,10 +117,19 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// The engine configuration these flags describe.
-    pub fn config(&self) -> EngineConfig {
-        EngineConfig {
-            addr: self.addr,
+    /// The engine configuration these flags describe, its TLS files read and checked.
+    pub fn config(&self) -> anyhow::Result<EngineConfig> {
+        let tls = self.tls()?;
+        // With TLS files, lite-engine's default (`:9079`): a runner's machine sets the
+        // files and no address, and the runner reaches it from another machine.
+        let default_addr = if tls.is_some() {
+            SocketAddr::from(([0, 0, 0, 0], 9079))
+        } else {
+            EngineConfig::default().addr
+        };
+        Ok(EngineConfig {
+            addr: self.addr.or(self.https_bind).unwrap_or(default_addr),
+            tls,
             data_dir: self.data_dir.clone(),
             token: self.token.clone().filter(|t| !t.is_empty()),
             close_deadline: self.close_deadline,
@@ -118,6 +146,26 @@ impl EngineArgs {
             },
             max_steps: self.max_steps,
             ..EngineConfig::default()
+        })
+    }
+
+    /// The server TLS the three files describe; none without them.
+    fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(client_ca)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                };
+                let tls = ServerTls::from_files(&files).context("cannot serve TLS")?;
+                Ok(Some(tls))
+            }
+            _ => anyhow::bail!(
+                "--tls-cert (SERVER_CERT_FILE), --tls-key (SERVER_KEY_FILE) and \
+                 --tls-client-ca (CLIENT_CERT_FILE) go together: give all three, or none"
+            ),
         }
     }
 }
@@ -157,8 +205,56 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     runlog_capture::init(options);
-    let (addr, server) = start(args.config(), super::service::shutdown_signal()).await?;
-    tracing::info!(target: "runlog::cli", "engine ready at http://{addr}");
+    let config = args.config()?;
+    let scheme = config.scheme();
+    let (addr, server) = start(config, super::service::shutdown_signal()).await?;
+    tracing::info!(target: "runlog::cli", "engine ready at {scheme}://{addr}");
     server.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EngineArgs,
+    }
+
+    fn config(args: &[&str]) -> EngineConfig {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.args.config().expect("a configuration")
+    }
+
+    #[test]
+    fn with_tls_files_the_default_address_is_lite_engines() {
+        let set = runlog_testkit::tls::TlsSet::new(&[]);
+        let files = [
+            "--tls-cert",
+            set.server_cert.to_str().expect("path"),
+            "--tls-key",
+            set.server_key.to_str().expect("path"),
+            "--tls-client-ca",
+            set.ca_cert.to_str().expect("path"),
+        ];
+        let tls = config(&files);
+        assert!(tls.tls.is_some());
+        assert_eq!(tls.addr, "0.0.0.0:9079".parse().expect("addr"));
+        assert!(tls.check_exposure().is_ok(), "mutual TLS lets it listen");
+
+        let mut bound = files.to_vec();
+        bound.extend(["--https-bind", ":9000"]);
+        assert_eq!(config(&bound).addr, "0.0.0.0:9000".parse().expect("addr"));
+        bound.extend(["--addr", "127.0.0.1:1"]);
+        assert_eq!(config(&bound).addr, "127.0.0.1:1".parse().expect("addr"));
+
+        let plain = config(&[]);
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.addr, EngineConfig::default().addr);
+        assert!(Cli::try_parse_from(["x", "--addr", "somewhere"]).is_err());
+    }
 }

@@ -85,8 +85,9 @@ impl TestEngine {
         }
     }
 
+    /// `path` on this engine, `https` when it serves TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.state.config().scheme(), self.addr)
     }
 
     /// POSTs JSON; returns status and parsed body.
