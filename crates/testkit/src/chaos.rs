@@ -221,7 +221,12 @@ pub fn open_fds(pid: u32) -> std::io::Result<usize> {
 pub struct Watched {
     child: std::process::Child,
     lines: std::sync::Arc<(std::sync::Mutex<Vec<String>>, std::sync::Condvar)>,
+    /// Pipes whose reader reached end of file (signalled on `lines`' condvar).
+    closed_pipes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// stdout and stderr.
+const PIPES: usize = 2;
 
 impl Watched {
     /// Spawns `cmd` with piped stdout and stderr.
@@ -247,18 +252,28 @@ impl Watched {
                     .ok_or_else(|| std::io::Error::other("no stderr"))?,
             ),
         ];
+        let closed_pipes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for pipe in out {
             let lines = lines.clone();
+            let closed_pipes = closed_pipes.clone();
             std::thread::spawn(move || {
+                let (buf, cv) = &*lines;
                 for line in std::io::BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    let (buf, cv) = &*lines;
                     buf.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                     cv.notify_all();
                 }
+                // Counted under the lock, so a waiter cannot miss the notification.
+                let _guard = buf.lock().unwrap_or_else(|p| p.into_inner());
+                closed_pipes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                cv.notify_all();
             });
         }
-        Ok(Watched { child, lines })
+        Ok(Watched {
+            child,
+            lines,
+            closed_pipes,
+        })
     }
 
     /// The process id.
@@ -290,16 +305,35 @@ impl Watched {
     }
 
     /// Waits up to `timeout` for the process to exit by itself; its status, if it did.
+    /// Once it has, [`Watched::output`] holds everything it printed: this also waits
+    /// (within `timeout`) for both pipes to be read to their end.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.wait_pipes_closed(deadline);
                 return Some(status);
             }
             if std::time::Instant::now() >= deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until both pipe readers reached end of file, or `deadline` (a process
+    /// that left a child holding the pipes open never closes them).
+    fn wait_pipes_closed(&self, deadline: std::time::Instant) {
+        let (buf, cv) = &*self.lines;
+        let mut guard = buf.lock().unwrap_or_else(|p| p.into_inner());
+        while self.closed_pipes.load(std::sync::atomic::Ordering::SeqCst) < PIPES {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                return;
+            };
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
