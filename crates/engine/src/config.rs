@@ -49,6 +49,14 @@ pub struct EngineConfig {
     pub allow_apt: bool,
     /// The job routes' queue bound, retention and waits ([`crate::jobs`]).
     pub jobs: crate::jobs::JobsConfig,
+    /// Whether setup and steps may write files and create volume directories at
+    /// absolute host paths, as lite-engine does on the machine a runner made for
+    /// one stage. Off by default: on a shared machine such a path may be anything
+    /// the engine's user can write.
+    pub allow_host_paths: bool,
+    /// How often the machine's CPU and memory use are sampled while a stage lives
+    /// (`os_stats`, the memory metrics stream). Default 1 s.
+    pub machine_sample_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +77,8 @@ impl Default for EngineConfig {
             max_steps: 256,
             allow_apt: false,
             jobs: crate::jobs::JobsConfig::default(),
+            allow_host_paths: false,
+            machine_sample_interval: Duration::from_secs(1),
         }
     }
 }
