@@ -313,15 +313,13 @@ async fn run_step(
     }
     let oom_before = stage.cgroup.as_ref().map(|cg| cg.oom_kills());
     let mut out = match refused {
-        Some(error) => {
-            tracing::warn!(step = %id, "step {name:?} not run: {error}");
-            process::ProcessOutcome {
-                exit_code: -1,
-                error: Some(error),
-                pgid: None,
-                timed_out: false,
-            }
-        }
+        // Logged below, with the failure.
+        Some(error) => process::ProcessOutcome {
+            exit_code: -1,
+            error: Some(error),
+            pgid: None,
+            timed_out: false,
+        },
         None => {
             // The arguments are not logged at all (they are the step's business); the
             // program is, masked, because the console itself masks nothing.
