@@ -250,6 +250,16 @@ async fn a_harness_runner_drives_a_stage_from_setup_to_destroy() {
         ])
     );
 
+    // A finished step's output is all there, masked as in its stream.
+    let output = runner.stream_output("step1").await.text().await.unwrap();
+    assert!(
+        output.ends_with(
+            "hello bar from from-stage\nthe token is ************** and **************\n"
+        ),
+        "{output}"
+    );
+    assert!(!output.contains("secret-value") && !output.contains("stage-pass"));
+
     // Step 2: typed outputs, one secret, one value with a newline.
     let typed = Step {
         id: "step2",

@@ -26,11 +26,21 @@ use tracing::Instrument as _;
 struct StepOutput {
     writer: Option<Writer>,
     log: StepOutputLog,
+    /// The stage's and the step's secrets, masked in the output log as the writer
+    /// masks them in the stream. The pumps pass whole lines, so a secret without a
+    /// newline in it is never split between two writes.
+    masker: Arc<livelog::mask::Masker>,
 }
 
 impl OutputSink for StepOutput {
     async fn write(&self, bytes: &[u8]) {
-        self.log.append(bytes);
+        if self.masker.is_active() {
+            let mut text = String::from_utf8_lossy(bytes).into_owned();
+            self.masker.mask(&mut text);
+            self.log.append(text.as_bytes());
+        } else {
+            self.log.append(bytes);
+        }
         if let Some(w) = &self.writer {
             w.write_async(bytes).await;
         }
@@ -184,6 +194,13 @@ pub(crate) fn launch_step(
         (None, _) => None,
     };
     Metrics::inc(&state.metrics().steps_started);
+    let masker = Arc::new(livelog::mask::Masker::new(
+        &stage
+            .secrets
+            .iter()
+            .chain(&launch.secrets)
+            .collect::<Vec<_>>(),
+    ));
     let run = StepRun {
         id: launch.id.clone(),
         name: launch.name,
@@ -192,14 +209,9 @@ pub(crate) fn launch_step(
         sink: StepOutput {
             writer,
             log: output,
+            masker: masker.clone(),
         },
-        masker: livelog::mask::Masker::new(
-            &stage
-                .secrets
-                .iter()
-                .chain(&launch.secrets)
-                .collect::<Vec<_>>(),
-        ),
+        masker,
         preface: launch.preface,
         refused: launch.refused,
         finish: launch.finish,
@@ -283,7 +295,7 @@ struct StepRun {
     /// The stage's and the step's secrets: applied to everything about the step that
     /// leaves through another channel than its stream (console log, the answer's
     /// `error`), since a command line may carry a secret.
-    masker: livelog::mask::Masker,
+    masker: Arc<livelog::mask::Masker>,
     preface: Vec<String>,
     refused: Option<String>,
     finish: Finish,
