@@ -58,13 +58,7 @@ async fn host_paths_are_refused_unless_the_engine_allows_them() {
 #[tokio::test]
 async fn every_route_also_answers_with_a_trailing_slash() {
     let engine = TestEngine::start().await;
-    let health: serde_json::Value = reqwest::get(engine.url("/healthz/"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["ok"], true);
+    assert_eq!(engine.get_json("/healthz/").await["ok"], true);
     assert_eq!(engine.post("/setup/", json!({})).await, (200, json!({})));
     assert_eq!(
         engine.post("/start_step/", run("a", "echo hi")).await,

@@ -10,7 +10,7 @@
 
 mod engine_support;
 
-use engine_support::{TestEngine, archive};
+use engine_support::{TestEngine, archive, assert_in_order};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
@@ -437,13 +437,7 @@ async fn a_harness_runner_drives_a_stage_from_setup_to_destroy() {
         "destroying stage",
         "closing the engine log stream",
     ];
-    let mut at = 0;
-    for needle in order {
-        let found = own[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} in:\n{own}"));
-        at += found + needle.len();
-    }
+    assert_in_order(&own, &order);
     // The repeated start races the first one's task: counted, not ordered.
     assert_eq!(own.matches("starting step \"step1\"").count(), 1, "{own}");
     assert_eq!(

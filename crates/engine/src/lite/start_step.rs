@@ -46,12 +46,12 @@ pub async fn start_step(
         tracing::info!(step = %req.id, "step already started; the repeated start is ignored");
         return Ok(Json(serde_json::json!({})));
     }
-    let allow_host_paths = state.config().allow_host_paths;
-    let launch = describe(&stage, req.clone(), allow_host_paths);
-    match launch_step(&state, &stage, launch, req.detach) {
+    let (id, detach) = (req.id.clone(), req.detach);
+    let launch = describe(&stage, req, state.config().allow_host_paths);
+    match launch_step(&state, &stage, launch, detach) {
         Ok(_) => Ok(Json(serde_json::json!({}))),
         // Two starts of one id at once: the other one registered it.
-        Err(EngineError::Conflict(_)) if stage.has_step(&req.id) => Ok(Json(serde_json::json!({}))),
+        Err(EngineError::Conflict(_)) if stage.has_step(&id) => Ok(Json(serde_json::json!({}))),
         Err(e) => Err(e),
     }
 }
