@@ -1,16 +1,20 @@
 //! [`StepOutputLog`]: a step's raw output kept in memory for `/stream_output`, which
 //! answers what a step printed so far and then follows it live until it ends.
 //!
-//! The log keeps the newest [`MAX_KEPT`] bytes: `/stream_output` is a live view for
-//! a runner, the complete output is the step's stream in the log service. Offsets
-//! count every byte the step wrote, dropped ones included, so a reader's offset
-//! stays meaningful when the start of the output is gone.
+//! The log keeps the newest [`MAX_KEPT`] bytes while the step runs and the newest
+//! [`KEPT_AFTER_END`] once it has ended (a stage may run many steps, and each log
+//! lives as long as the stage): `/stream_output` is a live view for a runner, the
+//! complete output is the step's stream in the log service. Offsets count every byte
+//! the step wrote, dropped ones included, so a reader's offset stays meaningful when
+//! the start of the output is gone.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
-/// Bytes of output kept per step.
+/// Bytes of output kept per running step.
 pub const MAX_KEPT: usize = 8 << 20;
+/// Bytes of output kept per ended step.
+pub const KEPT_AFTER_END: usize = 64 << 10;
 
 /// One step's output; cheap to clone (all clones share it).
 #[derive(Clone)]
@@ -25,6 +29,16 @@ struct Kept {
     /// Offset of `bytes[0]` in the whole output.
     start: u64,
     ended: bool,
+}
+
+impl Kept {
+    fn keep_last(&mut self, limit: usize) {
+        if self.bytes.len() > limit {
+            let excess = self.bytes.len() - limit;
+            self.bytes.drain(..excess);
+            self.start += excess as u64;
+        }
+    }
 }
 
 /// What a reader gets for its offset.
@@ -57,21 +71,20 @@ impl StepOutputLog {
         {
             let mut k = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             k.bytes.extend_from_slice(data);
-            if k.bytes.len() > MAX_KEPT {
-                let excess = k.bytes.len() - MAX_KEPT;
-                k.bytes.drain(..excess);
-                k.start += excess as u64;
-            }
+            k.keep_last(MAX_KEPT);
         }
         self.changed.send_modify(|n| *n += 1);
     }
 
     /// Marks the output complete: readers return once they have read everything.
+    /// Only the newest [`KEPT_AFTER_END`] bytes are kept from here on.
     pub fn end(&self) {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ended = true;
+        {
+            let mut k = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            k.ended = true;
+            k.keep_last(KEPT_AFTER_END);
+            k.bytes.shrink_to_fit();
+        }
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -142,6 +155,10 @@ mod tests {
         assert_eq!(c.next, MAX_KEPT as u64 + 2);
         assert_eq!(log.read_from(MAX_KEPT as u64 + 1).bytes, b"c");
         assert!(log.read_from(99 << 20).bytes.is_empty());
+        log.end();
+        let c = log.read_from(0);
+        assert_eq!(c.bytes.len(), KEPT_AFTER_END);
+        assert!(c.bytes.ends_with(b"abc") && c.ended);
     }
 
     #[tokio::test]

@@ -165,6 +165,58 @@ async fn read_env_file(path: &Path) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
+    fn finish(dir: &Path, output_vars: &[&str]) -> LiteFinish {
+        LiteFinish {
+            outputs: Vec::new(),
+            output_vars: output_vars.iter().map(|s| (*s).to_owned()).collect(),
+            env_file: dir.join("export.env"),
+            secrets_file: dir.join("secrets.env"),
+        }
+    }
+
+    fn ended(exit_code: i32) -> ProcessOutcome {
+        ProcessOutcome {
+            exit_code,
+            error: None,
+            pgid: Some(1),
+            timed_out: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn results_follow_lite_engines_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outputs = dir.path().join("out.env");
+        let oom = finish(dir.path(), &[])
+            .result(&ended(137), true, &outputs)
+            .await;
+        assert_eq!(
+            (oom.exit_code, oom.oom_killed, oom.error.as_deref()),
+            (137, true, Some("1 error occurred:\n\t* oom killed\n\n"))
+        );
+        let missing = finish(dir.path(), &["X"])
+            .result(&ended(0), false, &outputs)
+            .await;
+        assert_eq!(missing.exit_code, FAILED_TO_RUN, "{missing:?}");
+        std::fs::write(&outputs, "X=1\n").expect("write");
+        std::fs::write(dir.path().join("export.env"), "E=2\n").expect("write");
+        let failed = finish(dir.path(), &["X"])
+            .result(&ended(2), false, &outputs)
+            .await;
+        assert_eq!(failed.exit_code, 2);
+        assert_eq!(failed.outputs.get("X").map(String::as_str), Some("1"));
+        assert_eq!(failed.envs.get("E").map(String::as_str), Some("2"));
+        let stopped = ProcessOutcome {
+            error: Some("stopped: the stage was destroyed".to_owned()),
+            ..ended(143)
+        };
+        let stopped = finish(dir.path(), &[])
+            .result(&stopped, false, &outputs)
+            .await;
+        assert_eq!(stopped.exit_code, FAILED_TO_RUN);
+        assert!(stopped.outputs.is_empty());
+    }
+
     #[test]
     fn shell_names_are_checked() {
         for ok in ["A", "_x1", "FOO_BAR"] {
