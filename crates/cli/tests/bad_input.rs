@@ -915,7 +915,7 @@ fn engine_cases_before_setup() -> Vec<Case> {
             "/poll_step",
             vec![],
             json(r#"{"id":"s1"}"#),
-            404,
+            400,
             "no step",
         ),
     ]
@@ -1174,7 +1174,7 @@ fn engine_step_cases() -> Vec<Case> {
             "/poll_step",
             vec![],
             json(r#"{"id":"nope"}"#),
-            404,
+            400,
             "no step",
         ),
         case(

@@ -36,6 +36,19 @@ impl StageCgroup {
         self.dir.join("cgroup.procs")
     }
 
+    /// How many processes of the stage the kernel's OOM killer has ended so far
+    /// (`oom_kill` of `memory.events`); 0 where the memory controller is off.
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.events"))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Kills every process in the cgroup, waits until it is empty and removes it.
     pub async fn kill_and_remove(&self) -> Result<(), String> {
         let dir = self.dir.clone();

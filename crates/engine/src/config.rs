@@ -56,6 +56,14 @@ pub struct EngineConfig {
     /// CA signed (as lite-engine does for Harness's runners): a caller is then
     /// authenticated in the handshake, token or not. `None` by default (plain HTTP).
     pub tls: Option<runlog_edge::ServerTls>,
+    /// Whether setup and steps may write files and create volume directories at
+    /// absolute host paths, as lite-engine does on the machine a runner made for
+    /// one stage. Off by default: on a shared machine such a path may be anything
+    /// the engine's user can write.
+    pub allow_host_paths: bool,
+    /// How often the machine's CPU and memory use are sampled while a stage lives
+    /// (`os_stats`, the memory metrics stream). Default 1 s.
+    pub machine_sample_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +86,8 @@ impl Default for EngineConfig {
             python_packages: Vec::new(),
             jobs: crate::jobs::JobsConfig::default(),
             tls: None,
+            allow_host_paths: false,
+            machine_sample_interval: Duration::from_secs(1),
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod extract;
 pub mod function;
 pub mod handlers;
 pub mod jobs;
+pub mod lite;
+pub mod machine;
 pub mod metrics;
 pub mod outputs;
 pub mod process;
@@ -34,6 +36,7 @@ pub mod python;
 pub mod server;
 pub mod stage;
 pub mod state;
+pub mod step_output;
 pub mod worker_log_level;
 pub mod workspace;
 

@@ -76,6 +76,8 @@ pub struct ProcessOutcome {
     pub error: Option<String>,
     /// The process group id, when it started.
     pub pgid: Option<i32>,
+    /// Whether the time limit stopped it.
+    pub timed_out: bool,
 }
 
 /// Where `program` is: itself when it names a path, else the first match on `path`.
@@ -113,6 +115,7 @@ pub async fn run<S: OutputSink + Clone>(
                     exit_code: -1,
                     error: Some(format!("could not start {:?}: {e}", spec.program)),
                     pgid: None,
+                    timed_out: false,
                 };
             }
             // `sh` moves itself into the cgroup, then becomes the step's program.
@@ -141,6 +144,7 @@ pub async fn run<S: OutputSink + Clone>(
                 exit_code: -1,
                 error: Some(format!("could not start {:?}: {e}", spec.program)),
                 pgid: None,
+                timed_out: false,
             };
         }
     };
@@ -163,10 +167,12 @@ pub async fn run<S: OutputSink + Clone>(
         }
     };
     let mut error = None;
+    let mut timed_out = false;
     let status = tokio::select! {
         status = child.wait() => status,
         () = timeout => {
             error = Some(format!("timed out after {:?}; the process group was killed", spec.timeout.unwrap_or_default()));
+            timed_out = true;
             stop_group(pgid, &mut child, spec.kill_grace).await
         }
         () = cancel.cancelled() => {
@@ -218,6 +224,7 @@ pub async fn run<S: OutputSink + Clone>(
         exit_code,
         error,
         pgid,
+        timed_out,
     }
 }
 

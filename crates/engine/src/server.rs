@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
 /// The engine's routes: `/setup`, `/step`, `/poll_step`, `/destroy`, `/healthz`,
-/// `/metrics`, plus `extra` (routes of other engine modules, sharing the state).
+/// `/metrics`, lite-engine's ([`crate::lite::routes`]), plus `extra` (routes of other engine modules, sharing the state).
 ///
 /// Every request runs in its own `runlog::engine` span that carries the engine log
 /// stream (so the handler's events are streamed) and that handlers may attach a
@@ -28,6 +28,7 @@ pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
         .route("/destroy", post(destroy::destroy))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .merge(crate::lite::routes())
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,6 +3,7 @@
 
 use crate::cgroup::StageCgroup;
 use crate::config::EngineConfig;
+use crate::step_output::StepOutputLog;
 use livelog::{LogClient, Writer, WriterConfig};
 use runlog_capture::StreamSink;
 use runlog_protocol::engine::{LogConfig, StepResponse, WriterReport};
@@ -40,13 +41,30 @@ pub struct Stage {
     pub cgroup: Option<StageCgroup>,
     /// Cancelled by `/destroy`: running steps are killed.
     pub cancel: CancellationToken,
+    /// What setup recorded for repeated setups, host volumes and machine figures.
+    pub extras: StageExtras,
     steps: Mutex<HashMap<String, StepEntry>>,
+}
+
+/// What a stage holds beyond its workspace and streams.
+#[derive(Default)]
+pub struct StageExtras {
+    /// The setup request's body as JSON: a runner re-sends a setup it got no answer
+    /// to, and the same body again is answered as the first was.
+    pub request: serde_json::Value,
+    /// Host directories setup created for volumes that ask to be removed at destroy.
+    pub remove_dirs: Vec<PathBuf>,
+    /// Samples the machine while the stage lives (`os_stats`, the memory metrics
+    /// stream).
+    pub machine: Option<crate::machine::MachineMonitor>,
 }
 
 /// A step's result slot and the task running it (which returns its stream's report).
 pub(crate) struct StepEntry {
     /// The step's stream key: one writer per key in a stage.
     log_key: Option<String>,
+    /// The step's output, for `/stream_output`.
+    output: StepOutputLog,
     pub(crate) result: watch::Receiver<Option<StepResponse>>,
     pub(crate) task: Option<JoinHandle<Option<WriterReport>>>,
 }
@@ -77,6 +95,7 @@ impl Stage {
         client: Option<Arc<dyn LogClient>>,
         engine_log: Option<(String, Writer)>,
         cgroup: Option<StageCgroup>,
+        extras: StageExtras,
     ) -> Stage {
         let (engine_log_key, engine_log) = engine_log.unzip();
         Stage {
@@ -92,6 +111,7 @@ impl Stage {
             engine_log_key,
             cgroup,
             cancel: CancellationToken::new(),
+            extras,
             steps: Mutex::new(HashMap::new()),
         }
     }
@@ -105,12 +125,25 @@ impl Stage {
         extra_secrets: &[String],
     ) -> Option<Writer> {
         let client = self.client.clone()?;
-        let mut cfg = WriterConfig::new(key).with_log_config(&self.log_config);
+        Some(self.writer_to(config, key, extra_secrets, client, &self.log_config))
+    }
+
+    /// A writer for `key` to the log service of `client` and `log_config` (a step's
+    /// own), masking the stage's secrets plus `extra_secrets`.
+    pub fn writer_to(
+        &self,
+        config: &EngineConfig,
+        key: &str,
+        extra_secrets: &[String],
+        client: Arc<dyn LogClient>,
+        log_config: &LogConfig,
+    ) -> Writer {
+        let mut cfg = WriterConfig::new(key).with_log_config(log_config);
         cfg.secrets = self.secrets.iter().chain(extra_secrets).cloned().collect();
         cfg.spool_dir = config.spool_dir();
         cfg.outbox_dir = Some(config.outbox_dir());
         cfg.close_deadline = config.close_deadline;
-        Some(Writer::new(client, cfg))
+        Writer::new(client, cfg)
     }
 
     /// Registers a step id and the key it writes to. Refused (with the reason) when the
@@ -122,6 +155,7 @@ impl Stage {
         id: &str,
         log_key: Option<&str>,
         result: watch::Receiver<Option<StepResponse>>,
+        output: StepOutputLog,
     ) -> Result<(), String> {
         let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
         if steps.contains_key(id) {
@@ -147,6 +181,7 @@ impl Stage {
             id.to_owned(),
             StepEntry {
                 log_key,
+                output,
                 result,
                 task: None,
             },
@@ -166,6 +201,18 @@ impl Stage {
     pub(crate) fn step_result(&self, id: &str) -> Option<watch::Receiver<Option<StepResponse>>> {
         let steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
         steps.get(id).map(|e| e.result.clone())
+    }
+
+    /// Whether a step with this id was started in the stage.
+    pub(crate) fn has_step(&self, id: &str) -> bool {
+        let steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        steps.contains_key(id)
+    }
+
+    /// The output log of a step.
+    pub(crate) fn step_output(&self, id: &str) -> Option<StepOutputLog> {
+        let steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        steps.get(id).map(|e| e.output.clone())
     }
 
     /// Takes every step's task, with whether it was still running.

@@ -31,12 +31,43 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, EngineError> {
     Ok(out)
 }
 
-/// Writes setup's files (and directories) into the workspace with their modes.
-pub fn write_files(root: &Path, files: &[SetupFile]) -> Result<(), EngineError> {
+/// Where a file or directory of a request goes: a relative path inside `root`; an
+/// absolute path as it is, only when `allow_host_paths` (the engine serves a
+/// machine dedicated to the stage), and never with `..` in it.
+pub fn target(root: &Path, path: &str, allow_host_paths: bool) -> Result<PathBuf, EngineError> {
+    if !Path::new(path).is_absolute() {
+        return resolve(root, path);
+    }
+    if !allow_host_paths {
+        return Err(EngineError::BadRequest(format!(
+            "path {path:?} is absolute: this engine writes files and volumes only inside the \
+             workspace; start it with --allow-host-paths on a machine dedicated to the stage \
+             to write host paths"
+        )));
+    }
+    if path.contains('\0')
+        || Path::new(path)
+            .components()
+            .any(|c| c == Component::ParentDir)
+    {
+        return Err(EngineError::BadRequest(format!(
+            "path {path:?} must not contain '..' or NUL"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Writes setup's files (and directories) with their modes: into the workspace, or
+/// at absolute paths when `allow_host_paths`.
+pub fn write_files(
+    root: &Path,
+    files: &[SetupFile],
+    allow_host_paths: bool,
+) -> Result<(), EngineError> {
     // Validate everything before writing anything: a bad entry leaves no half-setup.
     let targets = files
         .iter()
-        .map(|f| resolve(root, &f.path))
+        .map(|f| target(root, &f.path, allow_host_paths))
         .collect::<Result<Vec<_>, _>>()?;
     for (file, target) in files.iter().zip(targets) {
         let io = |e: std::io::Error| {
@@ -102,10 +133,26 @@ mod tests {
                 ..SetupFile::default()
             },
         ];
-        write_files(dir.path(), &files).expect("write");
+        write_files(dir.path(), &files, false).expect("write");
         let meta = std::fs::metadata(dir.path().join("bin/run.sh")).expect("meta");
         assert_eq!(meta.permissions().mode() & 0o777, 0o755);
         assert!(dir.path().join("cache").is_dir());
+    }
+
+    #[test]
+    fn absolute_paths_need_the_host_paths_switch() {
+        let root = Path::new("/ws");
+        let refused = target(root, "/etc/x", false).expect_err("refused");
+        assert!(
+            refused.to_string().contains("--allow-host-paths"),
+            "{refused}"
+        );
+        assert_eq!(
+            target(root, "/tmp/h/x", true).expect("allowed"),
+            Path::new("/tmp/h/x")
+        );
+        assert!(target(root, "/tmp/../etc/x", true).is_err());
+        assert_eq!(target(root, "a", true).expect("rel"), Path::new("/ws/a"));
     }
 
     #[test]
@@ -121,7 +168,7 @@ mod tests {
                 ..SetupFile::default()
             },
         ];
-        assert!(write_files(dir.path(), &files).is_err());
+        assert!(write_files(dir.path(), &files, false).is_err());
         assert!(!dir.path().join("ok.txt").exists());
     }
 }

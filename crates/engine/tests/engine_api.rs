@@ -3,7 +3,7 @@
 
 mod engine_support;
 
-use engine_support::{TestEngine, archive, eventually};
+use engine_support::{TestEngine, archive, assert_in_order, eventually};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::json;
@@ -125,13 +125,7 @@ async fn step_and_engine_lines_arrive_in_their_keys_in_order_complete_and_masked
         "destroying stage",
         "closing the engine log stream",
     ];
-    let mut at = 0;
-    for needle in order {
-        let found = own_text[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} in:\n{own_text}"));
-        at += found + needle.len();
-    }
+    assert_in_order(&own_text, &order);
     assert!(!own_text.contains("hunter2"));
     svc.shutdown().await;
     engine.shutdown().await;

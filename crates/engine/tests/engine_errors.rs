@@ -84,14 +84,16 @@ async fn incomplete_or_unsafe_requests_get_400() {
 }
 
 #[tokio::test]
-async fn conflicts_get_409_and_unknown_steps_404() {
+async fn conflicts_get_409_and_unknown_steps_400() {
     let engine = TestEngine::start().await;
     let (status, answer) = engine
         .post("/step", json!({"id": "a", "script": "true"}))
         .await;
     assert_eq!(status, 409, "no stage yet: {answer}");
     assert_eq!(engine.post("/setup", json!({})).await.0, 200);
-    let (status, answer) = engine.post("/setup", json!({})).await;
+    // The same setup again is a retry, answered as the first; another is a conflict.
+    assert_eq!(engine.post("/setup", json!({})).await, (200, json!({})));
+    let (status, answer) = engine.post("/setup", json!({"envs": {"A": "1"}})).await;
     assert_eq!(status, 409, "{answer}");
     assert!(has_message(&answer));
     assert_eq!(
@@ -105,8 +107,9 @@ async fn conflicts_get_409_and_unknown_steps_404() {
         .post("/step", json!({"id": "a", "script": "true"}))
         .await;
     assert_eq!(status, 409, "{answer}");
+    // lite-engine's status for a step that has not started.
     let (status, answer) = engine.post("/poll_step", json!({"id": "nope"})).await;
-    assert_eq!(status, 404, "{answer}");
+    assert_eq!(status, 400, "{answer}");
     assert!(has_message(&answer));
     let resp = reqwest::get(engine.url("/no/such/path")).await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);

@@ -101,11 +101,45 @@ pub struct SetupRequest {
     pub working_dir: Option<String>,
     /// Accepted for compatibility; the engine runs steps on the host network.
     pub network: Option<serde_json::Value>,
+    /// lite-engine's volumes: a `host` volume's directory is created (an absolute
+    /// path, so only on an engine allowed to write host paths) and removed at
+    /// destroy when it says `remove`; `temp` volumes only mean something to
+    /// containers and are ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<SetupVolume>,
+    /// Key of a stream of periodic CPU and memory figures of the machine, written
+    /// for the stage's life (lite-engine's memory metrics stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_metrics_log_key: Option<String>,
     /// Dependencies installed before setup answers, their installer output in the
     /// engine log stream. Python packages go into the engine's Python runtime
     /// virtualenv, whose `bin` directory is then put first on the stage's `PATH`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependencies: Option<SetupDependencies>,
+}
+
+/// One of setup's `volumes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetupVolume {
+    /// A directory of the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostVolume>,
+    /// A container's scratch volume (ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temp: Option<serde_json::Value>,
+}
+
+/// A host directory volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostVolume {
+    /// Its name (containers mount it by name).
+    pub name: String,
+    /// The absolute path of the directory.
+    pub path: String,
+    /// Remove the directory when the stage is destroyed.
+    pub remove: bool,
 }
 
 /// `dependencies` of `POST /setup`.
@@ -168,9 +202,19 @@ pub struct StepResponse {
     /// Why the step failed to run or was stopped (timeout, destroy, spawn error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// `KEY=VALUE` pairs the step wrote to the file named by `$RUNLOG_OUTPUT`.
+    /// `KEY=VALUE` pairs the step wrote to the file named by `$RUNLOG_OUTPUT`
+    /// (also `$DRONE_OUTPUT` and `$HARNESS_OUTPUT_FILE` for `/start_step` steps).
     #[serde(default)]
     pub outputs: std::collections::BTreeMap<String, String>,
+    /// Whether the kernel's OOM killer ended the step (lite-engine's field).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+    /// Variables the step exported through the file named by `$DRONE_ENV`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub envs: std::collections::BTreeMap<String, String>,
+    /// The outputs with their types (lite-engine's `outputV2`).
+    #[serde(rename = "outputV2", default, skip_serializing_if = "Vec::is_empty")]
+    pub output_v2: Vec<crate::lite::OutputV2>,
 }
 
 /// Body of `POST /poll_step`.
@@ -181,7 +225,7 @@ pub struct PollStepRequest {
 }
 
 /// Answer of `POST /destroy`: what closing every stream of the stage achieved.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestroyResponse {
     /// One report per stream (steps first, the engine's own stream last).
     pub streams: Vec<WriterReport>,
@@ -191,6 +235,10 @@ pub struct DestroyResponse {
     /// that could not be removed); the destroy still completed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What the engine measured of the machine while the stage ran (lite-engine's
+    /// field); absent when no stage was destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_stats: Option<crate::lite::OsStats>,
 }
 
 /// Answer of the engine's `GET /healthz`.

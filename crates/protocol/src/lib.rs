@@ -11,6 +11,7 @@ pub mod function;
 pub mod job;
 pub mod key;
 pub mod line;
+pub mod lite;
 pub mod service;
 
 pub use error::ErrorBody;

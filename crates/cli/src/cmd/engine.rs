@@ -92,6 +92,12 @@ pub struct EngineArgs {
         value_delimiter = ','
     )]
     pub python_packages: Vec<String>,
+    /// Let `/setup` and `/start_step` write `files` and create `volumes` at absolute
+    /// host paths, as lite-engine does on a machine a Harness runner made for one
+    /// stage. Without it such paths are refused: on a shared machine they could be
+    /// anything the engine's user may write.
+    #[arg(long, env = "RUNLOG_ENGINE_ALLOW_HOST_PATHS")]
+    pub allow_host_paths: bool,
     /// How long a job's record (RunPod's job API: `/v2/{endpoint}/run`, `status`, …)
     /// stays readable after it ends.
     #[arg(long, env = "RUNLOG_ENGINE_JOB_RETENTION", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -138,6 +144,7 @@ impl EngineArgs {
             pass_env: self.pass_env.clone(),
             allow_apt: self.allow_apt,
             python_packages: self.python_packages.clone(),
+            allow_host_paths: self.allow_host_paths,
             jobs: runlog_engine::jobs::JobsConfig {
                 keep_finished: self.job_retention,
                 queue_capacity: self.job_queue,

@@ -10,8 +10,8 @@ use axum::extract::State;
 use runlog_protocol::engine::DestroyResponse;
 use std::time::Duration;
 
-/// Body of `POST /destroy`: a JSON object; its fields (lite-engine clients send
-/// some) are not needed, the engine has one stage.
+/// Body of `POST /destroy`: a JSON object; its fields (lite-engine's `log_key`,
+/// `lite_engine_path`, `stage_runtime_id`) are not needed, the engine has one stage.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct DestroyRequest {}
 
@@ -21,7 +21,10 @@ pub async fn destroy(
     State(state): State<EngineState>,
     JsonBody(_req): JsonBody<DestroyRequest>,
 ) -> Result<Json<DestroyResponse>, EngineError> {
-    Ok(Json(destroy_stage(&state).await))
+    let mut answer = destroy_stage(&state).await;
+    // lite-engine always answers `os_stats` (zeros when it measured nothing).
+    answer.os_stats.get_or_insert_with(Default::default);
+    Ok(Json(answer))
 }
 
 /// The teardown itself; also used when the engine shuts down.
@@ -84,8 +87,14 @@ pub async fn destroy_stage(state: &EngineState) -> DestroyResponse {
         tracing::warn!("{e}");
         answer.errors.push(e);
     }
+    if let Some(machine) = &stage.extras.machine {
+        let (stats, report) = machine.stop().await;
+        answer.os_stats = Some(stats);
+        answer.streams.extend(report);
+    }
     let removed = tokio::task::spawn_blocking({
-        let dirs = [stage.workspace.clone(), stage.meta_dir.clone()];
+        let mut dirs = vec![stage.workspace.clone(), stage.meta_dir.clone()];
+        dirs.extend(stage.extras.remove_dirs.iter().cloned());
         move || {
             dirs.iter()
                 .filter(|d| d.exists())

@@ -14,32 +14,44 @@ use crate::cgroup::StageCgroup;
 use crate::error::EngineError;
 use crate::extract::JsonBody;
 use crate::handlers::check_key;
+use crate::machine::MachineMonitor;
 use crate::metrics::Metrics;
 use crate::python::DependencyError;
-use crate::stage::{Stage, WriterSink};
+use crate::stage::{Stage, StageExtras, WriterSink};
 use crate::state::EngineState;
 use crate::workspace;
 use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
 use runlog_capture::StreamSink;
-use runlog_protocol::engine::{SetupDependencies, SetupRequest};
+use runlog_protocol::engine::{SetupDependencies, SetupRequest, SetupVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Sets up the one stage of this engine; 409 when one exists.
+/// Sets up the one stage of this engine. While a stage is set up, the same request
+/// again is answered 200 (a runner re-sends a setup whose answer it missed) and any
+/// other 409.
 pub async fn setup(
     State(state): State<EngineState>,
-    JsonBody(req): JsonBody<SetupRequest>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, EngineError> {
+    let req: SetupRequest = serde_json::from_value(body.clone())
+        .map_err(|e| EngineError::BadRequest(format!("malformed JSON body: {e}")))?;
     if let Some(key) = &req.le_log_key {
         check_key("le_log_key", key)?;
     }
+    if let Some(key) = &req.memory_metrics_log_key {
+        check_key("memory_metrics_log_key", key)?;
+    }
     let mut slot = state.lock_stage().await;
-    if slot.is_some() {
+    if let Some(stage) = slot.as_ref() {
+        if stage.extras.request == body {
+            tracing::info!(stage = %stage.id, "the same setup again: the stage is already set up");
+            return Ok(Json(serde_json::json!({})));
+        }
         return Err(EngineError::Conflict(
-            "a stage is already set up; call /destroy first".into(),
+            "a stage is already set up with a different request; call /destroy first".into(),
         ));
     }
     let cfg = state.config();
@@ -105,11 +117,17 @@ pub async fn setup(
             m
         })
     };
-    if let Err(e) = workspace::write_files(&workspace, &req.files).map_err(masked) {
-        tracing::error!("setup failed: {e}");
-        abandon(&workspace, &meta_dir, engine_log).await;
-        return Err(e);
-    }
+    let host_paths = cfg.allow_host_paths;
+    let written = workspace::write_files(&workspace, &req.files, host_paths)
+        .and_then(|()| create_volumes(&workspace, &req.volumes, host_paths));
+    let remove_dirs = match written.map_err(masked) {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            tracing::error!("setup failed: {e}");
+            abandon(&workspace, &meta_dir, engine_log).await;
+            return Err(e);
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&working_dir) {
         tracing::warn!("could not create the working directory: {e}");
     }
@@ -142,6 +160,24 @@ pub async fn setup(
             None
         }
     };
+    let metrics_stream = match (&req.memory_metrics_log_key, &client) {
+        (Some(key), Some(client)) => {
+            let mut wc = livelog::WriterConfig::new(key.as_str()).with_log_config(&req.log_config);
+            wc.spool_dir = cfg.spool_dir();
+            wc.outbox_dir = Some(cfg.outbox_dir());
+            wc.close_deadline = cfg.close_deadline;
+            Some(livelog::Writer::new(client.clone(), wc))
+        }
+        _ => None,
+    };
+    let extras = StageExtras {
+        request: body,
+        remove_dirs,
+        machine: Some(MachineMonitor::start(
+            cfg.machine_sample_interval,
+            metrics_stream,
+        )),
+    };
     let stage = Arc::new(Stage::new(
         id,
         workspace,
@@ -153,12 +189,38 @@ pub async fn setup(
         client,
         req.le_log_key.clone().zip(engine_log),
         cgroup,
+        extras,
     ));
     unfinished.dirs = None;
     *slot = Some(stage.clone());
     state.publish(Some(stage), sink);
     Metrics::inc(&state.metrics().setups);
     Ok(Json(serde_json::json!({})))
+}
+
+/// Creates the directories of `host` volumes; answers those to remove at destroy.
+/// `temp` volumes are container scratch space and are ignored.
+fn create_volumes(
+    workspace: &Path,
+    volumes: &[SetupVolume],
+    allow_host_paths: bool,
+) -> Result<Vec<PathBuf>, EngineError> {
+    let hosts: Vec<_> = volumes.iter().filter_map(|v| v.host.as_ref()).collect();
+    let targets = hosts
+        .iter()
+        .map(|h| workspace::target(workspace, &h.path, allow_host_paths))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut remove = Vec::new();
+    for (host, dir) in hosts.iter().zip(targets) {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            EngineError::Internal(format!("could not create volume {:?}: {e}", host.path))
+        })?;
+        tracing::info!("volume {:?} at {}", host.name, dir.display());
+        if host.remove {
+            remove.push(dir);
+        }
+    }
+    Ok(remove)
 }
 
 /// The directories of a setup still under way; removed if it is dropped before it

@@ -8,24 +8,40 @@ use crate::outputs::{self, OUTPUT_ENV};
 use crate::process::{self, OutputSink, ProcessSpec};
 use crate::stage::Stage;
 use crate::state::EngineState;
+use crate::step_output::StepOutputLog;
 use crate::workspace;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use livelog::Writer;
-use runlog_protocol::engine::{PollStepRequest, StepCommand, StepRequest, StepResponse};
+use runlog_protocol::engine::{LogConfig, PollStepRequest, StepCommand, StepRequest, StepResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-/// A step's output goes to its writer, or nowhere when it has no log key.
+/// A step's output goes to its writer (or nowhere without a log key) and to its
+/// output log, which `/stream_output` reads.
 #[derive(Clone)]
-struct StepOutput(Option<Writer>);
+struct StepOutput {
+    writer: Option<Writer>,
+    log: StepOutputLog,
+    /// The stage's and the step's secrets, masked in the output log as the writer
+    /// masks them in the stream. The pumps pass whole lines, so a secret without a
+    /// newline in it is never split between two writes.
+    masker: Arc<livelog::mask::Masker>,
+}
 
 impl OutputSink for StepOutput {
     async fn write(&self, bytes: &[u8]) {
-        if let Some(w) = &self.0 {
+        if self.masker.is_active() {
+            let mut text = String::from_utf8_lossy(bytes).into_owned();
+            self.masker.mask(&mut text);
+            self.log.append(text.as_bytes());
+        } else {
+            self.log.append(bytes);
+        }
+        if let Some(w) = &self.writer {
             w.write_async(bytes).await;
         }
     }
@@ -59,6 +75,76 @@ pub async fn step(
         Some(d) => workspace::resolve(&stage.workspace, d)?,
         None => stage.working_dir.clone(),
     };
+    let launch = Launch {
+        id: req.id.clone(),
+        name: req.name.clone().unwrap_or_else(|| req.id.clone()),
+        program,
+        args,
+        envs: req.envs.clone(),
+        cwd,
+        timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+        log_key: req.log_key.clone(),
+        secrets: req.secrets.clone(),
+        log_route: None,
+        preface: Vec::new(),
+        refused: None,
+        finish: Finish::Runlog,
+    };
+    let rx = launch_step(&state, &stage, launch, false)?;
+    if req.detach {
+        return Ok(Json(serde_json::json!({})).into_response());
+    }
+    wait_result(rx).await.map(|r| Json(r).into_response())
+}
+
+/// One step to start, whichever API asked for it.
+pub(crate) struct Launch {
+    /// The step's id in the stage.
+    pub id: String,
+    /// Its display name.
+    pub name: String,
+    /// Program and arguments.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Variables over the base environment and the stage's.
+    pub envs: std::collections::BTreeMap<String, String>,
+    /// Working directory (checked by the caller).
+    pub cwd: std::path::PathBuf,
+    /// Time limit.
+    pub timeout: Option<Duration>,
+    /// Stream of the step's output.
+    pub log_key: Option<String>,
+    /// Masked besides the stage's secrets.
+    pub secrets: Vec<String>,
+    /// A log service of the step's own, instead of the stage's.
+    pub log_route: Option<(Arc<dyn livelog::LogClient>, LogConfig)>,
+    /// Lines written to the step's output before the process starts.
+    pub preface: Vec<String>,
+    /// The step fails with this error without running (a request it cannot run,
+    /// answered as a failed step where the API reports failures through polls).
+    pub refused: Option<String>,
+    /// How the result is made.
+    pub finish: Finish,
+}
+
+/// How a step's result is made once its process has ended.
+pub(crate) enum Finish {
+    /// runlog's `/step` result.
+    Runlog,
+    /// lite-engine's result: outputs, exported envs, its error words.
+    Lite(crate::lite::result::LiteFinish),
+}
+
+/// Registers and starts a step; returns the receiver of its result. With
+/// `answer_at_once`, a first result saying the step has not exited is published
+/// before it runs (lite-engine's detached steps).
+pub(crate) fn launch_step(
+    state: &EngineState,
+    stage: &Arc<Stage>,
+    launch: Launch,
+    answer_at_once: bool,
+) -> Result<watch::Receiver<Option<StepResponse>>, EngineError> {
     let slot = state.try_step_slot().ok_or_else(|| {
         EngineError::Busy(format!(
             "{} steps are running, as many as this engine runs at once; start this one when one has ended",
@@ -66,45 +152,69 @@ pub async fn step(
         ))
     })?;
     let (tx, rx) = watch::channel(None);
+    let output = StepOutputLog::default();
     stage
-        .add_step(&req.id, req.log_key.as_deref(), rx.clone())
+        .add_step(
+            &launch.id,
+            launch.log_key.as_deref(),
+            rx.clone(),
+            output.clone(),
+        )
         .map_err(EngineError::Conflict)?;
+    if answer_at_once {
+        let _ = tx.send(Some(StepResponse::default()));
+    }
     let cfg = state.config();
-    let outputs_file = stage.outputs_file(&req.id);
+    let outputs_file = stage.outputs_file(&launch.id);
     let mut envs = crate::child_env::base(&cfg.pass_env);
     envs.extend(stage.envs.clone());
-    envs.extend(req.envs.clone());
+    envs.extend(launch.envs);
     envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
     let spec = ProcessSpec {
-        program,
-        args,
+        program: launch.program,
+        args: launch.args,
         envs,
-        cwd,
-        timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+        cwd: launch.cwd,
+        timeout: launch.timeout,
         kill_grace: cfg.kill_grace,
         drain_grace: cfg.drain_grace,
         cgroup_procs: stage.cgroup.as_ref().map(|cg| cg.procs_file()),
     };
-    let writer = match &req.log_key {
-        Some(key) => {
-            let w = stage.writer(cfg, key, &req.secrets);
+    let writer = match (&launch.log_key, launch.log_route) {
+        (Some(key), Some((client, log_config))) => {
+            Some(stage.writer_to(cfg, key, &launch.secrets, client, &log_config))
+        }
+        (Some(key), None) => {
+            let w = stage.writer(cfg, key, &launch.secrets);
             if w.is_none() {
-                tracing::warn!(step = %req.id, "no log service configured: the output of the step is discarded");
+                tracing::warn!(step = %launch.id, "no log service configured: the output of the step is discarded");
             }
             w
         }
-        None => None,
+        (None, _) => None,
     };
     Metrics::inc(&state.metrics().steps_started);
+    let masker = Arc::new(livelog::mask::Masker::new(
+        &stage
+            .secrets
+            .iter()
+            .chain(&launch.secrets)
+            .collect::<Vec<_>>(),
+    ));
     let run = StepRun {
-        id: req.id.clone(),
-        name: req.name.clone().unwrap_or_else(|| req.id.clone()),
+        id: launch.id.clone(),
+        name: launch.name,
         spec,
         outputs_file,
-        writer,
-        masker: livelog::mask::Masker::new(
-            &stage.secrets.iter().chain(&req.secrets).collect::<Vec<_>>(),
-        ),
+        sink: StepOutput {
+            writer,
+            log: output,
+            masker: masker.clone(),
+        },
+        masker,
+        preface: launch.preface,
+        refused: launch.refused,
+        finish: launch.finish,
     };
     let step_run = run_step(state.clone(), stage.clone(), run, tx);
     let task = tokio::spawn(
@@ -115,11 +225,8 @@ pub async fn step(
         }
         .in_current_span(),
     );
-    stage.set_task(&req.id, task);
-    if req.detach {
-        return Ok(Json(serde_json::json!({})).into_response());
-    }
-    wait_result(rx).await.map(|r| Json(r).into_response())
+    stage.set_task(&launch.id, task);
+    Ok(rx)
 }
 
 /// Waits for a step started earlier (detached or not) and answers its result.
@@ -131,11 +238,18 @@ pub async fn poll_step(
     let rx = state
         .stage()
         .and_then(|s| s.step_result(&req.id))
-        .ok_or_else(|| EngineError::NotFound(format!("no step {:?}", req.id)))?;
+        // 400, as lite-engine answers a step it has not started: a runner's poll
+        // retries any failure until its deadline, whatever the status.
+        .ok_or_else(|| {
+            EngineError::BadRequest(format!(
+                "no step {:?} has been started in this stage",
+                req.id
+            ))
+        })?;
     wait_result(rx).await.map(Json)
 }
 
-async fn wait_result(
+pub(crate) async fn wait_result(
     mut rx: watch::Receiver<Option<StepResponse>>,
 ) -> Result<StepResponse, EngineError> {
     match rx.wait_for(Option::is_some).await {
@@ -177,11 +291,14 @@ struct StepRun {
     name: String,
     spec: ProcessSpec,
     outputs_file: std::path::PathBuf,
-    writer: Option<Writer>,
+    sink: StepOutput,
     /// The stage's and the step's secrets: applied to everything about the step that
     /// leaves through another channel than its stream (console log, the answer's
     /// `error`), since a command line may carry a secret.
-    masker: livelog::mask::Masker,
+    masker: Arc<livelog::mask::Masker>,
+    preface: Vec<String>,
+    refused: Option<String>,
+    finish: Finish,
 }
 
 /// Runs the process, publishes the result, then closes the step's stream (the answer
@@ -197,22 +314,46 @@ async fn run_step(
         name,
         spec,
         outputs_file,
-        writer,
+        sink,
         masker,
+        preface,
+        refused,
+        finish,
     } = run;
-    // The arguments are not logged at all (they are the step's business); the program
-    // is, masked, because the console itself masks nothing.
-    let mut program = spec.program.clone();
-    masker.mask(&mut program);
-    tracing::info!(step = %id, "starting step {name:?}: {program}");
-    let mut out = process::run(&spec, StepOutput(writer.clone()), stage.cancel.clone()).await;
+    for line in &preface {
+        sink.write(format!("{line}\n").as_bytes()).await;
+    }
+    let oom_before = stage.cgroup.as_ref().map(|cg| cg.oom_kills());
+    let mut out = match refused {
+        // Logged below, with the failure.
+        Some(error) => process::ProcessOutcome {
+            exit_code: -1,
+            error: Some(error),
+            pgid: None,
+            timed_out: false,
+        },
+        None => {
+            // The arguments are not logged at all (they are the step's business); the
+            // program is, masked, because the console itself masks nothing.
+            let mut program = spec.program.clone();
+            masker.mask(&mut program);
+            tracing::info!(step = %id, "starting step {name:?}: {program}");
+            process::run(&spec, sink.clone(), stage.cancel.clone()).await
+        }
+    };
+    // The kernel's OOM killer sends SIGKILL; a kill counted in the stage's cgroup
+    // while the step ran is taken for the step's own when it died of SIGKILL.
+    let oom_killed = out.exit_code == 128 + 9
+        && match (oom_before, stage.cgroup.as_ref()) {
+            (Some(before), Some(cg)) => cg.oom_kills() > before,
+            _ => false,
+        };
     if let Some(e) = &mut out.error {
         masker.mask(e);
     }
-    if let (Some(w), Some(e)) = (&writer, &out.error) {
+    if let (Some(w), Some(e)) = (&sink.writer, &out.error) {
         w.try_write_line("error", e);
     }
-    let outputs = outputs::read(&outputs_file).await;
     let ok = out.exit_code == 0 && out.error.is_none();
     if ok {
         Metrics::inc(&state.metrics().steps_succeeded);
@@ -225,13 +366,20 @@ async fn run_step(
             None => tracing::info!(step = %id, "step exited with code {}", out.exit_code),
         }
     }
-    let _ = tx.send(Some(StepResponse {
-        exit_code: out.exit_code,
-        exited: true,
-        error: out.error,
-        outputs,
-    }));
-    match writer {
+    let response = match finish {
+        Finish::Runlog => StepResponse {
+            exit_code: out.exit_code,
+            exited: true,
+            error: out.error,
+            outputs: outputs::read(&outputs_file).await,
+            oom_killed,
+            ..StepResponse::default()
+        },
+        Finish::Lite(lite) => lite.result(&out, oom_killed, &outputs_file).await,
+    };
+    sink.log.end();
+    let _ = tx.send(Some(response));
+    match sink.writer {
         Some(w) => Some(w.close().await),
         None => None,
     }

@@ -103,6 +103,16 @@ impl TestEngine {
         (status, body)
     }
 
+    /// GETs `path`; returns the parsed JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.url(path))
+            .await
+            .expect("engine answers")
+            .json()
+            .await
+            .expect("JSON answer")
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -141,6 +151,17 @@ pub async fn archive(
             .map(|l| serde_json::from_str(l).expect("archive row is a log line"))
             .collect(),
     )
+}
+
+/// Panics unless each of `needles` is found in `text` after the one before it.
+pub fn assert_in_order(text: &str, needles: &[&str]) {
+    let mut at = 0;
+    for needle in needles {
+        let found = text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at} in:\n{text}"));
+        at += found + needle.len();
+    }
 }
 
 /// Polls `check` until it is true or `limit` passes.
