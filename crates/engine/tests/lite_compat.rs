@@ -6,13 +6,15 @@
 //! escaped as `\u003c`, `\u003e`, `\u0026`, a trailing newline, no Content-Type),
 //! for lite-engine's request types as its `api` package declares them. Every step's
 //! stream, the engine stream and the memory metrics stream are read back from a
-//! real log service.
+//! real log service. The runner reaches the engine as it reaches lite-engine: over
+//! mutual TLS, TLS 1.3, presenting the server's own certificate.
 
 mod engine_support;
 
 use engine_support::{TestEngine, archive, assert_in_order};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
+use runlog_testkit::tls::TlsSet;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -28,16 +30,24 @@ fn step_key(step: &str) -> String {
 }
 
 /// How the runner reaches the engine: its client and base URL (lite-engine's
-/// `Endpoint`, ending in `/`). The one place to change for another transport.
+/// `Endpoint`, ending in `/`), over mutual TLS.
 struct Runner {
     client: reqwest::Client,
     base: String,
 }
 
-fn runner(engine: &TestEngine) -> Runner {
+/// The runner's client: the CA as its only root and, as Harness's runners do, the
+/// engine's own certificate as its client certificate.
+fn runner(engine: &TestEngine, tls: &TlsSet) -> Runner {
+    let base = engine.url("/");
+    assert!(base.starts_with("https://"), "{base}");
     Runner {
-        client: reqwest::Client::new(),
-        base: engine.url("/"),
+        client: tls
+            .client_without_identity()
+            .identity(tls.server_identity())
+            .build()
+            .unwrap(),
+        base,
     }
 }
 
@@ -190,14 +200,17 @@ async fn lines_of(svc: &TestService, key: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_harness_runner_drives_a_stage_from_setup_to_destroy() {
     let svc = TestService::start().await;
+    let tls = TlsSet::new(&[]);
+    let server_tls = tls.server_tls();
     let engine = TestEngine::start_with(|c| {
+        c.tls = Some(server_tls);
         c.allow_host_paths = true;
         c.machine_sample_interval = Duration::from_millis(100);
     })
     .await;
     let host_dir = tempfile::tempdir().unwrap();
     let host = host_dir.path().display().to_string();
-    let runner = runner(&engine);
+    let runner = runner(&engine, &tls);
 
     let health = runner.health().await;
     assert_eq!(health["ok"], true, "{health}");
