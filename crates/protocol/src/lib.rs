@@ -10,7 +10,9 @@ pub mod error;
 pub mod function;
 pub mod job;
 pub mod key;
+pub mod ledger;
 pub mod line;
+pub mod sections;
 pub mod service;
 
 pub use error::ErrorBody;
