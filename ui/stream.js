@@ -2,19 +2,21 @@
 // and the search to the page's controls. What each part does lives in its module:
 // events.js (reading the stream; sse.js parses it), lines.js (the lines held),
 // scroller.js (virtual scrolling, following the tail), rows.js (drawing a row),
-// search.js, view.js (which lines are rows), links.js (#L links), time.js (the time
-// column), session.js (token, account), errors.js.
+// search.js, view.js (which lines are rows), sections.js (folded sections, the
+// ledger), links.js (#L links), time.js (the time column), session.js (token,
+// account), errors.js.
 
 import { takeToken, takeAccount } from "./session.js";
 import { showError } from "./errors.js";
 import { LineStore } from "./lines.js";
-import { readStream } from "./events.js";
+import { readStream, readSections } from "./events.js";
 import { Scroller, ROW_HEIGHT } from "./scroller.js";
-import { RowPool, fillRow } from "./rows.js";
+import { RowPool, fillRow, sectionOf } from "./rows.js";
 import { createSearch } from "./search.js";
 import { parseLineHash, lineHash } from "./links.js";
 import { TIME_MODES, describeTime, parseTime, duration } from "./time.js";
 import { allLines, someLines } from "./view.js";
+import { SectionIndex, FoldState, foldedLines, describeLedger, describeSection, mayBeMarker } from "./sections.js";
 
 const $ = (id) => document.getElementById(id);
 const viewport = $("viewport");
@@ -27,6 +29,8 @@ const tsBox = $("timestamps");
 const filterBox = $("filter");
 const timeModeBox = $("time-mode");
 const durationEl = $("duration");
+const ledgerEl = $("ledger");
+const slowestList = $("slowest");
 
 const params = new URL(location.href).searchParams;
 const { token, refusal } = takeToken();
@@ -37,9 +41,12 @@ const store = new LineStore();
 const search = createSearch(store);
 const pool = new RowPool(rowsBox);
 
-// --- view: all lines, or only matches when filtering --------------------------
+// --- view: all lines (sections folded), or only matches when filtering ---------
 const everyLine = allLines(store);
-let view = everyLine;
+let index = new SectionIndex();
+const folds = new FoldState();
+let reading = everyLine; // every line but those of folded sections
+let view = reading;
 
 // --- live state, status ---------------------------------------------------------
 let state = "connecting"; // connecting | live | reconnecting | closed | archived | error
@@ -122,6 +129,8 @@ function scheduleRender() {
   });
 }
 
+const NO_SECTION = { indent: 0, head: null, stamp: "" };
+
 function render() {
   const g = scroller.syncSpacer();
   // Line-number gutter as wide as the largest number (no clipping at 1 000 000).
@@ -141,6 +150,7 @@ function render() {
     timeMode,
     timeOf,
   };
+  const sectioned = index.list.length > 0;
   const currentLine = search.currentLine();
   for (let k = 0; k < count; k++) {
     const i = view.lineAt(first + k);
@@ -148,7 +158,8 @@ function render() {
     const number = line.pos + 1;
     const lit = Boolean(highlight && number >= highlight.from && number <= highlight.to);
     if (lit) markOnce("runlog:linked-line-shown");
-    fillRow(pool.row(k), i, line, { ...marks, lit, current: i === currentLine });
+    const section = sectioned ? sectionOf(index, folds, line.pos) : NO_SECTION;
+    fillRow(pool.row(k), i, line, { ...marks, lit, current: i === currentLine, section });
   }
   if (count > 0) markOnce("runlog:first-line");
   pool.hideFrom(count);
@@ -163,17 +174,21 @@ function onNewLines() {
   }
   scroller.onNewRows();
   applyPendingHash();
+  applyPendingFailure();
 }
 
 const sink = {
   lastPos: () => store.lastPos,
   line(raw, pos) {
-    if (store.add(raw, pos)) scheduleRender();
+    if (!store.add(raw, pos)) return;
+    if (mayBeMarker(raw)) sectionsWanted();
+    scheduleRender();
   },
   state(s) {
     if (s === "live" && !store.length) scroller.following = true;
     setState(s);
     if (complete()) {
+      sectionsWanted(); // the final index, with the ledger
       if (s === "closed") scroller.following = false;
       scheduleRender();
     }
@@ -189,9 +204,12 @@ function applyPendingHash() {
   if (idx >= store.length && !complete()) return;
   highlight = pendingHash;
   pendingHash = null;
+  pendingFailure = null; // the reader asked for a line: that is where to be
   scroller.following = false;
   if (filterBox.checked) setFilter(false);
-  scroller.scrollToView(Math.min(idx, Math.max(0, store.length - 1)));
+  const i = Math.min(idx, Math.max(0, store.length - 1));
+  if (store.length) reveal(i);
+  scroller.scrollToView(view.rowOf(i));
   document.body.dataset.highlighted = String(highlight.from);
 }
 
@@ -241,6 +259,8 @@ function updateMatchCount() {
 function jumpTo(i) {
   if (i === null) return;
   scroller.following = false;
+  pendingFailure = null;
+  reveal(i);
   updateMatchCount();
   scroller.scrollToView(view.rowOf(i));
   document.body.dataset.currentMatch = String(store.pos(i) + 1);
@@ -249,10 +269,10 @@ function jumpTo(i) {
 function setFilter(on) {
   filterBox.checked = on;
   const anchor = view.lineAt(Math.floor(scroller.topIndex()));
-  view = on && search.query ? someLines(search.matches) : everyLine;
+  view = on && search.query ? someLines(search.matches) : reading;
   const current = search.currentLine();
   if (!view.whole && current !== null) scroller.scrollToView(view.rowOf(current));
-  else if (view.whole && store.length) scroller.scrollToView(Math.min(anchor, store.length - 1), false);
+  else if (view.whole && store.length) scroller.scrollToView(view.rowOf(Math.min(anchor, store.length - 1)), false);
   render();
 }
 
@@ -299,6 +319,146 @@ document.addEventListener("keydown", (ev) => {
   }
 });
 
+// --- sections: folded by outcome, the index fetched again as markers arrive ------------
+// The index is the service's (GET /stream/sections): the page parses no marker itself,
+// so it shows exactly what `runlog logs --sections` and the API show. While lines
+// arrive, a line that may be a marker (sections.js `mayBeMarker`) asks for the index
+// again, at most one request in flight and one per SECTIONS_EVERY_MS: a build that
+// prints a header per test costs one request a second, not one per header. The final
+// index (with the ledger) is fetched once the stream is complete.
+const SECTIONS_EVERY_MS = 1000;
+let sectionsBusy = false;
+let sectionsAgain = false;
+let sectionsLast = -Infinity;
+let sectionsTimer = 0;
+let firstIndex = true;
+let pendingFailure = null; // pos of the first failure, shown once its line has arrived
+
+function sectionsWanted() {
+  if (!account || !key || !token) return;
+  if (sectionsBusy || sectionsTimer) {
+    sectionsAgain = true;
+    return;
+  }
+  const wait = sectionsLast + SECTIONS_EVERY_MS - performance.now();
+  if (wait > 0) {
+    sectionsTimer = setTimeout(() => {
+      sectionsTimer = 0;
+      sectionsWanted();
+    }, wait);
+    return;
+  }
+  sectionsBusy = true;
+  sectionsLast = performance.now();
+  readSections(account, key).then((answer) => {
+    sectionsBusy = false;
+    if (answer) onSections(answer);
+    firstIndex = false; // only the page's first look decides where it opens
+    // Asked again meanwhile, or the stream ended before the service closed its index.
+    if (sectionsAgain || (answer && answer.open && complete())) {
+      sectionsAgain = false;
+      sectionsWanted();
+    }
+  });
+}
+
+function onSections(answer) {
+  const wasEmpty = !index.list.length;
+  index = new SectionIndex(answer);
+  document.body.classList.toggle("has-sections", index.list.length > 0);
+  document.body.dataset.sections = String(index.list.length);
+  // A stream already finished when the page opened it starts at its first failure.
+  if (firstIndex && !answer.open && !highlight && !pendingHash) {
+    const k = index.firstFailure();
+    if (k !== null) pendingFailure = index.list[k].first_pos;
+  }
+  // The lines the reader was sent to (a link, the selected match) stay in view.
+  if (highlight) folds.reveal(index, highlight.from - 1);
+  const current = search.currentLine();
+  if (current !== null) folds.reveal(index, store.pos(current));
+  refold(wasEmpty);
+  showLedger(answer);
+  showSlowest();
+  applyPendingFailure();
+}
+
+/** Rebuilds the reading view from the folds, keeping the line at the top where it is. */
+function refold(keepTop = true) {
+  const anchor = view.whole && view.count ? view.lineAt(Math.min(view.count - 1, Math.floor(scroller.topIndex()))) : null;
+  reading = index.list.length ? foldedLines(store, folds.hiddenRanges(index)) : everyLine;
+  if (view.whole) view = reading;
+  if (scroller.following) scroller.onNewRows();
+  else if (keepTop && anchor !== null && view.whole) scroller.scrollToView(view.rowOf(anchor), false);
+  render();
+}
+
+/** Opens the folded sections around line `i`, so it has a row. */
+function reveal(i) {
+  if (view.whole && reading !== everyLine && reading.hides(i) && folds.reveal(index, store.pos(i))) refold(false);
+}
+
+function applyPendingFailure() {
+  if (pendingFailure === null) return;
+  const i = store.indexOfPos(pendingFailure);
+  if (i >= store.length) return; // its line has not arrived yet
+  pendingFailure = null;
+  scroller.following = false;
+  reveal(i);
+  scroller.scrollToView(view.rowOf(i), false);
+  document.body.dataset.firstFailure = String(store.pos(i) + 1);
+  markOnce("runlog:first-failure-shown");
+}
+
+function showLedger(answer) {
+  const { state: ledgerState, text, reasons } = describeLedger(answer);
+  ledgerEl.textContent = ledgerState === "open" ? "" : ledgerState === "complete" ? "✓ complete" : "⚠ incomplete";
+  ledgerEl.title = text;
+  ledgerEl.dataset.state = ledgerState;
+  $("ledger-reasons").replaceChildren(
+    ...(ledgerState === "incomplete" ? reasons : text ? [text] : []).map((r) => {
+      const li = document.createElement("li");
+      li.textContent = r;
+      return li;
+    }),
+  );
+  document.body.dataset.ledger = ledgerState;
+}
+
+/** The slowest sections, each a link that opens and shows it. */
+function showSlowest() {
+  const items = index.slowest(10).map((k) => {
+    const s = index.list[k];
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "#L" + (s.first_pos + 1);
+    a.textContent = s.title || s.name;
+    const d = document.createElement("span");
+    d.className = "sum outcome-" + (s.outcome || "running");
+    d.textContent = " " + describeSection(s).text;
+    li.append(a, d);
+    return li;
+  });
+  slowestList.replaceChildren(...items);
+}
+
+rowsBox.addEventListener("click", (ev) => {
+  const fold = ev.target.closest(".fold");
+  const row = fold && fold.closest(".row.section-head");
+  if (!row) return;
+  const s = index.list[Number(row.dataset.section)];
+  if (!s) return;
+  folds.set(s, !folds.collapsed(s));
+  refold();
+});
+$("expand-all").addEventListener("click", () => {
+  folds.setAll(false);
+  refold();
+});
+$("collapse-all").addEventListener("click", () => {
+  folds.setAll(true);
+  refold();
+});
+
 // --- downloads ---------------------------------------------------------------------
 function download(name, parts, type) {
   const url = URL.createObjectURL(new Blob(parts, { type }));
@@ -335,6 +495,7 @@ if (refusal) {
   fail("A read token is needed to see this stream.", true);
 } else {
   readStream(account, key, sink);
+  sectionsWanted();
 }
 render();
 viewport.focus();
