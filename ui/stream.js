@@ -133,6 +133,7 @@ const NO_SECTION = { indent: 0, head: null, stamp: "" };
 
 function render() {
   const g = scroller.syncSpacer();
+  if (document.body.dataset.rows !== String(g.n)) document.body.dataset.rows = String(g.n);
   // Line-number gutter as wide as the largest number (no clipping at 1 000 000).
   const last = store.lastPos;
   const digits = String(last === null ? 1 : last + 1).length;
@@ -442,7 +443,7 @@ function showSlowest() {
 }
 
 rowsBox.addEventListener("click", (ev) => {
-  const fold = ev.target.closest(".fold");
+  const fold = ev.target.closest(".fold, .sum"); // the toggle, or the header's summary
   const row = fold && fold.closest(".row.section-head");
   if (!row) return;
   const s = index.list[Number(row.dataset.section)];
