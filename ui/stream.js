@@ -297,7 +297,8 @@ $("prev-match").addEventListener("click", () => jumpTo(search.move(-1)));
 filterBox.addEventListener("change", () => setFilter(filterBox.checked));
 tsBox.addEventListener("change", () => document.body.classList.toggle("show-ts", tsBox.checked));
 
-// Keyboard: "/" search, "n"/"N" matches, "f" follow, "t" timestamps, "g"/"G" ends.
+// Keyboard: "/" search, "n"/"N" matches, "f" follow, "t" timestamps, "g"/"G" ends,
+// "[" fold every section, "]" open every section.
 document.addEventListener("keydown", (ev) => {
   if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const actions = {
@@ -306,6 +307,8 @@ document.addEventListener("keydown", (ev) => {
     N: () => jumpTo(search.move(-1)),
     f: () => followBox.click(),
     t: () => tsBox.click(),
+    "[": () => $("collapse-all").click(),
+    "]": () => $("expand-all").click(),
     g: () => scroller.scrollToView(0, false),
     G: () => {
       scroller.following = state === "live";

@@ -182,7 +182,7 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
     assert_eq!(slowest, json!(["test", "build", "e2e", "unit"]));
     browser.screenshot("viewer-sections-first-failure").await;
 
-    // Expand all shows every line; collapse all folds even the failures.
+    // Expand all shows every line; collapse all (the `[` key) folds even the failures.
     browser
         .eval(
             "document.getElementById('expand-all').click(); return true",
@@ -197,7 +197,7 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
         .await;
     assert_eq!(count, json!(2000));
     browser
-        .eval("document.getElementById('collapse-all').click(); document.getElementById('viewport').scrollTop = 0; return true", vec![])
+        .eval("document.dispatchEvent(new KeyboardEvent('keydown', {key: '['})); document.getElementById('viewport').scrollTop = 0; return true", vec![])
         .await;
     browser
         .wait_for(
@@ -206,6 +206,49 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
         )
         .await;
     browser.screenshot("viewer-sections-collapsed").await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.quit().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_archived_stream_folds_and_opens_at_its_failure_like_a_live_one() {
+    let (svc, api, read) = setup().await;
+    api.open("old").await;
+    api.put_ok("old", &build_log()).await;
+    // snapshot=true: the lines become the archive and the live stream goes away; the
+    // index and ledger are kept beside the archive.
+    close_with(&api, "old", "snapshot=true&lines=2000&outcome=failure").await;
+    let browser = Browser::start().await;
+    browser.goto(&page(&svc, "old", &read, "")).await;
+    let first = browser
+        .wait_for(
+            "the jump to the first failure",
+            "return document.body.dataset.firstFailure",
+        )
+        .await;
+    assert_eq!(first, json!("1202"));
+    browser
+        .wait_for(
+            "the whole archive and its ledger",
+            "const s = document.body.dataset.state;
+             return (s === 'closed' || s === 'archived') && document.body.dataset.ledger === 'complete'",
+        )
+        .await;
+    browser
+        .eval(
+            "document.getElementById('viewport').scrollTop = 0; return true",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_for(
+            "build folded at the top",
+            "const h = document.querySelector(`.row[data-line='2']:not([hidden])`);
+             return h && h.dataset.collapsed === 'true' && h.nextElementSibling.dataset.line === '802'",
+        )
+        .await;
+    browser.screenshot("viewer-sections-archive").await;
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
