@@ -26,6 +26,18 @@ export function mayBeMarker(raw) {
   );
 }
 
+/** How many items of `sorted` (ascending by `key`) have a key at or below `x`. */
+export function countAtMost(sorted, x, key = (v) => v) {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (key(sorted[mid]) <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** The index answered by the service, with the look-ups the page needs. */
 export class SectionIndex {
   /** `answer`: the JSON of `GET /stream/sections` (`{open, sections, ledger?, …}`). */
@@ -57,13 +69,7 @@ export class SectionIndex {
   containing(pos) {
     // The last section to start at or before `pos` is the innermost holding it or a
     // descendant of it (sections nest), so its parent chain has every one.
-    let lo = 0;
-    let hi = this.list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.list[mid].first_pos <= pos) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = countAtMost(this.list, pos, (s) => s.first_pos);
     const out = [];
     for (let k = lo - 1; k !== undefined && k !== null && k >= 0; k = this.list[k].parent) {
       if (SectionIndex.holds(this.list[k], pos)) out.push(k);
@@ -199,28 +205,6 @@ export function foldedLines(store, ranges) {
       hidden += b - a;
     }
   };
-  /** Ranges whose row (where they would start) is at or before `v`. */
-  const rangesUpToRow = (v) => {
-    let lo = 0;
-    let hi = rowStarts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (rowStarts[mid] <= v) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  /** The last range starting at or before line `i` (-1: none). */
-  const rangeAtOrBefore = (i) => {
-    let lo = 0;
-    let hi = starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (starts[mid] <= i) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo - 1;
-  };
   return {
     whole: true,
     get count() {
@@ -229,13 +213,13 @@ export function foldedLines(store, ranges) {
     },
     lineAt(v) {
       sync();
-      const k = rangesUpToRow(v);
+      const k = countAtMost(rowStarts, v); // ranges whose row is at or before v
       return k === 0 ? v : v + before[k - 1] + (ends[k - 1] - starts[k - 1]);
     },
     /** Row of line `i`; a hidden line answers the row of its section's header. */
     rowOf(i) {
       sync();
-      const k = rangeAtOrBefore(i);
+      const k = countAtMost(starts, i) - 1; // the last range starting at or before i
       if (k < 0) return i;
       if (i < ends[k]) return Math.max(0, rowStarts[k] - 1);
       return i - before[k] - (ends[k] - starts[k]);
@@ -243,7 +227,7 @@ export function foldedLines(store, ranges) {
     /** Whether line `i` is hidden. */
     hides(i) {
       sync();
-      const k = rangeAtOrBefore(i);
+      const k = countAtMost(starts, i) - 1; // the last range starting at or before i
       return k >= 0 && i < ends[k];
     },
   };

@@ -340,10 +340,11 @@ let pendingFailure = null; // pos of the first failure, shown once its line has 
 
 function sectionsWanted() {
   if (!account || !key || !token) return;
-  if (sectionsBusy || sectionsTimer) {
+  if (sectionsBusy) {
     sectionsAgain = true;
     return;
   }
+  if (sectionsTimer) return; // a fetch is already due
   const wait = sectionsLast + SECTIONS_EVERY_MS - performance.now();
   if (wait > 0) {
     sectionsTimer = setTimeout(() => {

@@ -47,6 +47,38 @@ fn archive() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Scrolls through the whole log, one big step per frame, 240 frames: frame times
+/// (`p50`, `p95`, `max`) and the rows scrolled through (`rows`).
+const SCROLL_FRAMES: &str = "const done = arguments[arguments.length - 1];
+     const v = document.getElementById('viewport');
+     const times = []; let last = performance.now(); let i = 0;
+     v.scrollTop = 0;
+     function step(now) {
+       times.push(now - last); last = now;
+       if (++i > 240) { times.sort((a, b) => a - b);
+         return done({p50: times[120], p95: times[228], max: times[times.length - 1],
+           rows: Number(document.body.dataset.rows)}); }
+       v.scrollTop = (i / 240) * (v.scrollHeight - v.clientHeight);
+       requestAnimationFrame(step);
+     }
+     requestAnimationFrame(step);";
+
+/// Searches for `query` (Enter in the search box): the time until the match is
+/// drawn (`ms`) and its line number (`line`).
+fn search_script(query: &str) -> String {
+    format!(
+        "const done = arguments[arguments.length - 1];
+         const s = document.getElementById('search');
+         s.value = '{query}';
+         const t0 = performance.now();
+         s.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}}));
+         (function poll() {{
+           if (document.querySelector('.row:not([hidden]) mark')) return done({{ms: performance.now() - t0, line: document.body.dataset.currentMatch}});
+           requestAnimationFrame(poll);
+         }})();"
+    )
+}
+
 fn ms(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
@@ -108,38 +140,11 @@ async fn viewer_on_a_million_line_archive() {
     browser.screenshot("bench-viewer-last-line").await;
 
     // Scrolling: jump through the whole log, one big step per frame, and time frames.
-    let frames = browser
-        .eval_async(
-            "const done = arguments[arguments.length - 1];
-             const v = document.getElementById('viewport');
-             const times = []; let last = performance.now(); let i = 0;
-             v.scrollTop = 0;
-             function step(now) {
-               times.push(now - last); last = now;
-               if (++i > 240) { times.sort((a, b) => a - b);
-                 return done({p50: times[120], p95: times[228], max: times[times.length - 1]}); }
-               v.scrollTop = (i / 240) * (v.scrollHeight - v.clientHeight);
-               requestAnimationFrame(step);
-             }
-             requestAnimationFrame(step);",
-            LIMIT,
-        )
-        .await;
+    let frames = browser.eval_async(SCROLL_FRAMES, LIMIT).await;
 
     // Search: from Enter to the match drawn.
     let search = browser
-        .eval_async(
-            "const done = arguments[arguments.length - 1];
-             const s = document.getElementById('search');
-             s.value = 'needle-5be1';
-             const t0 = performance.now();
-             s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
-             (function poll() {
-               if (document.querySelector('.row:not([hidden]) mark')) return done({ms: performance.now() - t0, line: document.body.dataset.currentMatch});
-               requestAnimationFrame(poll);
-             })();",
-            LIMIT,
-        )
+        .eval_async(&search_script("needle-5be1"), LIMIT)
         .await;
     browser.screenshot("bench-viewer-search").await;
     browser.quit().await;
@@ -268,19 +273,6 @@ async fn viewer_folds_a_million_lines_in_sections() {
     // Scrolling through the whole log (folded: 9 900 headers and 100 failed sections
     // open; then everything expanded), one big step per frame; folding all and
     // expanding all timed from the click to the next frame.
-    let scroll = "const done = arguments[arguments.length - 1];
-         const v = document.getElementById('viewport');
-         const times = []; let last = performance.now(); let i = 0;
-         v.scrollTop = 0;
-         function step(now) {
-           times.push(now - last); last = now;
-           if (++i > 240) { times.sort((a, b) => a - b);
-             return done({p50: times[120], p95: times[228], max: times[times.length - 1],
-               rows: Number(document.body.dataset.rows)}); }
-           v.scrollTop = (i / 240) * (v.scrollHeight - v.clientHeight);
-           requestAnimationFrame(step);
-         }
-         requestAnimationFrame(step);";
     let toggle = |id: &str| {
         format!(
             "const done = arguments[arguments.length - 1];
@@ -289,24 +281,13 @@ async fn viewer_folds_a_million_lines_in_sections() {
              requestAnimationFrame(() => done({{ms: performance.now() - t0}}));"
         )
     };
-    let folded = browser.eval_async(scroll, LIMIT).await;
+    let folded = browser.eval_async(SCROLL_FRAMES, LIMIT).await;
     let expand = browser.eval_async(&toggle("expand-all"), LIMIT).await;
-    let expanded = browser.eval_async(scroll, LIMIT).await;
+    let expanded = browser.eval_async(SCROLL_FRAMES, LIMIT).await;
     let collapse = browser.eval_async(&toggle("collapse-all"), LIMIT).await;
     // Search: a line inside a folded section, from Enter to the match drawn.
     let search = browser
-        .eval_async(
-            "const done = arguments[arguments.length - 1];
-             const s = document.getElementById('search');
-             s.value = 'step 777777:';
-             const t0 = performance.now();
-             s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
-             (function poll() {
-               if (document.querySelector('.row:not([hidden]) mark')) return done({ms: performance.now() - t0, line: document.body.dataset.currentMatch});
-               requestAnimationFrame(poll);
-             })();",
-            LIMIT,
-        )
+        .eval_async(&search_script("step 777777:"), LIMIT)
         .await;
     browser.quit().await;
     svc.shutdown().await;

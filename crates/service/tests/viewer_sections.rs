@@ -8,20 +8,11 @@
 mod common;
 
 use common::Api;
+use common::viewer::{page, setup};
 use reqwest::StatusCode;
-use runlog_protocol::Scope;
 use runlog_testkit::browser::Browser;
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
-
-const ACCOUNT: &str = "acc";
-
-fn page(svc: &TestService, key: &str, token: &str, hash: &str) -> String {
-    format!(
-        "{}/ui/stream?accountID={ACCOUNT}&key={key}&token={token}{hash}",
-        svc.url()
-    )
-}
 
 /// A line at `pos` written `secs` seconds after 10:00.
 fn at(pos: u64, secs: u64, out: &str) -> Value {
@@ -52,13 +43,6 @@ fn build_log() -> Vec<Value> {
         .collect()
 }
 
-async fn setup() -> (TestService, Api, String) {
-    let svc = TestService::start().await;
-    let writer = Api::new(&svc, ACCOUNT, Scope::Write);
-    let read = svc.token(ACCOUNT, Scope::Read);
-    (svc, writer, read)
-}
-
 /// Closes `key` stating `query` (the writer's totals) to `DELETE /stream`.
 async fn close_with(api: &Api, key: &str, query: &str) {
     let r = api
@@ -69,6 +53,25 @@ async fn close_with(api: &Api, key: &str, query: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+/// Writes [`build_log`] to stream `ci`, closes it with `close` (the writer's
+/// totals), opens it in a browser and waits for the page to scroll to e2e's header
+/// (not to test's around it).
+async fn open_at_first_failure(svc: &TestService, api: &Api, read: &str, close: &str) -> Browser {
+    api.open("ci").await;
+    api.put_ok("ci", &build_log()).await;
+    close_with(api, "ci", close).await;
+    let browser = Browser::start().await;
+    browser.goto(&page(svc, "ci", read, "")).await;
+    let first = browser
+        .wait_for(
+            "the jump to the first failure",
+            "return document.body.dataset.firstFailure",
+        )
+        .await;
+    assert_eq!(first, json!("1202"), "e2e's header, not test's around it");
+    browser
 }
 
 /// Each drawn section header: `{line, text, collapsed, outcome, summary}`.
@@ -85,19 +88,7 @@ const ROW_LINES: &str =
 #[tokio::test]
 async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
     let (svc, api, read) = setup().await;
-    api.open("ci").await;
-    api.put_ok("ci", &build_log()).await;
-    close_with(&api, "ci", "lines=2000&outcome=failure").await;
-
-    let browser = Browser::start().await;
-    browser.goto(&page(&svc, "ci", &read, "")).await;
-    let first = browser
-        .wait_for(
-            "the jump to the first failure",
-            "return document.body.dataset.firstFailure",
-        )
-        .await;
-    assert_eq!(first, json!("1202"), "e2e's header, not test's around it");
+    let browser = open_at_first_failure(&svc, &api, &read, "lines=2000&outcome=failure").await;
     let headers = browser.eval(HEADERS, vec![]).await;
     let e2e = headers
         .as_array()
@@ -214,20 +205,15 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
 #[tokio::test]
 async fn an_archived_stream_folds_and_opens_at_its_failure_like_a_live_one() {
     let (svc, api, read) = setup().await;
-    api.open("old").await;
-    api.put_ok("old", &build_log()).await;
     // snapshot=true: the lines become the archive and the live stream goes away; the
     // index and ledger are kept beside the archive.
-    close_with(&api, "old", "snapshot=true&lines=2000&outcome=failure").await;
-    let browser = Browser::start().await;
-    browser.goto(&page(&svc, "old", &read, "")).await;
-    let first = browser
-        .wait_for(
-            "the jump to the first failure",
-            "return document.body.dataset.firstFailure",
-        )
-        .await;
-    assert_eq!(first, json!("1202"));
+    let browser = open_at_first_failure(
+        &svc,
+        &api,
+        &read,
+        "snapshot=true&lines=2000&outcome=failure",
+    )
+    .await;
     browser
         .wait_for(
             "the whole archive and its ledger",
