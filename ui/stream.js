@@ -325,18 +325,24 @@ document.addEventListener("keydown", (ev) => {
 
 // --- sections: folded by outcome, the index fetched again as markers arrive ------------
 // The index is the service's (GET /stream/sections): the page parses no marker itself,
-// so it shows exactly what `runlog logs --sections` and the API show. While lines
+// so it shows exactly what the API answers any other reader. While lines
 // arrive, a line that may be a marker (sections.js `mayBeMarker`) asks for the index
 // again, at most one request in flight and one per SECTIONS_EVERY_MS: a build that
 // prints a header per test costs one request a second, not one per header. The final
-// index (with the ledger) is fetched once the stream is complete.
+// index (with the ledger) is fetched once the stream is complete (again, a few
+// times, while the service still calls it open).
 const SECTIONS_EVERY_MS = 1000;
+const CLOSING_TRIES = 10;
+let closingTries = 0;
 let sectionsBusy = false;
 let sectionsAgain = false;
 let sectionsLast = -Infinity;
 let sectionsTimer = 0;
 let firstIndex = true;
 let pendingFailure = null; // pos of the first failure, shown once its line has arrived
+// The pos the reader was sent to (a link, a search match): a new index keeps the
+// sections around it open, until the reader folds or opens sections themselves.
+let keepOpen = null;
 
 function sectionsWanted() {
   if (!account || !key || !token) return;
@@ -360,7 +366,8 @@ function sectionsWanted() {
     if (answer) onSections(answer);
     firstIndex = false; // only the page's first look decides where it opens
     // Asked again meanwhile, or the stream ended before the service closed its index.
-    if (sectionsAgain || (answer && answer.open && complete())) {
+    const closing = answer && answer.open && complete() && closingTries++ < CLOSING_TRIES;
+    if (sectionsAgain || closing) {
       sectionsAgain = false;
       sectionsWanted();
     }
@@ -377,10 +384,7 @@ function onSections(answer) {
     const k = index.firstFailure();
     if (k !== null) pendingFailure = index.list[k].first_pos;
   }
-  // The lines the reader was sent to (a link, the selected match) stay in view.
-  if (highlight) folds.reveal(index, highlight.from - 1);
-  const current = search.currentLine();
-  if (current !== null) folds.reveal(index, store.pos(current));
+  if (keepOpen !== null) folds.reveal(index, keepOpen);
   refold(wasEmpty);
   showLedger(answer);
   showSlowest();
@@ -399,6 +403,7 @@ function refold(keepTop = true) {
 
 /** Opens the folded sections around line `i`, so it has a row. */
 function reveal(i) {
+  keepOpen = store.pos(i);
   if (view.whole && reading !== everyLine && reading.hides(i) && folds.reveal(index, store.pos(i))) refold(false);
 }
 
@@ -452,14 +457,17 @@ rowsBox.addEventListener("click", (ev) => {
   if (!row) return;
   const s = index.list[Number(row.dataset.section)];
   if (!s) return;
+  keepOpen = null;
   folds.set(s, !folds.collapsed(s));
   refold();
 });
 $("expand-all").addEventListener("click", () => {
+  keepOpen = null;
   folds.setAll(false);
   refold();
 });
 $("collapse-all").addEventListener("click", () => {
+  keepOpen = null;
   folds.setAll(true);
   refold();
 });
