@@ -1,18 +1,25 @@
 //! Sections in the web viewer: folded by how they ended, a finished failed stream
 //! opened at its first failure, sections opening and folding while lines arrive,
 //! search and `#L` links reaching into folded sections, and the completeness
-//! ledger in the header. A real service on a loopback port and headless Chromium;
+//! ledger in the header; folding and the live tail on the Redis store too. A real
+//! service on a loopback port and headless Chromium;
 //! screenshots go to `$RUNLOG_TEST_ARTIFACTS`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::Api;
-use common::viewer::{page, setup};
+use common::viewer::{ACCOUNT, page, setup};
 use reqwest::StatusCode;
+use runlog_protocol::Scope;
+use runlog_service::store::BlobStore;
+use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_testkit::browser::Browser;
+use runlog_testkit::redis::RedisServer;
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A line at `pos` written `secs` seconds after 10:00.
 fn at(pos: u64, secs: u64, out: &str) -> Value {
@@ -41,6 +48,21 @@ fn build_log() -> Vec<Value> {
             at(p, p / 10, &out)
         })
         .collect()
+}
+
+/// Like `setup`, over a Redis stream store (the server is returned to keep it up).
+async fn setup_redis() -> (RedisServer, TestService, Api, String) {
+    let redis = RedisServer::start_new().await;
+    let config = RedisConfig {
+        url: redis.url(),
+        block: Duration::from_millis(500),
+        ..RedisConfig::default()
+    };
+    let streams = RedisStreamStore::new(config, None).unwrap();
+    let svc = TestService::start_with_stores(Arc::new(streams), BlobStore::memory()).await;
+    let api = Api::new(&svc, ACCOUNT, Scope::Write);
+    let read = svc.token(ACCOUNT, Scope::Read);
+    (redis, svc, api, read)
 }
 
 /// Closes `key` stating `query` (the writer's totals) to `DELETE /stream`.
@@ -88,6 +110,17 @@ const ROW_LINES: &str =
 #[tokio::test]
 async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
     let (svc, api, read) = setup().await;
+    first_failure_and_folds(svc, api, read, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
+    let (_redis, svc, api, read) = setup_redis().await;
+    first_failure_and_folds(svc, api, read, "-redis").await;
+}
+
+/// `backend`: a suffix of the screenshots' names.
+async fn first_failure_and_folds(svc: TestService, api: Api, read: String, backend: &str) {
     let browser = open_at_first_failure(&svc, &api, &read, "lines=2000&outcome=failure").await;
     let headers = browser.eval(HEADERS, vec![]).await;
     let e2e = headers
@@ -171,7 +204,9 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
         )
         .await;
     assert_eq!(slowest, json!(["test", "build", "e2e", "unit"]));
-    browser.screenshot("viewer-sections-first-failure").await;
+    browser
+        .screenshot(&format!("viewer-sections-first-failure{backend}"))
+        .await;
 
     // Expand all shows every line; collapse all (the `[` key) folds even the failures.
     browser
@@ -196,7 +231,9 @@ async fn a_failed_stream_opens_at_its_first_failure_with_successes_folded() {
             "const l = [...document.querySelectorAll('.row:not([hidden])')].map(r => r.dataset.line); return l.join(',') === '1,2,802'",
         )
         .await;
-    browser.screenshot("viewer-sections-collapsed").await;
+    browser
+        .screenshot(&format!("viewer-sections-collapsed{backend}"))
+        .await;
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
@@ -307,6 +344,17 @@ async fn search_and_line_links_open_the_folded_sections_they_reach_into() {
 #[tokio::test]
 async fn live_sections_stay_open_while_running_and_fold_when_they_succeed() {
     let (svc, api, read) = setup().await;
+    live_sections(svc, api, read, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_live_sections_stay_open_while_running_and_fold_when_they_succeed() {
+    let (_redis, svc, api, read) = setup_redis().await;
+    live_sections(svc, api, read, "-redis").await;
+}
+
+/// `backend`: a suffix of the screenshots' names.
+async fn live_sections(svc: TestService, api: Api, read: String, backend: &str) {
     api.open("live").await;
     api.put_ok(
         "live",
@@ -366,7 +414,9 @@ async fn live_sections_stay_open_while_running_and_fold_when_they_succeed() {
         json!("open"),
         "no ledger while the stream is written"
     );
-    browser.screenshot("viewer-sections-live").await;
+    browser
+        .screenshot(&format!("viewer-sections-live{backend}"))
+        .await;
     assert_eq!(browser.console_errors().await, Vec::<String>::new());
     browser.quit().await;
     svc.shutdown().await;
