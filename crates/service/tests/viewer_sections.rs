@@ -9,7 +9,7 @@
 mod common;
 
 use common::Api;
-use common::viewer::{ACCOUNT, page, setup};
+use common::viewer::{ACCOUNT, finish, page, setup};
 use reqwest::StatusCode;
 use runlog_protocol::Scope;
 use runlog_service::store::BlobStore;
@@ -231,12 +231,7 @@ async fn first_failure_and_folds(svc: TestService, api: Api, read: String, backe
             "const l = [...document.querySelectorAll('.row:not([hidden])')].map(r => r.dataset.line); return l.join(',') === '1,2,802'",
         )
         .await;
-    browser
-        .screenshot(&format!("viewer-sections-collapsed{backend}"))
-        .await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.quit().await;
-    svc.shutdown().await;
+    finish(browser, svc, &format!("viewer-sections-collapsed{backend}")).await;
 }
 
 #[tokio::test]
@@ -271,10 +266,7 @@ async fn an_archived_stream_folds_and_opens_at_its_failure_like_a_live_one() {
              return h && h.dataset.collapsed === 'true' && h.nextElementSibling.dataset.line === '802'",
         )
         .await;
-    browser.screenshot("viewer-sections-archive").await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.quit().await;
-    svc.shutdown().await;
+    finish(browser, svc, "viewer-sections-archive").await;
 }
 
 #[tokio::test]
@@ -335,10 +327,7 @@ async fn search_and_line_links_open_the_folded_sections_they_reach_into() {
         )
         .await;
     assert_eq!(text, json!("needle in the build"));
-    browser.screenshot("viewer-sections-search").await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.quit().await;
-    svc.shutdown().await;
+    finish(browser, svc, "viewer-sections-search").await;
 }
 
 #[tokio::test]
@@ -414,12 +403,7 @@ async fn live_sections(svc: TestService, api: Api, read: String, backend: &str) 
         json!("open"),
         "no ledger while the stream is written"
     );
-    browser
-        .screenshot(&format!("viewer-sections-live{backend}"))
-        .await;
-    assert_eq!(browser.console_errors().await, Vec::<String>::new());
-    browser.quit().await;
-    svc.shutdown().await;
+    finish(browser, svc, &format!("viewer-sections-live{backend}")).await;
 }
 
 #[tokio::test]

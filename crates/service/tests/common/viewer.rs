@@ -22,3 +22,12 @@ pub async fn setup() -> (TestService, Api, String) {
     let read = svc.token(ACCOUNT, Scope::Read);
     (svc, writer, read)
 }
+
+/// Ends a browser test: saves screenshot `shot`, checks that the page logged no
+/// error, and stops the browser and the service.
+pub async fn finish(browser: runlog_testkit::browser::Browser, svc: TestService, shot: &str) {
+    browser.screenshot(shot).await;
+    assert_eq!(browser.console_errors().await, Vec::<String>::new());
+    browser.quit().await;
+    svc.shutdown().await;
+}
