@@ -99,3 +99,18 @@ async function readArchive(query, key, account, sink) {
   }
   sink.state("archived");
 }
+
+/**
+ * The section index and ledger of stream `key` (`GET /stream/sections`): the answer's
+ * JSON, or null when it could not be had (the page then shows the lines unfolded;
+ * a later fetch may succeed).
+ */
+export async function readSections(account, key) {
+  const query = `accountID=${encodeURIComponent(account)}&key=${encodeURIComponent(key)}`;
+  try {
+    const resp = await fetch("/stream/sections?" + query, { headers: authHeaders(), cache: "no-store" });
+    return resp.ok ? await resp.json() : null;
+  } catch {
+    return null;
+  }
+}

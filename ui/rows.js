@@ -3,6 +3,7 @@
 // marks. Log text only ever reaches the page as textContent, never as markup.
 
 import { afterCarriageReturn, parseAnsi, styleSpan, isStyled } from "./ansi.js";
+import { describeSection } from "./sections.js";
 
 /** Characters of one line drawn in its row. */
 export const MAX_DRAWN = 16_384;
@@ -27,9 +28,13 @@ export class RowPool {
       ts.className = "ts";
       const lv = document.createElement("span");
       lv.className = "lv";
+      const fold = document.createElement("span");
+      fold.className = "fold";
       const tx = document.createElement("span");
       tx.className = "tx";
-      row.append(ln, ts, lv, tx);
+      const sum = document.createElement("span");
+      sum.className = "sum";
+      row.append(ln, ts, lv, fold, tx, sum);
       this.#box.append(row);
       this.#rows.push(row);
     }
@@ -47,18 +52,20 @@ export class RowPool {
  * `lit`: inside the linked range; `current`: the selected search match;
  * `searchVersion` and `ranges(text)`: the query's version and where it matches
  * (null when there is no query); `timeMode` and `timeOf(i, line)`: how times are
- * shown and the line's `{text, title, gap}` (time.js `describeTime`).
+ * shown and the line's `{text, title, gap}` (time.js `describeTime`); `section`: how
+ * the line sits among sections (`sectionOf` below).
  * A row whose line and marks are unchanged is left alone.
  */
-export function fillRow(row, i, line, { lit, current, searchVersion, ranges, timeMode, timeOf }) {
+export function fillRow(row, i, line, { lit, current, searchVersion, ranges, timeMode, timeOf, section }) {
   const number = line.pos + 1;
   // Everything the row shows that can change without its line changing.
-  const stamp = `${i}|${lit}|${searchVersion}|${current}|${timeMode}`;
+  const stamp = `${i}|${lit}|${searchVersion}|${current}|${timeMode}|${section.stamp}`;
   row.hidden = false;
   if (row.dataset.stamp === stamp) return;
   row.dataset.stamp = stamp;
   row.dataset.line = String(number);
-  const [ln, ts, lv, tx] = row.children;
+  const [ln, ts, lv, fold, tx, sum] = row.children;
+  drawSection(row, fold, sum, section);
   ln.textContent = String(number);
   ln.href = "#L" + number;
   ln.setAttribute("aria-label", "line " + number);
@@ -74,6 +81,50 @@ export function fillRow(row, i, line, { lit, current, searchVersion, ranges, tim
   row.classList.toggle("highlighted", lit);
   row.classList.toggle("current-match", current);
   drawText(tx, line.out, ranges);
+}
+
+/**
+ * How line `pos` sits among the sections of `index` (sections.js), folded as `folds`
+ * says: `{indent, head, stamp}` — `indent` in steps (0 when the stream has no
+ * sections), `head` the section it opens (`{k, collapsed, outcome, text}`) or null.
+ */
+export function sectionOf(index, folds, pos) {
+  if (!index.list.length) return { indent: 0, head: null, stamp: "" };
+  const k = index.headAt(pos);
+  if (k === undefined) {
+    const indent = index.depthAt(pos) + 1;
+    return { indent, head: null, stamp: String(indent) };
+  }
+  const s = index.list[k];
+  const { outcome, text } = describeSection(s);
+  const collapsed = folds.collapsed(s);
+  return { indent: s.depth + 1, head: { k, collapsed, outcome, text }, stamp: `${s.depth}|${k}|${collapsed}|${text}` };
+}
+
+/** The fold toggle (indented by nesting) and the header's summary of a section's first line. */
+function drawSection(row, fold, sum, { indent, head }) {
+  fold.style.width = indent ? `${indent * 2}ch` : "";
+  fold.textContent = head ? (head.collapsed ? "▸" : "▾") : "";
+  row.classList.toggle("section-head", Boolean(head));
+  if (head) {
+    row.dataset.section = String(head.k);
+    row.dataset.outcome = head.outcome;
+    row.dataset.collapsed = String(head.collapsed);
+    fold.setAttribute("role", "button");
+    fold.setAttribute("aria-expanded", String(!head.collapsed));
+    fold.title = head.collapsed ? "Show this section's lines" : "Fold this section";
+    sum.textContent = head.text;
+    sum.className = "sum outcome-" + head.outcome;
+  } else {
+    delete row.dataset.section;
+    delete row.dataset.outcome;
+    delete row.dataset.collapsed;
+    fold.removeAttribute("role");
+    fold.removeAttribute("aria-expanded");
+    fold.title = "";
+    sum.textContent = "";
+    sum.className = "sum";
+  }
 }
 
 /** Styled spans for the text, with the `ranges(text)` it answers (if any) in <mark>. */

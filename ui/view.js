@@ -6,7 +6,7 @@
 /** Every line of `store` is a row. */
 export function allLines(store) {
   return {
-    /** Whether this view hides no line. */
+    /** Whether this is the reading view (every line, folded sections aside), not the filter's matches. */
     whole: true,
     /** Rows in the view. */
     get count() {

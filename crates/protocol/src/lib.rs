@@ -10,8 +10,10 @@ pub mod error;
 pub mod function;
 pub mod job;
 pub mod key;
+pub mod ledger;
 pub mod line;
 pub mod lite;
+pub mod sections;
 pub mod service;
 
 pub use error::ErrorBody;

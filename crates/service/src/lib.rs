@@ -26,6 +26,7 @@ pub mod extract;
 pub mod ingest;
 pub mod metrics;
 pub mod routes;
+pub mod sections;
 pub mod server;
 pub mod snapshot;
 pub mod sse;

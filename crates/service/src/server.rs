@@ -1,7 +1,7 @@
 //! The router and the server loop.
 
 use crate::error::ApiError;
-use crate::routes::{admin, blob, compat, stream};
+use crate::routes::{admin, blob, compat, sections, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
 use axum::Router;
@@ -33,6 +33,7 @@ pub fn router(state: ServiceState) -> Router {
                 .get(stream::tail)
                 .delete(stream::close),
         )
+        .route("/stream/sections", get(sections::get))
         .route("/streams", get(admin::list))
         .route("/blob/link/upload", post(blob::link))
         .route("/token", post(admin::token))

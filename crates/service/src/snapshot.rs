@@ -56,20 +56,43 @@ pub async fn sweep_once(st: &ServiceState) {
         if !expired {
             continue;
         }
-        if let Err(e) = expire(st, &meta.id, meta.last_activity).await {
+        if let Err(e) = expire(st, &meta.id, meta.last_activity, meta.open).await {
             tracing::warn!(account = %meta.id.account, key = %meta.id.key, error = %e, "cannot expire stream; will retry");
         }
     }
 }
 
-/// Closes, archives and removes `id`, which the sweep saw idle since `idle_since`;
-/// a stream written to or reopened since then is left alone.
-async fn expire(st: &ServiceState, id: &StreamId, idle_since: SystemTime) -> Result<(), ApiError> {
+/// Closes, archives and removes `id`, which the sweep saw idle since `idle_since`
+/// (and still `open`, or closed by its writer); a stream written to or reopened
+/// since then is left alone.
+async fn expire(
+    st: &ServiceState,
+    id: &StreamId,
+    idle_since: SystemTime,
+    open: bool,
+) -> Result<(), ApiError> {
     let Some(closed) = st.streams().close_if_idle(id, idle_since).await? else {
         return Ok(());
     };
     if !st.blobs().exists(id).await? {
         snapshot_stream(st, id).await?;
+    }
+    // Its writer never closed it: the ledger says so. (One its writer closed was
+    // finished then.) The index is a reader's aid, so failing to store it does not
+    // stop the expiry.
+    if open
+        && let Err(e) = st
+            .sections()
+            .finish(
+                st.streams().as_ref(),
+                st.blobs(),
+                id,
+                &Default::default(),
+                false,
+            )
+            .await
+    {
+        tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot finish the section index");
     }
     // Reopened meanwhile (another replica, a retried step): it lives on with every
     // line it took; its writer archives it again at close.
@@ -80,6 +103,8 @@ async fn expire(st: &ServiceState, id: &StreamId, idle_since: SystemTime) -> Res
     {
         return Ok(());
     }
+    // Finished above; dropped here too should storing it have failed.
+    let _ = st.sections().forget(id).await;
     st.metrics().streams_expired.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

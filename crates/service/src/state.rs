@@ -2,6 +2,7 @@
 
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
+use crate::sections::Sections;
 use crate::store::{BlobStore, StreamStore};
 use crate::used_links::UsedLinks;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     used_links: UsedLinks,
+    sections: Sections,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -48,6 +50,7 @@ impl ServiceState {
                 metrics: Arc::new(Metrics::default()),
                 shutdown: CancellationToken::new(),
                 used_links: UsedLinks::default(),
+                sections: Sections::default(),
             }),
         }
     }
@@ -80,6 +83,11 @@ impl ServiceState {
     /// The self-signed upload links already used.
     pub fn used_links(&self) -> &UsedLinks {
         &self.inner.used_links
+    }
+
+    /// The section index and completeness ledger of every stream.
+    pub fn sections(&self) -> &Sections {
+        &self.inner.sections
     }
 
     /// Cancelled when the service shuts down: SSE responses end on it.

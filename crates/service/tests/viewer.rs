@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::viewer::{ACCOUNT, page, setup};
 use common::{Api, line};
 use reqwest::StatusCode;
 use runlog_protocol::Scope;
@@ -13,26 +14,9 @@ use runlog_testkit::service::TestService;
 use serde_json::json;
 use std::time::Duration;
 
-const ACCOUNT: &str = "acc";
-
-/// The viewer URL of `key` with a read token in the link, as the CLI prints it.
-fn page(svc: &TestService, key: &str, token: &str, hash: &str) -> String {
-    format!(
-        "{}/ui/stream?accountID={ACCOUNT}&key={key}&token={token}{hash}",
-        svc.url()
-    )
-}
-
 /// Text of every rendered row, as the page shows it.
 const ROW_TEXTS: &str =
     "return [...document.querySelectorAll('.row:not([hidden]) .tx')].map(e => e.textContent)";
-
-async fn setup() -> (TestService, Api, String) {
-    let svc = TestService::start().await;
-    let writer = Api::new(&svc, ACCOUNT, Scope::Write);
-    let read = svc.token(ACCOUNT, Scope::Read);
-    (svc, writer, read)
-}
 
 #[tokio::test]
 async fn lines_written_to_a_stream_appear_without_reload() {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod blob;
 pub mod compat;
+pub mod sections;
 pub mod stream;
 
 use crate::error::ApiError;

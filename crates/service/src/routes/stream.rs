@@ -65,6 +65,7 @@ pub async fn append(
     let mut parse = crate::ingest::Incremental::default();
     let raw = super::read_body(&headers, raw, limit, |so_far| parse.feed(so_far)).await?;
     let batch = parse.finish(&raw)?;
+    let scan = st.sections().scan(&batch);
     let id = q.id();
     let ack = match st.streams().append_batch(&id, batch).await {
         // A runlog writer that reopens and resends from pos 0 itself wants the 404.
@@ -77,6 +78,11 @@ pub async fn append(
         }
         other => other?,
     };
+    if let Some(scan) = scan {
+        st.sections()
+            .after_append(st.streams().as_ref(), &id, scan, ack.next_pos)
+            .await?;
+    }
     let m = st.metrics();
     m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
     m.duplicate_lines
@@ -215,17 +221,27 @@ async fn archive_replay(
 }
 
 /// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become
-/// the archive.
+/// the archive. The writer's totals, if it states them (`&lines=&bytes=&digest=
+/// &dropped=&outcome=`), are checked into the stream's ledger.
 pub async fn close(
     State(st): State<ServiceState>,
     caller: Caller,
     q: Stream,
+    totals: crate::routes::sections::Totals,
 ) -> Result<Json<StreamInfo>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
     if q.0.snapshot {
         snapshot_stream(&st, &id).await?;
+    }
+    // The index is a reader's aid: failing to finish it never fails the close.
+    if let Err(e) = st
+        .sections()
+        .finish(st.streams().as_ref(), st.blobs(), &id, &totals.0, true)
+        .await
+    {
+        tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot finish the section index");
     }
     Ok(Json(info(&meta, q.0.snapshot)))
 }

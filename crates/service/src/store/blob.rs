@@ -138,6 +138,35 @@ impl BlobStore {
         Ok(())
     }
 
+    /// The name of an object kept beside a stream's archive: `name` in the stream's
+    /// directory ([`names::stream_dir`]). `name` starts with `=`, which no part of a
+    /// key's storage name starts with, so it is never an archive, a directory of
+    /// another key, or an overflow segment (those start with `+`).
+    fn beside_path(id: &StreamId, name: &str) -> Result<ObjectPath, BlobError> {
+        if !name.starts_with('=') || name.contains('/') {
+            return Err(BlobError::Backend(format!("bad object name {name:?}")));
+        }
+        Ok(names::stream_dir(id).join(name))
+    }
+
+    /// Stores a small object beside a stream's archive (the section index).
+    pub async fn put_beside(
+        &self,
+        id: &StreamId,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<(), BlobError> {
+        let path = Self::beside_path(id, name)?;
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        Ok(())
+    }
+
+    /// An object stored by [`put_beside`](Self::put_beside).
+    pub async fn get_beside(&self, id: &StreamId, name: &str) -> Result<Bytes, BlobError> {
+        let path = Self::beside_path(id, name)?;
+        Ok(self.store.get(&path).await?.bytes().await?)
+    }
+
     /// The stored archive bytes (gzip, unless an external uploader stored plain text
     /// through a presigned link).
     pub async fn get(&self, id: &StreamId) -> Result<Bytes, BlobError> {

@@ -9,6 +9,8 @@ use runlog_protocol::service::AppendAck;
 use runlog_testkit::service::TestService;
 use std::time::Duration;
 
+pub mod viewer;
+
 /// A client for one account with one token.
 pub struct Api {
     pub base: String,

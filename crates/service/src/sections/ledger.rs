@@ -1,0 +1,169 @@
+//! The completeness check at close: the writer's stated totals against the lines
+//! the store holds.
+
+use super::scan::text_of;
+use super::state::StreamIndex;
+use crate::store::{StoreError, StreamId, StreamStore};
+use runlog_protocol::ledger::{Basis, Incomplete, Ledger, LineDigest, WriterTotals};
+
+/// Lines read per store call while checking.
+const READ: usize = 16_384;
+
+/// Most gaps listed; past it the last one listed runs to the end of what is missing
+/// (a stream with every other line lost would otherwise list millions).
+const MAX_GAPS: usize = 1_000;
+
+/// What a pass over the held lines found.
+#[derive(Default)]
+struct Pass {
+    lines: u64,
+    bytes: u64,
+    digest: LineDigest,
+    first: Option<u64>,
+    last: Option<u64>,
+    gaps: Vec<Incomplete>,
+}
+
+impl Pass {
+    fn gap(&mut self, from: u64, to: u64) {
+        if self.gaps.len() < MAX_GAPS {
+            self.gaps.push(Incomplete::Gap { from, to });
+        } else if let Some(Incomplete::Gap { to: end, .. }) = self.gaps.last_mut() {
+            *end = to;
+        }
+    }
+}
+
+/// Checks `id`'s held lines against `totals`. Reads every line back only when it
+/// must: the writer stated bytes or a digest, or the store holds a gap (to say
+/// exactly where). Otherwise the store's counts prove contiguity on their own.
+pub async fn check(
+    streams: &dyn StreamStore,
+    id: &StreamId,
+    index: &StreamIndex,
+    totals: &WriterTotals,
+    closed_by_writer: bool,
+) -> Result<Ledger, StoreError> {
+    let meta = streams.meta(id).await?;
+    let contiguous = meta.last_contiguous_pos.map_or(0, |p| p + 1);
+    let needs_text = totals.bytes.is_some() || totals.digest.is_some();
+    let mut pass = Pass::default();
+    if needs_text || meta.lines != contiguous {
+        read_all(streams, id, needs_text, &mut pass).await?;
+    } else {
+        pass.lines = meta.lines;
+        pass.first = (meta.lines > 0).then_some(0);
+        pass.last = meta.last_contiguous_pos;
+    }
+    let mut reasons = std::mem::take(&mut pass.gaps);
+    if let Some(stated) = totals.lines {
+        let next = pass.last.map_or(0, |l| l + 1);
+        if stated > next {
+            reasons.push(Incomplete::Gap {
+                from: next,
+                to: stated - 1,
+            });
+        }
+        if stated != pass.lines {
+            reasons.push(Incomplete::Lines {
+                stated,
+                held: pass.lines,
+            });
+        }
+    }
+    if let Some(stated) = totals.bytes
+        && stated != pass.bytes
+    {
+        reasons.push(Incomplete::Bytes {
+            stated,
+            held: pass.bytes,
+        });
+    }
+    let held_digest = pass.digest.finish();
+    if let Some(stated) = &totals.digest
+        && *stated != held_digest
+    {
+        reasons.push(Incomplete::Digest {
+            stated: stated.clone(),
+            held: held_digest,
+        });
+    }
+    let marked: u64 = index.drops.iter().filter_map(|(_, n)| *n).sum();
+    let dropped = totals.dropped.unwrap_or(marked);
+    if dropped > 0 || !index.drops.is_empty() {
+        reasons.push(Incomplete::Dropped {
+            lines: dropped,
+            at: index.drops.iter().map(|(pos, _)| *pos).collect(),
+        });
+    }
+    if !closed_by_writer {
+        reasons.push(Incomplete::NeverClosed);
+    }
+    let stated = totals_stated(totals);
+    Ok(Ledger {
+        complete: reasons.is_empty(),
+        basis: if totals.states_totals() {
+            Basis::WriterTotals
+        } else {
+            Basis::Contiguity
+        },
+        lines: pass.lines,
+        first_pos: pass.first,
+        last_pos: pass.last,
+        stated,
+        reasons,
+    })
+}
+
+fn totals_stated(totals: &WriterTotals) -> Option<WriterTotals> {
+    (totals.states_totals() || totals.dropped.is_some() || totals.outcome.is_some())
+        .then(|| totals.clone())
+}
+
+/// Reads every held line in `pos` order: gaps always, text bytes and digest when
+/// `text` (parsing and hashing on a blocking thread, a chunk at a time).
+async fn read_all(
+    streams: &dyn StreamStore,
+    id: &StreamId,
+    text: bool,
+    pass: &mut Pass,
+) -> Result<(), StoreError> {
+    let mut from = 0;
+    loop {
+        let chunk = streams.read(id, from, READ).await?;
+        let Some(last) = chunk.last() else {
+            return Ok(());
+        };
+        let after = last.pos.checked_add(1);
+        for line in &chunk {
+            let expected = pass.last.map_or(0, |l| l + 1);
+            if line.pos > expected {
+                pass.gap(expected, line.pos - 1);
+            }
+            pass.first.get_or_insert(line.pos);
+            pass.last = Some(line.pos);
+            pass.lines += 1;
+        }
+        if text {
+            let (digest, bytes) = (std::mem::take(&mut pass.digest), pass.bytes);
+            let (digest, bytes) = tokio::task::spawn_blocking(move || {
+                let (mut digest, mut bytes) = (digest, bytes);
+                for line in &chunk {
+                    // Ingest validated every line; an undecodable one counts as no text.
+                    let out = text_of(line).map(|(_, out)| out).unwrap_or_default();
+                    bytes += out.len() as u64;
+                    digest.line(&out);
+                }
+                (digest, bytes)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ledger check failed: {e}")))?;
+            pass.digest = digest;
+            pass.bytes = bytes;
+        }
+        match after {
+            Some(after) => from = after,
+            None => return Ok(()),
+        }
+    }
+}

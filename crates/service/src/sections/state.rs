@@ -1,0 +1,107 @@
+//! Where each stream's section index lives between requests: [`IndexStore`], kept
+//! in memory by [`MemoryIndexStore`].
+//!
+//! The index of a stream is one [`StreamIndex`] value, read and written whole under
+//! a per-stream lock ([`IndexStore::lock`] → [`IndexLease`] → `commit`). A store
+//! shared by replicas (Redis) keeps the same value serialised under the stream's
+//! hash tag, takes the lock with `SET NX PX`, and writes the value back on
+//! `commit` only if its `next` has not moved (ARCHITECTURE.md, "Sections").
+
+use crate::store::{StoreError, StreamId};
+use async_trait::async_trait;
+use runlog_protocol::sections::SectionTracker;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most drop markers remembered per stream (the ledger lists where lines were
+/// dropped; a writer drops in a few places, not thousands).
+pub const MAX_DROP_MARKERS: usize = 1_000;
+
+/// One stream's section index and where it stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamIndex {
+    /// The sections found so far.
+    pub tracker: SectionTracker,
+    /// The first `pos` not yet given to the tracker: every line below it was.
+    pub next: u64,
+    /// `pos` of the writer's drop markers seen so far, with the count of lines
+    /// each one reports (when it says).
+    pub drops: Vec<(u64, Option<u64>)>,
+}
+
+/// Per-stream section indexes.
+#[async_trait]
+pub trait IndexStore: Send + Sync + 'static {
+    /// The stream's index (an empty one when none is held), locked against every
+    /// other `lock` of the same stream until the lease is committed or dropped.
+    async fn lock(&self, id: &StreamId) -> Result<Box<dyn IndexLease>, StoreError>;
+
+    /// Drops the stream's index (it was written beside the archive, or the stream
+    /// is gone).
+    async fn forget(&self, id: &StreamId) -> Result<(), StoreError>;
+}
+
+/// A locked stream index.
+#[async_trait]
+pub trait IndexLease: Send {
+    /// The index, to read and change.
+    fn index(&mut self) -> &mut StreamIndex;
+
+    /// Keeps the changes and releases the lock. Dropping the lease without it
+    /// releases the lock; whether changes are kept then is up to the store (the
+    /// memory store keeps them: they were made in place).
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Indexes in this process's memory: one async mutex per stream.
+#[derive(Debug, Default)]
+pub struct MemoryIndexStore {
+    streams: std::sync::Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<StreamIndex>>>>,
+}
+
+struct MemoryLease(tokio::sync::OwnedMutexGuard<StreamIndex>);
+
+#[async_trait]
+impl IndexLease for MemoryLease {
+    fn index(&mut self) -> &mut StreamIndex {
+        &mut self.0
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IndexStore for MemoryIndexStore {
+    async fn lock(&self, id: &StreamId) -> Result<Box<dyn IndexLease>, StoreError> {
+        let entry = self.map().entry(id.clone()).or_default().clone();
+        Ok(Box::new(MemoryLease(entry.lock_owned().await)))
+    }
+
+    async fn forget(&self, id: &StreamId) -> Result<(), StoreError> {
+        self.map().remove(id);
+        Ok(())
+    }
+}
+
+impl MemoryIndexStore {
+    /// The map; a panic elsewhere while it was held left it whole (every change
+    /// to it is one insert or remove), so a poisoned lock is taken over.
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<tokio::sync::Mutex<StreamIndex>>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Streams with an index held.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no index is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

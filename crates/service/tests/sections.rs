@@ -1,0 +1,278 @@
+//! `GET /stream/sections` and the completeness ledger over real HTTP: sections found
+//! as lines arrive, finished at close, kept beside the archive, and the ledger's
+//! verdict for complete, gapped, lying and abandoned streams.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Api, assert_error};
+use reqwest::{Method, StatusCode};
+use runlog_protocol::Scope;
+use runlog_protocol::ledger::{Basis, Incomplete, LineDigest};
+use runlog_protocol::sections::{Outcome, SectionsAnswer};
+use runlog_service::store::StreamId;
+use runlog_testkit::service::{TestService, test_config};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn at(pos: u64, out: &str) -> Value {
+    let time = format!("2026-11-20T10:00:{:02}.000Z", pos % 60);
+    json!({"level": "info", "pos": pos, "out": out, "time": time})
+}
+
+/// Lines `range` of a log whose text is given by `text(pos)`.
+fn log(range: std::ops::Range<u64>, text: impl Fn(u64) -> String) -> Vec<Value> {
+    range.map(|p| at(p, &text(p))).collect()
+}
+
+fn text(pos: u64) -> String {
+    match pos {
+        1 => "::group::Build\n".into(),
+        2 => {
+            "\u{1b}[0Ksection_start:1732096800:compile[collapsed=true]\r\u{1b}[0KCompiling\n".into()
+        }
+        5 => "\u{1b}[0Ksection_end:1732096805:compile\r\u{1b}[0K\n".into(),
+        7 => "::endgroup::\n".into(),
+        8 => "--- :test_tube: Test\n".into(),
+        _ => format!("line {pos}\n"),
+    }
+}
+
+async fn sections(api: &Api, key: &str) -> SectionsAnswer {
+    let r = api
+        .req(Method::GET, "/stream/sections", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn close_with(api: &Api, key: &str, query: &str) -> reqwest::Response {
+    let url = format!("{}&{query}", api.url("/stream", key));
+    api.http
+        .delete(url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn digest_of(lines: &[Value]) -> String {
+    let mut d = LineDigest::default();
+    lines
+        .iter()
+        .for_each(|l| d.line(l["out"].as_str().unwrap()));
+    d.finish()
+}
+
+fn id(key: &str) -> StreamId {
+    StreamId {
+        account: "acc".parse().unwrap(),
+        key: key.parse().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn sections_grow_live_and_are_kept_beside_the_archive_with_a_complete_ledger() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    let all = log(0..12, text);
+    api.put_ok("k", &all[..4]).await;
+
+    let live = sections(&api, "k").await;
+    assert!(live.open);
+    assert_eq!(live.sections.len(), 2);
+    assert_eq!(live.sections[1].parent, Some(0));
+    assert_eq!(live.sections[1].title.as_deref(), Some("Compiling"));
+    assert!(
+        live.sections
+            .iter()
+            .all(|s| s.last_pos.is_none() && s.outcome.is_none())
+    );
+    assert!(live.ledger.is_none());
+
+    api.put_ok("k", &all[4..]).await;
+    let bytes: usize = all.iter().map(|l| l["out"].as_str().unwrap().len()).sum();
+    let query = format!(
+        "lines=12&bytes={bytes}&digest={}&outcome=failure",
+        digest_of(&all)
+    );
+    let r = close_with(&api, "k", &query).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let done = sections(&api, "k").await;
+    assert!(!done.open);
+    let names: Vec<&str> = done.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Build", "compile", ":test_tube: Test"]);
+    let build = &done.sections[0];
+    assert_eq!(
+        (build.first_pos, build.last_pos, build.lines),
+        (1, Some(7), Some(7))
+    );
+    assert_eq!(build.outcome, Some(Outcome::Success));
+    assert_eq!(build.duration_ms, Some(6000));
+    let test = &done.sections[2];
+    assert_eq!(
+        test.last_pos,
+        Some(11),
+        "open at the end: ends at the last line"
+    );
+    assert_eq!(test.outcome, Some(Outcome::Failure), "the stream failed");
+    let ledger = done.ledger.clone().unwrap();
+    assert!(ledger.complete, "{ledger:?}");
+    assert_eq!(ledger.basis, Basis::WriterTotals);
+    assert_eq!(
+        (ledger.lines, ledger.first_pos, ledger.last_pos),
+        (12, Some(0), Some(11))
+    );
+
+    // Gone from the live store: answered from what was stored beside the archive.
+    svc.state().streams().remove(&id("k")).await.unwrap();
+    assert_eq!(sections(&api, "k").await, done);
+}
+
+#[tokio::test]
+async fn lines_that_arrive_after_a_gap_are_indexed_once_it_fills() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    let all = log(0..12, text);
+    api.put_ok("k", &all[..2]).await;
+    api.put_ok("k", &all[6..]).await;
+    let before = sections(&api, "k").await;
+    assert_eq!(
+        before.sections.len(),
+        1,
+        "only what is contiguous: {before:?}"
+    );
+    // Fills 2..6, out of order within the batch too.
+    let mut middle = all[2..6].to_vec();
+    middle.reverse();
+    api.put_ok("k", &middle).await;
+    let after = sections(&api, "k").await;
+    let closed: Vec<Option<u64>> = after.sections.iter().map(|s| s.last_pos).collect();
+    assert_eq!(closed, [Some(7), Some(5), None]);
+}
+
+#[tokio::test]
+async fn the_ledger_names_every_gap_mismatch_and_drop() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    let mut all = log(0..12, |p| format!("line {p}\n"));
+    all[3] = at(
+        3,
+        "[livelog] 40 lines (3200 bytes) were dropped starting after line 2: disk full\n",
+    );
+    api.put_ok("k", &all[..5]).await;
+    api.put_ok("k", &all[8..10]).await;
+    let query = format!("lines=12&bytes=1&digest={}", digest_of(&all));
+    assert_eq!(close_with(&api, "k", &query).await.status(), StatusCode::OK);
+    let ledger = sections(&api, "k").await.ledger.unwrap();
+    assert!(!ledger.complete);
+    let reasons = &ledger.reasons;
+    assert!(
+        reasons.contains(&Incomplete::Gap { from: 5, to: 7 }),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&Incomplete::Gap { from: 10, to: 11 }),
+        "{reasons:?}"
+    );
+    assert!(reasons.contains(&Incomplete::Lines {
+        stated: 12,
+        held: 7
+    }));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| matches!(r, Incomplete::Bytes { stated: 1, .. }))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| matches!(r, Incomplete::Digest { .. }))
+    );
+    assert!(reasons.contains(&Incomplete::Dropped {
+        lines: 40,
+        at: vec![3]
+    }));
+}
+
+#[tokio::test]
+async fn without_totals_the_ledger_proves_contiguity_and_says_so() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    api.put_ok("k", &log(0..50, |p| format!("{p}\n"))).await;
+    api.close("k", true).await;
+    let ledger = sections(&api, "k").await.ledger.unwrap();
+    assert!(ledger.complete);
+    assert_eq!(ledger.basis, Basis::Contiguity);
+    assert_eq!(ledger.last_pos, Some(49));
+    assert!(ledger.stated.is_none());
+}
+
+#[tokio::test]
+async fn a_stream_its_writer_never_closed_is_marked_so_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = runlog_service::ServiceConfig {
+        idle_timeout: Duration::from_millis(200),
+        sweep_interval: Duration::from_millis(50),
+        ..test_config(dir.path())
+    };
+    let svc = TestService::start_with(cfg).await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    api.put_ok(
+        "k",
+        &log(0..3, |p| {
+            if p == 1 {
+                "::group::g\n".into()
+            } else {
+                "x\n".into()
+            }
+        }),
+    )
+    .await;
+    let streams = svc.state().streams().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while streams.meta(&id("k")).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "not expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = sections(&api, "k").await;
+    assert_eq!(done.sections[0].outcome, Some(Outcome::Unknown));
+    let ledger = done.ledger.unwrap();
+    assert_eq!(ledger.reasons, [Incomplete::NeverClosed]);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_json_errors() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    let r = close_with(&api, "k", "digest=md5:abc").await;
+    let msg = assert_error(r, StatusCode::BAD_REQUEST).await;
+    assert!(msg.contains("sha256:"), "{msg}");
+    let r = close_with(&api, "k", "lines=many").await;
+    assert_error(r, StatusCode::BAD_REQUEST).await;
+
+    let r = api
+        .req(Method::GET, "/stream/sections", "nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::NOT_FOUND).await;
+    let other = Api::new(&svc, "other", Scope::Read);
+    let r = other
+        .http
+        .get(format!("{}/stream/sections?accountID=acc&key=k", svc.url()))
+        .bearer_auth(&other.token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::FORBIDDEN).await;
+}
