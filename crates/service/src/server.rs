@@ -24,6 +24,7 @@ pub fn router(state: ServiceState) -> Router {
                 .delete(compat::delete_blob),
         )
         .route("/blob/upload", put(blob::upload_signed))
+        .route("/blob/read", get(blob::download_signed))
         .layer(DefaultBodyLimit::max(cfg.max_blob_body));
     let mut api = Router::new()
         .route(
@@ -35,7 +36,9 @@ pub fn router(state: ServiceState) -> Router {
         )
         .route("/streams", get(admin::list))
         .route("/blob/link/upload", post(blob::link))
-        .route("/token", post(admin::token))
+        .route("/blob/link/download", post(blob::download_link))
+        .route("/blob/exists", get(compat::blob_exists))
+        .route("/token", post(admin::token).get(compat::harness_token))
         .route("/healthz", get(admin::health))
         .route("/ready/healthz", get(compat::ready))
         .route("/stream/info", get(compat::stream_info))

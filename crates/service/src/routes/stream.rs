@@ -215,17 +215,22 @@ async fn archive_replay(
 }
 
 /// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become
-/// the archive.
+/// the archive. With `prefix=true` or `keys=K1,K2,…` it closes several streams
+/// (Harness's forms, [`super::compat::close_many`]).
 pub async fn close(
     State(st): State<ServiceState>,
     caller: Caller,
-    q: Stream,
-) -> Result<Json<StreamInfo>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    if let Some(many) = super::compat::CloseMany::from_uri(&uri)? {
+        return Ok(Json(super::compat::close_many(&st, &caller, many).await?).into_response());
+    }
+    let q = Stream(crate::extract::parse_query(&uri)?);
     caller.require(&q.0.account_id, Scope::Write)?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
     if q.0.snapshot {
         snapshot_stream(&st, &id).await?;
     }
-    Ok(Json(info(&meta, q.0.snapshot)))
+    Ok(Json(info(&meta, q.0.snapshot)).into_response())
 }
