@@ -271,6 +271,34 @@ pub struct SignedLink {
     sig: String,
 }
 
+impl SignedLink {
+    /// The link's query, checked for `purpose`: 400 when it is not a link's query,
+    /// 401 when its signature does not hold or it has expired.
+    fn verified(
+        st: &ServiceState,
+        q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
+        purpose: LinkPurpose,
+    ) -> Result<SignedLink, ApiError> {
+        let what = match purpose {
+            LinkPurpose::Upload => "upload",
+            LinkPurpose::Download => "download",
+        };
+        let axum::extract::Query(q) =
+            q.map_err(|e| ApiError::BadRequest(format!("invalid {what} link: {}", e.body_text())))?;
+        verify_link(
+            st.secret(),
+            purpose,
+            &q.account_id,
+            q.key.as_str(),
+            q.expires,
+            &q.n,
+            &q.sig,
+        )
+        .map_err(|e| ApiError::Unauthorized(format!("{what} link refused: {e}")))?;
+        Ok(q)
+    }
+}
+
 /// `PUT /blob/upload?…&expires=&sig=`: the target of a self-signed upload link. The
 /// link is its own authorisation; no token is needed or read. The body is read only
 /// after the link is verified.
@@ -280,18 +308,7 @@ pub async fn upload_signed(
     headers: HeaderMap,
     raw: axum::body::Body,
 ) -> Result<Json<Uploaded>, ApiError> {
-    let axum::extract::Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid upload link: {}", e.body_text())))?;
-    verify_link(
-        st.secret(),
-        LinkPurpose::Upload,
-        &q.account_id,
-        q.key.as_str(),
-        q.expires,
-        &q.n,
-        &q.sig,
-    )
-    .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
+    let q = SignedLink::verified(&st, q, LinkPurpose::Upload)?;
     if !st
         .used_links()
         .claim(&q.sig, q.expires, crate::auth::now_secs())
@@ -326,18 +343,7 @@ pub async fn download_signed(
     q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid download link: {}", e.body_text())))?;
-    verify_link(
-        st.secret(),
-        LinkPurpose::Download,
-        &q.account_id,
-        q.key.as_str(),
-        q.expires,
-        &q.n,
-        &q.sig,
-    )
-    .map_err(|e| ApiError::Unauthorized(format!("download link refused: {e}")))?;
+    let q = SignedLink::verified(&st, q, LinkPurpose::Download)?;
     let id = StreamId {
         account: q.account_id,
         key: q.key,
