@@ -155,13 +155,26 @@ pub enum LinkPurpose {
     Upload,
     /// `GET` of a stream's archive until it expires (`POST /blob/link/download`).
     Download,
+    /// `GET` of the zip of every archive under a key prefix (`POST /blob/download`);
+    /// signed over the prefix in place of a key.
+    Zip,
 }
 
 impl LinkPurpose {
+    /// What the link is for, in words (`upload`, `download`, `zip`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkPurpose::Upload => "upload",
+            LinkPurpose::Download => "download",
+            LinkPurpose::Zip => "zip",
+        }
+    }
+
     fn domain(self) -> &'static [u8] {
         match self {
             LinkPurpose::Upload => b"runlog-upload\n",
             LinkPurpose::Download => b"runlog-download\n",
+            LinkPurpose::Zip => b"runlog-zip\n",
         }
     }
 }
@@ -336,11 +349,12 @@ mod tests {
 
     #[test]
     fn link_signature_is_bound_to_purpose_key_expiry_and_nonce() {
-        use LinkPurpose::{Download, Upload};
+        use LinkPurpose::{Download, Upload, Zip};
         let exp = now_secs() + 60;
         let sig = sign_link(b"k", Upload, &acc("a"), "x", exp, "n1");
         assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n1", &sig).is_ok());
         assert!(verify_link(b"k", Download, &acc("a"), "x", exp, "n1", &sig).is_err());
+        assert!(verify_link(b"k", Zip, &acc("a"), "x", exp, "n1", &sig).is_err());
         assert!(verify_link(b"k", Upload, &acc("a"), "y", exp, "n1", &sig).is_err());
         assert!(verify_link(b"k", Upload, &acc("a"), "x", exp + 1, "n1", &sig).is_err());
         assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n2", &sig).is_err());

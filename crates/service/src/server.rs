@@ -1,7 +1,7 @@
 //! The router and the server loop.
 
 use crate::error::ApiError;
-use crate::routes::{admin, blob, compat, stream};
+use crate::routes::{admin, blob, bundle, compat, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
 use axum::Router;
@@ -25,6 +25,7 @@ pub fn router(state: ServiceState) -> Router {
         )
         .route("/blob/upload", put(blob::upload_signed))
         .route("/blob/read", get(blob::download_signed))
+        .route("/blob/zip", get(bundle::zip))
         .layer(DefaultBodyLimit::max(cfg.max_blob_body));
     let mut api = Router::new()
         .route(
@@ -38,6 +39,7 @@ pub fn router(state: ServiceState) -> Router {
         .route("/blob/link/upload", post(blob::link))
         .route("/blob/link/download", post(blob::download_link))
         .route("/blob/exists", get(compat::blob_exists))
+        .route("/blob/download", post(bundle::zip_link))
         .route("/token", post(admin::token).get(compat::harness_token))
         .route("/healthz", get(admin::health))
         .route("/ready/healthz", get(compat::ready))

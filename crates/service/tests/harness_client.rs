@@ -1080,3 +1080,108 @@ async fn closing_several_keys_closes_those_named_and_skips_unknown_ones() {
     assert_eq!(r.status, 403, "{}", r.text());
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_zip_of_a_prefix_holds_every_archive_under_it() {
+    use std::io::Read as _;
+    let svc = TestService::start().await;
+    let write = svc.token(ACCOUNT, Scope::Write);
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let le = LiteEngine::new(&svc, &write);
+    let run = "accountId:a/pipelineId:p/runSequence:9";
+    let keys = [
+        format!("{run}/level0:pipeline"),
+        format!("{run}/level0:pipeline/level1:stages/level2:s$1"),
+        format!("{run}/level0:pipeline/level1:stages/level2:s2"),
+    ];
+    let mut sent = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let rows = lines(0..(i as u64 + 2), |pos| format!("archive {i} <{pos}>"));
+        LiteEngine::ok("write", &le.write(key, &rows).await);
+        LiteEngine::ok("close", &le.close(key).await);
+        sent.push(rows);
+    }
+    let outside = "accountId:a/pipelineId:p/runSequence:90/level0:pipeline";
+    LiteEngine::ok(
+        "upload",
+        &le.call(
+            "POST",
+            "/blob",
+            outside,
+            "",
+            Some(&ndjson(&lines(0..1, |_| "x".into()))),
+        )
+        .await,
+    );
+
+    // Harness's form: `POST /blob/download?accountID=&prefix=`, no key.
+    let prefix = format!("{run}/");
+    let reader = async |query: String| {
+        go_request(
+            svc.addr(),
+            "POST",
+            "/blob/download",
+            &query,
+            Auth::Header(&read),
+            None,
+        )
+        .await
+    };
+    let r = reader(format!("accountID={ACCOUNT}&prefix={prefix}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    assert!(
+        v["expires"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
+    let link = v["link"].as_str().unwrap().to_owned();
+
+    // Fetched without a token.
+    let got = reqwest::get(&link).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["content-type"].to_str().unwrap(),
+        "application/zip"
+    );
+    let bytes = got.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    names.sort_unstable();
+    let mut expected: Vec<String> = keys.iter().map(|k| format!("{k}.ndjson")).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    for (key, rows) in keys.iter().zip(&sent) {
+        let mut text = String::new();
+        zip.by_name(&format!("{key}.ndjson"))
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(&text.lines().map(str::to_owned).collect::<Vec<_>>(), rows);
+    }
+
+    // The signature covers the prefix: a wider one is refused.
+    let wider = link.replace("runSequence%3A9%2F", "runSequence%3A9");
+    assert_ne!(wider, link);
+    assert_eq!(reqwest::get(&wider).await.unwrap().status(), 401);
+    // Nothing under a prefix is a 404; no prefix is a 400; another account's token
+    // gets nothing.
+    let r = reader(format!("accountID={ACCOUNT}&prefix=accountId:none/")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(!r.error_msg().is_empty());
+    let r = reader(format!("accountID={ACCOUNT}")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!r.error_msg().is_empty());
+    let stranger = svc.token("other-account", Scope::Read);
+    let r = go_request(
+        svc.addr(),
+        "POST",
+        "/blob/download",
+        &format!("accountID={ACCOUNT}&prefix={prefix}"),
+        Auth::Header(&stranger),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    svc.shutdown().await;
+}

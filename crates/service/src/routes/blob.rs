@@ -179,7 +179,8 @@ pub async fn link(
         &headers,
         LinkPurpose::Upload,
         "/blob/upload",
-        &id,
+        &id.account,
+        ("key", id.key.as_str()),
     )?))
 }
 
@@ -205,19 +206,22 @@ pub async fn download_link(
         &headers,
         LinkPurpose::Download,
         "/blob/read",
-        &id,
+        &id.account,
+        ("key", id.key.as_str()),
     )?))
 }
 
-/// A self-signed link to `path` for `id`, valid for `config.link_ttl`; `expires`
-/// in nanoseconds, as Harness's log service answers (lite-engine decodes it as a Go
-/// `time.Duration` and drops the upload on anything else).
-fn signed_link(
+/// A self-signed link to `path` for what `subject` names in `account` (`("key", K)`
+/// or `("prefix", P)`), valid for `config.link_ttl`; `expires` in nanoseconds, as
+/// Harness's log service answers (lite-engine decodes it as a Go `time.Duration` and
+/// drops the upload on anything else).
+pub(crate) fn signed_link(
     st: &ServiceState,
     headers: &HeaderMap,
     purpose: LinkPurpose,
     path: &str,
-    id: &StreamId,
+    account: &AccountId,
+    subject: (&str, &str),
 ) -> Result<LinkResponse, ApiError> {
     let ttl = st.config().link_ttl;
     let base = match &st.config().public_url {
@@ -237,19 +241,12 @@ fn signed_link(
     // Each link its own: an upload link is used once, and a client that asks again
     // (a retry) gets a new one.
     let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>());
-    let sig = sign_link(
-        st.secret(),
-        purpose,
-        &id.account,
-        id.key.as_str(),
-        exp_secs,
-        &nonce,
-    );
+    let sig = sign_link(st.secret(), purpose, account, subject.1, exp_secs, &nonce);
     let mut url = url::Url::parse(&format!("{base}{path}"))
         .map_err(|e| ApiError::Internal(format!("bad public URL {base:?}: {e}")))?;
     url.query_pairs_mut()
-        .append_pair("accountID", id.account.as_str())
-        .append_pair("key", id.key.as_str())
+        .append_pair("accountID", account.as_str())
+        .append_pair(subject.0, subject.1)
         .append_pair("expires", &exp_secs.to_string())
         .append_pair("n", &nonce)
         .append_pair("sig", &sig);
@@ -279,10 +276,7 @@ impl SignedLink {
         q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
         purpose: LinkPurpose,
     ) -> Result<SignedLink, ApiError> {
-        let what = match purpose {
-            LinkPurpose::Upload => "upload",
-            LinkPurpose::Download => "download",
-        };
+        let what = purpose.name();
         let axum::extract::Query(q) =
             q.map_err(|e| ApiError::BadRequest(format!("invalid {what} link: {}", e.body_text())))?;
         verify_link(
