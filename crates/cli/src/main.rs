@@ -5,7 +5,7 @@
 
 mod ansi;
 mod cmd;
-mod reader;
+mod connect;
 
 use clap::{Parser, Subcommand};
 

@@ -146,23 +146,71 @@ pub fn verify_token(secret: &[u8], token: &str) -> Result<Claims, AuthError> {
     Ok(claims)
 }
 
-/// HMAC of an upload link's fields, base64url: binds the link to one stream and expiry.
-pub fn sign_upload(
+/// What a self-signed link allows. The purpose is part of what is signed, so a
+/// link made for one never verifies as the other (a download link's signature
+/// cannot be replayed as an upload link for the same stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    /// One `PUT` of a stream's archive (`POST /blob/link/upload`).
+    Upload,
+    /// `GET` of a stream's archive until it expires (`POST /blob/link/download`).
+    Download,
+    /// `GET` of the zip of every archive under a key prefix (`POST /blob/download`);
+    /// signed over the prefix in place of a key.
+    Zip,
+}
+
+impl LinkPurpose {
+    /// What the link is for, in words (`upload`, `download`, `zip`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkPurpose::Upload => "upload",
+            LinkPurpose::Download => "download",
+            LinkPurpose::Zip => "zip",
+        }
+    }
+
+    fn domain(self) -> &'static [u8] {
+        match self {
+            LinkPurpose::Upload => b"runlog-upload\n",
+            LinkPurpose::Download => b"runlog-download\n",
+            LinkPurpose::Zip => b"runlog-zip\n",
+        }
+    }
+}
+
+fn link_mac(
     secret: &[u8],
+    purpose: LinkPurpose,
+    account: &AccountId,
+    key: &str,
+    expires: u64,
+    nonce: &str,
+) -> HmacSha256 {
+    let mut m = mac(secret);
+    m.update(purpose.domain());
+    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
+    m
+}
+
+/// HMAC of a link's fields, base64url: binds the link to its purpose, one stream
+/// and an expiry.
+pub fn sign_link(
+    secret: &[u8],
+    purpose: LinkPurpose,
     account: &AccountId,
     key: &str,
     expires: u64,
     nonce: &str,
 ) -> String {
-    let mut m = mac(secret);
-    m.update(b"runlog-upload\n");
-    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
+    let m = link_mac(secret, purpose, account, key, expires, nonce);
     URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
 }
 
-/// Checks an upload link's signature (constant time) and expiry.
-pub fn verify_upload(
+/// Checks a link's signature (constant time) and expiry.
+pub fn verify_link(
     secret: &[u8],
+    purpose: LinkPurpose,
     account: &AccountId,
     key: &str,
     expires: u64,
@@ -172,10 +220,9 @@ pub fn verify_upload(
     let sig = URL_SAFE_NO_PAD
         .decode(sig)
         .map_err(|_| AuthError::Malformed)?;
-    let mut m = mac(secret);
-    m.update(b"runlog-upload\n");
-    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
-    m.verify_slice(&sig).map_err(|_| AuthError::BadSignature)?;
+    link_mac(secret, purpose, account, key, expires, nonce)
+        .verify_slice(&sig)
+        .map_err(|_| AuthError::BadSignature)?;
     if expires <= now_secs() {
         return Err(AuthError::Expired);
     }
@@ -301,12 +348,21 @@ mod tests {
     }
 
     #[test]
-    fn upload_signature_is_bound_to_key_expiry_and_nonce() {
+    fn link_signature_is_bound_to_purpose_key_expiry_and_nonce() {
+        use LinkPurpose::{Download, Upload, Zip};
         let exp = now_secs() + 60;
-        let sig = sign_upload(b"k", &acc("a"), "x", exp, "n1");
-        assert!(verify_upload(b"k", &acc("a"), "x", exp, "n1", &sig).is_ok());
-        assert!(verify_upload(b"k", &acc("a"), "y", exp, "n1", &sig).is_err());
-        assert!(verify_upload(b"k", &acc("a"), "x", exp + 1, "n1", &sig).is_err());
-        assert!(verify_upload(b"k", &acc("a"), "x", exp, "n2", &sig).is_err());
+        let sig = sign_link(b"k", Upload, &acc("a"), "x", exp, "n1");
+        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n1", &sig).is_ok());
+        assert!(verify_link(b"k", Download, &acc("a"), "x", exp, "n1", &sig).is_err());
+        assert!(verify_link(b"k", Zip, &acc("a"), "x", exp, "n1", &sig).is_err());
+        assert!(verify_link(b"k", Upload, &acc("a"), "y", exp, "n1", &sig).is_err());
+        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp + 1, "n1", &sig).is_err());
+        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n2", &sig).is_err());
+        let past = now_secs() - 1;
+        let old = sign_link(b"k", Download, &acc("a"), "x", past, "n1");
+        assert_eq!(
+            verify_link(b"k", Download, &acc("a"), "x", past, "n1", &old),
+            Err(AuthError::Expired)
+        );
     }
 }

@@ -14,7 +14,13 @@ use serde::de::DeserializeOwned;
 /// Parses the query string into `T`, refusing bad input with 400 (this is where
 /// invalid keys and account ids stop, before any store is touched).
 fn query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
-    Query::<T>::try_from_uri(&parts.uri)
+    parse_query(&parts.uri)
+}
+
+/// [`query`] for a handler that reads the query string itself (one route, several
+/// query shapes).
+pub(crate) fn parse_query<T: DeserializeOwned>(uri: &http::Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
         .map(|Query(q)| q)
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
 }

@@ -1,7 +1,7 @@
 //! The router and the server loop.
 
 use crate::error::ApiError;
-use crate::routes::{admin, blob, compat, sections, stream};
+use crate::routes::{admin, blob, bundle, compat, sections, stream};
 use crate::snapshot;
 use crate::state::ServiceState;
 use axum::Router;
@@ -24,6 +24,8 @@ pub fn router(state: ServiceState) -> Router {
                 .delete(compat::delete_blob),
         )
         .route("/blob/upload", put(blob::upload_signed))
+        .route("/blob/read", get(blob::download_signed))
+        .route("/blob/zip", get(bundle::zip))
         .layer(DefaultBodyLimit::max(cfg.max_blob_body));
     let mut api = Router::new()
         .route(
@@ -36,7 +38,10 @@ pub fn router(state: ServiceState) -> Router {
         .route("/stream/sections", get(sections::get))
         .route("/streams", get(admin::list))
         .route("/blob/link/upload", post(blob::link))
-        .route("/token", post(admin::token))
+        .route("/blob/link/download", post(blob::download_link))
+        .route("/blob/exists", get(compat::blob_exists))
+        .route("/blob/download", post(bundle::zip_link))
+        .route("/token", post(admin::token).get(compat::harness_token))
         .route("/healthz", get(admin::health))
         .route("/ready/healthz", get(compat::ready))
         .route("/stream/info", get(compat::stream_info))

@@ -1,7 +1,8 @@
 //! `runlog logs`: print a stream's archive, or its live lines when not yet archived.
 
 use crate::cmd::tail::{ColorMode, LinePrinter, print_archive};
-use crate::reader::{ConnectArgs, FollowOptions, ReadError};
+use crate::connect::{ConnectArgs, archive_with_progress};
+use runlog_client::{FollowOptions, ReadError};
 use runlog_protocol::StreamKey;
 use std::io::{BufWriter, Write};
 use std::time::Duration;
@@ -35,20 +36,19 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let printed = if args.json {
         let mut last = b'\n';
-        reader
-            .archive(account, &args.key, true, |chunk| {
-                if let Some(&b) = chunk.last() {
-                    last = b;
-                }
-                out.write_all(chunk)
-            })
-            .await
-            .map(|_| {
-                if last != b'\n' {
-                    // Keep the output NDJSON even if the archive lacks a final newline.
-                    let _ = out.write_all(b"\n");
-                }
-            })
+        archive_with_progress(&reader, account, &args.key, |chunk| {
+            if let Some(&b) = chunk.last() {
+                last = b;
+            }
+            out.write_all(chunk)
+        })
+        .await
+        .map(|_| {
+            if last != b'\n' {
+                // Keep the output NDJSON even if the archive lacks a final newline.
+                let _ = out.write_all(b"\n");
+            }
+        })
     } else {
         let mut printer = LinePrinter::new(&mut out, args.color.escapes(), args.timestamps);
         print_archive(&reader, account, &args.key, 0, &mut printer).await

@@ -1,6 +1,6 @@
 //! `runlog ls`: the streams of an account.
 
-use crate::reader::ConnectArgs;
+use crate::connect::ConnectArgs;
 use runlog_protocol::service::StreamInfo;
 use std::io::Write;
 

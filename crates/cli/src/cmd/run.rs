@@ -3,13 +3,13 @@
 
 use super::serve::{Stack, StackOptions};
 use super::tail::{ColorMode, LinePrinter};
-use crate::reader::{FollowOptions, ReadError, Reader, read_token_for_link, viewer_link};
+use crate::connect::read_token_for_link;
 use anyhow::{Context as _, bail};
 use clap::Args;
+use runlog_client::{EngineClient, FollowOptions, ReadError, Reader, viewer_link};
 use runlog_engine::EngineConfig;
-use runlog_protocol::engine::StepResponse;
+use runlog_protocol::engine::{LogConfig, SetupRequest, StepCommand, StepRequest, StepResponse};
 use runlog_protocol::{AccountId, StreamKey};
-use serde_json::json;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
@@ -67,6 +67,9 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The id of the one step a run makes.
+const STEP_ID: &str = "run";
+
 /// The exit code of an interrupted run, as a shell reports a command ended by SIGINT.
 const INTERRUPTED: i32 = 130;
 
@@ -108,38 +111,19 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         None => StreamKey::new(default_key())?,
     };
     let engine_key = StreamKey::new(format!("{key}.engine"))?;
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: serde_json::Value| {
-        let mut req = http
-            .post(format!("{}{path}", target.engine_url))
-            .json(&body);
-        if let Some(t) = &target.engine_token {
-            req = req.bearer_auth(t);
-        }
-        async move {
-            let resp = req.send().await.context("the engine did not answer")?;
-            let status = resp.status();
-            let body: serde_json::Value = resp
-                .json()
-                .await
-                .context("the engine's answer is not JSON")?;
-            if !status.is_success() {
-                bail!(
-                    "the engine refused ({status}): {}",
-                    body["error_msg"].as_str().unwrap_or("no message")
-                );
-            }
-            Ok(body)
-        }
+    let engine = EngineClient::new(&target.engine_url, target.engine_token.clone());
+    let setup_request = SetupRequest {
+        le_log_key: Some(engine_key.to_string()),
+        log_config: LogConfig {
+            url: target.service_url.clone(),
+            account_id: target.account.to_string(),
+            token: target.token.clone(),
+            indirect_upload: true,
+            ..LogConfig::default()
+        },
+        ..SetupRequest::default()
     };
-
-    let setup = post(
-        "/setup",
-        json!({
-            "le_log_key": engine_key,
-            "log_config": {"url": target.service_url, "account_id": target.account, "token": target.token, "indirect_upload": true},
-        }),
-    );
+    let setup = engine.setup(&setup_request);
     tokio::select! {
         r = setup => drop(r?),
         () = &mut interrupted => {
@@ -156,21 +140,20 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(INTERRUPTED);
         }
     }
-    let mut step = json!({
-        "id": "run",
-        "command": args.command,
-        "log_key": key,
-        "detach": true,
-    });
-    if let Some(t) = args.timeout {
-        step["timeout"] = json!(t.as_secs().max(1));
-    }
-    if target.stack.is_some() {
+    let step = StepRequest {
+        id: STEP_ID.to_owned(),
+        command: Some(StepCommand::Argv(args.command.clone())),
+        log_key: Some(key.to_string()),
+        timeout: args.timeout.map(|t| t.as_secs().max(1)),
         // Embedded: the command runs where the caller is.
-        step["working_dir"] = json!(std::env::current_dir()?.display().to_string());
-    }
+        working_dir: match target.stack {
+            Some(_) => Some(std::env::current_dir()?.display().to_string()),
+            None => None,
+        },
+        ..StepRequest::default()
+    };
     let outcome = async {
-        post("/step", step).await?;
+        engine.start_step(&step).await?;
         let read_token = match (&target.stack, &args.admin_secret) {
             (Some((stack, _)), _) => Some(stack.read_token.clone()),
             (None, Some(secret)) => {
@@ -187,15 +170,12 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
         eprintln!("runlog: live view of {key}: {link}");
         let reader = Reader::new(&target.service_url, Some(target.token.clone()))?;
         let follow = follow(&reader, &target.account, &key, args.color);
-        let poll = async {
-            let r = post("/poll_step", json!({"id": "run"})).await?;
-            serde_json::from_value::<StepResponse>(r).context("unexpected /poll_step answer")
-        };
+        let poll = engine.poll_step(STEP_ID);
         let (followed, result) = tokio::join!(follow, poll);
         if let Err(e) = followed {
             eprintln!("runlog: could not show the output live: {e}");
         }
-        result
+        Ok::<_, anyhow::Error>(result?)
     };
     // `None`: interrupted (Ctrl-C, SIGTERM); the stage is destroyed all the same.
     let outcome = tokio::select! {
@@ -213,7 +193,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     };
     // A second Ctrl-C (or SIGTERM) gives up on an engine that does not answer.
     let destroyed = tokio::select! {
-        r = post("/destroy", json!({})) => r,
+        r = engine.destroy() => r,
         () = super::service::shutdown_signal() => {
             spinner.finish_and_clear();
             eprintln!("runlog: interrupted again; the stage was not destroyed");

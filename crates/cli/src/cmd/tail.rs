@@ -1,7 +1,8 @@
 //! `runlog tail`: backfill a stream, then follow it until it closes.
 
 use crate::ansi::{Escapes, sanitize};
-use crate::reader::{ConnectArgs, FollowEnd, FollowOptions, ReadError, Reader};
+use crate::connect::{ConnectArgs, archive_with_progress};
+use runlog_client::{FollowEnd, FollowOptions, ReadError, Reader};
 use runlog_protocol::{AccountId, LogLine, StreamKey};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -145,7 +146,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let account = &args.service.account()?;
     if std::io::stderr().is_terminal() {
         // Without a token: the caller's token may be write-scoped, and links travel.
-        let link = crate::reader::viewer_link(reader.base_url(), account, &key, None);
+        let link = runlog_client::viewer_link(reader.base_url(), account, &key, None);
         eprintln!("runlog: following {key} · view in a browser: {link}");
     }
     // Stdout is line-buffered: each line reaches a terminal or a pipe as it arrives.
@@ -210,7 +211,7 @@ pub async fn print_archive<W: Write>(
     since_line: u64,
     printer: &mut LinePrinter<W>,
 ) -> Result<(), ReadError> {
-    let mut split = crate::reader::NdjsonSplitter::default();
+    let mut split = runlog_client::NdjsonSplitter::default();
     let mut malformed = 0u64;
     let mut on_row = |row: &[u8]| -> std::io::Result<()> {
         match serde_json::from_slice::<ArchiveRow<'_>>(row) {
@@ -222,9 +223,7 @@ pub async fn print_archive<W: Write>(
             }
         }
     };
-    reader
-        .archive(account, key, true, |chunk| split.push(chunk, &mut on_row))
-        .await?;
+    archive_with_progress(reader, account, key, |chunk| split.push(chunk, &mut on_row)).await?;
     split.finish(&mut on_row)?;
     if malformed > 0 {
         eprintln!("runlog: skipped {malformed} archive rows that are not log lines");

@@ -2,7 +2,7 @@
 
 use super::body;
 use crate::archive;
-use crate::auth::{sign_upload, verify_upload};
+use crate::auth::{LinkPurpose, sign_link, verify_link};
 use crate::error::ApiError;
 use crate::extract::{Caller, Stream};
 use crate::state::ServiceState;
@@ -96,7 +96,17 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
-    let stored = st.blobs().get_stream(&q.id()).await?;
+    serve_archive(&st, &q.id(), &headers).await
+}
+
+/// The archive of `id` as a response: gzip as stored when the request accepts it,
+/// NDJSON inflated on the way out otherwise.
+async fn serve_archive(
+    st: &ServiceState,
+    id: &StreamId,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let stored = st.blobs().get_stream(id).await?;
     let accepts_gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -157,17 +167,63 @@ pub async fn link(
 ) -> Result<Json<LinkResponse>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
     let ttl = st.config().link_ttl;
-    let expires_at = SystemTime::now() + ttl;
-    // A duration in nanoseconds, as Harness's log service answers: lite-engine decodes
-    // `expires` as a Go `time.Duration` and drops the upload on anything else.
-    let expires = LinkExpires::after(ttl);
     let id = q.id();
     if let Some(url) = st.blobs().presigned_put(&id, ttl).await? {
         return Ok(Json(LinkResponse {
             link: url.to_string(),
-            expires,
+            expires: LinkExpires::after(ttl),
         }));
     }
+    Ok(Json(signed_link(
+        &st,
+        &headers,
+        LinkPurpose::Upload,
+        "/blob/upload",
+        &id.account,
+        ("key", id.key.as_str()),
+    )?))
+}
+
+/// `POST /blob/link/download` (read scope): a URL that serves the archive, with no
+/// token, until it expires (`config.link_ttl`, an hour by default, as Harness's log
+/// service signs them). 404 when there is no archive yet: a link that could only
+/// answer 404 would hide that from whoever asked for it. The link is runlog's own
+/// (`GET /blob/read`) on every backend, so what it serves is NDJSON as
+/// `GET /blob` serves it, not the stored gzip object.
+pub async fn download_link(
+    State(st): State<ServiceState>,
+    caller: Caller,
+    q: Stream,
+    headers: HeaderMap,
+) -> Result<Json<LinkResponse>, ApiError> {
+    caller.require(&q.0.account_id, Scope::Read)?;
+    let id = q.id();
+    if !st.blobs().exists(&id).await? {
+        return Err(ApiError::NotFound("archive not found".into()));
+    }
+    Ok(Json(signed_link(
+        &st,
+        &headers,
+        LinkPurpose::Download,
+        "/blob/read",
+        &id.account,
+        ("key", id.key.as_str()),
+    )?))
+}
+
+/// A self-signed link to `path` for what `subject` names in `account` (`("key", K)`
+/// or `("prefix", P)`), valid for `config.link_ttl`; `expires` in nanoseconds, as
+/// Harness's log service answers (lite-engine decodes it as a Go `time.Duration` and
+/// drops the upload on anything else).
+pub(crate) fn signed_link(
+    st: &ServiceState,
+    headers: &HeaderMap,
+    purpose: LinkPurpose,
+    path: &str,
+    account: &AccountId,
+    subject: (&str, &str),
+) -> Result<LinkResponse, ApiError> {
+    let ttl = st.config().link_ttl;
     let base = match &st.config().public_url {
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => {
@@ -178,31 +234,31 @@ pub async fn link(
             format!("http://{host}")
         }
     };
-    let exp_secs = expires_at
+    let exp_secs = (SystemTime::now() + ttl)
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
-    // Each link its own: used once, a link is refused, and a client that asks again
+    // Each link its own: an upload link is used once, and a client that asks again
     // (a retry) gets a new one.
     let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>());
-    let sig = sign_upload(st.secret(), &id.account, id.key.as_str(), exp_secs, &nonce);
-    let mut url = url::Url::parse(&format!("{base}/blob/upload"))
+    let sig = sign_link(st.secret(), purpose, account, subject.1, exp_secs, &nonce);
+    let mut url = url::Url::parse(&format!("{base}{path}"))
         .map_err(|e| ApiError::Internal(format!("bad public URL {base:?}: {e}")))?;
     url.query_pairs_mut()
-        .append_pair("accountID", id.account.as_str())
-        .append_pair("key", id.key.as_str())
+        .append_pair("accountID", account.as_str())
+        .append_pair(subject.0, subject.1)
         .append_pair("expires", &exp_secs.to_string())
         .append_pair("n", &nonce)
         .append_pair("sig", &sig);
-    Ok(Json(LinkResponse {
+    Ok(LinkResponse {
         link: url.to_string(),
-        expires,
-    }))
+        expires: LinkExpires::after(ttl),
+    })
 }
 
-/// Query of a self-signed upload link.
+/// Query of a self-signed link (upload or download).
 #[derive(Debug, Deserialize)]
-pub struct UploadLink {
+pub struct SignedLink {
     #[serde(rename = "accountID")]
     account_id: AccountId,
     key: StreamKey,
@@ -212,26 +268,41 @@ pub struct UploadLink {
     sig: String,
 }
 
+impl SignedLink {
+    /// The link's query, checked for `purpose`: 400 when it is not a link's query,
+    /// 401 when its signature does not hold or it has expired.
+    fn verified(
+        st: &ServiceState,
+        q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
+        purpose: LinkPurpose,
+    ) -> Result<SignedLink, ApiError> {
+        let what = purpose.name();
+        let axum::extract::Query(q) =
+            q.map_err(|e| ApiError::BadRequest(format!("invalid {what} link: {}", e.body_text())))?;
+        verify_link(
+            st.secret(),
+            purpose,
+            &q.account_id,
+            q.key.as_str(),
+            q.expires,
+            &q.n,
+            &q.sig,
+        )
+        .map_err(|e| ApiError::Unauthorized(format!("{what} link refused: {e}")))?;
+        Ok(q)
+    }
+}
+
 /// `PUT /blob/upload?…&expires=&sig=`: the target of a self-signed upload link. The
 /// link is its own authorisation; no token is needed or read. The body is read only
 /// after the link is verified.
 pub async fn upload_signed(
     State(st): State<ServiceState>,
-    q: Result<axum::extract::Query<UploadLink>, axum::extract::rejection::QueryRejection>,
+    q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     raw: axum::body::Body,
 ) -> Result<Json<Uploaded>, ApiError> {
-    let axum::extract::Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid upload link: {}", e.body_text())))?;
-    verify_upload(
-        st.secret(),
-        &q.account_id,
-        q.key.as_str(),
-        q.expires,
-        &q.n,
-        &q.sig,
-    )
-    .map_err(|e| ApiError::Unauthorized(format!("upload link refused: {e}")))?;
+    let q = SignedLink::verified(&st, q, LinkPurpose::Upload)?;
     if !st
         .used_links()
         .claim(&q.sig, q.expires, crate::auth::now_secs())
@@ -256,4 +327,20 @@ pub async fn upload_signed(
         st.used_links().release(&q.sig);
     }
     Ok(Json(stored?))
+}
+
+/// `GET /blob/read?…&expires=&sig=`: the target of a self-signed download link. The
+/// link is its own authorisation (no token is read) and may be used until it
+/// expires.
+pub async fn download_signed(
+    State(st): State<ServiceState>,
+    q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = SignedLink::verified(&st, q, LinkPurpose::Download)?;
+    let id = StreamId {
+        account: q.account_id,
+        key: q.key,
+    };
+    serve_archive(&st, &id, &headers).await
 }

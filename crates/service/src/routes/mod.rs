@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod blob;
+pub mod bundle;
 pub mod compat;
 pub mod sections;
 pub mod stream;

@@ -8,7 +8,7 @@ use crate::metrics::SubscriberGuard;
 use crate::snapshot::snapshot_stream;
 use crate::sse;
 use crate::state::ServiceState;
-use crate::store::{StoreError, StreamMeta, TailItem};
+use crate::store::{StoreError, StreamId, StreamMeta, TailItem};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -222,26 +222,45 @@ async fn archive_replay(
 
 /// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become
 /// the archive. The writer's totals, if it states them (`&lines=&bytes=&digest=
-/// &dropped=&outcome=`), are checked into the stream's ledger.
+/// &dropped=&outcome=`), are checked into the stream's ledger. With `prefix=true` or
+/// `keys=K1,K2,…` it closes several streams (Harness's forms,
+/// [`super::compat::close_many`]).
 pub async fn close(
     State(st): State<ServiceState>,
     caller: Caller,
-    q: Stream,
     totals: crate::routes::sections::Totals,
-) -> Result<Json<StreamInfo>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    if let Some(many) = super::compat::CloseMany::from_uri(&uri)? {
+        return Ok(Json(super::compat::close_many(&st, &caller, many).await?).into_response());
+    }
+    let q = Stream(crate::extract::parse_query(&uri)?);
     caller.require(&q.0.account_id, Scope::Write)?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
-    if q.0.snapshot {
-        snapshot_stream(&st, &id).await?;
+    after_close(&st, &id, q.0.snapshot, &totals.0).await?;
+    Ok(Json(info(&meta, q.0.snapshot)).into_response())
+}
+
+/// What every close does once the store marked a stream closed: archive it when
+/// asked, then finish its section index with the writer's totals (the one path of
+/// `DELETE /stream` for one stream and for several).
+pub(crate) async fn after_close(
+    st: &ServiceState,
+    id: &StreamId,
+    snapshot: bool,
+    totals: &runlog_protocol::ledger::WriterTotals,
+) -> Result<(), ApiError> {
+    if snapshot {
+        snapshot_stream(st, id).await?;
     }
     // The index is a reader's aid: failing to finish it never fails the close.
     if let Err(e) = st
         .sections()
-        .finish(st.streams().as_ref(), st.blobs(), &id, &totals.0, true)
+        .finish(st.streams().as_ref(), st.blobs(), id, totals, true)
         .await
     {
         tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot finish the section index");
     }
-    Ok(Json(info(&meta, q.0.snapshot)))
+    Ok(())
 }

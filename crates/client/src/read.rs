@@ -1,11 +1,9 @@
 //! Reading the log service over HTTP: follow a live stream (SSE), download an
-//! archive, list an account's streams, build viewer links.
+//! archive, list an account's streams.
 //!
-//! Used by `runlog tail`, `runlog logs`, `runlog ls`, and by `runlog run` to show a
-//! step's output as it streams. The follower survives a service restart or a
-//! dropped connection: it reconnects with exponential backoff and resumes with
-//! `Last-Event-ID` from the last line it delivered, and it never delivers a `pos`
-//! twice or out of order.
+//! The follower survives a service restart or a dropped connection: it reconnects
+//! with exponential backoff and resumes with `Last-Event-ID` from the last line it
+//! delivered, and it never delivers a `pos` twice or out of order.
 //!
 //! ```ignore
 //! let reader = Reader::new("http://127.0.0.1:8079", Some(token))?;
@@ -17,19 +15,14 @@
 //!     .await?;
 //! ```
 
+use crate::sse::SseParser;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::StatusCode;
 use runlog_protocol::service::StreamInfo;
-use runlog_protocol::{AccountId, ErrorBody, LogLine, Scope, StreamKey};
-use std::io::IsTerminal;
+use runlog_protocol::{AccountId, ErrorBody, LogLine, StreamKey};
 use std::time::{Duration, Instant};
-
-/// A partial SSE line longer than this means the peer is not speaking SSE; the
-/// service's own lines are bounded far below it.
-const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
 
 /// Why reading failed.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +298,7 @@ impl Reader {
             };
             parser
                 .push(&chunk, &mut events)
-                .map_err(|e| Attempt::Fatal(ReadError::Malformed(e)))?;
+                .map_err(|e| Attempt::Fatal(ReadError::Malformed(e.to_string())))?;
             for event in events.drain(..) {
                 match event.event.as_str() {
                     "eof" => return Ok(FollowEnd::Closed),
@@ -336,13 +329,14 @@ impl Reader {
     }
 
     /// Downloads the archive of `key` (`GET /blob`), handing each chunk of NDJSON
-    /// bytes to `sink`. Shows a progress bar on stderr when `progress` is set and
-    /// stderr is a terminal. Returns the bytes received.
+    /// bytes to `sink`. `on_start` is told the body's length, when the service
+    /// sends one, before the first chunk (to size a progress display). Returns the
+    /// bytes received.
     pub async fn archive(
         &self,
         account: &AccountId,
         key: &StreamKey,
-        progress: bool,
+        on_start: impl FnOnce(Option<u64>),
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, ReadError> {
         let resp = self
@@ -351,117 +345,16 @@ impl Reader {
             .send()
             .await?;
         let resp = check(resp).await?;
-        let bar = progress_bar(progress, resp.content_length());
+        on_start(resp.content_length());
         let mut body = resp.bytes_stream();
         let mut received = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk: Bytes = chunk?;
             sink(&chunk)?;
             received += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
         }
-        bar.finish_and_clear();
         Ok(received)
     }
-}
-
-/// A read-scoped token for viewer links, minted locally from the service's admin
-/// secret. `runlog serve` and `runlog run` print links with one only when they hold
-/// the secret; otherwise the link has no token and the page asks for one.
-#[allow(
-    dead_code,
-    reason = "for the commands that create streams and print their links"
-)]
-pub fn read_token_for_link(
-    admin_secret: &str,
-    account: &AccountId,
-    ttl: Duration,
-) -> Option<String> {
-    runlog_service::auth::mint_token(admin_secret.as_bytes(), Some(account), Scope::Read, ttl).ok()
-}
-
-/// The viewer URL of one stream. `read_token` must be read-scoped: links get
-/// pasted into chats and browser histories, so they never carry more than read.
-pub fn viewer_link(
-    base_url: &str,
-    account: &AccountId,
-    key: &StreamKey,
-    read_token: Option<&str>,
-) -> String {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("accountID", account.as_str());
-    query.append_pair("key", key.as_str());
-    if let Some(t) = read_token {
-        query.append_pair("token", t);
-    }
-    format!(
-        "{}/ui/stream?{}",
-        base_url.trim_end_matches('/'),
-        query.finish()
-    )
-}
-
-/// Splits NDJSON bytes arriving in arbitrary chunks into complete lines.
-#[derive(Debug, Default)]
-pub struct NdjsonSplitter {
-    partial: Vec<u8>,
-}
-
-impl NdjsonSplitter {
-    /// Feeds a chunk, calling `on_row` for every complete, non-empty row (without `\n`).
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        mut on_row: impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let (row, tail) = rest.split_at(nl);
-            if self.partial.is_empty() {
-                emit(row, &mut on_row)?;
-            } else {
-                self.partial.extend_from_slice(row);
-                let joined = std::mem::take(&mut self.partial);
-                emit(&joined, &mut on_row)?;
-            }
-            rest = &tail[1..];
-        }
-        self.partial.extend_from_slice(rest);
-        Ok(())
-    }
-
-    /// Flushes a last row that had no trailing newline.
-    pub fn finish(
-        &mut self,
-        mut on_row: impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let last = std::mem::take(&mut self.partial);
-        emit(&last, &mut on_row)
-    }
-}
-
-fn emit(row: &[u8], on_row: &mut impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-    let row = row.strip_suffix(b"\r").unwrap_or(row);
-    if row.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    on_row(row)
-}
-
-fn progress_bar(wanted: bool, len: Option<u64>) -> ProgressBar {
-    if !wanted || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
-    let template = if len.is_some() {
-        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-    } else {
-        "{spinner} {bytes} {bytes_per_sec}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Where a follow stands across reconnects.
@@ -542,115 +435,9 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ReadError> 
     Err(ReadError::Refused { status, msg })
 }
 
-/// One Server-Sent Event.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct SseEvent {
-    event: String,
-    data: String,
-    id: Option<String>,
-}
-
-/// An incremental `text/event-stream` parser (the WHATWG rules this service uses:
-/// `field: value` lines, `:` comments, a blank line dispatches).
-#[derive(Debug, Default)]
-struct SseParser {
-    partial: Vec<u8>,
-    current: SseEvent,
-    has_data: bool,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), String> {
-        let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            let (line, tail) = rest.split_at(nl);
-            rest = &tail[1..];
-            if self.partial.is_empty() {
-                self.line(line, out);
-            } else {
-                self.partial.extend_from_slice(line);
-                let joined = std::mem::take(&mut self.partial);
-                self.line(&joined, out);
-            }
-        }
-        self.partial.extend_from_slice(rest);
-        if self.partial.len() > MAX_SSE_LINE {
-            return Err(format!("an event-stream line exceeds {MAX_SSE_LINE} bytes"));
-        }
-        Ok(())
-    }
-
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            let event = std::mem::take(&mut self.current);
-            if self.has_data || !event.event.is_empty() {
-                out.push(event);
-            }
-            self.has_data = false;
-            return;
-        }
-        if line[0] == b':' {
-            return; // comment (keep-alive ping)
-        }
-        let text = String::from_utf8_lossy(line);
-        let (field, value) = match text.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (&*text, ""),
-        };
-        match field {
-            "data" => {
-                if self.has_data {
-                    self.current.data.push('\n');
-                }
-                self.current.data.push_str(value);
-                self.has_data = true;
-            }
-            "event" => self.current.event = value.to_owned(),
-            "id" => self.current.id = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
-        let mut p = SseParser::default();
-        let mut out = Vec::new();
-        for c in chunks {
-            p.push(c, &mut out).expect("within limits");
-        }
-        out
-    }
-
-    #[test]
-    fn sse_events_split_across_chunks_are_joined() {
-        let events = parse_all(&[
-            b"id: 4\nda",
-            b"ta: {\"pos\":4}\r\n",
-            b"\n: ping\n\nevent: eof\ndata:\n\n",
-        ]);
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[0].id.as_deref(), Some("4"));
-        assert_eq!(events[0].data, "{\"pos\":4}");
-        assert_eq!(events[1].event, "eof");
-    }
-
-    #[test]
-    fn comments_alone_dispatch_nothing() {
-        assert!(parse_all(&[b": ping\n\n: ping\n\n"]).is_empty());
-    }
-
-    #[test]
-    fn an_endless_sse_line_is_refused() {
-        let mut p = SseParser::default();
-        let mut out = Vec::new();
-        let big = vec![b'x'; MAX_SSE_LINE + 1];
-        assert!(p.push(&big, &mut out).is_err());
-    }
 
     #[test]
     fn replayed_and_early_lines_are_not_delivered_twice() {
@@ -669,108 +456,35 @@ mod tests {
     }
 
     #[test]
-    fn ndjson_rows_split_across_chunks_are_whole() {
-        let mut split = NdjsonSplitter::default();
-        let mut rows = Vec::new();
-        for chunk in [&b"{\"a\":1}\n{\"b\""[..], b":2}\r\n\n{\"c\":3}"] {
-            split
-                .push(chunk, |r| {
-                    rows.push(String::from_utf8_lossy(r).into_owned());
-                    Ok(())
-                })
-                .expect("no sink error");
+    fn only_passing_failures_are_retried() {
+        let refused = |status| ReadError::Refused {
+            status,
+            msg: String::new(),
+        };
+        for status in [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
+        ] {
+            assert!(matches!(
+                Attempt::classify(refused(status)),
+                Attempt::Retry(_)
+            ));
         }
-        split
-            .finish(|r| {
-                rows.push(String::from_utf8_lossy(r).into_owned());
-                Ok(())
-            })
-            .expect("no sink error");
-        assert_eq!(rows, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
-    }
-
-    #[test]
-    fn the_account_is_read_from_a_token_and_garbage_names_none() {
-        let account = AccountId::new("acc-1").expect("valid");
-        let token = runlog_service::auth::mint_token(
-            b"s",
-            Some(&account),
-            Scope::Read,
-            Duration::from_secs(60),
-        )
-        .expect("mint");
-        assert_eq!(token_account(&token), Some(account));
-        for bad in ["", "garbage", "a.b", "e30.sig", "!!!.x"] {
-            assert_eq!(token_account(bad), None, "{bad}");
+        for status in [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
+        ] {
+            assert!(matches!(
+                Attempt::classify(refused(status)),
+                Attempt::Fatal(_)
+            ));
         }
+        assert!(matches!(
+            Attempt::classify(ReadError::NotFound("gone".into())),
+            Attempt::Fatal(ReadError::NotFound(_))
+        ));
     }
-
-    #[test]
-    fn viewer_links_escape_keys_and_carry_only_the_given_token() {
-        let account = AccountId::new("acc").expect("valid");
-        let key = StreamKey::new("stage/step-1").expect("valid");
-        let link = viewer_link("http://h:1/", &account, &key, None);
-        assert_eq!(
-            link,
-            "http://h:1/ui/stream?accountID=acc&key=stage%2Fstep-1"
-        );
-        let with = viewer_link("http://h:1", &account, &key, Some("r.t+/="));
-        assert!(with.ends_with("&token=r.t%2B%2F%3D"), "{with}");
-    }
-}
-
-/// Flags naming the service and the caller, shared by the reading commands.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConnectArgs {
-    /// Base URL of the log service.
-    #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
-    pub url: String,
-    /// Account token (read scope is enough), sent as `Authorization: Bearer`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// Account that owns the streams; by default the account the token is for.
-    #[arg(long, env = "RUNLOG_ACCOUNT")]
-    pub account: Option<AccountId>,
-}
-
-impl ConnectArgs {
-    /// A reader for these flags.
-    pub fn reader(&self) -> Result<Reader, ReadError> {
-        Reader::new(&self.url, self.token.clone())
-    }
-
-    /// The account to read: `--account`, else the one the token names.
-    pub fn account(&self) -> anyhow::Result<AccountId> {
-        if let Some(a) = &self.account {
-            return Ok(a.clone());
-        }
-        self.token
-            .as_deref()
-            .and_then(token_account)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no account: pass --account or set RUNLOG_ACCOUNT (the token names none)"
-                )
-            })
-    }
-}
-
-/// The account a runlog token (`base64url(JSON claims).signature`) names, read
-/// without verifying it: only to pick a default; the service verifies every call.
-pub fn token_account(token: &str) -> Option<AccountId> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        account: Option<AccountId>,
-    }
-    let body = token.trim().split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(body)
-        .ok()?;
-    serde_json::from_slice::<Claims>(&json).ok()?.account
 }
