@@ -22,19 +22,26 @@
 
 pub mod assemble;
 pub mod client;
+mod close;
 pub mod config;
+mod error;
+mod lines;
+mod losses;
 pub mod mask;
 pub mod outbox;
+mod queue;
 mod recovery;
 pub mod recycle;
 pub mod retry;
 pub mod row;
 mod sender;
+mod shared;
 pub mod spool;
 mod writer;
 
 pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
 pub use config::{Nudge, Tap, WriterConfig};
+pub use lines::Progress;
 pub use outbox::{OutboxReport, deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
 pub use runlog_protocol::engine::WriterReport;
-pub use writer::{Progress, Writer};
+pub use writer::Writer;

@@ -28,9 +28,23 @@ pub const MIN_SECRET_LEN: usize = 3;
 const MIN_FRAGMENT_LEN: usize = 8;
 
 /// A compiled set of secrets; cheap to apply to lines that contain none.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Masker {
     matcher: Option<AhoCorasick>,
+    /// The patterns, sorted: [`Masker::flushable_len`] looks up which of them a
+    /// text's tail begins.
+    patterns: Vec<String>,
+    /// The longest pattern's length.
+    longest: usize,
+}
+
+/// Says how many patterns, never what they are.
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("patterns", &self.patterns.len())
+            .finish()
+    }
 }
 
 impl Masker {
@@ -50,7 +64,11 @@ impl Masker {
         patterns.sort();
         patterns.dedup();
         if patterns.is_empty() {
-            return Masker { matcher: None };
+            return Masker {
+                matcher: None,
+                patterns,
+                longest: 0,
+            };
         }
         // Standard semantics, for overlapping search: every occurrence of every
         // pattern is masked, whether or not it overlaps another (`abcd` and
@@ -59,7 +77,55 @@ impl Masker {
             .match_kind(MatchKind::Standard)
             .build(&patterns)
             .ok();
-        Masker { matcher }
+        let longest = patterns.iter().map(String::len).max().unwrap_or(0);
+        Masker {
+            matcher,
+            patterns,
+            longest,
+        }
+    }
+
+    /// How many bytes from the start of an unfinished line may be sent now, masked on
+    /// their own, with the rest kept until more of the line arrives: the cut is before
+    /// any tail of `text` that begins a pattern (a secret, or one of its encoded forms,
+    /// of which only a prefix has arrived), and never inside an occurrence. Sent that
+    /// way, the pieces of a line read exactly as the whole line masked at once: no
+    /// secret goes out in two unmasked pieces.
+    pub fn flushable_len(&self, text: &[u8]) -> usize {
+        let Some(m) = &self.matcher else {
+            return text.len();
+        };
+        // The earliest start of a tail that a pattern begins with (and is longer than).
+        let from = text.len().saturating_sub(self.longest.saturating_sub(1));
+        let mut cut = (from..text.len())
+            .find(|&at| self.begins_pattern(&text[at..]))
+            .unwrap_or(text.len());
+        if !m.is_match(text) {
+            return cut;
+        }
+        // Occurrences overlap, so moving the cut before one may put it inside another.
+        let found: Vec<(usize, usize)> = m
+            .find_overlapping_iter(text)
+            .map(|f| (f.start(), f.end()))
+            .collect();
+        loop {
+            let inside = found.iter().find(|(s, e)| *s < cut && cut < *e);
+            match inside {
+                Some((start, _)) => cut = *start,
+                None => return cut,
+            }
+        }
+    }
+
+    /// Whether some pattern longer than `tail` starts with it.
+    fn begins_pattern(&self, tail: &[u8]) -> bool {
+        // The patterns that start with `tail` sort together, from the first one not
+        // below it: that one is `tail` itself or a longer one, and then the next is.
+        let at = self.patterns.partition_point(|p| p.as_bytes() < tail);
+        self.patterns[at..]
+            .iter()
+            .take(2)
+            .any(|p| p.len() > tail.len() && p.as_bytes().starts_with(tail))
     }
 
     /// Whether any secret is configured.
