@@ -293,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_line_keeps_back_only_what_could_begin_a_secret() {
+        let m = Masker::new(&["hunter2", "ter2xyz"]);
+        assert_eq!(m.flushable_len(b"Downloading 45%"), 15);
+        assert_eq!(m.flushable_len(b"pw=hun"), 3, "the start of a secret waits");
+        // `ter2` may begin the other secret, and the cut never falls inside `hunter2`.
+        assert_eq!(m.flushable_len(b"pw=hunter2"), 3);
+        assert_eq!(
+            m.flushable_len(b"pw=hunter2;"),
+            11,
+            "a whole secret goes, masked"
+        );
+        assert_eq!(Masker::new::<&str>(&[]).flushable_len(b"abc"), 3);
+        // Base64 forms are secrets too.
+        let b64 = STANDARD.encode("hunter2");
+        let text = format!("auth {}", &b64[..4]);
+        assert_eq!(m.flushable_len(text.as_bytes()), 5);
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let shown = format!("{:?}", Masker::new(&["hunter2"]));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn too_short_secrets_are_not_masked() {
         assert_eq!(masked(&["", "ab"], "ab cd\n"), "ab cd\n");
         assert!(!Masker::new(&["", "x"]).is_active());
@@ -324,6 +349,46 @@ mod tests {
                 .map(|(_, c)| c)
                 .collect();
             prop_assert_eq!(kept, visible, "text {:?} secrets {:?} out {:?}", text, secrets, out);
+        }
+
+        /// An unfinished line flushed after idle pauses, at any chunking: every piece
+        /// is masked on its own (as the writer does), and the pieces read exactly as
+        /// the whole line masked at once, so no secret — nor any byte of one — goes
+        /// out unmasked across them. Secrets overlap and share prefixes (`[a-c]`).
+        #[test]
+        fn idle_flushes_of_a_partial_line_never_split_a_secret(
+            secrets in proptest::collection::vec("[a-c]{3,7}", 1..4),
+            text in "[a-c x]{0,60}",
+            events in proptest::collection::vec((0usize..12, any::<bool>()), 0..20),
+        ) {
+            let masker = Masker::new(&secrets);
+            let mut asm = LineAssembler::new(1 << 20);
+            let mut pieces: Vec<String> = Vec::new();
+            let mut emit = |l: crate::assemble::Assembled<'_>| {
+                let mut t = l.text.into_owned();
+                masker.mask(&mut t);
+                pieces.push(t);
+            };
+            let bytes = text.as_bytes();
+            let mut at = 0;
+            // Chunks of random length, each followed or not by an idle flush.
+            for (len, pause) in events {
+                let end = (at + len).min(bytes.len());
+                asm.push(&bytes[at..end], &mut emit);
+                at = end;
+                if pause {
+                    asm.flush_partial_upto(|p| masker.flushable_len(p), &mut emit);
+                }
+            }
+            asm.push(&bytes[at..], &mut emit);
+            asm.push(b"\n", &mut emit);
+            let sent = pieces.concat();
+            let mut whole = format!("{text}\n");
+            masker.mask(&mut whole);
+            prop_assert_eq!(&sent, &whole, "pieces {:?}", pieces);
+            for s in &secrets {
+                prop_assert!(!sent.contains(s.as_str()), "{} in {:?}", s, pieces);
+            }
         }
 
         #[test]

@@ -342,6 +342,33 @@ mod tests {
     const MAX: usize = 150;
 
     proptest! {
+        /// `full_batch_ready` is what lets the sender take a batch while a request is in
+        /// flight: a batch it calls full is the same whether or not more lines arrive
+        /// first, so taking it early never splits lines adaptive batching sends together.
+        #[test]
+        fn a_batch_called_full_cannot_grow(
+            lens in proptest::collection::vec(1usize..60, 0..40),
+            extra in 1usize..60, max_lines in 1usize..8, max_bytes in 1u64..300,
+        ) {
+            let mut q = SendQueue::default();
+            let mut offset = 0;
+            for len in lens {
+                q.push_spooled(&row(q.next_pos(), len), offset, MAX);
+                offset += len as u64 + 1;
+            }
+            let ready = q.full_batch_ready(max_lines, max_bytes, offset);
+            let mut now = q.clone();
+            let mut later = q.clone();
+            later.push_spooled(&row(later.next_pos(), extra), offset, MAX);
+            let taken_now = now.take(max_lines, max_bytes as usize).map(|t| t.rows);
+            let taken_later = later.take(max_lines, max_bytes as usize).map(|t| t.rows);
+            if ready {
+                prop_assert_eq!(taken_now, taken_later);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
         fn the_queue_hands_out_every_line_once_in_order_within_its_cap(
