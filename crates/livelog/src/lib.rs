@@ -24,6 +24,7 @@ pub mod assemble;
 pub mod client;
 mod close;
 pub mod config;
+mod deliver;
 mod error;
 mod lines;
 mod losses;
@@ -41,7 +42,8 @@ mod writer;
 
 pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
 pub use config::{Nudge, Tap, WriterConfig};
+pub use deliver::{deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
 pub use lines::Progress;
-pub use outbox::{OutboxReport, deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
+pub use outbox::OutboxReport;
 pub use runlog_protocol::engine::WriterReport;
 pub use writer::Writer;
