@@ -9,6 +9,9 @@
 //! holding an older history past this one's end. Then every write puts a NUL byte after
 //! the rows (and the next write overwrites it), so a recovery after a crash knows where
 //! this history ends, and [`Spool::finish`] cuts the file to its length.
+//!
+//! Longer than 700 lines with its tests (about 190 of them); the code is the append
+//! side, the read side and the errors of one file format, which change together.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
