@@ -23,10 +23,19 @@ use tokio_util::sync::CancellationToken;
 /// writer joins them again).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// An unfinished line is passed on once its pipe has been quiet this long, so that a
+/// progress line (`printf 'Downloading 45%'`) or a prompt shows up live: the writer
+/// sends it after its own idle time (`partial_line_flush`), masked, keeping back a tail
+/// that could begin a secret. Long against the microseconds between the pieces of one
+/// burst of output (a line cut by a read boundary is still passed on whole), short
+/// against that idle time.
+const PARTIAL_LINE_IDLE: Duration = Duration::from_millis(100);
+
 /// Where a step's output goes. A `livelog::Writer` in the engine; anything async in tests.
 pub trait OutputSink: Send + Sync + 'static {
-    /// Takes whole lines (or a piece of an over-long line); may wait: that wait is
-    /// the backpressure that stops the child when the log service is slow.
+    /// Takes whole lines, a piece of an over-long line, or an unfinished line after
+    /// its pipe was idle; may wait: that wait is the backpressure that stops the child
+    /// when the log service is slow.
     fn write(&self, bytes: &[u8]) -> impl std::future::Future<Output = ()> + Send;
 }
 
@@ -262,9 +271,19 @@ async fn stop_group(
     status
 }
 
+/// What a pump's wait on its pipe ended with.
+enum Pipe {
+    Read(usize),
+    Idle,
+    End,
+}
+
 /// Reads a pipe to its end, passing whole lines on, so that stdout and stderr lines
-/// written to one sink never interleave mid-line. Memory is one chunk: the sink's
-/// wait blocks this loop, the pipe fills, and the child blocks on write.
+/// written to one sink never interleave mid-line while output flows. An unfinished
+/// line is passed on after [`PARTIAL_LINE_IDLE`] of quiet on its pipe (the rest of
+/// the line follows it in the writer; a line of the other pipe written in between
+/// joins it, as on a terminal). Memory is one chunk: the sink's wait blocks this loop,
+/// the pipe fills, and the child blocks on write.
 async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
     mut pipe: R,
     sink: S,
@@ -273,16 +292,27 @@ async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
     let mut buf = vec![0u8; READ_CHUNK];
     let mut filled = 0;
     loop {
+        let holding = filled > 0;
         // Only a wait for more to read is given up on `stop_reading` (a read is
         // cancel-safe); a write to the sink always completes, and what the pipe
         // already holds is read first (`biased`), however late.
-        let n = tokio::select! {
+        let waited = tokio::select! {
             biased;
             read = pipe.read(&mut buf[filled..]) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+                Ok(0) | Err(_) => Pipe::End,
+                Ok(n) => Pipe::Read(n),
             },
-            () = stop_reading.cancelled() => break,
+            () = stop_reading.cancelled() => Pipe::End,
+            () = tokio::time::sleep(PARTIAL_LINE_IDLE), if holding => Pipe::Idle,
+        };
+        let n = match waited {
+            Pipe::Read(n) => n,
+            Pipe::End => break,
+            Pipe::Idle => {
+                sink.write(&buf[..filled]).await;
+                filled = 0;
+                continue;
+            }
         };
         let end = filled + n;
         match buf[filled..end].iter().rposition(|&b| b == b'\n') {
@@ -370,6 +400,60 @@ mod tests {
         let expected: Vec<_> = (0..2000).map(|i| format!("out {i}")).collect();
         assert_eq!(outs, expected, "each pipe's lines stay whole and in order");
         assert_eq!(lines.iter().filter(|l| l.starts_with("err ")).count(), 2000);
+    }
+
+    /// A step's unfinished line reaches its writer while the step still runs, after
+    /// the idle times, masked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unfinished_line_shows_up_live_and_masked() {
+        use livelog::{HttpLogClient, Writer, WriterConfig};
+        use runlog_protocol::engine::LogConfig;
+        use runlog_protocol::{LogLine, Scope};
+        use runlog_testkit::service::TestService;
+
+        let svc = TestService::start().await;
+        let spool = tempfile::tempdir().expect("temp dir");
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let cfg = WriterConfig {
+            spool_dir: spool.path().to_path_buf(),
+            secrets: vec!["hunter2-secret".into()],
+            partial_line_flush: Duration::from_millis(50),
+            tap: Some(Arc::new(move |l: &LogLine| {
+                let _ = tx.send(l.out.clone());
+            })),
+            ..WriterConfig::new("step/partial")
+        };
+        let log = LogConfig {
+            url: svc.url(),
+            account_id: "acc".into(),
+            token: svc.token("acc", Scope::Write),
+            indirect_upload: false,
+            ..LogConfig::default()
+        };
+        let client = HttpLogClient::new(&log).expect("client");
+        let writer = Writer::new(Arc::new(client), cfg);
+        let cancel = CancellationToken::new();
+        let step = tokio::spawn({
+            let (writer, cancel) = (writer.clone(), cancel.clone());
+            async move {
+                let script = "printf 'login hunter2-secret, Downloading 45%%'; sleep 60; echo";
+                run(&spec(script), writer, cancel).await
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+            .await
+            .expect("the unfinished line never showed up");
+        assert_eq!(
+            first.as_deref(),
+            Some("login **************, Downloading 45%")
+        );
+        assert!(
+            !step.is_finished(),
+            "the step ended before its line was seen"
+        );
+        cancel.cancel();
+        step.await.expect("step");
+        writer.close().await;
     }
 
     /// A sink that holds every write until released.

@@ -102,6 +102,36 @@ impl LineAssembler {
         }
     }
 
+    /// Emits the start of the unfinished line, keeping the rest for the next write:
+    /// `flushable` says how many of the pending bytes may go now (the writer keeps
+    /// back a tail that could begin a secret). A UTF-8 character is never split: a cut
+    /// inside one, or an incomplete one at the end, moves back to its start.
+    pub fn flush_partial_upto(
+        &mut self,
+        flushable: impl FnOnce(&[u8]) -> usize,
+        emit: &mut impl FnMut(Assembled<'_>),
+    ) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let len = self.buf.len();
+        let mut cut = flushable(&self.buf).min(len);
+        if cut == len {
+            cut -= incomplete_tail(&self.buf);
+        }
+        let mut back = 0;
+        while back < 3 && cut > 0 && cut < len && is_continuation(self.buf[cut]) {
+            cut -= 1;
+            back += 1;
+        }
+        if cut == 0 {
+            return;
+        }
+        let text = decode(&self.buf[..cut], "");
+        self.buf.drain(..cut);
+        emit(Assembled { text: text.into() });
+    }
+
     fn cut_while_over<'c>(&mut self, slack: usize, emit: &mut impl FnMut(Assembled<'c>)) {
         let mut start = 0;
         // Saturating: a configured maximum of `usize::MAX` means "never cut".
@@ -127,6 +157,25 @@ impl LineAssembler {
             self.buf.drain(..start);
         }
     }
+}
+
+/// Bytes at the end of `buf` that begin a UTF-8 character whose other bytes have not
+/// arrived yet (0 when it ends on a whole character, or on bytes that are invalid
+/// whatever follows).
+fn incomplete_tail(buf: &[u8]) -> usize {
+    for back in 1..=buf.len().min(4) {
+        let b = buf[buf.len() - back];
+        if !is_continuation(b) {
+            let needs = match b {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                0xC0.. => 2,
+                _ => 1,
+            };
+            return if needs > back { back } else { 0 };
+        }
+    }
+    0
 }
 
 fn is_continuation(b: u8) -> bool {

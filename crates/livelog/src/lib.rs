@@ -22,19 +22,28 @@
 
 pub mod assemble;
 pub mod client;
+mod close;
 pub mod config;
+mod deliver;
+mod error;
+mod lines;
+mod losses;
 pub mod mask;
 pub mod outbox;
+mod queue;
 mod recovery;
 pub mod recycle;
 pub mod retry;
 pub mod row;
 mod sender;
+mod shared;
 pub mod spool;
 mod writer;
 
 pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
 pub use config::{Nudge, Tap, WriterConfig};
-pub use outbox::{OutboxReport, deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
+pub use deliver::{deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
+pub use lines::Progress;
+pub use outbox::OutboxReport;
 pub use runlog_protocol::engine::WriterReport;
-pub use writer::{Progress, Writer};
+pub use writer::Writer;

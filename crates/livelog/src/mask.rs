@@ -28,9 +28,23 @@ pub const MIN_SECRET_LEN: usize = 3;
 const MIN_FRAGMENT_LEN: usize = 8;
 
 /// A compiled set of secrets; cheap to apply to lines that contain none.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Masker {
     matcher: Option<AhoCorasick>,
+    /// The patterns, sorted: [`Masker::flushable_len`] looks up which of them a
+    /// text's tail begins.
+    patterns: Vec<String>,
+    /// The longest pattern's length.
+    longest: usize,
+}
+
+/// Says how many patterns, never what they are.
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("patterns", &self.patterns.len())
+            .finish()
+    }
 }
 
 impl Masker {
@@ -50,7 +64,11 @@ impl Masker {
         patterns.sort();
         patterns.dedup();
         if patterns.is_empty() {
-            return Masker { matcher: None };
+            return Masker {
+                matcher: None,
+                patterns,
+                longest: 0,
+            };
         }
         // Standard semantics, for overlapping search: every occurrence of every
         // pattern is masked, whether or not it overlaps another (`abcd` and
@@ -59,7 +77,55 @@ impl Masker {
             .match_kind(MatchKind::Standard)
             .build(&patterns)
             .ok();
-        Masker { matcher }
+        let longest = patterns.iter().map(String::len).max().unwrap_or(0);
+        Masker {
+            matcher,
+            patterns,
+            longest,
+        }
+    }
+
+    /// How many bytes from the start of an unfinished line may be sent now, masked on
+    /// their own, with the rest kept until more of the line arrives: the cut is before
+    /// any tail of `text` that begins a pattern (a secret, or one of its encoded forms,
+    /// of which only a prefix has arrived), and never inside an occurrence. Sent that
+    /// way, the pieces of a line read exactly as the whole line masked at once: no
+    /// secret goes out in two unmasked pieces.
+    pub fn flushable_len(&self, text: &[u8]) -> usize {
+        let Some(m) = &self.matcher else {
+            return text.len();
+        };
+        // The earliest start of a tail that a pattern begins with (and is longer than).
+        let from = text.len().saturating_sub(self.longest.saturating_sub(1));
+        let mut cut = (from..text.len())
+            .find(|&at| self.begins_pattern(&text[at..]))
+            .unwrap_or(text.len());
+        if !m.is_match(text) {
+            return cut;
+        }
+        // Occurrences overlap, so moving the cut before one may put it inside another.
+        let found: Vec<(usize, usize)> = m
+            .find_overlapping_iter(text)
+            .map(|f| (f.start(), f.end()))
+            .collect();
+        loop {
+            let inside = found.iter().find(|(s, e)| *s < cut && cut < *e);
+            match inside {
+                Some((start, _)) => cut = *start,
+                None => return cut,
+            }
+        }
+    }
+
+    /// Whether some pattern longer than `tail` starts with it.
+    fn begins_pattern(&self, tail: &[u8]) -> bool {
+        // The patterns that start with `tail` sort together, from the first one not
+        // below it: that one is `tail` itself or a longer one, and then the next is.
+        let at = self.patterns.partition_point(|p| p.as_bytes() < tail);
+        self.patterns[at..]
+            .iter()
+            .take(2)
+            .any(|p| p.len() > tail.len() && p.as_bytes().starts_with(tail))
     }
 
     /// Whether any secret is configured.
@@ -227,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_line_keeps_back_only_what_could_begin_a_secret() {
+        let m = Masker::new(&["hunter2", "ter2xyz"]);
+        assert_eq!(m.flushable_len(b"Downloading 45%"), 15);
+        assert_eq!(m.flushable_len(b"pw=hun"), 3, "the start of a secret waits");
+        // `ter2` may begin the other secret, and the cut never falls inside `hunter2`.
+        assert_eq!(m.flushable_len(b"pw=hunter2"), 3);
+        assert_eq!(
+            m.flushable_len(b"pw=hunter2;"),
+            11,
+            "a whole secret goes, masked"
+        );
+        assert_eq!(Masker::new::<&str>(&[]).flushable_len(b"abc"), 3);
+        // Base64 forms are secrets too.
+        let b64 = STANDARD.encode("hunter2");
+        let text = format!("auth {}", &b64[..4]);
+        assert_eq!(m.flushable_len(text.as_bytes()), 5);
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let shown = format!("{:?}", Masker::new(&["hunter2"]));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn too_short_secrets_are_not_masked() {
         assert_eq!(masked(&["", "ab"], "ab cd\n"), "ab cd\n");
         assert!(!Masker::new(&["", "x"]).is_active());
@@ -258,6 +349,46 @@ mod tests {
                 .map(|(_, c)| c)
                 .collect();
             prop_assert_eq!(kept, visible, "text {:?} secrets {:?} out {:?}", text, secrets, out);
+        }
+
+        /// An unfinished line flushed after idle pauses, at any chunking: every piece
+        /// is masked on its own (as the writer does), and the pieces read exactly as
+        /// the whole line masked at once, so no secret — nor any byte of one — goes
+        /// out unmasked across them. Secrets overlap and share prefixes (`[a-c]`).
+        #[test]
+        fn idle_flushes_of_a_partial_line_never_split_a_secret(
+            secrets in proptest::collection::vec("[a-c]{3,7}", 1..4),
+            text in "[a-c x]{0,60}",
+            events in proptest::collection::vec((0usize..12, any::<bool>()), 0..20),
+        ) {
+            let masker = Masker::new(&secrets);
+            let mut asm = LineAssembler::new(1 << 20);
+            let mut pieces: Vec<String> = Vec::new();
+            let mut emit = |l: crate::assemble::Assembled<'_>| {
+                let mut t = l.text.into_owned();
+                masker.mask(&mut t);
+                pieces.push(t);
+            };
+            let bytes = text.as_bytes();
+            let mut at = 0;
+            // Chunks of random length, each followed or not by an idle flush.
+            for (len, pause) in events {
+                let end = (at + len).min(bytes.len());
+                asm.push(&bytes[at..end], &mut emit);
+                at = end;
+                if pause {
+                    asm.flush_partial_upto(|p| masker.flushable_len(p), &mut emit);
+                }
+            }
+            asm.push(&bytes[at..], &mut emit);
+            asm.push(b"\n", &mut emit);
+            let sent = pieces.concat();
+            let mut whole = format!("{text}\n");
+            masker.mask(&mut whole);
+            prop_assert_eq!(&sent, &whole, "pieces {:?}", pieces);
+            for s in &secrets {
+                prop_assert!(!sent.contains(s.as_str()), "{} in {:?}", s, pieces);
+            }
         }
 
         #[test]

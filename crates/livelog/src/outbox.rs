@@ -3,13 +3,13 @@
 //! Each entry is a directory holding `archive.ndjson` (the spool, moved, not copied)
 //! and `entry.json` (which key, how to upload, whether the stream still needs
 //! closing, and the service/account to send it to). A background task re-sends the
-//! entry until it lands; [`deliver_outbox`] re-sends every entry at the next start,
+//! entry until it lands; [`crate::deliver_outbox`] re-sends every entry at the next start,
 //! after turning the spools of writers whose process died into entries (see
 //! `recovery`).
 //! An entry is removed only after its archive was accepted, so nothing is silently
 //! lost. A deliverer holds an exclusive `flock` on the entry's `entry.json` while it
 //! sends and removes the entry, so the background task of a closed writer and a
-//! [`deliver_outbox`] pass (in this process or another) never send the same entry at
+//! [`crate::deliver_outbox`] pass (in this process or another) never send the same entry at
 //! the same time; the one that waited finds the entry gone and counts it delivered.
 
 use crate::client::{ClientError, HttpLogClient, LogClient};
@@ -299,7 +299,8 @@ pub(crate) fn spawn_retry(
     });
 }
 
-fn backoff(max_delay: Duration) -> impl Iterator<Item = Duration> {
+/// Delays between delivery attempts (and passes).
+pub(crate) fn backoff(max_delay: Duration) -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(max_delay)
@@ -320,26 +321,14 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// One pass over `dir`: first makes an entry of every spool whose writer's process
-/// died before `close()` (its recovery record in `dir` is no longer locked; a live
-/// writer's is never touched), then re-sends every entry left by earlier runs to the
-/// service recorded in it. Call at start; call again (or use [`spawn_deliver_outbox`]) while
-/// entries are pending.
-pub async fn deliver_outbox(dir: &Path) -> OutboxReport {
-    deliver_outbox_inner(dir, None).await
-}
-
-/// Like [`deliver_outbox`], but through `client` for every entry.
-pub async fn deliver_outbox_with(dir: &Path, client: Arc<dyn LogClient>) -> OutboxReport {
-    deliver_outbox_inner(dir, Some(client)).await
-}
-
-async fn deliver_outbox_inner(dir: &Path, client: Option<Arc<dyn LogClient>>) -> OutboxReport {
-    let mut report = OutboxReport {
-        // Spools of writers whose process died become entries first.
-        failed: crate::recovery::adopt_orphans(dir),
-        ..OutboxReport::default()
-    };
+/// Re-sends every entry in `dir` (left by earlier runs, or made of a dead writer's
+/// spool by [`crate::recovery`] just before) to the service recorded in it, or through
+/// `client`. One half of a delivery pass ([`crate::deliver_outbox`]).
+pub(crate) async fn deliver_entries(
+    dir: &Path,
+    client: Option<Arc<dyn LogClient>>,
+) -> OutboxReport {
+    let mut report = OutboxReport::default();
     for entry_dir in entries(dir) {
         let client: Arc<dyn LogClient> = match &client {
             Some(c) => c.clone(),
@@ -371,23 +360,6 @@ fn read_config(entry_dir: &Path) -> Result<LogConfig, ClientError> {
         .map_err(|e| ClientError::Io(format!("bad outbox entry: {e}")))?;
     entry.log_config.ok_or_else(|| {
         ClientError::Config("the entry does not say which service to send it to".into())
-    })
-}
-
-/// Re-sends the outbox in the background until it is empty (or only entries that
-/// failed for good remain), with backoff between passes.
-pub fn spawn_deliver_outbox(dir: PathBuf) -> tokio::task::JoinHandle<OutboxReport> {
-    tokio::spawn(async move {
-        let mut delays = backoff(Duration::from_secs(30));
-        loop {
-            let r = deliver_outbox(&dir).await;
-            if r.pending == 0 {
-                return r;
-            }
-            let d = delays.next().unwrap_or(Duration::from_secs(30));
-            let d = d.mul_f64(rand::rng().random_range(0.5..=1.0));
-            tokio::time::sleep(d).await;
-        }
     })
 }
 
@@ -497,12 +469,12 @@ mod tests {
 
         let first = tokio::spawn({
             let (outbox, client) = (outbox.clone(), client.clone());
-            async move { deliver_outbox_with(&outbox, client).await }
+            async move { deliver_entries(&outbox, Some(client)).await }
         });
         client.started.notified().await; // the first deliverer is mid-upload
         let second = tokio::spawn({
             let (outbox, client) = (outbox.clone(), client.clone());
-            async move { deliver_outbox_with(&outbox, client).await }
+            async move { deliver_entries(&outbox, Some(client)).await }
         });
         let entry_dir = entries(&outbox).pop().expect("the entry");
         until_contended(&entry_dir.join(META)).await; // the second waits for the lock

@@ -11,7 +11,7 @@
 //! one's end. Readers never look past the spool's `written` offset; at close the file
 //! is cut to its length before it is uploaded or handed to the outbox; and until then
 //! every write puts a NUL byte (never part of a JSON row) after the rows, where a
-//! recovery after a crash stops reading ([`crate::spool::Spool`], [`crate::recovery`]).
+//! recovery after a crash stops reading ([`crate::spool::Spool`], `recovery`).
 //!
 //! Free files are named `livelog-free-<pid>-<n>.ndjson` in their spool directory, so
 //! recovery records never point at them; the first use of a directory in a process

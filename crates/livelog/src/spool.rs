@@ -9,19 +9,46 @@
 //! holding an older history past this one's end. Then every write puts a NUL byte after
 //! the rows (and the next write overwrites it), so a recovery after a crash knows where
 //! this history ends, and [`Spool::finish`] cuts the file to its length.
+//!
+//! Longer than 700 lines with its tests (about 190 of them); the code is the append
+//! side, the read side and the errors of one file format, which change together.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a line was not appended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Refused {
     /// The disk cap would be exceeded.
     Full,
-    /// An earlier write failed; the message says why.
-    Failed(String),
+    /// The spool failed (now or at an earlier write); the error says why.
+    Failed(SpoolError),
+}
+
+/// Why a spool stopped taking lines. Once failed, a spool stays failed: what follows a
+/// partial row is not trusted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool file could not be created.
+    #[error("cannot create spool file {}: {source}", path.display())]
+    Create {
+        /// The file's path.
+        path: PathBuf,
+        /// The OS error.
+        source: Arc<std::io::Error>,
+    },
+    /// Writing buffered rows to the file failed (a full disk).
+    #[error("spool write failed: {0}")]
+    Write(Arc<std::io::Error>),
+    /// A reused file could not be cut to this history's length.
+    #[error("cannot cut the reused spool file to its length: {0}")]
+    Cut(Arc<std::io::Error>),
+    /// The spool was closed ([`Spool::discard`]) and takes no more rows.
+    #[error("spool closed")]
+    Closed,
 }
 
 /// Append side of a spool file.
@@ -35,7 +62,7 @@ pub struct Spool {
     buf: Vec<u8>,
     written: u64,
     max: u64,
-    failed: Option<String>,
+    failed: Option<SpoolError>,
     /// The file was reused: bytes past `written` are an older history.
     reused: bool,
 }
@@ -97,7 +124,10 @@ impl Spool {
             Err(e) => (
                 None,
                 false,
-                Some(format!("cannot create spool file {}: {e}", path.display())),
+                Some(SpoolError::Create {
+                    path: path.clone(),
+                    source: Arc::new(e),
+                }),
             ),
         };
         Spool {
@@ -122,8 +152,8 @@ impl Spool {
     }
 
     /// Why the spool stopped accepting lines, if it did because of an error.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    pub fn failure(&self) -> Option<&SpoolError> {
+        self.failed.as_ref()
     }
 
     /// Appends one NDJSON row (`json` without its newline); returns its offset.
@@ -145,7 +175,7 @@ impl Spool {
             return Err(Refused::Failed(f.clone()));
         }
         if self.file.is_none() {
-            return Err(Refused::Failed("spool closed".into()));
+            return Err(Refused::Failed(SpoolError::Closed));
         }
         // Written out before the row, not after: the row handed back stays in `buf`.
         if self.buf.len() >= WRITE_CHUNK {
@@ -171,7 +201,7 @@ impl Spool {
     /// Pushes buffered rows to the file so readers see them. Once a write has
     /// failed, nothing more is written (what follows a partial row is not trusted):
     /// the rows that did not reach the file are left for [`Spool::take_unwritten`].
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), SpoolError> {
         if let Some(f) = &self.failed {
             return Err(f.clone());
         }
@@ -179,7 +209,7 @@ impl Spool {
             return Ok(());
         }
         let Some(file) = self.file.as_mut() else {
-            return Err("spool closed".into());
+            return Err(SpoolError::Closed);
         };
         let written = if self.reused {
             // In the same write as the rows: the end mark is never missing after them.
@@ -196,9 +226,9 @@ impl Spool {
             }
             Err(e) => {
                 // A partial row may be in the file now; nothing after it is trusted.
-                let msg = format!("spool write failed: {e}");
-                self.failed = Some(msg.clone());
-                Err(msg)
+                let e = SpoolError::Write(Arc::new(e));
+                self.failed = Some(e.clone());
+                Err(e)
             }
         }
     }
@@ -235,18 +265,18 @@ impl Spool {
 
     /// Flushes the last rows and, in a reused file, cuts what lies past them: the file
     /// is then exactly this history, ready to upload or to hand to the outbox.
-    pub fn finish(&mut self) -> Result<(), String> {
+    pub fn finish(&mut self) -> Result<(), SpoolError> {
         self.flush()?;
         if !self.reused {
             return Ok(());
         }
         let Some(file) = self.file.as_mut() else {
-            return Err("spool closed".into());
+            return Err(SpoolError::Closed);
         };
         file.set_len(self.written).map_err(|e| {
-            let msg = format!("cannot cut the reused spool file to its length: {e}");
-            self.failed = Some(msg.clone());
-            msg
+            let e = SpoolError::Cut(Arc::new(e));
+            self.failed = Some(e.clone());
+            e
         })
     }
 
@@ -554,7 +584,8 @@ mod tests {
         assert_eq!(s.take_unwritten(), None, "nothing failed yet");
         s.fail_writes();
         let err = s.flush().expect_err("a read-only file takes no write");
-        assert!(err.starts_with("spool write failed"), "{err}");
+        assert!(matches!(err, SpoolError::Write(_)), "{err}");
+        assert!(err.to_string().starts_with("spool write failed"), "{err}");
         assert_eq!(
             s.take_unwritten().as_deref(),
             Some(&b"{\"pos\":1}\n{\"pos\":2}\n"[..])
@@ -675,9 +706,9 @@ mod tests {
     fn cap_refuses_rows_but_lets_markers_through() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = Spool::create(dir.path(), 10);
-        assert_eq!(s.append(b"12345678", false), Ok(0));
-        assert_eq!(s.append(b"x", false), Err(Refused::Full));
-        assert_eq!(s.append(b"marker", true), Ok(9));
+        assert_eq!(s.append(b"12345678", false).ok(), Some(0));
+        assert!(matches!(s.append(b"x", false), Err(Refused::Full)));
+        assert_eq!(s.append(b"marker", true).ok(), Some(9));
     }
 
     #[test]
@@ -687,7 +718,7 @@ mod tests {
         std::fs::write(&file, b"x").expect("write");
         let mut s = Spool::create(&file, 100);
         assert!(
-            matches!(s.append(b"a", false), Err(Refused::Failed(m)) if m.contains("cannot create"))
+            matches!(s.append(b"a", false), Err(Refused::Failed(e @ SpoolError::Create { .. })) if e.to_string().contains("cannot create"))
         );
     }
 }

@@ -191,6 +191,31 @@ async fn a_lone_line_and_an_idle_partial_line_show_up_live_before_close() {
     assert_eq!(report.lines, 3);
 }
 
+/// A producer that pauses mid-secret for longer than `partial_line_flush`: what was
+/// written before the secret shows up live, the start of the secret does not, and the
+/// line's pieces read as the whole line masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partial_line_shows_up_live_without_the_start_of_a_secret() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "live/partial-secret";
+    let mut cfg = config(key, spool.path());
+    cfg.partial_line_flush = Duration::from_millis(50);
+    cfg.secrets = vec!["hunter2-secret".into()];
+    open_stream(&svc.url(), &token, key).await;
+    let w = Writer::new(client(&svc.url(), &token), cfg);
+    w.write(b"Logging in with hunter2-");
+    let live = tail_n(&svc.url(), &token, key, 1, Duration::from_secs(10)).await;
+    assert_eq!(live[0].out, "Logging in with ");
+    w.write(b"secret ok\n");
+    let live = tail_n(&svc.url(), &token, key, 2, Duration::from_secs(10)).await;
+    let joined: String = live.iter().map(|l| l.out.as_str()).collect();
+    assert_eq!(joined, "Logging in with ************** ok\n");
+    let report = w.close().await;
+    assert_eq!(report.lines, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_stops_live_streaming_but_the_archive_is_still_uploaded() {
     let svc = TestService::start().await;

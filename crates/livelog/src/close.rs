@@ -1,0 +1,176 @@
+//! `close()`: finish lines, drain the sender, upload the archive, close the stream,
+//! all before the deadline; keep the history in the outbox when it could not land.
+//!
+//! Run once per writer, by [`crate::Writer::close`] or by the guard that drops the last
+//! handle without it.
+
+use crate::error::WriterError;
+use crate::retry::until_deadline;
+use crate::shared::Shared;
+use runlog_protocol::LogLine;
+use runlog_protocol::engine::WriterReport;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Lines at the end of the stream that nudges look at.
+const NUDGE_WINDOW: usize = 20;
+
+/// The closing sequence; see the module docs.
+pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
+    let cfg = shared.cfg();
+    let deadline = Instant::now() + cfg.close_deadline;
+    let spool_complete = shared.finish_producing();
+    // Read from the spool's tail now: the spool is moved or removed below.
+    let hints = hints(&shared);
+    shared.set_deadline(deadline);
+    shared.wake_sender();
+    shared.wake_producers();
+    let mut dl = shared.deadline();
+    let mut done = shared.sender_done();
+    let drained = until_deadline(&mut dl, async move { done.wait_for(|d| *d).await.is_ok() })
+        .await
+        .is_some();
+    if !drained {
+        shared.stop_live(WriterError::Undrained);
+    }
+
+    let key = cfg.key.clone();
+    let (spool_path, acked_end, next_pos) = {
+        let l = shared.lines();
+        (
+            l.spool().path().to_owned(),
+            l.acked_end(),
+            l.queue().next_pos(),
+        )
+    };
+    // lite-engine's meanings: with `skip_opening_stream` the stream and its archive are
+    // someone else's (an upload would overwrite the lines another writer put there), and
+    // with `skip_closing_stream` the writer only flushes. Either way, what the live stream
+    // lacks is sent again from the outbox, never uploaded.
+    let upload_archive = crate::outbox::uploads_archive(cfg);
+    let live_complete = acked_end >= next_pos;
+    let client = shared.client();
+    let mut archived = false;
+    if spool_complete && upload_archive {
+        let uploaded = shared
+            .retry(&mut dl, || {
+                client.upload(&key, &spool_path, cfg.indirect_upload)
+            })
+            .await;
+        match uploaded {
+            Ok(()) => archived = true,
+            Err(why) => shared.lines().note_error(WriterError::Upload(why)),
+        }
+    }
+    let mut stream_closed = cfg.skip_closing_stream;
+    // A writer that uploads no archive closes only a stream that holds all its lines:
+    // its archive is made from them, so the outbox sends the missing ones first.
+    let close_now = upload_archive || live_complete || !spool_complete;
+    if !stream_closed && close_now {
+        // A spool that failed (a full disk) is not a whole history and is not
+        // uploaded: the service makes the archive from the lines it received, the
+        // loss marker among them, rather than leaving the stream without one. A
+        // stream someone else opened is archived that way too (lite-engine's
+        // `skip_opening_stream`).
+        let snapshot = !spool_complete || cfg.skip_opening_stream;
+        match shared.retry(&mut dl, || client.close(&key, snapshot)).await {
+            Ok(()) => stream_closed = true,
+            Err(why) => shared.lines().note_error(WriterError::Close(why)),
+        }
+    }
+
+    // Everything this writer owes the service has landed.
+    let settled = if upload_archive {
+        archived
+    } else {
+        live_complete && stream_closed
+    };
+    let mut outboxed = false;
+    if settled {
+        // Kept for the next writer's spool only when the sender has stopped: it must
+        // not read from a file that another history is being written into.
+        shared.lines().discard_spool(drained);
+    } else if !spool_complete {
+        // Neither the outbox nor a later recovery takes a broken history, and on a
+        // full disk this file holds the space every later writer needs.
+        shared.lines().discard_spool(false);
+    } else if let Some(dir) = &cfg.outbox_dir {
+        let resend_from = (!live_complete).then_some(acked_end);
+        let mut entry = crate::outbox::Entry::for_writer(cfg, client.outbox_config(), resend_from);
+        entry.close_stream = !stream_closed;
+        match crate::outbox::store(dir, &spool_path, &entry) {
+            Ok(stored) => {
+                outboxed = true;
+                crate::outbox::spawn_retry(
+                    dir.clone(),
+                    stored,
+                    client.clone(),
+                    cfg.max_retry_delay,
+                );
+            }
+            Err(e) => shared.lines().note_error(WriterError::Outbox(Arc::new(e))),
+        }
+    } else {
+        // No outbox to hand it to: the history stays where it is, and the report
+        // says where, rather than deleting the only complete copy.
+        let what = if upload_archive {
+            "the history was not archived".to_owned()
+        } else if live_complete {
+            "the stream was not closed".to_owned()
+        } else {
+            format!("lines from pos {acked_end} on did not reach the live stream")
+        };
+        shared.lines().note_error(WriterError::Kept {
+            what,
+            path: spool_path,
+        });
+    }
+
+    // The history is archived or in the outbox (or was never complete): a later start
+    // has nothing to recover. Otherwise the record stays, and a later start delivers it.
+    if (settled || outboxed || !spool_complete)
+        && let Some(record) = shared.take_recovery()
+    {
+        record.remove();
+    }
+    shared.lines().report(key, archived, outboxed, hints)
+}
+
+/// Hints of the nudges whose pattern appears in the last lines, read back from the
+/// spool's tail at close (so producers pay nothing per line for nudges).
+fn hints(shared: &Shared) -> Vec<String> {
+    let nudges = &shared.cfg().nudges;
+    if nudges.is_empty() {
+        return Vec::new();
+    }
+    let (path, end) = {
+        let l = shared.lines();
+        (l.spool().path().to_owned(), l.spool().written())
+    };
+    let tail_bytes = 256 * 1024u64;
+    let start = end.saturating_sub(tail_bytes);
+    let rows = crate::spool::SpoolReader::open(&path)
+        .and_then(|mut r| r.read_rows(start, end, tail_bytes as usize, u64::MAX))
+        .map(|r| r.ndjson)
+        .unwrap_or_default();
+    let mut lines: Vec<&[u8]> = rows
+        .split(|b| *b == b'\n')
+        .filter(|r| !r.is_empty())
+        .collect();
+    // The first row may be cut when reading from the middle of the file.
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let recent: Vec<String> = lines
+        .iter()
+        .rev()
+        .take(NUDGE_WINDOW)
+        .filter_map(|r| serde_json::from_slice::<LogLine>(r).ok())
+        .map(|l| l.out)
+        .collect();
+    nudges
+        .iter()
+        .filter(|n| recent.iter().any(|l| l.contains(&n.pattern)))
+        .map(|n| n.hint.clone())
+        .collect()
+}
