@@ -271,6 +271,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The first-bytes test never passes over a line the parser would read as
+        /// a marker, whatever the key order and the text.
+        #[test]
+        fn the_quick_test_never_misses_a_marker(
+            out in proptest::prop_oneof![
+                "[ \t]{0,3}(::group::|::endgroup::|--- |\\+\\+\\+ |~~~ |\\^\\^\\^ \\+\\+\\+)[a-z ]{0,5}\n?",
+                "(\u{1b}\\[0K){0,2}section_(start|end):[0-9]{1,3}:[a-z]{1,3}(\\[collapsed=true\\])?(\r\u{1b}\\[0K[a-z]{0,3})?",
+                proptest::prelude::any::<String>(),
+            ],
+            level in "[a-z]{0,6}",
+        ) {
+            // The writers' compact shape (located by compares), and serde_json's
+            // sorted keys (`level`, `out`, `pos`: located by a search).
+            let quoted = serde_json::to_string(&out).unwrap();
+            let compact = format!(r#"{{"level":"{level}","pos":3,"out":{quoted},"time":"t"}}"#);
+            let sorted = serde_json::to_vec(&serde_json::json!({"level": level, "pos": 3, "out": out})).unwrap();
+            if parse_marker(&out).is_some() {
+                proptest::prop_assert!(may_hold_marker(compact.as_bytes()), "{compact}");
+                proptest::prop_assert!(may_hold_marker(&sorted), "{}", String::from_utf8_lossy(&sorted));
+            }
+            // An `out` key inside `args` before the line's own is the documented
+            // blind spot; it must not panic.
+            let nested = serde_json::to_vec(&serde_json::json!({"args": {"out": "x"}, "out": out})).unwrap();
+            let _ = may_hold_marker(&nested);
+        }
+    }
+
     #[test]
     fn a_batch_out_of_order_has_no_run() {
         assert_eq!(BatchScan::of(&batch(&[(1, "a"), (0, "b")])).run, None);
