@@ -95,3 +95,105 @@ async fn logs_with_a_service_that_is_down_fails_quickly_and_clearly() {
         done.stderr
     );
 }
+
+/// A log with a GitHub group holding lines 1–3 and a Buildkite section after it.
+fn sectioned() -> Vec<serde_json::Value> {
+    vec![
+        text_line(0, "start\n"),
+        text_line(1, "::group::Build\n"),
+        text_line(2, "compiling\n"),
+        text_line(3, "::endgroup::\n"),
+        text_line(4, "--- Test\n"),
+        text_line(5, "testing\n"),
+    ]
+}
+
+#[tokio::test]
+async fn logs_sections_lists_the_index_and_section_prints_one() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("s").await;
+    w.put("s", &sectioned()).await;
+    w.close("s", true).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let table = run(runlog(&svc.url(), &read, &["logs", "--sections", "s"])).await;
+    assert!(table.success, "{}", table.stderr);
+    let rows: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        rows[1].starts_with("success") && rows[1].ends_with("  Build"),
+        "{}",
+        table.stdout
+    );
+    assert!(rows[1].contains("1-3"), "{}", table.stdout);
+    assert!(
+        rows[2].starts_with("unknown") && rows[2].ends_with("  Test"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("ledger: complete, lines 0-5, no gap"),
+        "{}",
+        table.stdout
+    );
+    let json = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--sections", "--json", "s"],
+    ))
+    .await;
+    let index: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(index["sections"][0]["lines"], 3);
+
+    let one = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--section", "Build", "s"],
+    ))
+    .await;
+    assert!(one.success, "{}", one.stderr);
+    assert_eq!(one.stdout, "::group::Build\ncompiling\n::endgroup::\n");
+    let none = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--section", "Nope", "s"],
+    ))
+    .await;
+    assert!(!none.success);
+    assert!(
+        none.stderr.contains("no section named \"Nope\""),
+        "{}",
+        none.stderr
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_require_complete_fails_with_the_reasons_for_a_log_with_a_gap() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("whole").await;
+    w.put("whole", &lines(0..10)).await;
+    w.close("whole", true).await;
+    w.open("holed").await;
+    w.put("holed", &lines(0..4)).await;
+    w.put("holed", &lines(7..10)).await;
+    w.close("holed", true).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let ok = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--require-complete", "whole"],
+    ))
+    .await;
+    assert!(ok.success, "{}", ok.stderr);
+    assert_eq!(ok.stdout, expected_text(0..10));
+    let bad = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--require-complete", "holed"],
+    ))
+    .await;
+    assert_eq!(bad.code, Some(3), "{}", bad.stderr);
+    assert!(bad.stderr.contains("lines 4-6 missing"), "{}", bad.stderr);
+    svc.shutdown().await;
+}

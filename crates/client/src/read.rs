@@ -180,6 +180,22 @@ impl Reader {
             .find(|s| &s.key == key))
     }
 
+    /// The stream's sections and, once closed, its completeness ledger
+    /// (`GET /stream/sections`).
+    pub async fn sections(
+        &self,
+        account: &AccountId,
+        key: &StreamKey,
+    ) -> Result<runlog_protocol::sections::SectionsAnswer, ReadError> {
+        let resp = self
+            .get("/stream/sections")
+            .query(&[("accountID", account.as_str()), ("key", key.as_str())])
+            .send()
+            .await?;
+        let body = check(resp).await?.bytes().await?;
+        serde_json::from_slice(&body).map_err(|e| ReadError::Malformed(format!("sections: {e}")))
+    }
+
     /// Follows `key`: backfill from `opts.from_line`, then live lines, until the
     /// stream closes (or a stop condition of `opts`). Each line is handed to
     /// `on_line` once, in `pos` order; an error from `on_line` stops the follow.

@@ -15,7 +15,7 @@
 //!
 //! GitLab markers may be preceded by `\e[0K` and followed by `\r\e[0K` and a header
 //! (what GitLab shows as the section's title; kept as [`Section::title`]), as its
-//! runner writes them. GitHub commands may be preceded by whitespace (indented
+//! runner writes them. GitHub commands may be preceded by spaces and tabs (indented
 //! output of a nested script). Buildkite's `^^^ +++` marks the current section to be
 //! shown expanded.
 //!
@@ -144,6 +144,21 @@ pub fn parse_marker(out: &str) -> Option<Marker<'_>> {
     parse_buildkite(line)
 }
 
+/// What a marker line's text starts with, after any spaces, tabs and
+/// [`CLEAR_LINE`]s: a line that starts otherwise holds no marker, so a caller with
+/// many lines can skip most of them with a prefix compare ([`parse_marker`]
+/// decides).
+pub const MARKER_STARTS: &[&str] = &[
+    "::group::",
+    "::endgroup",
+    "section_start:",
+    "section_end:",
+    "--- ",
+    "+++ ",
+    "~~~ ",
+    "^^^ +++",
+];
+
 /// The clear-line sequence GitLab's runner writes around its markers.
 const CLEAR_LINE: &str = "\x1b[0K";
 
@@ -210,7 +225,7 @@ fn parse_gitlab(line: &str) -> Option<Marker<'_>> {
 }
 
 fn parse_github(line: &str) -> Option<Marker<'_>> {
-    let rest = line.trim_start().strip_prefix("::")?;
+    let rest = line.trim_start_matches([' ', '\t']).strip_prefix("::")?;
     if let Some(name) = rest.strip_prefix("group::") {
         return Some(Marker::Open {
             dialect: Dialect::Github,

@@ -5,6 +5,10 @@
 //! 80-byte lines, batches of 1 000, 1 and 100 concurrent writers (each on its own
 //! key). Prints lines/s and the ratio to the ceiling. Run with
 //! `cargo bench -p runlog-service --bench ingest` (or `bench/ingest`).
+//!
+//! `INGEST_SECTIONS=compare` measures the section index instead: ingest with the
+//! index off, on, and on with every 100th line a section marker (10 000 sections
+//! per million lines), back to back in each round.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use bytes::Bytes;
@@ -31,9 +35,23 @@ const ROUNDS: usize = 9;
 /// in the compact shape writers send (written directly: building `serde_json::Value`s
 /// for a million lines would dominate a profile of the run).
 fn batch_body(b: u64) -> Bytes {
-    let text = "x".repeat(79) + "\\n";
+    body_with(b, |_| "x".repeat(79) + "\\n")
+}
+
+/// [`batch_body`] with every 100th line a GitHub group marker (opening and closing
+/// in turn), padded to the same 80 bytes.
+fn marked_body(b: u64) -> Bytes {
+    body_with(b, |pos| match pos % 200 {
+        0 => format!("::group::section {pos:<60}\\n"),
+        100 => format!("::endgroup::{:<67}\\n", ""),
+        _ => "x".repeat(79) + "\\n",
+    })
+}
+
+fn body_with(b: u64, text: impl Fn(u64) -> String) -> Bytes {
     let lines: Vec<String> = (b * BATCH..(b + 1) * BATCH)
         .map(|pos| {
+            let text = text(pos);
             format!(
                 r#"{{"level":"info","pos":{pos},"out":"{text}","time":"2026-11-20T10:00:00.123Z"}}"#
             )
@@ -48,12 +66,18 @@ struct Bench {
     http: reqwest::Client,
     state: ServiceState,
     bodies: Vec<Bytes>,
+    /// Built only for `INGEST_SECTIONS=compare`.
+    marked: Vec<Bytes>,
 }
 
 impl Bench {
     /// Lines per second for `writers` concurrent writers, each sending
     /// `LINES_PER_RUN / writers` lines, to `/stream` (or to the discard endpoint).
     async fn run(&self, writers: u64, round: usize, discard: bool) -> f64 {
+        self.run_bodies(writers, round, discard, &self.bodies).await
+    }
+
+    async fn run_bodies(&self, writers: u64, round: usize, discard: bool, all: &[Bytes]) -> f64 {
         let batches_each = LINES_PER_RUN / BATCH / writers;
         let keys: Vec<String> = (0..writers)
             .map(|w| format!("bench/r{round}/{writers}/{w}"))
@@ -80,7 +104,7 @@ impl Bench {
             };
             let http = self.http.clone();
             let token = self.token.clone();
-            let bodies: Vec<Bytes> = self.bodies[..batches_each as usize].to_vec();
+            let bodies: Vec<Bytes> = all[..batches_each as usize].to_vec();
             tasks.push(tokio::spawn(async move {
                 for body in bodies {
                     let r = http
@@ -110,6 +134,7 @@ impl Bench {
                 let meta = self.state.streams().meta(&id).await.unwrap();
                 assert_eq!(meta.lines, batches_each * BATCH);
                 self.state.streams().remove(&id).await.unwrap();
+                self.state.sections().forget(&id).await.unwrap();
             }
         }
         lines / secs
@@ -117,6 +142,95 @@ impl Bench {
 
     fn url(&self, path: &str, key: &str) -> String {
         format!("{}{path}?accountID=bench&key={key}", self.base)
+    }
+}
+
+/// CPU time (user + system) the service's runtime threads (named `service`) have
+/// used so far, from `/proc/self/task/*/stat`. Unlike throughput, it hardly moves
+/// when other processes share the cores.
+fn service_cpu() -> Duration {
+    let mut ticks = 0u64;
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten();
+    for task in tasks {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "service" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After `(comm)`: the state is field 3, utime field 14, stime field 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        for at in [11, 12] {
+            ticks += f.get(at).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A run's lines/s and the service's CPU time per 1 000 lines, in µs.
+async fn measured(bench: &Bench, writers: u64, round: usize, bodies: &[Bytes]) -> (f64, f64) {
+    let before = service_cpu();
+    let rate = bench.run_bodies(writers, round, false, bodies).await;
+    let cpu = service_cpu().saturating_sub(before);
+    let lines = (LINES_PER_RUN / BATCH / writers * BATCH * writers) as f64;
+    (rate, cpu.as_secs_f64() * 1e6 / (lines / 1000.0))
+}
+
+/// Ingest with the section index off, on, and on over a log with 10 000 sections per
+/// million lines: `INGEST_ROUNDS` rounds (default 5) for 1 and 100 writers, the
+/// three runs of a round back to back, and the medians.
+async fn compare_sections(bench: &Bench) {
+    let rounds: usize = std::env::var("INGEST_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let sections = bench.state.sections();
+    sections.set_enabled(true);
+    bench.run(100, 99, false).await;
+    for writers in [1u64, 100] {
+        let (mut off, mut on, mut marked) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Which of the two goes first alternates, so neither always runs on
+            // the warmer (or colder) machine.
+            let off_first = round % 2 == 0;
+            let (mut o, mut i) = ((0.0, 0.0), (0.0, 0.0));
+            for off in [off_first, !off_first] {
+                sections.set_enabled(!off);
+                let run = round + if off { 0 } else { 100 };
+                let r = measured(bench, writers, run, &bench.bodies).await;
+                *(if off { &mut o } else { &mut i }) = r;
+            }
+            sections.set_enabled(true);
+            let m = measured(bench, writers, round + 200, &bench.marked).await;
+            println!(
+                "{writers:>3} writers, round {round}: lines/s off {:>9.0}, on {:>9.0}, with sections {:>9.0}; service CPU µs/1000 lines off {:>5.0}, on {:>5.0}, with sections {:>5.0}",
+                o.0, i.0, m.0, o.1, i.1, m.1
+            );
+            off.push(o);
+            on.push(i);
+            marked.push(m);
+        }
+        let median = |v: &[(f64, f64)], cpu: bool| {
+            let mut x: Vec<f64> = v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect();
+            quantile(&mut x, 0.5)
+        };
+        let (o, i, m) = (
+            median(&off, false),
+            median(&on, false),
+            median(&marked, false),
+        );
+        let (oc, ic, mc) = (median(&off, true), median(&on, true), median(&marked, true));
+        println!(
+            "{writers:>3} writers, median of {rounds}: lines/s off {o:.0}, on {i:.0} ({:+.1} %), with sections {m:.0} ({:+.1} %); service CPU µs/1000 lines off {oc:.0}, on {ic:.0} ({:+.1} %), with sections {mc:.0} ({:+.1} %)",
+            100.0 * (i / o - 1.0),
+            100.0 * (m / o - 1.0),
+            100.0 * (ic / oc - 1.0),
+            100.0 * (mc / oc - 1.0)
+        );
     }
 }
 
@@ -184,7 +298,16 @@ fn main() {
             .unwrap(),
         state,
         bodies,
+        marked: if std::env::var("INGEST_SECTIONS").is_ok() {
+            (0..LINES_PER_RUN / BATCH).map(marked_body).collect()
+        } else {
+            Vec::new()
+        },
     });
+    if std::env::var("INGEST_SECTIONS").is_ok() {
+        client_rt.block_on(compare_sections(&bench));
+        return;
+    }
     // `INGEST_PROFILE=ingest|discard` runs only that side, 100 writers,
     // `INGEST_ROUNDS` rounds (default 10): a steady load to attach `perf` to, with
     // the two sides' profiles comparable (0 rounds profiles the set-up alone).

@@ -57,6 +57,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse_batch", |b| {
         b.iter(|| black_box(runlog_service::ingest::parse_batch(black_box(&body)).unwrap()))
     });
+    // What the section index adds to each batch before it is stored.
+    let batch = runlog_service::ingest::parse_batch(&body).unwrap();
+    g.bench_function("section_scan", |b| {
+        b.iter(|| {
+            black_box(runlog_service::sections::scan::BatchScan::of(black_box(
+                &batch,
+            )))
+        })
+    });
     g.finish();
 }
 

@@ -276,3 +276,85 @@ async fn bad_requests_are_refused_with_json_errors() {
         .unwrap();
     assert_error(r, StatusCode::FORBIDDEN).await;
 }
+
+/// Two replicas over one Redis and one S3 bucket, as two processes would run.
+async fn replicas() -> (
+    runlog_testkit::redis::RedisServer,
+    runlog_testkit::s3::S3Server,
+    TestService,
+    TestService,
+    tempfile::TempDir,
+) {
+    use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
+    use runlog_service::store::s3::S3Settings;
+    let (redis, s3) = tokio::join!(
+        runlog_testkit::redis::RedisServer::start_new(),
+        runlog_testkit::s3::S3Server::start_new()
+    );
+    s3.create_bucket("archives").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let settings = S3Settings {
+            bucket: "archives".to_owned(),
+            endpoint: Some(s3.endpoint()),
+            region: Some(runlog_testkit::s3::REGION.to_owned()),
+            access_key_id: Some(runlog_testkit::s3::ACCESS_KEY_ID.to_owned()),
+            secret_access_key: Some(runlog_testkit::s3::SECRET_ACCESS_KEY.to_owned()),
+            allow_http: true,
+            ..S3Settings::default()
+        };
+        let streams = RedisStreamStore::new(
+            RedisConfig {
+                url: redis.url(),
+                block: Duration::from_millis(300),
+                ..RedisConfig::default()
+            },
+            Some(settings.overflow().object_store().unwrap()),
+        )
+        .unwrap();
+        let mut c = config.clone();
+        c.data_dir = dir.path().join(name);
+        replicas.push(
+            TestService::start_with_config_and_stores(
+                c,
+                std::sync::Arc::new(streams),
+                settings.blob_store().unwrap(),
+            )
+            .await,
+        );
+    }
+    let b = replicas.pop().unwrap();
+    let a = replicas.pop().unwrap();
+    (redis, s3, a, b, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_and_s3_a_replica_catches_up_what_another_took_and_the_index_is_kept_in_s3() {
+    let (_redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = (
+        Api::new(&a, "acc", Scope::Write),
+        Api::new(&b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    let all = log(0..12, text);
+    // Batches alternate between the replicas, as a load balancer sends them.
+    on_a.put_ok("k", &all[..3]).await;
+    on_b.put_ok("k", &all[3..6]).await;
+    on_a.put_ok("k", &all[6..]).await;
+    for api in [&on_a, &on_b] {
+        let live = sections(api, "k").await;
+        let ends: Vec<Option<u64>> = live.sections.iter().map(|s| s.last_pos).collect();
+        assert_eq!(ends, [Some(7), Some(5), None], "{live:?}");
+    }
+    let query = format!("lines=12&digest={}", digest_of(&all));
+    assert_eq!(
+        close_with(&on_b, "k", &query).await.status(),
+        StatusCode::OK
+    );
+    // Replica A answers from the index B stored in S3.
+    let done = sections(&on_a, "k").await;
+    assert_eq!(done.sections.len(), 3);
+    assert!(done.ledger.unwrap().complete);
+}

@@ -195,7 +195,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         // The live lines are dropped once archived: the archive is the stream now.
         // Continue after what was printed, so no line appears twice.
         Err(ReadError::NotFound(_)) => {
-            print_archive(&reader, account, &key, next_line, &mut printer).await?;
+            print_archive(&reader, account, &key, next_line..=u64::MAX, &mut printer).await?;
             printer.flush()?;
             Ok(())
         }
@@ -203,19 +203,19 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Prints the archive's lines from `since_line` on; used when a stream has no live lines.
+/// Prints the archive's lines whose `pos` is in `lines`; used when a stream has no live lines.
 pub async fn print_archive<W: Write>(
     reader: &Reader,
     account: &AccountId,
     key: &StreamKey,
-    since_line: u64,
+    lines: std::ops::RangeInclusive<u64>,
     printer: &mut LinePrinter<W>,
 ) -> Result<(), ReadError> {
     let mut split = runlog_client::NdjsonSplitter::default();
     let mut malformed = 0u64;
     let mut on_row = |row: &[u8]| -> std::io::Result<()> {
         match serde_json::from_slice::<ArchiveRow<'_>>(row) {
-            Ok(r) if r.pos >= since_line => printer.print(&r.time, &r.out),
+            Ok(r) if lines.contains(&r.pos) => printer.print(&r.time, &r.out),
             Ok(_) => Ok(()),
             Err(_) => {
                 malformed += 1;

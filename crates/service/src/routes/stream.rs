@@ -78,10 +78,16 @@ pub async fn append(
         }
         other => other?,
     };
-    if let Some(scan) = scan {
-        st.sections()
+    // The lines are stored: a failure to index them (a read back from a failing
+    // store) must not fail the append, whose retry would change nothing. The index
+    // catches up from the store on its next update.
+    if let Some(scan) = scan
+        && let Err(e) = st
+            .sections()
             .after_append(st.streams().as_ref(), &id, scan, ack.next_pos)
-            .await?;
+            .await
+    {
+        tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot update the section index");
     }
     let m = st.metrics();
     m.lines_in.fetch_add(ack.appended, Ordering::Relaxed);
