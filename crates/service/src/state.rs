@@ -2,6 +2,7 @@
 
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
+use crate::quota::Quotas;
 use crate::store::{BlobStore, StreamStore};
 use crate::used_links::UsedLinks;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     used_links: UsedLinks,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -39,6 +41,7 @@ impl ServiceState {
         blobs: BlobStore,
         secret: String,
     ) -> Self {
+        let quotas = Quotas::new(config.account_limits);
         ServiceState {
             inner: Arc::new(Inner {
                 streams,
@@ -48,6 +51,7 @@ impl ServiceState {
                 metrics: Arc::new(Metrics::default()),
                 shutdown: CancellationToken::new(),
                 used_links: UsedLinks::default(),
+                quotas,
             }),
         }
     }
@@ -80,6 +84,11 @@ impl ServiceState {
     /// The self-signed upload links already used.
     pub fn used_links(&self) -> &UsedLinks {
         &self.inner.used_links
+    }
+
+    /// The per-account checks of request rate and open tails.
+    pub fn quotas(&self) -> &Quotas {
+        &self.inner.quotas
     }
 
     /// Cancelled when the service shuts down: SSE responses end on it.

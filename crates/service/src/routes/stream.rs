@@ -39,6 +39,9 @@ pub async fn open(
     q: Stream,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    st.quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let meta = st.streams().open(&q.id()).await?;
     Ok((
         [(ACCEPT_ARCHIVE_ENCODING, HeaderValue::from_static("gzip"))],
@@ -58,6 +61,9 @@ pub async fn append(
     raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    st.quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let limit = st
         .config()
         .max_append_body
@@ -95,6 +101,11 @@ pub async fn tail(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
+    st.quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
+    // Held by the response body: the tail counts for its account until it ends.
+    let permit = st.quotas().open_tail(&q.0.account_id)?;
     let from = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v
@@ -114,6 +125,12 @@ pub async fn tail(
         Err(StoreError::NotFound) => archive_replay(&st, &id, from).await?,
         Err(e) => return Err(e.into()),
     };
+    let tail = tail
+        .map(move |item| {
+            let _held = &permit;
+            item
+        })
+        .boxed();
     let guard = SubscriberGuard::new(st.metrics().clone());
     let stream = sse::body(
         tail,
@@ -222,6 +239,9 @@ pub async fn close(
     q: Stream,
 ) -> Result<Json<StreamInfo>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    st.quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
     if q.0.snapshot {

@@ -72,6 +72,7 @@ mod scripts;
 mod tail;
 
 use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
+use crate::quota::AccountLimits;
 use async_trait::async_trait;
 use cluster::{Notify, key_slot};
 use connection::Conn;
@@ -119,6 +120,9 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Lines a tail reads per page.
     pub page_lines: usize,
+    /// What each account may hold (its streams and its bytes in Redis are counted in
+    /// Redis, so the limits hold across replicas).
+    pub account_limits: AccountLimits,
 }
 
 impl Default for RedisConfig {
@@ -134,6 +138,7 @@ impl Default for RedisConfig {
             block: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             page_lines: 1000,
+            account_limits: AccountLimits::default(),
         }
     }
 }
@@ -204,12 +209,13 @@ impl RedisStreamStore {
         let reply: Vec<i64> = inner
             .scripts
             .append
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+            .run(&mut inner.conn(), &keys.with_usage(), |c| {
                 c.arg(now_ms())
                     .arg(inner.ttl_ms())
                     .arg(id.key.as_str())
                     .arg(hard_limit)
-                    .arg(hard_bytes);
+                    .arg(hard_bytes)
+                    .arg(inner.config.account_limits.max_bytes);
                 for line in lines {
                     c.arg(line.pos).arg(line.json.as_ref());
                 }
@@ -237,6 +243,12 @@ impl RedisStreamStore {
                     "stream holds {in_redis} lines ({in_redis_bytes} bytes) in Redis and cannot move more to the archive (limits {hard_limit} lines, {hard_bytes} bytes)"
                 )));
             }
+            -4 => {
+                return Err(StoreError::LimitExceeded(format!(
+                    "account {} holds {in_redis} bytes of lines, its limit of {} bytes",
+                    id.account, inner.config.account_limits.max_bytes
+                )));
+            }
             _ => {}
         }
         let over_lines = u64::try_from(in_redis).unwrap_or(0) > inner.config.max_lines;
@@ -262,6 +274,8 @@ struct Keys {
     late: String,
     ctl: String,
     index: String,
+    /// The account's usage hash: `bytes` of line JSON its streams hold in Redis.
+    usage: String,
     trim_lock: String,
 }
 
@@ -269,6 +283,19 @@ impl Keys {
     /// The keys every open/append/close script takes, in its `KEYS` order.
     fn stream_keys(&self) -> [&str; 5] {
         [&self.meta, &self.lines, &self.late, &self.ctl, &self.index]
+    }
+
+    /// [`stream_keys`](Self::stream_keys) and the account's usage: what the append
+    /// and remove scripts take.
+    fn with_usage(&self) -> [&str; 6] {
+        [
+            &self.meta,
+            &self.lines,
+            &self.late,
+            &self.ctl,
+            &self.index,
+            &self.usage,
+        ]
     }
 }
 
@@ -282,6 +309,7 @@ impl Inner {
             late: format!("{base}:late"),
             ctl: format!("{base}:ctl"),
             index: format!("{ns}:{{{}}}:index", id.account),
+            usage: format!("{ns}:{{{}}}:usage", id.account),
             trim_lock: format!("{base}:trim"),
         }
     }
@@ -360,14 +388,24 @@ impl StreamStore for RedisStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
         let inner = &self.inner;
         let keys = inner.keys(id);
-        let _: i64 = inner
+        let max_streams = inner.config.account_limits.max_streams;
+        let status: i64 = inner
             .scripts
             .open
             .run(&mut inner.conn(), &keys.stream_keys(), |c| {
-                c.arg(now_ms()).arg(inner.ttl_ms()).arg(id.key.as_str());
+                c.arg(now_ms())
+                    .arg(inner.ttl_ms())
+                    .arg(id.key.as_str())
+                    .arg(max_streams);
             })
             .await
             .map_err(unavailable)?;
+        if status == -4 {
+            return Err(StoreError::TooMany(format!(
+                "account {} holds {max_streams} streams, its limit: close and remove some first",
+                id.account
+            )));
+        }
         self.meta(id).await
     }
 
@@ -471,7 +509,7 @@ impl StreamStore for RedisStreamStore {
         let status: i64 = inner
             .scripts
             .remove_if_unchanged
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
+            .run(&mut inner.conn(), &keys.with_usage(), |c| {
                 c.arg(ms).arg(id.key.as_str());
             })
             .await
@@ -489,26 +527,14 @@ impl StreamStore for RedisStreamStore {
     async fn remove(&self, id: &StreamId) -> Result<(), StoreError> {
         let inner = &self.inner;
         let keys = inner.keys(id);
-        let existed: i64 = redis::pipe()
-            .atomic()
-            .del(&keys.meta)
-            .del(&keys.lines)
-            .ignore()
-            .del(&keys.late)
-            .ignore()
-            .del(&keys.ctl)
-            .ignore()
-            .zrem(&keys.index, id.key.as_str())
-            .ignore()
-            // Tails re-read, find the stream gone and end.
-            .cmd("PUBLISH")
-            .arg(&keys.ctl)
-            .arg(1)
-            .ignore()
-            .query_async::<(i64,)>(&mut inner.conn())
+        let existed: i64 = inner
+            .scripts
+            .remove
+            .run(&mut inner.conn(), &keys.with_usage(), |c| {
+                c.arg(id.key.as_str());
+            })
             .await
-            .map_err(unavailable)?
-            .0;
+            .map_err(unavailable)?;
         self.remove_overflow(id).await?;
         if existed == 0 {
             return Err(StoreError::NotFound);
@@ -585,6 +611,25 @@ impl StreamStore for RedisStreamStore {
             }
         }
         Ok(out)
+    }
+
+    async fn count_request(&self, account: &AccountId) -> Result<u64, StoreError> {
+        // A counter per account and second, shared by every replica; it outlives its
+        // second briefly and then expires by itself.
+        let second = crate::quota::current_second();
+        let key = format!(
+            "{}:{{{account}}}:rate:{second}",
+            self.inner.config.namespace
+        );
+        let (count,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .pexpire(&key, 2_000)
+            .ignore()
+            .query_async(&mut self.inner.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(count)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

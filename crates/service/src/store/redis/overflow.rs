@@ -253,7 +253,7 @@ impl Inner {
             .trim
             .run(
                 &mut self.conn(),
-                &[&keys.meta, &keys.lines, &keys.late],
+                &[&keys.meta, &keys.lines, &keys.late, &keys.usage],
                 |c| {
                     c.arg(trimmed).arg(target).arg(moved_bytes);
                 },

@@ -75,6 +75,7 @@ pub(super) struct Scripts {
     pub(super) append: LuaScript,
     pub(super) read: LuaScript,
     pub(super) close: LuaScript,
+    pub(super) remove: LuaScript,
     pub(super) remove_if_unchanged: LuaScript,
     pub(super) trim: LuaScript,
     pub(super) unlock: LuaScript,
@@ -87,7 +88,8 @@ impl Scripts {
             append: LuaScript::new(format!("{TOUCH}{HAS}{APPEND}")),
             read: LuaScript::new(READ.to_owned()),
             close: LuaScript::new(format!("{TOUCH}{CLOSE}")),
-            remove_if_unchanged: LuaScript::new(REMOVE_IF_UNCHANGED.to_owned()),
+            remove: LuaScript::new(format!("{FORGET}{REMOVE}")),
+            remove_if_unchanged: LuaScript::new(format!("{FORGET}{REMOVE_IF_UNCHANGED}")),
             trim: LuaScript::new(TRIM.to_owned()),
             unlock: LuaScript::new(UNLOCK.to_owned()),
         }
@@ -103,6 +105,10 @@ const OPEN: &str = include_str!("scripts/open.lua");
 const APPEND: &str = include_str!("scripts/append.lua");
 const READ: &str = include_str!("scripts/read.lua");
 const CLOSE: &str = include_str!("scripts/close.lua");
+/// Defines `forget(key)`: removes a stream and gives back what it held. Prefixed to
+/// the scripts that remove a stream.
+const FORGET: &str = include_str!("scripts/forget.lua");
+const REMOVE: &str = include_str!("scripts/remove.lua");
 const REMOVE_IF_UNCHANGED: &str = include_str!("scripts/remove_if_unchanged.lua");
 const TRIM: &str = include_str!("scripts/trim.lua");
 const UNLOCK: &str = include_str!("scripts/unlock.lua");

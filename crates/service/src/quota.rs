@@ -1,0 +1,200 @@
+//! Fairness between accounts: what one account may hold and ask of the service, so
+//! that an account over its share is refused (429/413) while every other account
+//! goes on unaffected.
+//!
+//! Each limit is kept where the thing it bounds lives:
+//! - **streams held and bytes held** by the stream store, in the same atomic step
+//!   that opens or appends (`MemoryStreamStore`, and on Redis the `open` and `append`
+//!   scripts against the account's keys): every replica on one Redis sees one count;
+//! - **request rate** by the stream store too
+//!   ([`StreamStore::count_request`](crate::store::StreamStore::count_request)): a
+//!   one-second window per account, a Redis counter shared by the replicas;
+//! - **open tails** here, per replica ([`Quotas::open_tail`]): a tail is one
+//!   connection to one replica and its buffers there, so it is that replica's
+//!   resource; counting tails in Redis would need a lease per tail (a replica that
+//!   dies holds its count forever otherwise), which buys nothing for the replica's
+//!   protection.
+//!
+//! The service-wide limits (`MemoryLimits`' totals, the connection cap) stay as the
+//! last line behind these.
+
+use crate::error::ApiError;
+use crate::store::StreamStore;
+use runlog_protocol::AccountId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What one account may hold and ask. The defaults sit far above a normal CI
+/// account (hundreds of parallel steps, each a stream written every ~100 ms and
+/// watched by a few viewers) and far below what exhausts the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Streams held at once (open, or closed and not yet removed): 429 above it.
+    pub max_streams: u64,
+    /// Bytes of line JSON held by all the account's streams: 413 above it.
+    pub max_bytes: u64,
+    /// Tails (SSE readers) open at once on one replica: 429 above it.
+    pub max_tails: u64,
+    /// Requests to `/stream` in one second: 429 above it.
+    pub max_requests_per_sec: u64,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        AccountLimits {
+            max_streams: 10_000,
+            max_bytes: 1 << 30,
+            max_tails: 1_000,
+            max_requests_per_sec: 10_000,
+        }
+    }
+}
+
+/// The per-account checks made by the routes: request rate and open tails.
+#[derive(Debug)]
+pub struct Quotas {
+    limits: AccountLimits,
+    tails: Arc<Mutex<HashMap<AccountId, u64>>>,
+}
+
+impl Quotas {
+    /// Checks with `limits`.
+    pub fn new(limits: AccountLimits) -> Self {
+        Quotas {
+            limits,
+            tails: Arc::default(),
+        }
+    }
+
+    /// Counts one request of `account`; 429 when it is over its rate this second.
+    ///
+    /// # Errors
+    /// [`ApiError::TooManyRequests`] over the rate; the store's error when it cannot
+    /// count (a Redis outage is a 503 like every other call).
+    pub async fn admit(
+        &self,
+        streams: &dyn StreamStore,
+        account: &AccountId,
+    ) -> Result<(), ApiError> {
+        let count = streams.count_request(account).await?;
+        if count > self.limits.max_requests_per_sec {
+            return Err(ApiError::TooManyRequests(format!(
+                "account {account} is over its request rate ({} requests a second); retry in a second",
+                self.limits.max_requests_per_sec
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes one of `account`'s tails for as long as the permit lives.
+    ///
+    /// # Errors
+    /// [`ApiError::TooManyRequests`] when the account has its limit open already.
+    pub fn open_tail(&self, account: &AccountId) -> Result<TailPermit, ApiError> {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = tails.entry(account.clone()).or_insert(0);
+        if *open >= self.limits.max_tails {
+            return Err(ApiError::TooManyRequests(format!(
+                "account {account} has {} tails open, its limit; close one first",
+                self.limits.max_tails
+            )));
+        }
+        *open += 1;
+        Ok(TailPermit {
+            tails: self.tails.clone(),
+            account: account.clone(),
+        })
+    }
+}
+
+/// One open tail of an account; gives its place back when dropped (the viewer went
+/// away, the stream ended, the service shuts down).
+#[derive(Debug)]
+pub struct TailPermit {
+    tails: Arc<Mutex<HashMap<AccountId, u64>>>,
+    account: AccountId,
+}
+
+impl Drop for TailPermit {
+    fn drop(&mut self) {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = tails.get_mut(&self.account) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                tails.remove(&self.account);
+            }
+        }
+    }
+}
+
+/// Requests per account in the current one-second window, in this process: the
+/// request rate of a store that is not shared between replicas (the memory store).
+#[derive(Debug, Default)]
+pub struct RateWindows {
+    windows: Mutex<HashMap<AccountId, (u64, u64)>>,
+}
+
+/// Accounts remembered before windows of past seconds are dropped.
+const RATE_WINDOWS_KEPT: usize = 10_000;
+
+impl RateWindows {
+    /// Counts one request of `account` in second `now` (since the epoch) and returns
+    /// the count of that second so far.
+    pub fn count(&self, account: &AccountId, now: u64) -> u64 {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if windows.len() >= RATE_WINDOWS_KEPT && !windows.contains_key(account) {
+            windows.retain(|_, (second, _)| *second == now);
+        }
+        let (second, count) = windows.entry(account.clone()).or_insert((now, 0));
+        if *second != now {
+            *second = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count
+    }
+}
+
+/// The current second since the Unix epoch: the window requests are counted in.
+pub fn current_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_are_counted_per_account_and_given_back() {
+        let quotas = Quotas::new(AccountLimits {
+            max_tails: 2,
+            ..AccountLimits::default()
+        });
+        let a = AccountId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let b = AccountId::new("b").unwrap_or_else(|e| panic!("{e}"));
+        let first = quotas.open_tail(&a);
+        let second = quotas.open_tail(&a);
+        assert!(first.is_ok() && second.is_ok());
+        assert!(matches!(
+            quotas.open_tail(&a),
+            Err(ApiError::TooManyRequests(_))
+        ));
+        // Another account is not affected by a's tails.
+        assert!(quotas.open_tail(&b).is_ok());
+        drop(first);
+        assert!(quotas.open_tail(&a).is_ok());
+    }
+
+    #[test]
+    fn rate_windows_count_per_account_and_second() {
+        let windows = RateWindows::default();
+        let a = AccountId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let b = AccountId::new("b").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(windows.count(&a, 10), 1);
+        assert_eq!(windows.count(&a, 10), 2);
+        assert_eq!(windows.count(&b, 10), 1);
+        assert_eq!(windows.count(&a, 11), 1);
+    }
+}
