@@ -13,7 +13,12 @@
 //!   connection to one replica and its buffers there, so it is that replica's
 //!   resource; counting tails in Redis would need a lease per tail (a replica that
 //!   dies holds its count forever otherwise), which buys nothing for the replica's
-//!   protection.
+//!   protection;
+//! - **requests in flight** here, per replica ([`Quotas::admit`]): an account's
+//!   requests beyond its slots wait, in order, without using the CPU, so a client
+//!   that floods from many connections is served at the pace of a few of them and
+//!   other accounts' requests do not queue behind all of its own. Also the
+//!   replica's own resource (its cores), so counted in the process.
 //!
 //! The service-wide limits (`MemoryLimits`' totals, the connection cap) stay as the
 //! last line behind these.
@@ -23,6 +28,7 @@ use crate::store::StreamStore;
 use runlog_protocol::AccountId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What one account may hold and ask. The defaults sit far above a normal CI
 /// account (hundreds of parallel steps, each a stream written every ~100 ms and
@@ -37,6 +43,8 @@ pub struct AccountLimits {
     pub max_tails: u64,
     /// Requests to `/stream` in one second: 429 above it.
     pub max_requests_per_sec: u64,
+    /// Requests to `/stream` served at once on one replica; more wait for a slot.
+    pub max_in_flight: u32,
 }
 
 impl Default for AccountLimits {
@@ -46,15 +54,28 @@ impl Default for AccountLimits {
             max_bytes: 1 << 30,
             max_tails: 1_000,
             max_requests_per_sec: 10_000,
+            max_in_flight: 32,
         }
     }
 }
 
-/// The per-account checks made by the routes: request rate and open tails.
+/// The per-account checks made by the routes: requests in flight, request rate and
+/// open tails.
 #[derive(Debug)]
 pub struct Quotas {
     limits: AccountLimits,
     tails: Arc<Mutex<HashMap<AccountId, u64>>>,
+    slots: Mutex<HashMap<AccountId, Arc<Semaphore>>>,
+}
+
+/// Accounts whose request slots are remembered before idle ones are forgotten.
+const SLOTS_KEPT: usize = 10_000;
+
+/// One request of an account being served: holds one of its slots until dropped
+/// (when the handler returns).
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Quotas {
@@ -63,10 +84,44 @@ impl Quotas {
         Quotas {
             limits,
             tails: Arc::default(),
+            slots: Mutex::default(),
         }
     }
 
-    /// Counts one request of `account`; 429 when it is over its rate this second.
+    /// Slots of each account: `max_in_flight`, at least one.
+    fn slots_per_account(&self) -> usize {
+        usize::try_from(self.limits.max_in_flight)
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .clamp(1, Semaphore::MAX_PERMITS)
+    }
+
+    /// The request slots of `account`.
+    fn slots(&self, account: &AccountId) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.len() >= SLOTS_KEPT && !slots.contains_key(account) {
+            // Forget accounts with no request waiting or served: nobody else holds
+            // their semaphore.
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let max = self.slots_per_account();
+        slots
+            .entry(account.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(max)))
+            .clone()
+    }
+
+    /// How many of `account`'s requests are being served now.
+    pub fn in_flight(&self, account: &AccountId) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let max = self.slots_per_account();
+        slots
+            .get(account)
+            .map_or(0, |s| max.saturating_sub(s.available_permits()))
+    }
+
+    /// Waits for one of `account`'s request slots, then counts the request; 429
+    /// when the account is over its rate this second. Hold the answer while the
+    /// request is served.
     ///
     /// # Errors
     /// [`ApiError::TooManyRequests`] over the rate; the store's error when it cannot
@@ -75,7 +130,12 @@ impl Quotas {
         &self,
         streams: &dyn StreamStore,
         account: &AccountId,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Admitted, ApiError> {
+        let slot = self
+            .slots(account)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("request slots closed".into()))?;
         let count = streams.count_request(account).await?;
         if count > self.limits.max_requests_per_sec {
             return Err(ApiError::TooManyRequests(format!(
@@ -83,7 +143,7 @@ impl Quotas {
                 self.limits.max_requests_per_sec
             )));
         }
-        Ok(())
+        Ok(Admitted { _slot: slot })
     }
 
     /// Takes one of `account`'s tails for as long as the permit lives.

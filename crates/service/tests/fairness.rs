@@ -187,6 +187,52 @@ async fn an_account_over_its_open_tails_gets_429_and_another_still_tails() {
     drop(held);
 }
 
+#[tokio::test]
+async fn an_accounts_requests_past_its_slots_wait_and_another_accounts_do_not() {
+    let (svc, noisy, quiet, _dir) = tenants(AccountLimits {
+        max_in_flight: 1,
+        ..AccountLimits::default()
+    })
+    .await;
+    noisy.open("s").await;
+    // The noisy account's one slot, held by an append whose body has not ended.
+    let (more, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = futures_util::stream::unfold(body, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    more.send(Ok(b"[".to_vec())).await.unwrap();
+    let held = tokio::spawn(
+        noisy
+            .req(Method::PUT, "/stream", "s")
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    // Once the append holds the slot (the service has it in hand), a second request.
+    let account = AccountId::new("noisy").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while svc.state().quotas().in_flight(&account) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waiting = tokio::spawn(noisy.req(Method::POST, "/stream", "t").send());
+    // Another account is served meanwhile.
+    other_account_unaffected(&quiet, "build/1").await;
+    assert!(
+        !waiting.is_finished(),
+        "the noisy account's second request was served while its only slot was held"
+    );
+    let line = serde_json::to_vec(&lines(0..1)[0]).unwrap();
+    more.send(Ok(line)).await.unwrap();
+    more.send(Ok(b"]".to_vec())).await.unwrap();
+    drop(more);
+    assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
 /// A store of one replica over `redis`, with `limits` per account.
 fn replica_store(redis: &RedisServer, limits: AccountLimits) -> Arc<dyn StreamStore> {
     let config = RedisConfig {
@@ -376,8 +422,49 @@ fn flood(base: String, token: String, stop: Arc<std::sync::atomic::AtomicBool>) 
     })
 }
 
-/// `bench/fairness.sh`: another account's write latency with the service quiet, then
-/// during one account's flood of stream opens, in one run with the default limits.
+/// The quiet account's writes during one flood of `svc` by the noisy account, and
+/// then whether the quiet account can still open a new stream.
+async fn phase_under_flood(
+    svc: &TestService,
+    name: &str,
+    run: Duration,
+) -> (Vec<u64>, (u64, u64, u64), StatusCode) {
+    let (base, quiet, noisy) = (
+        svc.url(),
+        svc.token("quiet", Scope::Write),
+        svc.token("noisy", Scope::Write),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (b, t, s) = (base.clone(), noisy, stop.clone());
+    let flooding = std::thread::spawn(move || flood(b, t, s));
+    let (b, t, key) = (base, quiet, name.to_owned());
+    let took = tokio::task::spawn_blocking(move || steady_writer(b, t, key, run))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = flooding.join().unwrap();
+    let after = Api::new(svc, "quiet", Scope::Write)
+        .req(Method::POST, "/stream", &format!("{name}/after"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    (took, answers, after)
+}
+
+fn report(what: &str, took: &[u64], quiet_p99: u64) {
+    let (p50, p99, max) = percentiles(took.to_vec());
+    println!(
+        "fairness: {what:<34} p50 {p50:>6} us  p99 {p99:>6} us  max {max:>6} us  ({} writes, p99 {:.2}x quiet)",
+        took.len(),
+        p99 as f64 / quiet_p99 as f64
+    );
+}
+
+/// `bench/fairness.sh`: another account's write latency with the service quiet,
+/// during one account's flood of stream opens with the default per-account limits,
+/// and during the same flood of a service without them (service-wide limits only, as
+/// before they existed), side by side in one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: bench/fairness.sh"]
 async fn measure_other_accounts_write_latency_during_a_flood() {
@@ -386,36 +473,52 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let run = Duration::from_secs(secs);
-    let (svc, _dir) = service(AccountLimits::default()).await;
-    let (base, quiet, noisy) = (
-        svc.url(),
-        svc.token("quiet", Scope::Write),
-        svc.token("noisy", Scope::Write),
-    );
-    let (b, t) = (base.clone(), quiet.clone());
+    // The service-wide stream limit scaled down to twice an account's (from
+    // 100 000), so that a flood of a few seconds reaches it as a longer one would.
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, account_limits| {
+        let mut config = test_config(&dir.path().join(name));
+        config.limits.max_streams = 2 * AccountLimits::default().max_streams;
+        config.account_limits = account_limits;
+        config
+    };
+    // RUNLOG_BENCH_IN_FLIGHT: another `max_in_flight` than the default, to compare.
+    let mut limits = AccountLimits::default();
+    if let Some(n) = std::env::var("RUNLOG_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        limits.max_in_flight = n;
+    }
+    println!("fairness: per-account limits {limits:?}");
+    let limited = TestService::start_with(config("limited", limits)).await;
+    let no_account_limits = AccountLimits {
+        max_streams: u64::MAX,
+        max_bytes: u64::MAX,
+        max_tails: u64::MAX,
+        max_requests_per_sec: u64::MAX,
+        max_in_flight: u32::MAX,
+    };
+    let unlimited = TestService::start_with(config("unlimited", no_account_limits)).await;
+    let (b, t) = (limited.url(), limited.token("quiet", Scope::Write));
     let alone = tokio::task::spawn_blocking(move || steady_writer(b, t, "alone".into(), run))
         .await
         .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (b, t, s) = (base.clone(), noisy, stop.clone());
-    let flooding = std::thread::spawn(move || flood(b, t, s));
-    let (b, t) = (base, quiet);
-    let during = tokio::task::spawn_blocking(move || steady_writer(b, t, "during".into(), run))
-        .await
-        .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (opened, limited, other) = flooding.join().unwrap();
-    let (q50, q99, qmax) = percentiles(alone.clone());
-    let (f50, f99, fmax) = percentiles(during.clone());
-    println!(
-        "fairness: quiet account, {} writes of 10 lines, {secs} s each phase",
-        alone.len()
-    );
-    println!("fairness: alone        p50 {q50} us  p99 {q99} us  max {qmax} us");
-    println!(
-        "fairness: during flood p50 {f50} us  p99 {f99} us  max {fmax} us  ({} writes; p99 {:.2}x)",
-        during.len(),
-        f99 as f64 / q99 as f64
-    );
-    println!("fairness: flood answers: {opened} opened, {limited} refused 429, {other} other");
+    let (with, with_flood, with_after) = phase_under_flood(&limited, "with", run).await;
+    let (without, without_flood, without_after) =
+        phase_under_flood(&unlimited, "without", run).await;
+    let (_, quiet_p99, _) = percentiles(alone.clone());
+    println!("fairness: quiet account writes 10 lines, pauses 5 ms, {secs} s a phase");
+    report("alone", &alone, quiet_p99);
+    report("flood, per-account limits", &with, quiet_p99);
+    report("flood, service-wide limits only", &without, quiet_p99);
+    for (what, (opened, limited, other), after) in [
+        ("per-account limits", with_flood, with_after),
+        ("service-wide limits only", without_flood, without_after),
+    ] {
+        println!(
+            "fairness: flood with {what}: {opened} streams opened, {limited} refused 429, {other} other; then the quiet account opens a stream: {}",
+            after.as_u16()
+        );
+    }
 }

@@ -66,6 +66,10 @@ pub struct ServiceArgs {
     /// Most `/stream` requests one account may make in a second (429 above it).
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_RPS", default_value_t = AccountLimits::default().max_requests_per_sec)]
     pub account_max_rps: u64,
+    /// Most `/stream` requests of one account served at once on one replica; more
+    /// wait, in order, for a slot.
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_IN_FLIGHT", default_value_t = AccountLimits::default().max_in_flight)]
+    pub account_max_in_flight: u32,
     /// An open stream idle this long is archived and dropped (e.g. `1h`).
     #[arg(long, env = "RUNLOG_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -125,6 +129,7 @@ impl ServiceArgs {
                 max_bytes: self.account_max_bytes,
                 max_tails: self.account_max_tails,
                 max_requests_per_sec: self.account_max_rps,
+                max_in_flight: self.account_max_in_flight,
             },
             idle_timeout: self.idle_timeout,
             closed_retention: self.closed_retention,

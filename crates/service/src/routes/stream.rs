@@ -39,7 +39,8 @@ pub async fn open(
     q: Stream,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    st.quotas()
+    let _admitted = st
+        .quotas()
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     let meta = st.streams().open(&q.id()).await?;
@@ -61,7 +62,8 @@ pub async fn append(
     raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    st.quotas()
+    let _admitted = st
+        .quotas()
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     let limit = st
@@ -101,7 +103,8 @@ pub async fn tail(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
-    st.quotas()
+    let _admitted = st
+        .quotas()
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     // Held by the response body: the tail counts for its account until it ends.
@@ -239,7 +242,8 @@ pub async fn close(
     q: Stream,
 ) -> Result<Json<StreamInfo>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    st.quotas()
+    let _admitted = st
+        .quotas()
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     let id = q.id();
