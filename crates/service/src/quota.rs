@@ -8,7 +8,8 @@
 //!   scripts against the account's keys): every replica on one Redis sees one count;
 //! - **request rate** by the stream store too
 //!   ([`StreamStore::count_request`](crate::store::StreamStore::count_request)): a
-//!   one-second window per account, a Redis counter shared by the replicas;
+//!   one-second window per account, a Redis counter shared by the replicas (one
+//!   more pipelined round trip to Redis per request, `INCR` and `PEXPIRE`);
 //! - **open tails** here, per replica ([`Quotas::open_tail`]): a tail is one
 //!   connection to one replica and its buffers there, so it is that replica's
 //!   resource; counting tails in Redis would need a lease per tail (a replica that
