@@ -180,7 +180,19 @@ async fn an_account_over_its_open_tails_gets_429_and_another_still_tails() {
     .await;
     noisy.open("s").await;
     let held = [noisy.tail("s", None).await, noisy.tail("s", None).await];
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let asked = second();
     let r = noisy.req(Method::GET, "/stream", "s").send().await.unwrap();
+    // The refusal is held until the next second, as its Retry-After says.
+    assert!(
+        second() > asked,
+        "a 429 answered within the second it was asked"
+    );
     let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
     assert!(msg.contains("2 tails open"), "{msg}");
     other_account_unaffected(&quiet, "build/1").await;
