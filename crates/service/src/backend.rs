@@ -45,7 +45,9 @@ pub enum BackendError {
 /// The live stream store the configuration asks for.
 pub async fn stream_store(cfg: &ServiceConfig) -> Result<Arc<dyn StreamStore>, BackendError> {
     match &cfg.redis_url {
-        None => Ok(Arc::new(MemoryStreamStore::new(cfg.limits))),
+        None => Ok(Arc::new(
+            MemoryStreamStore::new(cfg.limits).with_account_limits(cfg.account_limits),
+        )),
         Some(url) => {
             let ca_pem = match &cfg.redis_ca_file {
                 None => None,
@@ -62,6 +64,7 @@ pub async fn stream_store(cfg: &ServiceConfig) -> Result<Arc<dyn StreamStore>, B
                 url: url.clone(),
                 cluster: cfg.redis_cluster,
                 ca_pem,
+                account_limits: cfg.account_limits,
                 ..RedisConfig::default()
             };
             Ok(Arc::new(RedisStreamStore::new(

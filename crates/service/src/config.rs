@@ -1,5 +1,6 @@
 //! [`ServiceConfig`]: everything a log service instance is started with.
 
+use crate::quota::AccountLimits;
 use crate::store::MemoryLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,8 +50,12 @@ pub struct ServiceConfig {
     pub max_blob_body: usize,
     /// Largest archive after decompression.
     pub max_archive_bytes: u64,
-    /// Bounds of the in-memory stream store.
+    /// Bounds of the in-memory stream store (service-wide: the last line behind
+    /// [`account_limits`](Self::account_limits)).
     pub limits: MemoryLimits,
+    /// What each account may hold and ask (streams, bytes, tails, request rate), on
+    /// every backend; see [`crate::quota`].
+    pub account_limits: AccountLimits,
     /// An open stream without activity for this long is snapshotted and removed.
     pub idle_timeout: Duration,
     /// A closed stream stays tailable this long, then its lines are dropped (its
@@ -108,6 +113,7 @@ impl Default for ServiceConfig {
             max_blob_body: 256 << 20,
             max_archive_bytes: 4 << 30,
             limits: MemoryLimits::default(),
+            account_limits: AccountLimits::default(),
             idle_timeout: Duration::from_secs(3600),
             closed_retention: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(10),

@@ -30,6 +30,10 @@ pub enum ApiError {
     /// Body or stored data over a configured bound (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The caller's account is over a count or rate limit of its own: streams held,
+    /// tails open, requests a second (429, with `Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A backend is failing; retry later (503).
     #[error("{0}")]
     Unavailable(String),
@@ -48,6 +52,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,7 +65,16 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        (status, Json(ErrorBody::new(self.to_string()))).into_response()
+        let mut resp = (status, Json(ErrorBody::new(self.to_string()))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Counts and rates are per second or change as the account's own streams
+            // close: a second is the soonest a retry can find room.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 
@@ -74,6 +88,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict("stream is closed; it accepts no more lines".into())
             }
             StoreError::LimitExceeded(m) => ApiError::TooLarge(m),
+            StoreError::TooMany(m) => ApiError::TooManyRequests(m),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Corrupt(m) => ApiError::Internal(format!("corrupt stored data: {m}")),
         }

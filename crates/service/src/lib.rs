@@ -25,6 +25,7 @@ pub mod error;
 pub mod extract;
 pub mod ingest;
 pub mod metrics;
+pub mod quota;
 pub mod routes;
 pub mod sections;
 pub mod server;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Error kinds counted by `/metrics`, by status.
-const ERROR_KINDS: [(u16, &str); 8] = [
+const ERROR_KINDS: [(u16, &str); 9] = [
     (400, "bad_request"),
     (401, "unauthorized"),
     (403, "forbidden"),
     (404, "not_found"),
     (409, "conflict"),
     (413, "too_large"),
+    (429, "too_many_requests"),
     (500, "internal"),
     (503, "unavailable"),
 ];

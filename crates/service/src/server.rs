@@ -59,6 +59,7 @@ pub fn router(state: ServiceState) -> Router {
                 axum::Json(runlog_protocol::ErrorBody::new("method not allowed")),
             )
         })
+        .layer(middleware::from_fn(crate::quota::hold_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("internal error".into()).into_response()

@@ -3,6 +3,7 @@
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
 use crate::sections::Sections;
+use crate::quota::Quotas;
 use crate::store::{BlobStore, StreamStore};
 use crate::used_links::UsedLinks;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ struct Inner {
     shutdown: CancellationToken,
     used_links: UsedLinks,
     sections: Sections,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -41,6 +43,7 @@ impl ServiceState {
         blobs: BlobStore,
         secret: String,
     ) -> Self {
+        let quotas = Quotas::new(config.account_limits);
         ServiceState {
             inner: Arc::new(Inner {
                 streams,
@@ -51,6 +54,7 @@ impl ServiceState {
                 shutdown: CancellationToken::new(),
                 used_links: UsedLinks::default(),
                 sections: Sections::default(),
+                quotas,
             }),
         }
     }
@@ -88,6 +92,11 @@ impl ServiceState {
     /// The section index and completeness ledger of every stream.
     pub fn sections(&self) -> &Sections {
         &self.inner.sections
+    }
+
+    /// The per-account checks of request rate and open tails.
+    pub fn quotas(&self) -> &Quotas {
+        &self.inner.quotas
     }
 
     /// Cancelled when the service shuts down: SSE responses end on it.

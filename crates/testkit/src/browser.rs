@@ -65,11 +65,35 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// Reads chromedriver's output until it says which port it bound (it was started
+/// with `--port=0`, so the kernel chose a free one and no other process can take it
+/// first).
+///
+/// # Panics
+/// When chromedriver exits or does not say so within a minute.
+async fn driver_port(stdout: tokio::process::ChildStdout) -> u16 {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            // "ChromeDriver was started successfully on port 41234."
+            if let Some(rest) = line.split("successfully on port ").nth(1) {
+                return rest.trim_end_matches('.').trim().parse().ok();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        None
+    })
+    .await;
+    let port = found
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("chromedriver did not report its port; it said:\n{seen}"));
+    // Drain the rest, so chromedriver never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    port
 }
 
 impl Browser {
@@ -97,15 +121,15 @@ impl Browser {
             .timeout(Duration::from_secs(120))
             .build()
             .expect("http client");
-        let port = free_port();
-        let driver = tokio::process::Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
+        let mut driver = tokio::process::Command::new(&chromedriver)
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+        let port = driver_port(driver.stdout.take().expect("chromedriver's stdout")).await;
         let driver_url = format!("http://127.0.0.1:{port}");
         wait_ready(&http, &driver_url).await;
         let args = vec![

@@ -362,11 +362,11 @@ pub fn loopback_url_in(line: &str) -> Option<String> {
 }
 
 /// A free loopback port, for a server that must come back on the same address
-/// after a restart (a client was configured with it).
+/// after a restart (a client was configured with it): below the kernel's ephemeral
+/// range, so no outgoing connection takes it between this call and the server's
+/// bind, nor while the server is down (see `child.rs`).
 pub fn free_loopback_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+    Ok(crate::child::fixture_port())
 }
 
 /// How to start the `runlog` binary's servers as child processes (tests pass

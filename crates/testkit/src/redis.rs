@@ -4,9 +4,11 @@
 //! synced on every write, so [`RedisServer::stop`] + [`RedisServer::start`] (or
 //! [`RedisServer::restart`]) behaves like a production restart: acknowledged data
 //! survives, and clients see a real outage in between. The binary comes from
-//! `RUNLOG_TEST_REDIS_SERVER`, else `redis-server` on `PATH`.
+//! `RUNLOG_TEST_REDIS_SERVER`, else `redis-server` on `PATH`. Its ports (plain, TLS,
+//! cluster bus) are chosen as `child.rs` explains, so a start never races another
+//! process for them.
 
-use crate::child::{free_port, spawn_until_answering, tool_path};
+use crate::child::{START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, tool_path};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,6 +29,9 @@ pub struct RedisServer {
     extra_args: Vec<String>,
     child: Option<Child>,
     tls: Option<Tls>,
+    /// The cluster bus port of a cluster node (`--cluster-port`): chosen like the
+    /// others, not Redis's default `port + 10000`, which may be taken or past 65 535.
+    cluster_port: Option<u16>,
 }
 
 /// The TLS side of a server started with [`RedisServer::start_new_tls`].
@@ -52,16 +57,17 @@ impl RedisServer {
     pub async fn start_new_with(extra_args: &[&str]) -> RedisServer {
         let binary = tool_path("RUNLOG_TEST_REDIS_SERVER", "redis-server");
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
-        let port = free_port();
+        let cluster = extra_args.contains(&"--cluster-enabled");
         let mut server = RedisServer {
             binary,
             dir,
-            port,
+            port: 0,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
             tls: None,
+            cluster_port: cluster.then_some(0),
         };
-        server.start().await;
+        server.start_on_fresh_ports().await;
         server
     }
 
@@ -80,11 +86,8 @@ impl RedisServer {
         let certs = dir.path().join("tls");
         std::fs::create_dir(&certs).expect("certificate dir");
         make_certificates(&certs);
-        let tls_port = free_port();
         let path = |name: &str| certs.join(name).display().to_string();
         let extra_args = vec![
-            "--tls-port".to_owned(),
-            tls_port.to_string(),
             "--tls-cert-file".to_owned(),
             path("server.crt"),
             "--tls-key-file".to_owned(),
@@ -97,16 +100,17 @@ impl RedisServer {
         ];
         let mut server = RedisServer {
             binary,
-            port: free_port(),
+            port: 0,
             extra_args,
             child: None,
             tls: Some(Tls {
-                port: tls_port,
+                port: 0,
                 ca_file: certs.join("ca.crt"),
             }),
+            cluster_port: None,
             dir,
         };
-        server.start().await;
+        server.start_on_fresh_ports().await;
         server
     }
 
@@ -145,11 +149,56 @@ impl RedisServer {
         self.port
     }
 
+    /// The cluster bus port of a node of a [`RedisCluster`] (what `CLUSTER MEET`
+    /// needs besides the port).
+    pub fn cluster_port(&self) -> Option<u16> {
+        self.cluster_port
+    }
+
+    /// First start: on fresh ports, drawn again when the child finds one taken.
+    async fn start_on_fresh_ports(&mut self) {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            self.port = fixture_port();
+            if let Some(tls) = &mut self.tls {
+                tls.port = fixture_port();
+            }
+            if let Some(bus) = &mut self.cluster_port {
+                *bus = fixture_port();
+            }
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(StartError::PortTaken(output)) => last = output,
+            }
+        }
+        panic!("redis-server found its port taken {START_ATTEMPTS} times; last output:\n{last}");
+    }
+
     /// Starts the server again on the same port after [`stop`](Self::stop). No-op
     /// when it is running.
+    ///
+    /// # Panics
+    /// When it does not come up, or its port stays taken (another fixture drew the
+    /// very port between the stop and this start: see `child.rs`).
     pub async fn start(&mut self) {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(StartError::PortTaken(output)) => last = output,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "redis-server could not take its port {} again; last output:\n{last}",
+            self.port
+        );
+    }
+
+    /// One start on the ports chosen; no-op when it is running.
+    async fn try_start(&mut self) -> Result<(), StartError> {
         if self.child.is_some() {
-            return;
+            return Ok(());
         }
         let mut cmd = Command::new(&self.binary);
         cmd.args(["--bind", "127.0.0.1", "--port"])
@@ -169,9 +218,13 @@ impl RedisServer {
             .args(["--protected-mode", "yes", "--loglevel", "warning"])
             .args(&self.extra_args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-port").arg(tls.port.to_string());
+        }
+        if let Some(bus) = self.cluster_port {
+            cmd.arg("--cluster-port").arg(bus.to_string());
+        }
         let this = &*self;
         let child = spawn_until_answering(
             cmd,
@@ -181,8 +234,9 @@ impl RedisServer {
             Duration::from_millis(20),
             || this.ping(),
         )
-        .await;
+        .await?;
         self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the server (an abrupt outage, like a crashed node) and waits until it
@@ -380,7 +434,11 @@ impl RedisCluster {
         }
         for other in &nodes[1..] {
             let reply = nodes[0]
-                .raw_command(&format!("CLUSTER MEET 127.0.0.1 {}", other.port()))
+                .raw_command(&format!(
+                    "CLUSTER MEET 127.0.0.1 {} {}",
+                    other.port(),
+                    other.cluster_port().unwrap_or(other.port() + 10_000)
+                ))
                 .await
                 .expect("CLUSTER MEET");
             assert!(reply.starts_with("+OK"), "CLUSTER MEET: {reply}");

@@ -1,4 +1,5 @@
-//! A real S3-compatible server (`moto_server`) on a free loopback port, for tests of
+//! A real S3-compatible server (`moto_server`) on a free loopback port (chosen as
+//! `child.rs` explains), for tests of
 //! the S3 blob store, presigned uploads and S3 outages.
 //!
 //! moto keeps objects in memory: [`S3Server::stop`] + [`S3Server::start`] is an
@@ -6,7 +7,7 @@
 //! again after a restart. The binary comes from `RUNLOG_TEST_MOTO_SERVER`, else
 //! `moto_server` on `PATH` (PyPI `moto[server]`).
 
-use crate::child::{free_port, spawn_until_answering, tool_path};
+use crate::child::{START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, tool_path};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,11 +41,19 @@ impl S3Server {
     pub async fn start_new() -> S3Server {
         let mut server = S3Server {
             binary: tool_path("RUNLOG_TEST_MOTO_SERVER", "moto_server"),
-            port: free_port(),
+            port: 0,
             child: None,
         };
-        server.start().await;
-        server
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            // A fresh port each time the last one was found taken (see `child.rs`).
+            server.port = fixture_port();
+            match server.try_start().await {
+                Ok(()) => return server,
+                Err(StartError::PortTaken(output)) => last = output,
+            }
+        }
+        panic!("moto_server found its port taken {START_ATTEMPTS} times; last output:\n{last}")
     }
 
     /// `http://127.0.0.1:PORT`: the `AWS_ENDPOINT` of this server.
@@ -59,16 +68,33 @@ impl S3Server {
 
     /// Starts the server again on the same port after [`stop`](Self::stop) (empty:
     /// moto keeps nothing across restarts). No-op when running.
+    ///
+    /// # Panics
+    /// When it does not come up, or its port stays taken.
     pub async fn start(&mut self) {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(StartError::PortTaken(output)) => last = output,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "moto_server could not take its port {} again; last output:\n{last}",
+            self.port
+        );
+    }
+
+    /// One start on the port chosen; no-op when it is running.
+    async fn try_start(&mut self) -> Result<(), StartError> {
         if self.child.is_some() {
-            return;
+            return Ok(());
         }
         let mut cmd = Command::new(&self.binary);
         cmd.args(["-H", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .kill_on_drop(true);
         let this = &*self;
         let child = spawn_until_answering(
@@ -79,8 +105,9 @@ impl S3Server {
             Duration::from_millis(50),
             || this.answers(),
         )
-        .await;
+        .await?;
         self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the server (an abrupt outage) and waits until it is gone.

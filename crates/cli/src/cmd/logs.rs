@@ -224,7 +224,7 @@ struct JsonRows<'a, W: Write>(&'a mut W);
 
 /// Prints the archive rows whose `pos` is in `lines`, as stored.
 async fn print_rows<W: Write>(
-    reader: &crate::reader::Reader,
+    reader: &runlog_client::Reader,
     account: &runlog_protocol::AccountId,
     key: &StreamKey,
     lines: &std::ops::RangeInclusive<u64>,
@@ -234,7 +234,7 @@ async fn print_rows<W: Write>(
     struct Pos {
         pos: u64,
     }
-    let mut split = crate::reader::NdjsonSplitter::default();
+    let mut split = runlog_client::NdjsonSplitter::default();
     let mut on_row = |row: &[u8]| -> std::io::Result<()> {
         match serde_json::from_slice::<Pos>(row) {
             Ok(r) if lines.contains(&r.pos) => {
@@ -245,7 +245,7 @@ async fn print_rows<W: Write>(
         }
     };
     reader
-        .archive(account, key, true, |chunk| split.push(chunk, &mut on_row))
+        .archive(account, key, |_| {}, |chunk| split.push(chunk, &mut on_row))
         .await?;
     split.finish(&mut on_row)?;
     Ok(())

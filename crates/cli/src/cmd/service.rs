@@ -6,6 +6,7 @@ use runlog_service::ServiceConfig;
 use runlog_service::config::{
     BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_APPEND_BODY, DEFAULT_MAX_BODY,
 };
+use runlog_service::quota::AccountLimits;
 use runlog_service::store::MemoryLimits;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +53,23 @@ pub struct ServiceArgs {
     /// Most bytes all live streams may hold together.
     #[arg(long, env = "RUNLOG_MAX_TOTAL_BYTES", default_value_t = MemoryLimits::default().max_total_bytes)]
     pub max_total_bytes: u64,
+    /// Most streams one account may hold at once (429 above it); counted in Redis
+    /// with `--redis`, so across replicas.
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_STREAMS", default_value_t = AccountLimits::default().max_streams)]
+    pub account_max_streams: u64,
+    /// Most bytes of lines one account's live streams may hold (413 above it).
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_BYTES", default_value_t = AccountLimits::default().max_bytes)]
+    pub account_max_bytes: u64,
+    /// Most tails (viewers) one account may have open on one replica (429 above it).
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_TAILS", default_value_t = AccountLimits::default().max_tails)]
+    pub account_max_tails: u64,
+    /// Most `/stream` requests one account may make in a second (429 above it).
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_RPS", default_value_t = AccountLimits::default().max_requests_per_sec)]
+    pub account_max_rps: u64,
+    /// Most `/stream` requests of one account served at once on one replica; more
+    /// wait, in order, for a slot.
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_IN_FLIGHT", default_value_t = AccountLimits::default().max_in_flight)]
+    pub account_max_in_flight: u32,
     /// An open stream idle this long is archived and dropped (e.g. `1h`).
     #[arg(long, env = "RUNLOG_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -105,6 +123,13 @@ impl ServiceArgs {
                 max_total_lines: self.max_total_lines,
                 max_total_bytes: self.max_total_bytes,
                 ..MemoryLimits::default()
+            },
+            account_limits: AccountLimits {
+                max_streams: self.account_max_streams,
+                max_bytes: self.account_max_bytes,
+                max_tails: self.account_max_tails,
+                max_requests_per_sec: self.account_max_rps,
+                max_in_flight: self.account_max_in_flight,
             },
             idle_timeout: self.idle_timeout,
             closed_retention: self.closed_retention,

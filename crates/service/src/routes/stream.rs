@@ -39,6 +39,10 @@ pub async fn open(
     q: Stream,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    let _admitted = st
+        .quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let meta = st.streams().open(&q.id()).await?;
     Ok((
         [(ACCEPT_ARCHIVE_ENCODING, HeaderValue::from_static("gzip"))],
@@ -58,6 +62,10 @@ pub async fn append(
     raw: Body,
 ) -> Result<Json<AppendAck>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
+    let _admitted = st
+        .quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let limit = st
         .config()
         .max_append_body
@@ -107,6 +115,12 @@ pub async fn tail(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
+    let _admitted = st
+        .quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
+    // Held by the response body: the tail counts for its account until it ends.
+    let permit = st.quotas().open_tail(&q.0.account_id)?;
     let from = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v
@@ -126,6 +140,12 @@ pub async fn tail(
         Err(StoreError::NotFound) => archive_replay(&st, &id, from).await?,
         Err(e) => return Err(e.into()),
     };
+    let tail = tail
+        .map(move |item| {
+            let _held = &permit;
+            item
+        })
+        .boxed();
     let guard = SubscriberGuard::new(st.metrics().clone());
     let stream = sse::body(
         tail,
@@ -242,6 +262,10 @@ pub async fn close(
     }
     let q = Stream(crate::extract::parse_query(&uri)?);
     caller.require(&q.0.account_id, Scope::Write)?;
+    let _admitted = st
+        .quotas()
+        .admit(st.streams().as_ref(), &q.0.account_id)
+        .await?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
     after_close(&st, &id, q.0.snapshot, &totals.0).await?;

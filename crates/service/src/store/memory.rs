@@ -6,14 +6,17 @@
 //! copies no line and takes one reference count.
 //!
 //! Memory is bounded by [`MemoryLimits`]: lines and bytes per stream, lines and bytes
-//! in total, and the number of streams. An append that would cross a bound is
-//! refused whole with [`StoreError::LimitExceeded`] (the client sees 413 and keeps
-//! its spool), never silently truncated.
+//! in total, and the number of streams; and per account by [`AccountLimits`]: streams
+//! and bytes held. An append that would cross a bound is refused whole with
+//! [`StoreError::LimitExceeded`] (the client sees 413 and keeps its spool), never
+//! silently truncated; an open over the account's streams, with
+//! [`StoreError::TooMany`] (429).
 
 use super::{
     BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore,
     TAIL_CHUNK_BYTES, TAIL_CHUNK_LINES, TailItem,
 };
+use crate::quota::{AccountLimits, RateWindows};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -59,6 +62,17 @@ pub struct MemoryStreamStore {
     streams: RwLock<HashMap<StreamId, Arc<Entry>>>,
     total_lines: AtomicU64,
     total_bytes: AtomicU64,
+    account_limits: AccountLimits,
+    /// Streams and bytes each account holds (accounts holding nothing are absent).
+    accounts: Mutex<HashMap<AccountId, AccountUsage>>,
+    rate: RateWindows,
+}
+
+/// What one account holds in a [`MemoryStreamStore`].
+#[derive(Debug, Default, Clone, Copy)]
+struct AccountUsage {
+    streams: u64,
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -296,7 +310,7 @@ fn close_entry(entry: &Entry, idle_since: Option<SystemTime>) -> Option<StreamMe
     Some(entry.meta())
 }
 
-fn lock(m: &Mutex<Lines>) -> MutexGuard<'_, Lines> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave `Lines` half-updated in a way that
     // breaks later readers (every mutation is a single push/insert), so keep serving.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -328,6 +342,58 @@ impl MemoryStreamStore {
             streams: RwLock::new(HashMap::new()),
             total_lines: AtomicU64::new(0),
             total_bytes: AtomicU64::new(0),
+            account_limits: AccountLimits::default(),
+            accounts: Mutex::new(HashMap::new()),
+            rate: RateWindows::default(),
+        }
+    }
+
+    /// This store with `limits` for each account instead of the defaults.
+    pub fn with_account_limits(mut self, limits: AccountLimits) -> Self {
+        self.account_limits = limits;
+        self
+    }
+
+    /// Counts a new stream of `account`, or refuses when it holds its limit.
+    fn add_account_stream(&self, account: &AccountId) -> Result<(), StoreError> {
+        let mut accounts = lock(&self.accounts);
+        let usage = accounts.entry(account.clone()).or_default();
+        if usage.streams >= self.account_limits.max_streams {
+            let held = usage.streams;
+            if held == 0 {
+                accounts.remove(account);
+            }
+            return Err(StoreError::TooMany(format!(
+                "account {account} holds {held} streams, its limit: close and remove some first"
+            )));
+        }
+        usage.streams += 1;
+        Ok(())
+    }
+
+    /// Reserves `bytes` more for `account`, or refuses without reserving.
+    fn reserve_account_bytes(&self, account: &AccountId, bytes: u64) -> Result<(), StoreError> {
+        let mut accounts = lock(&self.accounts);
+        let usage = accounts.entry(account.clone()).or_default();
+        if usage.bytes.saturating_add(bytes) > self.account_limits.max_bytes {
+            return Err(StoreError::LimitExceeded(format!(
+                "account {account} holds {} bytes of lines, and {bytes} more would pass its limit of {} bytes",
+                usage.bytes, self.account_limits.max_bytes
+            )));
+        }
+        usage.bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back `streams` and `bytes` of `account`'s usage.
+    fn release_account(&self, account: &AccountId, streams: u64, bytes: u64) {
+        let mut accounts = lock(&self.accounts);
+        if let Some(usage) = accounts.get_mut(account) {
+            usage.streams = usage.streams.saturating_sub(streams);
+            usage.bytes = usage.bytes.saturating_sub(bytes);
+            if usage.streams == 0 && usage.bytes == 0 {
+                accounts.remove(account);
+            }
         }
     }
 
@@ -368,6 +434,7 @@ impl MemoryStreamStore {
             l.open = false;
             l.removed = true;
             self.release_total(l.count(), l.bytes);
+            self.release_account(&entry.id.account, 1, l.bytes);
             l.chunks = Vec::new();
             l.prefix = 0;
             l.ahead = BTreeMap::new();
@@ -406,6 +473,7 @@ impl StreamStore for MemoryStreamStore {
                         "the service holds {count} streams, its limit"
                     )));
                 }
+                self.add_account_stream(&id.account)?;
                 v.insert(Arc::new(Entry {
                     id: id.clone(),
                     lines: Mutex::new(Lines::new()),
@@ -450,7 +518,11 @@ impl StreamStore for MemoryStreamStore {
                 self.limits.max_lines_per_stream, self.limits.max_bytes_per_stream
             )));
         }
-        self.reserve_total(new_lines, new_bytes)?;
+        self.reserve_account_bytes(&id.account, new_bytes)?;
+        if let Err(e) = self.reserve_total(new_lines, new_bytes) {
+            self.release_account(&id.account, 0, new_bytes);
+            return Err(e);
+        }
         // A retried batch shares one request buffer between its new lines and its
         // duplicates; copy the new ones so the duplicates' bytes (not counted by any
         // limit) are not kept alive by them.
@@ -465,6 +537,7 @@ impl StreamStore for MemoryStreamStore {
             new_lines.saturating_sub(appended),
             new_bytes.saturating_sub(appended_bytes),
         );
+        self.release_account(&id.account, 0, new_bytes.saturating_sub(appended_bytes));
         l.last_activity = SystemTime::now();
         let last = l.last_contiguous();
         drop(l);
@@ -574,6 +647,10 @@ impl StreamStore for MemoryStreamStore {
             map.values().cloned().collect()
         };
         Ok(entries.iter().map(|e| e.meta()).collect())
+    }
+
+    async fn count_request(&self, account: &AccountId) -> Result<u64, StoreError> {
+        Ok(self.rate.count(account, crate::quota::current_second()))
     }
 
     async fn health(&self) -> Result<(), StoreError> {

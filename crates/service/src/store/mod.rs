@@ -237,6 +237,10 @@ pub enum StoreError {
     /// A configured bound (lines, bytes, streams) would be exceeded.
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// An account holds as many streams as it may (429): its own streams must be
+    /// closed and removed first; other accounts are not affected.
+    #[error("{0}")]
+    TooMany(String),
     /// The backend is unreachable or failing; the call may succeed later (503).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -310,6 +314,12 @@ pub trait StreamStore: Send + Sync + 'static {
 
     /// Every stream of an account.
     async fn list(&self, account: &AccountId) -> Result<Vec<StreamMeta>, StoreError>;
+
+    /// Counts one request of `account` in the current second and returns the count
+    /// so far in that second, for the per-account request rate
+    /// ([`crate::quota::Quotas::admit`]). A store shared by replicas (Redis) counts
+    /// in the shared backend, so the rate holds across them.
+    async fn count_request(&self, account: &AccountId) -> Result<u64, StoreError>;
 
     /// `Ok` when the backend answers; used by `/healthz`.
     async fn health(&self) -> Result<(), StoreError>;

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Another account's write latency (PUT /stream of 10 lines every 5 ms) with the
+# service quiet, then while one account floods it with stream opens from 64
+# connections: once with the default per-account limits, once with service-wide
+# limits only (as before per-account limits existed), side by side in one run on
+# the memory backend; and whether the quiet account can open a stream afterwards.
+# RUNLOG_BENCH_SECS sets each phase's length (default 5); RUNLOG_BENCH_IN_FLIGHT
+# another per-account max_in_flight than the default; RUNLOG_BENCH_RELEASE=1 builds
+# in release. Figures go to bench/RESULTS.md, "Fairness between accounts".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=()
+if [ "${RUNLOG_BENCH_RELEASE:-0}" = 1 ]; then profile=(--release); fi
+cargo test -q "${profile[@]}" -p runlog-service --test fairness -- \
+    --ignored --exact measure_other_accounts_write_latency_during_a_flood --nocapture 2>&1 |
+    grep -E '^fairness'
