@@ -2,8 +2,8 @@
 
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
-use crate::sections::Sections;
 use crate::quota::Quotas;
+use crate::sections::Sections;
 use crate::store::{BlobStore, StreamStore};
 use crate::used_links::UsedLinks;
 use std::sync::Arc;
