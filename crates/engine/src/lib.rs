@@ -13,7 +13,7 @@
 //! let config = EngineConfig::default();
 //! let listener = runlog_engine::bind(&config).await?;
 //! let state = EngineState::new(config);
-//! runlog_engine::serve(listener, state, axum::Router::new(), std::future::pending()).await
+//! runlog_engine::serve(listener, state, std::future::pending()).await
 //! # }
 //! ```
 
@@ -42,5 +42,5 @@ pub mod workspace;
 
 pub use config::EngineConfig;
 pub use error::EngineError;
-pub use server::{bind, router, router_with, serve};
+pub use server::{bind, router, serve};
 pub use state::EngineState;
