@@ -23,7 +23,6 @@ pub mod cgroup;
 pub mod child_env;
 pub mod config;
 pub mod error;
-pub mod extract;
 pub mod function;
 pub mod handlers;
 pub mod jobs;

@@ -140,31 +140,19 @@ async fn request_span(State(state): State<EngineState>, req: Request, next: Next
     response
 }
 
+/// Refuses a request without the engine's token (`Authorization: Bearer <token>`,
+/// the edge's one reading of it) when the engine has one.
 async fn require_token(State(state): State<EngineState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.config().required_token() else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| {
-            req.headers()
-                .get("x-runlog-token")
-                .and_then(|v| v.to_str().ok())
-        });
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
-        Some(_) => EngineError::Unauthorized("wrong engine token".into()).into_response(),
-        None => EngineError::Unauthorized(
+    match runlog_edge::bearer_token(req.headers()) {
+        Ok(Some(given)) if runlog_edge::tokens_match(given, expected) => next.run(req).await,
+        Ok(Some(_)) => EngineError::Unauthorized("wrong engine token".into()).into_response(),
+        Ok(None) => EngineError::Unauthorized(
             "this engine requires a token: send Authorization: Bearer <token>".into(),
         )
         .into_response(),
+        Err(e) => e.into_response(),
     }
-}
-
-/// Compares without an early exit, so response time says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

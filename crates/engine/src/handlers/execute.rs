@@ -2,11 +2,11 @@
 //! `GET /ping` (the load-balanced worker's readiness check).
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::function::request_from_body;
 use crate::state::EngineState;
 use axum::Json;
 use axum::extract::State;
+use runlog_edge::JsonBody;
 use runlog_protocol::function::FunctionResponse;
 
 /// `POST /execute`: the call in the body (bare or as `{"input": {…}}`), the stage's

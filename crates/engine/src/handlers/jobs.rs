@@ -46,6 +46,16 @@ impl IntoResponse for JobError {
     }
 }
 
+/// The edge's refusal of a body (413 too large, 400 otherwise) as a job route's.
+impl From<runlog_edge::HttpError> for JobError {
+    fn from(e: runlog_edge::HttpError) -> Self {
+        match e {
+            runlog_edge::HttpError::TooLarge(m) => JobError::TooLarge(m),
+            other => JobError::BadRequest(other.to_string()),
+        }
+    }
+}
+
 /// Refuses an endpoint id that is empty, longer than 128 bytes or not
 /// `[A-Za-z0-9_.-]` (it is echoed in nothing, but a sane id keeps logs sane).
 async fn check_endpoint_id(
@@ -76,15 +86,9 @@ struct Envelope {
 /// The `{"input": {…}, "policy": {"executionTimeout": MS}}` envelope of `run` and
 /// `runsync` (other fields, such as RunPod's `webhook`, are ignored).
 async fn envelope(req: Request) -> Result<Envelope, JobError> {
-    let body = Bytes::from_request(req, &()).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            JobError::TooLarge(format!("request body too large: {e}"))
-        } else {
-            JobError::BadRequest(format!("could not read the request body: {e}"))
-        }
-    })?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: {e}")))?;
+    // The edge's body reading and JSON errors, answered in RunPod's error shape.
+    let body = runlog_edge::json::read_body(Bytes::from_request(req, &()).await)?;
+    let value: serde_json::Value = runlog_edge::json::parse_json(&body)?;
     let serde_json::Value::Object(mut map) = value else {
         return Err(JobError::BadRequest(
             "malformed JSON body: expected {\"input\": {…}}".into(),

@@ -12,7 +12,6 @@
 
 use crate::cgroup::StageCgroup;
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::check_key;
 use crate::machine::MachineMonitor;
 use crate::metrics::Metrics;
@@ -24,6 +23,7 @@ use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
 use runlog_capture::StreamSink;
+use runlog_edge::JsonBody;
 use runlog_protocol::engine::{SetupDependencies, SetupRequest, SetupVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -8,12 +8,12 @@
 //! complete record.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::check_step_id;
 use crate::state::EngineState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use runlog_edge::JsonBody;
 use runlog_protocol::lite::StreamOutputRequest;
 use std::time::Duration;
 
