@@ -139,6 +139,15 @@ async fn serve_prints_working_urls_and_stops_on_sigterm() {
     );
 }
 
+/// What `command` printed and how it exited (it must exit within a minute).
+async fn finished(mut command: tokio::process::Command) -> std::process::Output {
+    let out = command.stdin(Stdio::null()).output();
+    tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("exits")
+        .unwrap()
+}
+
 /// The engine's flags, which `runlog engine` and `runlog serve` share.
 const ENGINE_FLAGS: &[&str] = &[
     "--tls-cert",
@@ -160,14 +169,9 @@ const ENGINE_FLAGS: &[&str] = &[
 #[tokio::test]
 async fn serve_and_engine_list_the_same_engine_flags() {
     for command in ["serve", "engine"] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
-            .args([command, "--help"])
-            .stdin(Stdio::null())
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), out)
-            .await
-            .expect("exits")
-            .unwrap();
+        let mut help = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+        help.args([command, "--help"]);
+        let out = finished(help).await;
         assert!(out.status.success(), "runlog {command} --help: {out:?}");
         let help = String::from_utf8_lossy(&out.stdout);
         for flag in ENGINE_FLAGS {
@@ -218,16 +222,12 @@ async fn an_engine_flag_takes_effect_under_serve() {
 #[tokio::test]
 async fn engine_refuses_a_non_loopback_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+    let mut engine = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+    engine
         .args(["engine", "--addr", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
-        .env_remove("RUNLOG_ENGINE_TOKEN")
-        .stdin(Stdio::null())
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("exits")
-        .unwrap();
+        .env_remove("RUNLOG_ENGINE_TOKEN");
+    let out = finished(engine).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without a token"), "{stderr}");

@@ -119,18 +119,22 @@ async fn envelope(req: Request) -> Result<Envelope, JobError> {
     })
 }
 
-async fn run(
-    State(engine): State<EngineState>,
-    req: Request,
-) -> Result<Json<JobAccepted>, JobError> {
-    let jobs = engine.jobs();
+/// Queues the job `req` describes, with the stage's secrets and log service; its id.
+async fn submit(engine: &EngineState, req: Request) -> Result<String, JobError> {
     let env = envelope(req).await?;
-    let id = jobs.submit(
+    engine.jobs().submit(
         env.call,
         engine.stage_secrets(),
         engine.stage_log_config(),
         env.execution_timeout,
-    )?;
+    )
+}
+
+async fn run(
+    State(engine): State<EngineState>,
+    req: Request,
+) -> Result<Json<JobAccepted>, JobError> {
+    let id = submit(&engine, req).await?;
     Ok(Json(JobAccepted {
         id,
         status: JobStatus::InQueue,
@@ -159,13 +163,7 @@ fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, JobErr
 async fn runsync(State(engine): State<EngineState>, req: Request) -> Result<Response, JobError> {
     let jobs = engine.jobs();
     let wait = wait_param(req.uri().query(), jobs.config().runsync_wait)?;
-    let env = envelope(req).await?;
-    let id = jobs.submit(
-        env.call,
-        engine.stage_secrets(),
-        engine.stage_log_config(),
-        env.execution_timeout,
-    )?;
+    let id = submit(&engine, req).await?;
     let record = jobs.wait(&id, wait).await?;
     Ok(Json(record).into_response())
 }
