@@ -199,6 +199,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         format: args.log_format,
         filter: None,
     });
+    // Listening before anything is printed: a SIGTERM sent as soon as the banner is
+    // read would otherwise meet the default action and kill the process mid-way.
+    let stop = super::service::shutdown_signal();
     let stack = Stack::start(StackOptions {
         service_addr: args.service_addr,
         engine_addr: args.engine_addr,
@@ -213,7 +216,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("{}", stack.banner());
-    super::service::shutdown_signal().await;
+    stop.await;
     tracing::info!(target: "runlog::cli", "shutting down");
     stack.shutdown().await
 }
