@@ -2,7 +2,7 @@
 //! then live — until the step ends (or the client hangs up).
 //!
 //! A runner may ask just before it starts the step, so an unknown id is waited for
-//! up to [`START_WAIT`] before the request is refused with 400, as lite-engine does.
+//! up to `START_WAIT` before the request is refused with 400, as lite-engine does.
 //! The output comes from the step's in-memory output log
 //! ([`crate::step_output::StepOutputLog`]); the stream in the log service is the
 //! complete record.
