@@ -7,7 +7,6 @@
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_engine::{EngineConfig, EngineState};
 use runlog_protocol::{ErrorBody, Scope};
 use runlog_testkit::chaos::{RawResponse, parse_ndjson, raw_request, request_bytes};
@@ -879,14 +878,12 @@ async fn start_engine(dir: &std::path::Path) -> (SocketAddr, tokio::sync::onesho
         data_dir: dir.to_path_buf(),
         ..EngineConfig::default()
     };
-    let functions = Functions::new(FunctionsConfig::new(dir));
     let listener = runlog_engine::bind(&config).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(runlog_engine::serve(
         listener,
         EngineState::new(config),
-        runlog_engine::function::routes(functions),
         async move {
             let _ = stopped.await;
         },

@@ -83,7 +83,6 @@ async fn run_against_a_remote_engine_shows_the_output_from_the_log_service() {
     let server = tokio::spawn(runlog_engine::serve(
         listener,
         state,
-        axum::Router::new(),
         std::future::pending(),
     ));
     let token = svc.token("acc", Scope::Write);

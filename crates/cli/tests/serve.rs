@@ -8,6 +8,14 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 /// A `runlog serve` on free loopback ports with its data in `dir`, and the fields of
 /// the banner it printed (`field("engine")`, `field("write token")`, …).
 async fn serve(dir: &std::path::Path) -> (tokio::process::Child, impl Fn(&str) -> String) {
+    serve_with(dir, &[]).await
+}
+
+/// [`serve`] with `extra` flags.
+async fn serve_with(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, impl Fn(&str) -> String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
         .args([
             "serve",
@@ -18,6 +26,7 @@ async fn serve(dir: &std::path::Path) -> (tokio::process::Child, impl Fn(&str) -
             "--data-dir",
         ])
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -130,19 +139,95 @@ async fn serve_prints_working_urls_and_stops_on_sigterm() {
     );
 }
 
+/// What `command` printed and how it exited (it must exit within a minute).
+async fn finished(mut command: tokio::process::Command) -> std::process::Output {
+    let out = command.stdin(Stdio::null()).output();
+    tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("exits")
+        .unwrap()
+}
+
+/// The engine's flags, which `runlog engine` and `runlog serve` share.
+const ENGINE_FLAGS: &[&str] = &[
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--allow-host",
+    "--pass-env",
+    "--max-steps",
+    "--allow-apt",
+    "--python-package",
+    "--allow-host-paths",
+    "--job-retention",
+    "--job-queue",
+    "--job-status-wait",
+    "--close-deadline",
+    "--destroy-deadline",
+];
+
+#[tokio::test]
+async fn serve_and_engine_list_the_same_engine_flags() {
+    for command in ["serve", "engine"] {
+        let mut help = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+        help.args([command, "--help"]);
+        let out = finished(help).await;
+        assert!(out.status.success(), "runlog {command} --help: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in ENGINE_FLAGS {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(flag)
+                    || l.contains(&format!(" {flag} "))
+                    || l.trim_end().ends_with(flag)),
+                "runlog {command} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+/// The status of a raw `GET /healthz` to `addr` naming `host` in its `Host` header.
+async fn healthz_status(addr: &str, host: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap_or_default();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("no status in {answer:?}"))
+}
+
+#[tokio::test]
+async fn an_engine_flag_takes_effect_under_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, field) = serve_with(dir.path(), &["--allow-host", "builder.test"]).await;
+    let engine = field("engine");
+    let addr = engine.strip_prefix("http://").unwrap().to_owned();
+    let port = addr.rsplit(':').next().unwrap();
+    // A token-less engine answers only loopback names and the hosts it was told.
+    assert_eq!(
+        healthz_status(&addr, &format!("builder.test:{port}")).await,
+        200
+    );
+    assert_eq!(
+        healthz_status(&addr, &format!("elsewhere.test:{port}")).await,
+        421
+    );
+    let status = sigterm(&mut child, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test]
 async fn engine_refuses_a_non_loopback_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"))
+    let mut engine = tokio::process::Command::new(env!("CARGO_BIN_EXE_runlog"));
+    engine
         .args(["engine", "--addr", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
-        .env_remove("RUNLOG_ENGINE_TOKEN")
-        .stdin(Stdio::null())
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("exits")
-        .unwrap();
+        .env_remove("RUNLOG_ENGINE_TOKEN");
+    let out = finished(engine).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without a token"), "{stderr}");

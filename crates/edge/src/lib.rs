@@ -1,6 +1,8 @@
 //! The HTTP edge both runlog servers share: how connections are accepted, bounded and
 //! timed, so that a peer that does not play by the protocol holds at most a bounded
-//! share of the server for a bounded time.
+//! share of the server for a bounded time; and what both answer and read the same way:
+//! the error answer ([`HttpError`]), the JSON body ([`JsonBody`]) and the bearer token
+//! ([`bearer_token`]).
 //!
 //! `axum::serve` gives hyper no timer, so hyper's header read timeout never ran: an
 //! idle, half-sent or kept-alive connection stayed open for ever, and 520 of them under
@@ -26,10 +28,16 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+pub mod error;
+pub mod json;
 pub mod tls;
+pub mod token;
 pub mod write_timeout;
 
+pub use error::HttpError;
+pub use json::JsonBody;
 pub use tls::{ServerTls, TlsError, TlsFiles};
+pub use token::{bearer_token, tokens_match};
 pub use write_timeout::WriteTimeout;
 
 /// Descriptors kept free for the server's own files (stores, spools, child processes'

@@ -11,7 +11,6 @@
 //! `python3`; the virtualenv is kept under the target dir between runs).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_engine::python::PythonConfig;
 use runlog_engine::{EngineConfig, EngineState};
 use serde_json::json;
@@ -47,23 +46,18 @@ async fn start_engine() -> Engine {
         data_dir: dir.path().to_path_buf(),
         ..EngineConfig::default()
     };
-    let mut fcfg = FunctionsConfig::new(dir.path());
-    fcfg.python = PythonConfig {
-        base_python: python(),
-        ..PythonConfig::new(venv_dir())
-    };
-    let functions = Functions::new(fcfg);
+    let state = EngineState::with_functions(config.clone(), |fcfg| {
+        fcfg.python = PythonConfig {
+            base_python: python(),
+            ..PythonConfig::new(venv_dir())
+        };
+    });
     let listener = runlog_engine::bind(&config).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(runlog_engine::serve(
-        listener,
-        EngineState::new(config),
-        runlog_engine::function::routes(functions),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(runlog_engine::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
     Engine {
         url,
         stop,

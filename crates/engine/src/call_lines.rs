@@ -2,7 +2,7 @@
 //! the observer that feeds a job's `stream` (masked), the tee that sends the call's
 //! system lines to its live stream and observer, and the assembled `stdout`.
 
-use livelog::Writer;
+use crate::stage::WriterSink;
 use livelog::mask::Masker;
 use runlog_capture::StreamSink;
 use std::collections::VecDeque;
@@ -89,14 +89,14 @@ impl MaskedObserver {
 
 /// Forwards the call's system log lines into its live stream and its observer.
 pub(crate) struct TeeSink {
-    pub(crate) writer: Option<Writer>,
+    pub(crate) writer: Option<WriterSink>,
     pub(crate) observer: Option<MaskedObserver>,
 }
 
 impl StreamSink for TeeSink {
     fn forward(&self, level: &'static str, line: &str) {
         if let Some(w) = &self.writer {
-            w.try_write_line(level, line);
+            w.forward(level, line);
         }
         if let Some(o) = &self.observer {
             o.observe(line);

@@ -1,5 +1,6 @@
 //! [`EngineConfig`]: what an engine instance is started with.
 
+use crate::function::FunctionsConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,8 +28,6 @@ pub struct EngineConfig {
     /// After a step's main process exits, how long its output pipes may stay open
     /// (held by leftover background processes) before the group is killed. Default 2 s.
     pub drain_grace: Duration,
-    /// Entries of each request's capture ring. Default 1000.
-    pub capture_capacity: usize,
     /// Largest accepted request body. Default 32 MiB (setup carries files).
     pub max_body: usize,
     /// Host names a token-less engine answers besides loopback's (`localhost`, IP
@@ -76,7 +75,6 @@ impl Default for EngineConfig {
             destroy_deadline: Duration::from_secs(60),
             kill_grace: Duration::from_secs(5),
             drain_grace: Duration::from_secs(2),
-            capture_capacity: runlog_capture::DEFAULT_CAPACITY,
             max_body: 32 << 20,
             allowed_hosts: Vec::new(),
             pass_env: Vec::new(),
@@ -93,6 +91,17 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The function endpoints' settings this configuration implies: the runtime and
+    /// spools under `data_dir`, `allow_apt`, `python_packages` and `jobs`; the rest
+    /// [`FunctionsConfig::new`]'s defaults.
+    pub fn functions_config(&self) -> FunctionsConfig {
+        let mut functions = FunctionsConfig::new(&self.data_dir);
+        functions.python.allow_apt = self.allow_apt;
+        functions.python.preinstall = self.python_packages.clone();
+        functions.jobs = self.jobs.clone();
+        functions
+    }
+
     /// Directory holding one workspace per stage.
     pub fn stages_dir(&self) -> PathBuf {
         self.data_dir.join("stages")

@@ -1,5 +1,6 @@
-//! `POST /execute`: remote Python function and class calls (the job routes, `/run`,
-//! `/runsync` and the rest, are `crate::jobs` over [`Functions::call_observed`]).
+//! [`Functions`]: remote Python function and class calls, as `POST /execute`
+//! (`handlers/execute.rs`) and the job routes (`crate::jobs`, `handlers/jobs.rs`,
+//! through [`Functions::call_observed`]) make them.
 //!
 //! Every call runs inside a span of its own carrying a fresh capture ring, so the
 //! response's `stdout` holds this call's system log lines (runtime progress, installer
@@ -8,13 +9,7 @@
 //! call runs.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
-use crate::python::{OutputLine, OutputSink, PythonConfig, PythonRuntime};
-use crate::state::EngineState;
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::routing::{get, post};
+use crate::python::{FunctionOutput, OutputLine, PythonConfig, PythonRuntime};
 use livelog::mask::Masker;
 use livelog::{HttpLogClient, Writer, WriterConfig};
 use runlog_capture::Capture;
@@ -26,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::call_lines::{LineObserver, assemble_stdout};
 use crate::call_lines::{MaskedObserver, OutputRing, TeeSink};
+use crate::stage::WriterSink;
 use tracing::Instrument as _;
 
 /// Settings of the function endpoints.
@@ -136,7 +132,7 @@ impl Functions {
         });
         if stream.is_some() || observer.is_some() {
             let tee = TeeSink {
-                writer: stream.clone(),
+                writer: stream.clone().map(WriterSink),
                 observer: observer.clone(),
             };
             runlog_capture::attach_stream(&span, Arc::new(tee));
@@ -223,7 +219,7 @@ impl Functions {
         tracing::debug!(target: "runlog::engine", "execute {what}");
         // Each line is streamed and kept the moment the worker reader sees it, before
         // the runtime logs anything else: the live stream keeps the true order.
-        let sink: OutputSink = Arc::new(move |line: OutputLine| {
+        let sink: FunctionOutput = Arc::new(move |line: OutputLine| {
             if let Some(w) = &stream {
                 w.try_write_line(line.level, &line.text);
             }
@@ -277,35 +273,6 @@ impl From<CallRejected> for EngineError {
     fn from(e: CallRejected) -> Self {
         EngineError::BadRequest(e.0)
     }
-}
-
-/// The routes `POST /execute`, `GET /ping` and the job routes (`crate::jobs`), to be
-/// merged into the engine's router. The stage's secrets (from `/setup`) are masked in
-/// every call's response and live stream.
-pub fn routes(functions: Functions) -> Router<EngineState> {
-    let jobs = crate::jobs::Jobs::new(functions.clone());
-    Router::new()
-        .route(
-            "/execute",
-            post(
-                move |State(engine): State<EngineState>,
-                      JsonBody(body): JsonBody<serde_json::Value>| {
-                    let functions = functions.clone();
-                    async move {
-                        let req = request_from_body(body)?;
-                        let resp = functions.call_masked(req, engine.stage_secrets()).await?;
-                        Ok::<_, EngineError>(Json(resp))
-                    }
-                },
-            ),
-        )
-        .route("/ping", get(ping))
-        .merge(crate::jobs::routes(jobs))
-}
-
-/// `GET /ping`: the load-balanced worker's readiness check.
-async fn ping() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "healthy"}))
 }
 
 /// An `/execute` body: the call itself, or the call wrapped as `{"input": {…}}` (the

@@ -13,7 +13,7 @@
 //! let config = EngineConfig::default();
 //! let listener = runlog_engine::bind(&config).await?;
 //! let state = EngineState::new(config);
-//! runlog_engine::serve(listener, state, axum::Router::new(), std::future::pending()).await
+//! runlog_engine::serve(listener, state, std::future::pending()).await
 //! # }
 //! ```
 
@@ -23,7 +23,6 @@ pub mod cgroup;
 pub mod child_env;
 pub mod config;
 pub mod error;
-pub mod extract;
 pub mod function;
 pub mod handlers;
 pub mod jobs;
@@ -42,5 +41,5 @@ pub mod workspace;
 
 pub use config::EngineConfig;
 pub use error::EngineError;
-pub use server::{bind, router, router_with, serve};
+pub use server::{bind, router, serve};
 pub use state::EngineState;

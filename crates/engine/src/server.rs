@@ -2,7 +2,7 @@
 
 use crate::browser_guard;
 use crate::error::EngineError;
-use crate::handlers::{destroy, health, setup, step};
+use crate::handlers::{destroy, execute, health, jobs, setup, step};
 use crate::metrics::Metrics;
 use crate::state::EngineState;
 use axum::Router;
@@ -14,13 +14,14 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-/// The engine's routes: `/setup`, `/step`, `/poll_step`, `/destroy`, `/healthz`,
-/// `/metrics`, lite-engine's ([`crate::lite::routes`]), plus `extra` (routes of other engine modules, sharing the state).
+/// The engine's routes over `state`: `/setup`, `/step`, `/poll_step`, `/destroy`,
+/// `/healthz`, `/metrics`, lite-engine's ([`crate::lite::routes`]), `/execute`,
+/// `/ping` and RunPod's job routes ([`jobs::routes`]).
 ///
 /// Every request runs in its own `runlog::engine` span that carries the engine log
-/// stream (so the handler's events are streamed) and that handlers may attach a
-/// capture to (`state.new_capture().attach(&tracing::Span::current())`).
-pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
+/// stream, so the handler's events are streamed (a function call's capture ring hangs
+/// on a span of its own, `Functions::call_observed`).
+pub fn router(state: EngineState) -> Router {
     Router::new()
         .route("/setup", post(setup::setup))
         .route("/step", post(step::step))
@@ -28,8 +29,10 @@ pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
         .route("/destroy", post(destroy::destroy))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .route("/execute", post(execute::execute))
+        .route("/ping", get(execute::ping))
         .merge(crate::lite::routes())
-        .merge(extra)
+        .merge(jobs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body))
@@ -47,11 +50,6 @@ pub fn router_with(state: EngineState, extra: Router<EngineState>) -> Router {
         .with_state(state)
 }
 
-/// [`router_with`] without extra routes.
-pub fn router(state: EngineState) -> Router {
-    router_with(state, Router::new())
-}
-
 /// Binds `config.addr`, refusing a non-loopback address without a token or mutual TLS.
 pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> {
     config
@@ -66,7 +64,6 @@ pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> 
 pub async fn serve(
     listener: TcpListener,
     state: EngineState,
-    extra: Router<EngineState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
@@ -88,7 +85,7 @@ pub async fn serve(
     }
     let scheme = state.config().scheme();
     tracing::info!(target: "runlog::engine", "engine listening on {scheme}://{local}");
-    let app = router_with(state.clone(), extra);
+    let app = router(state.clone());
     // The stage is destroyed as soon as shutdown begins, not after the last request:
     // a `/step` request lasts as long as its step, so graceful shutdown would wait
     // for steps to end by themselves. Destroyed, they are stopped, their requests
@@ -143,31 +140,19 @@ async fn request_span(State(state): State<EngineState>, req: Request, next: Next
     response
 }
 
+/// Refuses a request without the engine's token (`Authorization: Bearer <token>`,
+/// the edge's one reading of it) when the engine has one.
 async fn require_token(State(state): State<EngineState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.config().required_token() else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| {
-            req.headers()
-                .get("x-runlog-token")
-                .and_then(|v| v.to_str().ok())
-        });
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
-        Some(_) => EngineError::Unauthorized("wrong engine token".into()).into_response(),
-        None => EngineError::Unauthorized(
+    match runlog_edge::bearer_token(req.headers()) {
+        Ok(Some(given)) if runlog_edge::tokens_match(given, expected) => next.run(req).await,
+        Ok(Some(_)) => EngineError::Unauthorized("wrong engine token".into()).into_response(),
+        Ok(None) => EngineError::Unauthorized(
             "this engine requires a token: send Authorization: Bearer <token>".into(),
         )
         .into_response(),
+        Err(e) => e.into_response(),
     }
-}
-
-/// Compares without an early exit, so response time says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

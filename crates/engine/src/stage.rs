@@ -72,7 +72,8 @@ pub(crate) struct StepEntry {
 /// A step's id, whether it was still running, and its task (taken once).
 pub(crate) type StepTask = (String, bool, Option<JoinHandle<Option<WriterReport>>>);
 
-/// Forwards the engine's tracing events into its log stream without blocking.
+/// Forwards tracing events into a log stream without blocking (`try_write_line`):
+/// the stage's engine log, and a function call's system lines.
 pub struct WriterSink(pub Writer);
 
 impl StreamSink for WriterSink {

@@ -1,11 +1,14 @@
-//! [`EngineState`]: what every handler of the engine shares, including the ones that
-//! other modules (e.g. function execution) mount on the same router.
+//! [`EngineState`]: what every handler of the engine shares, built whole from the
+//! [`EngineConfig`] at construction: the stage slot, the step slots, the counters, the
+//! function endpoints (whose Python runtime `/setup` also installs dependencies with)
+//! and the job queue. The router mounts every route over it (`server::router`).
 
 use crate::config::EngineConfig;
-use crate::function::Functions;
+use crate::function::{Functions, FunctionsConfig};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::stage::Stage;
-use runlog_capture::{Capture, StreamSink};
+use runlog_capture::StreamSink;
 use runlog_protocol::engine::LogConfig;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -29,19 +32,36 @@ struct Inner {
     /// holds its permit until its stream is closed.
     step_slots: Arc<tokio::sync::Semaphore>,
     /// The function endpoints, whose Python runtime also installs `/setup`'s
-    /// dependencies; set once by whoever mounts them.
-    functions: std::sync::OnceLock<Functions>,
+    /// dependencies (one virtualenv, one install lock for both).
+    functions: Functions,
+    /// RunPod's job queue over `functions`.
+    jobs: Jobs,
 }
 
 impl EngineState {
-    /// State for an engine with `config` (no stage yet).
-    pub fn new(mut config: EngineConfig) -> EngineState {
+    /// State for an engine with `config` (no stage yet); its function endpoints use
+    /// [`EngineConfig::functions_config`].
+    pub fn new(config: EngineConfig) -> EngineState {
+        EngineState::with_functions(config, |_| {})
+    }
+
+    /// [`EngineState::new`], the function endpoints' settings (derived from `config`
+    /// by [`EngineConfig::functions_config`]) first passed through `tune`: another
+    /// virtualenv or package source, smaller bounds (tests, benchmarks).
+    pub fn with_functions(
+        mut config: EngineConfig,
+        tune: impl FnOnce(&mut FunctionsConfig),
+    ) -> EngineState {
         // Steps and Python workers run with their own working directories, so every
         // path handed to them (`$RUNLOG_OUTPUT`, the venv, spools) must not depend on
         // the engine's: resolve a relative data dir once, here.
         if let Ok(abs) = std::path::absolute(&config.data_dir) {
             config.data_dir = abs;
         }
+        let mut functions_config = config.functions_config();
+        tune(&mut functions_config);
+        let functions = Functions::new(functions_config);
+        let jobs = Jobs::new(functions.clone());
         EngineState {
             inner: Arc::new(Inner {
                 step_slots: Arc::new(tokio::sync::Semaphore::new(config.max_steps)),
@@ -50,7 +70,8 @@ impl EngineState {
                 current: RwLock::new(None),
                 sink: RwLock::new(None),
                 metrics: Metrics::default(),
-                functions: std::sync::OnceLock::new(),
+                functions,
+                jobs,
             }),
         }
     }
@@ -75,22 +96,15 @@ impl EngineState {
         self.inner.step_slots.clone().try_acquire_owned().ok()
     }
 
-    /// A fresh capture ring of the configured capacity, for one request: attach it to
-    /// the request's span (`capture.attach(&tracing::Span::current())`).
-    pub fn new_capture(&self) -> Capture {
-        Capture::new(self.inner.config.capture_capacity)
+    /// The function endpoints (`/execute`; their Python runtime also serves
+    /// `/setup`'s dependencies).
+    pub fn functions(&self) -> &Functions {
+        &self.inner.functions
     }
 
-    /// Lets `/setup` install dependencies through the Python runtime of `functions`
-    /// (the one `/execute` uses, so both share one virtualenv and its install lock).
-    /// Only the first call counts; without it, a setup with dependencies is refused.
-    pub fn set_functions(&self, functions: Functions) {
-        let _ = self.inner.functions.set(functions);
-    }
-
-    /// The function endpoints given to [`EngineState::set_functions`], if any.
-    pub fn functions(&self) -> Option<&Functions> {
-        self.inner.functions.get()
+    /// RunPod's job queue (`/run`, `/runsync`, `/status`, …).
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
     }
 
     /// The current stage, if one is set up.

@@ -158,6 +158,29 @@ async fn with_a_token_every_request_must_carry_it() {
     assert_eq!(right.status().as_u16(), 200);
     let health: serde_json::Value = right.json().await.unwrap();
     assert_eq!(health["ok"], true);
+    // Read as the log service reads it: the scheme in any case; another scheme, or a
+    // header the engine does not take, is a JSON 401.
+    let lower = client
+        .get(engine.url("/healthz"))
+        .header("authorization", "bearer engine-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status().as_u16(), 200);
+    for (name, value) in [
+        ("authorization", "Basic ZW5naW5lLXRva2Vu"),
+        ("x-harness-token", "engine-token"),
+    ] {
+        let refused = client
+            .get(engine.url("/healthz"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 401, "{name}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert!(has_message(&body), "{body}");
+    }
     engine.shutdown().await;
 }
 

@@ -8,7 +8,6 @@ mod support;
 mod engine_support;
 
 use engine_support::{TestEngine, archive};
-use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
@@ -28,12 +27,7 @@ fn log_config(svc: &TestService) -> Value {
 /// A real engine whose `/setup` installs through a Python runtime on the shared test
 /// virtualenv, with `wheels` as the only package source.
 async fn engine_with_runtime(wheels: Option<&Path>) -> TestEngine {
-    TestEngine::start_with_functions(|data_dir| {
-        let mut fcfg = FunctionsConfig::new(data_dir);
-        fcfg.python = support::config(wheels);
-        Functions::new(fcfg)
-    })
-    .await
+    TestEngine::start_with_functions(|fcfg| fcfg.python = support::config(wheels)).await
 }
 
 /// Entries left under the engine's stages directory.
@@ -244,15 +238,29 @@ async fn option_like_dependency_is_refused() {
 }
 
 #[tokio::test]
-async fn dependencies_without_a_python_runtime_are_refused() {
+async fn every_engine_has_its_python_runtime_and_function_routes() {
+    // Built with the state: no engine can come up whose `/setup` has nothing to
+    // install dependencies with, or that lacks `/execute`.
     let engine = TestEngine::start().await;
-    let (status, body) = engine
-        .post("/setup", json!({"dependencies": {"python": ["anything"]}}))
-        .await;
-    assert_eq!(status, 422, "{body}");
-    let error = body["error_msg"].as_str().unwrap();
-    assert!(error.contains("no Python runtime"), "{error}");
-    // Empty dependencies need no runtime.
+    let venv = engine.state.functions().runtime().config().venv_dir.clone();
+    let data_dir = engine.dir.path().canonicalize().unwrap();
+    assert!(
+        venv.starts_with(engine.dir.path()) || venv.starts_with(&data_dir),
+        "{} under {}",
+        venv.display(),
+        data_dir.display()
+    );
+    assert_eq!(engine.get_json("/ping").await, json!({"status": "healthy"}));
+    let (status, body) = engine.post("/execute", json!({"args": 1})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON body"),
+        "{body}"
+    );
+    // Empty dependencies need no install.
     let (status, body) = engine
         .post(
             "/setup",
@@ -268,15 +276,7 @@ async fn a_setup_whose_controller_hangs_up_during_the_install_leaves_no_stage_be
     let (wheels, version) = support::build_fixture_wheel();
     let engine = engine_with_runtime(Some(wheels.path())).await;
     // Another process installing into the same virtualenv: setup waits for its lock.
-    let held = support::hold_install_lock(
-        &engine
-            .state
-            .functions()
-            .unwrap()
-            .runtime()
-            .config()
-            .venv_dir,
-    );
+    let held = support::hold_install_lock(&engine.state.functions().runtime().config().venv_dir);
     let request = tokio::spawn({
         let url = engine.url("/setup");
         let body = json!({"dependencies": {"python": [format!("runlog-fixture-pkg=={version}")]}});

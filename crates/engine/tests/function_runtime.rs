@@ -4,7 +4,7 @@
 #[path = "fixtures/support.rs"]
 mod support;
 
-use runlog_engine::python::{OutputLine, OutputSink, OutputStream, PythonRuntime};
+use runlog_engine::python::{FunctionOutput, OutputLine, OutputStream, PythonRuntime};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, Serialization};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ async fn run(
 ) -> (runlog_engine::python::CallOutcome, Vec<OutputLine>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let kept = lines.clone();
-    let sink: OutputSink = Arc::new(move |l| kept.lock().unwrap().push(l));
+    let sink: FunctionOutput = Arc::new(move |l| kept.lock().unwrap().push(l));
     let outcome = rt.execute(req, &sink).await;
     let lines = std::mem::take(&mut *lines.lock().unwrap());
     (outcome, lines)
@@ -479,7 +479,7 @@ async fn a_call_waiting_for_an_instance_never_gets_the_result_of_one_that_timed_
     // A: holds the instance for 2 s but gives up after 0.5 s.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let started_tx = Mutex::new(Some(started_tx));
-    let sink: OutputSink = Arc::new(move |l: OutputLine| {
+    let sink: FunctionOutput = Arc::new(move |l: OutputLine| {
         if l.text.starts_with("started")
             && let Some(tx) = started_tx.lock().unwrap().take()
         {

@@ -13,7 +13,7 @@ mod support;
 mod function_engine;
 
 use function_engine::{TestEngine, split_stdout};
-use runlog_engine::python::{OutputSink, PythonConfig, PythonRuntime};
+use runlog_engine::python::{FunctionOutput, PythonConfig, PythonRuntime};
 use runlog_protocol::function::{FunctionRequest, Serialization};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ async fn failing_uv_install_reports_its_one_line_cause() {
 }
 
 async fn run(rt: &PythonRuntime, req: &FunctionRequest) -> runlog_engine::python::CallOutcome {
-    let sink: OutputSink = Arc::new(|_| {});
+    let sink: FunctionOutput = Arc::new(|_| {});
     rt.execute(req, &sink).await
 }
 

@@ -91,20 +91,9 @@ impl Caller {
 impl FromRequestParts<ServiceState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &ServiceState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| {
-                let v = v
-                    .to_str()
-                    .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-                    .ok_or_else(|| {
-                        ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
-                    })
-            })
-            .transpose()?;
+        // `Authorization: Bearer` is read as the engine reads it (the edge's one
+        // parser); Harness's header and query parameter are the service's alone.
+        let bearer = runlog_edge::bearer_token(&parts.headers)?;
         let harness = parts
             .headers
             .get("x-harness-token")

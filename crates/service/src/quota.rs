@@ -125,7 +125,7 @@ impl Quotas {
     /// request is served.
     ///
     /// # Errors
-    /// [`ApiError::TooManyRequests`] over the rate; the store's error when it cannot
+    /// [`ApiError::Busy`] over the rate; the store's error when it cannot
     /// count (a Redis outage is a 503 like every other call).
     pub async fn admit(
         &self,
@@ -139,7 +139,7 @@ impl Quotas {
             .map_err(|_| ApiError::Internal("request slots closed".into()))?;
         let count = streams.count_request(account).await?;
         if count > self.limits.max_requests_per_sec {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::Busy(format!(
                 "account {account} is over its request rate ({} requests a second); retry in a second",
                 self.limits.max_requests_per_sec
             )));
@@ -150,12 +150,12 @@ impl Quotas {
     /// Takes one of `account`'s tails for as long as the permit lives.
     ///
     /// # Errors
-    /// [`ApiError::TooManyRequests`] when the account has its limit open already.
+    /// [`ApiError::Busy`] when the account has its limit open already.
     pub fn open_tail(&self, account: &AccountId) -> Result<TailPermit, ApiError> {
         let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
         let open = tails.entry(account.clone()).or_insert(0);
         if *open >= self.limits.max_tails {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::Busy(format!(
                 "account {account} has {} tails open, its limit; close one first",
                 self.limits.max_tails
             )));
@@ -258,10 +258,7 @@ mod tests {
         let first = quotas.open_tail(&a);
         let second = quotas.open_tail(&a);
         assert!(first.is_ok() && second.is_ok());
-        assert!(matches!(
-            quotas.open_tail(&a),
-            Err(ApiError::TooManyRequests(_))
-        ));
+        assert!(matches!(quotas.open_tail(&a), Err(ApiError::Busy(_))));
         // Another account is not affected by a's tails.
         assert!(quotas.open_tail(&b).is_ok());
         drop(first);

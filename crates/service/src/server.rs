@@ -54,10 +54,7 @@ pub fn router(state: ServiceState) -> Router {
         .merge(crate::viewer::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
-            (
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                axum::Json(runlog_protocol::ErrorBody::new("method not allowed")),
-            )
+            ApiError::MethodNotAllowed("method not allowed".into())
         })
         .layer(middleware::from_fn(crate::quota::hold_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))

@@ -5,31 +5,16 @@ use clap::Args;
 use runlog_capture::LogFormat;
 use runlog_edge::{ServerTls, TlsFiles};
 use runlog_engine::config::{DEFAULT_DATA_DIR, parse_listen_addr};
-use runlog_engine::function::{Functions, FunctionsConfig};
 use runlog_engine::{EngineConfig, EngineState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable; the
-/// TLS files from lite-engine's variables).
+/// The engine's settings that `runlog engine` and `runlog serve` both take: one
+/// definition of each flag, flattened into both commands.
 #[derive(Debug, Clone, Args)]
-#[command(
-    after_help = "RunPod's SDKs (runpod, runpod-flash) run functions on this engine \
-    through its job API: set RUNPOD_ENDPOINT_BASE_URL=http://ADDR/v2 (before Python imports \
-    runpod; any endpoint id) and the engine's token as the API key (RUNPOD_API_KEY, or \
-    runpod.api_key). Routes: /v2/{endpoint}/run, runsync, status/{id}, cancel/{id}, stream/{id}, \
-    health, purge-queue. README: 'Using runlog as a RunPod worker'."
-)]
-pub struct EngineArgs {
-    /// Address to listen on (IP:PORT, or :PORT for every interface) [default:
-    /// lite-engine's HTTPS_BIND when set, else 127.0.0.1:9079, or with TLS files
-    /// lite-engine's :9079]; anything but loopback requires --token or TLS.
-    #[arg(long, env = "RUNLOG_ENGINE_ADDR", value_parser = parse_listen_addr)]
-    pub addr: Option<SocketAddr>,
-    /// lite-engine's listening address, read when --addr is not given.
-    #[arg(long, env = "HTTPS_BIND", value_parser = parse_listen_addr, hide = true)]
-    pub https_bind: Option<SocketAddr>,
+#[command(next_help_heading = "Engine")]
+pub struct EngineFlags {
     /// The server's certificate, then any intermediates (PEM). With --tls-key and
     /// --tls-client-ca the engine serves HTTPS only: TLS 1.3, and only to clients
     /// whose certificate that CA signed (as lite-engine serves Harness's runners).
@@ -42,17 +27,6 @@ pub struct EngineArgs {
     /// CLIENT_CERT_FILE.
     #[arg(long, env = "CLIENT_CERT_FILE", value_name = "PEM")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Directory for stage workspaces, spools and the outbox.
-    #[arg(long, env = "RUNLOG_ENGINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Token every request must carry (`Authorization: Bearer …`).
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ENGINE_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
     /// A host name a token-less engine also answers (besides localhost and IP
     /// literals); repeatable. Any other `Host` may be a web page that rebound its DNS
     /// name to loopback, and is refused.
@@ -115,6 +89,41 @@ pub struct EngineArgs {
     /// How long /destroy may take in total.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub destroy_deadline: Duration,
+}
+
+/// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable; the
+/// TLS files from lite-engine's variables).
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "RunPod's SDKs (runpod, runpod-flash) run functions on this engine \
+    through its job API: set RUNPOD_ENDPOINT_BASE_URL=http://ADDR/v2 (before Python imports \
+    runpod; any endpoint id) and the engine's token as the API key (RUNPOD_API_KEY, or \
+    runpod.api_key). Routes: /v2/{endpoint}/run, runsync, status/{id}, cancel/{id}, stream/{id}, \
+    health, purge-queue. README: 'Using runlog as a RunPod worker'."
+)]
+pub struct EngineArgs {
+    /// Address to listen on (IP:PORT, or :PORT for every interface) [default:
+    /// lite-engine's HTTPS_BIND when set, else 127.0.0.1:9079, or with TLS files
+    /// lite-engine's :9079]; anything but loopback requires --token or TLS.
+    #[arg(long, env = "RUNLOG_ENGINE_ADDR", value_parser = parse_listen_addr)]
+    pub addr: Option<SocketAddr>,
+    /// lite-engine's listening address, read when --addr is not given.
+    #[arg(long, env = "HTTPS_BIND", value_parser = parse_listen_addr, hide = true)]
+    pub https_bind: Option<SocketAddr>,
+    /// Directory for stage workspaces, spools and the outbox.
+    #[arg(long, env = "RUNLOG_ENGINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Token every request must carry (`Authorization: Bearer …`).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "RUNLOG_ENGINE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// The engine's settings, shared with `runlog serve`.
+    #[command(flatten)]
+    pub engine: EngineFlags,
     /// Console log format: production (the default) or debug (adds target and
     /// file:line). `LOG_LEVEL=DEBUG` (RunPod's worker variable) also selects debug;
     /// `LOG_LEVEL` sets the level unless `RUNLOG_LOG` is set.
@@ -125,19 +134,30 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// The engine configuration these flags describe, its TLS files read and checked.
     pub fn config(&self) -> anyhow::Result<EngineConfig> {
-        let tls = self.tls()?;
+        let config = self.engine.apply(EngineConfig {
+            data_dir: self.data_dir.clone(),
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            ..EngineConfig::default()
+        })?;
         // With TLS files, lite-engine's default (`:9079`): a runner's machine sets the
         // files and no address, and the runner reaches it from another machine.
-        let default_addr = if tls.is_some() {
+        let default_addr = if config.tls.is_some() {
             SocketAddr::from(([0, 0, 0, 0], 9079))
         } else {
-            EngineConfig::default().addr
+            config.addr
         };
         Ok(EngineConfig {
             addr: self.addr.or(self.https_bind).unwrap_or(default_addr),
-            tls,
-            data_dir: self.data_dir.clone(),
-            token: self.token.clone().filter(|t| !t.is_empty()),
+            ..config
+        })
+    }
+}
+
+impl EngineFlags {
+    /// `base` with these settings, the TLS files read and checked.
+    pub fn apply(&self, base: EngineConfig) -> anyhow::Result<EngineConfig> {
+        Ok(EngineConfig {
+            tls: self.tls()?,
             close_deadline: self.close_deadline,
             destroy_deadline: self.destroy_deadline,
             allowed_hosts: self.allowed_hosts.clone(),
@@ -149,10 +169,10 @@ impl EngineArgs {
                 keep_finished: self.job_retention,
                 queue_capacity: self.job_queue,
                 status_wait: self.job_status_wait,
-                ..runlog_engine::jobs::JobsConfig::default()
+                ..base.jobs
             },
             max_steps: self.max_steps,
-            ..EngineConfig::default()
+            ..base
         })
     }
 
@@ -178,8 +198,7 @@ impl EngineArgs {
 }
 
 /// Binds the engine (refusing a non-loopback address without a token) and returns
-/// its address and a future that serves it, with the function endpoints mounted,
-/// until `shutdown`.
+/// its address and a future that serves it until `shutdown`.
 pub async fn start(
     config: EngineConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -191,16 +210,8 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
-    // The state resolves a relative data dir; the functions use the resolved one.
     let state = EngineState::new(config);
-    let mut fcfg = FunctionsConfig::new(state.data_dir());
-    fcfg.python.allow_apt = state.config().allow_apt;
-    fcfg.python.preinstall = state.config().python_packages.clone();
-    fcfg.jobs = state.config().jobs.clone();
-    let functions = Functions::new(fcfg);
-    state.set_functions(functions.clone());
-    let extra = runlog_engine::function::routes(functions);
-    Ok((addr, runlog_engine::serve(listener, state, extra, shutdown)))
+    Ok((addr, runlog_engine::serve(listener, state, shutdown)))
 }
 
 /// Runs the engine until SIGINT or SIGTERM.

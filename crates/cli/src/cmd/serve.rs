@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Console log format: production or debug.
     #[arg(long, env = "RUNLOG_LOG_FORMAT", default_value = "production")]
     pub log_format: LogFormat,
+    /// The engine's settings, the same flags as `runlog engine`'s.
+    #[command(flatten)]
+    pub engine: super::engine::EngineFlags,
 }
 
 /// A log service and an engine running in this process.
@@ -116,6 +119,7 @@ impl Stack {
             addr: opts.engine_addr,
             ..opts.engine
         };
+        let engine_scheme = engine_cfg.scheme();
         let (engine_addr, engine_server) =
             super::engine::start(engine_cfg, wait(engine_stopped)).await?;
         let engine = tokio::spawn(async move {
@@ -124,7 +128,7 @@ impl Stack {
         });
         Ok(Stack {
             service_url: format!("http://{service_addr}"),
-            engine_url: format!("http://{engine_addr}"),
+            engine_url: format!("{engine_scheme}://{engine_addr}"),
             account: opts.account,
             write_token,
             read_token,
@@ -195,21 +199,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         format: args.log_format,
         filter: None,
     });
+    // Listening before anything is printed: a SIGTERM sent as soon as the banner is
+    // read would otherwise meet the default action and kill the process mid-way.
+    let stop = super::service::shutdown_signal();
     let stack = Stack::start(StackOptions {
         service_addr: args.service_addr,
         engine_addr: args.engine_addr,
         data_dir: args.data_dir.clone(),
-        engine: EngineConfig {
+        engine: args.engine.apply(EngineConfig {
             data_dir: args.data_dir.join("engine"),
             token: args.engine_token.clone().filter(|t| !t.is_empty()),
             ..EngineConfig::default()
-        },
+        })?,
         account: args.account.clone(),
         token_ttl: args.token_ttl,
     })
     .await?;
     println!("{}", stack.banner());
-    super::service::shutdown_signal().await;
+    stop.await;
     tracing::info!(target: "runlog::cli", "shutting down");
     stack.shutdown().await
 }

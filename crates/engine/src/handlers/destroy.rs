@@ -2,11 +2,11 @@
 //! holds the destroy itself), remove the workspace, answer the totals.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::metrics::Metrics;
 use crate::state::EngineState;
 use axum::Json;
 use axum::extract::State;
+use runlog_edge::JsonBody;
 use runlog_protocol::engine::DestroyResponse;
 use std::time::Duration;
 

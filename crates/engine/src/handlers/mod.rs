@@ -1,7 +1,9 @@
 //! The engine's HTTP handlers: parse, call the domain code, map errors.
 
 pub mod destroy;
+pub mod execute;
 pub mod health;
+pub mod jobs;
 pub mod setup;
 pub mod step;
 

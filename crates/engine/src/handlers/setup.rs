@@ -1,8 +1,8 @@
 //! `POST /setup`: create the stage workspace, write its files, open the engine's own
 //! log stream, install the stage's dependencies.
 //!
-//! Dependencies go through the engine's Python runtime (the one `/execute` uses, see
-//! [`EngineState::set_functions`]): Python packages into its virtualenv, system
+//! Dependencies go through the engine's Python runtime (the one `/execute` uses,
+//! [`EngineState::functions`]): Python packages into its virtualenv, system
 //! packages with apt when the runtime allows it. The installers' lines are tracing
 //! events in this request's span, so they reach the engine log stream live. When
 //! Python packages were installed, the virtualenv's `bin` is put first on the stage's
@@ -12,7 +12,6 @@
 
 use crate::cgroup::StageCgroup;
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::check_key;
 use crate::machine::MachineMonitor;
 use crate::metrics::Metrics;
@@ -24,6 +23,7 @@ use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
 use runlog_capture::StreamSink;
+use runlog_edge::JsonBody;
 use runlog_protocol::engine::{SetupDependencies, SetupRequest, SetupVolume};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -256,12 +256,7 @@ async fn install_dependencies(
     if deps.python.is_empty() && deps.system.is_empty() {
         return Ok(None);
     }
-    let Some(functions) = state.functions() else {
-        return Err(EngineError::Unprocessable(
-            "dependencies cannot be installed: this engine has no Python runtime".into(),
-        ));
-    };
-    let runtime = functions.runtime();
+    let runtime = state.functions().runtime();
     // The runtime's one install path: what a function call installed is not installed
     // again here, and neither runs pip into the virtualenv while the other does.
     match runtime

@@ -1,7 +1,6 @@
 //! `POST /step` and `POST /poll_step`.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::{check_key, check_step_id};
 use crate::metrics::Metrics;
 use crate::outputs::{self, OUTPUT_ENV};
@@ -14,6 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use livelog::Writer;
+use runlog_edge::JsonBody;
 use runlog_protocol::engine::{LogConfig, PollStepRequest, StepCommand, StepRequest, StepResponse};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! RunPod's serverless job API on the engine: a bounded queue of function calls with
 //! `run` / `runsync` / `status` / `cancel` / `stream` / `health` / `purge-queue`
-//! (the HTTP side is `routes.rs`, the bookkeeping `table.rs`).
+//! (the HTTP side is `handlers/jobs.rs`, the bookkeeping `table.rs`).
 //!
 //! A job is one [`FunctionRequest`] run through [`Functions::call_observed`], so it
 //! behaves exactly as `/execute` does (masking, log streams, instances); its answer is
@@ -9,10 +9,7 @@
 //! means the call could not run at all; `CANCELLED` and `TIMED_OUT` end a job from
 //! outside (`cancel`, `purge-queue`, `policy.executionTimeout`), which stops its call.
 
-mod routes;
 mod table;
-
-pub use routes::routes;
 
 use crate::function::{Functions, LineObserver};
 use runlog_protocol::engine::LogConfig;

@@ -16,12 +16,12 @@ pub mod start_step;
 pub mod stream_output;
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::{destroy, health, setup, step};
 use crate::state::EngineState;
 use axum::Json;
 use axum::Router;
 use axum::routing::{get, post};
+use runlog_edge::JsonBody;
 use runlog_protocol::lite::SuspendRequest;
 
 /// The lite-engine routes, to merge into the engine's router (which has the shared

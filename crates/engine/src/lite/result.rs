@@ -1,7 +1,7 @@
 //! A `/start_step` step's outputs and result, as lite-engine makes them.
 //!
 //! Before the step runs, the commands that save `output_vars` (or typed `outputs`)
-//! are appended to its first command line ([`output_commands`]): each variable's
+//! are appended to its first command line (`output_commands`): each variable's
 //! value at the end of the script goes, base64-encoded behind `__B64__` (so values
 //! with newlines survive), to the file named by `$DRONE_OUTPUT` /
 //! `$HARNESS_OUTPUT_FILE`, where a step may also write `KEY=VALUE` lines itself.

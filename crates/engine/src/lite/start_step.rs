@@ -11,7 +11,6 @@
 //! whose reason is in its stream and in `/poll_step`'s `error`.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::step::{Finish, Launch, launch_step};
 use crate::handlers::{check_key, check_step_id};
 use crate::lite::result::{LiteFinish, is_shell_name, output_commands};
@@ -21,6 +20,7 @@ use crate::workspace;
 use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
+use runlog_edge::JsonBody;
 use runlog_protocol::engine::LogConfig;
 use runlog_protocol::lite::StartStepRequest;
 use std::path::PathBuf;

@@ -2,18 +2,18 @@
 //! then live — until the step ends (or the client hangs up).
 //!
 //! A runner may ask just before it starts the step, so an unknown id is waited for
-//! up to [`START_WAIT`] before the request is refused with 400, as lite-engine does.
+//! up to `START_WAIT` before the request is refused with 400, as lite-engine does.
 //! The output comes from the step's in-memory output log
 //! ([`crate::step_output::StepOutputLog`]); the stream in the log service is the
 //! complete record.
 
 use crate::error::EngineError;
-use crate::extract::JsonBody;
 use crate::handlers::check_step_id;
 use crate::state::EngineState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use runlog_edge::JsonBody;
 use runlog_protocol::lite::StreamOutputRequest;
 use std::time::Duration;
 

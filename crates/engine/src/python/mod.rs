@@ -97,8 +97,9 @@ pub enum OutputStream {
 /// Called synchronously by the code reading the worker, so a line is fully handled
 /// (e.g. written to the live stream) before anything the runtime logs afterwards: the
 /// stream shows the function's output and the runtime's events in their true order.
-/// It must not block.
-pub type OutputSink = std::sync::Arc<dyn Fn(OutputLine) + Send + Sync>;
+/// It must not block. (A step's raw output goes to a `process::OutputSink`, which
+/// takes byte chunks and may wait.)
+pub type FunctionOutput = std::sync::Arc<dyn Fn(OutputLine) + Send + Sync>;
 
 /// One line of a function's own output, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]

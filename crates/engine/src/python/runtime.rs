@@ -8,7 +8,7 @@ use crate::python::instances::{Instance, Instances, generate_id};
 use crate::python::pool::{FunctionPool, WorkerSpec};
 use crate::python::venv::{Venv, VenvError};
 use crate::python::worker::{Done, Worker};
-use crate::python::{OutputSink, PythonConfig};
+use crate::python::{FunctionOutput, PythonConfig};
 use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
 use serde_json::json;
 use std::sync::{Arc, Once};
@@ -240,7 +240,7 @@ impl PythonRuntime {
     /// Runs one call. The function's own output goes to `out` line by line as it
     /// arrives; the runtime's own progress is logged as tracing events in the current
     /// span. Call [`validate`] first.
-    pub async fn execute(&self, req: &FunctionRequest, out: &OutputSink) -> CallOutcome {
+    pub async fn execute(&self, req: &FunctionRequest, out: &FunctionOutput) -> CallOutcome {
         let ready = match self.ready().await {
             Ok(r) => r,
             Err(e) => {
@@ -269,7 +269,7 @@ impl PythonRuntime {
         ready: &Ready,
         req: &FunctionRequest,
         limit: Option<Duration>,
-        out: &OutputSink,
+        out: &FunctionOutput,
     ) -> CallOutcome {
         let name = req.function_name.as_deref().unwrap_or_default();
         let mut taken = match ready.pool.take().await {
@@ -309,7 +309,7 @@ impl PythonRuntime {
         ready: &Ready,
         req: &FunctionRequest,
         limit: Option<Duration>,
-        out: &OutputSink,
+        out: &FunctionOutput,
     ) -> CallOutcome {
         self.reaper.call_once(|| {
             Instances::spawn_reaper(
@@ -393,7 +393,7 @@ impl PythonRuntime {
         req: &FunctionRequest,
         id: &str,
         limit: Option<Duration>,
-        out: &OutputSink,
+        out: &FunctionOutput,
     ) -> Result<crate::python::instances::InstanceHandle, CallOutcome> {
         let class_name = req.class_name.clone().unwrap_or_default();
         tracing::info!(target: "runlog::python", "creating instance {id} of {class_name}");

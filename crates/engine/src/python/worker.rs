@@ -8,7 +8,7 @@
 //! worker; the harness ends each call on it with a mark, and a call returns only once
 //! the mark is read, so what it wrote there is its own and never the next call's.
 
-use crate::python::{OutputLine, OutputSink, OutputStream};
+use crate::python::{FunctionOutput, OutputLine, OutputStream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -66,7 +66,7 @@ struct Message {
     call: Option<u64>,
 }
 
-type OutputSlot = Arc<Mutex<Option<OutputSink>>>;
+type OutputSlot = Arc<Mutex<Option<FunctionOutput>>>;
 
 /// A started worker process.
 pub struct Worker {
@@ -127,7 +127,7 @@ impl Worker {
     pub async fn call(
         &mut self,
         request: &serde_json::Value,
-        out: &OutputSink,
+        out: &FunctionOutput,
     ) -> Result<Done, WorkerError> {
         *self.output.lock().unwrap_or_else(PoisonError::into_inner) = Some(out.clone());
         let result = self.exchange(request, out).await;
@@ -154,7 +154,7 @@ impl Worker {
     async fn exchange(
         &mut self,
         request: &serde_json::Value,
-        out: &OutputSink,
+        out: &FunctionOutput,
     ) -> Result<Done, WorkerError> {
         self.calls += 1;
         let id = self.calls;

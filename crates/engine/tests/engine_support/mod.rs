@@ -36,20 +36,20 @@ impl TestEngine {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
-        Self::launch(tweak, |_| None).await
+        Self::launch(tweak, |_| {}).await
     }
 
-    /// With a function runtime made from the engine's data dir, wired as `runlog
-    /// engine` wires it: `/setup` installs through it and `/execute` serves it.
+    /// With the function runtime's settings (`/setup` installs through it and
+    /// `/execute` serves it) passed through `tune`.
     pub async fn start_with_functions(
-        functions: impl FnOnce(&std::path::Path) -> runlog_engine::function::Functions,
+        tune: impl FnOnce(&mut runlog_engine::function::FunctionsConfig),
     ) -> TestEngine {
-        Self::launch(|_| {}, |dir| Some(functions(dir))).await
+        Self::launch(|_| {}, tune).await
     }
 
     async fn launch(
         tweak: impl FnOnce(&mut EngineConfig),
-        functions: impl FnOnce(&std::path::Path) -> Option<runlog_engine::function::Functions>,
+        tune: impl FnOnce(&mut runlog_engine::function::FunctionsConfig),
     ) -> TestEngine {
         runlog_capture::init(runlog_capture::InitOptions::default());
         let dir = tempfile::tempdir().expect("temp dir");
@@ -59,23 +59,11 @@ impl TestEngine {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let state = EngineState::new(config);
-        let routes = match functions(dir.path()) {
-            Some(f) => {
-                state.set_functions(f.clone());
-                runlog_engine::function::routes(f)
-            }
-            None => axum::Router::new(),
-        };
+        let state = EngineState::with_functions(config, tune);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(runlog_engine::serve(
-            listener,
-            state.clone(),
-            routes,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(runlog_engine::serve(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
         TestEngine {
             addr,
             state,

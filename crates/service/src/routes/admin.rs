@@ -33,12 +33,9 @@ pub async fn token(
         ));
     }
     let raw = body(raw)?;
-    let req: TokenRequest = if raw.iter().all(u8::is_ascii_whitespace) {
-        TokenRequest::default()
-    } else {
-        serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?
-    };
+    // Blank is `{}`: every field has a default.
+    let req: TokenRequest = runlog_edge::json::parse_json(&raw)
+        .map_err(|e| e.map_message(|m| format!("invalid token request: {m}")))?;
     let ttl = match req.ttl.as_deref() {
         None => DEFAULT_TTL,
         Some(s) => humantime::parse_duration(s)

@@ -10,19 +10,12 @@ pub mod stream;
 
 use crate::error::ApiError;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use bytes::Bytes;
 
 /// A buffered body, or the JSON error for why it could not be read (413 when over
-/// the route's limit).
+/// the route's limit): the edge's, as the engine answers it.
 pub(crate) fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    b.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge("request body is larger than this service accepts".into())
-        } else {
-            ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
-        }
-    })
+    runlog_edge::json::read_body(b)
 }
 
 /// A request body read into one buffer of its own, sized by `Content-Length`; 413

@@ -4,7 +4,7 @@
 //!
 //! The endpoint id only has to be well formed: an engine is one endpoint.
 
-use super::{JobError, Jobs, MAX_WAIT};
+use crate::jobs::{JobError, MAX_WAIT};
 use crate::state::EngineState;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +16,9 @@ use runlog_protocol::function::FunctionRequest;
 use runlog_protocol::job::{JobAccepted, JobErrorBody, JobStatus, PurgeAnswer};
 use std::time::Duration;
 
-/// The job routes at the root and under `/v2/{endpoint_id}/`.
-pub fn routes(jobs: Jobs) -> Router<EngineState> {
+/// The job routes at the root and under `/v2/{endpoint_id}/`, over the state's
+/// [`EngineState::jobs`].
+pub fn routes() -> Router<EngineState> {
     let one = || {
         Router::new()
             .route("/run", post(run))
@@ -29,10 +30,7 @@ pub fn routes(jobs: Jobs) -> Router<EngineState> {
             .route("/purge-queue", post(purge))
     };
     let scoped = one().layer(axum::middleware::from_fn(check_endpoint_id));
-    let jobs_for_root = jobs.clone();
-    Router::new()
-        .merge(one().layer(axum::Extension(jobs_for_root)))
-        .nest("/v2/{endpoint_id}", scoped.layer(axum::Extension(jobs)))
+    Router::new().merge(one()).nest("/v2/{endpoint_id}", scoped)
 }
 
 /// A job route's refusal: RunPod's `{"error"}` plus runlog's `{"error_msg"}`.
@@ -45,6 +43,16 @@ impl IntoResponse for JobError {
             JobError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (status, Json(JobErrorBody::new(self.to_string()))).into_response()
+    }
+}
+
+/// The edge's refusal of a body (413 too large, 400 otherwise) as a job route's.
+impl From<runlog_edge::HttpError> for JobError {
+    fn from(e: runlog_edge::HttpError) -> Self {
+        match e {
+            runlog_edge::HttpError::TooLarge(m) => JobError::TooLarge(m),
+            other => JobError::BadRequest(other.to_string()),
+        }
     }
 }
 
@@ -78,15 +86,9 @@ struct Envelope {
 /// The `{"input": {…}, "policy": {"executionTimeout": MS}}` envelope of `run` and
 /// `runsync` (other fields, such as RunPod's `webhook`, are ignored).
 async fn envelope(req: Request) -> Result<Envelope, JobError> {
-    let body = Bytes::from_request(req, &()).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            JobError::TooLarge(format!("request body too large: {e}"))
-        } else {
-            JobError::BadRequest(format!("could not read the request body: {e}"))
-        }
-    })?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| JobError::BadRequest(format!("malformed JSON body: {e}")))?;
+    // The edge's body reading and JSON errors, answered in RunPod's error shape.
+    let body = runlog_edge::json::read_body(Bytes::from_request(req, &()).await)?;
+    let value: serde_json::Value = runlog_edge::json::parse_json(&body)?;
     let serde_json::Value::Object(mut map) = value else {
         return Err(JobError::BadRequest(
             "malformed JSON body: expected {\"input\": {…}}".into(),
@@ -117,18 +119,22 @@ async fn envelope(req: Request) -> Result<Envelope, JobError> {
     })
 }
 
-async fn run(
-    State(engine): State<EngineState>,
-    axum::Extension(jobs): axum::Extension<Jobs>,
-    req: Request,
-) -> Result<Json<JobAccepted>, JobError> {
+/// Queues the job `req` describes, with the stage's secrets and log service; its id.
+async fn submit(engine: &EngineState, req: Request) -> Result<String, JobError> {
     let env = envelope(req).await?;
-    let id = jobs.submit(
+    engine.jobs().submit(
         env.call,
         engine.stage_secrets(),
         engine.stage_log_config(),
         env.execution_timeout,
-    )?;
+    )
+}
+
+async fn run(
+    State(engine): State<EngineState>,
+    req: Request,
+) -> Result<Json<JobAccepted>, JobError> {
+    let id = submit(&engine, req).await?;
     Ok(Json(JobAccepted {
         id,
         status: JobStatus::InQueue,
@@ -154,19 +160,10 @@ fn wait_param(query: Option<&str>, default: Duration) -> Result<Duration, JobErr
     Ok(Duration::from_millis(ms).min(MAX_WAIT))
 }
 
-async fn runsync(
-    State(engine): State<EngineState>,
-    axum::Extension(jobs): axum::Extension<Jobs>,
-    req: Request,
-) -> Result<Response, JobError> {
+async fn runsync(State(engine): State<EngineState>, req: Request) -> Result<Response, JobError> {
+    let jobs = engine.jobs();
     let wait = wait_param(req.uri().query(), jobs.config().runsync_wait)?;
-    let env = envelope(req).await?;
-    let id = jobs.submit(
-        env.call,
-        engine.stage_secrets(),
-        engine.stage_log_config(),
-        env.execution_timeout,
-    )?;
+    let id = submit(&engine, req).await?;
     let record = jobs.wait(&id, wait).await?;
     Ok(Json(record).into_response())
 }
@@ -174,38 +171,38 @@ async fn runsync(
 /// A job's record; held while the job is queued or running, up to `?wait=` (the
 /// configured `status_wait` without it), so a poller learns of the end at once.
 async fn status(
-    axum::Extension(jobs): axum::Extension<Jobs>,
+    State(engine): State<EngineState>,
     Path(params): Path<std::collections::HashMap<String, String>>,
     uri: http::Uri,
 ) -> Result<Response, JobError> {
-    let wait = wait_param(uri.query(), jobs.config().status_wait)?;
+    let wait = wait_param(uri.query(), engine.jobs().config().status_wait)?;
     let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(jobs.wait(id, wait).await?).into_response())
+    Ok(Json(engine.jobs().wait(id, wait).await?).into_response())
 }
 
 async fn cancel(
-    axum::Extension(jobs): axum::Extension<Jobs>,
+    State(engine): State<EngineState>,
     Path(params): Path<std::collections::HashMap<String, String>>,
 ) -> Result<Response, JobError> {
     let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(jobs.cancel(id)?).into_response())
+    Ok(Json(engine.jobs().cancel(id)?).into_response())
 }
 
 async fn stream(
-    axum::Extension(jobs): axum::Extension<Jobs>,
+    State(engine): State<EngineState>,
     Path(params): Path<std::collections::HashMap<String, String>>,
 ) -> Result<Response, JobError> {
     let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(jobs.stream(id)?).into_response())
+    Ok(Json(engine.jobs().stream(id)?).into_response())
 }
 
-async fn health(axum::Extension(jobs): axum::Extension<Jobs>) -> Response {
-    Json(jobs.health()).into_response()
+async fn health(State(engine): State<EngineState>) -> Response {
+    Json(engine.jobs().health()).into_response()
 }
 
-async fn purge(axum::Extension(jobs): axum::Extension<Jobs>) -> Response {
+async fn purge(State(engine): State<EngineState>) -> Response {
     Json(PurgeAnswer {
-        removed: jobs.purge(),
+        removed: engine.jobs().purge(),
         status: "completed".into(),
     })
     .into_response()
