@@ -3,7 +3,10 @@
 complete, against the same command writing to a local file, in the same run.
 
     cargo build --release -p runlog-cli
-    python3 bench/engine_seq.py [--lines 2000000] [--runs 3]
+    python3 bench/engine_seq.py [--lines 2000000] [--runs 3] [--kind seq|text100]
+
+Baselines in the same run: `CMD > file` and `CMD | gzip > file` (each plus fsync).
+RUNLOG_BIN picks the binary (to compare two builds side by side).
 
 The log service and the engine run as two processes (release `runlog service` and
 `runlog engine`), so the engine's peak RSS (VmHWM) is its own. "Archive complete" is
@@ -52,11 +55,27 @@ def peak_rss_kib(pid):
     return -1
 
 
-def baseline(n, dir):
-    path = os.path.join(dir, "seq.out")
+def command(kind, n):
+    """The step's command: `seq 1 N`, or N lines of ~100 bytes (`--kind text100`)."""
+    if kind == "seq":
+        return ["seq", "1", str(n)]
+    prog = ('BEGIN{for(i=1;i<=%d;i++) printf "%%08d compiling module_%%d (%%016x) took %%d ms, '
+            'target/debug/deps/lib%%x.rlib ok\\n", i, i%%977, i*2654435761, i%%3000, i*40503}' % n)
+    return ["awk", prog]
+
+
+def baseline(cmd, dir, gzip=False):
+    """`CMD > file` (or `CMD | gzip > file`) plus fsync."""
+    path = os.path.join(dir, "base.out")
     t0 = time.perf_counter()
     with open(path, "wb") as f:
-        subprocess.run(["seq", "1", str(n)], stdout=f, check=True)
+        if gzip:
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+            subprocess.run(["gzip"], stdin=p.stdout, stdout=f, check=True)
+            p.stdout.close()
+            p.wait()
+        else:
+            subprocess.run(cmd, stdout=f, check=True)
         f.flush()
         os.fsync(f.fileno())
     return time.perf_counter() - t0
@@ -66,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--kind", choices=["seq", "text100"], default="seq")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="runlog-bench-")
     secret = "bench-secret-" + str(os.getpid())
@@ -83,12 +103,14 @@ def main():
         rss_before = peak_rss_kib(engine.pid)
         results = []
         for run in range(args.runs):
-            base = baseline(args.lines, work)
+            cmd = command(args.kind, args.lines)
+            base = baseline(cmd, work)
+            base_gz = baseline(cmd, work, gzip=True)
             key = f"bench/run-{run}"
             call("POST", eng + "/setup", {"le_log_key": key + ".engine", "log_config": {
                 "url": svc, "account_id": "bench", "token": token, "indirect_upload": True}})
             t0 = time.perf_counter()
-            step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": ["seq", "1", str(args.lines)],
+            step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": cmd,
                                                            "log_key": key}))
             t_step = time.perf_counter() - t0
             destroyed = json.loads(call("POST", eng + "/destroy", {}))
@@ -100,8 +122,9 @@ def main():
             rows = archive.count(b"\n")
             assert rows == args.lines, f"archive holds {rows} lines"
             results.append((base, t_step, t_archive))
-            print(f"run {run}: local file {base:.3f}s | step answered {t_step:.3f}s | archive complete "
-                  f"{t_archive:.3f}s | ratio {t_archive / base:.1f}x | retries {report['retries']}", flush=True)
+            print(f"run {run}: > file {base:.3f}s | | gzip > file {base_gz:.3f}s | step answered {t_step:.3f}s | "
+                  f"archive complete {t_archive:.3f}s | vs gzip {t_archive / base_gz:.2f}x | "
+                  f"{args.lines / t_archive / 1e6:.2f} M lines/s | retries {report['retries']}", flush=True)
         best = min(results, key=lambda r: r[2])
         print(f"\nlines: {args.lines}")
         print(f"best of {args.runs}: local file {best[0]:.3f}s, step output {best[1]:.3f}s, archive complete "

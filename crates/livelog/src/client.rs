@@ -6,7 +6,11 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use runlog_protocol::engine::LogConfig;
-use runlog_protocol::service::{ACCEPT_ARCHIVE_ENCODING, AppendAck, EXPLICIT_OPEN, LinkResponse};
+use runlog_protocol::ledger::WriterTotals;
+use runlog_protocol::service::{
+    ACCEPT_ARCHIVE_ENCODING, ARCHIVE_IF_COMPLETE, ARCHIVE_PARAM, AppendAck, EXPLICIT_OPEN,
+    LinkResponse, StreamInfo,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +64,21 @@ pub struct Batch {
     pub body: Bytes,
 }
 
+/// What [`LogClient::close_archiving`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Nothing: the service is not known to build archives (a Harness service, or a
+    /// client that cannot ask). The writer uploads, then closes as usual.
+    NotAsked,
+    /// The stream is closed; `archived`: the service built the archive from its own
+    /// lines, proven complete against the writer's totals. When not, the writer
+    /// uploads its history.
+    Closed {
+        /// Whether the archive is complete without an upload.
+        archived: bool,
+    },
+}
+
 /// The log-service operations the writer needs. Implemented over HTTP by
 /// [`HttpLogClient`]; tests may supply their own.
 #[async_trait]
@@ -77,6 +96,17 @@ pub trait LogClient: Send + Sync + 'static {
     }
     /// `DELETE /stream`: closes the live stream; with `snapshot` its lines become the archive.
     async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError>;
+    /// `DELETE /stream?…&archive=if_complete` with the writer's `totals`, to a service
+    /// that builds archives itself (runlog's; see
+    /// [`runlog_protocol::service::ARCHIVE_PARAM`]). The default asks nothing.
+    async fn close_archiving(
+        &self,
+        key: &str,
+        totals: &WriterTotals,
+    ) -> Result<Closing, ClientError> {
+        let _ = (key, totals);
+        Ok(Closing::NotAsked)
+    }
     /// `POST /blob`: uploads the NDJSON archive at `ndjson` (gzip-compressed on the way
     /// when the service said it takes gzip, plain otherwise).
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError>;
@@ -236,30 +266,19 @@ impl HttpLogClient {
         rb: reqwest::RequestBuilder,
         ndjson: &Path,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        let file = tokio::fs::File::open(ndjson)
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let len = file
-            .metadata()
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?
-            .len();
+        let gzip = self.gzip_archives();
+        // Streamed either way: the archive is never held in memory.
+        let (body, len) = crate::upload_body::spool_body(ndjson, gzip)?;
         let rb = rb
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .timeout(self.timeouts.upload(len));
-        // Streamed either way: the archive is never held in memory.
-        if self.gzip_archives() {
-            let enc = async_compression::tokio::bufread::GzipEncoder::new(
-                tokio::io::BufReader::new(file),
-            );
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(enc));
+        if gzip {
             Ok(rb
                 .header(reqwest::header::CONTENT_ENCODING, "gzip")
                 .body(body))
         } else {
             // The length is known, so it is sent as `Content-Length`, as lite-engine
             // does: a store that passes the body on (object storage) needs it.
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
             Ok(rb.header(reqwest::header::CONTENT_LENGTH, len).body(body))
         }
     }
@@ -365,6 +384,42 @@ impl LogClient for HttpLogClient {
         check(self.authed(self.http.delete(url)).send().await)
             .await
             .map(drop)
+    }
+
+    async fn close_archiving(
+        &self,
+        key: &str,
+        totals: &WriterTotals,
+    ) -> Result<Closing, ClientError> {
+        // The header that announces gzip uploads is what tells runlog's service from a
+        // Harness one, which would take the parameter for nothing and keep no archive.
+        if !self.gzip_archives.load(Ordering::Relaxed) {
+            return Ok(Closing::NotAsked);
+        }
+        let mut url = self.url("stream", key)?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair(ARCHIVE_PARAM, ARCHIVE_IF_COMPLETE);
+            let mut num = |name: &str, v: Option<u64>| {
+                if let Some(v) = v {
+                    q.append_pair(name, &v.to_string());
+                }
+            };
+            num("lines", totals.lines);
+            num("bytes", totals.bytes);
+            num("dropped", totals.dropped);
+            if let Some(d) = &totals.digest {
+                q.append_pair("digest", d);
+            }
+        }
+        let resp = check(self.authed(self.http.delete(url)).send().await).await?;
+        // A service that answers without `archived` (an older one ignores the
+        // parameter) built nothing: the writer uploads.
+        let archived = resp
+            .json::<StreamInfo>()
+            .await
+            .is_ok_and(|info| info.archived);
+        Ok(Closing::Closed { archived })
     }
 
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError> {

@@ -35,12 +35,13 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     }
 
     let key = cfg.key.clone();
-    let (spool_path, acked_end, next_pos) = {
+    let (spool_path, acked_end, next_pos, totals) = {
         let l = shared.lines();
         (
             l.spool().path().to_owned(),
             l.acked_end(),
             l.queue().next_pos(),
+            l.totals(),
         )
     };
     // lite-engine's meanings: with `skip_opening_stream` the stream and its archive are
@@ -51,7 +52,32 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     let live_complete = acked_end >= next_pos;
     let client = shared.client();
     let mut archived = false;
-    if spool_complete && upload_archive {
+    let mut stream_closed = cfg.skip_closing_stream;
+    // Archive once: a service that acknowledged every line is asked to build the
+    // archive from its own, which it does only when they prove complete against
+    // these totals. Any other answer — lines it lost after acknowledging them, an
+    // error, a service that cannot — leaves the upload below to do it, so the
+    // history is sent only when the service lacks it. Only a spool that never failed
+    // has exact totals (and an archive to fall back on).
+    if spool_complete && upload_archive && live_complete && !stream_closed {
+        match shared
+            .retry(&mut dl, || client.close_archiving(&key, &totals))
+            .await
+        {
+            Ok(crate::client::Closing::Closed { archived: built }) => {
+                stream_closed = true;
+                archived = built;
+            }
+            Ok(crate::client::Closing::NotAsked) => {}
+            // A stream the service no longer has (a restart that lost it) answers
+            // 404: the upload below brings the archive, and the close after it
+            // reports whatever still fails.
+            Err(why) => {
+                tracing::debug!(target: "livelog", %why, "close with totals failed; uploading")
+            }
+        }
+    }
+    if spool_complete && upload_archive && !archived {
         let uploaded = shared
             .retry(&mut dl, || {
                 client.upload(&key, &spool_path, cfg.indirect_upload)
@@ -62,7 +88,6 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
             Err(why) => shared.lines().note_error(WriterError::Upload(why)),
         }
     }
-    let mut stream_closed = cfg.skip_closing_stream;
     // A writer that uploads no archive closes only a stream that holds all its lines:
     // its archive is made from them, so the outbox sends the missing ones first.
     let close_now = upload_archive || live_complete || !spool_complete;

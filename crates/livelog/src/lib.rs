@@ -38,9 +38,10 @@ pub mod row;
 mod sender;
 mod shared;
 pub mod spool;
+mod upload_body;
 mod writer;
 
-pub use client::{Batch, ClientError, HttpLogClient, HttpTimeouts, LogClient};
+pub use client::{Batch, ClientError, Closing, HttpLogClient, HttpTimeouts, LogClient};
 pub use config::{Nudge, Tap, WriterConfig};
 pub use deliver::{deliver_outbox, deliver_outbox_with, spawn_deliver_outbox};
 pub use lines::Progress;

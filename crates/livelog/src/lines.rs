@@ -18,6 +18,7 @@ use crate::queue::{Numbered, SendQueue, SpillCursor, Taken};
 use crate::spool::{Refused, Spool, SpoolError};
 use runlog_protocol::LogLine;
 use runlog_protocol::engine::WriterReport;
+use runlog_protocol::ledger::{LineDigest, WriterTotals};
 use std::borrow::Cow;
 use tokio::time::Instant;
 
@@ -81,6 +82,10 @@ pub(crate) struct Lines {
     /// `close()` has begun: no more producer lines.
     closing: bool,
     counts: Counts,
+    /// The ledger digest of every numbered line's text, in `pos` order (fed where
+    /// the line is counted, so it costs one SHA-256 update of text already in cache:
+    /// 32 ns a `seq` line, 117 ns a 100-byte line, release build on this VM).
+    digest: LineDigest,
     /// The `next_pos` of the service's last acknowledgement: every line below it is
     /// in the live stream. A writer that uploads no archive (`skip_opening_stream`,
     /// `skip_closing_stream`) sends the lines from here on again from its outbox.
@@ -104,11 +109,26 @@ impl Lines {
             losses: Losses::default(),
             closing: false,
             counts: Counts::default(),
+            digest: LineDigest::default(),
             acked_end: 0,
             error,
             clock: TimeCache::default(),
             last_write: Instant::now(),
             published: (0, 0),
+        }
+    }
+
+    /// What the writer states at close ([`WriterTotals`]): the lines it numbered,
+    /// their text's bytes and digest, the lines it dropped. Exact only for a spool
+    /// that never failed (a failed write gives numbers back, which the digest cannot
+    /// take back): close states them only then.
+    pub(crate) fn totals(&self) -> WriterTotals {
+        WriterTotals {
+            lines: Some(self.queue.next_pos()),
+            bytes: Some(self.counts.bytes),
+            digest: Some(self.digest.clone().finish()),
+            dropped: Some(self.losses.dropped().0),
+            outcome: None,
         }
     }
 
@@ -170,6 +190,7 @@ impl Lines {
     fn accepted(&mut self, ctx: &EmitCtx<'_>, level: &str, text: &str, n: Numbered) {
         self.counts.lines += 1;
         self.counts.bytes += text.len() as u64;
+        self.digest.line(text);
         if let Some(tap) = ctx.tap {
             tap(&LogLine {
                 level: level.to_owned(),

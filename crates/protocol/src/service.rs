@@ -49,6 +49,19 @@ pub struct AppendAck {
 /// plain NDJSON, which every log service stores as the archive.
 pub const ACCEPT_ARCHIVE_ENCODING: &str = "x-runlog-accept-archive-encoding";
 
+/// Query parameter of `DELETE /stream` (value [`ARCHIVE_IF_COMPLETE`]) from a writer
+/// that states its totals (`lines`, `digest`, see [`crate::ledger`]) and still holds
+/// its whole history: runlog's service builds the archive from its own lines when
+/// the ledger proves them complete against those totals, and says so in the
+/// answer's `archived`. An answer with `archived: false` — lines the service lacks,
+/// or a service that does not know the parameter and ignores it — leaves the
+/// archive to the writer, which uploads it. Sent only to a service that announced
+/// [`ACCEPT_ARCHIVE_ENCODING`] (a Harness service gets its upload as always).
+pub const ARCHIVE_PARAM: &str = "archive";
+
+/// The value of [`ARCHIVE_PARAM`]: archive the held lines only if they are complete.
+pub const ARCHIVE_IF_COMPLETE: &str = "if_complete";
+
 /// Request header of `PUT /stream` (value `1`) from a writer that opened the stream
 /// itself and, when the service no longer has it, opens it again and sends its whole
 /// history from `pos` 0: runlog's service then answers 404 for a stream that is not

@@ -72,32 +72,34 @@ pub fn validate_ndjson(data: &[u8]) -> Result<usize, ArchiveError> {
     let mut rows = 0;
     for (i, row) in data.split(|&b| b == b'\n').enumerate() {
         let row = row.strip_suffix(b"\r").unwrap_or(row);
-        if row.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        // serde_json skips ignored strings without checking their UTF-8, so check here.
-        std::str::from_utf8(row).map_err(|e| ArchiveError::BadRow {
-            line: i + 1,
-            msg: e.to_string(),
-        })?;
-        serde_json::from_slice::<serde::de::IgnoredAny>(row)
-            .map_err(|e| ArchiveError::BadRow {
-                line: i + 1,
-                msg: e.to_string(),
-            })
-            .and_then(|_| {
-                if row.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-                    Ok(())
-                } else {
-                    Err(ArchiveError::BadRow {
-                        line: i + 1,
-                        msg: "expected an object".into(),
-                    })
-                }
-            })?;
-        rows += 1;
+        rows += usize::from(validate_row(row, i + 1)?);
     }
     Ok(rows)
+}
+
+/// Checks one row (line number `line`, without its newline): blank (`false`) or a
+/// JSON object (`true`).
+pub fn validate_row(row: &[u8], line: usize) -> Result<bool, ArchiveError> {
+    if row.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    // serde_json skips ignored strings without checking their UTF-8, so check here.
+    std::str::from_utf8(row).map_err(|e| ArchiveError::BadRow {
+        line,
+        msg: e.to_string(),
+    })?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(row).map_err(|e| ArchiveError::BadRow {
+        line,
+        msg: e.to_string(),
+    })?;
+    if row.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        Ok(true)
+    } else {
+        Err(ArchiveError::BadRow {
+            line,
+            msg: "expected an object".into(),
+        })
+    }
 }
 
 /// NDJSON of stored lines: one JSON object per row, each ending in `\n`.

@@ -193,3 +193,70 @@ pub async fn archive_within(base: &str, token: &str, key: &str, limit: Duration)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A client that counts the archive uploads it sends; with `archive_once` off it
+/// never asks the service to build the archive (as a client of a Harness service),
+/// so every close uploads.
+pub struct CountingUploads {
+    inner: Arc<dyn LogClient>,
+    archive_once: bool,
+    /// Uploads sent (`POST /blob` or a signed link's `PUT`).
+    pub uploads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingUploads {
+    pub fn new(inner: Arc<dyn LogClient>, archive_once: bool) -> Self {
+        CountingUploads {
+            inner,
+            archive_once,
+            uploads: Arc::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LogClient for CountingUploads {
+    async fn open(&self, key: &str) -> Result<(), livelog::ClientError> {
+        self.inner.open(key).await
+    }
+    async fn write(
+        &self,
+        key: &str,
+        batch: &livelog::Batch,
+    ) -> Result<runlog_protocol::service::AppendAck, livelog::ClientError> {
+        self.inner.write(key, batch).await
+    }
+    async fn write_opened(
+        &self,
+        key: &str,
+        batch: &livelog::Batch,
+    ) -> Result<runlog_protocol::service::AppendAck, livelog::ClientError> {
+        self.inner.write_opened(key, batch).await
+    }
+    async fn close(&self, key: &str, snapshot: bool) -> Result<(), livelog::ClientError> {
+        self.inner.close(key, snapshot).await
+    }
+    async fn close_archiving(
+        &self,
+        key: &str,
+        totals: &runlog_protocol::ledger::WriterTotals,
+    ) -> Result<livelog::Closing, livelog::ClientError> {
+        if !self.archive_once {
+            return Ok(livelog::Closing::NotAsked);
+        }
+        self.inner.close_archiving(key, totals).await
+    }
+    async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), livelog::ClientError> {
+        self.uploads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.upload_blob(key, ndjson).await
+    }
+    async fn upload_link(&self, key: &str, ndjson: &Path) -> Result<(), livelog::ClientError> {
+        self.uploads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.upload_link(key, ndjson).await
+    }
+    fn outbox_config(&self) -> Option<LogConfig> {
+        self.inner.outbox_config()
+    }
+}

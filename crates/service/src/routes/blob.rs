@@ -1,6 +1,5 @@
 //! `/blob`: archive upload and download, and upload links.
 
-use super::body;
 use crate::archive;
 use crate::auth::{LinkPurpose, sign_link, verify_link};
 use crate::error::ApiError;
@@ -10,7 +9,6 @@ use crate::store::{StoreError, StreamId};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -32,34 +30,77 @@ pub struct Uploaded {
     pub stored_bytes: usize,
 }
 
-/// Validates an uploaded archive (plain or gzip NDJSON) and stores it gzip-compressed.
+/// Pieces of an upload in flight to the thread that checks them.
+const UPLOAD_PIECES: usize = 4;
+
+/// Reads an uploaded archive (plain or gzip NDJSON) and stores it gzip-compressed.
+/// Each piece is inflated and validated on a blocking thread as it arrives
+/// ([`ArchiveIngest`](crate::archive_ingest::ArchiveIngest)): the service never
+/// holds the archive's plain text, only the compressed bytes it stores.
 async fn store_archive(
     st: &ServiceState,
     id: &StreamId,
     headers: &HeaderMap,
-    raw: Bytes,
+    raw: Body,
 ) -> Result<Uploaded, ApiError> {
+    use http_body_util::BodyExt;
     let declared_gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let max = st.config().max_archive_bytes;
-    let (lines, gz) = tokio::task::spawn_blocking(move || -> Result<(usize, Bytes), ApiError> {
-        // Trust the bytes, not only the header: a gzip body without the header is
-        // still stored as gzip, never double-compressed.
-        if declared_gzip || archive::is_gzip(&raw) {
-            let plain = archive::gunzip_limited(&raw, max)?;
-            Ok((archive::validate_ndjson(&plain)?, raw))
-        } else {
-            if raw.len() as u64 > max {
-                return Err(archive::ArchiveError::TooLarge(max).into());
-            }
-            let n = archive::validate_ndjson(&raw)?;
-            Ok((n, archive::gzip(&raw)))
+    let limit = st.config().max_blob_body;
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "request body is larger than this service accepts ({limit} bytes)"
+        ))
+    };
+    if declared_len.is_some_and(|n| n > limit) {
+        super::drain(raw, declared_len, limit, 0).await;
+        return Err(too_large());
+    }
+    let mut ingest =
+        crate::archive_ingest::ArchiveIngest::new(declared_gzip, st.config().max_archive_bytes);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_PIECES);
+    let checker = tokio::task::spawn_blocking(move || {
+        while let Some(piece) = rx.blocking_recv() {
+            ingest.feed(&piece)?;
         }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+        ingest.finish()
+    });
+    let mut body = raw;
+    let mut read = 0usize;
+    let mut refused = false;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("cannot read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len();
+        if read > limit {
+            drop(tx);
+            let _ = checker.await;
+            super::drain(body, declared_len, limit, read).await;
+            return Err(too_large());
+        }
+        if tx.send(data).await.is_err() {
+            // The checker refused the archive: the rest of the body is read (as
+            // far as a drain goes) so the client gets the answer, not a reset.
+            refused = true;
+            break;
+        }
+    }
+    drop(tx);
+    if refused {
+        super::drain(body, declared_len, limit, read).await;
+    }
+    let (lines, gz) = checker
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     let stored_bytes = gz.len();
     st.blobs().put(id, gz).await?;
     st.metrics()
@@ -77,10 +118,9 @@ pub async fn upload(
     caller: Caller,
     q: Stream,
     headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    raw: Body,
 ) -> Result<Json<Uploaded>, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    let raw = body(raw)?;
     Ok(Json(store_archive(&st, &q.id(), &headers, raw).await?))
 }
 
@@ -318,10 +358,7 @@ pub async fn upload_signed(
     // Read only once the link is known good: anyone may send to this route, and a
     // body taken first would be held in memory (up to the archive limit) only to be
     // refused.
-    let stored = match super::owned_body(&headers, raw, st.config().max_blob_body).await {
-        Ok(raw) => store_archive(&st, &id, &headers, raw).await,
-        Err(e) => Err(e),
-    };
+    let stored = store_archive(&st, &id, &headers, raw).await;
     if stored.is_err() {
         // Nothing was stored: the link stays good for another try.
         st.used_links().release(&q.sig);

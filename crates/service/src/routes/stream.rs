@@ -16,7 +16,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use runlog_protocol::Scope;
-use runlog_protocol::service::{ACCEPT_ARCHIVE_ENCODING, AppendAck, EXPLICIT_OPEN, StreamInfo};
+use runlog_protocol::service::{
+    ACCEPT_ARCHIVE_ENCODING, ARCHIVE_IF_COMPLETE, ARCHIVE_PARAM, AppendAck, EXPLICIT_OPEN,
+    StreamInfo,
+};
 use std::sync::atomic::Ordering;
 
 pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
@@ -248,7 +251,10 @@ async fn archive_replay(
 
 /// `DELETE /stream[?snapshot=true]`: closes; with `snapshot`, the stored lines become
 /// the archive. The writer's totals, if it states them (`&lines=&bytes=&digest=
-/// &dropped=&outcome=`), are checked into the stream's ledger. With `prefix=true` or
+/// &dropped=&outcome=`), are checked into the stream's ledger; with
+/// `&archive=if_complete` ([`ARCHIVE_PARAM`]) the stored lines become the archive
+/// only when that ledger proves them complete, and the answer's `archived` says
+/// whether they did (the writer uploads its history when not). With `prefix=true` or
 /// `keys=K1,K2,…` it closes several streams (Harness's forms,
 /// [`super::compat::close_many`]).
 pub async fn close(
@@ -261,6 +267,7 @@ pub async fn close(
         return Ok(Json(super::compat::close_many(&st, &caller, many).await?).into_response());
     }
     let q = Stream(crate::extract::parse_query(&uri)?);
+    let if_complete = archive_if_complete(&uri)?;
     caller.require(&q.0.account_id, Scope::Write)?;
     let _admitted = st
         .quotas()
@@ -268,29 +275,85 @@ pub async fn close(
         .await?;
     let id = q.id();
     let meta = st.streams().close(&id).await?;
-    after_close(&st, &id, q.0.snapshot, &totals.0).await?;
-    Ok(Json(info(&meta, q.0.snapshot)).into_response())
+    let ledger = after_close(&st, &id, q.0.snapshot, &totals.0).await?;
+    let archived = q.0.snapshot
+        || (if_complete && archive_when_complete(&st, &id, &totals.0, ledger.as_ref()).await);
+    Ok(Json(info(&meta, archived)).into_response())
+}
+
+/// Whether the close asks for [`ARCHIVE_IF_COMPLETE`]; any other value is refused,
+/// so a misspelt request cannot silently leave a stream without its archive.
+fn archive_if_complete(uri: &axum::http::Uri) -> Result<bool, ApiError> {
+    let query = uri.query().unwrap_or_default();
+    let mut asked = false;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == ARCHIVE_PARAM {
+            if v != ARCHIVE_IF_COMPLETE {
+                return Err(ApiError::BadRequest(format!(
+                    "{ARCHIVE_PARAM} must be {ARCHIVE_IF_COMPLETE:?}, got {v:?}"
+                )));
+            }
+            asked = true;
+        }
+    }
+    Ok(asked)
+}
+
+/// Archives `id` from the stored lines when `ledger` proves them exactly the lines
+/// the writer numbered: its stated line count and digest both checked, no gap, no
+/// drop. Whether it did; `false` leaves the archive to the writer's upload, which
+/// replaces anything written here, so no failure on this path loses a line.
+async fn archive_when_complete(
+    st: &ServiceState,
+    id: &StreamId,
+    totals: &runlog_protocol::ledger::WriterTotals,
+    ledger: Option<&runlog_protocol::ledger::Ledger>,
+) -> bool {
+    let Some(ledger) = ledger else {
+        return false;
+    };
+    // A count alone would take another text under the same numbers for the writer's.
+    let proven = ledger.complete
+        && ledger.basis == runlog_protocol::ledger::Basis::WriterTotals
+        && totals.lines.is_some()
+        && totals.digest.is_some();
+    if !proven {
+        return false;
+    }
+    match snapshot_stream(st, id).await {
+        // The lines were read again to build it: a store that lost some in between
+        // (a failover) built a shorter archive, which the upload then replaces.
+        Ok(n) => n == ledger.lines,
+        Err(e) => {
+            tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot archive a complete stream; its writer uploads it");
+            false
+        }
+    }
 }
 
 /// What every close does once the store marked a stream closed: archive it when
 /// asked, then finish its section index with the writer's totals (the one path of
-/// `DELETE /stream` for one stream and for several).
+/// `DELETE /stream` for one stream and for several). Returns the stream's ledger
+/// (`None` when the index could not be finished).
 pub(crate) async fn after_close(
     st: &ServiceState,
     id: &StreamId,
     snapshot: bool,
     totals: &runlog_protocol::ledger::WriterTotals,
-) -> Result<(), ApiError> {
+) -> Result<Option<runlog_protocol::ledger::Ledger>, ApiError> {
     if snapshot {
         snapshot_stream(st, id).await?;
     }
     // The index is a reader's aid: failing to finish it never fails the close.
-    if let Err(e) = st
+    match st
         .sections()
         .finish(st.streams().as_ref(), st.blobs(), id, totals, true)
         .await
     {
-        tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot finish the section index");
+        Ok(answer) => Ok(answer.ledger),
+        Err(e) => {
+            tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot finish the section index");
+            Ok(None)
+        }
     }
-    Ok(())
 }
