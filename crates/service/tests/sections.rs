@@ -358,3 +358,56 @@ async fn on_redis_and_s3_a_replica_catches_up_what_another_took_and_the_index_is
     assert_eq!(done.sections.len(), 3);
     assert!(done.ledger.unwrap().complete);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_replicas_share_one_index_that_expires_with_its_stream() {
+    let (redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = (
+        Api::new(&a, "acc", Scope::Write),
+        Api::new(&b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    let all = log(0..12, text);
+    on_a.put_ok("k", &all[..6]).await;
+    // No marker in this batch: it moves the shared index without its lease.
+    on_a.put_ok("k", &all[6..7]).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "runlog:{acc}:s:k:sections";
+    let (next, ttl): (u64, i64) = redis::pipe()
+        .hget(key, "next")
+        .pttl(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(next, 7, "every line written through A is indexed in Redis");
+    assert!(ttl > 0, "the index expires like its stream (PTTL {ttl})");
+    // B took no batch: the live index it answers is the one A left in Redis.
+    let live = sections(&on_b, "k").await;
+    let names: Vec<&str> = live.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Build", "compile"], "{live:?}");
+    assert_eq!(live.sections[1].last_pos, Some(5));
+    assert!(live.open);
+    on_b.put_ok("k", &all[7..]).await;
+    let live = sections(&on_a, "k").await;
+    assert_eq!(live.sections.len(), 3, "{live:?}");
+    assert_eq!(live.sections[0].last_pos, Some(7));
+    let query = format!("lines=12&digest={}", digest_of(&all));
+    assert_eq!(
+        close_with(&on_a, "k", &query).await.status(),
+        StatusCode::OK
+    );
+    let left: bool = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !left,
+        "the finished index lives beside the archive, not in Redis"
+    );
+    assert!(sections(&on_b, "k").await.ledger.unwrap().complete);
+}
