@@ -145,6 +145,7 @@ impl Sections {
             sections: ix.tracker.sections().to_vec(),
             ignored_markers: ix.tracker.ignored_markers(),
             sections_dropped: ix.tracker.sections_dropped(),
+            from: 0,
             ledger: Some(ledger),
         };
         lease.commit().await?;
@@ -162,12 +163,14 @@ impl Sections {
 
     /// The sections (and, once closed, the ledger) of `id`: from the live index
     /// while the store holds the stream open, else from what [`finish`](Self::finish)
-    /// stored beside the archive.
+    /// stored beside the archive. Only the sections from index `since` on are
+    /// listed ([`SectionsAnswer::since`]).
     pub async fn answer(
         &self,
         streams: &dyn StreamStore,
         blobs: &BlobStore,
         id: &StreamId,
+        since: u32,
     ) -> Result<SectionsAnswer, ApiError> {
         let meta = match streams.meta(id).await {
             Ok(meta) => Some(meta),
@@ -177,9 +180,11 @@ impl Sections {
         if meta.as_ref().is_none_or(|m| !m.open) {
             match blobs.get_beside(id, SIDECAR).await {
                 Ok(json) => {
-                    return serde_json::from_slice(&json).map_err(|e| {
-                        ApiError::Internal(format!("stored section index is damaged: {e}"))
-                    });
+                    return serde_json::from_slice::<SectionsAnswer>(&json)
+                        .map(|a| a.since(since))
+                        .map_err(|e| {
+                            ApiError::Internal(format!("stored section index is damaged: {e}"))
+                        });
                 }
                 Err(BlobError::NotFound) if meta.is_some() => {}
                 Err(BlobError::NotFound) => {
@@ -200,9 +205,14 @@ impl Sections {
             .and_then(|m| m.last_contiguous_pos)
             .map_or(0, |p| p + 1);
         catch_up(streams, id, ix, contiguous, false).await?;
+        let all = ix.tracker.sections();
+        let from = all.len().min(since as usize);
         let answer = SectionsAnswer {
             open: meta.is_some_and(|m| m.open),
-            sections: ix.tracker.sections().to_vec(),
+            // Only the part asked for is copied: a live reader asks often.
+            sections: all[from..].to_vec(),
+            // At most `since`, a u32.
+            from: from as u32,
             ignored_markers: ix.tracker.ignored_markers(),
             sections_dropped: ix.tracker.sections_dropped(),
             ledger: None,
