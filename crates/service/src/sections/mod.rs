@@ -227,6 +227,19 @@ impl Sections {
     }
 }
 
+/// Whether the ledger stored beside `id`'s archive says `complete`; `None` when no
+/// finished index is stored or it cannot be read (a listing shows nothing then).
+pub async fn stored_verdict(blobs: &BlobStore, id: &StreamId) -> Option<bool> {
+    /// The one part of the stored answer a listing needs; serde skips the rest.
+    #[derive(serde::Deserialize)]
+    struct LedgerOnly {
+        ledger: Option<runlog_protocol::ledger::Ledger>,
+    }
+    let json = blobs.get_beside(id, SIDECAR).await.ok()?;
+    let stored: LedgerOnly = serde_json::from_slice(&json).ok()?;
+    stored.ledger.map(|l| l.complete)
+}
+
 /// Gives one marker line to the index.
 fn apply(ix: &mut StreamIndex, m: &MarkerLine) {
     match m.mark {
