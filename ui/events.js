@@ -105,8 +105,9 @@ async function readArchive(query, key, account, sink) {
  * JSON, or null when it could not be had (the page then shows the lines unfolded;
  * a later fetch may succeed).
  */
-export async function readSections(account, key) {
-  const query = `accountID=${encodeURIComponent(account)}&key=${encodeURIComponent(key)}`;
+export async function readSections(account, key, since = 0) {
+  // `since`: only the sections from that index on (the page keeps the closed ones before it).
+  const query = `accountID=${encodeURIComponent(account)}&key=${encodeURIComponent(key)}` + (since > 0 ? `&since=${since}` : "");
   try {
     const resp = await fetch("/stream/sections?" + query, { headers: authHeaders(), cache: "no-store" });
     return resp.ok ? await resp.json() : null;

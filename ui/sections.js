@@ -94,6 +94,25 @@ export class SectionIndex {
     return null;
   }
 
+  /**
+   * Where the next look at the index may start (`?since=`): the first section still open,
+   * or the count of sections when none is — a closed section never changes.
+   */
+  resumeAt() {
+    const k = this.list.findIndex((s) => s.last_pos === undefined || s.last_pos === null);
+    return k < 0 ? this.list.length : k;
+  }
+
+  /**
+   * The whole answer from this index and a newer `answer` to `?since=`: the sections before
+   * its `from` kept, the rest replaced (an answer without `from` is whole already).
+   */
+  merge(answer) {
+    const from = answer.from || 0;
+    if (!from) return answer;
+    return { ...answer, from: 0, sections: this.list.slice(0, from).concat(answer.sections || []) };
+  }
+
   /** The `n` longest closed sections, longest first (ties: the earlier first). */
   slowest(n) {
     return this.list

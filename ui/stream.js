@@ -361,9 +361,9 @@ function sectionsWanted() {
   }
   sectionsBusy = true;
   sectionsLast = performance.now();
-  readSections(account, key).then((answer) => {
+  readSections(account, key, index.resumeAt()).then((answer) => {
     sectionsBusy = false;
-    if (answer) onSections(answer);
+    if (answer) onSections(index.merge(answer));
     firstIndex = false; // only the page's first look decides where it opens
     // Asked again meanwhile, or the stream ended before the service closed its index.
     const closing = answer && answer.open && complete() && closingTries++ < CLOSING_TRIES;

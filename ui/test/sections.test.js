@@ -188,3 +188,18 @@ test("marker-like lines are told from others without parsing", () => {
   }
   for (const out of ["compiling\n", "a --- b\n", "---\n"]) assert.equal(mayBeMarker(raw(out)), false, out);
 });
+
+test("a live index asks again from its first open section and keeps the closed ones before it", () => {
+  const ix = index();
+  assert.equal(ix.resumeAt(), 5, "deploy (5) is the first section still open");
+  const deployDone = { ...SECTIONS[5], last_pos: 20, outcome: "success", duration_ms: 1000 };
+  const lint = { name: "lint", depth: 0, parent: null, first_pos: 21, start: "t" };
+  const merged = new SectionIndex(ix.merge({ open: true, from: 5, sections: [deployDone, lint] }));
+  assert.deepEqual(merged.list.map((s) => s.name), ["build", "compile", "test", "unit", "e2e", "deploy", "lint"]);
+  assert.equal(merged.list[5].outcome, "success");
+  assert.equal(merged.resumeAt(), 6);
+  assert.equal(merged.answer.from, 0);
+  const whole = { open: false, sections: [SECTIONS[0]] };
+  assert.equal(ix.merge(whole), whole, "an answer without from replaces the list");
+  assert.equal(new SectionIndex({ open: false, sections: [SECTIONS[0], SECTIONS[1]] }).resumeAt(), 2);
+});

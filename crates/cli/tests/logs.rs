@@ -197,3 +197,90 @@ async fn logs_require_complete_fails_with_the_reasons_for_a_log_with_a_gap() {
     assert!(bad.stderr.contains("lines 4-6 missing"), "{}", bad.stderr);
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn logs_and_tail_print_times_absolute_relative_to_the_start_or_as_deltas() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("t").await;
+    let at = |pos: u64, time: &str| serde_json::json!({"level": "info", "pos": pos, "out": format!("line {pos}\n"), "time": time});
+    w.put(
+        "t",
+        &[
+            at(0, "2026-11-20T10:00:00.000Z"),
+            at(1, "2026-11-20T10:00:01.250Z"),
+            at(2, "2026-11-20T11:30:00.000+01:00"),
+        ],
+    )
+    .await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let stamps = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    // Live first (tail prints what is stored), then from the archive.
+    let tail = run(runlog(
+        &svc.url(),
+        &read,
+        &["tail", "--no-follow", "--time", "delta", "t"],
+    ))
+    .await;
+    assert!(tail.success, "{}", tail.stderr);
+    assert_eq!(
+        stamps(&tail.stdout),
+        ["+0:00:00.000", "+0:00:01.250", "+0:29:58.750"]
+    );
+    w.close("t", true).await;
+    for (form, want) in [
+        (
+            "utc",
+            [
+                "2026-11-20T10:00:00.000Z",
+                "2026-11-20T10:00:01.250Z",
+                "2026-11-20T10:30:00.000Z",
+            ],
+        ),
+        (
+            "local",
+            [
+                "2026-11-20T15:30:00.000+05:30",
+                "2026-11-20T15:30:01.250+05:30",
+                "2026-11-20T16:00:00.000+05:30",
+            ],
+        ),
+        (
+            "since-start",
+            ["+0:00:00.000", "+0:00:01.250", "+0:30:00.000"],
+        ),
+        ("delta", ["+0:00:00.000", "+0:00:01.250", "+0:29:58.750"]),
+    ] {
+        let mut cmd = runlog(&svc.url(), &read, &["logs", "--time", form, "t"]);
+        cmd.env("TZ", "Asia/Kolkata");
+        let done = run(cmd).await;
+        assert!(done.success, "{form}: {}", done.stderr);
+        assert_eq!(stamps(&done.stdout), want, "{form}");
+        assert!(done.stdout.ends_with(" line 2\n"), "{}", done.stdout);
+    }
+    let both = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--timestamps", "--time", "utc", "t"],
+    ))
+    .await;
+    assert!(!both.success);
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
+    let bad = run(runlog(
+        &svc.url(),
+        &read,
+        &["logs", "--time", "martian", "t"],
+    ))
+    .await;
+    assert!(!bad.success);
+    assert!(bad.stderr.contains("since-start"), "{}", bad.stderr);
+    svc.shutdown().await;
+}

@@ -29,9 +29,9 @@ async fn ls_lists_the_accounts_streams_newest_first() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows[0][..3], ["KEY", "STATE", "LINES"]);
-    assert_eq!(rows[1][..3], ["newer", "open", "2"]);
-    assert_eq!(rows[2][0], "older");
+    assert_eq!(rows[0][..4], ["KEY", "STATE", "LEDGER", "LINES"]);
+    assert_eq!(rows[1][..4], ["newer", "open", "-", "2"]);
+    assert_eq!(rows[2][..3], ["older", "archived", "complete"]);
     assert_eq!(rows.len(), 3, "{}", table.stdout);
 
     let json = run(runlog(&svc.url(), &read, &["ls", "--json"])).await;
@@ -39,6 +39,34 @@ async fn ls_lists_the_accounts_streams_newest_first() {
     let keys: Vec<&str> = infos.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(keys, ["newer", "older"]);
     assert!(infos[1].archived && !infos[1].open);
+    assert_eq!((infos[0].complete, infos[1].complete), (None, Some(true)));
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn ls_says_which_closed_streams_the_ledger_proves_incomplete() {
+    let svc = TestService::start().await;
+    let w = Writer::new(&svc);
+    w.open("holed").await;
+    w.put("holed", &lines(0..4)).await;
+    w.put("holed", &lines(7..10)).await;
+    w.close("holed", true).await;
+    let read = svc.token(ACCOUNT, Scope::Read);
+    let table = run(runlog(&svc.url(), &read, &["ls"])).await;
+    assert!(table.success, "{}", table.stderr);
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..3],
+        ["holed", "archived", "incomplete"],
+        "{}",
+        table.stdout
+    );
     svc.shutdown().await;
 }
 

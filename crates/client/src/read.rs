@@ -153,11 +153,29 @@ impl Reader {
 
     /// The streams of `account`, newest activity first (`GET /streams`).
     pub async fn list(&self, account: &AccountId) -> Result<Vec<StreamInfo>, ReadError> {
-        let resp = self
-            .get("/streams")
-            .query(&[("accountID", account.as_str())])
-            .send()
-            .await?;
+        self.list_rows(account, false).await
+    }
+
+    /// [`list`](Self::list) with each closed stream's ledger verdict
+    /// ([`StreamInfo::complete`]; the service reads one stored index per closed
+    /// stream for it).
+    pub async fn list_with_ledgers(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<StreamInfo>, ReadError> {
+        self.list_rows(account, true).await
+    }
+
+    async fn list_rows(
+        &self,
+        account: &AccountId,
+        ledger: bool,
+    ) -> Result<Vec<StreamInfo>, ReadError> {
+        let mut query = vec![("accountID", account.as_str())];
+        if ledger {
+            query.push(("ledger", "true"));
+        }
+        let resp = self.get("/streams").query(&query).send().await?;
         let resp = check(resp).await?;
         let body = resp.bytes().await?;
         let mut streams: Vec<StreamInfo> = serde_json::from_slice(&body)

@@ -550,7 +550,16 @@ pub struct SectionsAnswer {
     /// Whether the stream is still being written (its last sections may be open).
     pub open: bool,
     /// Every section, in the order they opened; `parent` indexes into this list.
+    /// With `?since=N`, only the sections from index `N` on (see [`from`](Self::from)).
     pub sections: Vec<Section>,
+    /// Index of the first section listed: `0` for the whole list; with `?since=N`
+    /// it is `N` (at most the number of sections), and `sections` holds only the
+    /// sections from there on. A section never changes once closed, so a reader
+    /// that keeps the list asks again with `since` set to the index of the first
+    /// section it holds still open (or its count when none is) and replaces its list
+    /// from `from` on with the answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub from: u32,
     /// Markers that matched nothing (see [`SectionTracker::ignored_markers`]).
     #[serde(default)]
     pub ignored_markers: u64,
@@ -561,6 +570,22 @@ pub struct SectionsAnswer {
     /// it is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<crate::ledger::Ledger>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl SectionsAnswer {
+    /// The answer to `?since=since`: the sections from index `since` on (all of
+    /// them from `0`; none past the end), `from` set to where they start.
+    pub fn since(mut self, since: u32) -> Self {
+        let from = self.sections.len().min(since as usize);
+        self.sections.drain(..from);
+        // `from` is at most `since`, a u32.
+        self.from = from as u32;
+        self
+    }
 }
 
 #[cfg(test)]

@@ -194,6 +194,11 @@ pub struct StreamInfo {
     pub archived: bool,
     /// RFC 3339 time of the last write, open, close or upload.
     pub last_activity: String,
+    /// Whether the stream's completeness ledger says `complete`: only in
+    /// `GET /streams?…&ledger=true`, and only for a stream whose finished index is
+    /// stored (closed through the service); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 /// Answer of `GET /healthz`.

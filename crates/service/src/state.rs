@@ -44,6 +44,7 @@ impl ServiceState {
         secret: String,
     ) -> Self {
         let quotas = Quotas::new(config.account_limits);
+        let sections = Sections::new(streams.section_indexes());
         ServiceState {
             inner: Arc::new(Inner {
                 streams,
@@ -53,7 +54,7 @@ impl ServiceState {
                 metrics: Arc::new(Metrics::default()),
                 shutdown: CancellationToken::new(),
                 used_links: UsedLinks::default(),
-                sections: Sections::default(),
+                sections,
                 quotas,
             }),
         }

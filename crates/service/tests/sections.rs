@@ -48,6 +48,16 @@ async fn sections(api: &Api, key: &str) -> SectionsAnswer {
     r.json().await.unwrap()
 }
 
+async fn sections_since(api: &Api, key: &str, since: &str) -> reqwest::Response {
+    let url = format!("{}&since={since}", api.url("/stream/sections", key));
+    api.http
+        .get(url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn close_with(api: &Api, key: &str, query: &str) -> reqwest::Response {
     let url = format!("{}&{query}", api.url("/stream", key));
     api.http
@@ -259,6 +269,11 @@ async fn bad_requests_are_refused_with_json_errors() {
     assert!(msg.contains("sha256:"), "{msg}");
     let r = close_with(&api, "k", "lines=many").await;
     assert_error(r, StatusCode::BAD_REQUEST).await;
+    for bad in ["-1", "first", "4294967296"] {
+        let r = sections_since(&api, "k", bad).await;
+        let msg = assert_error(r, StatusCode::BAD_REQUEST).await;
+        assert!(msg.contains("since"), "{msg}");
+    }
 
     let r = api
         .req(Method::GET, "/stream/sections", "nothing")
@@ -357,4 +372,98 @@ async fn on_redis_and_s3_a_replica_catches_up_what_another_took_and_the_index_is
     let done = sections(&on_a, "k").await;
     assert_eq!(done.sections.len(), 3);
     assert!(done.ledger.unwrap().complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_replicas_share_one_index_that_expires_with_its_stream() {
+    let (redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = (
+        Api::new(&a, "acc", Scope::Write),
+        Api::new(&b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    let all = log(0..12, text);
+    on_a.put_ok("k", &all[..6]).await;
+    // No marker in this batch: it moves the shared index without its lease.
+    on_a.put_ok("k", &all[6..7]).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "runlog:{acc}:s:k:sections";
+    let (next, ttl): (u64, i64) = redis::pipe()
+        .hget(key, "next")
+        .pttl(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(next, 7, "every line written through A is indexed in Redis");
+    assert!(ttl > 0, "the index expires like its stream (PTTL {ttl})");
+    // B took no batch: the live index it answers is the one A left in Redis.
+    let live = sections(&on_b, "k").await;
+    let names: Vec<&str> = live.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Build", "compile"], "{live:?}");
+    assert_eq!(live.sections[1].last_pos, Some(5));
+    assert!(live.open);
+    on_b.put_ok("k", &all[7..]).await;
+    let live = sections(&on_a, "k").await;
+    assert_eq!(live.sections.len(), 3, "{live:?}");
+    assert_eq!(live.sections[0].last_pos, Some(7));
+    let query = format!("lines=12&digest={}", digest_of(&all));
+    assert_eq!(
+        close_with(&on_a, "k", &query).await.status(),
+        StatusCode::OK
+    );
+    let left: bool = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !left,
+        "the finished index lives beside the archive, not in Redis"
+    );
+    assert!(sections(&on_b, "k").await.ledger.unwrap().complete);
+}
+
+#[tokio::test]
+async fn since_lists_only_the_sections_that_may_have_changed_live_and_archived() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    api.open("k").await;
+    let all = log(0..12, text);
+    // Build (0) open, compile (1) closed at 5.
+    api.put_ok("k", &all[..7]).await;
+    let whole = sections(&api, "k").await;
+    assert_eq!(whole.from, 0);
+    let raw: Value = sections_since(&api, "k", "0").await.json().await.unwrap();
+    assert!(
+        raw.get("from").is_none(),
+        "the whole list keeps its old shape: {raw}"
+    );
+    // A reader holding the whole list asks from its first open section: Build.
+    api.put_ok("k", &all[7..]).await;
+    let update: SectionsAnswer = sections_since(&api, "k", "1").await.json().await.unwrap();
+    assert_eq!(update.from, 1);
+    let names: Vec<&str> = update.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["compile", ":test_tube: Test"]);
+    assert_eq!(
+        update.sections[1].parent, None,
+        "parents stay indexes of the whole list"
+    );
+    let past: SectionsAnswer = sections_since(&api, "k", "99").await.json().await.unwrap();
+    assert_eq!((past.from, past.sections.len()), (3, 0));
+
+    assert_eq!(
+        close_with(&api, "k", "lines=12").await.status(),
+        StatusCode::OK
+    );
+    let done: SectionsAnswer = sections_since(&api, "k", "2").await.json().await.unwrap();
+    assert_eq!((done.from, done.sections.len()), (2, 1));
+    assert_eq!(done.sections[0].last_pos, Some(11));
+    assert!(
+        done.ledger.unwrap().complete,
+        "the ledger is always answered"
+    );
 }

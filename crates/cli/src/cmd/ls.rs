@@ -19,7 +19,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
     let streams = args
         .service
         .reader()?
-        .list(&args.service.account()?)
+        .list_with_ledgers(&args.service.account()?)
         .await?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -41,8 +41,8 @@ fn write_table(out: &mut impl Write, streams: &[StreamInfo]) -> std::io::Result<
         .max(3);
     writeln!(
         out,
-        "{:<width$}  {:<8}  {:>10}  LAST ACTIVITY",
-        "KEY", "STATE", "LINES"
+        "{:<width$}  {:<8}  {:<10}  {:>10}  LAST ACTIVITY",
+        "KEY", "STATE", "LEDGER", "LINES"
     )?;
     for s in streams {
         let state = match (s.open, s.archived) {
@@ -50,11 +50,18 @@ fn write_table(out: &mut impl Write, streams: &[StreamInfo]) -> std::io::Result<
             (false, true) => "archived",
             (false, false) => "closed",
         };
+        // Only a stream closed through the service has a ledger; `-` otherwise.
+        let ledger = match s.complete {
+            Some(true) => "complete",
+            Some(false) => "incomplete",
+            None => "-",
+        };
         writeln!(
             out,
-            "{:<width$}  {:<8}  {:>10}  {}",
+            "{:<width$}  {:<8}  {:<10}  {:>10}  {}",
             s.key.as_str(),
             state,
+            ledger,
             s.lines,
             s.last_activity
         )?;

@@ -6,5 +6,6 @@ pub mod ls;
 pub mod run;
 pub mod serve;
 pub mod service;
+pub mod stamp;
 pub mod tail;
 pub mod token;

@@ -235,7 +235,11 @@ async fn follow(
     key: &StreamKey,
     color: ColorMode,
 ) -> anyhow::Result<()> {
-    let mut printer = LinePrinter::new(std::io::stdout().lock(), color.escapes(), false);
+    let mut printer = LinePrinter::new(
+        std::io::stdout().lock(),
+        color.escapes(),
+        super::stamp::Stamper::new(false, None),
+    );
     let deadline = tokio::time::Instant::now() + STREAM_APPEAR;
     let mut from_line = 0;
     loop {

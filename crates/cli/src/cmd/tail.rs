@@ -1,5 +1,6 @@
 //! `runlog tail`: backfill a stream, then follow it until it closes.
 
+use super::stamp::{Stamper, TimeForm};
 use crate::ansi::{Escapes, sanitize};
 use crate::connect::{ConnectArgs, archive_with_progress};
 use runlog_client::{FollowEnd, FollowOptions, ReadError, Reader};
@@ -61,9 +62,14 @@ pub struct TailArgs {
     /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     color: ColorMode,
-    /// Prefix each line with its timestamp.
+    /// Prefix each line with its timestamp, as its writer sent it.
     #[arg(long)]
     timestamps: bool,
+    /// Prefix each line with its time in this form: `utc`, `local` (the `TZ` zone),
+    /// `since-start` (since the first line printed) or `delta` (since the line
+    /// before).
+    #[arg(long, value_enum, value_name = "FORM", conflicts_with = "timestamps")]
+    time: Option<TimeForm>,
     /// Give up when the service stays unreachable this long (e.g. `30s`, `10m`).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     reconnect_for: Duration,
@@ -99,26 +105,23 @@ async fn wait_for_stream(
 pub struct LinePrinter<W: Write> {
     out: W,
     escapes: Escapes,
-    timestamps: bool,
+    stamps: Stamper,
 }
 
 impl<W: Write> LinePrinter<W> {
     /// A printer writing to `out`.
-    pub fn new(out: W, escapes: Escapes, timestamps: bool) -> Self {
+    pub fn new(out: W, escapes: Escapes, stamps: Stamper) -> Self {
         LinePrinter {
             out,
             escapes,
-            timestamps,
+            stamps,
         }
     }
 
     /// Prints one line's text (with its timestamp when asked), ending in `\n`.
     pub fn print(&mut self, time: &str, text: &str) -> std::io::Result<()> {
-        if self.timestamps {
-            // Free text from the writer, like the line itself: no control character
-            // of it reaches the terminal.
-            let time: String = time.chars().filter(|c| !c.is_control()).collect();
-            write!(self.out, "{time} ")?;
+        if let Some(stamp) = self.stamps.stamp(time) {
+            write!(self.out, "{stamp} ")?;
         }
         let text = sanitize(text, self.escapes);
         self.out.write_all(text.as_bytes())?;
@@ -153,7 +156,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut printer = LinePrinter::new(
         std::io::stdout().lock(),
         args.color.escapes(),
-        args.timestamps,
+        Stamper::new(args.timestamps, args.time),
     );
     if let Some(limit) = args.wait {
         wait_for_stream(&reader, account, &key, limit).await?;
@@ -249,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_timestamp_carries_no_control_character_to_the_terminal() {
-        let mut p = LinePrinter::new(Vec::new(), Escapes::KeepColours, true);
+        let mut p = LinePrinter::new(Vec::new(), Escapes::KeepColours, Stamper::new(true, None));
         p.print("\x1b]52;c;ZXZpbA==\x07\u{9b}2J2026-11-20T10:00:00Z", "a\n")
             .expect("a Vec takes every write");
         let out = String::from_utf8(p.out).expect("UTF-8");

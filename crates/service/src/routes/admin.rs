@@ -12,6 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use runlog_protocol::Scope;
 use runlog_protocol::service::{Health, StreamInfo, TokenRequest, TokenResponse};
 use std::collections::BTreeMap;
@@ -52,14 +53,29 @@ pub async fn token(
     }))
 }
 
-/// `GET /streams?accountID=A`: the account's live and archived streams, newest
-/// activity first.
+/// `GET /streams`' own query parameter.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    /// Add each closed stream's ledger verdict (`StreamInfo::complete`).
+    #[serde(default)]
+    ledger: bool,
+}
+
+/// Stored indexes read at once for `?ledger=true`.
+const LEDGER_READS: usize = 16;
+
+/// `GET /streams?accountID=A[&ledger=true]`: the account's live and archived
+/// streams, newest activity first; with `ledger`, each closed stream's ledger
+/// verdict from its stored index (one small object read per closed stream, so
+/// only when asked).
 pub async fn list(
     State(st): State<ServiceState>,
     caller: Caller,
     Account(account): Account,
+    uri: axum::http::Uri,
 ) -> Result<Json<Vec<StreamInfo>>, ApiError> {
     caller.require(&account, Scope::Read)?;
+    let ListQuery { ledger } = crate::extract::parse_query(&uri)?;
     let live = st.streams().list(&account).await?;
     let archived = st.blobs().list(&account).await?;
     let mut by_key: BTreeMap<String, (StreamInfo, std::time::SystemTime)> = BTreeMap::new();
@@ -78,6 +94,7 @@ pub async fn list(
                 bytes: 0,
                 archived: true,
                 last_activity: rfc3339(a.last_modified),
+                complete: None,
             };
             (info, a.last_modified)
         });
@@ -89,7 +106,30 @@ pub async fn list(
     }
     let mut rows: Vec<_> = by_key.into_values().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-    Ok(Json(rows.into_iter().map(|(info, _)| info).collect()))
+    let mut rows: Vec<StreamInfo> = rows.into_iter().map(|(info, _)| info).collect();
+    if ledger {
+        let closed: Vec<Option<crate::store::StreamId>> = rows
+            .iter()
+            .map(|row| {
+                (!row.open).then(|| crate::store::StreamId {
+                    account: account.clone(),
+                    key: row.key.clone(),
+                })
+            })
+            .collect();
+        let verdicts: Vec<Option<bool>> = futures_util::stream::iter(closed)
+            .map(|id| {
+                let blobs = st.blobs().clone();
+                async move { crate::sections::stored_verdict(&blobs, &id?).await }
+            })
+            .buffered(LEDGER_READS)
+            .collect()
+            .await;
+        rows.iter_mut()
+            .zip(verdicts)
+            .for_each(|(row, v)| row.complete = v);
+    }
+    Ok(Json(rows))
 }
 
 /// `GET /healthz`: 200 when every backend answers, 503 otherwise.

@@ -217,6 +217,7 @@ pub async fn stream_info(
                 bytes: 0,
                 archived: true,
                 last_activity: super::rfc3339(at),
+                complete: None,
             })),
             None => Err(ApiError::NotFound(
                 "stream not found (no live stream and no archive)".into(),

@@ -6,23 +6,36 @@ use crate::extract::{Caller, Stream};
 use crate::state::ServiceState;
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
+use axum::http::Uri;
 use axum::http::request::Parts;
 use runlog_protocol::Scope;
 use runlog_protocol::ledger::WriterTotals;
 use runlog_protocol::sections::SectionsAnswer;
+use serde::Deserialize;
 
-/// `GET /stream/sections?accountID=&key=`: the sections found so far (live) or in
-/// the whole stream (closed or archived), and the ledger once closed. Same access
-/// as reading the stream.
+/// `GET /stream/sections`'s own query parameter.
+#[derive(Debug, Deserialize)]
+struct Since {
+    /// List only the sections from this index on ([`SectionsAnswer::from`]).
+    #[serde(default)]
+    since: u32,
+}
+
+/// `GET /stream/sections?accountID=&key=[&since=N]`: the sections found so far
+/// (live) or in the whole stream (closed or archived), and the ledger once closed;
+/// with `since`, only the sections from index `N` on. Same access as reading the
+/// stream.
 pub async fn get(
     State(st): State<ServiceState>,
     caller: Caller,
     q: Stream,
+    uri: Uri,
 ) -> Result<Json<SectionsAnswer>, ApiError> {
     caller.require(&q.0.account_id, Scope::Read)?;
+    let Since { since } = crate::extract::parse_query(&uri)?;
     let answer = st
         .sections()
-        .answer(st.streams().as_ref(), st.blobs(), &q.id())
+        .answer(st.streams().as_ref(), st.blobs(), &q.id(), since)
         .await?;
     Ok(Json(answer))
 }

@@ -30,6 +30,7 @@ pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
         bytes: meta.bytes,
         archived,
         last_activity: rfc3339(meta.last_activity),
+        complete: None,
     }
 }
 

@@ -12,8 +12,9 @@
 //! - `GET /stream/sections` answers from the live index for a stream still held,
 //!   and from the stored answer for a finished one ([`Sections::answer`]).
 //!
-//! State lives behind [`state::IndexStore`]; [`state::MemoryIndexStore`] is the one
-//! implementation today.
+//! State lives behind [`state::IndexStore`]: [`state::MemoryIndexStore`] with the
+//! memory backend, the Redis store's own with Redis (shared by replicas, expiring
+//! with the stream).
 
 pub mod ledger;
 pub mod scan;
@@ -87,6 +88,14 @@ impl Sections {
         scan: BatchScan,
         next_pos: u64,
     ) -> Result<(), StoreError> {
+        // Most batches hold no marker: moving the index past them needs no lease.
+        if scan.markers.is_empty()
+            && let Some((first, last)) = scan.run
+            && last.checked_add(1) == Some(next_pos)
+            && self.store.advance(id, first, next_pos).await?
+        {
+            return Ok(());
+        }
         let mut lease = self.store.lock(id).await?;
         let ix = lease.index();
         if ix.next < next_pos {
@@ -136,6 +145,7 @@ impl Sections {
             sections: ix.tracker.sections().to_vec(),
             ignored_markers: ix.tracker.ignored_markers(),
             sections_dropped: ix.tracker.sections_dropped(),
+            from: 0,
             ledger: Some(ledger),
         };
         lease.commit().await?;
@@ -153,12 +163,14 @@ impl Sections {
 
     /// The sections (and, once closed, the ledger) of `id`: from the live index
     /// while the store holds the stream open, else from what [`finish`](Self::finish)
-    /// stored beside the archive.
+    /// stored beside the archive. Only the sections from index `since` on are
+    /// listed ([`SectionsAnswer::since`]).
     pub async fn answer(
         &self,
         streams: &dyn StreamStore,
         blobs: &BlobStore,
         id: &StreamId,
+        since: u32,
     ) -> Result<SectionsAnswer, ApiError> {
         let meta = match streams.meta(id).await {
             Ok(meta) => Some(meta),
@@ -168,9 +180,11 @@ impl Sections {
         if meta.as_ref().is_none_or(|m| !m.open) {
             match blobs.get_beside(id, SIDECAR).await {
                 Ok(json) => {
-                    return serde_json::from_slice(&json).map_err(|e| {
-                        ApiError::Internal(format!("stored section index is damaged: {e}"))
-                    });
+                    return serde_json::from_slice::<SectionsAnswer>(&json)
+                        .map(|a| a.since(since))
+                        .map_err(|e| {
+                            ApiError::Internal(format!("stored section index is damaged: {e}"))
+                        });
                 }
                 Err(BlobError::NotFound) if meta.is_some() => {}
                 Err(BlobError::NotFound) => {
@@ -191,9 +205,14 @@ impl Sections {
             .and_then(|m| m.last_contiguous_pos)
             .map_or(0, |p| p + 1);
         catch_up(streams, id, ix, contiguous, false).await?;
+        let all = ix.tracker.sections();
+        let from = all.len().min(since as usize);
         let answer = SectionsAnswer {
             open: meta.is_some_and(|m| m.open),
-            sections: ix.tracker.sections().to_vec(),
+            // Only the part asked for is copied: a live reader asks often.
+            sections: all[from..].to_vec(),
+            // At most `since`, a u32.
+            from: from as u32,
             ignored_markers: ix.tracker.ignored_markers(),
             sections_dropped: ix.tracker.sections_dropped(),
             ledger: None,
@@ -206,6 +225,19 @@ impl Sections {
     pub async fn forget(&self, id: &StreamId) -> Result<(), StoreError> {
         self.store.forget(id).await
     }
+}
+
+/// Whether the ledger stored beside `id`'s archive says `complete`; `None` when no
+/// finished index is stored or it cannot be read (a listing shows nothing then).
+pub async fn stored_verdict(blobs: &BlobStore, id: &StreamId) -> Option<bool> {
+    /// The one part of the stored answer a listing needs; serde skips the rest.
+    #[derive(serde::Deserialize)]
+    struct LedgerOnly {
+        ledger: Option<runlog_protocol::ledger::Ledger>,
+    }
+    let json = blobs.get_beside(id, SIDECAR).await.ok()?;
+    let stored: LedgerOnly = serde_json::from_slice(&json).ok()?;
+    stored.ledger.map(|l| l.complete)
 }
 
 /// Gives one marker line to the index.

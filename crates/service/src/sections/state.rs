@@ -1,11 +1,12 @@
 //! Where each stream's section index lives between requests: [`IndexStore`], kept
-//! in memory by [`MemoryIndexStore`].
+//! in memory by [`MemoryIndexStore`], or in Redis beside the stream
+//! (`store/redis/index.rs`).
 //!
 //! The index of a stream is one [`StreamIndex`] value, read and written whole under
 //! a per-stream lock ([`IndexStore::lock`] → [`IndexLease`] → `commit`). A store
 //! shared by replicas (Redis) keeps the same value serialised under the stream's
 //! hash tag, takes the lock with `SET NX PX`, and writes the value back on
-//! `commit` only if its `next` has not moved (ARCHITECTURE.md, "Sections").
+//! `commit` only while the lease is still its own (ARCHITECTURE.md, "Sections").
 
 use crate::store::{StoreError, StreamId};
 use async_trait::async_trait;
@@ -40,6 +41,16 @@ pub trait IndexStore: Send + Sync + 'static {
     /// Drops the stream's index (it was written beside the archive, or the stream
     /// is gone).
     async fn forget(&self, id: &StreamId) -> Result<(), StoreError>;
+
+    /// The lines `first..next` were stored and hold no marker: if the index stands
+    /// at `first`, it moves to `next` without the lease (on Redis one small
+    /// script instead of the index's value crossing the network twice). Returns
+    /// whether it moved; when not, the caller takes the lease and catches up.
+    ///
+    /// Safe beside a lease held elsewhere: the holder's commit writes its tracker
+    /// with the `next` it reached, a pair that is consistent by itself (lines it
+    /// did not read are read again later, and these hold no marker).
+    async fn advance(&self, id: &StreamId, first: u64, next: u64) -> Result<bool, StoreError>;
 }
 
 /// A locked stream index.
@@ -83,6 +94,16 @@ impl IndexStore for MemoryIndexStore {
     async fn forget(&self, id: &StreamId) -> Result<(), StoreError> {
         self.map().remove(id);
         Ok(())
+    }
+
+    async fn advance(&self, id: &StreamId, first: u64, next: u64) -> Result<bool, StoreError> {
+        let mut lease = self.lock(id).await?;
+        let ix = lease.index();
+        let moved = ix.next == first;
+        if moved {
+            ix.next = next;
+        }
+        Ok(moved)
     }
 }
 

@@ -331,4 +331,11 @@ pub trait StreamStore: Send + Sync + 'static {
     async fn list_all(&self) -> Result<Vec<StreamMeta>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Where the section index of this store's streams is kept: in this process's
+    /// memory by default; a store shared by replicas keeps it beside the streams, so
+    /// every replica answers the same index and it expires with its stream.
+    fn section_indexes(&self) -> std::sync::Arc<dyn crate::sections::state::IndexStore> {
+        std::sync::Arc::new(crate::sections::state::MemoryIndexStore::default())
+    }
 }

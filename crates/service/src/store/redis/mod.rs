@@ -12,6 +12,7 @@
 //! | `NS:{A}:s:K:lines` | stream | one entry per line, entry id `<pos>-1`, field `l` = the line JSON |
 //! | `NS:{A}:s:K:late` | sorted set | lines that arrived after a higher `pos` (gap fills), score = `pos` |
 //! | `NS:{A}:s:K:ctl` | stream | one entry `1-1` while the stream is closed: wakes blocked tails |
+//! | `NS:{A}:s:K:sections` | hash | the section index (`index.rs`): `next` (first `pos` not indexed), `state` (the index as JSON); `…:sections:lock` is its lease |
 //! | `NS:{A}:index` | sorted set | every key of the account, score = last activity (ms), for `list` |
 //!
 //! # Why this shape
@@ -62,10 +63,12 @@
 //! | `cluster` | slots, a notifier per node, `SCAN` over every primary |
 //! | `overflow` | moving a stream's head to segments of the overflow store, reading them back |
 //! | `tail` | pages merged from segments and Redis; the tail that waits between pages |
+//! | `index` | the section index kept beside each stream ([`crate::sections::state::IndexStore`]) |
 //! | `scripts` | the Lua scripts (`scripts/*.lua`, each atomic in Redis) and `EVALSHA` |
 
 mod cluster;
 mod connection;
+mod index;
 mod overflow;
 mod reconnect;
 mod scripts;
@@ -277,6 +280,9 @@ struct Keys {
     /// The account's usage hash: `bytes` of line JSON its streams hold in Redis.
     usage: String,
     trim_lock: String,
+    /// The stream's section index (`index.rs`) and the lock of its lease.
+    sections: String,
+    sections_lock: String,
 }
 
 impl Keys {
@@ -311,6 +317,8 @@ impl Inner {
             index: format!("{ns}:{{{}}}:index", id.account),
             usage: format!("{ns}:{{{}}}:usage", id.account),
             trim_lock: format!("{base}:trim"),
+            sections: format!("{base}:sections"),
+            sections_lock: format!("{base}:sections:lock"),
         }
     }
 
@@ -593,6 +601,10 @@ impl StreamStore for RedisStreamStore {
         }
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
         Ok(out)
+    }
+
+    fn section_indexes(&self) -> Arc<dyn crate::sections::state::IndexStore> {
+        Arc::new(index::RedisIndexStore::new(self.inner.clone()))
     }
 
     async fn list_all(&self) -> Result<Vec<StreamMeta>, StoreError> {

@@ -79,6 +79,9 @@ pub(super) struct Scripts {
     pub(super) remove_if_unchanged: LuaScript,
     pub(super) trim: LuaScript,
     pub(super) unlock: LuaScript,
+    pub(super) index_lock: LuaScript,
+    pub(super) index_commit: LuaScript,
+    pub(super) index_advance: LuaScript,
 }
 
 impl Scripts {
@@ -92,6 +95,9 @@ impl Scripts {
             remove_if_unchanged: LuaScript::new(format!("{FORGET}{REMOVE_IF_UNCHANGED}")),
             trim: LuaScript::new(TRIM.to_owned()),
             unlock: LuaScript::new(UNLOCK.to_owned()),
+            index_lock: LuaScript::new(INDEX_LOCK.to_owned()),
+            index_commit: LuaScript::new(INDEX_COMMIT.to_owned()),
+            index_advance: LuaScript::new(INDEX_ADVANCE.to_owned()),
         }
     }
 }
@@ -112,3 +118,6 @@ const REMOVE: &str = include_str!("scripts/remove.lua");
 const REMOVE_IF_UNCHANGED: &str = include_str!("scripts/remove_if_unchanged.lua");
 const TRIM: &str = include_str!("scripts/trim.lua");
 const UNLOCK: &str = include_str!("scripts/unlock.lua");
+const INDEX_LOCK: &str = include_str!("scripts/index_lock.lua");
+const INDEX_COMMIT: &str = include_str!("scripts/index_commit.lua");
+const INDEX_ADVANCE: &str = include_str!("scripts/index_advance.lua");
