@@ -65,16 +65,15 @@ async fn upload_plain(rows: u64) -> (u64, u64) {
     let api = Api::new(&svc, "acc", Scope::Write);
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = sent.clone();
-    let pieces = futures_util::stream::iter((0..rows).step_by(ROWS_PER_PIECE as usize)).map(
-        move |first| {
+    let pieces =
+        futures_util::stream::iter((0..rows).step_by(ROWS_PER_PIECE as usize)).map(move |first| {
             let mut buf = Vec::with_capacity(ROWS_PER_PIECE as usize * 160);
             for pos in first..(first + ROWS_PER_PIECE).min(rows) {
                 row(pos, &mut buf);
             }
             counted.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, std::io::Error>(Bytes::from(buf))
-        },
-    );
+        });
     // Settle what starting the service allocated, then measure from here.
     tokio::task::yield_now().await;
     let before = status_bytes("VmRSS:");
