@@ -73,7 +73,9 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
         // stream someone else opened is archived that way too (lite-engine's
         // `skip_opening_stream`).
         let snapshot = !spool_complete || cfg.skip_opening_stream;
-        match shared.retry(&mut dl, || client.close(&key, snapshot)).await {
+        let outcome = shared.outcome();
+        let closing = || client.close_with_outcome(&key, snapshot, outcome);
+        match shared.retry(&mut dl, closing).await {
             Ok(()) => stream_closed = true,
             Err(why) => shared.lines().note_error(WriterError::Close(why)),
         }
