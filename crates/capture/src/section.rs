@@ -150,9 +150,9 @@ mod tests {
 
     #[test]
     fn the_markers_parse_with_title_and_outcome() {
-        let start = format!("section_start:5:setup_1\r\x1b[0Ksetup stage-1");
+        let start = "section_start:5:setup_1\r\x1b[0Ksetup stage-1";
         assert!(matches!(
-            parse_marker(&start),
+            parse_marker(start),
             Some(Marker::Open {
                 name: "setup_1",
                 title: Some("setup stage-1"),
