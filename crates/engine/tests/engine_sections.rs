@@ -60,6 +60,16 @@ fn index_of(answer: &SectionsAnswer, section: &Section) -> u32 {
     u32::try_from(i).unwrap()
 }
 
+/// An engine with a Python runtime whose only package source is an empty directory:
+/// an install fails at once, offline. Keep the directory while the engine runs.
+async fn engine_without_packages() -> (TestEngine, tempfile::TempDir) {
+    let no_wheels = tempfile::tempdir().unwrap();
+    let dir = no_wheels.path().to_owned();
+    let engine =
+        TestEngine::start_with_functions(|fcfg| fcfg.python = support::config(Some(&dir))).await;
+    (engine, no_wheels)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_and_steps_are_sections_of_the_engine_log_with_their_outcomes() {
     let svc = TestService::start().await;
@@ -133,12 +143,7 @@ async fn setup_and_steps_are_sections_of_the_engine_log_with_their_outcomes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_call_with_a_failing_install_shows_the_failed_install_inside_the_call() {
     let svc = TestService::start().await;
-    // No package source but an empty directory: the install fails at once, offline.
-    let no_wheels = tempfile::tempdir().unwrap();
-    let engine = TestEngine::start_with_functions(|fcfg| {
-        fcfg.python = support::config(Some(no_wheels.path()))
-    })
-    .await;
+    let (engine, _no_wheels) = engine_without_packages().await;
     let (status, resp) = engine
         .post(
             "/execute",
@@ -175,12 +180,7 @@ async fn a_function_call_with_a_failing_install_shows_the_failed_install_inside_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_install_in_setup_fails_its_section_and_setup_s() {
     let svc = TestService::start().await;
-    // No package source but an empty directory: the install fails at once, offline.
-    let no_wheels = tempfile::tempdir().unwrap();
-    let engine = TestEngine::start_with_functions(|fcfg| {
-        fcfg.python = support::config(Some(no_wheels.path()))
-    })
-    .await;
+    let (engine, _no_wheels) = engine_without_packages().await;
     let (status, body) = engine
         .post(
             "/setup",
