@@ -9,11 +9,12 @@ mod support;
 
 mod engine_support;
 
-use engine_support::TestEngine;
+use engine_support::{TestEngine, eventually};
 use runlog_protocol::Scope;
 use runlog_protocol::sections::{Outcome, Section, SectionsAnswer};
 use runlog_testkit::service::TestService;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const ACCOUNT: &str = "account-sections";
 
@@ -206,5 +207,51 @@ async fn a_failed_install_in_setup_fails_its_section_and_setup_s() {
     assert_eq!(setup.outcome, Some(Outcome::Failure), "{log:#?}");
     assert_eq!(install.outcome, Some(Outcome::Failure), "{log:#?}");
     assert_eq!(install.parent, Some(0), "{log:#?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_stopped_by_destroy_ends_its_sections_cancelled() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start().await;
+    let (status, body) = engine
+        .post(
+            "/setup",
+            json!({"le_log_key": "sec-4/engine", "log_config": log_config(&svc)}),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let (status, body) = engine
+        .post(
+            "/step",
+            json!({
+                "id": "forever",
+                "log_key": "sec-4/forever",
+                "script": "echo '::group::waiting'; sleep 1000",
+                "detach": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Destroy once the step's group is open, not before its shell wrote it.
+    let opened = eventually(Duration::from_secs(10), async || {
+        !sections(&svc, "sec-4/forever").await.sections.is_empty()
+    })
+    .await;
+    assert!(opened, "the step's group never opened");
+    let (status, destroyed) = engine.post("/destroy", json!({})).await;
+    assert_eq!(status, 200, "{destroyed}");
+    assert_eq!(destroyed["killed_steps"], json!(["forever"]), "{destroyed}");
+
+    let log = sections(&svc, "sec-4/engine").await;
+    let step = titled(&log, "step forever");
+    assert_eq!(step.outcome, Some(Outcome::Cancelled), "{log:#?}");
+    let own = sections(&svc, "sec-4/forever").await;
+    assert_eq!(own.sections.len(), 1, "{own:#?}");
+    assert_eq!(
+        own.sections[0].outcome,
+        Some(Outcome::Cancelled),
+        "{own:#?}"
+    );
     engine.shutdown().await;
 }
