@@ -126,7 +126,11 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if ATTACHED.load(Ordering::Relaxed) == 0 {
+        // Section markers are for a stream's reader, not a captured response (an
+        // SDK prints a call's `stdout` as it is).
+        if ATTACHED.load(Ordering::Relaxed) == 0
+            || event.metadata().target() == crate::section::MARKER_TARGET
+        {
             return;
         }
         let Some(scope) = ctx.event_scope(event) else {

@@ -10,7 +10,8 @@
 //!   the one attached to the nearest enclosing span or the process-wide one set on the
 //!   [`CaptureHandle`]. It never re-enters itself and skips the targets of the code that
 //!   delivers the stream (livelog, HTTP client internals), so a stream never logs about
-//!   itself into itself.
+//!   itself into itself. Events of [`MARKER_TARGET`] ([`Section`]) are forwarded as
+//!   their bare message: the section markers the log service indexes.
 //!
 //! ```
 //! use runlog_capture::Capture;
@@ -27,9 +28,11 @@ mod attach;
 mod capture;
 mod format;
 mod init;
+mod section;
 mod stream;
 
 pub use capture::{Capture, CaptureLayer, DEFAULT_CAPACITY};
 pub use format::{LogFormat, format_event};
 pub use init::{CaptureHandle, InitOptions, handle, init};
+pub use section::{MARKER_TARGET, Section};
 pub use stream::{StreamLayer, StreamSink, StreamSlot, attach_stream, is_excluded_target};

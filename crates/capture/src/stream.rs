@@ -169,7 +169,11 @@ where
         let Some(sink) = self.sink_for(event, &ctx) else {
             return;
         };
-        let line = format_event(event, self.format);
+        let line = if event.metadata().target() == crate::section::MARKER_TARGET {
+            crate::section::marker_line(event)
+        } else {
+            format_event(event, self.format)
+        };
         FORWARDING.set(true);
         sink.forward(level_name(event.metadata().level()), &line);
         FORWARDING.set(false);

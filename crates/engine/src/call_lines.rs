@@ -98,7 +98,11 @@ impl StreamSink for TeeSink {
         if let Some(w) = &self.writer {
             w.forward(level, line);
         }
-        if let Some(o) = &self.observer {
+        // The engine's section markers are for the log stream's reader; a job's
+        // `stream` hands out what a call's `stdout` holds, which has none.
+        if let Some(o) = &self.observer
+            && runlog_protocol::sections::parse_marker(line).is_none()
+        {
             o.observe(line);
         }
     }

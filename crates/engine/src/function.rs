@@ -13,8 +13,10 @@ use crate::python::{FunctionOutput, OutputLine, PythonConfig, PythonRuntime};
 use livelog::mask::Masker;
 use livelog::{HttpLogClient, Writer, WriterConfig};
 use runlog_capture::Capture;
+use runlog_capture::Section;
 use runlog_protocol::StreamKey;
 use runlog_protocol::function::{FunctionRequest, FunctionResponse, Serialization};
+use runlog_protocol::sections::Outcome;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
@@ -144,11 +146,13 @@ impl Functions {
         let run = self
             .run(&req, stream.clone(), observer, output.clone())
             .instrument(span.clone());
+        let mut stopped = false;
         let outcome = match stop {
             None => run.await,
             Some(stop) => tokio::select! {
                 outcome = run => outcome,
                 () = stop.cancelled() => {
+                    stopped = true;
                     // Dropping the call dropped its worker, which kills its process
                     // group; the line goes to the call's stream and `stdout`.
                     span.in_scope(|| tracing::warn!(target: "runlog::engine", "the call was stopped before it returned"));
@@ -160,6 +164,11 @@ impl Functions {
             },
         };
         if let Some(writer) = stream {
+            writer.set_outcome(match (outcome.success, stopped) {
+                (true, _) => Outcome::Success,
+                (false, true) => Outcome::Cancelled,
+                (false, false) => Outcome::Failure,
+            });
             let report = writer.close().await;
             if let Some(e) = report.error {
                 // After the response's capture is complete: said on the engine's log.
@@ -217,6 +226,10 @@ impl Functions {
         // Debug, not info: it would open every call's `stdout`, which the SDKs print on
         // their user's console.
         tracing::debug!(target: "runlog::engine", "execute {what}");
+        // The call's section of its stream (markers stay out of `stdout`). Inside the
+        // call's span: a call stopped from outside drops this future there, and the
+        // section ends `cancelled` in the right stream.
+        let section = Section::open(&format!("call {what}"));
         // Each line is streamed and kept the moment the worker reader sees it, before
         // the runtime logs anything else: the live stream keeps the true order.
         let sink: FunctionOutput = Arc::new(move |line: OutputLine| {
@@ -231,7 +244,9 @@ impl Functions {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(line.text);
         });
-        self.inner.runtime.execute(req, &sink).await
+        let outcome = self.inner.runtime.execute(req, &sink).await;
+        section.end_ok(outcome.success);
+        outcome
     }
 
     fn open_stream(

@@ -454,6 +454,16 @@ async fn live_stream_of_a_call_matches_its_stdout() {
     // first. So: the same system lines in the same order, the same function output in
     // the same order, and nothing else.
     let is_system = |l: &str| l.starts_with("20") && l.contains(" | ");
+    // The stream alone has the call's section markers, first and last.
+    assert!(
+        streamed.first().unwrap().starts_with("section_start:"),
+        "{streamed:?}"
+    );
+    assert!(
+        streamed.last().unwrap().ends_with("[outcome=failure]"),
+        "{streamed:?}"
+    );
+    let streamed = &streamed[1..streamed.len() - 1];
     let streamed_system: Vec<String> = streamed
         .iter()
         .filter(|l| is_system(l))

@@ -107,6 +107,20 @@ pub trait LogClient: Send + Sync + 'static {
         let _ = (key, totals);
         Ok(Closing::NotAsked)
     }
+
+    /// `DELETE /stream?outcome=`: closes, stating how the run that wrote the stream
+    /// ended (the service marks sections still open with it). Clients that cannot
+    /// state it close plainly.
+    async fn close_with_outcome(
+        &self,
+        key: &str,
+        snapshot: bool,
+        outcome: Option<runlog_protocol::sections::Outcome>,
+    ) -> Result<(), ClientError> {
+        let _ = outcome;
+        self.close(key, snapshot).await
+    }
+
     /// `POST /blob`: uploads the NDJSON archive at `ndjson` (gzip-compressed on the way
     /// when the service said it takes gzip, plain otherwise).
     async fn upload_blob(&self, key: &str, ndjson: &Path) -> Result<(), ClientError>;
@@ -377,9 +391,21 @@ impl LogClient for HttpLogClient {
     }
 
     async fn close(&self, key: &str, snapshot: bool) -> Result<(), ClientError> {
+        self.close_with_outcome(key, snapshot, None).await
+    }
+
+    async fn close_with_outcome(
+        &self,
+        key: &str,
+        snapshot: bool,
+        outcome: Option<runlog_protocol::sections::Outcome>,
+    ) -> Result<(), ClientError> {
         let mut url = self.url("stream", key)?;
         if snapshot {
             url.query_pairs_mut().append_pair("snapshot", "true");
+        }
+        if let Some(o) = outcome {
+            url.query_pairs_mut().append_pair("outcome", o.as_str());
         }
         check(self.authed(self.http.delete(url)).send().await)
             .await
@@ -410,6 +436,9 @@ impl LogClient for HttpLogClient {
             num("dropped", totals.dropped);
             if let Some(d) = &totals.digest {
                 q.append_pair("digest", d);
+            }
+            if let Some(o) = totals.outcome {
+                q.append_pair("outcome", o.as_str());
             }
         }
         let resp = check(self.authed(self.http.delete(url)).send().await).await?;

@@ -44,6 +44,12 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
             l.totals(),
         )
     };
+    // The run's outcome travels with the totals, so a close that archives also marks
+    // the sections still open.
+    let totals = runlog_protocol::ledger::WriterTotals {
+        outcome: shared.outcome(),
+        ..totals
+    };
     // lite-engine's meanings: with `skip_opening_stream` the stream and its archive are
     // someone else's (an upload would overwrite the lines another writer put there), and
     // with `skip_closing_stream` the writer only flushes. Either way, what the live stream
@@ -98,7 +104,9 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
         // stream someone else opened is archived that way too (lite-engine's
         // `skip_opening_stream`).
         let snapshot = !spool_complete || cfg.skip_opening_stream;
-        match shared.retry(&mut dl, || client.close(&key, snapshot)).await {
+        let outcome = shared.outcome();
+        let closing = || client.close_with_outcome(&key, snapshot, outcome);
+        match shared.retry(&mut dl, closing).await {
             Ok(()) => stream_closed = true,
             Err(why) => shared.lines().note_error(WriterError::Close(why)),
         }

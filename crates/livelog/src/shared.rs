@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     /// Makes the spool deliverable by a later process if this one dies before
     /// `close()` (see [`crate::recovery`]); removed once the history is settled.
     recovery: Mutex<Option<crate::recovery::Record>>,
+    /// How the run that wrote the stream ended, stated on close when set
+    /// ([`crate::Writer::set_outcome`]).
+    outcome: Mutex<Option<runlog_protocol::sections::Outcome>>,
 }
 
 impl Shared {
@@ -73,7 +76,18 @@ impl Shared {
             deadline: watch::channel(None).0,
             sender_done: watch::channel(false).0,
             recovery: Mutex::new(recovery),
+            outcome: Mutex::new(None),
         }
+    }
+
+    /// Records how the run that wrote the stream ended (the last call wins).
+    pub(crate) fn set_outcome(&self, outcome: runlog_protocol::sections::Outcome) {
+        *self.outcome.lock() = Some(outcome);
+    }
+
+    /// The outcome to state on close, if one was set.
+    pub(crate) fn outcome(&self) -> Option<runlog_protocol::sections::Outcome> {
+        *self.outcome.lock()
     }
 
     /// The writer's configuration.

@@ -133,6 +133,13 @@ impl Writer {
         CloseGuard::close(&self.guard.shared, &self.guard.report).await
     }
 
+    /// States how the run that wrote the stream ended; sent with the close
+    /// (`DELETE /stream?outcome=`), where `failure` marks the sections still open in
+    /// the stream as failed. Call before [`Writer::close`]; the last call wins.
+    pub fn set_outcome(&self, outcome: runlog_protocol::sections::Outcome) {
+        self.shared().set_outcome(outcome);
+    }
+
     /// Where the writer stands right now (cheap: one lock).
     pub fn progress(&self) -> Progress {
         self.shared().lines().progress()

@@ -76,6 +76,18 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    /// The word a marker or query states it with (`success`, `failure`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
 impl std::str::FromStr for Outcome {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -22,9 +22,10 @@ use crate::workspace;
 use axum::Json;
 use axum::extract::State;
 use livelog::{HttpLogClient, LogClient};
-use runlog_capture::StreamSink;
+use runlog_capture::{Section, StreamSink};
 use runlog_edge::JsonBody;
 use runlog_protocol::engine::{SetupDependencies, SetupRequest, SetupVolume};
+use runlog_protocol::sections::Outcome;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,6 +83,9 @@ pub async fn setup(
     if let Some(sink) = &sink {
         runlog_capture::attach_stream(&tracing::Span::current(), sink.clone());
     }
+    // Setup's section of the engine log: ended `failure` by every failure below,
+    // `cancelled` when the request is dropped mid-way.
+    let section = Section::open(&format!("setup {id}"));
     tracing::info!(stage = %id, "setting up stage");
     if req.le_log_key.is_some() && client.is_none() {
         tracing::warn!("no usable log_config: the engine log stream is not opened; setup goes on");
@@ -103,7 +107,7 @@ pub async fn setup(
             "could not create the workspace {}: {e}",
             workspace.display()
         );
-        abandon(&workspace, &meta_dir, engine_log).await;
+        abandon(&workspace, &meta_dir, engine_log, section).await;
         return Err(EngineError::Internal(format!(
             "could not create the workspace: {e}"
         )));
@@ -124,7 +128,7 @@ pub async fn setup(
         Ok(dirs) => dirs,
         Err(e) => {
             tracing::error!("setup failed: {e}");
-            abandon(&workspace, &meta_dir, engine_log).await;
+            abandon(&workspace, &meta_dir, engine_log, section).await;
             return Err(e);
         }
     };
@@ -145,7 +149,7 @@ pub async fn setup(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!("setup failed: {e}");
-                abandon(&workspace, &meta_dir, engine_log).await;
+                abandon(&workspace, &meta_dir, engine_log, section).await;
                 return Err(e);
             }
         }
@@ -191,6 +195,7 @@ pub async fn setup(
         cgroup,
         extras,
     ));
+    section.end(Outcome::Success);
     unfinished.dirs = None;
     *slot = Some(stage.clone());
     state.publish(Some(stage), sink);
@@ -237,12 +242,20 @@ impl Drop for Unfinished {
     }
 }
 
-/// Removes what a failed setup made and closes its engine stream (flush + archive),
-/// so the failure's cause is in the archive and no half-made stage is left.
-async fn abandon(workspace: &Path, meta_dir: &Path, engine_log: Option<livelog::Writer>) {
+/// Removes what a failed setup made, ends its section failed and closes its engine
+/// stream (flush + archive) as failed, so the failure's cause is in the archive and
+/// no half-made stage is left.
+async fn abandon(
+    workspace: &Path,
+    meta_dir: &Path,
+    engine_log: Option<livelog::Writer>,
+    section: Section,
+) {
     let _ = std::fs::remove_dir_all(workspace);
     let _ = std::fs::remove_dir_all(meta_dir);
+    section.end(Outcome::Failure);
     if let Some(w) = engine_log {
+        w.set_outcome(Outcome::Failure);
         w.close().await;
     }
 }

@@ -13,8 +13,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use livelog::Writer;
+use runlog_capture::Section;
 use runlog_edge::JsonBody;
 use runlog_protocol::engine::{LogConfig, PollStepRequest, StepCommand, StepRequest, StepResponse};
+use runlog_protocol::sections::Outcome;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -301,6 +303,16 @@ struct StepRun {
     finish: Finish,
 }
 
+/// How a step ended, for its sections: a stage being destroyed stopped it, else its
+/// exit decides (a timeout is a failure).
+fn step_outcome(ok: bool, stage_cancelled: bool) -> Outcome {
+    match (ok, stage_cancelled) {
+        (true, _) => Outcome::Success,
+        (false, true) => Outcome::Cancelled,
+        (false, false) => Outcome::Failure,
+    }
+}
+
 /// Runs the process, publishes the result, then closes the step's stream (the answer
 /// does not wait for the archive upload; `/destroy` does).
 async fn run_step(
@@ -323,6 +335,9 @@ async fn run_step(
     for line in &preface {
         sink.write(format!("{line}\n").as_bytes()).await;
     }
+    // The step's section in the engine log; dropped unended (the task aborted) it
+    // ends `cancelled`.
+    let section = Section::open(&format!("step {name}"));
     let oom_before = stage.cgroup.as_ref().map(|cg| cg.oom_kills());
     let mut out = match refused {
         // Logged below, with the failure.
@@ -365,6 +380,12 @@ async fn run_step(
             // A failing command is an ordinary outcome, not a problem of the engine.
             None => tracing::info!(step = %id, "step exited with code {}", out.exit_code),
         }
+    }
+    let outcome = step_outcome(ok, stage.cancel.is_cancelled());
+    section.end(outcome);
+    if let Some(w) = &sink.writer {
+        // A failed step's stream: the sections its own lines left open end failed.
+        w.set_outcome(outcome);
     }
     let response = match finish {
         Finish::Runlog => StepResponse {

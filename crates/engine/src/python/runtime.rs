@@ -9,6 +9,7 @@ use crate::python::pool::{FunctionPool, WorkerSpec};
 use crate::python::venv::{Venv, VenvError};
 use crate::python::worker::{Done, Worker};
 use crate::python::{FunctionOutput, PythonConfig};
+use runlog_capture::Section;
 use runlog_protocol::function::{ExecutionType, FunctionRequest, InstanceInfo, Serialization};
 use serde_json::json;
 use std::sync::{Arc, Once};
@@ -164,10 +165,19 @@ impl PythonRuntime {
         if python.is_empty() && system.is_empty() {
             return Ok(());
         }
-        if !python.is_empty() {
-            self.ready().await.map_err(DependencyError::Runtime)?;
+        // A section of the stream this request logs into (the engine log for
+        // `/setup`, the call's stream for `/execute`), ended with the install's
+        // outcome.
+        let section = Section::open(&install_title(python, system));
+        let installed = async {
+            if !python.is_empty() {
+                self.ready().await.map_err(DependencyError::Runtime)?;
+            }
+            self.installs.ensure(python, system, parallel).await
         }
-        self.installs.ensure(python, system, parallel).await
+        .await;
+        section.end_ok(installed.is_ok());
+        installed
     }
 
     /// Its configuration.
@@ -476,6 +486,23 @@ async fn with_limit<T>(
         Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| d),
         None => Ok(fut.await),
     }
+}
+
+/// The title of an install's section: what it installs, by kind.
+fn install_title(python: &[String], system: &[String]) -> String {
+    let mut title = String::from("install dependencies:");
+    if !python.is_empty() {
+        title.push_str(" python ");
+        title.push_str(&python.join(" "));
+    }
+    if !system.is_empty() {
+        if !python.is_empty() {
+            title.push(';');
+        }
+        title.push_str(" system ");
+        title.push_str(&system.join(" "));
+    }
+    title
 }
 
 #[cfg(test)]
