@@ -120,3 +120,36 @@ pub fn protect_data_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_step_user_is_an_error_naming_it() {
+        let e = StepUser::chosen(Some("runlog-no-such-user")).expect_err("unknown");
+        assert!(e.contains("runlog-no-such-user"), "{e}");
+    }
+
+    #[test]
+    fn the_engines_own_user_means_no_change() {
+        let me = User::from_uid(Uid::effective())
+            .expect("user database")
+            .expect("this process's user");
+        assert_eq!(StepUser::chosen(Some(&me.name)), Ok(None));
+    }
+
+    #[test]
+    fn a_missing_home_falls_back_to_the_workspace() {
+        let user = StepUser {
+            name: "u".into(),
+            uid: 1,
+            gid: 1,
+            home: "/nonexistent/runlog-home".into(),
+        };
+        let mut env = std::collections::BTreeMap::new();
+        user.set_identity(&mut env, Path::new("/ws"));
+        assert_eq!(env.get("HOME").map(String::as_str), Some("/ws"));
+        assert_eq!(env.get("USER").map(String::as_str), Some("u"));
+    }
+}
