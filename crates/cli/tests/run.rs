@@ -230,6 +230,12 @@ async fn interrupted_once(
 #[tokio::test]
 async fn an_interrupted_run_stops_the_command_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
+    // Written by the step, which a root engine runs as another user.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::Permissions::from_mode(0o1777);
+        std::fs::set_permissions(dir.path(), mode).unwrap();
+    }
     let marker = dir.path().join("started");
     let script = format!("touch {}; sleep 60; echo finished", marker.display());
     let cmd = runlog(&["run", "--", "sh", "-c", &script]);

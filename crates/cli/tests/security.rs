@@ -715,7 +715,15 @@ async fn refused_callers(http: &reqwest::Client, url: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_page_of_another_origin_cannot_make_the_engine_act() {
     let dir = tempfile::tempdir().unwrap();
-    let proof = dir.path().join("proof");
+    // Written by a step, which a root engine runs as another user: not in the engine's
+    // data directory.
+    let scratch = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::Permissions::from_mode(0o1777);
+        std::fs::set_permissions(scratch.path(), mode).unwrap();
+    }
+    let proof = scratch.path().join("proof");
     let (_engine, url) = start_engine(dir.path(), None);
     let page = hostile_page(&url, &proof);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

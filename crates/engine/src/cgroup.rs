@@ -5,7 +5,7 @@
 //! started — unless a process left it (`setsid`, a daemonising tool), which then
 //! outlived `/destroy` and could read the next stage's workspace. A cgroup cannot be
 //! left by an unprivileged process: every step is started inside the stage's cgroup
-//! (`process::run` has `sh` move itself in before it `exec`s the step, so nothing the
+//! (`process::run` has the child write itself into `cgroup.procs` between `fork` and `exec`, so nothing the
 //! step forks is ever outside), and `/destroy` writes `cgroup.kill`.
 //!
 //! Without a writable cgroup v2 hierarchy (no cgroup2 mount, no permission, a

@@ -63,6 +63,10 @@ pub struct EngineConfig {
     /// How often the machine's CPU and memory use are sampled while a stage lives
     /// (`os_stats`, the memory metrics stream). Default 1 s.
     pub machine_sample_interval: Duration,
+    /// The user steps and function workers run as (`--step-user`); `None`: the
+    /// engine's own. The default is `nobody` when the engine runs as root
+    /// ([`crate::step_user`]).
+    pub step_user: Option<crate::step_user::StepUser>,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +90,11 @@ impl Default for EngineConfig {
             tls: None,
             allow_host_paths: false,
             machine_sample_interval: Duration::from_secs(1),
+            // A root engine without a `nobody` user keeps root steps here; the CLI
+            // refuses to start so instead (`StepUser::chosen`).
+            step_user: crate::step_user::StepUser::default_for_engine()
+                .ok()
+                .flatten(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod server;
 pub mod stage;
 pub mod state;
 pub mod step_output;
+pub mod step_user;
 pub mod worker_log_level;
 pub mod workspace;
 

@@ -74,6 +74,9 @@ pub struct ProcessSpec {
     /// The `cgroup.procs` file of the stage's cgroup: the process joins it before the
     /// step's program starts, so nothing it forks is ever outside (`crate::cgroup`).
     pub cgroup_procs: Option<PathBuf>,
+    /// The user the process runs as; `None`: the engine's own
+    /// ([`crate::step_user`]).
+    pub user: Option<crate::step_user::StepUser>,
 }
 
 /// How a step's process ended.
@@ -89,54 +92,22 @@ pub struct ProcessOutcome {
     pub timed_out: bool,
 }
 
-/// Where `program` is: itself when it names a path, else the first match on `path`.
-fn locate(program: &str, path: Option<&String>) -> std::io::Result<PathBuf> {
-    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return if p.is_file() { Ok(p) } else { Err(not_found()) };
-    }
-    path.map(String::as_str)
-        .unwrap_or_default()
-        .split(':')
-        .map(|dir| std::path::Path::new(dir).join(program))
-        .find(|p| p.is_file())
-        .ok_or_else(not_found)
-}
-
 /// Runs `spec` to completion, piping stdout and stderr into `sink`.
 pub async fn run<S: OutputSink + Clone>(
     spec: &ProcessSpec,
     sink: S,
     cancel: CancellationToken,
 ) -> ProcessOutcome {
-    let mut cmd = match &spec.cgroup_procs {
-        None => {
-            let mut cmd = tokio::process::Command::new(&spec.program);
-            cmd.args(&spec.args);
-            cmd
-        }
-        Some(procs) => {
-            // A program that does not exist fails here, as a spawn would, rather than
-            // as the wrapping shell's exit 127.
-            if let Err(e) = locate(&spec.program, spec.envs.get("PATH")) {
-                return ProcessOutcome {
-                    exit_code: -1,
-                    error: Some(format!("could not start {:?}: {e}", spec.program)),
-                    pgid: None,
-                    timed_out: false,
-                };
-            }
-            // `sh` moves itself into the cgroup, then becomes the step's program.
-            let mut cmd = tokio::process::Command::new("/bin/sh");
-            cmd.arg("-c")
-                .arg(r#"echo $$ > "$0" && exec "$@""#)
-                .arg(procs)
-                .arg(&spec.program)
-                .args(&spec.args);
-            cmd
-        }
-    };
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args);
+    if let Err(e) = enter_in_child(&mut cmd, spec) {
+        return ProcessOutcome {
+            exit_code: -1,
+            error: Some(format!("could not start {:?}: {e}", spec.program)),
+            pgid: None,
+            timed_out: false,
+        };
+    }
     cmd.env_clear()
         .envs(&spec.envs)
         .current_dir(&spec.cwd)
@@ -235,6 +206,47 @@ pub async fn run<S: OutputSink + Clone>(
         pgid,
         timed_out,
     }
+}
+
+/// Arranges what the child does between `fork` and `exec`, in this order: join the
+/// stage's cgroup (as the engine's user, who may write its `cgroup.procs`; writing
+/// `0` moves the writer), then become the step user — groups cleared, group, user.
+/// Done by hand rather than with `Command::uid`, because std changes the user before
+/// it runs `pre_exec` callbacks, and the step user may not move itself into a cgroup.
+// The one `unsafe` of the engine: std offers no safe way to run code between `fork`
+// and `exec`, and no other order lets a cgroup join precede the change of user.
+#[allow(unsafe_code)]
+fn enter_in_child(cmd: &mut tokio::process::Command, spec: &ProcessSpec) -> std::io::Result<()> {
+    let procs = spec
+        .cgroup_procs
+        .as_ref()
+        .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+        .transpose()?;
+    let user = spec.user.as_ref().map(|u| {
+        (
+            nix::unistd::Uid::from_raw(u.uid),
+            nix::unistd::Gid::from_raw(u.gid),
+        )
+    });
+    if procs.is_none() && user.is_none() {
+        return Ok(());
+    }
+    // SAFETY: the callback only makes system calls (write, setgroups, setgid, setuid)
+    // on values prepared before the fork; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(procs) = &procs {
+                nix::unistd::write(procs, b"0")?;
+            }
+            if let Some((uid, gid)) = user {
+                nix::unistd::setgroups(&[])?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -358,6 +370,7 @@ mod tests {
             kill_grace: Duration::from_millis(200),
             drain_grace: Duration::from_millis(500),
             cgroup_procs: None,
+            user: None,
         }
     }
 

@@ -58,6 +58,17 @@ impl EngineState {
         if let Ok(abs) = std::path::absolute(&config.data_dir) {
             config.data_dir = abs;
         }
+        if config.step_user.is_some() {
+            // A step user passes through to its workspace and lists nothing on the way.
+            let protected = crate::step_user::protect_data_dir(&config.data_dir)
+                .and_then(|()| crate::step_user::protect_data_dir(&config.stages_dir()));
+            if let Err(e) = protected {
+                tracing::warn!(
+                    "could not set the data directory {} to mode 0711: {e}",
+                    config.data_dir.display()
+                );
+            }
+        }
         let mut functions_config = config.functions_config();
         tune(&mut functions_config);
         let functions = Functions::new(functions_config);

@@ -139,7 +139,7 @@ async fn detached_step_answers_at_once_and_poll_returns_its_result() {
         .post("/setup", json!({"log_config": log_config(&svc)}))
         .await;
     assert_eq!(status, 200);
-    let marker = engine.dir.path().join("release");
+    let marker = engine.scratch.path().join("release");
     let script = format!(
         "while [ ! -e '{}' ]; do sleep 0.05; done; echo released; exit 3",
         marker.display()
@@ -184,7 +184,7 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
     let engine = TestEngine::start().await;
     let (status, _) = engine.post("/setup", json!({})).await;
     assert_eq!(status, 200);
-    let pidfile = engine.dir.path().join("grandchild.pid");
+    let pidfile = engine.scratch.path().join("grandchild.pid");
     let script = format!(
         "sh -c 'echo $$ > {}; sleep 1000' & sleep 1000",
         pidfile.display()
@@ -378,7 +378,7 @@ async fn a_second_writer_of_a_key_in_a_stage_is_refused_and_no_line_is_lost() {
     assert_eq!(engine.post("/setup", setup).await.0, 200);
     let first = json!({"id": "first", "log_key": "reuse/step", "script": "for i in 1 2 3; do echo FIRST-$i; done"});
     assert_eq!(engine.post("/step", first).await.0, 200);
-    let proof = engine.dir.path().join("second-ran");
+    let proof = engine.scratch.path().join("second-ran");
     for (id, key) in [("second", "reuse/step"), ("engine-key", "reuse/engine")] {
         let script = format!("touch '{}'; echo SECOND-4; echo SECOND-5", proof.display());
         let (status, answer) = engine
@@ -404,7 +404,7 @@ async fn a_second_writer_of_a_key_in_a_stage_is_refused_and_no_line_is_lost() {
 async fn destroy_ends_a_process_that_left_its_steps_process_group() {
     let engine = TestEngine::start().await;
     assert_eq!(engine.post("/setup", json!({})).await.0, 200);
-    let pidfile = engine.dir.path().join("escaped.pid");
+    let pidfile = engine.scratch.path().join("escaped.pid");
     // `setsid` puts the sleeper in a session and process group of its own: killing
     // the step's group does not reach it.
     let script = format!(

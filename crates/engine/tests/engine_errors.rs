@@ -256,7 +256,7 @@ async fn a_connection_that_sends_nothing_or_half_a_request_is_closed() {
 async fn steps_past_the_cap_are_refused_with_429_until_one_ends() {
     let engine = TestEngine::start_with(|c| c.max_steps = 2).await;
     assert_eq!(engine.post("/setup", json!({})).await.0, 200);
-    let marker = engine.dir.path().join("release");
+    let marker = engine.scratch.path().join("release");
     let wait = format!("while [ ! -e '{}' ]; do sleep 0.05; done", marker.display());
     for id in ["a", "b"] {
         let (status, answer) = engine

@@ -72,6 +72,12 @@ pub struct EngineFlags {
     /// anything the engine's user may write.
     #[arg(long, env = "RUNLOG_ENGINE_ALLOW_HOST_PATHS")]
     pub allow_host_paths: bool,
+    /// The user steps run as [default: nobody when the engine runs as root, else the
+    /// engine's own user]. The stage's workspace is given to that user; the engine's
+    /// spools, outbox and secrets stay out of its reach. Naming the engine's own user
+    /// runs steps as it.
+    #[arg(long, env = "RUNLOG_ENGINE_STEP_USER")]
+    pub step_user: Option<String>,
     /// How long a job's record (RunPod's job API: `/v2/{endpoint}/run`, `status`, …)
     /// stays readable after it ends.
     #[arg(long, env = "RUNLOG_ENGINE_JOB_RETENTION", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -172,6 +178,8 @@ impl EngineFlags {
                 ..base.jobs
             },
             max_steps: self.max_steps,
+            step_user: runlog_engine::step_user::StepUser::chosen(self.step_user.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e} (--step-user)"))?,
             ..base
         })
     }

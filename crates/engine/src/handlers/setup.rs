@@ -135,6 +135,20 @@ pub async fn setup(
     if let Err(e) = std::fs::create_dir_all(&working_dir) {
         tracing::warn!("could not create the working directory: {e}");
     }
+    if let Some(user) = &cfg.step_user {
+        // Steps write their workspace and their outputs; nothing else the engine keeps.
+        let owned = user
+            .own(&workspace)
+            .and_then(|()| user.own(&meta_dir.join("outputs")));
+        if let Err(e) = owned {
+            tracing::error!("setup failed: could not give the workspace to the step user: {e}");
+            abandon(&workspace, &meta_dir, engine_log).await;
+            return Err(EngineError::Internal(format!(
+                "could not give the workspace to the step user {:?}: {e}",
+                user.name
+            )));
+        }
+    }
     tracing::info!(
         "workspace {} ready: {} files, {} environment variables, {} secrets",
         workspace.display(),

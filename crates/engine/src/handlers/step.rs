@@ -169,6 +169,9 @@ pub(crate) fn launch_step(
     let cfg = state.config();
     let outputs_file = stage.outputs_file(&launch.id);
     let mut envs = crate::child_env::base(&cfg.pass_env);
+    if let Some(user) = &cfg.step_user {
+        user.set_identity(&mut envs, &stage.workspace);
+    }
     envs.extend(stage.envs.clone());
     envs.extend(launch.envs);
     envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
@@ -181,6 +184,7 @@ pub(crate) fn launch_step(
         kill_grace: cfg.kill_grace,
         drain_grace: cfg.drain_grace,
         cgroup_procs: stage.cgroup.as_ref().map(|cg| cg.procs_file()),
+        user: cfg.step_user.clone(),
     };
     let writer = match (&launch.log_key, launch.log_route) {
         (Some(key), Some((client, log_config))) => {

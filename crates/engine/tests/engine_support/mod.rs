@@ -13,6 +13,9 @@ pub struct TestEngine {
     pub addr: SocketAddr,
     pub state: EngineState,
     pub dir: tempfile::TempDir,
+    /// A directory steps and the test both write (mode 1777, as `/tmp`): a root engine
+    /// runs steps as another user, who may not write the engine's data directory.
+    pub scratch: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -64,10 +67,17 @@ impl TestEngine {
         let task = tokio::spawn(runlog_engine::serve(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
+        let scratch = tempfile::tempdir().expect("temp dir");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::Permissions::from_mode(0o1777);
+            std::fs::set_permissions(scratch.path(), mode).expect("scratch mode");
+        }
         TestEngine {
             addr,
             state,
             dir,
+            scratch,
             stop: Some(stop),
             task: Some(task),
         }
