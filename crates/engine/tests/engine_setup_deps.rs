@@ -27,7 +27,15 @@ fn log_config(svc: &TestService) -> Value {
 /// A real engine whose `/setup` installs through a Python runtime on the shared test
 /// virtualenv, with `wheels` as the only package source.
 async fn engine_with_runtime(wheels: Option<&Path>) -> TestEngine {
-    TestEngine::start_with_functions(|fcfg| fcfg.python = support::config(wheels)).await
+    // Steps run as the engine's own user here: they run the runtime's virtualenv, whose
+    // base Python on a test machine may sit in root's private home (pyenv), out of reach
+    // of an unprivileged step user (SECURITY.md says the base Python must be readable
+    // by the step user). Steps as another user: `tests/step_user.rs`.
+    TestEngine::launch(
+        |cfg| cfg.step_user = None,
+        |fcfg| fcfg.python = support::config(wheels),
+    )
+    .await
 }
 
 /// Entries left under the engine's stages directory.

@@ -142,7 +142,7 @@ pub async fn setup(
             .and_then(|()| user.own(&meta_dir.join("outputs")));
         if let Err(e) = owned {
             tracing::error!("setup failed: could not give the workspace to the step user: {e}");
-            abandon(&workspace, &meta_dir, engine_log).await;
+            abandon(&workspace, &meta_dir, engine_log, section).await;
             return Err(EngineError::Internal(format!(
                 "could not give the workspace to the step user {:?}: {e}",
                 user.name

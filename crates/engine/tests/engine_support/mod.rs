@@ -50,7 +50,8 @@ impl TestEngine {
         Self::launch(|_| {}, tune).await
     }
 
-    async fn launch(
+    /// With both the engine's settings (`tweak`) and the function runtime's (`tune`).
+    pub async fn launch(
         tweak: impl FnOnce(&mut EngineConfig),
         tune: impl FnOnce(&mut runlog_engine::function::FunctionsConfig),
     ) -> TestEngine {
