@@ -11,6 +11,9 @@
 //! [`StoreError::LimitExceeded`] (the client sees 413 and keeps its spool), never
 //! silently truncated; an open over the account's streams, with
 //! [`StoreError::TooMany`] (429).
+//!
+//! Over 700 lines with its tests (about 180); the code is one backend's store calls
+//! and the bounds they keep, which change together.
 
 use super::{
     BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore,
