@@ -87,6 +87,18 @@ pub struct Installer {
 }
 
 impl Installer {
+    /// This installer aimed at the virtualenv of `venv_python`, installing from the
+    /// default index: the engine's own packages (the bootstrap, `--python-package`)
+    /// never take `pip_args`, which are for the calls' dependencies (e.g. a local
+    /// `--find-links --no-index`).
+    pub fn from_default_index(&self, venv_python: PathBuf) -> Installer {
+        Installer {
+            venv_python,
+            pip_args: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// Installs `plan`, streaming every installer line as it arrives.
     pub async fn install(&self, plan: &InstallPlan) -> Result<(), InstallError> {
         if let Some(bad) = plan

@@ -222,12 +222,11 @@ impl PythonRuntime {
             // Installed on every start, not only when the venv is built: a flag added
             // to an engine whose venv exists must take effect (an installer finds
             // satisfied requirements quickly).
-            let installer = Installer {
-                venv_python: venv.python(),
-                pip_args: Vec::new(),
-                ..self.installs.installer().clone()
-            };
-            installer.pip_install(&self.config.preinstall).await?;
+            self.installs
+                .installer()
+                .from_default_index(venv.python())
+                .pip_install(&self.config.preinstall)
+                .await?;
         }
         let runtime_dir = venv.dir().parent().unwrap_or(venv.dir()).to_path_buf();
         let harness = harness::install(&runtime_dir).map_err(|source| VenvError::Io {

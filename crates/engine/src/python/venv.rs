@@ -111,14 +111,10 @@ async fn build(
     cmd.args(["-m", "venv"]).arg(tmp);
     run_streamed(cmd, "venv").await?;
     if !bootstrap.is_empty() {
-        let in_tmp = Installer {
-            venv_python: tmp.join("bin").join("python"),
-            // The bootstrap comes from the default index: `pip_args` are for the
-            // calls' own dependencies (e.g. a local `--find-links --no-index`).
-            pip_args: Vec::new(),
-            ..installer.clone()
-        };
-        in_tmp.pip_install(bootstrap).await?;
+        installer
+            .from_default_index(tmp.join("bin").join("python"))
+            .pip_install(bootstrap)
+            .await?;
     }
     std::fs::write(tmp.join(READY_MARKER), b"").map_err(|source| VenvError::Io {
         path: tmp.to_path_buf(),
