@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 /// line pending since its last flush in one request, with no cap: one second of a
 /// chatty step (100 000 lines) made one 17.8 MB request, which 16 MiB refused.
 pub const DEFAULT_MAX_APPEND_BODY: usize = 128 << 20;
+/// Default bytes of request bodies read at once, service-wide (four of the
+/// largest `PUT /stream` bodies); see [`crate::body_budget`].
+pub const DEFAULT_MAX_BODIES_IN_FLIGHT: usize = 4 * DEFAULT_MAX_APPEND_BODY;
 /// Largest `max_append_body` that takes effect: a batch's line offsets are 32-bit.
 pub const MAX_APPEND_BODY_CEILING: usize = u32::MAX as usize;
 
@@ -46,6 +49,12 @@ pub struct ServiceConfig {
     /// Largest `PUT /stream` body (413 above it, after the body was read to its end
     /// so the client gets the answer; at most [`MAX_APPEND_BODY_CEILING`]).
     pub max_append_body: usize,
+    /// Bytes of `PUT /stream` bodies the service reads at once, all requests
+    /// together (raised to the largest single body it accepts).
+    pub max_bodies_in_flight: usize,
+    /// How long a body waits for room in that budget before it is answered 429
+    /// (10 s: lite-engine does not retry a failed `PUT` and gives one 15 s).
+    pub body_budget_wait: Duration,
     /// Largest archive upload accepted, as sent (possibly gzip).
     pub max_blob_body: usize,
     /// Largest archive after decompression.
@@ -110,6 +119,8 @@ impl Default for ServiceConfig {
             admin_secret: None,
             max_body: DEFAULT_MAX_BODY,
             max_append_body: DEFAULT_MAX_APPEND_BODY,
+            max_bodies_in_flight: DEFAULT_MAX_BODIES_IN_FLIGHT,
+            body_budget_wait: Duration::from_secs(10),
             max_blob_body: 256 << 20,
             max_archive_bytes: 4 << 30,
             limits: MemoryLimits::default(),
@@ -132,6 +143,13 @@ impl Default for ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The service-wide body budget in bytes: `max_bodies_in_flight`, but never
+    /// below one largest body, which must always be able to get through.
+    pub fn body_budget_bytes(&self) -> usize {
+        let largest = self.max_append_body.min(MAX_APPEND_BODY_CEILING);
+        self.max_bodies_in_flight.max(largest)
+    }
+
     /// Directory of local archives.
     pub fn archive_dir(&self) -> PathBuf {
         self.data_dir.join("archives")

@@ -21,6 +21,7 @@ pub mod archive;
 pub mod archive_ingest;
 pub mod auth;
 pub mod backend;
+pub mod body_budget;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -60,8 +60,9 @@ impl Metrics {
             .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
     }
 
-    /// Prometheus text exposition; `streams_open` comes from the store.
-    pub fn render(&self, streams_open: u64) -> String {
+    /// Prometheus text exposition; `streams_open` comes from the store and
+    /// `body_bytes_in_flight` from the body budget.
+    pub fn render(&self, streams_open: u64, body_bytes_in_flight: usize) -> String {
         let mut s = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
@@ -74,6 +75,12 @@ impl Metrics {
             "gauge",
             "Live streams open now.",
             streams_open.to_string(),
+        );
+        metric(
+            "runlog_body_bytes_in_flight",
+            "gauge",
+            "Bytes of request bodies reserved by requests being read now.",
+            body_bytes_in_flight.to_string(),
         );
         metric(
             "runlog_lines_in_total",

@@ -1,5 +1,6 @@
 //! [`ServiceState`]: what every route shares — stores, secret, config, counters.
 
+use crate::body_budget::BodyBudget;
 use crate::config::ServiceConfig;
 use crate::metrics::Metrics;
 use crate::quota::Quotas;
@@ -25,6 +26,7 @@ struct Inner {
     used_links: UsedLinks,
     sections: Sections,
     quotas: Quotas,
+    body_budget: BodyBudget,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -45,6 +47,7 @@ impl ServiceState {
     ) -> Self {
         let quotas = Quotas::new(config.account_limits);
         let sections = Sections::new(streams.section_indexes());
+        let body_budget = BodyBudget::new(config.body_budget_bytes(), config.body_budget_wait);
         ServiceState {
             inner: Arc::new(Inner {
                 streams,
@@ -56,6 +59,7 @@ impl ServiceState {
                 used_links: UsedLinks::default(),
                 sections,
                 quotas,
+                body_budget,
             }),
         }
     }
@@ -73,6 +77,11 @@ impl ServiceState {
     /// The admin secret's bytes (HMAC key).
     pub fn secret(&self) -> &[u8] {
         self.inner.secret.as_bytes()
+    }
+
+    /// Bytes of request bodies being read, bounded service-wide.
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.inner.body_budget
     }
 
     /// The configuration.

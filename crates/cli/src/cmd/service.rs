@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Args;
 use runlog_service::ServiceConfig;
 use runlog_service::config::{
-    BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_APPEND_BODY, DEFAULT_MAX_BODY,
+    BlobBackend, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_MAX_APPEND_BODY,
+    DEFAULT_MAX_BODIES_IN_FLIGHT, DEFAULT_MAX_BODY,
 };
 use runlog_service::quota::AccountLimits;
 use runlog_service::store::MemoryLimits;
@@ -38,6 +39,10 @@ pub struct ServiceArgs {
     /// lite-engine sends all lines of a second in one request, however many.
     #[arg(long, env = "RUNLOG_MAX_APPEND_BYTES", default_value_t = DEFAULT_MAX_APPEND_BODY)]
     pub max_append_bytes: usize,
+    /// Bytes of `PUT /stream` bodies read at once by all requests together (never
+    /// below `--max-append-bytes`); a body that finds no room within 10 s gets 429.
+    #[arg(long, env = "RUNLOG_MAX_BODIES_IN_FLIGHT", default_value_t = DEFAULT_MAX_BODIES_IN_FLIGHT)]
+    pub max_bodies_in_flight: usize,
     /// Largest archive upload in bytes, as sent.
     #[arg(long, env = "RUNLOG_MAX_BLOB_BODY", default_value_t = 256 << 20)]
     pub max_blob_body: usize,
@@ -116,6 +121,7 @@ impl ServiceArgs {
             admin_secret: self.admin_secret.clone(),
             max_body: self.max_body,
             max_append_body: self.max_append_bytes,
+            max_bodies_in_flight: self.max_bodies_in_flight,
             max_blob_body: self.max_blob_body,
             limits: MemoryLimits {
                 max_lines_per_stream: self.max_stream_lines,

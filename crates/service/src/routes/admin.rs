@@ -171,7 +171,7 @@ pub async fn metrics(State(st): State<ServiceState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        st.metrics().render(open),
+        st.metrics().render(open, st.body_budget().in_use()),
     )
 }
 
@@ -183,6 +183,7 @@ pub async fn discard(
     headers: axum::http::HeaderMap,
     raw: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let raw = super::owned_body(&headers, raw, st.config().max_append_body).await?;
+    let raw =
+        super::owned_body(st.body_budget(), &headers, raw, st.config().max_append_body).await?;
     Ok(Json(serde_json::json!({ "discarded_bytes": raw.len() })))
 }

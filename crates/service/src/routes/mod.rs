@@ -8,6 +8,7 @@ pub mod compat;
 pub mod sections;
 pub mod stream;
 
+use crate::body_budget::{BodyBudget, Reservation};
 use crate::error::ApiError;
 use axum::extract::rejection::BytesRejection;
 use bytes::Bytes;
@@ -28,11 +29,14 @@ pub(crate) fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> 
 /// request — measured as page faults near the top of the ingest profile. A body of
 /// its own, exactly sized, leaves the read buffer to be reused.
 pub(crate) async fn owned_body(
+    budget: &BodyBudget,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    read_body(headers, body, limit, |_| {}).await
+    read_body(budget, headers, body, limit, |_| {})
+        .await
+        .map(|(b, _)| b)
 }
 
 /// [`owned_body`], calling `arrived` with the body received so far after every
@@ -42,12 +46,17 @@ pub(crate) async fn owned_body(
 /// dropped ([`drain`]): answering while the client still sends makes the server
 /// close a connection with unread data, the kernel resets it, and the client sees
 /// "connection reset" instead of the 413 (lite-engine did, for a 17.8 MB `PUT`).
+///
+/// The body's bytes are reserved in the service's [`BodyBudget`] while it is read
+/// (all of `Content-Length` before the first byte is read); the reservation comes
+/// back with the body, for the caller to hold until the store counts the lines.
 pub(crate) async fn read_body(
+    budget: &BodyBudget,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
     mut arrived: impl FnMut(&[u8]),
-) -> Result<Bytes, ApiError> {
+) -> Result<(Bytes, Reservation), ApiError> {
     use http_body_util::BodyExt;
     let too_large = || {
         ApiError::TooLarge(format!(
@@ -62,6 +71,13 @@ pub(crate) async fn read_body(
         drain(body, declared, limit, 0).await;
         return Err(too_large());
     }
+    let mut reserved = budget.empty();
+    if let Some(n) = declared
+        && let Err(e) = budget.grow(&mut reserved, n).await
+    {
+        drain(body, declared, limit, 0).await;
+        return Err(e);
+    }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     let mut body = body;
     while let Some(frame) = body.frame().await {
@@ -72,14 +88,26 @@ pub(crate) async fn read_body(
                 let read = buf.len() + data.len();
                 // The part read so far is not kept while the rest is drained.
                 drop(buf);
+                drop(reserved);
                 drain(body, declared, limit, read).await;
                 return Err(too_large());
+            }
+            // hyper ends a body at its Content-Length, so only a chunked body
+            // (no length declared) grows its reservation as it arrives.
+            if declared.is_none()
+                && let Err(e) = budget.grow(&mut reserved, data.len()).await
+            {
+                let read = buf.len() + data.len();
+                drop(buf);
+                drop(reserved);
+                drain(body, declared, limit, read).await;
+                return Err(e);
             }
             buf.extend_from_slice(&data);
             arrived(&buf);
         }
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), reserved))
 }
 
 /// Longest a refused body is read for before the 413 goes out anyway.

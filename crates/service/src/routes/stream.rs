@@ -75,7 +75,10 @@ pub async fn append(
         .max_append_body
         .min(crate::config::MAX_APPEND_BODY_CEILING);
     let mut parse = crate::ingest::Incremental::default();
-    let raw = super::read_body(&headers, raw, limit, |so_far| parse.feed(so_far)).await?;
+    let (raw, _reading) = super::read_body(st.body_budget(), &headers, raw, limit, |so_far| {
+        parse.feed(so_far)
+    })
+    .await?;
     let batch = parse.finish(&raw)?;
     let scan = st.sections().scan(&batch);
     let id = q.id();
