@@ -86,13 +86,7 @@ async fn big_bodies_read_at_once_share_one_budget() {
     }
 
     // A third big body finds no room: 429 with Retry-After, after its wait.
-    let r = api
-        .req(reqwest::Method::PUT, "/stream", "three")
-        .header("Content-Type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = api.put_bytes("three", body.clone()).await;
     assert_eq!(
         r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
         Some("1")
@@ -109,13 +103,7 @@ async fn big_bodies_read_at_once_share_one_budget() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // Now the third fits.
-    let r = api
-        .req(reqwest::Method::PUT, "/stream", "three")
-        .header("Content-Type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = api.put_bytes("three", body.clone()).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let ack: runlog_protocol::service::AppendAck = r.json().await.unwrap();
     assert_eq!(ack.next_pos, 1000);
@@ -133,13 +121,7 @@ async fn a_budget_below_one_body_is_raised_to_it() {
     assert_eq!(cfg.body_budget_bytes(), MAX_BODY);
     let svc = TestService::start_with(cfg).await;
     let api = Api::new(&svc, "acc", Scope::Write);
-    let r = api
-        .req(reqwest::Method::PUT, "/stream", "k")
-        .header("Content-Type", "application/json")
-        .body(big_batch())
-        .send()
-        .await
-        .unwrap();
+    let r = api.put_bytes("k", big_batch()).await;
     assert_eq!(
         r.status(),
         StatusCode::OK,

@@ -61,6 +61,16 @@ impl Api {
             .unwrap()
     }
 
+    /// `PUT /stream` of a body already encoded.
+    pub async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Response {
+        self.req(reqwest::Method::PUT, "/stream", key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn put_ok(&self, key: &str, lines: &[serde_json::Value]) -> AppendAck {
         let r = self.put(key, lines).await;
         assert_eq!(r.status(), StatusCode::OK);
