@@ -282,7 +282,8 @@ impl HttpLogClient {
     ) -> Result<reqwest::RequestBuilder, ClientError> {
         let gzip = self.gzip_archives();
         // Streamed either way: the archive is never held in memory.
-        let (body, len) = crate::upload_body::spool_body(ndjson, gzip)?;
+        let (body, len) = crate::upload_body::spool_body(ndjson, gzip)
+            .map_err(|e| ClientError::Io(e.to_string()))?;
         let rb = rb
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .timeout(self.timeouts.upload(len));

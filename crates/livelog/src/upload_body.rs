@@ -8,7 +8,6 @@
 //! the archive ~1.5× larger and costs a fraction of the CPU; the service stores
 //! what it receives.
 
-use crate::client::ClientError;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -26,12 +25,9 @@ const IN_FLIGHT: usize = 4;
 type Piece = Result<Bytes, std::io::Error>;
 
 /// The body of `ndjson` (gzip'd when `gzip`), and the file's length.
-pub(crate) fn spool_body(ndjson: &Path, gzip: bool) -> Result<(reqwest::Body, u64), ClientError> {
-    let file = std::fs::File::open(ndjson).map_err(|e| ClientError::Io(e.to_string()))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ClientError::Io(e.to_string()))?
-        .len();
+pub(crate) fn spool_body(ndjson: &Path, gzip: bool) -> std::io::Result<(reqwest::Body, u64)> {
+    let file = std::fs::File::open(ndjson)?;
+    let len = file.metadata()?.len();
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         let result = if gzip {

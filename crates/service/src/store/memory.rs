@@ -19,7 +19,7 @@ use super::{
     BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore,
     TAIL_CHUNK_BYTES, TAIL_CHUNK_LINES, TailItem,
 };
-use crate::quota::{AccountLimits, RateWindows};
+use crate::store::account_limits::{AccountLimits, RateWindows};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -653,7 +653,9 @@ impl StreamStore for MemoryStreamStore {
     }
 
     async fn count_request(&self, account: &AccountId) -> Result<u64, StoreError> {
-        Ok(self.rate.count(account, crate::quota::current_second()))
+        Ok(self
+            .rate
+            .count(account, crate::store::account_limits::current_second()))
     }
 
     async fn health(&self) -> Result<(), StoreError> {

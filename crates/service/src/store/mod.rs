@@ -11,6 +11,7 @@
 //!   asks, so a slow viewer costs storage reads, never an unbounded buffer, and never
 //!   slows a writer.
 
+pub mod account_limits;
 pub mod blob;
 pub mod memory;
 pub mod names;

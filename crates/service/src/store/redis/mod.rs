@@ -78,7 +78,7 @@ mod scripts;
 mod tail;
 
 use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
-use crate::quota::AccountLimits;
+use crate::store::account_limits::AccountLimits;
 use async_trait::async_trait;
 use cluster::{Notify, key_slot};
 use connection::Conn;
@@ -631,7 +631,7 @@ impl StreamStore for RedisStreamStore {
     async fn count_request(&self, account: &AccountId) -> Result<u64, StoreError> {
         // A counter per account and second, shared by every replica; it outlives its
         // second briefly and then expires by itself.
-        let second = crate::quota::current_second();
+        let second = crate::store::account_limits::current_second();
         let key = format!(
             "{}:{{{account}}}:rate:{second}",
             self.inner.config.namespace
