@@ -1,6 +1,8 @@
-//! [`EngineConfig`]: what an engine instance is started with.
+//! [`EngineConfig`]: what an engine instance is started with, and the settings of
+//! its function routes ([`FunctionsConfig`]) and job routes ([`JobsConfig`]), kept
+//! here so that the modules they configure depend on this one, never the reverse.
 
-use crate::function::FunctionsConfig;
+use crate::python::PythonConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,7 +52,7 @@ pub struct EngineConfig {
     /// importable by every call as a worker image's are.
     pub python_packages: Vec<String>,
     /// The job routes' queue bound, retention and waits ([`crate::jobs`]).
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: JobsConfig,
     /// When set, the engine serves HTTPS only, TLS 1.3 with a client certificate its
     /// CA signed (as lite-engine does for Harness's runners): a caller is then
     /// authenticated in the handshake, token or not. `None` by default (plain HTTP).
@@ -86,7 +88,7 @@ impl Default for EngineConfig {
             max_steps: 256,
             allow_apt: false,
             python_packages: Vec::new(),
-            jobs: crate::jobs::JobsConfig::default(),
+            jobs: JobsConfig::default(),
             tls: None,
             allow_host_paths: false,
             machine_sample_interval: Duration::from_secs(1),
@@ -174,6 +176,85 @@ pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     parsed.ok_or_else(|| {
         format!("{text:?} is not a listening address: give IP:PORT, [IPv6]:PORT or :PORT")
     })
+}
+
+/// Settings of the function endpoints.
+#[derive(Debug, Clone)]
+pub struct FunctionsConfig {
+    /// The Python runtime.
+    pub python: PythonConfig,
+    /// Entries of each call's capture ring (system log lines kept for `stdout`).
+    pub capture_capacity: usize,
+    /// Bytes of function output kept for `stdout` (the last lines; the live stream and
+    /// its archive keep all). Default 16 MiB: a byte cap, never a line count, so a
+    /// call printing many short lines gets them all back, as from RunPod's worker.
+    pub output_bytes: usize,
+    /// Directory of the spool files of calls streamed with `log_key`.
+    pub spool_dir: PathBuf,
+    /// Where an undelivered stream history is kept to be re-sent later.
+    pub outbox_dir: Option<PathBuf>,
+    /// The job routes' queue, retention and waits.
+    pub jobs: JobsConfig,
+}
+
+impl FunctionsConfig {
+    /// Defaults for an engine whose data directory is `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        // Workers run in their own working directory: the venv path must be absolute.
+        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+        FunctionsConfig {
+            python: PythonConfig::new(&data_dir),
+            capture_capacity: runlog_capture::DEFAULT_CAPACITY,
+            output_bytes: 16 << 20,
+            spool_dir: data_dir.join("spool"),
+            outbox_dir: Some(data_dir.join("outbox")),
+            jobs: JobsConfig::default(),
+        }
+    }
+}
+
+/// Limits of the job routes.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Jobs queued or running at once; `run` beyond it is answered 429. Default 1024.
+    pub queue_capacity: usize,
+    /// Jobs running at once (the others wait `IN_QUEUE`). Default 16, the Python
+    /// runtime's default worker bound.
+    pub max_running: usize,
+    /// How long an ended job's record stays readable. Default 30 minutes (RunPod's
+    /// retention of `run` results).
+    pub keep_finished: Duration,
+    /// Bytes the ended jobs' records may hold (outputs, unread lines); beyond it the
+    /// oldest are forgotten before their time. Default 256 MiB.
+    pub keep_bytes: usize,
+    /// How long `runsync` waits before answering `IN_PROGRESS` (its `?wait=` in ms
+    /// may ask for less or more, up to 5 minutes). Default 90 s.
+    pub runsync_wait: Duration,
+    /// How long `status` of a job still queued or running holds its answer, waiting
+    /// for the job to end (its `?wait=` in ms may ask for less or more, `0` answering at
+    /// once). The SDKs poll `status` with pauses of 0.1–1 s between polls; held, the
+    /// first poll after `run` answers the moment a short call ends instead of a pause
+    /// later, and a poller makes one request where it made many. The record is the
+    /// same either way. Default 500 ms.
+    pub status_wait: Duration,
+    /// Bytes of log lines a job keeps for `stream` until read (the oldest are dropped
+    /// beyond it). Default 16 MiB.
+    pub stream_buffer: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            queue_capacity: 1024,
+            max_running: 16,
+            keep_finished: Duration::from_secs(30 * 60),
+            keep_bytes: 256 << 20,
+            runsync_wait: Duration::from_secs(90),
+            status_wait: Duration::from_millis(500),
+            stream_buffer: 16 << 20,
+        }
+    }
 }
 
 #[cfg(test)]

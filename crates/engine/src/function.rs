@@ -8,8 +8,9 @@
 //! output in arrival order. With `log_key` the same lines are streamed live while the
 //! call runs.
 
+pub use crate::config::FunctionsConfig;
 use crate::error::EngineError;
-use crate::python::{FunctionOutput, OutputLine, PythonConfig, PythonRuntime};
+use crate::python::{FunctionOutput, OutputLine, PythonRuntime};
 use livelog::mask::Masker;
 use livelog::{HttpLogClient, Writer, WriterConfig};
 use runlog_capture::Capture;
@@ -17,7 +18,6 @@ use runlog_capture::Section;
 use runlog_protocol::StreamKey;
 use runlog_protocol::function::{FunctionRequest, FunctionResponse, Serialization};
 use runlog_protocol::sections::Outcome;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,42 +25,6 @@ pub use crate::call_lines::{LineObserver, assemble_stdout};
 use crate::call_lines::{MaskedObserver, OutputRing, TeeSink};
 use crate::stage::WriterSink;
 use tracing::Instrument as _;
-
-/// Settings of the function endpoints.
-#[derive(Debug, Clone)]
-pub struct FunctionsConfig {
-    /// The Python runtime.
-    pub python: PythonConfig,
-    /// Entries of each call's capture ring (system log lines kept for `stdout`).
-    pub capture_capacity: usize,
-    /// Bytes of function output kept for `stdout` (the last lines; the live stream and
-    /// its archive keep all). Default 16 MiB: a byte cap, never a line count, so a
-    /// call printing many short lines gets them all back, as from RunPod's worker.
-    pub output_bytes: usize,
-    /// Directory of the spool files of calls streamed with `log_key`.
-    pub spool_dir: PathBuf,
-    /// Where an undelivered stream history is kept to be re-sent later.
-    pub outbox_dir: Option<PathBuf>,
-    /// The job routes' queue, retention and waits.
-    pub jobs: crate::jobs::JobsConfig,
-}
-
-impl FunctionsConfig {
-    /// Defaults for an engine whose data directory is `data_dir`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        let data_dir = data_dir.into();
-        // Workers run in their own working directory: the venv path must be absolute.
-        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
-        FunctionsConfig {
-            python: PythonConfig::new(&data_dir),
-            capture_capacity: runlog_capture::DEFAULT_CAPACITY,
-            output_bytes: 16 << 20,
-            spool_dir: data_dir.join("spool"),
-            outbox_dir: Some(data_dir.join("outbox")),
-            jobs: crate::jobs::JobsConfig::default(),
-        }
-    }
-}
 
 /// State of the function endpoints; cheap to clone.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 
 mod table;
 
+pub use crate::config::JobsConfig;
 use crate::function::{Functions, LineObserver};
 use runlog_protocol::engine::LogConfig;
 use runlog_protocol::function::FunctionRequest;
@@ -20,49 +21,6 @@ use std::time::{Duration, Instant};
 use table::Table;
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
-
-/// Limits of the job routes.
-#[derive(Debug, Clone)]
-pub struct JobsConfig {
-    /// Jobs queued or running at once; `run` beyond it is answered 429. Default 1024.
-    pub queue_capacity: usize,
-    /// Jobs running at once (the others wait `IN_QUEUE`). Default 16, the Python
-    /// runtime's default worker bound.
-    pub max_running: usize,
-    /// How long an ended job's record stays readable. Default 30 minutes (RunPod's
-    /// retention of `run` results).
-    pub keep_finished: Duration,
-    /// Bytes the ended jobs' records may hold (outputs, unread lines); beyond it the
-    /// oldest are forgotten before their time. Default 256 MiB.
-    pub keep_bytes: usize,
-    /// How long `runsync` waits before answering `IN_PROGRESS` (its `?wait=` in ms
-    /// may ask for less or more, up to 5 minutes). Default 90 s.
-    pub runsync_wait: Duration,
-    /// How long `status` of a job still queued or running holds its answer, waiting
-    /// for the job to end (its `?wait=` in ms may ask for less or more, `0` answering at
-    /// once). The SDKs poll `status` with pauses of 0.1–1 s between polls; held, the
-    /// first poll after `run` answers the moment a short call ends instead of a pause
-    /// later, and a poller makes one request where it made many. The record is the
-    /// same either way. Default 500 ms.
-    pub status_wait: Duration,
-    /// Bytes of log lines a job keeps for `stream` until read (the oldest are dropped
-    /// beyond it). Default 16 MiB.
-    pub stream_buffer: usize,
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            queue_capacity: 1024,
-            max_running: 16,
-            keep_finished: Duration::from_secs(30 * 60),
-            keep_bytes: 256 << 20,
-            runsync_wait: Duration::from_secs(90),
-            status_wait: Duration::from_millis(500),
-            stream_buffer: 16 << 20,
-        }
-    }
-}
 
 /// The longest `?wait=` of `runsync` and `status` (RunPod's own bound for `runsync`).
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
