@@ -194,8 +194,9 @@ pub struct StepRequest {
 /// Answer of `POST /step` (not detached) and `POST /poll_step`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResponse {
-    /// Exit code of the step's process; `128 + N` when killed by signal N, `-1` when
-    /// it never started.
+    /// Exit code of the step's process; when a signal N killed it, `128 + N` from
+    /// `/step` and `-1` from `/start_step`'s steps (lite-engine's answer); `-1` when it
+    /// never started.
     pub exit_code: i32,
     /// Whether the process has ended (always `true` in a result).
     pub exited: bool,
