@@ -129,7 +129,7 @@ pub(crate) fn pids(dir: &Path) -> Vec<i32> {
 }
 
 /// The engine's own cgroup directory in the cgroup v2 hierarchy.
-pub(crate) fn own_cgroup_dir() -> Option<PathBuf> {
+pub fn own_cgroup_dir() -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     cgroup_dir(&mountinfo, &own)

@@ -100,7 +100,11 @@ pub async fn serve(
     if outbox.is_dir() {
         drop(livelog::spawn_deliver_outbox(outbox));
     }
-    drop(tokio::task::spawn_blocking(remove_leftover_cgroups));
+    // Before serving, so that a stage set up at once never races the sweep (a few
+    // `rmdir`s).
+    if let Err(e) = tokio::task::spawn_blocking(remove_leftover_cgroups).await {
+        tracing::warn!(target: "runlog::engine", "removing leftover cgroups failed: {e}");
+    }
     let scheme = state.config().scheme();
     tracing::info!(target: "runlog::engine", "engine listening on {scheme}://{local}");
     let app = router(state.clone());

@@ -292,3 +292,31 @@ async fn a_step_over_its_mem_limit_is_oom_killed_and_the_engine_keeps_working() 
     }
     engine.shutdown().await;
 }
+
+/// An engine that died without `/destroy` left its cgroups; the next engine removes
+/// the empty ones before it serves.
+#[tokio::test]
+async fn empty_cgroups_of_an_engine_no_longer_running_are_removed_at_start() {
+    // Where steps' memory cgroups are made, this engine may make cgroups.
+    if let Err(why) = runlog_engine::memory_cgroup::usable() {
+        println!("skipped: {why}");
+        return;
+    }
+    // pid 0 is no process: the owner in these names is gone.
+    let leftovers: Vec<_> = [
+        runlog_engine::cgroup::own_cgroup_dir().map(|d| d.join("runlog-e0.1-stage-left")),
+        runlog_engine::memory_cgroup::v1_parent().map(|d| d.join("runlog-e0.1-stage-left-step-s")),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|dir| std::fs::create_dir(dir).is_ok() || dir.is_dir())
+    .collect();
+    assert!(!leftovers.is_empty(), "no leftover could be made");
+    let engine = TestEngine::start().await;
+    // Answered once serving began, which is after the sweep.
+    assert_eq!(engine.get_json("/healthz").await["ok"], true);
+    for dir in &leftovers {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    engine.shutdown().await;
+}
