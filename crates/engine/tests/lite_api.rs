@@ -267,6 +267,18 @@ async fn a_step_over_its_mem_limit_is_oom_killed_and_the_engine_keeps_working() 
             "{controller}, {id}: {polled}"
         );
     }
+    // runlog's own /step takes the limit too, and answers a shell's 128 + 9.
+    let (_, answer) = engine
+        .post(
+            "/step",
+            json!({"id": "own", "script": "exec tail /dev/zero", "mem_limit": 64 << 20}),
+        )
+        .await;
+    assert_eq!(
+        (&answer["exit_code"], &answer["oom_killed"]),
+        (&json!(137), &json!(true)),
+        "{answer}"
+    );
     // 8 MiB under a 64 MiB limit.
     let under = limited("under", "dd if=/dev/zero of=/dev/null bs=8M count=4");
     assert_eq!(engine.post("/start_step", under).await, (200, json!({})));
@@ -283,9 +295,14 @@ async fn a_step_over_its_mem_limit_is_oom_killed_and_the_engine_keeps_working() 
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| {
-                ["-step-oom-exec", "-step-oom-child", "-step-under"]
-                    .iter()
-                    .any(|s| n.ends_with(s))
+                [
+                    "-step-oom-exec",
+                    "-step-oom-child",
+                    "-step-own",
+                    "-step-under",
+                ]
+                .iter()
+                .any(|s| n.ends_with(s))
             })
             .collect();
         assert!(left.is_empty(), "{left:?}");

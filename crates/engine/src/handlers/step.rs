@@ -86,7 +86,7 @@ pub async fn step(
         envs: req.envs.clone(),
         cwd,
         timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
-        mem_limit: None,
+        mem_limit: req.mem_limit.filter(|l| *l > 0),
         log_key: req.log_key.clone(),
         secrets: req.secrets.clone(),
         log_route: None,
