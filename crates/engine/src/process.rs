@@ -216,8 +216,8 @@ impl ProcessOutcome {
 }
 
 /// Arranges what the child does between `fork` and `exec`, in this order: join the
-/// stage's cgroup (as the engine's user, who may write its `cgroup.procs`; writing
-/// `0` moves the writer), then become the step user — groups cleared, group, user.
+/// step's cgroups — the stage's, the memory one — (as the engine's user, who may
+/// write their `cgroup.procs`; writing `0` moves the writer), then become the step user — groups cleared, group, user.
 /// Done by hand rather than with `Command::uid`, because std changes the user before
 /// it runs `pre_exec` callbacks, and the step user may not move itself into a cgroup.
 // The one `unsafe` of the engine: std offers no safe way to run code between `fork`
