@@ -11,6 +11,13 @@
 //! Without a writable cgroup v2 hierarchy (no cgroup2 mount, no permission, a
 //! delegated cgroup with controllers that forbid children) the engine logs once per
 //! stage and falls back to process groups alone.
+//!
+//! When the engine's cgroup offers the memory controller to its children, the stage
+//! enables it for its own (`+memory`), and then every step runs in a child cgroup of
+//! the stage (`crate::memory_cgroup`) — a cgroup that passes a controller on may not
+//! hold processes itself. `cgroup.kill` and `populated` cover the children too.
+//! Names carry the engine's identity (`crate::cgroup_leftovers`), so that an engine
+//! can remove the ones a dead engine left.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,16 +26,23 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct StageCgroup {
     dir: PathBuf,
+    /// Whether its children have the memory controller (steps then run in them).
+    memory: bool,
 }
 
 impl StageCgroup {
-    /// Creates `runlog-<stage id>` beside the engine's own cgroup's children.
+    /// Creates `runlog-e<engine>-<stage id>` among the engine's own cgroup's children.
     pub fn create(stage_id: &str) -> Result<StageCgroup, String> {
         let parent = own_cgroup_dir().ok_or("no cgroup v2 hierarchy is mounted")?;
-        let dir = parent.join(format!("runlog-{stage_id}"));
+        let dir = parent.join(format!(
+            "{}{stage_id}",
+            crate::cgroup_leftovers::name_prefix()
+        ));
         std::fs::create_dir(&dir)
             .map_err(|e| format!("cannot create a cgroup in {}: {e}", parent.display()))?;
-        Ok(StageCgroup { dir })
+        let memory = offers_memory(&dir)
+            && std::fs::write(dir.join("cgroup.subtree_control"), b"+memory").is_ok();
+        Ok(StageCgroup { dir, memory })
     }
 
     /// The file a process writes its pid to in order to join the cgroup.
@@ -36,17 +50,10 @@ impl StageCgroup {
         self.dir.join("cgroup.procs")
     }
 
-    /// How many processes of the stage the kernel's OOM killer has ended so far
-    /// (`oom_kill` of `memory.events`); 0 where the memory controller is off.
-    pub fn oom_kills(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("memory.events"))
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill "))
-                    .and_then(|n| n.trim().parse().ok())
-            })
-            .unwrap_or(0)
+    /// The stage's directory, when its children have the memory controller: steps
+    /// must then run in a child (`crate::memory_cgroup`), not in the stage's own.
+    pub fn memory_parent(&self) -> Option<&Path> {
+        self.memory.then_some(self.dir.as_path())
     }
 
     /// Kills every process in the cgroup, waits until it is empty and removes it.
@@ -82,7 +89,20 @@ fn kill_and_remove(dir: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Steps' cgroups that still held a process when their step ended.
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir(child.path())
+                .map_err(|e| format!("cannot remove a step's cgroup: {e}"))?;
+        }
+    }
     std::fs::remove_dir(dir).map_err(|e| format!("cannot remove the stage's cgroup: {e}"))
+}
+
+/// Whether the parent offers the memory controller to `dir` (`cgroup.controllers`).
+fn offers_memory(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
 }
 
 /// Whether any process is left (`cgroup.events` says `populated 1`).
@@ -92,16 +112,24 @@ fn populated(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn pids(dir: &Path) -> Vec<i32> {
+/// The processes in `dir` and in its children.
+pub(crate) fn pids(dir: &Path) -> Vec<i32> {
+    let children = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|c| pids(&c.path()));
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
+        .chain(children)
         .collect()
 }
 
 /// The engine's own cgroup directory in the cgroup v2 hierarchy.
-fn own_cgroup_dir() -> Option<PathBuf> {
+pub fn own_cgroup_dir() -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     cgroup_dir(&mountinfo, &own)

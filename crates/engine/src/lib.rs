@@ -20,6 +20,7 @@
 pub mod browser_guard;
 mod call_lines;
 pub mod cgroup;
+pub mod cgroup_leftovers;
 pub mod child_env;
 pub mod config;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod handlers;
 pub mod jobs;
 pub mod lite;
 pub mod machine;
+pub mod memory_cgroup;
 pub mod metrics;
 pub mod outputs;
 pub mod process;

@@ -71,19 +71,24 @@ pub struct ProcessSpec {
     pub kill_grace: Duration,
     /// How long pipes may stay open after the main process exited.
     pub drain_grace: Duration,
-    /// The `cgroup.procs` file of the stage's cgroup: the process joins it before the
-    /// step's program starts, so nothing it forks is ever outside (`crate::cgroup`).
-    pub cgroup_procs: Option<PathBuf>,
+    /// The `cgroup.procs` files of the cgroups the process joins before the step's
+    /// program starts, in order, so nothing it forks is ever outside: the stage's
+    /// (`crate::cgroup`) and the step's memory cgroup (`crate::memory_cgroup`).
+    pub cgroup_procs: Vec<PathBuf>,
     /// The user the process runs as; `None`: the engine's own
     /// ([`crate::step_user`]).
     pub user: Option<crate::step_user::StepUser>,
 }
 
 /// How a step's process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessOutcome {
-    /// Exit code; `128 + N` when killed by signal N; `-1` when it never started.
+    /// Exit code; `128 + N` when killed by signal N (as a shell reports it); `-1`
+    /// when it never started.
     pub exit_code: i32,
+    /// The signal that killed the process, when one did: lite-engine reports such a
+    /// step with exit code `-1` (Go's `ExitCode()`), runlog's `/step` with `128 + N`.
+    pub signal: Option<i32>,
     /// Why it was stopped or could not start.
     pub error: Option<String>,
     /// The process group id, when it started.
@@ -101,12 +106,7 @@ pub async fn run<S: OutputSink + Clone>(
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args);
     if let Err(e) = enter_in_child(&mut cmd, spec) {
-        return ProcessOutcome {
-            exit_code: -1,
-            error: Some(format!("could not start {:?}: {e}", spec.program)),
-            pgid: None,
-            timed_out: false,
-        };
+        return ProcessOutcome::not_started(format!("could not start {:?}: {e}", spec.program));
     }
     cmd.env_clear()
         .envs(&spec.envs)
@@ -120,12 +120,7 @@ pub async fn run<S: OutputSink + Clone>(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return ProcessOutcome {
-                exit_code: -1,
-                error: Some(format!("could not start {:?}: {e}", spec.program)),
-                pgid: None,
-                timed_out: false,
-            };
+            return ProcessOutcome::not_started(format!("could not start {:?}: {e}", spec.program));
         }
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
@@ -193,24 +188,36 @@ pub async fn run<S: OutputSink + Clone>(
         }
     }
 
-    let exit_code = match status {
+    let (exit_code, signal) = match status {
         Ok(s) => exit_code(s),
         Err(e) => {
             error.get_or_insert_with(|| format!("could not wait for the process: {e}"));
-            -1
+            (-1, None)
         }
     };
     ProcessOutcome {
         exit_code,
+        signal,
         error,
         pgid,
         timed_out,
     }
 }
 
+impl ProcessOutcome {
+    /// A step that never started, for `error`.
+    pub fn not_started(error: String) -> ProcessOutcome {
+        ProcessOutcome {
+            exit_code: -1,
+            error: Some(error),
+            ..ProcessOutcome::default()
+        }
+    }
+}
+
 /// Arranges what the child does between `fork` and `exec`, in this order: join the
-/// stage's cgroup (as the engine's user, who may write its `cgroup.procs`; writing
-/// `0` moves the writer), then become the step user — groups cleared, group, user.
+/// step's cgroups — the stage's, the memory one — (as the engine's user, who may
+/// write their `cgroup.procs`; writing `0` moves the writer), then become the step user — groups cleared, group, user.
 /// Done by hand rather than with `Command::uid`, because std changes the user before
 /// it runs `pre_exec` callbacks, and the step user may not move itself into a cgroup.
 // The one `unsafe` of the engine: std offers no safe way to run code between `fork`
@@ -219,24 +226,24 @@ pub async fn run<S: OutputSink + Clone>(
 fn enter_in_child(cmd: &mut tokio::process::Command, spec: &ProcessSpec) -> std::io::Result<()> {
     let procs = spec
         .cgroup_procs
-        .as_ref()
+        .iter()
         .map(|p| std::fs::OpenOptions::new().write(true).open(p))
-        .transpose()?;
+        .collect::<std::io::Result<Vec<_>>>()?;
     let user = spec.user.as_ref().map(|u| {
         (
             nix::unistd::Uid::from_raw(u.uid),
             nix::unistd::Gid::from_raw(u.gid),
         )
     });
-    if procs.is_none() && user.is_none() {
+    if procs.is_empty() && user.is_none() {
         return Ok(());
     }
     // SAFETY: the callback only makes system calls (write, setgroups, setgid, setuid)
     // on values prepared before the fork; it allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(procs) = &procs {
-                nix::unistd::write(procs, b"0")?;
+            for file in &procs {
+                nix::unistd::write(file, b"0")?;
             }
             if let Some((uid, gid)) = user {
                 nix::unistd::setgroups(&[])?;
@@ -249,12 +256,14 @@ fn enter_in_child(cmd: &mut tokio::process::Command, spec: &ProcessSpec) -> std:
     Ok(())
 }
 
-fn exit_code(status: std::process::ExitStatus) -> i32 {
+/// The exit code, `128 + N` for signal N, and the signal.
+fn exit_code(status: std::process::ExitStatus) -> (i32, Option<i32>) {
     use std::os::unix::process::ExitStatusExt as _;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code, None),
+        (None, Some(signal)) => (128 + signal, Some(signal)),
+        (None, None) => (-1, None),
+    }
 }
 
 fn kill(pgid: Option<i32>, signal: Signal) {
@@ -369,7 +378,7 @@ mod tests {
             timeout: None,
             kill_grace: Duration::from_millis(200),
             drain_grace: Duration::from_millis(500),
-            cgroup_procs: None,
+            cgroup_procs: Vec::new(),
             user: None,
         }
     }
@@ -413,6 +422,21 @@ mod tests {
         let expected: Vec<_> = (0..2000).map(|i| format!("out {i}")).collect();
         assert_eq!(outs, expected, "each pipe's lines stay whole and in order");
         assert_eq!(lines.iter().filter(|l| l.starts_with("err ")).count(), 2000);
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_are_reported() {
+        // An exit with 137 looks like SIGKILL's code but is no signal.
+        for (script, code, signal) in [
+            ("exit 7", 7, None),
+            ("kill -9 $$", 137, Some(9)),
+            ("kill -TERM $$", 143, Some(15)),
+            ("exit 137", 137, None),
+        ] {
+            let out = run(&spec(script), Discard, CancellationToken::new()).await;
+            assert_eq!((out.exit_code, out.signal), (code, signal), "{script}");
+            assert_eq!(out.error, None, "{script}");
+        }
     }
 
     /// A step's unfinished line reaches its writer while the step still runs, after
@@ -516,15 +540,6 @@ mod tests {
             .expect("task");
         assert_eq!(out.exit_code, 0);
         assert!(marker.exists());
-    }
-
-    #[tokio::test]
-    async fn exit_codes_and_signals_are_reported() {
-        let out = run(&spec("exit 7"), Discard, CancellationToken::new()).await;
-        assert_eq!(out.exit_code, 7);
-        assert_eq!(out.error, None);
-        let out = run(&spec("kill -9 $$"), Discard, CancellationToken::new()).await;
-        assert_eq!(out.exit_code, 128 + 9);
     }
 
     #[tokio::test]

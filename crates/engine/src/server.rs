@@ -58,6 +58,23 @@ pub async fn bind(config: &crate::EngineConfig) -> std::io::Result<TcpListener> 
     TcpListener::bind(config.addr).await
 }
 
+/// Removes the empty cgroups of engines that died without `/destroy`
+/// (`crate::cgroup_leftovers`), in both places this engine makes its own.
+fn remove_leftover_cgroups() {
+    let parents = [
+        crate::cgroup::own_cgroup_dir(),
+        crate::memory_cgroup::v1_parent().map(std::path::Path::to_path_buf),
+    ];
+    let removed: usize = parents
+        .iter()
+        .flatten()
+        .map(|dir| crate::cgroup_leftovers::remove(dir))
+        .sum();
+    if removed > 0 {
+        tracing::info!(target: "runlog::engine", "removed {removed} empty cgroups that engines no longer running left");
+    }
+}
+
 /// Serves until `shutdown` resolves, destroying the stage at that moment (killing its
 /// steps and closing its streams) while the requests in flight finish. Re-sends
 /// histories earlier runs left in the outbox.
@@ -82,6 +99,11 @@ pub async fn serve(
     let outbox = state.config().outbox_dir();
     if outbox.is_dir() {
         drop(livelog::spawn_deliver_outbox(outbox));
+    }
+    // Before serving, so that a stage set up at once never races the sweep (a few
+    // `rmdir`s).
+    if let Err(e) = tokio::task::spawn_blocking(remove_leftover_cgroups).await {
+        tracing::warn!(target: "runlog::engine", "removing leftover cgroups failed: {e}");
     }
     let scheme = state.config().scheme();
     tracing::info!(target: "runlog::engine", "engine listening on {scheme}://{local}");

@@ -3,6 +3,7 @@
 
 use crate::cgroup::StageCgroup;
 use crate::config::EngineConfig;
+use crate::memory_cgroup::StepMemory;
 use crate::step_output::StepOutputLog;
 use livelog::{LogClient, Writer, WriterConfig};
 use runlog_capture::StreamSink;
@@ -44,6 +45,8 @@ pub struct Stage {
     /// What setup recorded for repeated setups, host volumes and machine figures.
     pub extras: StageExtras,
     steps: Mutex<HashMap<String, StepEntry>>,
+    /// Steps' memory cgroups that still held a process when their step ended.
+    memory_cgroups: Mutex<Vec<StepMemory>>,
 }
 
 /// What a stage holds beyond its workspace and streams.
@@ -114,6 +117,7 @@ impl Stage {
             cancel: CancellationToken::new(),
             extras,
             steps: Mutex::new(HashMap::new()),
+            memory_cgroups: Mutex::new(Vec::new()),
         }
     }
 
@@ -225,6 +229,24 @@ impl Stage {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Keeps a step's memory cgroup that could not be removed yet, for `/destroy`.
+    pub(crate) fn keep_memory_cgroup(&self, memory: StepMemory) {
+        let mut kept = self
+            .memory_cgroups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        kept.push(memory);
+    }
+
+    /// Takes the memory cgroups kept for `/destroy`.
+    pub(crate) fn take_memory_cgroups(&self) -> Vec<StepMemory> {
+        let mut kept = self
+            .memory_cgroups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut kept)
     }
 
     /// Where step `id` writes its outputs.

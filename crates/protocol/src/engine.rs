@@ -183,6 +183,11 @@ pub struct StepRequest {
     pub working_dir: Option<String>,
     /// Time limit in seconds; the whole process group is killed when it passes.
     pub timeout: Option<u64>,
+    /// Memory limit of the step's processes together, in bytes (swap included),
+    /// where the engine can make a memory cgroup; going over it, the kernel's OOM
+    /// killer ends a process of the step and the answer says `oom_killed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<u64>,
     /// Stream key of the step's output.
     pub log_key: Option<String>,
     /// Values masked in this step's output (besides the stage's).
@@ -194,8 +199,9 @@ pub struct StepRequest {
 /// Answer of `POST /step` (not detached) and `POST /poll_step`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResponse {
-    /// Exit code of the step's process; `128 + N` when killed by signal N, `-1` when
-    /// it never started.
+    /// Exit code of the step's process; when a signal N killed it, `128 + N` from
+    /// `/step` and `-1` from `/start_step`'s steps (lite-engine's answer); `-1` when it
+    /// never started.
     pub exit_code: i32,
     /// Whether the process has ended (always `true` in a result).
     pub exited: bool,

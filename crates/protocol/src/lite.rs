@@ -83,6 +83,10 @@ pub struct StartStepRequest {
     pub outputs: Vec<OutputV2>,
     /// Time limit in seconds; none when 0.
     pub timeout: u64,
+    /// Memory limit of the step's processes together, in bytes (swap included);
+    /// none when 0 or less. Enforced with a memory cgroup where the engine can make
+    /// one; the step is then `oom_killed` when it goes over.
+    pub mem_limit: i64,
     /// A container image: such steps need a Docker engine and are refused.
     pub image: String,
     /// Files the step writes before it starts (absolute paths, like setup's).

@@ -87,6 +87,12 @@ pub async fn destroy_stage(state: &EngineState) -> DestroyResponse {
         tracing::warn!("{e}");
         answer.errors.push(e);
     }
+    for memory in stage.take_memory_cgroups() {
+        if let Err(e) = memory.kill_and_remove().await {
+            tracing::warn!("{e}");
+            answer.errors.push(e);
+        }
+    }
     if let Some(machine) = &stage.extras.machine {
         let (stats, report) = machine.stop().await;
         answer.os_stats = Some(stats);

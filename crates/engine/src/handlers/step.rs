@@ -2,6 +2,7 @@
 
 use crate::error::EngineError;
 use crate::handlers::{check_key, check_step_id};
+use crate::memory_cgroup::StepMemory;
 use crate::metrics::Metrics;
 use crate::outputs::{self, OUTPUT_ENV};
 use crate::process::{self, OutputSink, ProcessSpec};
@@ -85,6 +86,7 @@ pub async fn step(
         envs: req.envs.clone(),
         cwd,
         timeout: req.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+        mem_limit: req.mem_limit.filter(|l| *l > 0),
         log_key: req.log_key.clone(),
         secrets: req.secrets.clone(),
         log_route: None,
@@ -115,6 +117,8 @@ pub(crate) struct Launch {
     pub cwd: std::path::PathBuf,
     /// Time limit.
     pub timeout: Option<Duration>,
+    /// Memory limit in bytes (`crate::memory_cgroup`).
+    pub mem_limit: Option<u64>,
     /// Stream of the step's output.
     pub log_key: Option<String>,
     /// Masked besides the stage's secrets.
@@ -183,7 +187,8 @@ pub(crate) fn launch_step(
         timeout: launch.timeout,
         kill_grace: cfg.kill_grace,
         drain_grace: cfg.drain_grace,
-        cgroup_procs: stage.cgroup.as_ref().map(|cg| cg.procs_file()),
+        // The step's memory cgroup is added when the step starts (`run_step`).
+        cgroup_procs: stage.cgroup.iter().map(|cg| cg.procs_file()).collect(),
         user: cfg.step_user.clone(),
     };
     let writer = match (&launch.log_key, launch.log_route) {
@@ -211,6 +216,7 @@ pub(crate) fn launch_step(
         id: launch.id.clone(),
         name: launch.name,
         spec,
+        mem_limit: launch.mem_limit,
         outputs_file,
         sink: StepOutput {
             writer,
@@ -296,6 +302,7 @@ struct StepRun {
     id: String,
     name: String,
     spec: ProcessSpec,
+    mem_limit: Option<u64>,
     outputs_file: std::path::PathBuf,
     sink: StepOutput,
     /// The stage's and the step's secrets: applied to everything about the step that
@@ -328,7 +335,8 @@ async fn run_step(
     let StepRun {
         id,
         name,
-        spec,
+        mut spec,
+        mem_limit,
         outputs_file,
         sink,
         masker,
@@ -342,15 +350,19 @@ async fn run_step(
     // The step's section in the engine log; dropped unended (the task aborted) it
     // ends `cancelled`.
     let section = Section::open(&format!("step {name}"));
-    let oom_before = stage.cgroup.as_ref().map(|cg| cg.oom_kills());
+    let (memory, refused) = match refused {
+        Some(error) => (None, Some(error)),
+        None => match StepMemory::create(stage.cgroup.as_ref(), &stage.id, &id, mem_limit) {
+            Ok(memory) => (memory, None),
+            Err(error) => (None, Some(error)),
+        },
+    };
+    if let Some(memory) = &memory {
+        spec.cgroup_procs = memory.cgroups_to_join(stage.cgroup.as_ref());
+    }
     let mut out = match refused {
         // Logged below, with the failure.
-        Some(error) => process::ProcessOutcome {
-            exit_code: -1,
-            error: Some(error),
-            pgid: None,
-            timed_out: false,
-        },
+        Some(error) => process::ProcessOutcome::not_started(error),
         None => {
             // The arguments are not logged at all (they are the step's business); the
             // program is, masked, because the console itself masks nothing.
@@ -360,29 +372,36 @@ async fn run_step(
             process::run(&spec, sink.clone(), stage.cancel.clone()).await
         }
     };
-    // The kernel's OOM killer sends SIGKILL; a kill counted in the stage's cgroup
-    // while the step ran is taken for the step's own when it died of SIGKILL.
-    let oom_killed = out.exit_code == 128 + 9
-        && match (oom_before, stage.cgroup.as_ref()) {
-            (Some(before), Some(cg)) => cg.oom_kills() > before,
-            _ => false,
-        };
+    // The cgroup is the step's alone: any kill counted in it is of the step's
+    // processes, whether the step's shell or a child it outlived.
+    let oom_killed = memory.as_ref().is_some_and(|m| m.oom_kills() > 0);
+    if let Some(Err(left)) = memory.map(StepMemory::remove) {
+        stage.keep_memory_cgroup(left);
+    }
     if let Some(e) = &mut out.error {
         masker.mask(e);
     }
     if let (Some(w), Some(e)) = (&sink.writer, &out.error) {
         w.try_write_line("error", e);
     }
-    let ok = out.exit_code == 0 && out.error.is_none();
+    // A step whose shell outlived an OOM-killed child fails too, as lite-engine's
+    // `oom killed` error says.
+    let ok = out.exit_code == 0 && out.error.is_none() && !oom_killed;
+    if oom_killed {
+        tracing::info!(step = %id, "the kernel's OOM killer ended a process of the step");
+    }
     if ok {
         Metrics::inc(&state.metrics().steps_succeeded);
         tracing::info!(step = %id, "step exited with code 0");
     } else {
         Metrics::inc(&state.metrics().steps_failed);
-        match &out.error {
-            Some(e) => tracing::warn!(step = %id, "step failed with code {}: {e}", out.exit_code),
+        match (&out.error, out.signal) {
+            (Some(e), _) => {
+                tracing::warn!(step = %id, "step failed with code {}: {e}", out.exit_code)
+            }
             // A failing command is an ordinary outcome, not a problem of the engine.
-            None => tracing::info!(step = %id, "step exited with code {}", out.exit_code),
+            (None, Some(signal)) => tracing::info!(step = %id, "step killed by signal {signal}"),
+            (None, None) => tracing::info!(step = %id, "step exited with code {}", out.exit_code),
         }
     }
     let outcome = step_outcome(ok, stage.cancel.is_cancelled());

@@ -11,7 +11,11 @@
 //! The result follows lite-engine's rules: outputs are read whether the step
 //! succeeded or not; a step that could not run or was stopped by its time limit
 //! has exit code 255 and the reason in `error` (`context deadline exceeded` for a
-//! timeout); a non-zero exit is also stated in `error` in lite-engine's words.
+//! timeout); a process a signal killed has exit code `-1` (what Go's
+//! `ExitError.ExitCode()` gives lite-engine for a signal, where a shell would say
+//! `128 + N`); a non-zero exit is also stated in `error` in lite-engine's words
+//! (`exit status -1`), or `oom killed` when the kernel's OOM killer ended a process
+//! of the step.
 
 use crate::outputs;
 use crate::process::ProcessOutcome;
@@ -23,6 +27,9 @@ use std::path::{Path, PathBuf};
 
 /// lite-engine's exit code of a step that failed to run (its error is the cause).
 const FAILED_TO_RUN: i32 = 255;
+
+/// lite-engine's exit code of a step whose process a signal killed.
+const KILLED_BY_SIGNAL: i32 = -1;
 
 /// What a finished `/start_step` step's result is made from.
 pub(crate) struct LiteFinish {
@@ -96,9 +103,13 @@ impl LiteFinish {
                 kind: Some(OutputType::Secret),
             },
         ));
+        let exit_code = match out.signal {
+            Some(_) => KILLED_BY_SIGNAL,
+            None => out.exit_code,
+        };
         let mut response = StepResponse {
             exited: true,
-            exit_code: out.exit_code,
+            exit_code,
             outputs: written,
             oom_killed,
             envs,
@@ -107,8 +118,8 @@ impl LiteFinish {
         };
         if oom_killed {
             response.error = Some(one_error("oom killed"));
-        } else if out.exit_code != 0 {
-            response.error = Some(one_error(&format!("exit status {}", out.exit_code)));
+        } else if exit_code != 0 {
+            response.error = Some(one_error(&format!("exit status {exit_code}")));
         } else if expected && !tokio::fs::try_exists(outputs_file).await.unwrap_or(false) {
             response.exit_code = FAILED_TO_RUN;
             response.error = Some(format!(
@@ -177,9 +188,15 @@ mod tests {
     fn ended(exit_code: i32) -> ProcessOutcome {
         ProcessOutcome {
             exit_code,
-            error: None,
             pgid: Some(1),
-            timed_out: false,
+            ..ProcessOutcome::default()
+        }
+    }
+
+    fn killed(signal: i32) -> ProcessOutcome {
+        ProcessOutcome {
+            signal: Some(signal),
+            ..ended(128 + signal)
         }
     }
 
@@ -188,12 +205,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let outputs = dir.path().join("out.env");
         let oom = finish(dir.path(), &[])
-            .result(&ended(137), true, &outputs)
+            .result(&killed(9), true, &outputs)
             .await;
         assert_eq!(
             (oom.exit_code, oom.oom_killed, oom.error.as_deref()),
-            (137, true, Some("1 error occurred:\n\t* oom killed\n\n"))
+            (-1, true, Some("1 error occurred:\n\t* oom killed\n\n"))
         );
+        // A shell that outlived its OOM-killed child reports the child's 137.
+        let child_oom = finish(dir.path(), &[])
+            .result(&ended(137), true, &outputs)
+            .await;
+        assert_eq!((child_oom.exit_code, child_oom.oom_killed), (137, true));
+        let terminated = finish(dir.path(), &[])
+            .result(&killed(15), false, &outputs)
+            .await;
+        assert_eq!(
+            (terminated.exit_code, terminated.error.as_deref()),
+            (-1, Some("1 error occurred:\n\t* exit status -1\n\n"))
+        );
+        // An exit with 137 is no signal: its code stays.
+        let exited = finish(dir.path(), &[])
+            .result(&ended(137), false, &outputs)
+            .await;
+        assert_eq!(exited.exit_code, 137);
         let missing = finish(dir.path(), &["X"])
             .result(&ended(0), false, &outputs)
             .await;

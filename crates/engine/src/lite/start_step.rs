@@ -112,6 +112,8 @@ fn describe(stage: &Stage, req: StartStepRequest, allow_host_paths: bool) -> Lau
         envs,
         cwd,
         timeout: (req.timeout > 0).then(|| Duration::from_secs(req.timeout)),
+        // Docker's rule, which lite-engine passes it to: 0 (or less) is no limit.
+        mem_limit: u64::try_from(req.mem_limit).ok().filter(|l| *l > 0),
         log_key: (!req.log_key.is_empty()).then(|| req.log_key.clone()),
         secrets: req.secrets.clone(),
         // A runner sends the stage's log_config with every step: only a different
