@@ -138,8 +138,22 @@ pub(crate) struct Launch {
 pub(crate) enum Finish {
     /// runlog's `/step` result.
     Runlog,
-    /// lite-engine's result: outputs, exported envs, its error words.
-    Lite(crate::lite::result::LiteFinish),
+    /// The result as another API answers it (lite-engine's: outputs, exported
+    /// envs, its error words), made by that API's module: the step runner depends
+    /// on no API built on it.
+    Api(Box<dyn FinishStep>),
+}
+
+/// A step's result as an API other than runlog's `/step` answers it.
+pub(crate) trait FinishStep: Send {
+    /// The result from the process's outcome, whether the OOM killer ended it, and
+    /// the file the step wrote its outputs to.
+    fn finish<'a>(
+        self: Box<Self>,
+        out: &'a process::ProcessOutcome,
+        oom_killed: bool,
+        outputs_file: &'a std::path::Path,
+    ) -> futures_util::future::BoxFuture<'a, StepResponse>;
 }
 
 /// Registers and starts a step; returns the receiver of its result. With
@@ -419,7 +433,7 @@ async fn run_step(
             oom_killed,
             ..StepResponse::default()
         },
-        Finish::Lite(lite) => lite.result(&out, oom_killed, &outputs_file).await,
+        Finish::Api(api) => api.finish(&out, oom_killed, &outputs_file).await,
     };
     sink.log.end();
     let _ = tx.send(Some(response));

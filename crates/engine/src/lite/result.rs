@@ -48,6 +48,17 @@ fn one_error(message: &str) -> String {
     format!("1 error occurred:\n\t* {message}\n\n")
 }
 
+impl crate::handlers::step::FinishStep for LiteFinish {
+    fn finish<'a>(
+        self: Box<Self>,
+        out: &'a ProcessOutcome,
+        oom_killed: bool,
+        outputs_file: &'a Path,
+    ) -> futures_util::future::BoxFuture<'a, StepResponse> {
+        Box::pin((*self).result(out, oom_killed, outputs_file))
+    }
+}
+
 impl LiteFinish {
     /// The step's result from its process outcome and the files it wrote.
     pub(crate) async fn result(

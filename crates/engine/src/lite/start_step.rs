@@ -123,12 +123,12 @@ fn describe(stage: &Stage, req: StartStepRequest, allow_host_paths: bool) -> Lau
             .flatten(),
         preface,
         refused,
-        finish: Finish::Lite(LiteFinish {
+        finish: Finish::Api(Box::new(LiteFinish {
             outputs: req.outputs,
             output_vars: req.output_vars,
             env_file,
             secrets_file,
-        }),
+        })),
     }
 }
 
