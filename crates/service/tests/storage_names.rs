@@ -162,13 +162,25 @@ async fn every_key_is_stored_read_back_and_listed_on_s3() {
         blobs,
     )
     .await;
-    // S3 caps a whole object name at 1024 bytes: with the prefix, account and
-    // suffix, a key of 990 bytes fits, a key of the full 1024 does not (503; see
-    // `store::names`).
-    store_and_read_back_every_key(&svc, 990).await;
+    // S3 caps a whole object name at 1024 bytes: keys whose name would pass
+    // `store::names::MAX_NAME` are stored under their digest, so keys of every
+    // length are stored, read back and listed.
+    store_and_read_back_every_key(&svc, MAX_KEY_LEN).await;
 
-    // A presigned link for a Harness key (`:` and `$` in the signed path) works.
-    let key = "accountId:abc/pipelineId:p$1/level0:pipeline";
+    // A presigned link for a Harness key (`:` and `$` in the signed path) works,
+    // and so does one for a key stored under its digest.
+    let long = format!("accountId:abc/{}", "l$".repeat((MAX_KEY_LEN - 14) / 2));
+    for key in [
+        "accountId:abc/pipelineId:p$1/level0:pipeline",
+        long.as_str(),
+    ] {
+        upload_through_a_presigned_link(&svc, key).await;
+    }
+    assert!(listed_keys(&svc).await.contains(&long));
+    svc.shutdown().await;
+}
+
+async fn upload_through_a_presigned_link(svc: &TestService, key: &str) {
     let link: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/blob/link/upload", svc.url()))
         .query(&[("accountID", ACCOUNT), ("key", key)])
@@ -187,8 +199,7 @@ async fn every_key_is_stored_read_back_and_listed_on_s3() {
         .await
         .unwrap();
     assert!(put.status().is_success(), "{}", put.text().await.unwrap());
-    assert_eq!(download(&svc, key).await, (200, archive_for(key)));
-    svc.shutdown().await;
+    assert_eq!(download(svc, key).await, (200, archive_for(key)));
 }
 
 #[tokio::test]

@@ -132,10 +132,28 @@ impl BlobStore {
     /// Stores an archive, already gzip-compressed. Atomic: readers see the old or the
     /// new archive, never a partial one.
     pub async fn put(&self, id: &StreamId, gz: Bytes) -> Result<(), BlobError> {
+        self.record_key(id).await?;
         self.store
             .put(&Self::object_path(id), PutPayload::from_bytes(gz))
             .await?;
         Ok(())
+    }
+
+    /// Stores the key of a stream whose archive goes under a digest name
+    /// ([`names::key_record_path`]), before the archive itself: a listing that finds
+    /// the archive always finds its key.
+    async fn record_key(&self, id: &StreamId) -> Result<(), BlobError> {
+        if let Some(path) = names::key_record_path(id) {
+            self.store
+                .put(&path, PutPayload::from_bytes(names::key_record(id)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The archive's name, then every name it may have been written under before.
+    fn archive_paths(id: &StreamId) -> impl Iterator<Item = ObjectPath> {
+        std::iter::once(Self::object_path(id)).chain(names::former_archive_paths(id))
     }
 
     /// The name of an object kept beside a stream's archive: `name` in the stream's
@@ -174,16 +192,16 @@ impl BlobStore {
         Ok(got.bytes().await?)
     }
 
-    /// The archive object of a stream: under its name, or else under the name it had
-    /// before the current mapping (see [`names::legacy_archive_path`]).
+    /// The archive object of a stream: under its name, or else under a name it had
+    /// before (see [`names::former_archive_paths`]).
     async fn get_object(&self, id: &StreamId) -> Result<object_store::GetResult, BlobError> {
-        match self.store.get(&Self::object_path(id)).await {
-            Err(object_store::Error::NotFound { .. }) => match names::legacy_archive_path(id) {
-                Some(legacy) => Ok(self.store.get(&legacy).await?),
-                None => Err(BlobError::NotFound),
-            },
-            other => Ok(other?),
+        for path in Self::archive_paths(id) {
+            match self.store.get(&path).await {
+                Err(object_store::Error::NotFound { .. }) => continue,
+                other => return Ok(other?),
+            }
         }
+        Err(BlobError::NotFound)
     }
 
     /// The stored archive as the backend hands it out, a piece at a time (gzip,
@@ -199,23 +217,12 @@ impl BlobStore {
 
     /// Whether an archive exists.
     pub async fn exists(&self, id: &StreamId) -> Result<bool, BlobError> {
-        let mut paths =
-            std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id));
-        loop {
-            let Some(path) = paths.next() else {
-                return Ok(false);
-            };
-            match self.store.head(&path).await {
-                Ok(_) => return Ok(true),
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(self.modified(id).await?.is_some())
     }
 
     /// When the stream's archive was last written, `None` when it has none.
     pub async fn modified(&self, id: &StreamId) -> Result<Option<SystemTime>, BlobError> {
-        for path in std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id)) {
+        for path in Self::archive_paths(id) {
             match self.store.head(&path).await {
                 Ok(meta) => return Ok(Some(meta.last_modified.into())),
                 Err(object_store::Error::NotFound { .. }) => continue,
@@ -225,11 +232,11 @@ impl BlobStore {
         Ok(None)
     }
 
-    /// Deletes a stream's archive (under its current name and under the name it had
-    /// before the current mapping); `Ok(false)` when there was none.
+    /// Deletes a stream's archive (under its current name and every name it had
+    /// before) and its key record; `Ok(false)` when there was no archive.
     pub async fn delete(&self, id: &StreamId) -> Result<bool, BlobError> {
         let mut deleted = false;
-        for path in std::iter::once(Self::object_path(id)).chain(names::legacy_archive_path(id)) {
+        for path in Self::archive_paths(id) {
             // Looked up first: backends differ in whether deleting nothing is an error.
             match self.store.head(&path).await {
                 Ok(_) => {}
@@ -238,6 +245,12 @@ impl BlobStore {
             }
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(record) = names::key_record_path(id) {
+            match self.store.delete(&record).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -260,9 +273,15 @@ impl BlobStore {
             };
             let (key, current) = match names::key_of_archive(name) {
                 Some(key) => (key, true),
-                None => match names::key_of_archive_or_legacy(name) {
-                    Some(key) => (key, false),
-                    None => continue,
+                None => match names::key_record_of_digest_archive(name) {
+                    Some(record) => match self.recorded_key(account, name, &record).await? {
+                        Some(key) => (key, true),
+                        None => continue,
+                    },
+                    None => match names::key_of_archive_or_legacy(name) {
+                        Some(key) => (key, false),
+                        None => continue,
+                    },
                 },
             };
             let info = ArchiveInfo {
@@ -280,6 +299,22 @@ impl BlobStore {
         Ok(found.into_values().map(|(_, info)| info).collect())
     }
 
+    /// The key of the digest archive `name` of `account`, from its key record;
+    /// `None` when the record is missing or names another key (never listed).
+    async fn recorded_key(
+        &self,
+        account: &AccountId,
+        name: &str,
+        record: &str,
+    ) -> Result<Option<StreamKey>, BlobError> {
+        let path = ObjectPath::from_iter([account.as_str(), record]);
+        match self.store.get(&path).await {
+            Ok(got) => Ok(names::key_of_record(name, &got.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A backend-presigned `PUT` URL for the archive, or `None` without a signer.
     pub async fn presigned_put(
         &self,
@@ -289,6 +324,8 @@ impl BlobStore {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
+        // The uploader writes the archive itself, maybe under a digest name.
+        self.record_key(id).await?;
         let url = signer
             .signed_url(http::Method::PUT, &Self::object_path(id), ttl)
             .await?;
@@ -333,5 +370,27 @@ mod tests {
         let listed = b.list(&id.account).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].key.as_str(), "x/y");
+    }
+
+    #[tokio::test]
+    async fn a_key_stored_under_its_digest_is_listed_and_deleted_with_its_record() {
+        let b = BlobStore::memory();
+        let id = StreamId {
+            account: AccountId::new("acc").unwrap(),
+            key: StreamKey::new("k".repeat(runlog_protocol::key::MAX_KEY_LEN)).unwrap(),
+        };
+        b.put(&id, Bytes::from_static(b"gz")).await.unwrap();
+        let objects = || async {
+            let all: Vec<_> = b.store.list(None).try_collect().await.unwrap();
+            all.len()
+        };
+        assert_eq!(objects().await, 2, "the archive and its key record");
+        assert_eq!(b.get(&id).await.unwrap(), Bytes::from_static(b"gz"));
+        let listed = b.list(&id.account).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, id.key);
+        assert!(b.delete(&id).await.unwrap());
+        assert_eq!(objects().await, 0, "nothing is left behind");
+        assert!(!b.exists(&id).await.unwrap());
     }
 }

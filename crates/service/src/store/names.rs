@@ -27,13 +27,22 @@
 //! runlog always gave it (`<account>/<key>.ndjson.gz`); for the others, archives
 //! written under the earlier name are still found ([`legacy_archive_path`]).
 //!
-//! Object stores other than the local directory have limits of their own on a
-//! whole name (S3: 1024 bytes); an account and key too long for one are refused
-//! by that backend (503), never stored under another name.
+//! A whole name is kept within [`MAX_NAME`] bytes, so that it fits S3's limit of
+//! 1024 bytes on an object name together with the bucket prefix (at most
+//! [`MAX_PREFIX`] bytes, checked when the S3 backend is configured). The few keys
+//! whose name would be longer (keys may be 1024 bytes) are stored under a digest
+//! instead, on every backend alike: the archive is `<account>/!<sha256 of the
+//! key>.ndjson.gz`, the stream's directory `<account>/!<sha256>`, and the key itself
+//! is kept beside them in `<account>/!<sha256>.key` ([`key_record_path`]), which a
+//! listing reads to name the archive. `!` never occurs in a key, so no key's parts
+//! can take a digest name. Archives such a key had under its long name before are
+//! still found ([`former_archive_paths`]).
 
 use super::StreamId;
 use object_store::path::Path as ObjectPath;
 use runlog_protocol::StreamKey;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 
 /// Suffix of every archive object.
 pub const ARCHIVE_SUFFIX: &str = ".ndjson.gz";
@@ -42,6 +51,20 @@ pub const ARCHIVE_SUFFIX: &str = ".ndjson.gz";
 /// `CHUNK + 10` bytes (an archive file name), which leaves room under 255 bytes for
 /// the `#<counter>` the local store appends while it writes a file.
 pub const CHUNK: usize = 200;
+
+/// Longest object name (account and key parts, without a backend's prefix): S3's
+/// 1024 bytes less room for the longest bucket prefix and its `/+overflow` part.
+pub const MAX_NAME: usize = 896;
+/// Longest bucket prefix of an S3 backend, so that every name fits S3's limit.
+pub const MAX_PREFIX: usize = 100;
+/// Bytes kept free in a stream directory's name for the objects put in it
+/// (overflow segments `+<20 digits>.ndjson`, `=sections.json`).
+const ROOM_IN_DIRECTORY: usize = 40;
+/// First byte of a name made from a key's digest; never a byte of a key, and safe
+/// in every object store's names (`~` is percent-encoded by `object_store`).
+const DIGEST: char = '!';
+/// Suffix of the object holding the key of a digest name.
+const KEY_RECORD_SUFFIX: &str = ".key";
 
 /// Mark ending a part that the next part continues (one long key segment).
 const CONTINUED: char = '+';
@@ -81,22 +104,97 @@ fn push_key_parts(parts: &mut Vec<String>, key: &StreamKey, last: Last) {
 }
 
 /// The object name of a stream's archive: `<account>/<parts of the key>`, the last
-/// part ending in [`ARCHIVE_SUFFIX`].
+/// part ending in [`ARCHIVE_SUFFIX`]; `<account>/!<digest>.ndjson.gz` when that
+/// would be longer than [`MAX_NAME`].
 pub fn archive_path(id: &StreamId) -> ObjectPath {
-    let mut parts = Vec::with_capacity(2 + id.key.as_str().len() / CHUNK);
-    parts.push(id.account.as_str().to_owned());
-    push_key_parts(&mut parts, &id.key, Last::Archive);
-    ObjectPath::from_iter(parts)
+    let parts = parts_of(id, Last::Archive);
+    if name_len(&parts) <= MAX_NAME {
+        ObjectPath::from_iter(parts)
+    } else {
+        ObjectPath::from_iter([
+            id.account.as_str().to_owned(),
+            format!("{}{ARCHIVE_SUFFIX}", digest_name(&id.key)),
+        ])
+    }
 }
 
 /// The directory of a stream's own objects (the Redis store's overflow segments):
-/// `<account>/<parts of the key>/`. Objects put in it must have names no key part
+/// `<account>/<parts of the key>/`, or `<account>/!<digest>/` when that leaves less
+/// than room for the objects in it. Objects put in it must have names no key part
 /// can take (the overflow store starts them with `+`, which no part starts with).
 pub fn stream_dir(id: &StreamId) -> ObjectPath {
+    let parts = parts_of(id, Last::Directory);
+    if name_len(&parts) + ROOM_IN_DIRECTORY <= MAX_NAME {
+        ObjectPath::from_iter(parts)
+    } else {
+        ObjectPath::from_iter([id.account.as_str().to_owned(), digest_name(&id.key)])
+    }
+}
+
+/// Where the key of a stream stored under a digest name is kept
+/// (`<account>/!<digest>.key`); `None` for a stream stored under its own name.
+pub fn key_record_path(id: &StreamId) -> Option<ObjectPath> {
+    (name_len(&parts_of(id, Last::Archive)) > MAX_NAME).then(|| {
+        ObjectPath::from_iter([
+            id.account.as_str().to_owned(),
+            format!("{}{KEY_RECORD_SUFFIX}", digest_name(&id.key)),
+        ])
+    })
+}
+
+/// For an archive stored under a digest name (the name after `<account>/`), the
+/// name of its key record in the same account; `None` for any other name.
+pub fn key_record_of_digest_archive(name: &str) -> Option<String> {
+    let digest = name.strip_suffix(ARCHIVE_SUFFIX)?.strip_prefix(DIGEST)?;
+    (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{DIGEST}{digest}{KEY_RECORD_SUFFIX}"))
+}
+
+/// The key a key record holds, if it is the key of the digest archive `name`.
+pub fn key_of_record(name: &str, record: &[u8]) -> Option<StreamKey> {
+    let key = StreamKey::new(std::str::from_utf8(record).ok()?).ok()?;
+    let digest = name.strip_suffix(ARCHIVE_SUFFIX)?;
+    (digest_name(&key) == digest).then_some(key)
+}
+
+/// The key's bytes a key record holds.
+pub fn key_record(id: &StreamId) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(id.key.as_str().as_bytes())
+}
+
+/// `!` and the SHA-256 of the key in hex.
+fn digest_name(key: &StreamKey) -> String {
+    let mut name = String::with_capacity(65);
+    name.push(DIGEST);
+    for b in Sha256::digest(key.as_str().as_bytes()) {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
+}
+
+/// `<account>` and the storage parts of the key.
+fn parts_of(id: &StreamId, last: Last) -> Vec<String> {
     let mut parts = Vec::with_capacity(2 + id.key.as_str().len() / CHUNK);
     parts.push(id.account.as_str().to_owned());
-    push_key_parts(&mut parts, &id.key, Last::Directory);
-    ObjectPath::from_iter(parts)
+    push_key_parts(&mut parts, &id.key, last);
+    parts
+}
+
+/// Length of the name the parts make, separators included.
+fn name_len(parts: &[String]) -> usize {
+    parts.iter().map(String::len).sum::<usize>() + parts.len().saturating_sub(1)
+}
+
+/// Every name a stream's archive may have been written under before, besides
+/// [`archive_path`]: its own long name when it is now stored under a digest, and
+/// the name runlog gave it before this mapping ([`legacy_archive_path`]).
+pub fn former_archive_paths(id: &StreamId) -> Vec<ObjectPath> {
+    let mut former = Vec::new();
+    if key_record_path(id).is_some() {
+        former.push(ObjectPath::from_iter(parts_of(id, Last::Archive)));
+    }
+    former.extend(legacy_archive_path(id));
+    former
 }
 
 /// The name runlog gave a stream's archive before this mapping
@@ -110,7 +208,7 @@ pub fn legacy_archive_path(id: &StreamId) -> Option<ObjectPath> {
         id.account.as_str(),
         id.key.as_str()
     ));
-    (legacy != archive_path(id)).then_some(legacy)
+    (legacy != ObjectPath::from_iter(parts_of(id, Last::Archive))).then_some(legacy)
 }
 
 /// The key whose archive is stored as `name` (the object name after
@@ -200,12 +298,12 @@ mod tests {
 
     #[test]
     fn long_segments_are_cut_into_short_parts_and_read_back() {
-        let long = "s".repeat(1000);
+        let long = "s".repeat(800);
         let path = archive_path(&id(&long));
         for part in path.parts() {
             assert!(part.as_ref().len() <= CHUNK + ARCHIVE_SUFFIX.len());
         }
-        assert_eq!(path.parts().count(), 1 + 5);
+        assert_eq!(path.parts().count(), 1 + 4);
         assert_eq!(
             key_of_archive(&name_in_account(&long)).unwrap().as_str(),
             long
@@ -247,6 +345,72 @@ mod tests {
             key_of_archive_or_legacy("a.ndjson.gz").unwrap().as_str(),
             "a"
         );
+    }
+
+    #[test]
+    fn a_key_too_long_for_one_name_is_stored_under_its_digest() {
+        let long = format!("{}/{}", "a".repeat(500), "b".repeat(523));
+        let stream = id(&long);
+        let path = archive_path(&stream);
+        let name = path.as_ref().strip_prefix("acc/").unwrap();
+        assert!(
+            name.starts_with('!') && name.ends_with(ARCHIVE_SUFFIX),
+            "{name}"
+        );
+        assert_eq!(
+            key_of_archive(name),
+            None,
+            "a digest name decodes to no key"
+        );
+        let record = key_record_of_digest_archive(name).unwrap();
+        assert_eq!(
+            key_record_path(&stream).unwrap().as_ref(),
+            format!("acc/{record}")
+        );
+        assert_eq!(key_of_record(name, long.as_bytes()).unwrap().as_str(), long);
+        assert_eq!(
+            key_of_record(name, b"another/key"),
+            None,
+            "a record naming another key is not believed"
+        );
+        let dir = stream_dir(&stream);
+        assert_eq!(dir.parts().count(), 2);
+        assert!(dir.as_ref().starts_with("acc/!"));
+        // Where it would have been written under its long name is still looked at.
+        let former = former_archive_paths(&stream);
+        assert!(former[0].as_ref().len() > MAX_NAME);
+        assert_eq!(
+            key_of_archive(former[0].as_ref().strip_prefix("acc/").unwrap())
+                .unwrap()
+                .as_str(),
+            long
+        );
+        // A short key has no record and keeps its name.
+        assert_eq!(key_record_path(&id("a/b")), None);
+        assert_eq!(key_record_of_digest_archive("a/b.ndjson.gz"), None);
+    }
+
+    #[test]
+    fn every_name_fits_the_limit_whatever_the_key_and_account() {
+        let account =
+            runlog_protocol::AccountId::new("x".repeat(runlog_protocol::key::MAX_ACCOUNT_LEN))
+                .unwrap();
+        for len in (1..=runlog_protocol::key::MAX_KEY_LEN).step_by(7) {
+            for key in ["k".repeat(len), "k/".repeat(len / 2) + "k"] {
+                let Ok(key) = StreamKey::new(key) else {
+                    continue;
+                };
+                let stream = StreamId {
+                    account: account.clone(),
+                    key,
+                };
+                assert!(archive_path(&stream).as_ref().len() <= MAX_NAME);
+                assert!(stream_dir(&stream).as_ref().len() + ROOM_IN_DIRECTORY <= MAX_NAME);
+                if let Some(record) = key_record_path(&stream) {
+                    assert!(record.as_ref().len() <= MAX_NAME);
+                }
+            }
+        }
     }
 
     fn key_strategy() -> impl Strategy<Value = String> {

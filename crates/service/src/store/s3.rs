@@ -1,7 +1,8 @@
 //! Archives in S3 or any S3-compatible server (MinIO, Ceph, R2, moto), through
 //! `object_store`'s S3 backend.
 //!
-//! - **Where:** `s3://bucket/prefix`; archives are `prefix/<account>/<key>.ndjson.gz`.
+//! - **Where:** `s3://bucket/prefix` (a prefix of at most 100 bytes); archives are
+//!   `prefix/<account>/<key>.ndjson.gz`, named by `super::names`.
 //!   Region, endpoint and credentials come from [`S3Settings`] (tests) or from the
 //!   usual `AWS_*` variables (the CLI): `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //!   `AWS_SESSION_TOKEN`, `AWS_REGION`, and for S3-compatible servers
@@ -102,6 +103,14 @@ impl S3Settings {
         let prefix = parsed.path().trim_matches('/').to_owned();
         if prefix.split('/').any(|seg| seg == "." || seg == "..") {
             return Err(bad("prefix must not contain '.' or '..' segments"));
+        }
+        // Object names are at most `names::MAX_NAME` bytes so that, with the prefix,
+        // every one fits S3's 1024-byte limit.
+        if prefix.len() > super::names::MAX_PREFIX {
+            return Err(bad(&format!(
+                "prefix must be at most {} bytes",
+                super::names::MAX_PREFIX
+            )));
         }
         Ok(S3Settings {
             bucket: bucket.to_owned(),
@@ -449,6 +458,12 @@ mod tests {
                 "{err}"
             );
         }
+        let long = format!(
+            "s3://logs/{}",
+            "p".repeat(super::super::names::MAX_PREFIX + 1)
+        );
+        let err = S3Settings::from_url(&long).expect_err("too long a prefix");
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 }
 
