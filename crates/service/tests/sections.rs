@@ -564,3 +564,43 @@ async fn on_redis_a_marker_batch_costs_its_own_sections_not_the_streams() {
     assert_eq!(done.sections[0].outcome, Some(Outcome::Unknown));
     assert!(done.ledger.unwrap().complete);
 }
+
+/// Closes `k` (12 lines of [`text`]) and deletes its archive on `svc`: the section
+/// index stored with it goes too, and a second delete finds nothing.
+async fn deleting_the_archive_deletes_its_index(svc: &TestService) {
+    use runlog_service::sections::SIDECAR;
+    let api = Api::new(svc, "acc", Scope::Write);
+    api.open("k").await;
+    api.put_ok("k", &log(0..12, text)).await;
+    assert_eq!(
+        close_with(&api, "k", "lines=12").await.status(),
+        StatusCode::OK
+    );
+    let blobs = svc.state().blobs();
+    assert!(blobs.get_beside(&id("k"), SIDECAR).await.is_ok());
+    let delete = || async { api.req(Method::DELETE, "/blob", "k").send().await.unwrap() };
+    assert_eq!(delete().await.status(), StatusCode::NO_CONTENT);
+    assert!(
+        matches!(
+            blobs.get_beside(&id("k"), SIDECAR).await,
+            Err(runlog_service::store::blob::BlobError::NotFound)
+        ),
+        "the index went with the archive"
+    );
+    // The closed stream is still held until it expires: its index is read from
+    // its lines again, and no stored ledger answers for the deleted archive.
+    let held = sections(&api, "k").await;
+    assert_eq!((held.sections.len(), held.ledger), (3, None));
+    assert_error(delete().await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn deleting_an_archive_deletes_its_section_index() {
+    deleting_the_archive_deletes_its_index(&TestService::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_and_s3_deleting_an_archive_deletes_its_section_index() {
+    let (_redis, _s3, a, _b, _dir) = replicas().await;
+    deleting_the_archive_deletes_its_index(&a).await;
+}

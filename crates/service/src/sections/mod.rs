@@ -228,6 +228,13 @@ impl Sections {
     }
 }
 
+/// Deletes the finished index stored beside `id`'s archive (the archive is being
+/// deleted: the index is kept with it, and would otherwise answer for a log that
+/// is gone); whether there was one.
+pub async fn delete_stored(blobs: &BlobStore, id: &StreamId) -> Result<bool, BlobError> {
+    blobs.delete_beside(id, SIDECAR).await
+}
+
 /// Whether the ledger stored beside `id`'s archive says `complete`; `None` when no
 /// finished index is stored or it cannot be read (a listing shows nothing then).
 pub async fn stored_verdict(blobs: &BlobStore, id: &StreamId) -> Option<bool> {
