@@ -355,15 +355,127 @@ struct OpenSection {
 /// let s = &t.sections()[0];
 /// assert_eq!((s.lines, s.duration_ms, s.outcome), (Some(3), Some(3500), Some(Outcome::Success)));
 /// ```
+///
+/// A store that keeps a stream's sections apart (one record per section, so that a
+/// batch costs the sections it touches, not the stream's whole list) saves the
+/// tracker's [`head`](Self::head) and the sections [`changed_since`](Self::changed_since)
+/// its last save, and [`resume`](Self::resume)s it holding only the sections it needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectionTracker {
+    /// The sections from index `base` on (all of them unless resumed from a later one).
     sections: Vec<Section>,
+    /// Index of `sections[0]`.
+    #[serde(default)]
+    base: u32,
+    /// The open sections with an index below `base`, with their index (at most
+    /// [`MAX_DEPTH`]): only open sections ever change.
+    #[serde(default)]
+    open_before: Vec<(u32, Section)>,
     stack: Vec<OpenSection>,
     ignored_markers: u64,
     sections_dropped: u64,
 }
 
+/// What a tracker is besides its sections: the open sections (with their values,
+/// so updating needs nothing else) and the counts. Its size follows the nesting
+/// depth, not the number of sections; a store keeps it opaque.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerHead {
+    /// Sections kept so far.
+    count: u32,
+    stack: Vec<OpenSection>,
+    /// The value of each kept open section, in stack order.
+    open: Vec<(u32, Section)>,
+    ignored_markers: u64,
+    sections_dropped: u64,
+}
+
+impl TrackerHead {
+    /// Sections kept so far (the next one opened gets this index).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The indexes of the sections open at this head.
+    pub fn open_indexes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open.iter().map(|(i, _)| *i)
+    }
+}
+
 impl SectionTracker {
+    /// The tracker `head` describes, holding `sections`: the stored sections from
+    /// index `from` on (`from..head.count()`, in order; `from` at most the count).
+    /// The open sections before `from` come from the head. A tracker resumed with
+    /// `from` at the count holds only what taking more markers needs.
+    pub fn resume(head: TrackerHead, from: u32, sections: Vec<Section>) -> Self {
+        let open_before = head.open.into_iter().filter(|(i, _)| *i < from).collect();
+        SectionTracker {
+            sections,
+            base: from,
+            open_before,
+            stack: head.stack,
+            ignored_markers: head.ignored_markers,
+            sections_dropped: head.sections_dropped,
+        }
+    }
+
+    /// The part of the tracker a store keeps beside its sections ([`TrackerHead`]).
+    pub fn head(&self) -> TrackerHead {
+        TrackerHead {
+            count: self.count(),
+            stack: self.stack.clone(),
+            open: self
+                .stack
+                .iter()
+                .filter_map(|s| s.index)
+                .filter_map(|i| Some((i, self.section(i)?.clone())))
+                .collect(),
+            ignored_markers: self.ignored_markers,
+            sections_dropped: self.sections_dropped,
+        }
+    }
+
+    /// The sections that may differ from what `since` (the head of an earlier
+    /// state of this tracker) describes: those opened since, and those open then.
+    /// With their indexes, in index order; each at most once.
+    pub fn changed_since<'a>(
+        &'a self,
+        since: &'a TrackerHead,
+    ) -> impl Iterator<Item = (u32, &'a Section)> + 'a {
+        since
+            .open_indexes()
+            .filter(move |i| *i < since.count)
+            .chain(since.count..self.count())
+            .filter_map(move |i| Some((i, self.section(i)?)))
+    }
+
+    /// Sections kept so far, held or not.
+    pub fn count(&self) -> u32 {
+        // MAX_SECTIONS is far below u32::MAX.
+        self.base + self.sections.len() as u32
+    }
+
+    /// Section `i`, when this tracker holds it.
+    pub fn section(&self, i: u32) -> Option<&Section> {
+        match i.checked_sub(self.base) {
+            Some(at) => self.sections.get(at as usize),
+            None => self
+                .open_before
+                .iter()
+                .find_map(|(j, s)| (*j == i).then_some(s)),
+        }
+    }
+
+    fn section_mut(&mut self, i: u32) -> Option<&mut Section> {
+        match i.checked_sub(self.base) {
+            Some(at) => self.sections.get_mut(at as usize),
+            None => self
+                .open_before
+                .iter_mut()
+                .find_map(|(j, s)| (*j == i).then_some(s)),
+        }
+    }
+
     /// Takes one line; returns whether it was a marker.
     pub fn line(&mut self, pos: u64, time: &str, out: &str) -> bool {
         match parse_marker(out) {
@@ -421,8 +533,13 @@ impl SectionTracker {
                     None => self.ignored_markers += 1,
                 }
             }
-            Marker::Expand => match self.stack.last().and_then(|s| s.index) {
-                Some(i) => self.sections[i as usize].collapsed = Some(false),
+            Marker::Expand => match self
+                .stack
+                .last()
+                .and_then(|s| s.index)
+                .and_then(|i| self.section_mut(i))
+            {
+                Some(s) => s.collapsed = Some(false),
                 None => self.ignored_markers += 1,
             },
         }
@@ -442,9 +559,11 @@ impl SectionTracker {
             return;
         }
         let name = cut(name).to_owned();
-        let index = if self.sections.len() < MAX_SECTIONS {
+        let index = if (self.count() as usize) < MAX_SECTIONS {
             let parent = self.stack.iter().rev().find_map(|s| s.index);
-            let depth = parent.map_or(0, |p| self.sections[p as usize].depth + 1);
+            let depth = parent
+                .and_then(|p| self.section(p))
+                .map_or(0, |p| p.depth + 1);
             self.sections.push(Section {
                 name: name.clone(),
                 title: title.map(|t| cut(t).to_owned()),
@@ -460,8 +579,7 @@ impl SectionTracker {
                 outcome: None,
                 collapsed,
             });
-            // MAX_SECTIONS is far below u32::MAX.
-            Some((self.sections.len() - 1) as u32)
+            Some(self.count() - 1)
         } else {
             self.sections_dropped += 1;
             None
@@ -476,9 +594,10 @@ impl SectionTracker {
     /// Closes the open section at stack position `at` and every one inside it, their
     /// last line being `last_pos`.
     fn close_from(&mut self, at: usize, last_pos: u64, time: &str, outcome: Outcome) {
-        for open in self.stack.drain(at..).rev() {
-            let Some(i) = open.index else { continue };
-            let s = &mut self.sections[i as usize];
+        for k in (at..self.stack.len()).rev() {
+            let Some(s) = self.stack[k].index.and_then(|i| self.section_mut(i)) else {
+                continue;
+            };
             let last = last_pos.max(s.first_pos);
             s.last_pos = Some(last);
             s.lines = Some(last - s.first_pos + 1);
@@ -486,6 +605,7 @@ impl SectionTracker {
             s.end = Some(time.to_owned());
             s.outcome = Some(outcome);
         }
+        self.stack.truncate(at);
     }
 
     /// Ends the stream: sections still open end at its last line (`pos` and `time`,
@@ -507,9 +627,16 @@ impl SectionTracker {
         }
     }
 
-    /// Every section, in the order they opened (a parent before its children).
+    /// Every section held, in the order they opened (a parent before its
+    /// children): all of them, unless the tracker was [resumed](Self::resume) from
+    /// a later one ([`first_held`](Self::first_held)).
     pub fn sections(&self) -> &[Section] {
         &self.sections
+    }
+
+    /// Index of the first section [`sections`](Self::sections) lists.
+    pub fn first_held(&self) -> u32 {
+        self.base
     }
 
     /// Whether some section is still open.
@@ -826,6 +953,39 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// A tracker saved as its head and changed sections after each batch, and
+        /// resumed holding only the open ones, ends with the sections of one that
+        /// took every line at once.
+        #[test]
+        fn resumed_from_a_store_it_ends_as_if_whole(
+            batches in proptest::collection::vec(
+                proptest::collection::vec(arb_line(), 0..8), 0..10),
+        ) {
+            let mut whole = SectionTracker::default();
+            let mut stored: std::collections::BTreeMap<u32, Section> = Default::default();
+            let mut head = TrackerHead::default();
+            let mut pos = 0;
+            for batch in &batches {
+                let mut t = SectionTracker::resume(head.clone(), head.count(), Vec::new());
+                for out in batch {
+                    whole.line(pos, T0, out);
+                    t.line(pos, T0, out);
+                    pos += 1;
+                }
+                for (i, s) in t.changed_since(&head) {
+                    stored.insert(i, s.clone());
+                }
+                head = t.head();
+            }
+            let all: Vec<Section> = stored.into_values().collect();
+            prop_assert_eq!(all.len() as u32, head.count());
+            let mut t = SectionTracker::resume(head, 0, all);
+            prop_assert_eq!(t.sections(), whole.sections());
+            t.finish(Some((pos, T1)), None);
+            whole.finish(Some((pos, T1)), None);
+            prop_assert_eq!(t, whole);
         }
     }
 }

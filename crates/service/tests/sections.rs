@@ -467,3 +467,140 @@ async fn since_lists_only_the_sections_that_may_have_changed_live_and_archived()
         "the ledger is always answered"
     );
 }
+
+/// Bytes Redis has received and sent so far (`INFO stats`).
+async fn redis_traffic(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("total_net_input_bytes"),
+        field("total_net_output_bytes"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_marker_batch_costs_its_own_sections_not_the_streams() {
+    let (redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = (
+        Api::new(&a, "acc", Scope::Write),
+        Api::new(&b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    // One outer group open throughout, 3 000 closed groups inside it: the shape of
+    // a call's section around a test suite's.
+    let group = |p: u64| match p {
+        0 => "::group::outer\n".to_owned(),
+        p if p % 2 == 1 => format!("::group::test {p}\n"),
+        _ => "::endgroup::\n".to_owned(),
+    };
+    let all = log(0..6_001, group);
+    for (i, batch) in all.chunks(1_000).enumerate() {
+        let api = if i % 2 == 0 { &on_a } else { &on_b };
+        api.put_ok("k", batch).await;
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "runlog:{acc}:s:k:sections";
+    let (fields, head): (u64, u64) = redis::pipe()
+        .hlen(key)
+        .cmd("HSTRLEN")
+        .arg(key)
+        .arg("head")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields, 2 + 3_001, "next, head and one field per section");
+    assert!(
+        head < 1_000,
+        "the head holds the open sections only: {head} bytes"
+    );
+
+    // One more section: what crosses to and from Redis is a few kilobytes, where
+    // the whole index is over 400.
+    let before = redis_traffic(&mut conn).await;
+    on_b.put_ok(
+        "k",
+        &[at(6_001, "::group::last\n"), at(6_002, "::endgroup::\n")],
+    )
+    .await;
+    let after = redis_traffic(&mut conn).await;
+    let (sent, read) = (after.0 - before.0, after.1 - before.1);
+    assert!(sent < 8_000, "{sent} bytes sent to Redis for one section");
+    assert!(read < 8_000, "{read} bytes read from Redis for one section");
+
+    // Both replicas answer the whole list, and the part asked for.
+    for api in [&on_a, &on_b] {
+        let live = sections(api, "k").await;
+        assert_eq!(live.sections.len(), 3_002);
+        assert_eq!(live.sections[0].last_pos, None, "outer is still open");
+        assert_eq!(live.sections[3_001].name, "last");
+        assert_eq!(live.sections[3_001].parent, Some(0));
+        assert_eq!(live.sections[3_000].last_pos, Some(6_000));
+        let tail: SectionsAnswer = sections_since(api, "k", "3000").await.json().await.unwrap();
+        assert_eq!((tail.from, tail.sections.len()), (3_000, 2));
+        assert_eq!(tail.sections[..], live.sections[3_000..]);
+    }
+    assert_eq!(
+        close_with(&on_a, "k", "lines=6003").await.status(),
+        StatusCode::OK
+    );
+    let done = sections(&on_b, "k").await;
+    assert_eq!(done.sections.len(), 3_002);
+    assert_eq!(done.sections[0].last_pos, Some(6_002));
+    assert_eq!(done.sections[0].outcome, Some(Outcome::Unknown));
+    assert!(done.ledger.unwrap().complete);
+}
+
+/// Closes `k` (12 lines of [`text`]) and deletes its archive on `svc`: the section
+/// index stored with it goes too, and a second delete finds nothing.
+async fn deleting_the_archive_deletes_its_index(svc: &TestService) {
+    use runlog_service::sections::SIDECAR;
+    let api = Api::new(svc, "acc", Scope::Write);
+    api.open("k").await;
+    api.put_ok("k", &log(0..12, text)).await;
+    assert_eq!(
+        close_with(&api, "k", "lines=12").await.status(),
+        StatusCode::OK
+    );
+    let blobs = svc.state().blobs();
+    assert!(blobs.get_beside(&id("k"), SIDECAR).await.is_ok());
+    let delete = || async { api.req(Method::DELETE, "/blob", "k").send().await.unwrap() };
+    assert_eq!(delete().await.status(), StatusCode::NO_CONTENT);
+    assert!(
+        matches!(
+            blobs.get_beside(&id("k"), SIDECAR).await,
+            Err(runlog_service::store::blob::BlobError::NotFound)
+        ),
+        "the index went with the archive"
+    );
+    // The closed stream is still held until it expires: its index is read from
+    // its lines again, and no stored ledger answers for the deleted archive.
+    let held = sections(&api, "k").await;
+    assert_eq!((held.sections.len(), held.ledger), (3, None));
+    assert_error(delete().await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn deleting_an_archive_deletes_its_section_index() {
+    deleting_the_archive_deletes_its_index(&TestService::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_and_s3_deleting_an_archive_deletes_its_section_index() {
+    let (_redis, _s3, a, _b, _dir) = replicas().await;
+    deleting_the_archive_deletes_its_index(&a).await;
+}

@@ -227,16 +227,19 @@ pub async fn stream_info(
     }
 }
 
-/// `DELETE /blob?accountID=A&key=K` (write scope): deletes the stream's archive; 204,
-/// or 404 when there is none. The live stream, if any, is left alone (a later close
-/// with `snapshot` archives it again).
+/// `DELETE /blob?accountID=A&key=K` (write scope): deletes the stream's archive and
+/// the section index kept with it; 204, or 404 when there is neither. The live
+/// stream, if any, is left alone (a later close with `snapshot` archives it again).
 pub async fn delete_blob(
     State(st): State<ServiceState>,
     caller: Caller,
     q: Stream,
 ) -> Result<StatusCode, ApiError> {
     caller.require(&q.0.account_id, Scope::Write)?;
-    if st.blobs().delete(&q.id()).await? {
+    let id = q.id();
+    let archive = st.blobs().delete(&id).await?;
+    let index = crate::sections::delete_stored(st.blobs(), &id).await?;
+    if archive || index {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("archive not found".into()))

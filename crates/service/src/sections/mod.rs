@@ -96,7 +96,7 @@ impl Sections {
         {
             return Ok(());
         }
-        let mut lease = self.store.lock(id).await?;
+        let mut lease = self.store.lock(id, None).await?;
         let ix = lease.index();
         if ix.next < next_pos {
             // The common case: the batch is the next run of lines, and the store
@@ -125,7 +125,7 @@ impl Sections {
         totals: &WriterTotals,
         closed_by_writer: bool,
     ) -> Result<SectionsAnswer, StoreError> {
-        let mut lease = self.store.lock(id).await?;
+        let mut lease = self.store.lock(id, Some(0)).await?;
         let ix = lease.index();
         let mut last = match ix.next.checked_sub(1) {
             Some(before) => streams.read(id, before, 1).await?.pop(),
@@ -198,21 +198,22 @@ impl Sections {
             }
         }
         // Held by the store: open, or closed and not finished (yet).
-        let mut lease = self.store.lock(id).await?;
+        let mut lease = self.store.lock(id, Some(since)).await?;
         let ix = lease.index();
         let contiguous = meta
             .as_ref()
             .and_then(|m| m.last_contiguous_pos)
             .map_or(0, |p| p + 1);
         catch_up(streams, id, ix, contiguous, false).await?;
-        let all = ix.tracker.sections();
-        let from = all.len().min(since as usize);
+        let from = ix.tracker.count().min(since);
+        // The lease holds the sections from `since` on (or more): only the part
+        // asked for is copied, as a live reader asks often.
+        let held = ix.tracker.sections();
+        let skip = from.saturating_sub(ix.tracker.first_held()) as usize;
         let answer = SectionsAnswer {
             open: meta.is_some_and(|m| m.open),
-            // Only the part asked for is copied: a live reader asks often.
-            sections: all[from..].to_vec(),
-            // At most `since`, a u32.
-            from: from as u32,
+            sections: held.get(skip..).unwrap_or_default().to_vec(),
+            from,
             ignored_markers: ix.tracker.ignored_markers(),
             sections_dropped: ix.tracker.sections_dropped(),
             ledger: None,
@@ -225,6 +226,13 @@ impl Sections {
     pub async fn forget(&self, id: &StreamId) -> Result<(), StoreError> {
         self.store.forget(id).await
     }
+}
+
+/// Deletes the finished index stored beside `id`'s archive (the archive is being
+/// deleted: the index is kept with it, and would otherwise answer for a log that
+/// is gone); whether there was one.
+pub async fn delete_stored(blobs: &BlobStore, id: &StreamId) -> Result<bool, BlobError> {
+    blobs.delete_beside(id, SIDECAR).await
 }
 
 /// Whether the ledger stored beside `id`'s archive says `complete`; `None` when no

@@ -2,11 +2,12 @@
 //! in memory by [`MemoryIndexStore`], or in Redis beside the stream
 //! (`store/redis/index.rs`).
 //!
-//! The index of a stream is one [`StreamIndex`] value, read and written whole under
-//! a per-stream lock ([`IndexStore::lock`] → [`IndexLease`] → `commit`). A store
-//! shared by replicas (Redis) keeps the same value serialised under the stream's
-//! hash tag, takes the lock with `SET NX PX`, and writes the value back on
-//! `commit` only while the lease is still its own (ARCHITECTURE.md, "Sections").
+//! The index of a stream is one [`StreamIndex`] value, read and changed under a
+//! per-stream lock ([`IndexStore::lock`] → [`IndexLease`] → `commit`). A store
+//! shared by replicas (Redis) keeps it under the stream's hash tag in parts (the
+//! tracker's head, one record per section), reads the parts a lease needs, takes
+//! the lock with `SET NX PX`, and writes back what changed on `commit` only while
+//! the lease is still its own (ARCHITECTURE.md, "Sections").
 
 use crate::store::{StoreError, StreamId};
 use async_trait::async_trait;
@@ -36,7 +37,16 @@ pub struct StreamIndex {
 pub trait IndexStore: Send + Sync + 'static {
     /// The stream's index (an empty one when none is held), locked against every
     /// other `lock` of the same stream until the lease is committed or dropped.
-    async fn lock(&self, id: &StreamId) -> Result<Box<dyn IndexLease>, StoreError>;
+    ///
+    /// Its tracker holds the open sections, and with `sections_from` every
+    /// section from that index on (to answer with); a store that keeps sections
+    /// apart (Redis) reads no others, so that a batch costs what it changes. A
+    /// store may hold more ([`SectionTracker::first_held`] says from where).
+    async fn lock(
+        &self,
+        id: &StreamId,
+        sections_from: Option<u32>,
+    ) -> Result<Box<dyn IndexLease>, StoreError>;
 
     /// Drops the stream's index (it was written beside the archive, or the stream
     /// is gone).
@@ -86,7 +96,12 @@ impl IndexLease for MemoryLease {
 
 #[async_trait]
 impl IndexStore for MemoryIndexStore {
-    async fn lock(&self, id: &StreamId) -> Result<Box<dyn IndexLease>, StoreError> {
+    async fn lock(
+        &self,
+        id: &StreamId,
+        _sections_from: Option<u32>,
+    ) -> Result<Box<dyn IndexLease>, StoreError> {
+        // Memory holds every section: the tracker is never resumed here.
         let entry = self.map().entry(id.clone()).or_default().clone();
         Ok(Box::new(MemoryLease(entry.lock_owned().await)))
     }
@@ -97,7 +112,7 @@ impl IndexStore for MemoryIndexStore {
     }
 
     async fn advance(&self, id: &StreamId, first: u64, next: u64) -> Result<bool, StoreError> {
-        let mut lease = self.lock(id).await?;
+        let mut lease = self.lock(id, None).await?;
         let ix = lease.index();
         let moved = ix.next == first;
         if moved {

@@ -185,6 +185,22 @@ impl BlobStore {
         Ok(self.store.get(&path).await?.bytes().await?)
     }
 
+    /// Deletes an object stored by [`put_beside`](Self::put_beside); whether there
+    /// was one.
+    pub async fn delete_beside(&self, id: &StreamId, name: &str) -> Result<bool, BlobError> {
+        let path = Self::beside_path(id, name)?;
+        // Looked up first, as in `delete`: backends differ on deleting nothing.
+        match self.store.head(&path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The stored archive bytes (gzip, unless an external uploader stored plain text
     /// through a presigned link).
     pub async fn get(&self, id: &StreamId) -> Result<Bytes, BlobError> {

@@ -2,13 +2,23 @@
 //! so every replica updates and answers one index, and Redis frees it with the
 //! stream (the same TTL, refreshed by every update).
 //!
-//! The value is `NS:{A}:s:K:sections` (a hash: `next`, `state` = the
-//! [`StreamIndex`] as JSON), under the account's hash tag like the stream's other
-//! keys. A lease is the lock key `…:sections:lock`, taken with `SET NX PX` in the
-//! same script that reads the value; `commit` writes it back and releases the lock
-//! only while the lock still holds this lease's token. A batch without marker
-//! lines moves `next` with one small script and no lease
-//! ([`IndexStore::advance`]), so only batches that hold markers move the value.
+//! The value is the hash `NS:{A}:s:K:sections`, under the account's hash tag like
+//! the stream's other keys: `next` (the first `pos` not indexed), `head` (the
+//! tracker's [`TrackerHead`] — the open sections and the counts — and the drop
+//! markers, as JSON) and one field per section, its index in decimal, holding the
+//! section as JSON. A lease reads `next` and `head` only (plus the sections an
+//! answer lists), and its commit writes the sections the batch opened or changed:
+//! a batch costs its own markers and the open sections (at most the nesting
+//! depth), however many sections the stream has. A closed section's field is
+//! never written again.
+//!
+//! A lease is the lock key `…:sections:lock`, taken with `SET NX PX` in the same
+//! script that reads the value; `commit` writes back and releases the lock only
+//! while the lock still holds this lease's token. A batch without marker lines
+//! moves `next` with one small script and no lease ([`IndexStore::advance`]).
+//!
+//! An index an earlier version kept whole in the field `state` is read as it was,
+//! and written back in this layout.
 
 use super::Inner;
 use super::reconnect::unavailable;
@@ -16,6 +26,8 @@ use crate::sections::state::{IndexLease, IndexStore, StreamIndex};
 use crate::store::{StoreError, StreamId};
 use async_trait::async_trait;
 use redis::Value;
+use runlog_protocol::sections::{Section, SectionTracker, TrackerHead};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +37,16 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// How long `lock` waits for another replica's lease before answering 503.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Section fields read per `HMGET` when a lease holds a range of sections.
+const READ_SECTIONS: u32 = 1_000;
+
+/// The `head` field: the index without its sections and `next`.
+#[derive(Serialize, Deserialize)]
+struct Head {
+    tracker: TrackerHead,
+    drops: Vec<(u64, Option<u64>)>,
+}
 
 /// Section indexes in the Redis of a [`super::RedisStreamStore`].
 pub(super) struct RedisIndexStore {
@@ -37,14 +59,16 @@ impl RedisIndexStore {
     }
 }
 
-/// A lease on one stream's index: the value read, and the token that proves the
-/// lock is still ours.
+/// A lease on one stream's index: the value read, the head it was read with (what
+/// `commit` writes follows from it), and the token that proves the lock is still
+/// ours.
 struct RedisLease {
     inner: Arc<Inner>,
     sections: String,
     lock: String,
     token: String,
     index: StreamIndex,
+    read: TrackerHead,
     released: bool,
 }
 
@@ -52,30 +76,92 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The stored value: `next` wins over the `next` inside `state`, because
-/// [`IndexStore::advance`] moves the field alone.
-fn decode(next: Value, state: Value) -> Result<StreamIndex, StoreError> {
-    let mut index = match state {
-        Value::Nil => StreamIndex::default(),
-        Value::BulkString(json) => serde_json::from_slice(&json)
-            .map_err(|e| StoreError::Corrupt(format!("stored section index: {e}")))?,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "stored section index: unexpected {other:?}"
-            )));
-        }
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("stored section index: {what}"))
+}
+
+fn json<T: serde::de::DeserializeOwned>(v: Value) -> Result<Option<T>, StoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(json) => serde_json::from_slice(&json).map(Some).map_err(corrupt),
+        other => Err(corrupt(format!("unexpected {other:?}"))),
+    }
+}
+
+/// The stored value without its sections: the index, holding none yet, and the
+/// head it was read with. `next` wins over the `next` inside a whole `state`,
+/// because [`IndexStore::advance`] moves the field alone. A whole `state` (the
+/// earlier layout) is read with an empty head, so that the commit writes every
+/// section.
+fn decode(
+    next: Value,
+    head: Value,
+    state: Value,
+) -> Result<(StreamIndex, TrackerHead), StoreError> {
+    let (mut index, read) = match (json::<Head>(head)?, json::<StreamIndex>(state)?) {
+        (Some(head), _) => (
+            StreamIndex {
+                tracker: SectionTracker::resume(
+                    head.tracker.clone(),
+                    head.tracker.count(),
+                    Vec::new(),
+                ),
+                next: 0,
+                drops: head.drops,
+            },
+            head.tracker,
+        ),
+        (None, Some(whole)) => (whole, TrackerHead::default()),
+        (None, None) => (StreamIndex::default(), TrackerHead::default()),
     };
     index.next = match next {
         Value::Nil => 0,
-        v => u64::try_from(super::int(v)?)
-            .map_err(|_| StoreError::Corrupt("stored section index: negative next".into()))?,
+        v => u64::try_from(super::int(v)?).map_err(|_| corrupt("negative next"))?,
     };
-    Ok(index)
+    Ok((index, read))
+}
+
+impl RedisLease {
+    /// Reads the stored sections from index `from` on into the lease's tracker
+    /// (the ones it holds are the sections to answer with).
+    async fn hold_from(&mut self, from: u32) -> Result<(), StoreError> {
+        let t = &self.index.tracker;
+        let count = t.count();
+        if t.first_held() <= from.min(count) {
+            // A whole `state` holds every section already.
+            return Ok(());
+        }
+        let from = from.min(count);
+        let mut sections = Vec::with_capacity((count - from) as usize);
+        let mut at = from;
+        while at < count {
+            let upto = count.min(at.saturating_add(READ_SECTIONS));
+            let fields: Vec<Value> = redis::cmd("HMGET")
+                .arg(&self.sections)
+                .arg((at..upto).collect::<Vec<u32>>())
+                .query_async(&mut self.inner.conn())
+                .await
+                .map_err(unavailable)?;
+            for (i, v) in (at..).zip(fields) {
+                sections.push(
+                    json::<Section>(v)?
+                        .ok_or_else(|| corrupt(format!("section {i} is missing")))?,
+                );
+            }
+            at = upto;
+        }
+        self.index.tracker = SectionTracker::resume(self.read.clone(), from, sections);
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl IndexStore for RedisIndexStore {
-    async fn lock(&self, id: &StreamId) -> Result<Box<dyn IndexLease>, StoreError> {
+    async fn lock(
+        &self,
+        id: &StreamId,
+        sections_from: Option<u32>,
+    ) -> Result<Box<dyn IndexLease>, StoreError> {
         let keys = self.inner.keys(id);
         let token = format!("{:032x}", rand::random::<u128>());
         let started = Instant::now();
@@ -96,6 +182,7 @@ impl IndexStore for RedisIndexStore {
                 .map_err(unavailable)?;
             if let Value::Array(mut fields) = got {
                 let state = fields.pop().unwrap_or(Value::Nil);
+                let head = fields.pop().unwrap_or(Value::Nil);
                 let next = fields.pop().unwrap_or(Value::Nil);
                 // A damaged value must not keep the lock until it expires: the
                 // lease is built first, so dropping it releases the lock.
@@ -105,9 +192,13 @@ impl IndexStore for RedisIndexStore {
                     lock: keys.sections_lock.clone(),
                     token,
                     index: StreamIndex::default(),
+                    read: TrackerHead::default(),
                     released: false,
                 };
-                lease.index = decode(next, state)?;
+                (lease.index, lease.read) = decode(next, head, state)?;
+                if let Some(from) = sections_from {
+                    lease.hold_from(from).await?;
+                }
                 return Ok(Box::new(lease));
             }
             if started.elapsed() > WAIT {
@@ -153,8 +244,17 @@ impl IndexLease for RedisLease {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.released = true;
-        let state = serde_json::to_vec(&self.index)
-            .map_err(|e| StoreError::Corrupt(format!("section index: {e}")))?;
+        let encode = |e: serde_json::Error| StoreError::Corrupt(format!("section index: {e}"));
+        let tracker = &self.index.tracker;
+        let head = serde_json::to_vec(&Head {
+            tracker: tracker.head(),
+            drops: self.index.drops.clone(),
+        })
+        .map_err(encode)?;
+        let changed = tracker
+            .changed_since(&self.read)
+            .map(|(i, s)| Ok((i, serde_json::to_vec(s).map_err(encode)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let kept: i64 = self
             .inner
             .scripts
@@ -163,7 +263,10 @@ impl IndexLease for RedisLease {
                 c.arg(&self.token)
                     .arg(self.inner.ttl_ms())
                     .arg(self.index.next)
-                    .arg(&state);
+                    .arg(&head);
+                for (i, json) in &changed {
+                    c.arg(i).arg(json);
+                }
             })
             .await
             .map_err(unavailable)?;

@@ -12,7 +12,7 @@
 //! | `NS:{A}:s:K:lines` | stream | one entry per line, entry id `<pos>-1`, field `l` = the line JSON |
 //! | `NS:{A}:s:K:late` | sorted set | lines that arrived after a higher `pos` (gap fills), score = `pos` |
 //! | `NS:{A}:s:K:ctl` | stream | one entry `1-1` while the stream is closed: wakes blocked tails |
-//! | `NS:{A}:s:K:sections` | hash | the section index (`index.rs`): `next` (first `pos` not indexed), `state` (the index as JSON); `…:sections:lock` is its lease |
+//! | `NS:{A}:s:K:sections` | hash | the section index (`index.rs`): `next` (first `pos` not indexed), `head` (open sections and counts, JSON), one field per section (its index → the section as JSON); `…:sections:lock` is its lease |
 //! | `NS:{A}:index` | sorted set | every key of the account, score = last activity (ms), for `list` |
 //!
 //! # Why this shape
