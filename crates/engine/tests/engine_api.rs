@@ -506,3 +506,38 @@ async fn destroy_ends_a_process_that_left_its_steps_process_group() {
     assert!(process_is_gone(pid), "process {pid} outlived /destroy");
     engine.shutdown().await;
 }
+
+/// Steps of an engine that runs them as its own user can read its spool directory;
+/// the spool files kept for reuse must then hold nothing of an earlier stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_stage_finds_nothing_of_the_last_one_in_the_spool_directory() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start_with(|c| c.step_user = None).await;
+    let spool = engine.dir.path().join("spool");
+    let setup = json!({"log_config": log_config(&svc), "le_log_key": "stages/engine"});
+    assert_eq!(engine.post("/setup", setup.clone()).await.0, 200);
+    let earlier = json!({"id": "one", "log_key": "stages/one",
+        "script": "i=0; while [ $i -lt 200 ]; do echo STAGE-ONE-HISTORY-$i; i=$((i+1)); done"});
+    assert_eq!(engine.post("/step", earlier).await.0, 200);
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    assert_eq!(engine.post("/setup", setup).await.0, 200);
+    let script = format!(
+        "ls '{dir}' > /dev/null || exit 2; if grep -r -a -l STAGE-ONE-HISTORY '{dir}'; then exit 1; fi",
+        dir = spool.display()
+    );
+    let (status, answer) = engine
+        .post(
+            "/step",
+            json!({"id": "two", "log_key": "stages/two", "script": script}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["exit_code"],
+        json!(0),
+        "the step found the earlier stage's lines (1) or could not read the spool directory (2): {answer}"
+    );
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    engine.shutdown().await;
+    svc.shutdown().await;
+}
