@@ -69,6 +69,10 @@ pub struct EngineConfig {
     /// engine's own. The default is `nobody` when the engine runs as root
     /// ([`crate::step_user`]).
     pub step_user: Option<crate::step_user::StepUser>,
+    /// Bytes held back in the spool directory for the engine's own spools and outbox
+    /// (`livelog::reserve`), made again at each `/setup`: a step that fills the file
+    /// system leaves the writers that much to go on with. 0: none. Default 64 MiB.
+    pub spool_reserve_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +101,7 @@ impl Default for EngineConfig {
             step_user: crate::step_user::StepUser::default_for_engine()
                 .ok()
                 .flatten(),
+            spool_reserve_bytes: 64 << 20,
         }
     }
 }

@@ -64,12 +64,33 @@ pub struct StageExtras {
 
 /// A step's result slot and the task running it (which returns its stream's report).
 pub(crate) struct StepEntry {
-    /// The step's stream key: one writer per key in a stage.
+    /// The step's stream key: its writers take turns.
     log_key: Option<String>,
     /// The step's output, for `/stream_output`.
     output: StepOutputLog,
     pub(crate) result: watch::Receiver<Option<StepResponse>>,
     pub(crate) task: Option<JoinHandle<Option<WriterReport>>>,
+    /// True once the step's writer is closed: a later step of the same key opens
+    /// its stream only then, and continues after this one's lines.
+    closed: watch::Receiver<bool>,
+}
+
+/// What a registered step's task signals and waits for around its writer.
+pub(crate) struct KeyTurn {
+    /// Set once this step's writer is closed (or it had none).
+    pub(crate) closed: watch::Sender<bool>,
+    /// The writers of earlier steps with the same key, to wait for before opening.
+    pub(crate) after: Vec<watch::Receiver<bool>>,
+}
+
+impl KeyTurn {
+    /// Waits until every earlier writer of the key is closed (a dropped sender, a
+    /// step task that ended without saying, counts as closed).
+    pub(crate) async fn wait(&mut self) {
+        for rx in &mut self.after {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
 }
 
 /// A step's id, whether it was still running, and its task (taken once).
@@ -122,20 +143,26 @@ impl Stage {
     }
 
     /// A writer for `key` with the stage's log config and secrets plus `extra_secrets`;
-    /// `None` when the stage has no log service.
-    pub fn writer(
+    /// `None` when the stage has no log service. The stream is opened first, so a
+    /// key that holds lines already is continued ([`Writer::open`]).
+    pub async fn writer(
         &self,
         config: &EngineConfig,
         key: &str,
         extra_secrets: &[String],
     ) -> Option<Writer> {
         let client = self.client.clone()?;
-        Some(self.writer_to(config, key, extra_secrets, client, &self.log_config))
+        let log_config = self.log_config.clone();
+        Some(
+            self.writer_to(config, key, extra_secrets, client, &log_config)
+                .await,
+        )
     }
 
     /// A writer for `key` to the log service of `client` and `log_config` (a step's
-    /// own), masking the stage's secrets plus `extra_secrets`.
-    pub fn writer_to(
+    /// own), masking the stage's secrets plus `extra_secrets`; opened first, as
+    /// [`Stage::writer`].
+    pub async fn writer_to(
         &self,
         config: &EngineConfig,
         key: &str,
@@ -148,50 +175,58 @@ impl Stage {
         cfg.spool_dir = config.spool_dir();
         cfg.outbox_dir = Some(config.outbox_dir());
         cfg.close_deadline = config.close_deadline;
-        Writer::new(client, cfg)
+        Writer::open(client, cfg).await
     }
 
     /// Registers a step id and the key it writes to. Refused (with the reason) when the
-    /// id exists already or another writer of the stage has the key: a second writer
-    /// of one stream numbers its lines from 0 again, and the service keeps only the
-    /// first line of each number, so the second writer's lines would be lost.
+    /// id exists already, when the key is the stage's engine log, or when another step
+    /// of the stage that writes the key is still running: writers of one stream take
+    /// turns, each numbering its lines after the last one's (`livelog::Writer::open`),
+    /// which two writers at once cannot do. A key whose earlier steps have exited is
+    /// reused: the returned [`KeyTurn`] waits for their writers to close.
     pub(crate) fn add_step(
         &self,
         id: &str,
         log_key: Option<&str>,
         result: watch::Receiver<Option<StepResponse>>,
         output: StepOutputLog,
-    ) -> Result<(), String> {
+    ) -> Result<KeyTurn, String> {
         let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
         if steps.contains_key(id) {
             return Err(format!("step {id:?} already exists"));
         }
+        let mut after = Vec::new();
         if let Some(key) = log_key {
             if self.engine_log_key.as_deref() == Some(key) {
                 return Err(format!(
-                    "log_key {key:?} is the stage's engine log (le_log_key): a stream has one writer; give the step a key of its own"
+                    "log_key {key:?} is the stage's engine log (le_log_key), written while the stage lives: a stream has one writer at a time; give the step a key of its own"
                 ));
             }
-            if let Some((other, _)) = steps
+            for (other, e) in steps
                 .iter()
-                .find(|(_, e)| e.log_key.as_deref() == Some(key))
+                .filter(|(_, e)| e.log_key.as_deref() == Some(key))
             {
-                return Err(format!(
-                    "log_key {key:?} is already written by step {other:?} of this stage: a stream has one writer; give the step a key of its own"
-                ));
+                let exited = e.result.borrow().as_ref().is_some_and(|r| r.exited);
+                if !exited {
+                    return Err(format!(
+                        "log_key {key:?} is written by step {other:?} of this stage, which is still running: a stream has one writer at a time; start this step once that one has ended, or give it a key of its own"
+                    ));
+                }
+                after.push(e.closed.clone());
             }
         }
-        let log_key = log_key.map(str::to_owned);
+        let (closed, closed_rx) = watch::channel(false);
         steps.insert(
             id.to_owned(),
             StepEntry {
-                log_key,
+                log_key: log_key.map(str::to_owned),
                 output,
                 result,
                 task: None,
+                closed: closed_rx,
             },
         );
-        Ok(())
+        Ok(KeyTurn { closed, after })
     }
 
     /// Records the task running a registered step.

@@ -371,32 +371,106 @@ async fn log_service_down_at_setup_steps_still_run_and_the_outbox_delivers_later
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_writer_of_a_key_in_a_stage_is_refused_and_no_line_is_lost() {
+async fn a_later_step_of_a_key_continues_its_stream_and_a_concurrent_writer_is_refused() {
     let svc = TestService::start().await;
     let engine = TestEngine::start().await;
     let setup = json!({"log_config": log_config(&svc), "le_log_key": "reuse/engine"});
     assert_eq!(engine.post("/setup", setup).await.0, 200);
     let first = json!({"id": "first", "log_key": "reuse/step", "script": "for i in 1 2 3; do echo FIRST-$i; done"});
     assert_eq!(engine.post("/step", first).await.0, 200);
-    let proof = engine.scratch.path().join("second-ran");
-    for (id, key) in [("second", "reuse/step"), ("engine-key", "reuse/engine")] {
-        let script = format!("touch '{}'; echo SECOND-4; echo SECOND-5", proof.display());
+    // A writer of the same key at the same time: the engine log, a running step.
+    let marker = engine.scratch.path().join("release");
+    let wait = format!("while [ ! -e '{}' ]; do sleep 0.05; done", marker.display());
+    let running =
+        json!({"id": "running", "log_key": "reuse/running", "script": wait, "detach": true});
+    assert_eq!(engine.post("/step", running).await.0, 200);
+    let proof = engine.scratch.path().join("refused-ran");
+    for (id, key) in [("engine-key", "reuse/engine"), ("beside", "reuse/running")] {
+        let script = format!("touch '{}'", proof.display());
         let (status, answer) = engine
             .post("/step", json!({"id": id, "log_key": key, "script": script}))
             .await;
         assert_eq!(status, 409, "{id}: {answer}");
         let msg = answer["error_msg"].as_str().unwrap_or_default();
-        assert!(msg.contains(key) && msg.contains("one writer"), "{msg}");
+        assert!(
+            msg.contains(key) && msg.contains("one writer at a time"),
+            "{msg}"
+        );
     }
     assert!(!proof.exists(), "a refused step ran");
+    std::fs::write(&marker, b"").unwrap();
+    // The first step has ended: a second one of its key continues the stream.
+    let second =
+        json!({"id": "second", "log_key": "reuse/step", "script": "echo SECOND-4; echo SECOND-5"});
+    let (status, answer) = engine.post("/step", second).await;
+    assert_eq!(status, 200, "{answer}");
     let (status, report) = engine.post("/destroy", json!({})).await;
     assert_eq!(status, 200, "{report}");
+    for stream in report["streams"].as_array().expect("stream reports") {
+        assert_eq!(stream["dropped_lines"], json!(0), "{stream}");
+        assert_eq!(stream["archived"], json!(true), "{stream}");
+    }
+    let want = ["FIRST-1", "FIRST-2", "FIRST-3", "SECOND-4", "SECOND-5"];
     let reader = svc.token(ACCOUNT, Scope::Read);
+    let live = engine_support::live_lines(&svc.url(), &reader, ACCOUNT, "reuse/step").await;
+    assert_eq!(texts(&live), want, "live stream");
+    let positions: Vec<u64> = live.iter().map(|l| l.pos).collect();
+    assert_eq!(positions, [0, 1, 2, 3, 4]);
     let lines = archive(&svc.url(), &reader, ACCOUNT, "reuse/step")
         .await
-        .expect("the first step's archive");
-    assert_eq!(texts(&lines), ["FIRST-1", "FIRST-2", "FIRST-3"]);
+        .expect("the key's archive");
+    assert_eq!(texts(&lines), want, "archive");
     engine.shutdown().await;
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_by_a_later_stage_on_another_engine_keeps_both_histories() {
+    let svc = TestService::start().await;
+    let reader = svc.token(ACCOUNT, Scope::Read);
+    for (round, word) in ["EARLIER", "LATER"].iter().enumerate() {
+        let engine = TestEngine::start().await;
+        assert_eq!(
+            engine
+                .post("/setup", json!({"log_config": log_config(&svc)}))
+                .await
+                .0,
+            200
+        );
+        let script = format!("for i in 1 2 3; do echo {word}-$i; done");
+        let step = json!({"id": format!("s{round}"), "log_key": "shared/key", "script": script});
+        let (status, answer) = engine.post("/step", step).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, report) = engine.post("/destroy", json!({})).await;
+        assert_eq!(status, 200, "{report}");
+        let step = &report["streams"]
+            .as_array()
+            .expect("stream reports")
+            .iter()
+            .find(|r| r["key"] == "shared/key")
+            .cloned()
+            .expect("the step's report");
+        assert_eq!(
+            (&step["lines"], &step["dropped_lines"], &step["archived"]),
+            (&json!(3), &json!(0), &json!(true)),
+            "{step}"
+        );
+        engine.shutdown().await;
+    }
+    let want = [
+        "EARLIER-1",
+        "EARLIER-2",
+        "EARLIER-3",
+        "LATER-1",
+        "LATER-2",
+        "LATER-3",
+    ];
+    let live = engine_support::live_lines(&svc.url(), &reader, ACCOUNT, "shared/key").await;
+    assert_eq!(texts(&live), want, "live stream");
+    let lines = archive(&svc.url(), &reader, ACCOUNT, "shared/key")
+        .await
+        .expect("the key's archive");
+    assert_eq!(texts(&lines), want, "archive");
     svc.shutdown().await;
 }
 
@@ -431,4 +505,39 @@ async fn destroy_ends_a_process_that_left_its_steps_process_group() {
     assert!(report.get("errors").is_none(), "{report}");
     assert!(process_is_gone(pid), "process {pid} outlived /destroy");
     engine.shutdown().await;
+}
+
+/// Steps of an engine that runs them as its own user can read its spool directory;
+/// the spool files kept for reuse must then hold nothing of an earlier stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_stage_finds_nothing_of_the_last_one_in_the_spool_directory() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start_with(|c| c.step_user = None).await;
+    let spool = engine.dir.path().join("spool");
+    let setup = json!({"log_config": log_config(&svc), "le_log_key": "stages/engine"});
+    assert_eq!(engine.post("/setup", setup.clone()).await.0, 200);
+    let earlier = json!({"id": "one", "log_key": "stages/one",
+        "script": "i=0; while [ $i -lt 200 ]; do echo STAGE-ONE-HISTORY-$i; i=$((i+1)); done"});
+    assert_eq!(engine.post("/step", earlier).await.0, 200);
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    assert_eq!(engine.post("/setup", setup).await.0, 200);
+    let script = format!(
+        "ls '{dir}' > /dev/null || exit 2; if grep -r -a -l STAGE-ONE-HISTORY '{dir}'; then exit 1; fi",
+        dir = spool.display()
+    );
+    let (status, answer) = engine
+        .post(
+            "/step",
+            json!({"id": "two", "log_key": "stages/two", "script": script}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["exit_code"],
+        json!(0),
+        "the step found the earlier stage's lines (1) or could not read the spool directory (2): {answer}"
+    );
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    engine.shutdown().await;
+    svc.shutdown().await;
 }

@@ -287,3 +287,94 @@ async fn steps_past_the_cap_are_refused_with_429_until_one_ends() {
     assert!(ran, "a step was still refused after the others ended");
     engine.shutdown().await;
 }
+
+/// 100 steps at once open many connections to the log service; once they ended the
+/// stage's client keeps at most 16 of them idle, and drops those after 20 s idle
+/// (`livelog::HttpLogClient`). Counted by a TCP forwarder in front of the service.
+#[tokio::test]
+async fn after_100_concurrent_steps_at_most_16_idle_connections_stay_and_then_none() {
+    use runlog_protocol::Scope;
+    use runlog_testkit::{forward::Forwarder, service::TestService};
+    use std::time::Duration;
+
+    let svc = TestService::start().await;
+    let fwd = Forwarder::start(svc.addr()).await;
+    let engine = TestEngine::start().await;
+    let log_config = json!({
+        "url": fwd.url(),
+        "account_id": "acc",
+        "token": svc.token("acc", Scope::Write),
+    });
+    let (status, answer) = engine
+        .post("/setup", json!({"log_config": log_config}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Every step holds its stream open until all have started, so their writers'
+    // requests overlap.
+    let marker = engine.scratch.path().join("release");
+    let script = format!(
+        "echo started; while [ ! -e '{}' ]; do sleep 0.05; done; echo done",
+        marker.display()
+    );
+    for i in 0..100 {
+        let (status, answer) = engine
+            .post(
+                "/step",
+                json!({"id": format!("s{i}"), "script": script, "detach": true, "log_key": format!("idle/s{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    std::fs::write(&marker, b"").unwrap();
+    let polls = (0..100).map(|i| engine.post("/poll_step", json!({"id": format!("s{i}")})));
+    for (status, answer) in futures_util::future::join_all(polls).await {
+        assert_eq!((status, &answer["exit_code"]), (200, &json!(0)), "{answer}");
+    }
+    // The stage (and its client) lives on; once the service lists every stream
+    // closed and archived, no writer has a request in flight.
+    let read = svc.token("acc", Scope::Read);
+    let all_closed = engine_support::eventually(Duration::from_secs(20), async || {
+        let list: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!("{}/streams?accountID=acc", svc.url()))
+            .bearer_auth(&read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list.len() == 100
+            && list
+                .iter()
+                .all(|s| s["open"] == false && s["archived"] == true)
+    })
+    .await;
+    assert!(
+        all_closed,
+        "the steps' streams were not all closed and archived"
+    );
+    assert!(
+        fwd.connections() > 16,
+        "the steps never needed more than 16 connections ({}), so the cap was not exercised",
+        fwd.connections()
+    );
+    let capped = engine_support::eventually(Duration::from_secs(5), async || {
+        fwd.open_connections() <= 16
+    })
+    .await;
+    assert!(
+        capped,
+        "{} connections stayed open after the steps ended",
+        fwd.open_connections()
+    );
+    let dropped = engine_support::eventually(Duration::from_secs(30), async || {
+        fwd.open_connections() == 0
+    })
+    .await;
+    assert!(
+        dropped,
+        "{} idle connections outlived the idle timeout",
+        fwd.open_connections()
+    );
+    engine.shutdown().await;
+}

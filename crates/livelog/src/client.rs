@@ -85,6 +85,13 @@ pub enum Closing {
 pub trait LogClient: Send + Sync + 'static {
     /// `POST /stream`: opens the live stream (idempotent).
     async fn open(&self, key: &str) -> Result<(), ClientError>;
+    /// [`open`](Self::open), also returning where a writer continues the stream:
+    /// runlog's service answers `next_pos` (past the lines the stream already holds,
+    /// when a key is reused); `None` from a service that does not say (a Harness log
+    /// service), where the writer numbers from 0.
+    async fn open_at(&self, key: &str) -> Result<Option<u64>, ClientError> {
+        self.open(key).await.map(|()| None)
+    }
     /// `PUT /stream`: appends a batch.
     async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError>;
     /// `PUT /stream` from a writer that opened the stream and reopens it itself: a
@@ -366,6 +373,10 @@ impl LogClient for HttpLogClient {
     }
 
     async fn open(&self, key: &str) -> Result<(), ClientError> {
+        self.open_at(key).await.map(drop)
+    }
+
+    async fn open_at(&self, key: &str) -> Result<Option<u64>, ClientError> {
         let rb = self.authed(self.http.post(self.url("stream", key)?));
         let resp = check(rb.send().await).await?;
         let gzip = resp
@@ -380,7 +391,15 @@ impl LogClient for HttpLogClient {
         if gzip {
             self.gzip_archives.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        // Harness answers other fields (or none): no `next_pos`, the writer starts at 0.
+        #[derive(serde::Deserialize)]
+        struct Opened {
+            next_pos: Option<u64>,
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Ok(serde_json::from_slice::<Opened>(&body)
+            .ok()
+            .and_then(|o| o.next_pos))
     }
 
     async fn write(&self, key: &str, batch: &Batch) -> Result<AppendAck, ClientError> {

@@ -35,13 +35,14 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     }
 
     let key = cfg.key.clone();
-    let (spool_path, acked_end, next_pos, totals) = {
+    let (spool_path, acked_end, next_pos, totals, first_pos) = {
         let l = shared.lines();
         (
             l.spool().path().to_owned(),
             l.acked_end(),
             l.queue().next_pos(),
             l.totals(),
+            l.first_pos(),
         )
     };
     // The run's outcome travels with the totals, so a close that archives also marks
@@ -65,6 +66,25 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     // error, a service that cannot — leaves the upload below to do it, so the
     // history is sent only when the service lacks it. Only a spool that never failed
     // has exact totals (and an archive to fall back on).
+    if spool_complete && upload_archive && live_complete && !stream_closed && first_pos > 0 {
+        // This writer continued a stream that held lines before its own (a reused
+        // key): its spool holds only its part, so the archive is made by the service
+        // from every line it holds, the earlier ones included, all of this writer's
+        // acknowledged.
+        let outcome = shared.outcome();
+        match shared
+            .retry(&mut dl, || client.close_with_outcome(&key, true, outcome))
+            .await
+        {
+            Ok(()) => {
+                stream_closed = true;
+                archived = true;
+            }
+            Err(why) => {
+                tracing::debug!(target: "livelog", %why, "close of a continued stream failed; uploading")
+            }
+        }
+    }
     if spool_complete && upload_archive && live_complete && !stream_closed {
         match shared
             .retry(&mut dl, || client.close_archiving(&key, &totals))

@@ -64,6 +64,15 @@ pub(crate) enum WriterError {
         /// Where the history is.
         path: PathBuf,
     },
+    /// The stream already held lines when this writer, which had numbered its lines
+    /// from its first `pos` because its first open failed, could open it.
+    #[error(
+        "the stream already held lines up to pos {held} when it could be opened; this writer's lines below that pos were kept by the service as the earlier writer's, and are counted as dropped"
+    )]
+    Shadowed {
+        /// One past the last `pos` the stream held.
+        held: u64,
+    },
     /// The history could not be moved to the outbox.
     #[error("cannot keep the history in the outbox: {0}")]
     Outbox(Arc<std::io::Error>),

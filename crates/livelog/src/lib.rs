@@ -33,6 +33,7 @@ pub mod outbox;
 mod queue;
 mod recovery;
 pub mod recycle;
+pub mod reserve;
 pub mod retry;
 pub mod row;
 mod sender;

@@ -90,6 +90,13 @@ pub(crate) struct Lines {
     /// in the live stream. A writer that uploads no archive (`skip_opening_stream`,
     /// `skip_closing_stream`) sends the lines from here on again from its outbox.
     acked_end: u64,
+    /// The `pos` of this writer's first line: past the lines the stream held when
+    /// the writer opened it (0 for a new stream).
+    first_pos: u64,
+    /// Lines below this `pos` were numbered before the writer learnt that the stream
+    /// already held lines up to here (its open failed at first): the service keeps
+    /// the earlier writer's line for each such `pos`, so they count as dropped.
+    shadowed_below: u64,
     /// The first error met; the report's `error`.
     error: Option<WriterError>,
     clock: TimeCache,
@@ -101,16 +108,18 @@ pub(crate) struct Lines {
 
 impl Lines {
     /// The state of a new writer spooling to `spool`.
-    pub(crate) fn new(spool: Spool) -> Lines {
+    pub(crate) fn new(spool: Spool, first_pos: u64) -> Lines {
         let error = spool.failure().cloned().map(WriterError::from);
         Lines {
             spool,
-            queue: SendQueue::default(),
+            queue: SendQueue::starting_at(first_pos),
             losses: Losses::default(),
             closing: false,
             counts: Counts::default(),
             digest: LineDigest::default(),
-            acked_end: 0,
+            acked_end: first_pos,
+            first_pos,
+            shadowed_below: first_pos,
             error,
             clock: TimeCache::default(),
             last_write: Instant::now(),
@@ -124,7 +133,7 @@ impl Lines {
     /// take back): close states them only then.
     pub(crate) fn totals(&self) -> WriterTotals {
         WriterTotals {
-            lines: Some(self.queue.next_pos()),
+            lines: Some(self.queue.next_pos() - self.first_pos),
             bytes: Some(self.counts.bytes),
             digest: Some(self.digest.clone().finish()),
             dropped: Some(self.losses.dropped().0),
@@ -429,9 +438,35 @@ impl Lines {
         self.acked_end = next_pos;
     }
 
-    /// The service lost the stream: none of it is acknowledged any more.
+    /// The service lost the stream: none of this writer's lines is acknowledged any
+    /// more.
     pub(crate) fn reset_acked(&mut self) {
-        self.acked_end = 0;
+        self.acked_end = self.first_pos;
+    }
+
+    /// The `pos` of this writer's first line (0 unless it continues a stream).
+    pub(crate) fn first_pos(&self) -> u64 {
+        self.first_pos
+    }
+
+    /// The stream held lines up to `held_end` when it was opened, after this writer
+    /// had begun numbering from [`first_pos`](Self::first_pos) (its first open
+    /// failed): its lines below `held_end` collide with the earlier ones, which the
+    /// service keeps. They are reported as dropped, never silently.
+    pub(crate) fn note_held_before(&mut self, held_end: u64) {
+        if held_end > self.shadowed_below {
+            self.shadowed_below = held_end;
+            self.note_error(WriterError::Shadowed { held: held_end });
+        }
+    }
+
+    /// Lines the service dropped as duplicates of an earlier writer's
+    /// ([`note_held_before`](Self::note_held_before)), with their bytes unknown.
+    fn shadowed(&self) -> u64 {
+        self.queue
+            .next_pos()
+            .min(self.shadowed_below)
+            .saturating_sub(self.first_pos)
     }
 
     /// Whether every numbered line is in the live stream, and from where not.
@@ -472,6 +507,7 @@ impl Lines {
     ) -> WriterReport {
         let c = &self.counts;
         let (dropped_lines, dropped_bytes) = self.losses.dropped();
+        let dropped_lines = dropped_lines + self.shadowed();
         WriterReport {
             key,
             lines: c.lines,

@@ -97,6 +97,27 @@ pub struct OutboxReport {
 
 /// Moves the spool into a new outbox entry; returns the entry's directory.
 pub(crate) fn store(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<PathBuf> {
+    match store_once(dir, spool, entry) {
+        // The entry's directory and file need a little space: a file system a step
+        // filled gets it from the spool directory's reserve, and the move is finished.
+        Err(e) if crate::reserve::is_full(&e) => {
+            if let Some(spool_dir) = spool.parent() {
+                crate::reserve::release(spool_dir);
+            }
+            finish_store(dir, spool, entry)?;
+            let stem = spool.file_stem().unwrap_or_default();
+            let entry_dir = dir.join(stem);
+            if entry_dir.join(META).is_file() {
+                Ok(entry_dir)
+            } else {
+                store_once(dir, spool, entry)
+            }
+        }
+        other => other,
+    }
+}
+
+fn store_once(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<PathBuf> {
     let name = spool
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

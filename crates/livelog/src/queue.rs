@@ -98,6 +98,15 @@ impl Numbered {
 }
 
 impl SendQueue {
+    /// An empty queue whose first line gets `pos` `first` (a writer continuing a
+    /// stream that already holds `first` lines).
+    pub(crate) fn starting_at(first: u64) -> SendQueue {
+        SendQueue {
+            next_pos: first,
+            ..SendQueue::default()
+        }
+    }
+
     /// The `pos` the next line gets.
     pub(crate) fn next_pos(&self) -> u64 {
         self.next_pos

@@ -160,7 +160,10 @@ fn cut_partial_row(spool: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Length of the run of rows numbered 0, 1, 2, … at the start of `f`.
+/// Length of the run of rows numbered in sequence (n, n+1, n+2, …) at the start of
+/// `f`: `n` is the first row's `pos`, 0 unless the writer continued a stream that
+/// held lines (a recycled file's older history is behind the end mark written at
+/// offset 0 before the first row).
 fn history_end(f: &mut File) -> std::io::Result<u64> {
     use std::io::BufRead as _;
     #[derive(serde::Deserialize)]
@@ -169,7 +172,7 @@ fn history_end(f: &mut File) -> std::io::Result<u64> {
     }
     f.seek(SeekFrom::Start(0))?;
     let mut rows = std::io::BufReader::with_capacity(256 * 1024, &mut *f);
-    let (mut end, mut next) = (0u64, 0u64);
+    let (mut end, mut next) = (0u64, None::<u64>);
     let mut row = Vec::new();
     loop {
         row.clear();
@@ -177,12 +180,15 @@ fn history_end(f: &mut File) -> std::io::Result<u64> {
         let Some(body) = row.strip_suffix(b"\n") else {
             return Ok(end); // the end of the file, or a row cut short
         };
-        let numbered = !body.contains(&crate::spool::END_OF_ROWS)
-            && serde_json::from_slice::<Numbered>(body).is_ok_and(|r| r.pos == next);
-        if !numbered {
+        let pos = (!body.contains(&crate::spool::END_OF_ROWS))
+            .then(|| serde_json::from_slice::<Numbered>(body).ok())
+            .flatten()
+            .map(|r| r.pos)
+            .filter(|p| next.is_none_or(|n| *p == n));
+        let Some(pos) = pos else {
             return Ok(end);
-        }
-        next += 1;
+        };
+        next = Some(pos.saturating_add(1));
         end += n as u64;
     }
 }
@@ -241,6 +247,24 @@ mod tests {
         let archive = std::fs::read(outbox.join("livelog-4").join("archive.ndjson"))
             .expect("archive in the outbox");
         assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
+    }
+
+    #[test]
+    fn a_continuing_writers_history_starts_at_its_first_pos_and_ends_at_a_break() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-7.ndjson");
+        // A writer that continued a stream after its 3 lines, then an older history.
+        std::fs::write(
+            &spool,
+            b"{\"pos\":3}\n{\"pos\":4}\n{\"pos\":1,\"old\":true}\n{\"pos\":2,\"old\":true}\n",
+        )
+        .expect("spool");
+        drop(create(&outbox, &spool, &entry()).expect("record"));
+        assert!(adopt_orphans(&outbox).is_empty());
+        let archive = std::fs::read(outbox.join("livelog-7").join("archive.ndjson"))
+            .expect("archive in the outbox");
+        assert_eq!(archive, b"{\"pos\":3}\n{\"pos\":4}\n");
     }
 
     #[test]

@@ -82,6 +82,23 @@ pub(crate) fn give_back(dir: &Path, path: &Path, len: u64) {
     let _ = std::fs::remove_file(path);
 }
 
+/// Deletes every free file this process keeps in `dir`, so no later writer's file
+/// starts with an older history past its end. Called where one tenant's writers end
+/// and another's may begin (an engine's `/destroy`, once the stage's writers are
+/// closed): a step that can read the spool directory — one running as the engine's
+/// own user — then finds nothing of an earlier stage there. Files taken meanwhile by
+/// a live writer are its own and stay.
+pub fn release(dir: &Path) {
+    let mut pool = pool();
+    pool.free.retain(|(d, free)| {
+        if d != dir {
+            return true;
+        }
+        let _ = std::fs::remove_file(free);
+        false
+    });
+}
+
 /// Removes the free files in `dir` of processes that no longer run, once per
 /// directory and process (a crashed process leaves its free files behind).
 fn sweep_once(pool: &mut Pool, dir: &Path) {
@@ -138,6 +155,24 @@ mod tests {
         assert!(
             !take(dir.path(), &dir.path().join("livelog-c.ndjson")),
             "one file taken twice"
+        );
+    }
+
+    #[test]
+    fn released_files_are_deleted_and_never_taken() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let other = tempfile::tempdir().expect("temp dir");
+        for (d, name) in [(dir.path(), "a"), (other.path(), "b")] {
+            let spool = d.join(format!("livelog-{name}.ndjson"));
+            std::fs::write(&spool, b"{\"pos\":0,\"out\":\"earlier\"}\n").expect("write");
+            give_back(d, &spool, 10);
+        }
+        release(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+        assert!(!take(dir.path(), &dir.path().join("livelog-c.ndjson")));
+        assert!(
+            take(other.path(), &other.path().join("livelog-d.ndjson")),
+            "another directory's free file was released"
         );
     }
 

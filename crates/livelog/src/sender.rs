@@ -43,11 +43,16 @@ pub(crate) struct Sender {
 impl Sender {
     /// The sender of a writer.
     pub(crate) fn new(shared: Arc<Shared>) -> Sender {
+        let first_pos = shared.lines().first_pos();
         Sender {
             deadline: shared.deadline(),
             shared,
             source: Source::default(),
-            resend: Resend::default(),
+            resend: Resend {
+                acked_end: first_pos,
+                first_pos,
+                ..Resend::default()
+            },
             ready: None,
         }
     }
@@ -56,13 +61,17 @@ impl Sender {
     pub(crate) async fn run(mut self) {
         let shared = self.shared.clone();
         let cfg = shared.cfg();
-        if !cfg.skip_opening_stream {
+        if !cfg.skip_opening_stream && !shared.opened_before_writing() {
             let client = shared.client();
             let opened = shared
-                .retry(&mut self.deadline, || client.open(&cfg.key))
+                .retry(&mut self.deadline, || client.open_at(&cfg.key))
                 .await;
-            if let Err(why) = opened {
-                shared.stop_live(WriterError::Open(why));
+            match opened {
+                // Lines are numbered already: those below what the stream held
+                // collide with an earlier writer's, and are reported as dropped.
+                Ok(Some(held_end)) => shared.lines().note_held_before(held_end),
+                Ok(None) => {}
+                Err(why) => shared.stop_live(WriterError::Open(why)),
             }
         }
         loop {
@@ -116,8 +125,9 @@ impl Sender {
             // live reader never sees later lines before earlier. A batch read ahead is
             // in the spool too, and read again from it.
             self.ready = None;
-            if self.rewind(0) {
-                self.resend.pending = Some(0);
+            let first = self.resend.first_pos;
+            if self.rewind(first) {
+                self.resend.pending = Some(first);
                 return;
             }
             // No spool to read back from: only this batch goes out.
@@ -190,6 +200,9 @@ struct Resend {
     /// The service does not keep what is resent (its acks never move on): stop
     /// resending rather than loop.
     given_up: bool,
+    /// This writer's first `pos` (past the lines a reused stream held): lines below
+    /// it are not this writer's to send.
+    first_pos: u64,
 }
 
 impl Resend {
@@ -216,7 +229,9 @@ impl Resend {
         let sent_end = batch.first_pos + batch.lines;
         // `next_pos == first_pos`: the service did not keep the batch's first line
         // although it was just sent; sending it again cannot help.
-        let lost = next_pos < sent_end && next_pos != batch.first_pos;
+        // `next_pos < first_pos`: the service lost lines that were not this writer's
+        // (a reused stream's earlier ones); none of its own can fill that gap.
+        let lost = next_pos < sent_end && next_pos != batch.first_pos && next_pos >= self.first_pos;
         (lost && !self.given_up).then_some(next_pos)
     }
 }

@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// How the run that wrote the stream ended, stated on close when set
     /// ([`crate::Writer::set_outcome`]).
     outcome: Mutex<Option<runlog_protocol::sections::Outcome>>,
+    /// The stream was opened before the first line was numbered
+    /// ([`crate::Writer::open`]): the sender does not open it again.
+    opened: bool,
 }
 
 impl Shared {
@@ -60,13 +63,14 @@ impl Shared {
         cfg: WriterConfig,
         spool: Spool,
         recovery: Option<crate::recovery::Record>,
+        opened_at: Option<u64>,
     ) -> Shared {
         Shared {
             masker: Masker::new(&cfg.secrets),
             tap: cfg.tap.clone(),
             state: Mutex::new(State {
                 asm: LineAssembler::new(cfg.max_line_bytes),
-                lines: Lines::new(spool),
+                lines: Lines::new(spool, opened_at.unwrap_or(0)),
             }),
             cfg,
             client,
@@ -77,7 +81,13 @@ impl Shared {
             sender_done: watch::channel(false).0,
             recovery: Mutex::new(recovery),
             outcome: Mutex::new(None),
+            opened: opened_at.is_some(),
         }
+    }
+
+    /// Whether the stream was opened before the first line was numbered.
+    pub(crate) fn opened_before_writing(&self) -> bool {
+        self.opened
     }
 
     /// Records how the run that wrote the stream ended (the last call wins).

@@ -211,14 +211,18 @@ impl Spool {
         let Some(file) = self.file.as_mut() else {
             return Err(SpoolError::Closed);
         };
-        let written = if self.reused {
-            // In the same write as the rows: the end mark is never missing after them.
+        // In the same write as the rows: the end mark is never missing after them.
+        if self.reused {
             self.buf.push(END_OF_ROWS);
-            file.write_all(&self.buf)
-                .and_then(|()| file.seek(SeekFrom::Current(-1)).map(drop))
-        } else {
-            file.write_all(&self.buf)
-        };
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let written = write_using_reserve(file, &self.buf, dir).and_then(|()| {
+            if self.reused {
+                file.seek(SeekFrom::Current(-1)).map(drop)
+            } else {
+                Ok(())
+            }
+        });
         match written {
             Ok(()) => {
                 self.buf.clear();
@@ -291,6 +295,28 @@ impl Spool {
             }
         }
     }
+}
+
+/// Writes all of `bytes`; on a full file system, once, gives the reserve of `dir` back
+/// ([`crate::reserve`]) and goes on where the write stopped. A partial write is
+/// never repeated: each call writes on from what the file took.
+fn write_using_reserve(file: &mut File, bytes: &[u8], dir: &Path) -> std::io::Result<()> {
+    let mut done = 0;
+    let mut released = false;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Another writer may have released it a moment ago: try once more anyway.
+            Err(e) if crate::reserve::is_full(&e) && !released => {
+                crate::reserve::release(dir);
+                released = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents for this user alone (`0700` on Unix): spools

@@ -15,6 +15,9 @@ use runlog_protocol::engine::WriterReport;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
+/// How long [`Writer::open`] waits for the stream's open before numbering from 0.
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Gets lines to the log service: in order, exactly once, in bounded memory.
 ///
 /// Cheap to clone; every clone writes to the same stream. See the crate docs.
@@ -69,11 +72,39 @@ impl Drop for CloseGuard {
 
 impl Writer {
     /// Creates the writer and spawns its tasks on the current tokio runtime (which
-    /// must exist); the stream is opened in the background.
+    /// must exist); the stream is opened in the background, and lines are numbered
+    /// from 0. For a key that may already hold lines, use [`Writer::open`].
     pub fn new(client: Arc<dyn LogClient>, cfg: WriterConfig) -> Writer {
+        Writer::start(client, cfg, None)
+    }
+
+    /// Opens the stream first, then creates the writer: when the stream already
+    /// holds lines (a key reused by a later step, stage or engine) the writer
+    /// continues after them, numbering its first line at the service's `next_pos`,
+    /// so no line of either writer is dropped as a duplicate. One try, for at most
+    /// [`OPEN_WAIT`]: a service that cannot answer does not hold the producer back;
+    /// the writer then numbers from 0, opens in the background as [`Writer::new`]
+    /// does, and reports the lines that collided with the stream's as dropped. A
+    /// service that does not answer `next_pos` (a Harness log service) is written
+    /// from 0.
+    pub async fn open(client: Arc<dyn LogClient>, cfg: WriterConfig) -> Writer {
+        let opened = if cfg.skip_opening_stream {
+            None
+        } else {
+            let wait = OPEN_WAIT.min(cfg.close_deadline);
+            match tokio::time::timeout(wait, client.open_at(&cfg.key)).await {
+                Ok(Ok(next_pos)) => Some(next_pos.unwrap_or(0)),
+                Ok(Err(_)) | Err(_) => None,
+            }
+        };
+        Writer::start(client, cfg, opened)
+    }
+
+    /// `opened_at`: the stream is open and the first line's `pos`.
+    fn start(client: Arc<dyn LogClient>, cfg: WriterConfig, opened_at: Option<u64>) -> Writer {
         let spool = Spool::create(&cfg.spool_dir, cfg.spool_max_bytes);
         let recovery = recovery_record(&cfg, client.as_ref(), &spool);
-        let shared = Arc::new(Shared::new(client, cfg, spool, recovery));
+        let shared = Arc::new(Shared::new(client, cfg, spool, recovery, opened_at));
         tokio::spawn(Sender::new(shared.clone()).run());
         tokio::spawn(shared.clone().flush_partial_lines());
         Writer {

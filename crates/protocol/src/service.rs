@@ -199,6 +199,12 @@ pub struct StreamInfo {
     /// stored (closed through the service); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// Only in `POST /stream`'s answer: one past the last `pos` of the run the stream
+    /// holds from 0 (0 for an empty stream). A writer opening a stream that already
+    /// holds lines (a key reused by a later step, stage or engine) numbers its first
+    /// line here, so it continues the stream rather than collide with its lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_pos: Option<u64>,
 }
 
 /// Answer of `GET /healthz`.

@@ -22,6 +22,8 @@ pub struct Forwarder {
     addr: SocketAddr,
     upstream: Arc<Mutex<SocketAddr>>,
     connections: Arc<AtomicU64>,
+    /// Connections accepted and not yet closed by either side.
+    open: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -34,16 +36,20 @@ impl Forwarder {
         let addr = listener.local_addr().expect("local addr");
         let upstream = Arc::new(Mutex::new(upstream));
         let connections = Arc::new(AtomicU64::new(0));
-        let (target, counter) = (upstream.clone(), connections.clone());
+        let open = Arc::new(AtomicU64::new(0));
+        let (target, counter, gauge) = (upstream.clone(), connections.clone(), open.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::Relaxed);
+                gauge.fetch_add(1, Ordering::SeqCst);
                 let to = *target.lock().unwrap_or_else(|e| e.into_inner());
+                let gauge = gauge.clone();
                 tokio::spawn(async move {
                     // A refused upstream (service restarting) drops the client connection.
                     if let Ok(mut server) = TcpStream::connect(to).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
+                    gauge.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -51,6 +57,7 @@ impl Forwarder {
             addr,
             upstream,
             connections,
+            open,
             task,
         }
     }
@@ -63,6 +70,12 @@ impl Forwarder {
     /// Client connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Client connections open now: accepted, and neither the client nor the upstream
+    /// has closed its side yet (an idle kept-alive connection counts).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Sends new connections to `upstream` (open ones stay where they are).

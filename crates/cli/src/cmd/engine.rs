@@ -95,6 +95,10 @@ pub struct EngineFlags {
     /// How long /destroy may take in total.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub destroy_deadline: Duration,
+    /// MiB held back in the data directory for the engine's own spools and outbox,
+    /// given to them when a step fills the disk, made again at each /setup; 0: none.
+    #[arg(long, env = "RUNLOG_ENGINE_SPOOL_RESERVE_MIB", default_value_t = 64)]
+    pub spool_reserve_mib: u64,
 }
 
 /// Flags of `runlog engine` (each also read from its `RUNLOG_ENGINE_*` variable; the
@@ -166,6 +170,7 @@ impl EngineFlags {
             tls: self.tls()?,
             close_deadline: self.close_deadline,
             destroy_deadline: self.destroy_deadline,
+            spool_reserve_bytes: self.spool_reserve_mib << 20,
             allowed_hosts: self.allowed_hosts.clone(),
             pass_env: self.pass_env.clone(),
             allow_apt: self.allow_apt,

@@ -131,6 +131,9 @@ pub async fn destroy_stage(state: &EngineState) -> DestroyResponse {
             )),
         }
     }
+    // Every writer of the stage is closed: the spool files kept for reuse hold its
+    // history past a next writer's end, which the next stage's steps must not read.
+    livelog::recycle::release(&cfg.spool_dir());
     state.publish(None, None);
     Metrics::inc(&state.metrics().destroys);
     answer

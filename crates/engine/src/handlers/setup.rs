@@ -102,6 +102,18 @@ pub async fn setup(
         std::fs::create_dir_all(meta_dir.join("outputs"))?;
         livelog::spool::create_private_dir(&cfg.spool_dir())
     })();
+    // Made again for each stage: the last one's workspace, which may have filled the
+    // file system, is gone by now.
+    if created.is_ok() && cfg.spool_reserve_bytes > 0 {
+        let spool_dir = cfg.spool_dir();
+        if let Err(e) = livelog::reserve::hold(&spool_dir, cfg.spool_reserve_bytes) {
+            tracing::warn!(
+                "could not hold {} bytes for the engine's spools in {} ({e}): a step that fills the disk leaves them none",
+                cfg.spool_reserve_bytes,
+                spool_dir.display()
+            );
+        }
+    }
     if let Err(e) = created {
         tracing::error!(
             "could not create the workspace {}: {e}",

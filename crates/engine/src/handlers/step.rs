@@ -173,7 +173,7 @@ pub(crate) fn launch_step(
     })?;
     let (tx, rx) = watch::channel(None);
     let output = StepOutputLog::default();
-    stage
+    let mut turn = stage
         .add_step(
             &launch.id,
             launch.log_key.as_deref(),
@@ -205,18 +205,29 @@ pub(crate) fn launch_step(
         cgroup_procs: stage.cgroup.iter().map(|cg| cg.procs_file()).collect(),
         user: cfg.step_user.clone(),
     };
-    let writer = match (&launch.log_key, launch.log_route) {
-        (Some(key), Some((client, log_config))) => {
-            Some(stage.writer_to(cfg, key, &launch.secrets, client, &log_config))
-        }
-        (Some(key), None) => {
-            let w = stage.writer(cfg, key, &launch.secrets);
-            if w.is_none() {
-                tracing::warn!(step = %launch.id, "no log service configured: the output of the step is discarded");
+    // The writer is opened in the step's task, after the writers of earlier steps
+    // with the same key have closed: it continues after their lines.
+    let opening = {
+        let (state, stage, id) = (state.clone(), stage.clone(), launch.id.clone());
+        let (key, route, secrets) = (launch.log_key, launch.log_route, launch.secrets.clone());
+        async move {
+            let cfg = state.config();
+            match (key, route) {
+                (Some(key), Some((client, log_config))) => Some(
+                    stage
+                        .writer_to(cfg, &key, &secrets, client, &log_config)
+                        .await,
+                ),
+                (Some(key), None) => {
+                    let w = stage.writer(cfg, &key, &secrets).await;
+                    if w.is_none() {
+                        tracing::warn!(step = %id, "no log service configured: the output of the step is discarded");
+                    }
+                    w
+                }
+                (None, _) => None,
             }
-            w
         }
-        (None, _) => None,
     };
     Metrics::inc(&state.metrics().steps_started);
     let masker = Arc::new(livelog::mask::Masker::new(
@@ -226,26 +237,37 @@ pub(crate) fn launch_step(
             .chain(&launch.secrets)
             .collect::<Vec<_>>(),
     ));
-    let run = StepRun {
-        id: launch.id.clone(),
-        name: launch.name,
-        spec,
-        mem_limit: launch.mem_limit,
-        outputs_file,
-        sink: StepOutput {
-            writer,
-            log: output,
-            masker: masker.clone(),
-        },
-        masker,
-        preface: launch.preface,
-        refused: launch.refused,
-        finish: launch.finish,
-    };
-    let step_run = run_step(state.clone(), stage.clone(), run, tx);
+    let (id, name, mem_limit, preface, refused, finish) = (
+        launch.id.clone(),
+        launch.name,
+        launch.mem_limit,
+        launch.preface,
+        launch.refused,
+        launch.finish,
+    );
+    let (state_, stage_) = (state.clone(), stage.clone());
     let task = tokio::spawn(
         async move {
-            let report = step_run.await;
+            turn.wait().await;
+            let run = StepRun {
+                id,
+                name,
+                spec,
+                mem_limit,
+                outputs_file,
+                sink: StepOutput {
+                    writer: opening.await,
+                    log: output,
+                    masker: masker.clone(),
+                },
+                masker,
+                preface,
+                refused,
+                finish,
+            };
+            let report = run_step(state_, stage_, run, tx).await;
+            // The writer is closed: a later step of the same key may open it.
+            let _ = turn.closed.send(true);
             drop(slot);
             report
         }

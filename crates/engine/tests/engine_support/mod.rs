@@ -152,6 +152,28 @@ pub async fn archive(
     )
 }
 
+/// Every line of the live stream of `key` (closed: the tail ends with `eof`), read
+/// over SSE from the start.
+pub async fn live_lines(service_url: &str, token: &str, account: &str, key: &str) -> Vec<LogLine> {
+    let resp = reqwest::Client::new()
+        .get(format!("{service_url}/stream"))
+        .query(&[("accountID", account), ("key", key)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("service answers");
+    assert!(resp.status().is_success(), "tail: {}", resp.status());
+    let body = tokio::time::timeout(Duration::from_secs(20), resp.text())
+        .await
+        .expect("the tail of a closed stream ends")
+        .expect("tail body");
+    assert!(body.contains("event: eof"), "no eof in:\n{body}");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
 /// Panics unless each of `needles` is found in `text` after the one before it.
 pub fn assert_in_order(text: &str, needles: &[&str]) {
     let mut at = 0;

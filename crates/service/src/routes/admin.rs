@@ -95,6 +95,7 @@ pub async fn list(
                 archived: true,
                 last_activity: rfc3339(a.last_modified),
                 complete: None,
+                next_pos: None,
             };
             (info, a.last_modified)
         });

@@ -218,6 +218,7 @@ pub async fn stream_info(
                 archived: true,
                 last_activity: super::rfc3339(at),
                 complete: None,
+                next_pos: None,
             })),
             None => Err(ApiError::NotFound(
                 "stream not found (no live stream and no archive)".into(),

@@ -31,10 +31,12 @@ pub(crate) fn info(meta: &StreamMeta, archived: bool) -> StreamInfo {
         archived,
         last_activity: rfc3339(meta.last_activity),
         complete: None,
+        next_pos: None,
     }
 }
 
-/// `POST /stream`: opens (or reopens) a stream. Idempotent. The answer announces
+/// `POST /stream`: opens (or reopens) a stream. Idempotent. The answer's `next_pos`
+/// says where a writer continues a stream that holds lines already; it announces
 /// that archive uploads may be gzip ([`ACCEPT_ARCHIVE_ENCODING`]): a writer that has
 /// not seen it (a Harness log service stores upload bodies raw) uploads plain NDJSON.
 pub async fn open(
@@ -48,9 +50,14 @@ pub async fn open(
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     let meta = st.streams().open(&q.id()).await?;
+    // Where a writer continues a stream that already holds lines (a reused key).
+    let next_pos = meta.last_contiguous_pos.map_or(0, |p| p + 1);
     Ok((
         [(ACCEPT_ARCHIVE_ENCODING, HeaderValue::from_static("gzip"))],
-        Json(info(&meta, false)),
+        Json(StreamInfo {
+            next_pos: Some(next_pos),
+            ..info(&meta, false)
+        }),
     ))
 }
 

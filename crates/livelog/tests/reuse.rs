@@ -1,0 +1,80 @@
+//! A key written by one writer after another (a later step, stage or engine reusing
+//! it): the later writer continues after the lines the stream holds, so the live
+//! stream and the archive keep both histories, and a writer that could not learn
+//! where to continue reports the lines the service kept from the earlier one.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use livelog::Writer;
+use runlog_protocol::Scope;
+use runlog_testkit::proxy::{FaultProxy, Faults};
+use runlog_testkit::service::TestService;
+use std::time::Duration;
+use support::*;
+
+fn texts(lines: &[runlog_protocol::LogLine]) -> Vec<&str> {
+    lines.iter().map(|l| l.out.trim_end_matches('\n')).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_opening_a_stream_that_holds_lines_continues_after_them() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "reuse/continued";
+    let first = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
+    let a = first.close().await;
+    let second = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    second.write(b"SECOND-4\nSECOND-5\n");
+    let b = second.close().await;
+    for r in [&a, &b] {
+        assert!(
+            r.archived && r.dropped_lines == 0 && r.error.is_none(),
+            "{r:?}"
+        );
+    }
+    assert_eq!((a.lines, b.lines, b.streamed_lines), (3, 2, 2), "{b:?}");
+    let want = ["FIRST-1", "FIRST-2", "FIRST-3", "SECOND-4", "SECOND-5"];
+    let live = tail_until_eof(&svc.url(), &token, key, Duration::from_secs(20)).await;
+    assert_eq!(texts(&live), want, "live stream");
+    assert_eq!(
+        live.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_eq!(texts(&archive), want, "archive");
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_numbered_before_a_late_open_showed_the_stream_held_lines_are_reported_dropped() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "reuse/late-open";
+    let first = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
+    assert!(first.close().await.archived);
+    // The second writer cannot reach the service when it starts: it numbers from 0
+    // and opens in the background once the service is back.
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 7).await;
+    proxy.set_down(true);
+    let cfg = livelog::WriterConfig {
+        max_retry_delay: Duration::from_millis(50),
+        ..config(key, spool.path())
+    };
+    let second = Writer::open(client(&proxy.url(), &token), cfg).await;
+    second.write(b"SECOND-1\nSECOND-2\nSECOND-3\nSECOND-4\nSECOND-5\n");
+    proxy.set_down(false);
+    let report = second.close().await;
+    assert_eq!(report.lines, 5, "{report:?}");
+    assert_eq!(
+        report.dropped_lines, 3,
+        "the three lines the service kept from the first writer are reported: {report:?}"
+    );
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("already held lines up to pos 3"), "{error}");
+    svc.shutdown().await;
+}
