@@ -6,6 +6,7 @@ use crate::python::harness;
 use crate::python::install::Installer;
 use crate::python::instances::{Instance, Instances, generate_id};
 use crate::python::pool::{FunctionPool, WorkerSpec};
+use crate::python::user_python;
 use crate::python::venv::{Venv, VenvError};
 use crate::python::worker::{Done, Worker};
 use crate::python::{FunctionOutput, PythonConfig};
@@ -211,9 +212,20 @@ impl PythonRuntime {
     }
 
     async fn prepare(&self) -> Result<Ready, VenvError> {
+        let user = self.config.user.as_ref();
+        // Workers run as the step user: the venv must be built on a base interpreter
+        // that user can run (`user_python`), chosen only when there is none yet.
+        let base_python = match user {
+            Some(u) if Venv::existing(&self.config.venv_dir).is_none() => {
+                user_python::base_for(&self.config.base_python, u)
+                    .await
+                    .map_err(VenvError::StepUser)?
+            }
+            _ => self.config.base_python.clone(),
+        };
         let venv = Venv::ensure(
             &self.config.venv_dir,
-            &self.config.base_python,
+            &base_python,
             &self.config.bootstrap_packages,
             self.installs.installer(),
         )
@@ -233,10 +245,39 @@ impl PythonRuntime {
             path: runtime_dir.clone(),
             source,
         })?;
+        let cwd = match user {
+            None => runtime_dir,
+            Some(u) => {
+                // Before the first worker: the user runs the venv's interpreter, reads
+                // the harness and imports what it imports, or the start fails saying so.
+                let imports: Vec<&str> = ["json", "tempfile"]
+                    .into_iter()
+                    .chain(
+                        self.config
+                            .bootstrap_packages
+                            .iter()
+                            .any(|p| p == "cloudpickle")
+                            .then_some("cloudpickle"),
+                    )
+                    .collect();
+                user_python::check_venv(&venv.python(), &harness, &imports, u)
+                    .await
+                    .map_err(VenvError::StepUser)?;
+                // The runtime's directory is the engine's (harness, venv): the
+                // workers' files go in a directory of their user's own.
+                let work = runtime_dir.join("work");
+                u.private_dir(&work).map_err(|source| VenvError::Io {
+                    path: work.clone(),
+                    source,
+                })?;
+                work
+            }
+        };
         let spec = WorkerSpec {
             python: venv.python(),
             harness,
-            cwd: runtime_dir,
+            cwd,
+            user: user.cloned(),
         };
         let pool = FunctionPool::new(spec, self.config.warm_workers, self.config.max_workers);
         if let Err(e) = pool.prewarm().await {
