@@ -8,29 +8,16 @@
 
 mod engine_support;
 
-use engine_support::TestEngine;
+use engine_support::{PlantedCredentials, TestEngine};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::json;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const ACCOUNT: &str = "acc-function-user";
-
-/// Writes `text` into a new file of mode 0600, as the service writes its admin secret
-/// and livelog its outbox entries.
-fn private_file(path: &Path, text: &str) {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 /// The virtualenv of these tests, kept between runs (its first build installs
 /// `cloudpickle` from the default index: the network is needed once). Apart from the
@@ -42,6 +29,41 @@ fn venv_dir() -> PathBuf {
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
+}
+
+/// A `python3` in a directory of mode 0700, as pyenv's in `/root`: root runs it, the
+/// step user cannot reach it. Returns the directory (kept while in use) and the link.
+fn unreachable_python() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let python = private.path().join("python3");
+    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    (private, python)
+}
+
+/// Asserts that the engine's start check and a function call both fail with an error
+/// containing `expected` (so no worker ran, as root or otherwise).
+async fn assert_functions_refused(engine: &TestEngine, expected: &str) {
+    let at_start = engine.state.functions().runtime().check_user_python().await;
+    assert!(
+        at_start.as_ref().is_err_and(|e| e.contains(expected)),
+        "{at_start:?}"
+    );
+    let (status, body) = engine
+        .post(
+            "/execute",
+            json!({
+                "function_name": "f",
+                "function_code": "import os\ndef f():\n    return os.getuid()",
+                "serialization": "json",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains(expected), "{error}");
 }
 
 /// Tries each of the engine's secrets and places; answers what it could do and who it
@@ -110,10 +132,7 @@ async fn a_hostile_function_reaches_no_credential_of_a_root_engine() {
     let data = cfg.data_dir.clone();
 
     // What a stage before this one, and `runlog serve`, leave in the data directory.
-    private_file(&data.join("admin-secret"), "admin-secret-91c");
-    livelog::spool::create_private_dir(&cfg.outbox_dir().join("earlier-stage")).unwrap();
-    let entry = cfg.outbox_dir().join("earlier-stage/entry.json");
-    private_file(&entry, r#"{"token":"write-token-of-another-stage"}"#);
+    let planted = PlantedCredentials::plant(&cfg);
     // A stage's engine stream holds a spool file open.
     let (status, body) = engine
         .post(
@@ -130,12 +149,7 @@ async fn a_hostile_function_reaches_no_credential_of_a_root_engine() {
         )
         .await;
     assert_eq!((status, &body), (200, &json!({})));
-    let spool_file = std::fs::read_dir(cfg.spool_dir())
-        .unwrap()
-        .next()
-        .expect("the engine log's spool file")
-        .unwrap()
-        .path();
+    let spool_file = engine_support::a_spool_file(&cfg);
     // What a run of an engine without a step user could have planted in the kept venv.
     for lib in std::fs::read_dir(venv_dir().join("lib"))
         .into_iter()
@@ -144,8 +158,8 @@ async fn a_hostile_function_reaches_no_credential_of_a_root_engine() {
         let _ = std::fs::remove_file(lib.unwrap().path().join("site-packages/planted.pth"));
     }
     let paths = json!({
-        "admin_secret": data.join("admin-secret"),
-        "entry": entry,
+        "admin_secret": planted.admin_secret,
+        "entry": planted.outbox_entry,
         "outbox": cfg.outbox_dir(),
         "spool_file": spool_file,
         "spool": cfg.spool_dir(),
@@ -168,18 +182,9 @@ async fn a_hostile_function_reaches_no_credential_of_a_root_engine() {
     assert_eq!(body["success"], true, "{body}");
     let result = &body["json_result"];
     let results = &result["results"];
-    for refused in [
-        "admin_secret",
-        "outbox_entry",
-        "outbox_list",
-        "spool_file",
-        "spool_list",
-        "engine_environ",
-        "data_list",
-        "write_data",
-        "write_venv",
-    ] {
-        assert_eq!(results[refused], "refused", "{refused}: {results}");
+    let also = ["write_venv"];
+    for refused in engine_support::REFUSED_TO_THE_STEP_USER.iter().chain(&also) {
+        assert_eq!(results[*refused], "refused", "{refused}: {results}");
     }
     assert_eq!(results["write_cwd"], "done", "{results}");
     assert_eq!(result["uid"], user.uid, "{result}");
@@ -235,39 +240,17 @@ async fn an_interpreter_the_step_user_cannot_run_is_a_clear_error_not_root_worke
         eprintln!("skipped: the engine runs as root only in a root test run");
         return;
     }
-    // A Python in a directory of mode 0700, as pyenv's in `/root`: root runs it,
-    // the step user cannot reach it.
-    let private = tempfile::tempdir().unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::Permissions::from_mode(0o700);
-        std::fs::set_permissions(private.path(), mode).unwrap();
-    }
-    let python = private.path().join("python3");
-    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    let (private, python) = unreachable_python();
     let engine = TestEngine::start_with_functions(|fcfg| {
         fcfg.python.venv_dir = private.path().join("venv");
         fcfg.python.base_python = python.clone();
     })
     .await;
-    let (status, body) = engine
-        .post(
-            "/execute",
-            json!({
-                "function_name": "f",
-                "function_code": "import os\ndef f():\n    return os.getuid()",
-                "serialization": "json",
-            }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["success"], false, "{body}");
-    let error = body["error"].as_str().unwrap();
     let expected = format!(
         "the step user \"nobody\" cannot run the Python {}: Permission denied",
         python.display()
     );
-    assert!(error.contains(&expected), "{error}");
+    assert_functions_refused(&engine, &expected).await;
     assert!(
         !private.path().join("venv").exists(),
         "nothing was built with it"
@@ -304,4 +287,32 @@ async fn the_default_python3_is_the_first_on_path_the_step_user_can_run() {
         err.starts_with("no runlog-no-python on PATH can be run by the step user \"nobody\""),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_venv_built_on_an_interpreter_the_step_user_cannot_reach_is_named_not_used_as_root() {
+    if !is_root() {
+        eprintln!("skipped: a step user needs a root test run");
+        return;
+    }
+    // A complete venv as an engine without a step user leaves it when its `python3` is
+    // pyenv's under `/root`: `bin/python` links into a directory of mode 0700.
+    let (private, python) = unreachable_python();
+    let shared = tempfile::tempdir().unwrap();
+    let venv = shared.path().join("venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::os::unix::fs::symlink(&python, venv.join("bin/python")).unwrap();
+    let home = format!("home = {}\n", private.path().display());
+    std::fs::write(venv.join("pyvenv.cfg"), home).unwrap();
+    std::fs::write(venv.join(".runlog-ready"), "").unwrap();
+
+    let engine = TestEngine::start_with_functions(|fcfg| fcfg.python.venv_dir = venv.clone()).await;
+    let expected = format!(
+        "the step user \"nobody\", who runs function workers, cannot use the virtualenv {} \
+         (base interpreter {}): Permission denied (os error 13); remove that directory \
+         to have it rebuilt",
+        venv.display(),
+        private.path().display()
+    );
+    assert_functions_refused(&engine, &expected).await;
 }

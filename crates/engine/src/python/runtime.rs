@@ -199,6 +199,38 @@ impl PythonRuntime {
         }
     }
 
+    /// Whether the step user, when workers run as one, can run them: the existing
+    /// virtualenv checked as that user, or (none built yet) a base interpreter it can
+    /// run found. Cheap (an interpreter start or a few), unlike [`Self::warm_up`]: the
+    /// engine calls it at start so that an unusable Python is said then, not only by
+    /// the first call.
+    pub async fn check_user_python(&self) -> Result<(), String> {
+        let Some(user) = &self.config.user else {
+            return Ok(());
+        };
+        match Venv::existing(&self.config.venv_dir) {
+            Some(venv) => {
+                user_python::check_venv(&venv.python(), &[], &self.worker_imports(), user).await
+            }
+            None => user_python::base_for(&self.config.base_python, user)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// What a worker imports at start besides the standard library's.
+    fn worker_imports(&self) -> Vec<&'static str> {
+        let pickles = self
+            .config
+            .bootstrap_packages
+            .iter()
+            .any(|p| p == "cloudpickle");
+        ["json", "tempfile"]
+            .into_iter()
+            .chain(pickles.then_some("cloudpickle"))
+            .collect()
+    }
+
     /// Prepares the virtualenv and the warm pool now rather than on the first call.
     pub async fn warm_up(&self) -> Result<(), String> {
         self.ready().await.map(|_| ())
@@ -250,17 +282,7 @@ impl PythonRuntime {
             Some(u) => {
                 // Before the first worker: the user runs the venv's interpreter, reads
                 // the harness and imports what it imports, or the start fails saying so.
-                let imports: Vec<&str> = ["json", "tempfile"]
-                    .into_iter()
-                    .chain(
-                        self.config
-                            .bootstrap_packages
-                            .iter()
-                            .any(|p| p == "cloudpickle")
-                            .then_some("cloudpickle"),
-                    )
-                    .collect();
-                user_python::check_venv(&venv.python(), &harness, &imports, u)
+                user_python::check_venv(&venv.python(), &[&harness], &self.worker_imports(), u)
                     .await
                     .map_err(VenvError::StepUser)?;
                 // The runtime's directory is the engine's (harness, venv): the

@@ -75,27 +75,28 @@ pub async fn base_for(configured: &Path, user: &StepUser) -> Result<PathBuf, Str
     ))
 }
 
-/// Checks that `user` can run the virtualenv's `python`, read `harness` and import
-/// `modules` (what every worker does at start). The error names the venv's base
+/// Checks that `user` can run the virtualenv's `python`, read `files` (the harness)
+/// and import `modules` (what every worker does at start). The error names the venv's base
 /// interpreter and how to rebuild it: a venv built earlier with an interpreter the
 /// user cannot reach is not silently replaced under other engines sharing it.
 pub async fn check_venv(
     python: &Path,
-    harness: &Path,
+    files: &[&Path],
     modules: &[&str],
     user: &StepUser,
 ) -> Result<(), String> {
-    // The harness path as an argument, not in the code: no quoting to get wrong.
-    let mut code = String::from("import sys; open(sys.argv[1], 'rb').close()");
+    // The paths as arguments, not in the code: no quoting to get wrong.
+    let mut code = String::from("import sys\nfor f in sys.argv[1:]: open(f, 'rb').close()");
     for m in modules {
-        code.push_str("; import ");
+        code.push_str("\nimport ");
         code.push_str(m);
     }
     let venv = python
         .parent()
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
-    let args = [OsStr::new("-c"), OsStr::new(&code), harness.as_os_str()];
+    let mut args = vec![OsStr::new("-c"), OsStr::new(&code)];
+    args.extend(files.iter().map(|f| f.as_os_str()));
     runs_as(python, user, &args).await.map_err(|why| {
         let base = base_of(venv).unwrap_or_else(|| "unknown".to_owned());
         format!(
