@@ -54,7 +54,7 @@ pub async fn base_for(configured: &Path, user: &StepUser) -> Result<PathBuf, Str
             Ok(()) => {
                 if !passed_over.is_empty() {
                     tracing::info!(target: "runlog::python",
-                        "functions run as {:?}: building their virtualenv with {} ({} cannot be run by that user)",
+                        "functions run as {:?}: their virtualenv is built on {} (passed over, that user cannot run it: {})",
                         user.name, candidate.display(), passed_over.join("; "));
                 }
                 return Ok(candidate);
