@@ -108,12 +108,14 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// The function endpoints' settings this configuration implies: the runtime and
-    /// spools under `data_dir`, `allow_apt`, `python_packages` and `jobs`; the rest
+    /// spools under `data_dir`, `allow_apt`, `python_packages`, `step_user` (the
+    /// workers' user) and `jobs`; the rest
     /// [`FunctionsConfig::new`]'s defaults.
     pub fn functions_config(&self) -> FunctionsConfig {
         let mut functions = FunctionsConfig::new(&self.data_dir);
         functions.python.allow_apt = self.allow_apt;
         functions.python.preinstall = self.python_packages.clone();
+        functions.python.user = self.step_user.clone();
         functions.jobs = self.jobs.clone();
         functions
     }

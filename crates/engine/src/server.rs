@@ -105,6 +105,14 @@ pub async fn serve(
     if let Err(e) = tokio::task::spawn_blocking(remove_leftover_cgroups).await {
         tracing::warn!(target: "runlog::engine", "removing leftover cgroups failed: {e}");
     }
+    // Function workers run as the step user: an interpreter that user cannot run is
+    // said at start (calls fail with the same error), without delaying serving.
+    let functions = state.functions().clone();
+    tokio::spawn(async move {
+        if let Err(e) = functions.runtime().check_user_python().await {
+            tracing::warn!(target: "runlog::engine", "functions will fail: {e}");
+        }
+    });
     let scheme = state.config().scheme();
     tracing::info!(target: "runlog::engine", "engine listening on {scheme}://{local}");
     let app = router(state.clone());

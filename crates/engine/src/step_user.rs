@@ -10,7 +10,9 @@
 //! directory stays the engine's, the spool and outbox directories mode 0700, the data
 //! directory itself 0711 (a step may pass through it to its workspace, not list it).
 //! Installers (pip, uv, apt) stay the engine's user: they write the engine's venv and
-//! the system.
+//! the system. Function workers get a working directory of their own
+//! ([`StepUser::private_dir`]) and an interpreter this user can run
+//! (`crate::python::user_python`).
 
 use nix::unistd::{Gid, Uid, User};
 use std::path::Path;
@@ -85,6 +87,17 @@ impl StepUser {
             }
         }
         Ok(())
+    }
+
+    /// Creates `dir` (mode 0700) when missing and gives the directory itself, never
+    /// what is in it, to this user: a working directory of its own (the function
+    /// workers'). Not recursive on purpose: what is inside was made by this user, and
+    /// walking a tree the user can change, as root, could be led along a planted link.
+    pub fn private_dir(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(dir)?;
+        std::os::unix::fs::lchown(dir, Some(self.uid), Some(self.gid))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
 
     /// Makes `cmd`'s child this user once it has started: groups cleared, then group

@@ -5,27 +5,13 @@
 
 mod engine_support;
 
-use engine_support::TestEngine;
+use engine_support::{PlantedCredentials, TestEngine};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 use serde_json::json;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
 
 const ACCOUNT: &str = "acc-step-user";
-
-/// Writes `text` into a new file of mode 0600, as the service writes its admin secret
-/// and livelog its outbox entries.
-fn private_file(path: &Path, text: &str) {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_step_reaches_no_credential_of_a_root_engine() {
@@ -46,10 +32,7 @@ async fn a_hostile_step_reaches_no_credential_of_a_root_engine() {
     let data = cfg.data_dir.clone();
 
     // What a stage before this one, and `runlog serve`, leave in the data directory.
-    private_file(&data.join("admin-secret"), "admin-secret-7d1");
-    livelog::spool::create_private_dir(&cfg.outbox_dir().join("earlier-stage")).unwrap();
-    let entry = cfg.outbox_dir().join("earlier-stage/entry.json");
-    private_file(&entry, r#"{"token":"write-token-of-another-stage"}"#);
+    let entry = PlantedCredentials::plant(&cfg).outbox_entry;
 
     let (status, body) = engine
         .post(
@@ -69,12 +52,7 @@ async fn a_hostile_step_reaches_no_credential_of_a_root_engine() {
     assert_eq!((status, &body), (200, &json!({})));
     // The engine stream's spool file is open now: another stage's history would be
     // in a file like it.
-    let spool_file = std::fs::read_dir(cfg.spool_dir())
-        .unwrap()
-        .next()
-        .expect("the engine log's spool file")
-        .unwrap()
-        .path();
+    let spool_file = engine_support::a_spool_file(&cfg);
 
     let script = r#"
 try() { if sh -c "$2" >/dev/null 2>&1; then echo "$1=done" >> "$RUNLOG_OUTPUT"; else echo "$1=refused" >> "$RUNLOG_OUTPUT"; fi; }
@@ -110,18 +88,9 @@ echo "HOME_SET=$HOME" >> "$RUNLOG_OUTPUT"
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["exit_code"], 0, "{body}");
     let out = &body["outputs"];
-    for refused in [
-        "admin_secret",
-        "outbox_entry",
-        "outbox_list",
-        "spool_file",
-        "spool_list",
-        "engine_environ",
-        "data_list",
-        "write_data",
-        "write_stages",
-    ] {
-        assert_eq!(out[refused], "refused", "{refused}: {out}");
+    let also = ["write_stages"];
+    for refused in engine_support::REFUSED_TO_THE_STEP_USER.iter().chain(&also) {
+        assert_eq!(out[*refused], "refused", "{refused}: {out}");
     }
     assert_eq!(out["write_workspace"], "done", "{out}");
     let nobody = format!("uid={} groups={}", user.uid, user.gid);

@@ -72,8 +72,8 @@ pub struct EngineFlags {
     /// anything the engine's user may write.
     #[arg(long, env = "RUNLOG_ENGINE_ALLOW_HOST_PATHS")]
     pub allow_host_paths: bool,
-    /// The user steps run as [default: nobody when the engine runs as root, else the
-    /// engine's own user]. The stage's workspace is given to that user; the engine's
+    /// The user steps and function workers run as [default: nobody when the engine
+    /// runs as root, else the engine's own user]. The stage's workspace is given to that user; the engine's
     /// spools, outbox and secrets stay out of its reach. Naming the engine's own user
     /// runs steps as it.
     #[arg(long, env = "RUNLOG_ENGINE_STEP_USER")]

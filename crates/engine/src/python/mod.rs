@@ -12,6 +12,7 @@ pub mod install;
 pub mod instances;
 pub mod pool;
 pub mod runtime;
+pub mod user_python;
 pub mod venv;
 pub mod worker;
 
@@ -58,6 +59,10 @@ pub struct PythonConfig {
     pub warm_workers: usize,
     /// Most function workers running at once; further calls wait for one.
     pub max_workers: usize,
+    /// The user function workers run as (the engine's step user, see
+    /// [`crate::step_user`]); `None` (the default here): the engine's own. Installs
+    /// into the virtualenv stay the engine's either way.
+    pub user: Option<crate::step_user::StepUser>,
 }
 
 impl PythonConfig {
@@ -77,6 +82,7 @@ impl PythonConfig {
             instance_idle_timeout: Duration::from_secs(600),
             warm_workers: 2,
             max_workers: 16,
+            user: None,
         }
     }
 }

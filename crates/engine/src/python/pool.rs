@@ -6,6 +6,7 @@
 //! timeout, protocol error) is never returned to the pool.
 
 use crate::python::worker::{Worker, WorkerError};
+use crate::step_user::StepUser;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,12 +20,14 @@ pub struct WorkerSpec {
     pub harness: PathBuf,
     /// Working directory of the workers.
     pub cwd: PathBuf,
+    /// The user they run as; `None`: the engine's.
+    pub user: Option<StepUser>,
 }
 
 impl WorkerSpec {
     /// Starts one worker.
     pub async fn spawn(&self) -> Result<Worker, WorkerError> {
-        Worker::spawn(&self.python, &self.harness, &self.cwd).await
+        Worker::spawn(&self.python, &self.harness, &self.cwd, self.user.as_ref()).await
     }
 }
 

@@ -6,6 +6,7 @@ use crate::python::harness;
 use crate::python::install::Installer;
 use crate::python::instances::{Instance, Instances, generate_id};
 use crate::python::pool::{FunctionPool, WorkerSpec};
+use crate::python::user_python;
 use crate::python::venv::{Venv, VenvError};
 use crate::python::worker::{Done, Worker};
 use crate::python::{FunctionOutput, PythonConfig};
@@ -198,6 +199,38 @@ impl PythonRuntime {
         }
     }
 
+    /// Whether the step user, when workers run as one, can run them: the existing
+    /// virtualenv checked as that user, or (none built yet) a base interpreter it can
+    /// run found. Cheap (an interpreter start or a few), unlike [`Self::warm_up`]: the
+    /// engine calls it at start so that an unusable Python is said then, not only by
+    /// the first call.
+    pub async fn check_user_python(&self) -> Result<(), String> {
+        let Some(user) = &self.config.user else {
+            return Ok(());
+        };
+        match Venv::existing(&self.config.venv_dir) {
+            Some(venv) => {
+                user_python::check_venv(&venv.python(), &[], &self.worker_imports(), user).await
+            }
+            None => user_python::base_for(&self.config.base_python, user)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// What a worker imports at start besides the standard library's.
+    fn worker_imports(&self) -> Vec<&'static str> {
+        let pickles = self
+            .config
+            .bootstrap_packages
+            .iter()
+            .any(|p| p == "cloudpickle");
+        ["json", "tempfile"]
+            .into_iter()
+            .chain(pickles.then_some("cloudpickle"))
+            .collect()
+    }
+
     /// Prepares the virtualenv and the warm pool now rather than on the first call.
     pub async fn warm_up(&self) -> Result<(), String> {
         self.ready().await.map(|_| ())
@@ -211,9 +244,20 @@ impl PythonRuntime {
     }
 
     async fn prepare(&self) -> Result<Ready, VenvError> {
+        let user = self.config.user.as_ref();
+        // Workers run as the step user: the venv must be built on a base interpreter
+        // that user can run (`user_python`), chosen only when there is none yet.
+        let base_python = match user {
+            Some(u) if Venv::existing(&self.config.venv_dir).is_none() => {
+                user_python::base_for(&self.config.base_python, u)
+                    .await
+                    .map_err(VenvError::StepUser)?
+            }
+            _ => self.config.base_python.clone(),
+        };
         let venv = Venv::ensure(
             &self.config.venv_dir,
-            &self.config.base_python,
+            &base_python,
             &self.config.bootstrap_packages,
             self.installs.installer(),
         )
@@ -233,10 +277,29 @@ impl PythonRuntime {
             path: runtime_dir.clone(),
             source,
         })?;
+        let cwd = match user {
+            None => runtime_dir,
+            Some(u) => {
+                // Before the first worker: the user runs the venv's interpreter, reads
+                // the harness and imports what it imports, or the start fails saying so.
+                user_python::check_venv(&venv.python(), &[&harness], &self.worker_imports(), u)
+                    .await
+                    .map_err(VenvError::StepUser)?;
+                // The runtime's directory is the engine's (harness, venv): the
+                // workers' files go in a directory of their user's own.
+                let work = runtime_dir.join("work");
+                u.private_dir(&work).map_err(|source| VenvError::Io {
+                    path: work.clone(),
+                    source,
+                })?;
+                work
+            }
+        };
         let spec = WorkerSpec {
             python: venv.python(),
             harness,
-            cwd: runtime_dir,
+            cwd,
+            user: user.cloned(),
         };
         let pool = FunctionPool::new(spec, self.config.warm_workers, self.config.max_workers);
         if let Err(e) = pool.prewarm().await {

@@ -32,6 +32,10 @@ pub enum VenvError {
     /// `python -m venv` or the bootstrap install failed.
     #[error("preparing the Python virtualenv: {0}")]
     Install(#[from] InstallError),
+    /// Function workers run as a step user who could not run this virtualenv's Python
+    /// (see [`crate::python::user_python`]).
+    #[error("preparing the Python virtualenv: {0}")]
+    StepUser(String),
 }
 
 impl Venv {

@@ -9,6 +9,7 @@
 //! the mark is read, so what it wrote there is its own and never the next call's.
 
 use crate::python::{FunctionOutput, OutputLine, OutputStream};
+use crate::step_user::StepUser;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -81,9 +82,22 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `python -u harness` in `cwd` and waits until it is ready.
-    pub async fn spawn(python: &Path, harness: &Path, cwd: &Path) -> Result<Worker, WorkerError> {
-        let mut child = crate::child_env::untrusted_command(python)
+    /// Starts `python -u harness` in `cwd`, as `user` when given (its `USER`, `LOGNAME`
+    /// and `HOME`, `cwd` when its home does not exist), and waits until it is ready.
+    pub async fn spawn(
+        python: &Path,
+        harness: &Path,
+        cwd: &Path,
+        user: Option<&StepUser>,
+    ) -> Result<Worker, WorkerError> {
+        let mut cmd = crate::child_env::untrusted_command(python);
+        if let Some(user) = user {
+            let mut identity = std::collections::BTreeMap::new();
+            user.set_identity(&mut identity, cwd);
+            cmd.envs(identity);
+            user.apply(&mut cmd);
+        }
+        let mut child = cmd
             .arg("-u")
             .arg(harness)
             .current_dir(cwd)

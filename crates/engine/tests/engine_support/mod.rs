@@ -198,3 +198,69 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Credentials planted in an engine's data directory, as an earlier stage and
+/// `runlog serve` leave them there: the service's admin secret and an outbox entry
+/// holding a write token, each a 0600 file (the outbox entry's directory 0700).
+pub struct PlantedCredentials {
+    /// `<data>/admin-secret`.
+    pub admin_secret: std::path::PathBuf,
+    /// `<data>/outbox/earlier-stage/entry.json`.
+    pub outbox_entry: std::path::PathBuf,
+}
+
+impl PlantedCredentials {
+    /// Plants them into `config`'s data directory.
+    pub fn plant(config: &EngineConfig) -> PlantedCredentials {
+        let admin_secret = config.data_dir.join("admin-secret");
+        private_file(&admin_secret, "admin-secret-7d1");
+        let entry_dir = config.outbox_dir().join("earlier-stage");
+        livelog::spool::create_private_dir(&entry_dir).expect("outbox entry directory");
+        let outbox_entry = entry_dir.join("entry.json");
+        private_file(&outbox_entry, r#"{"token":"write-token-of-another-stage"}"#);
+        PlantedCredentials {
+            admin_secret,
+            outbox_entry,
+        }
+    }
+}
+
+/// Writes `text` into a new file of mode 0600, as the service writes its admin secret
+/// and livelog its outbox entries.
+fn private_file(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("a new private file");
+    f.write_all(text.as_bytes()).expect("written");
+}
+
+/// A spool file of `config`'s engine (one a stage's engine log holds open after
+/// `/setup`): another stage's history would be in a file like it.
+pub fn a_spool_file(config: &EngineConfig) -> std::path::PathBuf {
+    std::fs::read_dir(config.spool_dir())
+        .expect("the spool directory")
+        .next()
+        .expect("a spool file")
+        .expect("a directory entry")
+        .path()
+}
+
+/// What a root engine's step user may not do, by the names the hostile step and the
+/// hostile function report them under: read the planted credentials, list the outbox
+/// and spool directory, read a spool file or the engine's `/proc/<pid>/environ`, list
+/// or write the data directory.
+pub const REFUSED_TO_THE_STEP_USER: &[&str] = &[
+    "admin_secret",
+    "outbox_entry",
+    "outbox_list",
+    "spool_file",
+    "spool_list",
+    "engine_environ",
+    "data_list",
+    "write_data",
+];
