@@ -2,7 +2,7 @@
 //! the store holds.
 
 use super::scan::text_of;
-use super::state::StreamIndex;
+use crate::store::section_index::StreamIndex;
 use crate::store::{StoreError, StreamId, StreamStore};
 use runlog_protocol::ledger::{Basis, Incomplete, Ledger, LineDigest, WriterTotals};
 

@@ -18,15 +18,14 @@
 
 pub mod ledger;
 pub mod scan;
-pub mod state;
 
-use crate::error::ApiError;
 use crate::store::blob::BlobError;
+use crate::store::section_index::{IndexStore, MAX_DROP_MARKERS, MemoryIndexStore, StreamIndex};
 use crate::store::{BlobStore, StoreError, StoredLine, StreamId, StreamStore};
+use runlog_edge::HttpError as ApiError;
 use runlog_protocol::ledger::WriterTotals;
 use runlog_protocol::sections::SectionsAnswer;
 use scan::{BatchScan, Mark, MarkerLine, marker_line};
-use state::{IndexStore, MAX_DROP_MARKERS, MemoryIndexStore, StreamIndex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

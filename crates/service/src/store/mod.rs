@@ -18,6 +18,7 @@ pub mod names;
 mod notify;
 pub mod redis;
 pub mod s3;
+pub mod section_index;
 
 pub use blob::BlobStore;
 pub use memory::{MemoryLimits, MemoryStreamStore};
@@ -336,7 +337,7 @@ pub trait StreamStore: Send + Sync + 'static {
     /// Where the section index of this store's streams is kept: in this process's
     /// memory by default; a store shared by replicas keeps it beside the streams, so
     /// every replica answers the same index and it expires with its stream.
-    fn section_indexes(&self) -> std::sync::Arc<dyn crate::sections::state::IndexStore> {
-        std::sync::Arc::new(crate::sections::state::MemoryIndexStore::default())
+    fn section_indexes(&self) -> std::sync::Arc<dyn section_index::IndexStore> {
+        std::sync::Arc::new(section_index::MemoryIndexStore::default())
     }
 }

@@ -22,7 +22,7 @@
 
 use super::Inner;
 use super::reconnect::unavailable;
-use crate::sections::state::{IndexLease, IndexStore, StreamIndex};
+use crate::store::section_index::{IndexLease, IndexStore, StreamIndex};
 use crate::store::{StoreError, StreamId};
 use async_trait::async_trait;
 use redis::Value;

@@ -63,7 +63,7 @@
 //! | `cluster` | slots, a notifier per node, `SCAN` over every primary |
 //! | `overflow` | moving a stream's head to segments of the overflow store, reading them back |
 //! | `tail` | pages merged from segments and Redis; the tail that waits between pages |
-//! | `index` | the section index kept beside each stream ([`crate::sections::state::IndexStore`]) |
+//! | `index` | the section index kept beside each stream ([`crate::store::section_index::IndexStore`]) |
 //! | `scripts` | the Lua scripts (`scripts/*.lua`, each atomic in Redis) and `EVALSHA` |
 //!
 //! Just over 700 lines, none of them tests (those are in `tests/`): the key layout above
@@ -606,7 +606,7 @@ impl StreamStore for RedisStreamStore {
         Ok(out)
     }
 
-    fn section_indexes(&self) -> Arc<dyn crate::sections::state::IndexStore> {
+    fn section_indexes(&self) -> Arc<dyn crate::store::section_index::IndexStore> {
         Arc::new(index::RedisIndexStore::new(self.inner.clone()))
     }
 
