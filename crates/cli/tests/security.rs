@@ -135,6 +135,7 @@ printf '%s' "$SETUP_SECRET" | base64
 printf '%s' "$STEP_SECRET" | base64
 printf 'split: %.6s' "$SETUP_SECRET"; sleep 0.3; printf '%s\n' "${SETUP_SECRET#??????}"
 printf 'split: %.5s' "$STEP_SECRET"; sleep 0.3; printf '%s\n' "${STEP_SECRET#?????}"
+printf 'split around stderr: %.5s' "$STEP_SECRET"; sleep 0.3; echo "a stderr line between the halves" >&2; sleep 0.3; printf '%s\n' "${STEP_SECRET#?????}"
 echo "to stderr: $STEP_SECRET" >&2
 echo "RESULT=done" >> "$RUNLOG_OUTPUT"
 exit 4
@@ -167,10 +168,17 @@ exit 4
     assert_clean("the step's archive", &archive);
     let lines = parse_ndjson(archive.as_bytes()).unwrap();
     let masked = lines.iter().filter(|l| l.out.contains(MASK)).count();
-    // plain (2 secrets on one line), 2 base64 lines, 2 split lines, stderr line.
+    // plain (2 secrets on one line), 2 base64 lines, 3 split lines, stderr line.
     assert!(
-        masked >= 6,
+        masked >= 7,
         "the step printed its secrets, so masks must show ({masked} lines masked):\n{archive}"
+    );
+    // A line of the other pipe between a secret's halves never leaves either half
+    // unmasked on a line of its own.
+    let rest = &STEP_SECRET[5..];
+    assert!(
+        !archive.contains(rest) && !sse.contains(rest),
+        "the second half of a split secret shows:\n{archive}"
     );
     let (sse, archive) = stream_and_archive(&svc, &r, "engine/log").await;
     assert_clean("the engine's live log stream", &sse);

@@ -37,11 +37,24 @@ pub trait OutputSink: Send + Sync + 'static {
     /// its pipe was idle; may wait: that wait is the backpressure that stops the child
     /// when the log service is slow.
     fn write(&self, bytes: &[u8]) -> impl std::future::Future<Output = ()> + Send;
+
+    /// How many bytes from the start of an unfinished line may be passed on now: all
+    /// but a tail that could begin a secret the sink masks
+    /// ([`livelog::mask::Masker::flushable_len`]). The pump keeps that tail until the
+    /// line goes on, so that a line of the other pipe written meanwhile cannot come
+    /// between a secret's two halves, each then unmasked on its own.
+    fn flushable_len(&self, unfinished: &[u8]) -> usize {
+        unfinished.len()
+    }
 }
 
 impl OutputSink for livelog::Writer {
     async fn write(&self, bytes: &[u8]) {
         self.write_async(bytes).await;
+    }
+
+    fn flushable_len(&self, unfinished: &[u8]) -> usize {
+        livelog::Writer::flushable_len(self, unfinished)
     }
 }
 
@@ -303,8 +316,11 @@ enum Pipe {
 /// written to one sink never interleave mid-line while output flows. An unfinished
 /// line is passed on after [`PARTIAL_LINE_IDLE`] of quiet on its pipe (the rest of
 /// the line follows it in the writer; a line of the other pipe written in between
-/// joins it, as on a terminal). Memory is one chunk: the sink's wait blocks this loop,
-/// the pipe fills, and the child blocks on write.
+/// joins it, as on a terminal) — all of it but a tail that could begin a secret
+/// ([`OutputSink::flushable_len`]), which stays here until the line goes on: kept in
+/// the sink, the other pipe's line would join it and the secret's two halves would
+/// be masked apart, each on its own, i.e. not at all. Memory is one chunk: the sink's
+/// wait blocks this loop, the pipe fills, and the child blocks on write.
 async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
     mut pipe: R,
     sink: S,
@@ -312,8 +328,11 @@ async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut filled = 0;
+    // An idle pass left only a tail that waits for more of its line: no further
+    // idle wake-ups until the pipe gives more.
+    let mut tail_held = false;
     loop {
-        let holding = filled > 0;
+        let holding = filled > 0 && !tail_held;
         // Only a wait for more to read is given up on `stop_reading` (a read is
         // cancel-safe); a write to the sink always completes, and what the pipe
         // already holds is read first (`biased`), however late.
@@ -330,11 +349,17 @@ async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
             Pipe::Read(n) => n,
             Pipe::End => break,
             Pipe::Idle => {
-                sink.write(&buf[..filled]).await;
-                filled = 0;
+                let n = sink.flushable_len(&buf[..filled]);
+                if n > 0 {
+                    sink.write(&buf[..n]).await;
+                    buf.copy_within(n..filled, 0);
+                    filled -= n;
+                }
+                tail_held = filled > 0;
                 continue;
             }
         };
+        tail_held = false;
         let end = filled + n;
         match buf[filled..end].iter().rposition(|&b| b == b'\n') {
             Some(i) => {
@@ -344,8 +369,15 @@ async fn pump<R: AsyncRead + Unpin, S: OutputSink>(
                 filled = end - cut;
             }
             None if end == buf.len() => {
-                sink.write(&buf[..end]).await;
-                filled = 0;
+                // A full chunk without a newline goes on, less a tail that could
+                // begin a secret (unless that is all of it: no secret is that long).
+                let n = match sink.flushable_len(&buf[..end]) {
+                    0 => end,
+                    n => n,
+                };
+                sink.write(&buf[..n]).await;
+                buf.copy_within(n..end, 0);
+                filled = end - n;
             }
             None => filled = end,
         }
@@ -381,6 +413,48 @@ mod tests {
             cgroup_procs: Vec::new(),
             user: None,
         }
+    }
+
+    /// Collects writes and holds back, as a masking sink does, a tail that could
+    /// begin `SECRET`.
+    #[derive(Clone, Default)]
+    struct MaskingCollect(Collect);
+
+    impl OutputSink for MaskingCollect {
+        async fn write(&self, bytes: &[u8]) {
+            self.0.write(bytes).await;
+        }
+
+        fn flushable_len(&self, unfinished: &[u8]) -> usize {
+            livelog::mask::Masker::new(&["SECRET"]).flushable_len(unfinished)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_unfinished_line_is_passed_on_without_a_tail_that_could_begin_a_secret() {
+        let sink = MaskingCollect::default();
+        let out = run(
+            &spec("printf 'progress 45%% SEC'; sleep 0.4; echo between >&2; sleep 0.3; echo 'RET done'"),
+            sink.clone(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out.exit_code, 0);
+        let chunks: Vec<String> = sink
+            .0
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        // The progress shows while the step is quiet; the tail that could begin the
+        // secret waits, so the other pipe's line cannot come between its halves.
+        assert_eq!(
+            chunks,
+            ["progress 45% ", "between\n", "SECRET done\n"],
+            "{chunks:?}"
+        );
     }
 
     #[tokio::test]

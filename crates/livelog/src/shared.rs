@@ -57,6 +57,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The masker of every line this writer emits.
+    pub(crate) fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
     /// The shared part of a new writer.
     pub(crate) fn new(
         client: Arc<dyn LogClient>,

@@ -144,6 +144,14 @@ impl Writer {
         self.write(bytes);
     }
 
+    /// How many bytes from the start of an unfinished line a producer may hand over
+    /// now without a secret this writer masks being split between two writes: all
+    /// but a tail that could begin one ([`crate::mask::Masker::flushable_len`]). For a
+    /// producer that assembles lines of several sources into this one writer.
+    pub fn flushable_len(&self, unfinished: &[u8]) -> usize {
+        self.shared().masker().flushable_len(unfinished)
+    }
+
     /// Writes one whole line (a `\n` is added when missing; inner newlines make more
     /// lines) with the given level.
     pub async fn write_line(&self, level: &str, text: &str) {

@@ -30,8 +30,9 @@ struct StepOutput {
     writer: Option<Writer>,
     log: StepOutputLog,
     /// The stage's and the step's secrets, masked in the output log as the writer
-    /// masks them in the stream. The pumps pass whole lines, so a secret without a
-    /// newline in it is never split between two writes.
+    /// masks them in the stream. The pumps pass whole lines, or the part of an
+    /// unfinished one that [`OutputSink::flushable_len`] allows, so a secret without
+    /// a newline in it is never split between two writes.
     masker: Arc<livelog::mask::Masker>,
 }
 
@@ -47,6 +48,10 @@ impl OutputSink for StepOutput {
         if let Some(w) = &self.writer {
             w.write_async(bytes).await;
         }
+    }
+
+    fn flushable_len(&self, unfinished: &[u8]) -> usize {
+        self.masker.flushable_len(unfinished)
     }
 }
 
