@@ -76,8 +76,8 @@ pub async fn append(
         .min(crate::config::MAX_APPEND_BODY_CEILING);
     let mut parse = crate::ingest::Incremental::default();
     let raw = super::read_body(&headers, raw, limit, |so_far| parse.feed(so_far)).await?;
-    let batch = parse.finish(&raw)?;
-    let scan = st.sections().scan(&batch);
+    let (batch, out_first) = parse.finish_with_out_first(&raw)?;
+    let scan = st.sections().scan(&batch, out_first.as_deref());
     let id = q.id();
     let ack = match st.streams().append_batch(&id, batch).await {
         // A runlog writer that reopens and resends from pos 0 itself wants the 404.
