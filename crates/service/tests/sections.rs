@@ -604,3 +604,54 @@ async fn on_redis_and_s3_deleting_an_archive_deletes_its_section_index() {
     let (_redis, _s3, a, _b, _dir) = replicas().await;
     deleting_the_archive_deletes_its_index(&a).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_index_kept_whole_by_an_earlier_version_is_taken_over() {
+    let (redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = (
+        Api::new(&a, "acc", Scope::Write),
+        Api::new(&b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    let all = log(0..12, text);
+    on_a.put_ok("k", &all[..3]).await;
+    let before = sections(&on_a, "k").await;
+    // The layout an earlier version wrote: the whole index as one JSON value.
+    let whole = json!({
+        "tracker": {
+            "sections": before.sections,
+            "stack": [
+                {"index": 0, "dialect": "github", "name": "Build"},
+                {"index": 1, "dialect": "gitlab", "name": "compile"},
+            ],
+            "ignored_markers": 0,
+            "sections_dropped": 0,
+        },
+        "next": 3,
+        "drops": [],
+    });
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "runlog:{acc}:s:k:sections";
+    let () = redis::pipe()
+        .del(key)
+        .hset(key, "next", 3)
+        .hset(key, "state", whole.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    on_b.put_ok("k", &all[3..]).await;
+    let after = sections(&on_a, "k").await;
+    let ends: Vec<Option<u64>> = after.sections.iter().map(|s| s.last_pos).collect();
+    assert_eq!(ends, [Some(7), Some(5), None], "{after:?}");
+    let (state, head): (bool, bool) = redis::pipe()
+        .hexists(key, "state")
+        .hexists(key, "head")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!state && head, "written back in the current layout");
+}
