@@ -360,6 +360,8 @@ struct OpenSection {
     /// only tracked so its end marker closes it and not its parent.
     index: Option<u32>,
     dialect: Dialect,
+    /// Its name when GitLab's (the one end marker that names what it ends), else
+    /// empty.
     name: String,
 }
 
@@ -583,13 +585,20 @@ impl SectionTracker {
             return;
         }
         let name = cut(name).to_owned();
+        // Only a GitLab end names the section it ends: the others' open entries need
+        // no copy of the name.
+        let open_name = if dialect == Dialect::Gitlab {
+            name.clone()
+        } else {
+            String::new()
+        };
         let index = if (self.count() as usize) < MAX_SECTIONS {
             let parent = self.stack.iter().rev().find_map(|s| s.index);
             let depth = parent
                 .and_then(|p| self.section(p))
                 .map_or(0, |p| p.depth + 1);
             self.sections.push(Section {
-                name: name.clone(),
+                name,
                 title: title.map(|t| cut(t).to_owned()),
                 dialect,
                 parent,
@@ -611,7 +620,7 @@ impl SectionTracker {
         self.stack.push(OpenSection {
             index,
             dialect,
-            name,
+            name: open_name,
         });
     }
 
