@@ -71,20 +71,22 @@ impl Functions {
         req: FunctionRequest,
         secrets: Vec<String>,
     ) -> Result<FunctionResponse, CallRejected> {
-        self.call_observed(req, secrets, None, None).await
+        self.call_observed(req, secrets, None, None, None).await
     }
 
     /// [`Functions::call_masked`], also handing every line of the call — system lines
     /// and the function's output, masked, in arrival order — to `observer` as it
     /// arrives (the job routes' `stream`). When `stop` is cancelled the call is
     /// stopped (its worker killed) and answered as failed, its live stream still closed
-    /// and archived.
+    /// and archived. With `around`, the call's stream has a section of that title
+    /// around the call's own (a job's: `job ID`), ended with the stream's outcome.
     pub async fn call_observed(
         &self,
         req: FunctionRequest,
         secrets: Vec<String>,
         observer: Option<LineObserver>,
         stop: Option<CancellationToken>,
+        around: Option<&str>,
     ) -> Result<FunctionResponse, CallRejected> {
         crate::python::runtime::validate(&req).map_err(CallRejected)?;
         let masker = Masker::new(&secrets);
@@ -107,6 +109,9 @@ impl Functions {
             self.inner.config.output_bytes,
             req.log_key.clone(),
         )));
+        // Opened and ended in the call's span, so its markers go to the call's
+        // stream; it outlives the call's own section, which a stop drops first.
+        let around = around.map(|title| span.in_scope(|| Section::open(title)));
         let run = self
             .run(&req, stream.clone(), observer, output.clone())
             .instrument(span.clone());
@@ -127,12 +132,16 @@ impl Functions {
                 }
             },
         };
+        let ended = match (outcome.success, stopped) {
+            (true, _) => Outcome::Success,
+            (false, true) => Outcome::Cancelled,
+            (false, false) => Outcome::Failure,
+        };
+        if let Some(section) = around {
+            span.in_scope(|| section.end(ended));
+        }
         if let Some(writer) = stream {
-            writer.set_outcome(match (outcome.success, stopped) {
-                (true, _) => Outcome::Success,
-                (false, true) => Outcome::Cancelled,
-                (false, false) => Outcome::Failure,
-            });
+            writer.set_outcome(ended);
             let report = writer.close().await;
             if let Some(e) = report.error {
                 // After the response's capture is complete: said on the engine's log.

@@ -255,3 +255,79 @@ async fn a_step_stopped_by_destroy_ends_its_sections_cancelled() {
     );
     engine.shutdown().await;
 }
+
+/// Submits a job (RunPod's `run`) of `code`'s `f`, streamed to `key`; its id.
+async fn submit_job(engine: &TestEngine, svc: &TestService, key: &str, code: &str) -> String {
+    let (status, ans) = engine
+        .post(
+            "/run",
+            json!({"input": {
+                "function_name": "f",
+                "function_code": code,
+                "serialization": "json",
+                "log_key": key,
+                "log_config": log_config(svc),
+            }}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ans}");
+    ans["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_s_stream_has_the_job_s_section_around_its_call_with_the_job_s_outcome() {
+    let svc = TestService::start().await;
+    let (engine, _no_wheels) = engine_without_packages().await;
+    let id = submit_job(
+        &engine,
+        &svc,
+        "sec-5/job",
+        "def f():\n    print('working', flush=True)\n    return 1",
+    )
+    .await;
+    // `status` holds its answer until the job ends; the stream is closed by then.
+    let rec = engine.get_json(&format!("/status/{id}?wait=120000")).await;
+    assert_eq!(rec["status"], "COMPLETED", "{rec}");
+    let log = sections(&svc, "sec-5/job").await;
+    assert!(!log.open, "{log:#?}");
+    let job = titled(&log, &format!("job {id}"));
+    let call = titled(&log, "call function f");
+    assert_eq!(job.outcome, Some(Outcome::Success), "{log:#?}");
+    assert_eq!(call.outcome, Some(Outcome::Success), "{log:#?}");
+    assert_eq!(call.parent, Some(index_of(&log, job)), "{log:#?}");
+    assert_eq!(job.depth, 0, "{log:#?}");
+
+    // A job cancelled while its call runs: both sections end cancelled.
+    let id = submit_job(
+        &engine,
+        &svc,
+        "sec-5/cancelled",
+        "import time\ndef f():\n    print('started', flush=True)\n    time.sleep(60)",
+    )
+    .await;
+    let running = eventually(Duration::from_secs(60), async || {
+        sections(&svc, "sec-5/cancelled").await.sections.len() == 2
+    })
+    .await;
+    assert!(running, "the job's call never started");
+    let (status, rec) = engine.post(&format!("/cancel/{id}"), json!({})).await;
+    assert_eq!(
+        (status, &rec["status"]),
+        (200, &json!("CANCELLED")),
+        "{rec}"
+    );
+    let closed = eventually(Duration::from_secs(30), async || {
+        !sections(&svc, "sec-5/cancelled").await.open
+    })
+    .await;
+    assert!(closed, "the cancelled job's stream was never closed");
+    let log = sections(&svc, "sec-5/cancelled").await;
+    let job = titled(&log, &format!("job {id}"));
+    assert_eq!(job.outcome, Some(Outcome::Cancelled), "{log:#?}");
+    assert_eq!(
+        titled(&log, "call function f").outcome,
+        Some(Outcome::Cancelled),
+        "{log:#?}"
+    );
+    engine.shutdown().await;
+}

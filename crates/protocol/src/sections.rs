@@ -177,6 +177,30 @@ pub const MARKER_STARTS: &[&str] = &[
 /// The clear-line sequence GitLab's runner writes around its markers.
 const CLEAR_LINE: &str = "\x1b[0K";
 
+/// Whether `out` starts as a marker does ([`MARKER_STARTS`], after spaces, tabs and
+/// GitLab's clear-line sequences): a few compares, where [`parse_marker`] decides.
+pub fn may_be_marker(out: &str) -> bool {
+    let mut rest = out.trim_start_matches([' ', '\t']);
+    while let Some(r) = rest.strip_prefix(CLEAR_LINE) {
+        rest = r;
+    }
+    MARKER_STARTS.iter().any(|m| rest.starts_with(m))
+}
+
+/// `s` without leading and trailing whitespace, as [`str::trim`] cuts it: ASCII
+/// whitespace a byte at a time first (a marker padded with spaces cost a `char`
+/// decode and a Unicode test a space), the Unicode look only when an end is not
+/// plain ASCII (or is the vertical tab, which `trim_ascii` keeps).
+fn trim(s: &str) -> &str {
+    let t = s.trim_ascii();
+    let plain = |c: Option<&u8>| c.is_none_or(|b| b.is_ascii() && *b != 0x0b);
+    if plain(t.as_bytes().first()) && plain(t.as_bytes().last()) {
+        t
+    } else {
+        t.trim()
+    }
+}
+
 fn parse_gitlab(line: &str) -> Option<Marker<'_>> {
     let mut rest = line;
     while let Some(r) = rest.strip_prefix(CLEAR_LINE) {
@@ -244,7 +268,7 @@ fn parse_github(line: &str) -> Option<Marker<'_>> {
     if let Some(name) = rest.strip_prefix("group::") {
         return Some(Marker::Open {
             dialect: Dialect::Github,
-            name: name.trim(),
+            name: trim(name),
             title: None,
             collapsed: None,
             unix_time: None,
@@ -253,7 +277,7 @@ fn parse_github(line: &str) -> Option<Marker<'_>> {
     // `::endgroup::`, or with properties: `::endgroup outcome=failure::`.
     let (command, after) = rest.split_once("::")?;
     let properties = command.strip_prefix("endgroup")?;
-    if !after.trim().is_empty() || !(properties.is_empty() || properties.starts_with(' ')) {
+    if !trim(after).is_empty() || !(properties.is_empty() || properties.starts_with(' ')) {
         return None;
     }
     let outcome = properties.split(',').find_map(|kv| {
@@ -279,7 +303,7 @@ fn parse_buildkite(line: &str) -> Option<Marker<'_>> {
     } else {
         (false, line.strip_prefix("+++ ")?)
     };
-    let name = name.trim();
+    let name = trim(name);
     // A bare `--- ` (a YAML document start, a rule) names nothing.
     (!name.is_empty()).then_some(Marker::Open {
         dialect: Dialect::Buildkite,
@@ -336,6 +360,8 @@ struct OpenSection {
     /// only tracked so its end marker closes it and not its parent.
     index: Option<u32>,
     dialect: Dialect,
+    /// Its name when GitLab's (the one end marker that names what it ends), else
+    /// empty.
     name: String,
 }
 
@@ -559,13 +585,20 @@ impl SectionTracker {
             return;
         }
         let name = cut(name).to_owned();
+        // Only a GitLab end names the section it ends: the others' open entries need
+        // no copy of the name.
+        let open_name = if dialect == Dialect::Gitlab {
+            name.clone()
+        } else {
+            String::new()
+        };
         let index = if (self.count() as usize) < MAX_SECTIONS {
             let parent = self.stack.iter().rev().find_map(|s| s.index);
             let depth = parent
                 .and_then(|p| self.section(p))
                 .map_or(0, |p| p.depth + 1);
             self.sections.push(Section {
-                name: name.clone(),
+                name,
                 title: title.map(|t| cut(t).to_owned()),
                 dialect,
                 parent,
@@ -587,7 +620,7 @@ impl SectionTracker {
         self.stack.push(OpenSection {
             index,
             dialect,
-            name,
+            name: open_name,
         });
     }
 
@@ -874,6 +907,22 @@ mod tests {
         t.line(0, T0, "::group::a\n");
         t.fail_open((3, T1));
         assert_eq!(t.sections()[0].outcome, Some(Outcome::Failure));
+    }
+
+    proptest! {
+        /// The ASCII-first trim cuts exactly what `str::trim` cuts.
+        #[test]
+        fn trim_is_str_trim(s in "[ \t\n\r\x0b\x0ca\u{a0}\u{2003}é]{0,8}") {
+            prop_assert_eq!(trim(&s), s.trim());
+        }
+
+        /// Every marker starts as [`may_be_marker`] says markers do.
+        #[test]
+        fn every_marker_may_be_one(out in arb_line()) {
+            if parse_marker(&out).is_some() {
+                prop_assert!(may_be_marker(&out), "{:?}", out);
+            }
+        }
     }
 
     #[test]

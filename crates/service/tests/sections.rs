@@ -345,14 +345,31 @@ async fn replicas() -> (
     (redis, s3, a, b, dir)
 }
 
+/// Writers on replicas `a` and `b` of the account `acc`, with the stream `k` opened.
+async fn writers_of_k(a: &TestService, b: &TestService) -> (Api, Api) {
+    let (on_a, on_b) = (
+        Api::new(a, "acc", Scope::Write),
+        Api::new(b, "acc", Scope::Write),
+    );
+    on_a.open("k").await;
+    (on_a, on_b)
+}
+
+/// A connection of the test's own to the replicas' Redis.
+async fn redis_conn(
+    redis: &runlog_testkit::redis::RedisServer,
+) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_and_s3_a_replica_catches_up_what_another_took_and_the_index_is_kept_in_s3() {
     let (_redis, _s3, a, b, _dir) = replicas().await;
-    let (on_a, on_b) = (
-        Api::new(&a, "acc", Scope::Write),
-        Api::new(&b, "acc", Scope::Write),
-    );
-    on_a.open("k").await;
+    let (on_a, on_b) = writers_of_k(&a, &b).await;
     let all = log(0..12, text);
     // Batches alternate between the replicas, as a load balancer sends them.
     on_a.put_ok("k", &all[..3]).await;
@@ -377,20 +394,12 @@ async fn on_redis_and_s3_a_replica_catches_up_what_another_took_and_the_index_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_replicas_share_one_index_that_expires_with_its_stream() {
     let (redis, _s3, a, b, _dir) = replicas().await;
-    let (on_a, on_b) = (
-        Api::new(&a, "acc", Scope::Write),
-        Api::new(&b, "acc", Scope::Write),
-    );
-    on_a.open("k").await;
+    let (on_a, on_b) = writers_of_k(&a, &b).await;
     let all = log(0..12, text);
     on_a.put_ok("k", &all[..6]).await;
     // No marker in this batch: it moves the shared index without its lease.
     on_a.put_ok("k", &all[6..7]).await;
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_conn(&redis).await;
     let key = "runlog:{acc}:s:k:sections";
     let (next, ttl): (u64, i64) = redis::pipe()
         .hget(key, "next")
@@ -492,11 +501,7 @@ async fn redis_traffic(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_a_marker_batch_costs_its_own_sections_not_the_streams() {
     let (redis, _s3, a, b, _dir) = replicas().await;
-    let (on_a, on_b) = (
-        Api::new(&a, "acc", Scope::Write),
-        Api::new(&b, "acc", Scope::Write),
-    );
-    on_a.open("k").await;
+    let (on_a, on_b) = writers_of_k(&a, &b).await;
     // One outer group open throughout, 3 000 closed groups inside it: the shape of
     // a call's section around a test suite's.
     let group = |p: u64| match p {
@@ -509,11 +514,7 @@ async fn on_redis_a_marker_batch_costs_its_own_sections_not_the_streams() {
         let api = if i % 2 == 0 { &on_a } else { &on_b };
         api.put_ok("k", batch).await;
     }
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_conn(&redis).await;
     let key = "runlog:{acc}:s:k:sections";
     let (fields, head): (u64, u64) = redis::pipe()
         .hlen(key)
@@ -603,4 +604,47 @@ async fn deleting_an_archive_deletes_its_section_index() {
 async fn on_redis_and_s3_deleting_an_archive_deletes_its_section_index() {
     let (_redis, _s3, a, _b, _dir) = replicas().await;
     deleting_the_archive_deletes_its_index(&a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_index_kept_whole_by_an_earlier_version_is_taken_over() {
+    let (redis, _s3, a, b, _dir) = replicas().await;
+    let (on_a, on_b) = writers_of_k(&a, &b).await;
+    let all = log(0..12, text);
+    on_a.put_ok("k", &all[..3]).await;
+    let before = sections(&on_a, "k").await;
+    // The layout an earlier version wrote: the whole index as one JSON value.
+    let whole = json!({
+        "tracker": {
+            "sections": before.sections,
+            "stack": [
+                {"index": 0, "dialect": "github", "name": "Build"},
+                {"index": 1, "dialect": "gitlab", "name": "compile"},
+            ],
+            "ignored_markers": 0,
+            "sections_dropped": 0,
+        },
+        "next": 3,
+        "drops": [],
+    });
+    let mut conn = redis_conn(&redis).await;
+    let key = "runlog:{acc}:s:k:sections";
+    let () = redis::pipe()
+        .del(key)
+        .hset(key, "next", 3)
+        .hset(key, "state", whole.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    on_b.put_ok("k", &all[3..]).await;
+    let after = sections(&on_a, "k").await;
+    let ends: Vec<Option<u64>> = after.sections.iter().map(|s| s.last_pos).collect();
+    assert_eq!(ends, [Some(7), Some(5), None], "{after:?}");
+    let (state, head): (bool, bool) = redis::pipe()
+        .hexists(key, "state")
+        .hexists(key, "head")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!state && head, "written back in the current layout");
 }

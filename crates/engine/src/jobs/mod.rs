@@ -214,7 +214,13 @@ impl Jobs {
         let answer = self
             .inner
             .functions
-            .call_observed(req, secrets, Some(observer), Some(stop))
+            .call_observed(
+                req,
+                secrets,
+                Some(observer),
+                Some(stop),
+                Some(&format!("job {id}")),
+            )
             .await;
         if let Some(timer) = timer {
             timer.abort();

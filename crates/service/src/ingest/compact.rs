@@ -28,6 +28,10 @@ pub struct CompactLine {
     pub pos: u64,
     /// The byte range of the line's `{…}` in the body.
     pub span: Range<usize>,
+    /// The first byte of its `out` value's JSON text (`"` when the text is empty):
+    /// found on the way, so a caller that skips lines by how their text starts
+    /// (the section index) needs not locate it again.
+    pub out_first: u8,
 }
 
 /// The lines of `body` when the whole body is a batch of compact lines; `None` when
@@ -61,8 +65,12 @@ pub fn scan_part(part: &[u8], first: bool, last: bool) -> Option<Vec<CompactLine
         }
     }
     loop {
-        let (pos, end) = object(part, i, &index)?;
-        lines.push(CompactLine { pos, span: i..end });
+        let (pos, end, out_first) = object(part, i, &index)?;
+        lines.push(CompactLine {
+            pos,
+            span: i..end,
+            out_first,
+        });
         i = skip_ws(part, end);
         match *part.get(i)? {
             b',' if !last && i + 1 == part.len() => return Some(lines),
@@ -307,13 +315,14 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 struct Seen {
     level: bool,
     pos: Option<u64>,
-    out: bool,
+    /// The first byte of its text, once seen.
+    out: Option<u8>,
     time: bool,
 }
 
-/// A compact line object starting at `b[i] == '{'`: its `pos` and the index after
-/// its closing `}`.
-fn object(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+/// A compact line object starting at `b[i] == '{'`: its `pos`, the index after
+/// its closing `}`, and the first byte of its `out` string's text.
+fn object(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize, u8)> {
     writer_order(b, i, index).or_else(|| any_order(b, i, index))
 }
 
@@ -328,7 +337,7 @@ fn has_prefix<const N: usize>(b: &[u8], at: usize, prefix: &[u8; N]) -> bool {
 /// The exact shape a runlog writer sends, `{"level":"…","pos":N,"out":"…","time":"…"}`,
 /// checked as one straight sequence. Accepts only what [`any_order`] accepts (the
 /// same checks, in a fixed order); anything else is left to it.
-fn writer_order(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+fn writer_order(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize, u8)> {
     if !has_prefix(b, i, b"{\"level\":") {
         return None;
     }
@@ -340,16 +349,18 @@ fn writer_order(b: &[u8], i: usize, index: &QuoteIndex) -> Option<(u64, usize)> 
     if !has_prefix(b, j, b",\"out\":") {
         return None;
     }
+    // The byte after the opening quote: the closing quote at worst, so in range.
+    let out_first = *b.get(j + 8)?;
     let j = string_end(b, j + 7, index)?;
     if !has_prefix(b, j, b",\"time\":") {
         return None;
     }
     let j = string_end(b, j + 8, index)?;
-    (*b.get(j)? == b'}').then_some((pos, j + 1))
+    (*b.get(j)? == b'}').then_some((pos, j + 1, out_first))
 }
 
 /// A compact line object with the known keys in any order, each at most once.
-fn any_order(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)> {
+fn any_order(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize, u8)> {
     if *b.get(i)? != b'{' {
         return None;
     }
@@ -361,8 +372,8 @@ fn any_order(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)>
             let (pos, end) = integer(b, i + 6)?;
             seen.pos = Some(pos);
             i = end;
-        } else if has_prefix(b, i, b"\"out\":") && !seen.out {
-            seen.out = true;
+        } else if has_prefix(b, i, b"\"out\":") && seen.out.is_none() {
+            seen.out = Some(*b.get(i + 7)?);
             i = string_end(b, i + 6, index)?;
         } else if has_prefix(b, i, b"\"level\":") && !seen.level {
             seen.level = true;
@@ -379,10 +390,7 @@ fn any_order(b: &[u8], mut i: usize, index: &QuoteIndex) -> Option<(u64, usize)>
             _ => return None,
         }
     }
-    if !seen.out {
-        return None;
-    }
-    Some((seen.pos?, i + 1))
+    Some((seen.pos?, i + 1, seen.out?))
 }
 
 /// A JSON string starting at `b[i] == '"'`: the index after its closing quote. Its

@@ -212,12 +212,24 @@ impl Incremental {
     }
 
     /// The batch of the whole `body`.
-    pub fn finish(mut self, body: &Bytes) -> Result<LineBatch, ApiError> {
+    pub fn finish(self, body: &Bytes) -> Result<LineBatch, ApiError> {
+        self.finish_with_out_first(body).map(|(batch, _)| batch)
+    }
+
+    /// [`finish`](Self::finish), and when the compact path read the whole body,
+    /// the first byte of each line's `out` text in batch order
+    /// ([`compact::CompactLine::out_first`]): the section index skips most lines
+    /// by it, without locating their text again.
+    pub fn finish_with_out_first(
+        mut self,
+        body: &Bytes,
+    ) -> Result<(LineBatch, Option<Vec<u8>>), ApiError> {
         self.scan(body, true);
         if self.declined {
-            return parse_batch(body);
+            return Ok((parse_batch(body)?, None));
         }
-        compact_batch(body, self.lines)
+        let out_first = self.lines.iter().map(|l| l.out_first).collect();
+        Ok((compact_batch(body, self.lines)?, Some(out_first)))
     }
 
     /// Scans `body[self.scanned..]` as one part.

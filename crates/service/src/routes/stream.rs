@@ -86,8 +86,8 @@ pub async fn append(
         parse.feed(so_far)
     })
     .await?;
-    let batch = parse.finish(&raw)?;
-    let scan = st.sections().scan(&batch);
+    let (batch, out_first) = parse.finish_with_out_first(&raw)?;
+    let scan = st.sections().scan(&batch, out_first.as_deref());
     let id = q.id();
     let ack = match st.streams().append_batch(&id, batch).await {
         // A runlog writer that reopens and resends from pos 0 itself wants the 404.

@@ -72,10 +72,16 @@ impl Sections {
     }
 
     /// What the index needs of `batch`, or `None` while indexing is off.
-    pub fn scan(&self, batch: &crate::store::LineBatch) -> Option<BatchScan> {
+    /// `out_first`, when the parser gives it, is the first byte of each line's
+    /// `out` text ([`BatchScan::of_with`]).
+    pub fn scan(
+        &self,
+        batch: &crate::store::LineBatch,
+        out_first: Option<&[u8]>,
+    ) -> Option<BatchScan> {
         self.enabled
             .load(Ordering::Relaxed)
-            .then(|| BatchScan::of(batch))
+            .then(|| BatchScan::of_with(batch, out_first))
     }
 
     /// After the store took a batch (`scan` of it) and answered `next_pos`: index

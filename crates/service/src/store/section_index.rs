@@ -101,8 +101,16 @@ impl IndexStore for MemoryIndexStore {
         id: &StreamId,
         _sections_from: Option<u32>,
     ) -> Result<Box<dyn IndexLease>, StoreError> {
-        // Memory holds every section: the tracker is never resumed here.
-        let entry = self.map().entry(id.clone()).or_default().clone();
+        // Memory holds every section: the tracker is never resumed here. The id is
+        // cloned only for a stream met the first time (every batch locks or
+        // advances: two allocations a batch otherwise).
+        let entry = {
+            let mut map = self.map();
+            match map.get(id) {
+                Some(entry) => entry.clone(),
+                None => map.entry(id.clone()).or_default().clone(),
+            }
+        };
         Ok(Box::new(MemoryLease(entry.lock_owned().await)))
     }
 
