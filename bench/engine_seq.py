@@ -12,6 +12,17 @@ The log service and the engine run as two processes (release `runlog service` an
 `runlog engine`), so the engine's peak RSS (VmHWM) is its own. "Archive complete" is
 `/step` returning plus `/destroy` returning: destroy waits for the step's writer to
 upload the archive, and the script checks the archive holds every line.
+
+Each run also records which way its archive came to be (`close`: `built` when the
+service built it from its own lines, `uploaded` when the writer sent its spool; from
+the service's `runlog_archives_uploaded_total`), the ledger's verdict with its
+reasons when incomplete (`GET /stream/sections`), and the service's CPU seconds and
+peak RSS (VmHWM, which only grows) after the run.
+
+Every run writes under an account of its own: the service holds an account's
+closed streams for `--closed-retention` (5 minutes) within the account's 1 GiB, so
+runs in one account would fill it after a few 2 M-line steps, and the later runs
+would measure a writer whose live stream was refused (413) and that uploads.
 """
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -53,6 +64,31 @@ def peak_rss_kib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return -1
+
+
+def service_cpu_s(pid):
+    """User plus system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def uploads(svc):
+    """Archives clients uploaded so far (the rest the service built itself); `None`
+    from a service that does not count them."""
+    for line in call("GET", svc + "/metrics").decode().splitlines():
+        if line.startswith("runlog_archives_uploaded_total "):
+            return int(line.split()[1])
+    return None
+
+
+def ledger_verdict(svc, account, key, token):
+    """`complete`, or the ledger's reasons when it is not."""
+    answer = json.loads(call("GET", f"{svc}/stream/sections?accountID={account}&key={key}", token=token))
+    ledger = answer.get("ledger") or {}
+    if ledger.get("complete"):
+        return "complete"
+    return "incomplete " + json.dumps(ledger.get("reasons"))
 
 
 def command(kind, n):
@@ -98,17 +134,18 @@ def main():
         svc, eng = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ep}"
         wait_up(svc)
         wait_up(eng)
-        token = subprocess.run([BIN, "token", "--account", "bench", "--scope", "write", "--admin-secret", secret],
-                               capture_output=True, text=True, check=True).stdout.strip()
         rss_before = peak_rss_kib(engine.pid)
         results = []
         for run in range(args.runs):
             cmd = command(args.kind, args.lines)
             base = baseline(cmd, work)
             base_gz = baseline(cmd, work, gzip=True)
-            key = f"bench/run-{run}"
+            account, key = f"bench{run}", f"bench/run-{run}"
+            token = subprocess.run([BIN, "token", "--account", account, "--scope", "write", "--admin-secret", secret],
+                                   capture_output=True, text=True, check=True).stdout.strip()
             call("POST", eng + "/setup", {"le_log_key": key + ".engine", "log_config": {
-                "url": svc, "account_id": "bench", "token": token, "indirect_upload": True}})
+                "url": svc, "account_id": account, "token": token, "indirect_upload": True}})
+            uploaded_before, cpu_before = uploads(svc), service_cpu_s(service.pid)
             t0 = time.perf_counter()
             step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": cmd,
                                                            "log_key": key}))
@@ -118,13 +155,19 @@ def main():
             report = destroyed["streams"][0]
             assert step["exit_code"] == 0, step
             assert report["archived"] and report["lines"] == args.lines, report
-            archive = call("GET", f"{svc}/blob?accountID=bench&key={key}", token=token)
+            archive = call("GET", f"{svc}/blob?accountID={account}&key={key}", token=token)
             rows = archive.count(b"\n")
             assert rows == args.lines, f"archive holds {rows} lines"
+            uploaded_after = uploads(svc)
+            close = "?" if uploaded_after is None else "uploaded" if uploaded_after > uploaded_before else "built"
+            cpu = service_cpu_s(service.pid) - cpu_before
+            verdict = ledger_verdict(svc, account, key, token)
             results.append((base, t_step, t_archive))
             print(f"run {run}: > file {base:.3f}s | | gzip > file {base_gz:.3f}s | step answered {t_step:.3f}s | "
                   f"archive complete {t_archive:.3f}s | vs gzip {t_archive / base_gz:.2f}x | "
-                  f"{args.lines / t_archive / 1e6:.2f} M lines/s | retries {report['retries']}", flush=True)
+                  f"{args.lines / t_archive / 1e6:.2f} M lines/s | close {close} | ledger {verdict} | "
+                  f"service CPU {cpu:.2f}s, peak RSS {peak_rss_kib(service.pid) / 1024:.0f} MiB | "
+                  f"retries {report['retries']}", flush=True)
         best = min(results, key=lambda r: r[2])
         print(f"\nlines: {args.lines}")
         print(f"best of {args.runs}: local file {best[0]:.3f}s, step output {best[1]:.3f}s, archive complete "
