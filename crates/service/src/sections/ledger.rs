@@ -1,10 +1,12 @@
 //! The completeness check at close: the writer's stated totals against the lines
 //! the store holds.
 
-use super::scan::text_of;
 use super::state::StreamIndex;
-use crate::store::{StoreError, StreamId, StreamStore};
+use crate::archive_build::ArchiveBuild;
+use crate::store::{StoreError, StoredLine, StreamId, StreamStore};
 use runlog_protocol::ledger::{Basis, Incomplete, Ledger, LineDigest, WriterTotals};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Lines read per store call while checking.
 const READ: usize = 16_384;
@@ -35,21 +37,26 @@ impl Pass {
 }
 
 /// Checks `id`'s held lines against `totals`. Reads every line back only when it
-/// must: the writer stated bytes or a digest, or the store holds a gap (to say
-/// exactly where). Otherwise the store's counts prove contiguity on their own.
+/// must: the writer stated bytes or a digest, the store holds a gap (to say
+/// exactly where), or `archive` is to be built from the lines read. Otherwise the
+/// store's counts prove contiguity on their own.
+///
+/// `archive` gets every line read, in `pos` order, while the digest is computed:
+/// the caller keeps it only when the ledger proves those lines the writer's.
 pub async fn check(
     streams: &dyn StreamStore,
     id: &StreamId,
     index: &StreamIndex,
     totals: &WriterTotals,
     closed_by_writer: bool,
+    archive: Option<&mut ArchiveBuild>,
 ) -> Result<Ledger, StoreError> {
     let meta = streams.meta(id).await?;
     let contiguous = meta.last_contiguous_pos.map_or(0, |p| p + 1);
     let needs_text = totals.bytes.is_some() || totals.digest.is_some();
     let mut pass = Pass::default();
-    if needs_text || meta.lines != contiguous {
-        read_all(streams, id, needs_text, &mut pass).await?;
+    if needs_text || archive.is_some() || meta.lines != contiguous {
+        read_all(streams, id, needs_text, &mut pass, archive).await?;
     } else {
         pass.lines = meta.lines;
         pass.first = (meta.lines > 0).then_some(0);
@@ -120,13 +127,28 @@ fn totals_stated(totals: &WriterTotals) -> Option<WriterTotals> {
         .then(|| totals.clone())
 }
 
+/// The one part of a stored line the ledger reads.
+#[derive(serde::Deserialize)]
+struct Out<'a> {
+    #[serde(borrow)]
+    out: Cow<'a, str>,
+}
+
+/// A stored line's `out` text. Ingest validated every line; an undecodable one
+/// counts as no text.
+fn out_of(line: &StoredLine) -> Cow<'_, str> {
+    serde_json::from_slice::<Out<'_>>(&line.json).map_or(Cow::Borrowed(""), |l| l.out)
+}
+
 /// Reads every held line in `pos` order: gaps always, text bytes and digest when
-/// `text` (parsing and hashing on a blocking thread, a chunk at a time).
+/// `text` (parsing and hashing on a blocking thread, a chunk at a time), each chunk
+/// handed to `archive` too (whose encoder compresses it meanwhile).
 async fn read_all(
     streams: &dyn StreamStore,
     id: &StreamId,
     text: bool,
     pass: &mut Pass,
+    mut archive: Option<&mut ArchiveBuild>,
 ) -> Result<(), StoreError> {
     let mut from = 0;
     loop {
@@ -144,13 +166,16 @@ async fn read_all(
             pass.last = Some(line.pos);
             pass.lines += 1;
         }
+        let chunk = Arc::new(chunk);
+        if let Some(build) = archive.as_deref_mut() {
+            build.add(Arc::clone(&chunk)).await;
+        }
         if text {
             let (digest, bytes) = (std::mem::take(&mut pass.digest), pass.bytes);
             let (digest, bytes) = tokio::task::spawn_blocking(move || {
                 let (mut digest, mut bytes) = (digest, bytes);
-                for line in &chunk {
-                    // Ingest validated every line; an undecodable one counts as no text.
-                    let out = text_of(line).map(|(_, out)| out).unwrap_or_default();
+                for line in chunk.iter() {
+                    let out = out_of(line);
                     bytes += out.len() as u64;
                     digest.line(&out);
                 }

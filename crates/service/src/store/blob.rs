@@ -138,6 +138,15 @@ impl BlobStore {
         Ok(())
     }
 
+    /// A writer of `id`'s archive in pieces, for an archive too large to hold whole
+    /// ([`crate::archive_build`]): up to 10 MiB it is one put, past that a multipart
+    /// upload. Either way the archive appears only when the writer is shut down
+    /// (the local store renames a staged file into place, S3 completes the upload),
+    /// and an aborted or dropped writer leaves the stored one as it was.
+    pub fn archive_writer(&self, id: &StreamId) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(Arc::clone(&self.store), Self::object_path(id))
+    }
+
     /// The name of an object kept beside a stream's archive: `name` in the stream's
     /// directory ([`names::stream_dir`]). `name` starts with `=`, which no part of a
     /// key's storage name starts with, so it is never an archive, a directory of
