@@ -126,10 +126,19 @@ def main():
     work = tempfile.mkdtemp(prefix="runlog-bench-")
     secret = "bench-secret-" + str(os.getpid())
     sp, ep = free_port(), free_port()
+    # BENCH_LOG_DIR keeps both processes' logs at debug level there (where a close's
+    # time goes: the service's "stream closed" event, the writer's "closed").
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    def log(name):
+        return open(os.path.join(log_dir, name + ".log"), "w") if log_dir else subprocess.DEVNULL
+    level = "warn,runlog_service=debug,livelog=debug" if log_dir else "warn"
     service = subprocess.Popen([BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
-                                "--admin-secret", secret], stderr=subprocess.DEVNULL)
+                                "--admin-secret", secret], stderr=log("service"),
+                               env={**os.environ, "RUNLOG_LOG": level})
     engine = subprocess.Popen([BIN, "engine", "--addr", f"127.0.0.1:{ep}", "--data-dir", os.path.join(work, "engine")],
-                              stderr=subprocess.DEVNULL, env={**os.environ, "RUNLOG_LOG": "warn"})
+                              stderr=log("engine"), env={**os.environ, "RUNLOG_LOG": level})
     try:
         svc, eng = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ep}"
         wait_up(svc)

@@ -135,9 +135,49 @@ struct Out<'a> {
 }
 
 /// A stored line's `out` text. Ingest validated every line; an undecodable one
-/// counts as no text.
-fn out_of(line: &StoredLine) -> Cow<'_, str> {
+/// counts as no text. `scratch` holds the text of a line whose `out` has escapes.
+fn out_of<'a>(line: &'a StoredLine, scratch: &'a mut Vec<u8>) -> Cow<'a, str> {
+    if let Some(text) = compact_out(&line.json, scratch) {
+        return Cow::Borrowed(text);
+    }
     serde_json::from_slice::<Out<'_>>(&line.json).map_or(Cow::Borrowed(""), |l| l.out)
+}
+
+/// `out` of a line in the shape runlog's writers send (`{"level":"…","pos":N,
+/// "out":"…",…`, no `\u` escape in `out`), decoded without a JSON parser, or `None`
+/// for any other shape (the parser then reads it). The general parser was the
+/// larger half of a close's work (two strings allocated per line). A wrong answer
+/// here could only make the digest differ, and the writer then uploads: it can cost
+/// time, never a line.
+fn compact_out<'a>(json: &'a [u8], scratch: &'a mut Vec<u8>) -> Option<&'a str> {
+    let rest = json.strip_prefix(br#"{"level":""#)?;
+    let level_end = memchr::memchr2(b'"', b'\\', rest)?;
+    let rest = rest[level_end..].strip_prefix(br#"","pos":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let text = rest[digits..].strip_prefix(br#","out":""#)?;
+    scratch.clear();
+    let mut at = 0;
+    loop {
+        let next = at + memchr::memchr2(b'"', b'\\', &text[at..])?;
+        scratch.extend_from_slice(&text[at..next]);
+        if text[next] == b'"' {
+            break;
+        }
+        let plain = match text.get(next + 1)? {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            _ => return None,
+        };
+        scratch.push(plain);
+        at = next + 2;
+    }
+    std::str::from_utf8(scratch).ok()
 }
 
 /// Reads every held line in `pos` order: gaps always, text bytes and digest when
@@ -174,8 +214,9 @@ async fn read_all(
             let (digest, bytes) = (std::mem::take(&mut pass.digest), pass.bytes);
             let (digest, bytes) = tokio::task::spawn_blocking(move || {
                 let (mut digest, mut bytes) = (digest, bytes);
+                let mut scratch = Vec::new();
                 for line in chunk.iter() {
-                    let out = out_of(line);
+                    let out = out_of(line, &mut scratch);
                     bytes += out.len() as u64;
                     digest.line(&out);
                 }
@@ -189,6 +230,61 @@ async fn read_all(
         match after {
             Some(after) => from = after,
             None => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stored(json: String) -> StoredLine {
+        StoredLine {
+            pos: 0,
+            json: json.into(),
+        }
+    }
+
+    #[test]
+    fn a_writers_line_is_read_without_the_parser() {
+        let line = r#"{"level":"info","pos":12,"out":"a \"b\" \\ c\td\n","time":"t"}"#;
+        let mut scratch = Vec::new();
+        assert_eq!(
+            compact_out(line.as_bytes(), &mut scratch),
+            Some("a \"b\" \\ c\td\n")
+        );
+        // Another key order, or a `\u` escape: the parser reads it.
+        for other in [
+            r#"{"pos":12,"level":"info","out":"x","time":"t"}"#,
+            r#"{"level":"info","pos":12,"out":"\u00e9","time":"t"}"#,
+        ] {
+            assert_eq!(compact_out(other.as_bytes(), &mut scratch), None);
+            let line = stored(other.into());
+            assert!(!out_of(&line, &mut scratch).is_empty());
+        }
+    }
+
+    proptest! {
+        /// Whatever the text, the fast path reads what the parser reads (or leaves it
+        /// to the parser).
+        #[test]
+        fn the_fast_path_reads_what_the_parser_reads(out in any::<String>(), pos in any::<u32>()) {
+            // The writer's key order, its string escapes.
+            let text = serde_json::to_string(&out).unwrap();
+            let json = format!(r#"{{"level":"info","pos":{pos},"out":{text},"time":"t"}}"#);
+            let mut scratch = Vec::new();
+            let parsed = serde_json::from_str::<Out<'_>>(&json).unwrap().out.into_owned();
+            // serde_json writes `\u` only for control characters without a short
+            // escape: every other text takes the fast path.
+            let fast = compact_out(json.as_bytes(), &mut scratch).map(str::to_owned);
+            prop_assert!(fast.is_some() || text.contains("\\u"), "{}", json);
+            if let Some(fast) = fast {
+                prop_assert_eq!(fast, parsed.clone());
+            }
+            let line = stored(json);
+            prop_assert_eq!(out_of(&line, &mut scratch), parsed.as_str());
         }
     }
 }
