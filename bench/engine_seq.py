@@ -6,7 +6,9 @@ complete, against the same command writing to a local file, in the same run.
     python3 bench/engine_seq.py [--lines 2000000] [--runs 3] [--kind seq|text100]
 
 Baselines in the same run: `CMD > file` and `CMD | gzip > file` (each plus fsync).
-RUNLOG_BIN picks the binary (to compare two builds side by side).
+RUNLOG_BIN picks the binary (to compare two builds side by side); RUNLOG_SERVICE_BIN,
+when set, runs the service from another one (to tell the engine's part from the
+service's).
 
 The log service and the engine run as two processes (release `runlog service` and
 `runlog engine`), so the engine's peak RSS (VmHWM) is its own. "Archive complete" is
@@ -28,6 +30,7 @@ import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RUNLOG_BIN", os.path.join(ROOT, "target", "release", "runlog"))
+SERVICE_BIN = os.environ.get("RUNLOG_SERVICE_BIN", BIN)
 
 
 def free_port():
@@ -58,10 +61,11 @@ def wait_up(url, limit=30):
     sys.exit(f"{url} did not come up")
 
 
-def peak_rss_kib(pid):
+def peak_rss_kib(pid, field="VmHWM"):
+    """Peak resident memory (or `field`, e.g. `VmRSS` for the current one)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return -1
 
@@ -134,7 +138,7 @@ def main():
     def log(name):
         return open(os.path.join(log_dir, name + ".log"), "w") if log_dir else subprocess.DEVNULL
     level = "warn,runlog_service=debug,livelog=debug" if log_dir else "warn"
-    service = subprocess.Popen([BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
+    service = subprocess.Popen([SERVICE_BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
                                 "--admin-secret", secret], stderr=log("service"),
                                env={**os.environ, "RUNLOG_LOG": level})
     engine = subprocess.Popen([BIN, "engine", "--addr", f"127.0.0.1:{ep}", "--data-dir", os.path.join(work, "engine")],
@@ -175,7 +179,8 @@ def main():
             print(f"run {run}: > file {base:.3f}s | | gzip > file {base_gz:.3f}s | step answered {t_step:.3f}s | "
                   f"archive complete {t_archive:.3f}s | vs gzip {t_archive / base_gz:.2f}x | "
                   f"{args.lines / t_archive / 1e6:.2f} M lines/s | close {close} | ledger {verdict} | "
-                  f"service CPU {cpu:.2f}s, peak RSS {peak_rss_kib(service.pid) / 1024:.0f} MiB | "
+                  f"service CPU {cpu:.2f}s, peak RSS {peak_rss_kib(service.pid) / 1024:.0f} MiB "
+                  f"(now {peak_rss_kib(service.pid, 'VmRSS') / 1024:.0f}) | "
                   f"retries {report['retries']}", flush=True)
         best = min(results, key=lambda r: r[2])
         print(f"\nlines: {args.lines}")
