@@ -120,20 +120,6 @@ async fn an_unknown_archive_mode_is_refused() {
     assert!(msg.contains("if_complete"), "{msg}");
 }
 
-/// The counter that tells a built archive from an uploaded one (what the engine
-/// benchmark records per run).
-async fn metric(api: &Api, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 #[tokio::test]
 async fn uploads_are_counted_apart_from_the_archives_the_service_builds() {
     let svc = TestService::start().await;
@@ -151,8 +137,8 @@ async fn uploads_are_counted_apart_from_the_archives_the_service_builds() {
     .await
     .unwrap();
     assert!(info.archived, "{info:?}");
-    assert_eq!(metric(&api, "runlog_archives_written_total").await, 1);
-    assert_eq!(metric(&api, "runlog_archives_uploaded_total").await, 0);
+    assert_eq!(api.metric("runlog_archives_written_total").await, 1);
+    assert_eq!(api.metric("runlog_archives_uploaded_total").await, 0);
 
     let body: String = all.iter().map(|l| format!("{l}\n")).collect();
     let r = api
@@ -162,6 +148,6 @@ async fn uploads_are_counted_apart_from_the_archives_the_service_builds() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(metric(&api, "runlog_archives_written_total").await, 2);
-    assert_eq!(metric(&api, "runlog_archives_uploaded_total").await, 1);
+    assert_eq!(api.metric("runlog_archives_written_total").await, 2);
+    assert_eq!(api.metric("runlog_archives_uploaded_total").await, 1);
 }
