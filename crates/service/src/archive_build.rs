@@ -159,9 +159,7 @@ fn encode(
         match finished {
             Ok(rest) => {
                 out.put(rest.into()).await?;
-                out.shutdown()
-                    .await
-                    .map_err(|e| BlobError::Backend(format!("cannot store the archive: {e}")))?;
+                out.shutdown().await.map_err(stored_failure)?;
                 Ok(lines)
             }
             Err(e) => {
@@ -171,6 +169,25 @@ fn encode(
             }
         }
     })
+}
+
+/// A failure to complete the upload, told without the backend's message (the local
+/// store's names a path on the server; see [`crate::store::blob::backend_failure`]).
+fn stored_failure(e: std::io::Error) -> BlobError {
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<object_store::Error>())
+    {
+        Some(Ok(backend)) => BlobError::from(*backend),
+        Some(Err(other)) => {
+            tracing::warn!(error = %other, "cannot store an archive");
+            BlobError::Backend("backend error (details in the service's log)".into())
+        }
+        None => {
+            tracing::warn!("cannot store an archive");
+            BlobError::Backend("backend error (details in the service's log)".into())
+        }
+    }
 }
 
 #[cfg(test)]
