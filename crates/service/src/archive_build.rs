@@ -216,6 +216,25 @@ mod tests {
         )
     }
 
+    /// Lines that gzip hardly shrinks (64 hex digits from a hash of `pos`), so a
+    /// test can pass the writer's 10 MiB buffer with few lines.
+    fn noisy(range: std::ops::Range<u64>) -> Chunk {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash =
+            |pos: u64, k: u64| BuildHasherDefault::<DefaultHasher>::default().hash_one((pos, k));
+        Arc::new(
+            range
+                .map(|pos| {
+                    let noise: String = (0..4).map(|k| format!("{:016x}", hash(pos, k))).collect();
+                    StoredLine {
+                        pos,
+                        json: Bytes::from(format!(r#"{{"pos":{pos},"out":"{noise}"}}"#)),
+                    }
+                })
+                .collect(),
+        )
+    }
+
     fn rows(gz: &[u8]) -> Vec<String> {
         let plain = crate::archive::gunzip_limited(gz, 1 << 30).unwrap();
         String::from_utf8(plain)
@@ -229,7 +248,6 @@ mod tests {
     async fn a_committed_build_is_every_row_in_order() {
         let blobs = BlobStore::memory();
         let mut b = ArchiveBuild::start(&blobs, &id());
-        // Past one piece and past the writer's 10 MiB buffer: the multipart path.
         for from in (0..200_000).step_by(20_000) {
             b.add(chunk(from..from + 20_000)).await;
         }
@@ -239,6 +257,28 @@ mod tests {
         assert_eq!(rows.len(), 200_000);
         assert!(rows[0].contains(r#""pos":0,"#), "{}", rows[0]);
         assert!(rows[199_999].contains(r#""pos":199999,"#));
+    }
+
+    #[tokio::test]
+    async fn an_archive_past_the_writers_buffer_is_a_multipart_upload_seen_only_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::local(dir.path()).unwrap();
+        let mut b = ArchiveBuild::start(&blobs, &id());
+        for from in (0..240_000).step_by(16_384) {
+            b.add(noisy(from..(from + 16_384).min(240_000))).await;
+            // Until the commit, the stream has no archive (the parts go to a staged file).
+            assert!(!blobs.exists(&id()).await.unwrap());
+        }
+        assert_eq!(b.commit().await.unwrap(), 240_000);
+        let gz = blobs.get(&id()).await.unwrap();
+        assert!(
+            gz.len() > 10 << 20,
+            "{} bytes: not past the buffer",
+            gz.len()
+        );
+        let rows = rows(&gz);
+        assert_eq!(rows.len(), 240_000);
+        assert!(rows[239_999].starts_with(r#"{"pos":239999,"#));
     }
 
     #[tokio::test]
@@ -255,6 +295,30 @@ mod tests {
         third.add(chunk(0..10)).await;
         drop(third);
         assert_eq!(rows(&blobs.get(&id()).await.unwrap()).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_multipart_build_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::local(dir.path()).unwrap();
+        let mut b = ArchiveBuild::start(&blobs, &id());
+        for from in (0..240_000).step_by(16_384) {
+            b.add(noisy(from..(from + 16_384).min(240_000))).await;
+        }
+        b.abort().await;
+        let mut left = Vec::new();
+        let mut dirs = vec![dir.path().to_owned()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    left.push(e.path());
+                }
+            }
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[tokio::test]
