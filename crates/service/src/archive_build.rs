@@ -259,17 +259,30 @@ mod tests {
         assert!(rows[199_999].contains(r#""pos":199999,"#));
     }
 
-    #[tokio::test]
-    async fn an_archive_past_the_writers_buffer_is_a_multipart_upload_seen_only_whole() {
+    /// Lines past the writer's 10 MiB buffer once gzip'd.
+    const PAST_BUFFER: u64 = 240_000;
+
+    /// A build on the local store (in a fresh directory) given [`PAST_BUFFER`] noisy
+    /// lines, calling `between` after each chunk.
+    async fn past_the_buffer(
+        between: impl AsyncFn(&BlobStore),
+    ) -> (tempfile::TempDir, BlobStore, ArchiveBuild) {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::local(dir.path()).unwrap();
         let mut b = ArchiveBuild::start(&blobs, &id());
-        for from in (0..240_000).step_by(16_384) {
-            b.add(noisy(from..(from + 16_384).min(240_000))).await;
-            // Until the commit, the stream has no archive (the parts go to a staged file).
-            assert!(!blobs.exists(&id()).await.unwrap());
+        for from in (0..PAST_BUFFER).step_by(16_384) {
+            b.add(noisy(from..(from + 16_384).min(PAST_BUFFER))).await;
+            between(&blobs).await;
         }
-        assert_eq!(b.commit().await.unwrap(), 240_000);
+        (dir, blobs, b)
+    }
+
+    #[tokio::test]
+    async fn an_archive_past_the_writers_buffer_is_a_multipart_upload_seen_only_whole() {
+        // Until the commit, the stream has no archive (the parts go to a staged file).
+        let (_dir, blobs, b) =
+            past_the_buffer(async |blobs| assert!(!blobs.exists(&id()).await.unwrap())).await;
+        assert_eq!(b.commit().await.unwrap(), PAST_BUFFER);
         let gz = blobs.get(&id()).await.unwrap();
         assert!(
             gz.len() > 10 << 20,
@@ -277,7 +290,7 @@ mod tests {
             gz.len()
         );
         let rows = rows(&gz);
-        assert_eq!(rows.len(), 240_000);
+        assert_eq!(rows.len(), PAST_BUFFER as usize);
         assert!(rows[239_999].starts_with(r#"{"pos":239999,"#));
     }
 
@@ -299,12 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_multipart_build_leaves_no_file_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::local(dir.path()).unwrap();
-        let mut b = ArchiveBuild::start(&blobs, &id());
-        for from in (0..240_000).step_by(16_384) {
-            b.add(noisy(from..(from + 16_384).min(240_000))).await;
-        }
+        let (dir, _blobs, b) = past_the_buffer(async |_| {}).await;
         b.abort().await;
         let mut left = Vec::new();
         let mut dirs = vec![dir.path().to_owned()];
