@@ -6,17 +6,31 @@ complete, against the same command writing to a local file, in the same run.
     python3 bench/engine_seq.py [--lines 2000000] [--runs 3] [--kind seq|text100]
 
 Baselines in the same run: `CMD > file` and `CMD | gzip > file` (each plus fsync).
-RUNLOG_BIN picks the binary (to compare two builds side by side).
+RUNLOG_BIN picks the binary (to compare two builds side by side); RUNLOG_SERVICE_BIN,
+when set, runs the service from another one (to tell the engine's part from the
+service's).
 
 The log service and the engine run as two processes (release `runlog service` and
 `runlog engine`), so the engine's peak RSS (VmHWM) is its own. "Archive complete" is
 `/step` returning plus `/destroy` returning: destroy waits for the step's writer to
 upload the archive, and the script checks the archive holds every line.
+
+Each run also records which way its archive came to be (`close`: `built` when the
+service built it from its own lines, `uploaded` when the writer sent its spool; from
+the service's `runlog_archives_uploaded_total`), the ledger's verdict with its
+reasons when incomplete (`GET /stream/sections`), and the service's CPU seconds and
+peak RSS (VmHWM, which only grows) after the run.
+
+Every run writes under an account of its own: the service holds an account's
+closed streams for `--closed-retention` (5 minutes) within the account's 1 GiB, so
+runs in one account would fill it after a few 2 M-line steps, and the later runs
+would measure a writer whose live stream was refused (413) and that uploads.
 """
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("RUNLOG_BIN", os.path.join(ROOT, "target", "release", "runlog"))
+SERVICE_BIN = os.environ.get("RUNLOG_SERVICE_BIN", BIN)
 
 
 def free_port():
@@ -47,12 +61,38 @@ def wait_up(url, limit=30):
     sys.exit(f"{url} did not come up")
 
 
-def peak_rss_kib(pid):
+def peak_rss_kib(pid, field="VmHWM"):
+    """Peak resident memory (or `field`, e.g. `VmRSS` for the current one)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return -1
+
+
+def service_cpu_s(pid):
+    """User plus system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def uploads(svc):
+    """Archives clients uploaded so far (the rest the service built itself); `None`
+    from a service that does not count them."""
+    for line in call("GET", svc + "/metrics").decode().splitlines():
+        if line.startswith("runlog_archives_uploaded_total "):
+            return int(line.split()[1])
+    return None
+
+
+def ledger_verdict(svc, account, key, token):
+    """`complete`, or the ledger's reasons when it is not."""
+    answer = json.loads(call("GET", f"{svc}/stream/sections?accountID={account}&key={key}", token=token))
+    ledger = answer.get("ledger") or {}
+    if ledger.get("complete"):
+        return "complete"
+    return "incomplete " + json.dumps(ledger.get("reasons"))
 
 
 def command(kind, n):
@@ -90,25 +130,35 @@ def main():
     work = tempfile.mkdtemp(prefix="runlog-bench-")
     secret = "bench-secret-" + str(os.getpid())
     sp, ep = free_port(), free_port()
-    service = subprocess.Popen([BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
-                                "--admin-secret", secret], stderr=subprocess.DEVNULL)
+    # BENCH_LOG_DIR keeps both processes' logs at debug level there (where a close's
+    # time goes: the service's "stream closed" event, the writer's "closed").
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    def log(name):
+        return open(os.path.join(log_dir, name + ".log"), "w") if log_dir else subprocess.DEVNULL
+    level = "warn,runlog_service=debug,livelog=debug" if log_dir else "warn"
+    service = subprocess.Popen([SERVICE_BIN, "service", "--addr", f"127.0.0.1:{sp}", "--data-dir", os.path.join(work, "svc"),
+                                "--admin-secret", secret], stderr=log("service"),
+                               env={**os.environ, "RUNLOG_LOG": level})
     engine = subprocess.Popen([BIN, "engine", "--addr", f"127.0.0.1:{ep}", "--data-dir", os.path.join(work, "engine")],
-                              stderr=subprocess.DEVNULL, env={**os.environ, "RUNLOG_LOG": "warn"})
+                              stderr=log("engine"), env={**os.environ, "RUNLOG_LOG": level})
     try:
         svc, eng = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ep}"
         wait_up(svc)
         wait_up(eng)
-        token = subprocess.run([BIN, "token", "--account", "bench", "--scope", "write", "--admin-secret", secret],
-                               capture_output=True, text=True, check=True).stdout.strip()
         rss_before = peak_rss_kib(engine.pid)
         results = []
         for run in range(args.runs):
             cmd = command(args.kind, args.lines)
             base = baseline(cmd, work)
             base_gz = baseline(cmd, work, gzip=True)
-            key = f"bench/run-{run}"
+            account, key = f"bench{run}", f"bench/run-{run}"
+            token = subprocess.run([BIN, "token", "--account", account, "--scope", "write", "--admin-secret", secret],
+                                   capture_output=True, text=True, check=True).stdout.strip()
             call("POST", eng + "/setup", {"le_log_key": key + ".engine", "log_config": {
-                "url": svc, "account_id": "bench", "token": token, "indirect_upload": True}})
+                "url": svc, "account_id": account, "token": token, "indirect_upload": True}})
+            uploaded_before, cpu_before = uploads(svc), service_cpu_s(service.pid)
             t0 = time.perf_counter()
             step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": cmd,
                                                            "log_key": key}))
@@ -118,13 +168,20 @@ def main():
             report = destroyed["streams"][0]
             assert step["exit_code"] == 0, step
             assert report["archived"] and report["lines"] == args.lines, report
-            archive = call("GET", f"{svc}/blob?accountID=bench&key={key}", token=token)
+            archive = call("GET", f"{svc}/blob?accountID={account}&key={key}", token=token)
             rows = archive.count(b"\n")
             assert rows == args.lines, f"archive holds {rows} lines"
+            uploaded_after = uploads(svc)
+            close = "?" if uploaded_after is None else "uploaded" if uploaded_after > uploaded_before else "built"
+            cpu = service_cpu_s(service.pid) - cpu_before
+            verdict = ledger_verdict(svc, account, key, token)
             results.append((base, t_step, t_archive))
             print(f"run {run}: > file {base:.3f}s | | gzip > file {base_gz:.3f}s | step answered {t_step:.3f}s | "
                   f"archive complete {t_archive:.3f}s | vs gzip {t_archive / base_gz:.2f}x | "
-                  f"{args.lines / t_archive / 1e6:.2f} M lines/s | retries {report['retries']}", flush=True)
+                  f"{args.lines / t_archive / 1e6:.2f} M lines/s | close {close} | ledger {verdict} | "
+                  f"service CPU {cpu:.2f}s, peak RSS {peak_rss_kib(service.pid) / 1024:.0f} MiB "
+                  f"(now {peak_rss_kib(service.pid, 'VmRSS') / 1024:.0f}) | "
+                  f"retries {report['retries']}", flush=True)
         best = min(results, key=lambda r: r[2])
         print(f"\nlines: {args.lines}")
         print(f"best of {args.runs}: local file {best[0]:.3f}s, step output {best[1]:.3f}s, archive complete "

@@ -18,7 +18,8 @@ const NUDGE_WINDOW: usize = 20;
 /// The closing sequence; see the module docs.
 pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     let cfg = shared.cfg();
-    let deadline = Instant::now() + cfg.close_deadline;
+    let started = Instant::now();
+    let deadline = started + cfg.close_deadline;
     let spool_complete = shared.finish_producing();
     // Read from the spool's tail now: the spool is moved or removed below.
     let hints = hints(&shared);
@@ -33,6 +34,7 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     if !drained {
         shared.stop_live(WriterError::Undrained);
     }
+    let drain_ms = started.elapsed().as_millis() as u64;
 
     let key = cfg.key.clone();
     let (spool_path, acked_end, next_pos, totals, first_pos) = {
@@ -103,6 +105,7 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
             }
         }
     }
+    let built = archived;
     if spool_complete && upload_archive && !archived {
         let uploaded = shared
             .retry(&mut dl, || {
@@ -132,6 +135,9 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
         }
     }
 
+    // Where a close's time goes, and which way the archive came to be.
+    tracing::debug!(target: "livelog", key = %key, drained, drain_ms, archive_built_by_service = built,
+        archived, total_ms = started.elapsed().as_millis() as u64, "closed");
     // Everything this writer owes the service has landed.
     let settled = if upload_archive {
         archived

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod archive;
+pub mod archive_build;
 pub mod archive_ingest;
 pub mod auth;
 pub mod backend;

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub subscribers: AtomicI64,
     /// Archives written.
     pub archives_written: AtomicU64,
+    /// Of those, archives a client uploaded (`POST /blob`, a signed link's `PUT`); the
+    /// rest the service built from its own lines. A writer that closes with its totals
+    /// uploads only when the service could not prove it holds every line, so this
+    /// counts those fallbacks.
+    pub archives_uploaded: AtomicU64,
     /// Streams expired by the sweep.
     pub streams_expired: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
@@ -111,6 +116,12 @@ impl Metrics {
             "counter",
             "Archives written.",
             load(&self.archives_written),
+        );
+        metric(
+            "runlog_archives_uploaded_total",
+            "counter",
+            "Archives uploaded by a client rather than built from the stored lines.",
+            load(&self.archives_uploaded),
         );
         metric(
             "runlog_streams_expired_total",

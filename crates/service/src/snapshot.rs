@@ -1,7 +1,7 @@
 //! Turning a live stream's lines into its archive, and the sweep that expires idle
 //! and long-closed streams (snapshotting each first, so expiry never loses a line).
 
-use crate::archive;
+use crate::archive_build::ArchiveBuild;
 use crate::error::ApiError;
 use crate::state::ServiceState;
 use crate::store::StreamId;
@@ -9,11 +9,13 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// Lines read per store call while snapshotting.
-const SNAPSHOT_READ: usize = 65_536;
+const SNAPSHOT_READ: usize = 16_384;
 
-/// Writes every stored line of `id` as its archive (gzip NDJSON); returns the line count.
+/// Writes every stored line of `id` as its archive (gzip NDJSON); returns the line
+/// count. Built as the lines are read ([`ArchiveBuild`]), so the lines, their
+/// NDJSON and the gzip are never all in memory at once.
 pub async fn snapshot_stream(st: &ServiceState, id: &StreamId) -> Result<u64, ApiError> {
-    let mut all = Vec::new();
+    let mut build = ArchiveBuild::start(st.blobs(), id);
     let mut next = 0;
     loop {
         let chunk = st.streams().read(id, next, SNAPSHOT_READ).await?;
@@ -21,17 +23,13 @@ pub async fn snapshot_stream(st: &ServiceState, id: &StreamId) -> Result<u64, Ap
         // Ingest refuses a `pos` above `MAX_POS`; should one be stored anyway, the
         // read ends at it rather than wrapping round to 0 and never ending.
         let after = last.pos.checked_add(1);
-        all.extend(chunk);
+        build.add(std::sync::Arc::new(chunk)).await;
         match after {
             Some(after) => next = after,
             None => break,
         }
     }
-    let count = all.len() as u64;
-    let gz = tokio::task::spawn_blocking(move || archive::gzip(&archive::ndjson(&all)))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    st.blobs().put(id, gz).await?;
+    let count = build.commit().await?;
     st.metrics()
         .archives_written
         .fetch_add(1, Ordering::Relaxed);
@@ -89,6 +87,7 @@ async fn expire(
                 id,
                 &Default::default(),
                 false,
+                None,
             )
             .await
     {

@@ -119,3 +119,35 @@ async fn an_unknown_archive_mode_is_refused() {
     let msg = assert_error(r, StatusCode::BAD_REQUEST).await;
     assert!(msg.contains("if_complete"), "{msg}");
 }
+
+#[tokio::test]
+async fn uploads_are_counted_apart_from_the_archives_the_service_builds() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    let all = lines(0..20);
+    api.open("built").await;
+    api.put_ok("built", &all).await;
+    let info: StreamInfo = close_if_complete(
+        &api,
+        "built",
+        &format!("lines=20&digest={}", digest_of(&all)),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(info.archived, "{info:?}");
+    assert_eq!(api.metric("runlog_archives_written_total").await, 1);
+    assert_eq!(api.metric("runlog_archives_uploaded_total").await, 0);
+
+    let body: String = all.iter().map(|l| format!("{l}\n")).collect();
+    let r = api
+        .req(Method::POST, "/blob", "sent")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(api.metric("runlog_archives_written_total").await, 2);
+    assert_eq!(api.metric("runlog_archives_uploaded_total").await, 1);
+}

@@ -103,9 +103,9 @@ async fn store_archive(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let stored_bytes = gz.len();
     st.blobs().put(id, gz).await?;
-    st.metrics()
-        .archives_written
-        .fetch_add(1, Ordering::Relaxed);
+    let m = st.metrics();
+    m.archives_written.fetch_add(1, Ordering::Relaxed);
+    m.archives_uploaded.fetch_add(1, Ordering::Relaxed);
     Ok(Uploaded {
         lines,
         stored_bytes,

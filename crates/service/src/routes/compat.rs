@@ -184,7 +184,7 @@ pub async fn close_many(
             Err(e) => return Err(e.into()),
         };
         // Bulk closes state no writer totals: the ledger holds what the service proves.
-        super::stream::after_close(st, &id, many.snapshot, &Default::default()).await?;
+        super::stream::after_close(st, &id, many.snapshot, &Default::default(), None).await?;
         closed.push(info(&meta, many.snapshot));
     }
     Ok(closed)

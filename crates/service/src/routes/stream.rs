@@ -2,6 +2,7 @@
 
 use super::rfc3339;
 use crate::archive;
+use crate::archive_build::ArchiveBuild;
 use crate::error::ApiError;
 use crate::extract::{Caller, Stream};
 use crate::metrics::SubscriberGuard;
@@ -285,10 +286,24 @@ pub async fn close(
         .admit(st.streams().as_ref(), &q.0.account_id)
         .await?;
     let id = q.id();
+    let started = std::time::Instant::now();
     let meta = st.streams().close(&id).await?;
-    let ledger = after_close(&st, &id, q.0.snapshot, &totals.0).await?;
-    let archived = q.0.snapshot
-        || (if_complete && archive_when_complete(&st, &id, &totals.0, ledger.as_ref()).await);
+    // The archive is built from the lines the ledger check reads, while it digests
+    // them: one pass over the stream, compressing on one core and hashing on
+    // another. Only a writer that stated its line count and digest can have it kept.
+    let mut build = (if_complete && !q.0.snapshot && proves_text(&totals.0))
+        .then(|| ArchiveBuild::start(st.blobs(), &id));
+    let ledger = after_close(&st, &id, q.0.snapshot, &totals.0, build.as_mut()).await?;
+    let checked = started.elapsed();
+    let archived = match build {
+        Some(build) => keep_when_complete(&st, &id, build, ledger.as_ref()).await,
+        None => q.0.snapshot,
+    };
+    // Where a close's time goes (the ledger's read, digest and the archive's gzip run
+    // together; the commit waits for the gzip to end), for profiling at debug level.
+    tracing::debug!(account = %id.account, key = %id.key, lines = meta.lines, archived,
+        checked_ms = checked.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
+        "stream closed");
     Ok(Json(info(&meta, archived)).into_response())
 }
 
@@ -310,31 +325,40 @@ fn archive_if_complete(uri: &axum::http::Uri) -> Result<bool, ApiError> {
     Ok(asked)
 }
 
-/// Archives `id` from the stored lines when `ledger` proves them exactly the lines
-/// the writer numbered: its stated line count and digest both checked, no gap, no
-/// drop. Whether it did; `false` leaves the archive to the writer's upload, which
-/// replaces anything written here, so no failure on this path loses a line.
-async fn archive_when_complete(
+/// Whether `totals` can prove the held lines the writer's: a count alone would take
+/// another text under the same numbers for the writer's, so the digest is needed.
+fn proves_text(totals: &runlog_protocol::ledger::WriterTotals) -> bool {
+    totals.lines.is_some() && totals.digest.is_some()
+}
+
+/// Keeps `build` (the lines the ledger check read) as `id`'s archive when `ledger`
+/// proves them exactly the lines the writer numbered: its stated line count and
+/// digest both checked, no gap, no drop, and the build holding every line the
+/// check counted. Whether it did; `false` gives the build up and leaves the archive
+/// to the writer's upload, which replaces anything written here, so no failure on
+/// this path loses a line.
+async fn keep_when_complete(
     st: &ServiceState,
     id: &StreamId,
-    totals: &runlog_protocol::ledger::WriterTotals,
+    build: ArchiveBuild,
     ledger: Option<&runlog_protocol::ledger::Ledger>,
 ) -> bool {
-    let Some(ledger) = ledger else {
-        return false;
-    };
-    // A count alone would take another text under the same numbers for the writer's.
-    let proven = ledger.complete
-        && ledger.basis == runlog_protocol::ledger::Basis::WriterTotals
-        && totals.lines.is_some()
-        && totals.digest.is_some();
+    let proven = ledger.is_some_and(|l| {
+        l.complete
+            && l.basis == runlog_protocol::ledger::Basis::WriterTotals
+            && build.lines() == l.lines
+    });
     if !proven {
+        build.abort().await;
         return false;
     }
-    match snapshot_stream(st, id).await {
-        // The lines were read again to build it: a store that lost some in between
-        // (a failover) built a shorter archive, which the upload then replaces.
-        Ok(n) => n == ledger.lines,
+    match build.commit().await {
+        Ok(_) => {
+            st.metrics()
+                .archives_written
+                .fetch_add(1, Ordering::Relaxed);
+            true
+        }
         Err(e) => {
             tracing::warn!(account = %id.account, key = %id.key, error = %e, "cannot archive a complete stream; its writer uploads it");
             false
@@ -344,13 +368,15 @@ async fn archive_when_complete(
 
 /// What every close does once the store marked a stream closed: archive it when
 /// asked, then finish its section index with the writer's totals (the one path of
-/// `DELETE /stream` for one stream and for several). Returns the stream's ledger
-/// (`None` when the index could not be finished).
+/// `DELETE /stream` for one stream and for several). `archive` is fed the lines the
+/// ledger check reads. Returns the stream's ledger (`None` when the index could not
+/// be finished).
 pub(crate) async fn after_close(
     st: &ServiceState,
     id: &StreamId,
     snapshot: bool,
     totals: &runlog_protocol::ledger::WriterTotals,
+    archive: Option<&mut ArchiveBuild>,
 ) -> Result<Option<runlog_protocol::ledger::Ledger>, ApiError> {
     if snapshot {
         snapshot_stream(st, id).await?;
@@ -358,7 +384,7 @@ pub(crate) async fn after_close(
     // The index is a reader's aid: failing to finish it never fails the close.
     match st
         .sections()
-        .finish(st.streams().as_ref(), st.blobs(), id, totals, true)
+        .finish(st.streams().as_ref(), st.blobs(), id, totals, true, archive)
         .await
     {
         Ok(answer) => Ok(answer.ledger),

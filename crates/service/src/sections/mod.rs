@@ -121,7 +121,8 @@ impl Sections {
     /// Ends `id`'s index: the lines not indexed yet (past a gap too) are read, the
     /// sections still open end at the last line with the stream's outcome, the
     /// ledger is checked, and the answer is stored beside the archive. A failure to
-    /// store it is logged; the answer is still returned.
+    /// store it is logged; the answer is still returned. `archive`, when given, is
+    /// fed the lines the ledger check reads ([`ledger::check`]).
     pub async fn finish(
         &self,
         streams: &dyn StreamStore,
@@ -129,6 +130,7 @@ impl Sections {
         id: &StreamId,
         totals: &WriterTotals,
         closed_by_writer: bool,
+        archive: Option<&mut crate::archive_build::ArchiveBuild>,
     ) -> Result<SectionsAnswer, StoreError> {
         let mut lease = self.store.lock(id, Some(0)).await?;
         let ix = lease.index();
@@ -144,7 +146,7 @@ impl Sections {
             .and_then(|l| Some((l.pos, scan::text_of(l)?.0)));
         ix.tracker
             .finish(last.as_ref().map(|(p, t)| (*p, t.as_str())), totals.outcome);
-        let ledger = ledger::check(streams, id, ix, totals, closed_by_writer).await?;
+        let ledger = ledger::check(streams, id, ix, totals, closed_by_writer, archive).await?;
         let answer = SectionsAnswer {
             open: false,
             sections: ix.tracker.sections().to_vec(),

@@ -142,7 +142,7 @@ impl BlobStore {
     /// Stores the key of a stream whose archive goes under a digest name
     /// ([`names::key_record_path`]), before the archive itself: a listing that finds
     /// the archive always finds its key.
-    async fn record_key(&self, id: &StreamId) -> Result<(), BlobError> {
+    pub(crate) async fn record_key(&self, id: &StreamId) -> Result<(), BlobError> {
         if let Some(path) = names::key_record_path(id) {
             self.store
                 .put(&path, PutPayload::from_bytes(names::key_record(id)))
@@ -154,6 +154,16 @@ impl BlobStore {
     /// The archive's name, then every name it may have been written under before.
     fn archive_paths(id: &StreamId) -> impl Iterator<Item = ObjectPath> {
         std::iter::once(Self::object_path(id)).chain(names::former_archive_paths(id))
+    }
+
+    /// A writer of `id`'s archive in pieces, for an archive too large to hold whole
+    /// ([`crate::archive_build`]): up to 10 MiB it is one put, past that a multipart
+    /// upload. Either way the archive appears only when the writer is shut down
+    /// (the local store renames a staged file into place, S3 completes the upload),
+    /// and an aborted or dropped writer leaves the stored one as it was. The key of
+    /// an archive under a digest name is recorded first ([`Self::record_key`]).
+    pub fn archive_writer(&self, id: &StreamId) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(Arc::clone(&self.store), Self::object_path(id))
     }
 
     /// The name of an object kept beside a stream's archive: `name` in the stream's

@@ -102,6 +102,15 @@ impl Api {
         assert_eq!(r.status(), StatusCode::OK, "tail {key}");
         r
     }
+
+    /// The value of counter `name` on the service's `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let r = self.http.get(format!("{}/metrics", self.base)).send();
+        let text = r.await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
 }
 
 /// A line as a client sends it.
