@@ -131,3 +131,31 @@ async fn a_continuing_writer_resends_only_its_own_lines_once_after_a_service_res
     );
     svc.shutdown().await;
 }
+
+/// Two writers of one key at once both number from the same `pos`: the service keeps
+/// the first line of each, and the other writer's report counts its lines as
+/// dropped rather than saying 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_lines_another_writer_numbered_first_reports_them_dropped() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "reuse/at-once";
+    let a = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    let b = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    a.write(b"A-0\nA-1\nA-2\nA-3\nA-4\n");
+    wait_until(
+        "the first writer's lines stored",
+        Duration::from_secs(20),
+        || a.progress().streamed_lines == 5,
+    )
+    .await;
+    b.write(b"B-0\nB-1\nB-2\n");
+    let report = b.close().await;
+    assert_eq!(report.dropped_lines, 3, "{report:?}");
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("another writer of the key"), "{error}");
+    let report = a.close().await;
+    assert_eq!(report.dropped_lines, 0, "{report:?}");
+    svc.shutdown().await;
+}
