@@ -428,15 +428,11 @@ async fn a_later_step_of_a_key_continues_its_stream_and_a_concurrent_writer_is_r
 async fn a_key_reused_by_a_later_stage_on_another_engine_keeps_both_histories() {
     let svc = TestService::start().await;
     let reader = svc.token(ACCOUNT, Scope::Read);
+    let mut engine_log_lines = 0;
     for (round, word) in ["EARLIER", "LATER"].iter().enumerate() {
         let engine = TestEngine::start().await;
-        assert_eq!(
-            engine
-                .post("/setup", json!({"log_config": log_config(&svc)}))
-                .await
-                .0,
-            200
-        );
+        let setup = json!({"log_config": log_config(&svc), "le_log_key": "shared/engine"});
+        assert_eq!(engine.post("/setup", setup).await.0, 200);
         let script = format!("for i in 1 2 3; do echo {word}-$i; done");
         let step = json!({"id": format!("s{round}"), "log_key": "shared/key", "script": script});
         let (status, answer) = engine.post("/step", step).await;
@@ -455,8 +451,27 @@ async fn a_key_reused_by_a_later_stage_on_another_engine_keeps_both_histories() 
             (&json!(3), &json!(0), &json!(true)),
             "{step}"
         );
+        let log = report["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == "shared/engine")
+            .cloned()
+            .expect("the engine log's report");
+        assert_eq!(
+            (&log["dropped_lines"], &log["archived"]),
+            (&json!(0), &json!(true)),
+            "{log}"
+        );
+        engine_log_lines += log["lines"].as_u64().unwrap();
         engine.shutdown().await;
     }
+    // The stage's engine log (`le_log_key`) is continued by the later stage too.
+    let log = archive(&svc.url(), &reader, ACCOUNT, "shared/engine")
+        .await
+        .expect("the engine log's archive");
+    assert_eq!(log.len() as u64, engine_log_lines);
+    assert!(log.iter().enumerate().all(|(i, l)| l.pos == i as u64));
     let want = [
         "EARLIER-1",
         "EARLIER-2",

@@ -73,6 +73,12 @@ pub(crate) enum WriterError {
         /// One past the last `pos` the stream held.
         held: u64,
     },
+    /// The service already held lines with the numbers this writer sent: another
+    /// writer of the key wrote at the same time.
+    #[error(
+        "another writer of the key wrote at the same time: the service kept its lines where this writer's had the same pos, and those are counted as dropped"
+    )]
+    Collided,
     /// The history could not be moved to the outbox.
     #[error("cannot keep the history in the outbox: {0}")]
     Outbox(Arc<std::io::Error>),

@@ -97,6 +97,10 @@ pub(crate) struct Lines {
     /// already held lines up to here (its open failed at first): the service keeps
     /// the earlier writer's line for each such `pos`, so they count as dropped.
     shadowed_below: u64,
+    /// Lines of batches sent once that the service answered as duplicates: another
+    /// writer of the key had sent lines with the same `pos` (beyond those counted by
+    /// `shadowed_below`).
+    collided: u64,
     /// The first error met; the report's `error`.
     error: Option<WriterError>,
     clock: TimeCache,
@@ -120,6 +124,7 @@ impl Lines {
             acked_end: first_pos,
             first_pos,
             shadowed_below: first_pos,
+            collided: 0,
             error,
             clock: TimeCache::default(),
             last_write: Instant::now(),
@@ -460,6 +465,17 @@ impl Lines {
         }
     }
 
+    /// A batch from `first_pos`, sent once, was answered with `duplicates` lines the
+    /// service already held: lines of another writer of the key, which it keeps
+    /// instead of these. Counted as dropped (those below a late open's `held_end`
+    /// are counted already).
+    pub(crate) fn note_collided(&mut self, first_pos: u64, duplicates: u64) {
+        if first_pos >= self.shadowed_below {
+            self.collided += duplicates;
+            self.note_error(WriterError::Collided);
+        }
+    }
+
     /// Lines the service dropped as duplicates of an earlier writer's
     /// ([`note_held_before`](Self::note_held_before)), with their bytes unknown.
     fn shadowed(&self) -> u64 {
@@ -507,7 +523,7 @@ impl Lines {
     ) -> WriterReport {
         let c = &self.counts;
         let (dropped_lines, dropped_bytes) = self.losses.dropped();
-        let dropped_lines = dropped_lines + self.shadowed();
+        let dropped_lines = dropped_lines + self.shadowed() + self.collided;
         WriterReport {
             key,
             lines: c.lines,

@@ -103,7 +103,11 @@ impl Sender {
         let client = shared.client();
         let key = &shared.cfg().key;
         let reopen = !shared.cfg().skip_opening_stream;
+        // A batch sent once holds no line the service can have from this writer, so
+        // any it calls a duplicate is another writer's (see `acked`).
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         let send = shared.retry(&mut self.deadline, || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             write_reopening(client.as_ref(), key, &batch, reopen)
         });
         // While the service handles this batch, read the next one (from the spool,
@@ -140,7 +144,10 @@ impl Sender {
         match out {
             // Only answered when reopening, which the second try does not do.
             Ok(Sent::Reopened) => {}
-            Ok(Sent::Acked(ack)) => self.acked(&batch, &ack),
+            Ok(Sent::Acked(ack)) => {
+                let once = attempts.load(std::sync::atomic::Ordering::Relaxed) == 1;
+                self.acked(&batch, &ack, once)
+            }
             Err(why) => shared.stop_live(WriterError::LiveStopped(why)),
         }
         // The request is over: the body's buffer is this task's alone again.
@@ -150,9 +157,19 @@ impl Sender {
     }
 
     /// The service stored `batch`: counts it, and resends what the ack shows it lost.
-    fn acked(&mut self, batch: &Batch, ack: &AppendAck) {
+    /// `sent_once`: the batch went in one request (no retry after a lost answer).
+    fn acked(&mut self, batch: &Batch, ack: &AppendAck, sent_once: bool) {
         let new = self.resend.newly_acked(batch);
-        self.shared.lines().record_batch(new, ack.next_pos);
+        {
+            let mut l = self.shared.lines();
+            // Lines never sent before, in one request, that the service already held:
+            // another writer of the key numbered them (two at once), and the service
+            // keeps its lines, not these.
+            if sent_once && new == batch.lines && ack.duplicates > 0 {
+                l.note_collided(batch.first_pos, ack.duplicates);
+            }
+            l.record_batch(new, ack.next_pos);
+        }
         metrics::counter!("livelog_batches_total").increment(1);
         metrics::counter!("livelog_streamed_lines_total").increment(new);
         if let Some(from) = self.resend.wanted(batch, ack.next_pos)

@@ -78,3 +78,84 @@ async fn lines_numbered_before_a_late_open_showed_the_stream_held_lines_are_repo
     assert!(error.contains("already held lines up to pos 3"), "{error}");
     svc.shutdown().await;
 }
+
+/// A writer that continued a stream resends its own lines, once each and from its
+/// first `pos`, when the service lost the stream (a restart of the memory store);
+/// the earlier writer's lines went with the service and are not its to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuing_writer_resends_only_its_own_lines_once_after_a_service_restart() {
+    let mut svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 3).await;
+    let spool = tempfile::tempdir().unwrap();
+    let key = "reuse/restart";
+    let first = Writer::open(client(&proxy.url(), &token), config(key, spool.path())).await;
+    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
+    assert!(first.close().await.archived);
+    let cfg = livelog::WriterConfig {
+        max_retry_delay: Duration::from_millis(100),
+        ..config(key, spool.path())
+    };
+    let second = Writer::open(client(&proxy.url(), &token), cfg).await;
+    let text = |i: u64| format!("SECOND-{i}\n");
+    for i in 0..50 {
+        second.write(text(i).as_bytes());
+    }
+    wait_until("the first 50 acknowledged", Duration::from_secs(30), || {
+        second.progress().streamed_lines == 50
+    })
+    .await;
+    let url = svc.restart().await;
+    proxy.set_upstream(&url);
+    for i in 50..100 {
+        second.write(text(i).as_bytes());
+    }
+    let report = second.close().await;
+    assert_eq!(
+        (report.lines, report.dropped_lines, report.streamed_lines),
+        (100, 0, 100),
+        "resent lines are counted once: {report:?}"
+    );
+    assert!(report.archived, "{report:?}");
+    let live = tail_until_eof(&url, &token, key, Duration::from_secs(20)).await;
+    let want: Vec<String> = (0..100).map(text).collect();
+    assert_eq!(
+        live.iter().map(|l| l.out.clone()).collect::<Vec<_>>(),
+        want,
+        "the live stream holds each of the writer's lines once, in order"
+    );
+    assert_eq!(
+        live.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        (3..103).collect::<Vec<_>>(),
+        "numbered after the earlier writer's lines, as when they were first sent"
+    );
+    svc.shutdown().await;
+}
+
+/// Two writers of one key at once both number from the same `pos`: the service keeps
+/// the first line of each, and the other writer's report counts its lines as
+/// dropped rather than saying 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_lines_another_writer_numbered_first_reports_them_dropped() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let spool = tempfile::tempdir().unwrap();
+    let key = "reuse/at-once";
+    let a = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    let b = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
+    a.write(b"A-0\nA-1\nA-2\nA-3\nA-4\n");
+    wait_until(
+        "the first writer's lines stored",
+        Duration::from_secs(20),
+        || a.progress().streamed_lines == 5,
+    )
+    .await;
+    b.write(b"B-0\nB-1\nB-2\n");
+    let report = b.close().await;
+    assert_eq!(report.dropped_lines, 3, "{report:?}");
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("another writer of the key"), "{error}");
+    let report = a.close().await;
+    assert_eq!(report.dropped_lines, 0, "{report:?}");
+    svc.shutdown().await;
+}

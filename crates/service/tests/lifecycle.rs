@@ -238,3 +238,20 @@ async fn streams_list_is_newest_first_and_per_account() {
     assert_eq!(keys, vec!["third", "second", "first"]);
     assert!(list.iter().all(|s| s.open && s.lines == 2));
 }
+
+/// `POST /stream` says where a writer continues a stream: 0 for a new one, past the
+/// lines held once a first writer closed it (a reused key).
+#[tokio::test]
+async fn open_answers_the_next_pos_of_a_stream_that_holds_lines() {
+    let svc = TestService::start().await;
+    let api = Api::new(&svc, "acc", Scope::Write);
+    let next_pos = async |key: &str| -> serde_json::Value {
+        let r = api.req(Method::POST, "/stream", key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<serde_json::Value>().await.unwrap()["next_pos"].clone()
+    };
+    assert_eq!(next_pos("reused").await, serde_json::json!(0));
+    api.put_ok("reused", &lines(0..3)).await;
+    api.close("reused", false).await;
+    assert_eq!(next_pos("reused").await, serde_json::json!(3));
+}

@@ -73,7 +73,8 @@ pub async fn setup(
             wc.spool_dir = cfg.spool_dir();
             wc.outbox_dir = Some(cfg.outbox_dir());
             wc.close_deadline = cfg.close_deadline;
-            Some(livelog::Writer::new(client.clone(), wc))
+            // Opened first: a key an earlier stage wrote is continued, not overwritten.
+            Some(livelog::Writer::open(client.clone(), wc).await)
         }
         _ => None,
     };

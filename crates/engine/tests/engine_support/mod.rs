@@ -126,6 +126,23 @@ impl TestEngine {
     }
 }
 
+/// `GET /<route>?accountID=…&key=…` on the service.
+async fn get_stream_route(
+    service_url: &str,
+    route: &str,
+    token: &str,
+    account: &str,
+    key: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{service_url}/{route}"))
+        .query(&[("accountID", account), ("key", key)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("service answers")
+}
+
 /// The archive of `key`, one line per row, in `pos` order as stored.
 pub async fn archive(
     service_url: &str,
@@ -133,13 +150,7 @@ pub async fn archive(
     account: &str,
     key: &str,
 ) -> Option<Vec<LogLine>> {
-    let resp = reqwest::Client::new()
-        .get(format!("{service_url}/blob"))
-        .query(&[("accountID", account), ("key", key)])
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("service answers");
+    let resp = get_stream_route(service_url, "blob", token, account, key).await;
     if !resp.status().is_success() {
         return None;
     }
@@ -155,13 +166,7 @@ pub async fn archive(
 /// Every line of the live stream of `key` (closed: the tail ends with `eof`), read
 /// over SSE from the start.
 pub async fn live_lines(service_url: &str, token: &str, account: &str, key: &str) -> Vec<LogLine> {
-    let resp = reqwest::Client::new()
-        .get(format!("{service_url}/stream"))
-        .query(&[("accountID", account), ("key", key)])
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("service answers");
+    let resp = get_stream_route(service_url, "stream", token, account, key).await;
     assert!(resp.status().is_success(), "tail: {}", resp.status());
     let body = tokio::time::timeout(Duration::from_secs(20), resp.text())
         .await
