@@ -29,6 +29,15 @@ fn log_config(svc: &TestService) -> Value {
 
 /// `GET /stream/sections` of `key`, which must answer 200.
 async fn sections(svc: &TestService, key: &str) -> SectionsAnswer {
+    match sections_once_open(svc, key).await {
+        Some(answer) => answer,
+        None => panic!("sections of {key}: 404, the stream does not exist"),
+    }
+}
+
+/// [`sections`], or `None` while the stream does not exist yet (a job's stream is
+/// opened when the job starts, after `run` has answered).
+async fn sections_once_open(svc: &TestService, key: &str) -> Option<SectionsAnswer> {
     let resp = reqwest::Client::new()
         .get(format!("{}/stream/sections", svc.url()))
         .query(&[("accountID", ACCOUNT), ("key", key)])
@@ -36,8 +45,11 @@ async fn sections(svc: &TestService, key: &str) -> SectionsAnswer {
         .send()
         .await
         .unwrap();
+    if resp.status() == 404 {
+        return None;
+    }
     assert_eq!(resp.status(), 200, "sections of {key}");
-    resp.json().await.unwrap()
+    Some(resp.json().await.unwrap())
 }
 
 /// The one section titled `title`.
@@ -235,7 +247,9 @@ async fn a_step_stopped_by_destroy_ends_its_sections_cancelled() {
     assert_eq!(status, 200, "{body}");
     // Destroy once the step's group is open, not before its shell wrote it.
     let opened = eventually(Duration::from_secs(10), async || {
-        !sections(&svc, "sec-4/forever").await.sections.is_empty()
+        sections_once_open(&svc, "sec-4/forever")
+            .await
+            .is_some_and(|a| !a.sections.is_empty())
     })
     .await;
     assert!(opened, "the step's group never opened");
@@ -306,7 +320,9 @@ async fn a_job_s_stream_has_the_job_s_section_around_its_call_with_the_job_s_out
     )
     .await;
     let running = eventually(Duration::from_secs(60), async || {
-        sections(&svc, "sec-5/cancelled").await.sections.len() == 2
+        sections_once_open(&svc, "sec-5/cancelled")
+            .await
+            .is_some_and(|a| a.sections.len() == 2)
     })
     .await;
     assert!(running, "the job's call never started");
