@@ -89,6 +89,28 @@ pub(crate) enum StartError {
 /// [`StartError::PortTaken`] before it gives up.
 pub(crate) const START_ATTEMPTS: usize = 5;
 
+/// Runs `attempt` until it starts the child, at most [`START_ATTEMPTS`] times while
+/// it finds its port taken, pausing `pause` between tries (an attempt that draws
+/// fresh ports needs none; one that waits for its own port to come free does).
+///
+/// # Panics
+/// When every attempt found the port taken: `failure`, with the last output.
+pub(crate) async fn start_while_port_taken(
+    failure: &str,
+    pause: std::time::Duration,
+    mut attempt: impl AsyncFnMut() -> Result<(), StartError>,
+) {
+    let mut last = String::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt().await {
+            Ok(()) => return,
+            Err(StartError::PortTaken(output)) => last = output,
+        }
+        tokio::time::sleep(pause).await;
+    }
+    panic!("{failure}; last output:\n{last}");
+}
+
 /// Spawns `cmd` (its output going to a log read back on failure) and polls `answers`
 /// every `poll` until it is true.
 ///

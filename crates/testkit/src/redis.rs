@@ -8,7 +8,10 @@
 //! cluster bus) are chosen as `child.rs` explains, so a start never races another
 //! process for them.
 
-use crate::child::{START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, tool_path};
+use crate::child::{
+    START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, start_while_port_taken,
+    tool_path,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -157,8 +160,8 @@ impl RedisServer {
 
     /// First start: on fresh ports, drawn again when the child finds one taken.
     async fn start_on_fresh_ports(&mut self) {
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
+        let failure = format!("redis-server found its port taken {START_ATTEMPTS} times");
+        start_while_port_taken(&failure, Duration::ZERO, async || {
             self.port = fixture_port();
             if let Some(tls) = &mut self.tls {
                 tls.port = fixture_port();
@@ -166,12 +169,9 @@ impl RedisServer {
             if let Some(bus) = &mut self.cluster_port {
                 *bus = fixture_port();
             }
-            match self.try_start().await {
-                Ok(()) => return,
-                Err(StartError::PortTaken(output)) => last = output,
-            }
-        }
-        panic!("redis-server found its port taken {START_ATTEMPTS} times; last output:\n{last}");
+            self.try_start().await
+        })
+        .await;
     }
 
     /// Starts the server again on the same port after [`stop`](Self::stop). No-op
@@ -181,18 +181,11 @@ impl RedisServer {
     /// When it does not come up, or its port stays taken (another fixture drew the
     /// very port between the stop and this start: see `child.rs`).
     pub async fn start(&mut self) {
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match self.try_start().await {
-                Ok(()) => return,
-                Err(StartError::PortTaken(output)) => last = output,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "redis-server could not take its port {} again; last output:\n{last}",
-            self.port
-        );
+        let failure = format!("redis-server could not take its port {} again", self.port);
+        start_while_port_taken(&failure, Duration::from_millis(200), async || {
+            self.try_start().await
+        })
+        .await;
     }
 
     /// One start on the ports chosen; no-op when it is running.

@@ -7,7 +7,10 @@
 //! again after a restart. The binary comes from `RUNLOG_TEST_MOTO_SERVER`, else
 //! `moto_server` on `PATH` (PyPI `moto[server]`).
 
-use crate::child::{START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, tool_path};
+use crate::child::{
+    START_ATTEMPTS, StartError, fixture_port, spawn_until_answering, start_while_port_taken,
+    tool_path,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -44,16 +47,14 @@ impl S3Server {
             port: 0,
             child: None,
         };
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
+        let failure = format!("moto_server found its port taken {START_ATTEMPTS} times");
+        start_while_port_taken(&failure, Duration::ZERO, async || {
             // A fresh port each time the last one was found taken (see `child.rs`).
             server.port = fixture_port();
-            match server.try_start().await {
-                Ok(()) => return server,
-                Err(StartError::PortTaken(output)) => last = output,
-            }
-        }
-        panic!("moto_server found its port taken {START_ATTEMPTS} times; last output:\n{last}")
+            server.try_start().await
+        })
+        .await;
+        server
     }
 
     /// `http://127.0.0.1:PORT`: the `AWS_ENDPOINT` of this server.
@@ -72,18 +73,11 @@ impl S3Server {
     /// # Panics
     /// When it does not come up, or its port stays taken.
     pub async fn start(&mut self) {
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match self.try_start().await {
-                Ok(()) => return,
-                Err(StartError::PortTaken(output)) => last = output,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "moto_server could not take its port {} again; last output:\n{last}",
-            self.port
-        );
+        let failure = format!("moto_server could not take its port {} again", self.port);
+        start_while_port_taken(&failure, Duration::from_millis(200), async || {
+            self.try_start().await
+        })
+        .await;
     }
 
     /// One start on the port chosen; no-op when it is running.
