@@ -25,7 +25,7 @@
 //! last line behind these.
 
 use crate::store::StreamStore;
-pub use crate::store::account_limits::{AccountLimits, RateWindows, current_second};
+pub use crate::store::account_limits::AccountLimits;
 use runlog_edge::HttpError as ApiError;
 use runlog_protocol::AccountId;
 use std::collections::HashMap;

@@ -108,7 +108,7 @@ fn push_key_parts(parts: &mut Vec<String>, key: &StreamKey, last: Last) {
 /// would be longer than [`MAX_NAME`].
 pub fn archive_path(id: &StreamId) -> ObjectPath {
     let parts = parts_of(id, Last::Archive);
-    if name_len(&parts) <= MAX_NAME {
+    if !too_long(&parts) {
         ObjectPath::from_iter(parts)
     } else {
         ObjectPath::from_iter([
@@ -134,7 +134,7 @@ pub fn stream_dir(id: &StreamId) -> ObjectPath {
 /// Where the key of a stream stored under a digest name is kept
 /// (`<account>/!<digest>.key`); `None` for a stream stored under its own name.
 pub fn key_record_path(id: &StreamId) -> Option<ObjectPath> {
-    (name_len(&parts_of(id, Last::Archive)) > MAX_NAME).then(|| {
+    too_long(&parts_of(id, Last::Archive)).then(|| {
         ObjectPath::from_iter([
             id.account.as_str().to_owned(),
             format!("{}{KEY_RECORD_SUFFIX}", digest_name(&id.key)),
@@ -185,15 +185,27 @@ fn name_len(parts: &[String]) -> usize {
     parts.iter().map(String::len).sum::<usize>() + parts.len().saturating_sub(1)
 }
 
+/// Whether an archive name of these parts passes [`MAX_NAME`], so that the stream
+/// is stored under its key's digest instead.
+fn too_long(parts: &[String]) -> bool {
+    name_len(parts) > MAX_NAME
+}
+
 /// Every name a stream's archive may have been written under before, besides
 /// [`archive_path`]: its own long name when it is now stored under a digest, and
 /// the name runlog gave it before this mapping ([`legacy_archive_path`]).
 pub fn former_archive_paths(id: &StreamId) -> Vec<ObjectPath> {
+    let own = parts_of(id, Last::Archive);
+    let digest_named = too_long(&own);
+    let own = ObjectPath::from_iter(own);
     let mut former = Vec::new();
-    if key_record_path(id).is_some() {
-        former.push(ObjectPath::from_iter(parts_of(id, Last::Archive)));
+    let legacy = legacy_name(id);
+    if digest_named {
+        former.push(own.clone());
     }
-    former.extend(legacy_archive_path(id));
+    if legacy != own {
+        former.push(legacy);
+    }
     former
 }
 
@@ -203,12 +215,17 @@ pub fn former_archive_paths(id: &StreamId) -> Vec<ObjectPath> {
 /// holds a part longer than [`CHUNK`] or a directory ending in `.ndjson.gz`, which
 /// current names never do), so reading it never reads another key's archive.
 pub fn legacy_archive_path(id: &StreamId) -> Option<ObjectPath> {
-    let legacy = ObjectPath::from(format!(
+    let legacy = legacy_name(id);
+    (legacy != ObjectPath::from_iter(parts_of(id, Last::Archive))).then_some(legacy)
+}
+
+/// `<account>/<key>.ndjson.gz`, the key verbatim.
+fn legacy_name(id: &StreamId) -> ObjectPath {
+    ObjectPath::from(format!(
         "{}/{}{ARCHIVE_SUFFIX}",
         id.account.as_str(),
         id.key.as_str()
-    ));
-    (legacy != ObjectPath::from_iter(parts_of(id, Last::Archive))).then_some(legacy)
+    ))
 }
 
 /// The key whose archive is stored as `name` (the object name after
