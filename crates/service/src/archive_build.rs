@@ -76,7 +76,7 @@ impl ArchiveBuild {
     }
 
     /// Adds the next lines (in `pos` order, after those added before). Waits while
-    /// the encoder is [`QUEUED_CHUNKS`] behind. A build whose storage failed takes
+    /// the encoder is `QUEUED_CHUNKS` (4) chunks behind. A build whose storage failed takes
     /// no more; [`commit`](Self::commit) then reports why.
     pub async fn add(&mut self, chunk: Chunk) {
         let n = chunk.len() as u64;

@@ -8,7 +8,7 @@
 //! now reserves its bytes here first — the whole `Content-Length` up front (so two
 //! half-read bodies can never wait on each other), or frame by frame for a chunked
 //! body — and gives them back once the body is parsed and the store counts it.
-//! A body that finds no room waits up to [`BodyBudget::wait`]; past that it is
+//! A body that finds no room waits up to the configured `body_budget_wait`; past that it is
 //! answered 429 with `Retry-After`, which writers honour.
 
 use crate::error::ApiError;
@@ -46,27 +46,17 @@ impl BodyBudget {
         }
     }
 
-    /// Total bytes of the budget.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Bytes reserved by bodies being read now.
     pub fn in_use(&self) -> usize {
         self.capacity - self.units.available_permits() * UNIT
     }
 
-    /// How long a body waits for room before it is refused.
-    pub fn wait(&self) -> Duration {
-        self.wait
-    }
-
-    /// An empty reservation, to be grown with [`Reservation::grow`].
+    /// An empty reservation, to be grown with [`grow`](Self::grow).
     pub fn empty(&self) -> Reservation {
         Reservation { permit: None }
     }
 
-    /// Reserves `bytes` more for `held`, waiting up to [`wait`](Self::wait); 429 when
+    /// Reserves `bytes` more for `held`, waiting up to the budget's wait; 429 when
     /// no room frees up in time, 413 when `bytes` could never fit.
     pub async fn grow(&self, held: &mut Reservation, bytes: usize) -> Result<(), ApiError> {
         if bytes == 0 {
