@@ -56,8 +56,13 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     // lite-engine's meanings: with `skip_opening_stream` the stream and its archive are
     // someone else's (an upload would overwrite the lines another writer put there), and
     // with `skip_closing_stream` the writer only flushes. Either way, what the live stream
-    // lacks is sent again from the outbox, never uploaded.
-    let upload_archive = crate::outbox::uploads_archive(cfg);
+    // lacks is sent again from the outbox, never uploaded. A writer that continued a
+    // stream whose earlier lines (a reused key's) the service still holds never uploads
+    // either: its spool holds only its part, so the service archives every line it
+    // holds, the earlier ones included (`DELETE /stream?snapshot=true`). When the
+    // service lost those (a restart), its part is all there is, and it is uploaded.
+    let continued = first_pos > 0 && acked_end >= first_pos;
+    let upload_archive = crate::outbox::uploads_archive(cfg) && !continued;
     let live_complete = acked_end >= next_pos;
     let client = shared.client();
     let mut archived = false;
@@ -68,25 +73,6 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
     // error, a service that cannot — leaves the upload below to do it, so the
     // history is sent only when the service lacks it. Only a spool that never failed
     // has exact totals (and an archive to fall back on).
-    if spool_complete && upload_archive && live_complete && !stream_closed && first_pos > 0 {
-        // This writer continued a stream that held lines before its own (a reused
-        // key): its spool holds only its part, so the archive is made by the service
-        // from every line it holds, the earlier ones included, all of this writer's
-        // acknowledged.
-        let outcome = shared.outcome();
-        match shared
-            .retry(&mut dl, || client.close_with_outcome(&key, true, outcome))
-            .await
-        {
-            Ok(()) => {
-                stream_closed = true;
-                archived = true;
-            }
-            Err(why) => {
-                tracing::debug!(target: "livelog", %why, "close of a continued stream failed; uploading")
-            }
-        }
-    }
     if spool_complete && upload_archive && live_complete && !stream_closed {
         match shared
             .retry(&mut dl, || client.close_archiving(&key, &totals))
@@ -126,11 +112,15 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
         // loss marker among them, rather than leaving the stream without one. A
         // stream someone else opened is archived that way too (lite-engine's
         // `skip_opening_stream`).
-        let snapshot = !spool_complete || cfg.skip_opening_stream;
+        let snapshot = !spool_complete || cfg.skip_opening_stream || continued;
         let outcome = shared.outcome();
         let closing = || client.close_with_outcome(&key, snapshot, outcome);
         match shared.retry(&mut dl, closing).await {
-            Ok(()) => stream_closed = true,
+            Ok(()) => {
+                stream_closed = true;
+                // The service made the archive of a continued stream from its lines.
+                archived |= continued && live_complete;
+            }
             Err(why) => shared.lines().note_error(WriterError::Close(why)),
         }
     }
@@ -155,7 +145,12 @@ pub(crate) async fn close(shared: Arc<Shared>) -> WriterReport {
         shared.lines().discard_spool(false);
     } else if let Some(dir) = &cfg.outbox_dir {
         let resend_from = (!live_complete).then_some(acked_end);
-        let mut entry = crate::outbox::Entry::for_writer(cfg, client.outbox_config(), resend_from);
+        let mut entry = crate::outbox::Entry::for_writer(
+            cfg,
+            client.outbox_config(),
+            resend_from,
+            continued.then_some(first_pos),
+        );
         entry.close_stream = !stream_closed;
         match crate::outbox::store(dir, &spool_path, &entry) {
             Ok(stored) => {

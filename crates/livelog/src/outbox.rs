@@ -56,20 +56,31 @@ fn yes() -> bool {
 impl Entry {
     /// The entry of a writer configured by `cfg`. A writer that uploads no archive
     /// sends the lines from `resend_from` instead (when `Some`); one that opens and
-    /// closes its own stream uploads its history, which holds every line.
+    /// closes its own stream uploads its history, which holds every line — unless it
+    /// continues a stream whose earlier lines the service holds (`continues_at`, its
+    /// first `pos`; a reused key): its history is only its part, and an upload of it
+    /// would replace them. It sends every line of its part again instead (the service
+    /// keeps each `pos` once, and one that lost them gets the whole part back) and the
+    /// service archives all it holds.
     pub(crate) fn for_writer(
         cfg: &crate::WriterConfig,
         log_config: Option<LogConfig>,
         resend_from: Option<u64>,
+        continues_at: Option<u64>,
     ) -> Entry {
-        let upload_archive = uploads_archive(cfg);
+        let upload_archive = uploads_archive(cfg) && continues_at.is_none();
+        let resend_from = if upload_archive {
+            None
+        } else {
+            continues_at.or(resend_from)
+        };
         Entry {
             key: cfg.key.clone(),
             indirect_upload: cfg.indirect_upload,
             upload_archive,
-            resend_from: if upload_archive { None } else { resend_from },
+            resend_from,
             close_stream: !cfg.skip_closing_stream,
-            snapshot: cfg.skip_opening_stream,
+            snapshot: cfg.skip_opening_stream || continues_at.is_some(),
             log_config,
         }
     }
@@ -390,6 +401,24 @@ mod tests {
     use crate::client::Batch;
     use async_trait::async_trait;
     use runlog_protocol::service::AppendAck;
+
+    #[test]
+    fn a_writer_continuing_held_lines_resends_its_part_and_never_uploads() {
+        let cfg = crate::WriterConfig::new("k");
+        let own = Entry::for_writer(&cfg, None, Some(0), None);
+        assert!(own.upload_archive && own.resend_from.is_none() && !own.snapshot);
+        let continuing = Entry::for_writer(&cfg, None, Some(0), Some(3));
+        assert!(
+            !continuing.upload_archive,
+            "an upload would replace pos 0..3"
+        );
+        assert_eq!(
+            continuing.resend_from,
+            Some(3),
+            "its whole part, from its first pos"
+        );
+        assert!(continuing.snapshot && continuing.close_stream);
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{LazyLock, Mutex};
     use tokio::sync::{Notify, Semaphore};

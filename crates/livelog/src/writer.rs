@@ -103,7 +103,7 @@ impl Writer {
     /// `opened_at`: the stream is open and the first line's `pos`.
     fn start(client: Arc<dyn LogClient>, cfg: WriterConfig, opened_at: Option<u64>) -> Writer {
         let spool = Spool::create(&cfg.spool_dir, cfg.spool_max_bytes);
-        let recovery = recovery_record(&cfg, client.as_ref(), &spool);
+        let recovery = recovery_record(&cfg, client.as_ref(), &spool, opened_at);
         let shared = Arc::new(Shared::new(client, cfg, spool, recovery, opened_at));
         tokio::spawn(Sender::new(shared.clone()).run());
         tokio::spawn(shared.clone().flush_partial_lines());
@@ -222,6 +222,7 @@ fn recovery_record(
     cfg: &WriterConfig,
     client: &dyn LogClient,
     spool: &Spool,
+    opened_at: Option<u64>,
 ) -> Option<crate::recovery::Record> {
     let dir = cfg.outbox_dir.as_ref()?;
     if spool.failure().is_some() {
@@ -230,7 +231,9 @@ fn recovery_record(
     // What is known to have reached the live stream is not recorded as it moves on:
     // after a crash a writer that uploads no archive sends its whole history again
     // (runlog's service keeps each `pos` once; one that does not may show a line twice).
-    let entry = crate::outbox::Entry::for_writer(cfg, client.outbox_config(), Some(0));
+    let continues_at = opened_at.filter(|pos| *pos > 0);
+    let entry =
+        crate::outbox::Entry::for_writer(cfg, client.outbox_config(), Some(0), continues_at);
     match crate::recovery::create(dir, spool.path(), &entry) {
         Ok(r) => Some(r),
         Err(e) => {

@@ -159,3 +159,44 @@ async fn a_writer_whose_lines_another_writer_numbered_first_reports_them_dropped
     assert_eq!(report.dropped_lines, 0, "{report:?}");
     svc.shutdown().await;
 }
+
+/// A writer that continued a stream and could not deliver its lines before its close
+/// deadline hands them to the outbox, which sends them to the live stream and has the
+/// service archive every line it holds: its spool holds only its own part, and an
+/// upload of that as the archive would replace the earlier writer's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuing_writer_whose_close_fails_keeps_the_earlier_lines_in_the_archive() {
+    let svc = TestService::start().await;
+    let token = svc.token(ACCOUNT, Scope::Write);
+    let data = tempfile::tempdir().unwrap();
+    let (spool, outbox) = (data.path().join("spool"), data.path().join("outbox"));
+    let key = "reuse/outboxed";
+    let first = Writer::open(client(&svc.url(), &token), config(key, &spool)).await;
+    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
+    assert!(first.close().await.archived);
+    let proxy = FaultProxy::start(&svc.url(), Faults::none(), 11).await;
+    let cfg = livelog::WriterConfig {
+        outbox_dir: Some(outbox.clone()),
+        close_deadline: Duration::from_millis(500),
+        max_retry_delay: Duration::from_millis(50),
+        ..config(key, &spool)
+    };
+    let second = Writer::open(client(&proxy.url(), &token), cfg).await;
+    // The service becomes unreachable after the open: nothing of the second writer
+    // lands before its close gives up.
+    proxy.set_down(true);
+    second.write(b"SECOND-4\nSECOND-5\n");
+    let report = second.close().await;
+    assert!(report.outboxed && !report.archived, "{report:?}");
+    proxy.set_down(false);
+    let delivered = livelog::deliver_outbox(&outbox).await;
+    assert!(delivered.failed.is_empty(), "{delivered:?}");
+    let want = ["FIRST-1", "FIRST-2", "FIRST-3", "SECOND-4", "SECOND-5"];
+    let archive = fetch_archive(&svc.url(), &token, key).await.unwrap();
+    assert_eq!(texts(&archive), want, "archive");
+    assert_eq!(
+        archive.iter().map(|l| l.pos).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    svc.shutdown().await;
+}
