@@ -15,6 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The name of a stage's temporary directory in its engine-side directory.
+pub(crate) const TMP_DIR: &str = "tmp";
+
 /// One set-up stage.
 pub struct Stage {
     /// Random id; names the workspace directory.
@@ -282,6 +285,13 @@ impl Stage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         std::mem::take(&mut kept)
+    }
+
+    /// The stage's temporary directory, every step's `TMPDIR`: removed with the stage,
+    /// so what its steps' tools put there is not left for the next stage to read (or
+    /// to plant something in for it), which `/tmp` shared by all stages would be.
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.meta_dir.join(TMP_DIR)
     }
 
     /// Where step `id` writes its outputs.

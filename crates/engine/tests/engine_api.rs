@@ -524,6 +524,59 @@ async fn destroy_ends_a_process_that_left_its_steps_process_group() {
 
 /// Steps of an engine that runs them as its own user can read its spool directory;
 /// the spool files kept for reuse must then hold nothing of an earlier stage.
+/// Every step of a stage has the stage's own `TMPDIR`, shared by its steps and
+/// removed by `/destroy`: what one stage's tools leave there is gone before the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_s_temporary_directory_is_its_own_and_gone_after_destroy() {
+    let svc = TestService::start().await;
+    let engine = TestEngine::start().await;
+    let setup = json!({"log_config": log_config(&svc)});
+    let run = |id: &str, script: &str| json!({"id": id, "log_key": format!("tmp/{id}"), "script": script});
+    assert_eq!(engine.post("/setup", setup.clone()).await.0, 200);
+    let (status, first) = engine
+        .post("/step", run("one", r#"f=$(mktemp) && echo LEFT-BEHIND > "$f" && echo "tmpfile=$f" >> "$RUNLOG_OUTPUT""#))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let left = first["outputs"]["tmpfile"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!left.is_empty(), "{first}");
+    let (_, second) = engine
+        .post(
+            "/step",
+            run(
+                "two",
+                &format!(
+                    r#"grep -q LEFT-BEHIND '{left}' && [ "$(dirname '{left}')" = "$TMPDIR" ]"#
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(
+        second["exit_code"],
+        json!(0),
+        "a later step of the stage shares its TMPDIR: {second}"
+    );
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    assert!(
+        !std::path::Path::new(&left).exists(),
+        "{left} outlived its stage"
+    );
+    assert_eq!(engine.post("/setup", setup).await.0, 200);
+    let (_, third) = engine
+        .post("/step", run("three", &format!(r#"[ "$TMPDIR" != "$(dirname '{left}')" ] && [ -d "$TMPDIR" ] && [ -w "$TMPDIR" ]"#)))
+        .await;
+    assert_eq!(
+        third["exit_code"],
+        json!(0),
+        "the next stage has a new, writable TMPDIR: {third}"
+    );
+    assert_eq!(engine.post("/destroy", json!({})).await.0, 200);
+    engine.shutdown().await;
+    svc.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_stage_finds_nothing_of_the_last_one_in_the_spool_directory() {
     let svc = TestService::start().await;

@@ -101,6 +101,7 @@ pub async fn setup(
     let created = (|| {
         std::fs::create_dir_all(&workspace)?;
         std::fs::create_dir_all(meta_dir.join("outputs"))?;
+        std::fs::create_dir_all(meta_dir.join(crate::stage::TMP_DIR))?;
         livelog::spool::create_private_dir(&cfg.spool_dir())
     })();
     // Made again for each stage: the last one's workspace, which may have filled the
@@ -152,7 +153,8 @@ pub async fn setup(
         // Steps write their workspace and their outputs; nothing else the engine keeps.
         let owned = user
             .own(&workspace)
-            .and_then(|()| user.own(&meta_dir.join("outputs")));
+            .and_then(|()| user.own(&meta_dir.join("outputs")))
+            .and_then(|()| user.private_dir(&meta_dir.join(crate::stage::TMP_DIR)));
         if let Err(e) = owned {
             tracing::error!("setup failed: could not give the workspace to the step user: {e}");
             abandon(&workspace, &meta_dir, engine_log, section).await;

@@ -195,6 +195,8 @@ pub(crate) fn launch_step(
     if let Some(user) = &cfg.step_user {
         user.set_identity(&mut envs, &stage.workspace);
     }
+    // The stage's own, over the engine's; a stage or step that sets one keeps it.
+    envs.insert("TMPDIR".into(), stage.tmp_dir().display().to_string());
     envs.extend(stage.envs.clone());
     envs.extend(launch.envs);
     envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
