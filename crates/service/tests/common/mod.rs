@@ -103,6 +103,17 @@ impl Api {
         r
     }
 
+    /// `GET /blob`: the stream's archive as text; it must be served (200).
+    pub async fn archive(&self, key: &str) -> String {
+        let r = self
+            .req(reqwest::Method::GET, "/blob", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "archive of {key}");
+        r.text().await.unwrap()
+    }
+
     /// The value of counter `name` on the service's `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let r = self.http.get(format!("{}/metrics", self.base)).send();
