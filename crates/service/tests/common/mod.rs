@@ -124,6 +124,21 @@ impl Api {
     }
 }
 
+/// A value of this process's `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.
+pub fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// A line as a client sends it.
 pub fn line(pos: u64) -> serde_json::Value {
     serde_json::json!({"level": "info", "pos": pos, "out": format!("line {pos}\n"), "time": "2026-11-20T10:00:00.000Z", "args": {}})
