@@ -96,24 +96,24 @@ impl std::fmt::Debug for StreamSlot {
 impl StreamSlot {
     /// Sets the sink; returns the previous one.
     pub fn set(&self, sink: Arc<dyn StreamSink>) -> Option<Arc<dyn StreamSink>> {
-        let mut slot = self
-            .inner
-            .sink
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.inner.set.store(true, Ordering::Release);
-        slot.replace(sink)
+        self.replace(Some(sink))
     }
 
     /// Empties the slot; returns what it held.
     pub fn clear(&self) -> Option<Arc<dyn StreamSink>> {
+        self.replace(None)
+    }
+
+    /// Puts `sink` in the slot, and the flag `get` reads first in step with it
+    /// (under the lock, so a `set` and a `clear` at once cannot leave them apart).
+    fn replace(&self, sink: Option<Arc<dyn StreamSink>>) -> Option<Arc<dyn StreamSink>> {
         let mut slot = self
             .inner
             .sink
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        self.inner.set.store(false, Ordering::Release);
-        slot.take()
+        self.inner.set.store(sink.is_some(), Ordering::Release);
+        std::mem::replace(&mut *slot, sink)
     }
 
     fn get(&self) -> Option<Arc<dyn StreamSink>> {

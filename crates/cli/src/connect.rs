@@ -2,6 +2,7 @@
 //! the caller (shared by `tail`, `logs`, `ls`), an archive download with a progress
 //! bar on a terminal, and viewer-link tokens minted from the admin secret.
 
+use crate::credentials::AccountToken;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runlog_client::{ReadError, Reader, token_account};
 use runlog_protocol::{AccountId, Scope, StreamKey};
@@ -14,14 +15,9 @@ pub struct ConnectArgs {
     /// Base URL of the log service.
     #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
     pub url: String,
-    /// Account token (read scope is enough), sent as `Authorization: Bearer`.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// The caller's token.
+    #[command(flatten)]
+    pub auth: AccountToken,
     /// Account that owns the streams; by default the account the token is for.
     #[arg(long, env = "RUNLOG_ACCOUNT")]
     pub account: Option<AccountId>,
@@ -30,7 +26,7 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// A reader for these flags.
     pub fn reader(&self) -> Result<Reader, ReadError> {
-        Reader::new(&self.url, self.token.clone())
+        Reader::new(&self.url, self.auth.token.clone())
     }
 
     /// The account to read: `--account`, else the one the token names.
@@ -38,7 +34,8 @@ impl ConnectArgs {
         if let Some(a) = &self.account {
             return Ok(a.clone());
         }
-        self.token
+        self.auth
+            .token
             .as_deref()
             .and_then(token_account)
             .ok_or_else(|| {

@@ -6,6 +6,7 @@
 mod ansi;
 mod cmd;
 mod connect;
+mod credentials;
 
 use clap::{Parser, Subcommand};
 

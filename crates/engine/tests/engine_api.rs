@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 const ACCOUNT: &str = "account-123";
 
-fn log_config(svc: &TestService) -> serde_json::Value {
-    json!({
-        "url": svc.url(),
-        "account_id": ACCOUNT,
-        "token": svc.token(ACCOUNT, Scope::Write),
-        "indirect_upload": true,
-    })
-}
-
 fn texts(lines: &[runlog_protocol::LogLine]) -> Vec<String> {
     lines
         .iter()
@@ -36,7 +27,7 @@ async fn step_and_engine_lines_arrive_in_their_keys_in_order_complete_and_masked
             "/setup",
             json!({
                 "le_log_key": "stage-1/lite-engine-logs",
-                "log_config": log_config(&svc),
+                "log_config": svc.log_config(ACCOUNT),
                 "network": {"id": "n"},
                 "envs": {"GREETING": "hello from the stage"},
                 "secrets": ["hunter2"],
@@ -136,7 +127,7 @@ async fn detached_step_answers_at_once_and_poll_returns_its_result() {
     let svc = TestService::start().await;
     let engine = TestEngine::start().await;
     let (status, _) = engine
-        .post("/setup", json!({"log_config": log_config(&svc)}))
+        .post("/setup", json!({"log_config": svc.log_config(ACCOUNT)}))
         .await;
     assert_eq!(status, 200);
     let marker = engine.scratch.path().join("release");
@@ -255,7 +246,7 @@ async fn two_stages_running_concurrently_never_mix_lines() {
         let (status, _) = engine
             .post(
                 "/setup",
-                json!({"le_log_key": format!("{name}/engine"), "log_config": log_config(&svc)}),
+                json!({"le_log_key": format!("{name}/engine"), "log_config": svc.log_config(ACCOUNT)}),
             )
             .await;
         assert_eq!(status, 200);
@@ -314,7 +305,7 @@ async fn log_service_down_at_setup_steps_still_run_and_the_outbox_delivers_later
     let proxy = FaultProxy::start(&svc.url(), Faults::none(), 7).await;
     proxy.set_down(true);
     let engine = TestEngine::start().await;
-    let mut cfg = log_config(&svc);
+    let mut cfg = svc.log_config(ACCOUNT);
     cfg["url"] = json!(proxy.url());
     let (status, body) = engine
         .post(
@@ -374,7 +365,7 @@ async fn log_service_down_at_setup_steps_still_run_and_the_outbox_delivers_later
 async fn a_later_step_of_a_key_continues_its_stream_and_a_concurrent_writer_is_refused() {
     let svc = TestService::start().await;
     let engine = TestEngine::start().await;
-    let setup = json!({"log_config": log_config(&svc), "le_log_key": "reuse/engine"});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT), "le_log_key": "reuse/engine"});
     assert_eq!(engine.post("/setup", setup).await.0, 200);
     let first = json!({"id": "first", "log_key": "reuse/step", "script": "for i in 1 2 3; do echo FIRST-$i; done"});
     assert_eq!(engine.post("/step", first).await.0, 200);
@@ -431,7 +422,7 @@ async fn a_key_reused_by_a_later_stage_on_another_engine_keeps_both_histories() 
     let mut engine_log_lines = 0;
     for (round, word) in ["EARLIER", "LATER"].iter().enumerate() {
         let engine = TestEngine::start().await;
-        let setup = json!({"log_config": log_config(&svc), "le_log_key": "shared/engine"});
+        let setup = json!({"log_config": svc.log_config(ACCOUNT), "le_log_key": "shared/engine"});
         assert_eq!(engine.post("/setup", setup).await.0, 200);
         let script = format!("for i in 1 2 3; do echo {word}-$i; done");
         let step = json!({"id": format!("s{round}"), "log_key": "shared/key", "script": script});
@@ -582,7 +573,7 @@ async fn the_next_stage_finds_nothing_of_the_last_one_in_the_spool_directory() {
     let svc = TestService::start().await;
     let engine = TestEngine::start_with(|c| c.step_user = None).await;
     let spool = engine.dir.path().join("spool");
-    let setup = json!({"log_config": log_config(&svc), "le_log_key": "stages/engine"});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT), "le_log_key": "stages/engine"});
     assert_eq!(engine.post("/setup", setup.clone()).await.0, 200);
     let earlier = json!({"id": "one", "log_key": "stages/one",
         "script": "i=0; while [ $i -lt 200 ]; do echo STAGE-ONE-HISTORY-$i; i=$((i+1)); done"});

@@ -77,13 +77,7 @@ async fn after_a_step_fills_the_disk_the_next_step_loses_no_line_and_its_writer_
         c.spool_reserve_bytes = 4 << 20;
     })
     .await;
-    let log_config = json!({
-        "url": svc.url(),
-        "account_id": ACCOUNT,
-        "token": svc.token(ACCOUNT, Scope::Write),
-        "indirect_upload": true,
-    });
-    let setup = json!({"log_config": log_config, "le_log_key": "disk/engine"});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT), "le_log_key": "disk/engine"});
     assert_eq!(engine.post("/setup", setup).await.0, 200);
     assert!(livelog::reserve::is_held(&data.join("spool")));
     let fill = json!({"id": "fill", "log_key": "disk/fill",

@@ -13,19 +13,10 @@ use engine_support::{TestEngine, eventually};
 use runlog_protocol::Scope;
 use runlog_protocol::sections::{Outcome, Section, SectionsAnswer};
 use runlog_testkit::service::TestService;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const ACCOUNT: &str = "account-sections";
-
-fn log_config(svc: &TestService) -> Value {
-    json!({
-        "url": svc.url(),
-        "account_id": ACCOUNT,
-        "token": svc.token(ACCOUNT, Scope::Write),
-        "indirect_upload": true,
-    })
-}
 
 /// `GET /stream/sections` of `key`, which must answer 200.
 async fn sections(svc: &TestService, key: &str) -> SectionsAnswer {
@@ -90,7 +81,7 @@ async fn setup_and_steps_are_sections_of_the_engine_log_with_their_outcomes() {
     let (status, body) = engine
         .post(
             "/setup",
-            json!({"le_log_key": "sec-1/engine", "log_config": log_config(&svc)}),
+            json!({"le_log_key": "sec-1/engine", "log_config": svc.log_config(ACCOUNT)}),
         )
         .await;
     assert_eq!((status, &body), (200, &json!({})));
@@ -166,7 +157,7 @@ async fn a_function_call_with_a_failing_install_shows_the_failed_install_inside_
                 "dependencies": ["runlog-no-such-package==9.9.9"],
                 "serialization": "json",
                 "log_key": "sec-2/call",
-                "log_config": log_config(&svc),
+                "log_config": svc.log_config(ACCOUNT),
             }),
         )
         .await;
@@ -199,7 +190,7 @@ async fn a_failed_install_in_setup_fails_its_section_and_setup_s() {
             "/setup",
             json!({
                 "le_log_key": "sec-3/engine",
-                "log_config": log_config(&svc),
+                "log_config": svc.log_config(ACCOUNT),
                 "dependencies": {"python": ["runlog-no-such-package==9.9.9"]},
             }),
         )
@@ -229,7 +220,7 @@ async fn a_step_stopped_by_destroy_ends_its_sections_cancelled() {
     let (status, body) = engine
         .post(
             "/setup",
-            json!({"le_log_key": "sec-4/engine", "log_config": log_config(&svc)}),
+            json!({"le_log_key": "sec-4/engine", "log_config": svc.log_config(ACCOUNT)}),
         )
         .await;
     assert_eq!((status, &body), (200, &json!({})));
@@ -280,7 +271,7 @@ async fn submit_job(engine: &TestEngine, svc: &TestService, key: &str, code: &st
                 "function_code": code,
                 "serialization": "json",
                 "log_key": key,
-                "log_config": log_config(svc),
+                "log_config": svc.log_config(ACCOUNT),
             }}),
         )
         .await;

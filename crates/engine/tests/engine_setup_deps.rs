@@ -10,19 +10,10 @@ mod engine_support;
 use engine_support::{TestEngine, archive};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 
 const ACCOUNT: &str = "account-deps";
-
-fn log_config(svc: &TestService) -> Value {
-    json!({
-        "url": svc.url(),
-        "account_id": ACCOUNT,
-        "token": svc.token(ACCOUNT, Scope::Write),
-        "indirect_upload": true,
-    })
-}
 
 /// A real engine whose `/setup` installs through a Python runtime on the shared test
 /// virtualenv, with `wheels` as the only package source.
@@ -72,7 +63,7 @@ async fn set_up_with_fixture(
             "/setup",
             json!({
                 "le_log_key": log_key,
-                "log_config": log_config(&svc),
+                "log_config": svc.log_config(ACCOUNT),
                 "dependencies": {"python": [spec]},
             }),
         )
@@ -162,7 +153,7 @@ async fn failed_dependency_fails_setup_with_its_cause_and_leaves_no_stage() {
             "/setup",
             json!({
                 "le_log_key": "deps-2/engine",
-                "log_config": log_config(&svc),
+                "log_config": svc.log_config(ACCOUNT),
                 "files": [{"path": "kept.txt", "data": "x"}],
                 "dependencies": {"python": ["runlog-no-such-package==9.9.9"]},
             }),

@@ -7,6 +7,8 @@ mod support;
 #[path = "fixtures/function_engine.rs"]
 mod function_engine;
 
+mod engine_support;
+
 use function_engine::{TestEngine, split_stdout};
 use runlog_protocol::Scope;
 use runlog_protocol::engine::LogConfig;
@@ -425,21 +427,12 @@ async fn live_stream_of_a_call_matches_its_stdout() {
         let mode = std::fs::metadata(&spool_dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "the spool directory holds the calls' logs");
     }
-    let archive = reqwest::Client::new()
-        .get(format!("{}/blob", svc.url()))
-        .query(&[("accountID", "acct-fn"), ("key", "calls/f-1")])
-        .bearer_auth(&token)
-        .send()
+    let archive = engine_support::archive(&svc.url(), &token, "acct-fn", "calls/f-1")
         .await
-        .unwrap();
-    assert_eq!(archive.status().as_u16(), 200);
-    let body = archive.text().await.unwrap();
-    let streamed: Vec<String> = body
-        .lines()
-        .map(|l| {
-            let line: runlog_protocol::LogLine = serde_json::from_str(l).unwrap();
-            line.out.trim_end_matches('\n').to_owned()
-        })
+        .expect("the call's archive");
+    let streamed: Vec<String> = archive
+        .iter()
+        .map(|line| line.out.trim_end_matches('\n').to_owned())
         .collect();
     let stdout = resp.stdout.unwrap();
     let (system, output) = split_stdout(&stdout);

@@ -9,6 +9,8 @@ mod support;
 #[path = "fixtures/function_engine.rs"]
 mod function_engine;
 
+mod engine_support;
+
 use function_engine::TestEngine;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -437,16 +439,13 @@ async fn a_job_streams_its_log_live_under_its_own_key_when_the_stage_names_a_ser
     let key = format!("jobs/{id}");
     assert_eq!(rec["logKey"], key.as_str(), "{rec}");
     // The call's writer is closed (archive uploaded) before the job ends.
-    let archive = reqwest::Client::new()
-        .get(format!("{}/blob", svc.url()))
-        .query(&[("accountID", "acct-jobs"), ("key", key.as_str())])
-        .bearer_auth(&token)
-        .send()
+    let archive = engine_support::archive(&svc.url(), &token, "acct-jobs", &key)
         .await
-        .unwrap();
-    assert_eq!(archive.status().as_u16(), 200);
-    let body = archive.text().await.unwrap();
-    assert!(body.contains("to the job stream"), "{body}");
+        .expect("the job's archive");
+    assert!(
+        archive.iter().any(|l| l.out.contains("to the job stream")),
+        "{archive:?}"
+    );
     svc.shutdown().await;
 }
 
@@ -527,16 +526,10 @@ async fn a_cancelled_jobs_log_stream_is_still_closed_and_archived() {
     assert_eq!(rec["status"], "CANCELLED", "{rec}");
     let key = format!("jobs/{id}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        let archive = reqwest::Client::new()
-            .get(format!("{}/blob", svc.url()))
-            .query(&[("accountID", "acct-cancel"), ("key", key.as_str())])
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        if archive.status().as_u16() == 200 {
-            break archive.text().await.unwrap();
+    let body: String = loop {
+        if let Some(lines) = engine_support::archive(&svc.url(), &token, "acct-cancel", &key).await
+        {
+            break lines.into_iter().map(|l| l.out).collect();
         }
         assert!(Instant::now() < deadline, "no archive of {key}");
         tokio::time::sleep(Duration::from_millis(100)).await;

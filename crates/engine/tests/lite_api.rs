@@ -156,12 +156,11 @@ async fn a_step_with_its_own_log_config_streams_there() {
     let stage_svc = TestService::start().await;
     let step_svc = TestService::start().await;
     let engine = TestEngine::start().await;
-    let config = |svc: &TestService| json!({"url": svc.url(), "account_id": ACCOUNT, "token": svc.token(ACCOUNT, Scope::Write), "indirect_upload": true});
-    let setup = json!({"log_config": config(&stage_svc)});
+    let setup = json!({"log_config": stage_svc.log_config(ACCOUNT)});
     assert_eq!(engine.post("/setup", setup).await.0, 200);
     let mut step = run("own", "echo elsewhere");
     step["log_key"] = json!("stage/own");
-    step["log_config"] = config(&step_svc);
+    step["log_config"] = step_svc.log_config(ACCOUNT);
     assert_eq!(engine.post("/start_step", step).await, (200, json!({})));
     let (_, polled) = engine.post("/poll_step", json!({"id": "own"})).await;
     assert_eq!(polled["exit_code"], 0, "{polled}");

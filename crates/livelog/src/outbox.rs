@@ -86,6 +86,23 @@ impl Entry {
     }
 }
 
+#[cfg(test)]
+impl Entry {
+    /// The entry of a writer that opens and closes its stream itself (indirect
+    /// upload, no token): upload the archive, then close.
+    pub(crate) fn uploading(key: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            indirect_upload: true,
+            upload_archive: true,
+            resend_from: None,
+            close_stream: true,
+            snapshot: false,
+            log_config: None,
+        }
+    }
+}
+
 /// Whether a writer configured by `cfg` uploads its history as the archive: only one
 /// that opens and closes its stream itself, as lite-engine's writer. With
 /// `skip_opening_stream` the stream is someone else's and its archive is made from its
@@ -501,15 +518,7 @@ mod tests {
         let spool = dir.path().join("w1.ndjson");
         std::fs::write(&spool, b"{\"pos\":0,\"out\":\"x\"}\n").expect("spool");
         let outbox = dir.path().join("outbox");
-        let entry = Entry {
-            key: "a/b".into(),
-            indirect_upload: true,
-            upload_archive: true,
-            resend_from: None,
-            close_stream: true,
-            snapshot: false,
-            log_config: None,
-        };
+        let entry = Entry::uploading("a/b");
         store(&outbox, &spool, &entry).expect("store");
         let client = Arc::new(GatedClient {
             uploads: AtomicU64::new(0),

@@ -198,15 +198,20 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        Entry {
-            key: "k".into(),
-            indirect_upload: true,
-            upload_archive: true,
-            resend_from: None,
-            close_stream: true,
-            snapshot: false,
-            log_config: None,
-        }
+        Entry::uploading("k")
+    }
+
+    /// The archive an orphaned spool holding `history` leaves in the outbox once
+    /// adopted.
+    fn adopted_archive(history: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = dir.path().join("outbox");
+        let spool = dir.path().join("livelog-1.ndjson");
+        std::fs::write(&spool, history).expect("spool");
+        drop(create(&outbox, &spool, &entry()).expect("record"));
+        assert!(adopt_orphans(&outbox).is_empty());
+        std::fs::read(outbox.join("livelog-1").join("archive.ndjson"))
+            .expect("archive in the outbox")
     }
 
     #[test]
@@ -233,57 +238,32 @@ mod tests {
 
     #[test]
     fn a_reused_spool_is_delivered_up_to_its_end_mark() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let outbox = dir.path().join("outbox");
-        let spool = dir.path().join("livelog-4.ndjson");
         // This history's rows, the mark, then an older history that also parses.
-        std::fs::write(
-            &spool,
-            b"{\"pos\":0}\n{\"pos\":1}\n\0{\"pos\":2}\n{\"pos\":3}\n",
-        )
-        .expect("spool");
-        drop(create(&outbox, &spool, &entry()).expect("record"));
-        assert!(adopt_orphans(&outbox).is_empty());
-        let archive = std::fs::read(outbox.join("livelog-4").join("archive.ndjson"))
-            .expect("archive in the outbox");
-        assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
+        assert_eq!(
+            adopted_archive(b"{\"pos\":0}\n{\"pos\":1}\n\0{\"pos\":2}\n{\"pos\":3}\n"),
+            b"{\"pos\":0}\n{\"pos\":1}\n"
+        );
     }
 
     #[test]
     fn a_continuing_writers_history_starts_at_its_first_pos_and_ends_at_a_break() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let outbox = dir.path().join("outbox");
-        let spool = dir.path().join("livelog-7.ndjson");
         // A writer that continued a stream after its 3 lines, then an older history.
-        std::fs::write(
-            &spool,
-            b"{\"pos\":3}\n{\"pos\":4}\n{\"pos\":1,\"old\":true}\n{\"pos\":2,\"old\":true}\n",
-        )
-        .expect("spool");
-        drop(create(&outbox, &spool, &entry()).expect("record"));
-        assert!(adopt_orphans(&outbox).is_empty());
-        let archive = std::fs::read(outbox.join("livelog-7").join("archive.ndjson"))
-            .expect("archive in the outbox");
-        assert_eq!(archive, b"{\"pos\":3}\n{\"pos\":4}\n");
+        assert_eq!(
+            adopted_archive(
+                b"{\"pos\":3}\n{\"pos\":4}\n{\"pos\":1,\"old\":true}\n{\"pos\":2,\"old\":true}\n"
+            ),
+            b"{\"pos\":3}\n{\"pos\":4}\n"
+        );
     }
 
     #[test]
     fn a_reused_spool_whose_end_mark_a_torn_write_overwrote_ends_at_its_own_rows() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let outbox = dir.path().join("outbox");
-        let spool = dir.path().join("livelog-6.ndjson");
         // This history's rows, then the start of a row whose write the kill tore
         // (the mark would have followed it), then an older history that parses too.
-        std::fs::write(
-            &spool,
-            b"{\"pos\":0}\n{\"pos\":1}\n{\"pos\":2,\"out\":\"x{\"pos\":5,\"old\":true}\n{\"pos\":6,\"old\":true}\n",
-        )
-        .expect("spool");
-        drop(create(&outbox, &spool, &entry()).expect("record"));
-        assert!(adopt_orphans(&outbox).is_empty());
-        let archive = std::fs::read(outbox.join("livelog-6").join("archive.ndjson"))
-            .expect("archive in the outbox");
-        assert_eq!(archive, b"{\"pos\":0}\n{\"pos\":1}\n");
+        assert_eq!(
+            adopted_archive(b"{\"pos\":0}\n{\"pos\":1}\n{\"pos\":2,\"out\":\"x{\"pos\":5,\"old\":true}\n{\"pos\":6,\"old\":true}\n"),
+            b"{\"pos\":0}\n{\"pos\":1}\n"
+        );
     }
 
     #[test]

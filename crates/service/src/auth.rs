@@ -179,54 +179,55 @@ impl LinkPurpose {
     }
 }
 
-fn link_mac(
-    secret: &[u8],
-    purpose: LinkPurpose,
-    account: &AccountId,
-    key: &str,
-    expires: u64,
-    nonce: &str,
-) -> HmacSha256 {
-    let mut m = mac(secret);
-    m.update(purpose.domain());
-    m.update(format!("{account}\n{key}\n{expires}\n{nonce}").as_bytes());
-    m
+/// What a self-signed link's signature binds: its purpose, one stream (or, for a
+/// zip link, a key prefix), its expiry and the nonce that makes each link distinct.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkFields<'a> {
+    /// What the link is for.
+    pub purpose: LinkPurpose,
+    /// The account of the stream.
+    pub account: &'a AccountId,
+    /// The stream key (the key prefix of a zip link).
+    pub subject: &'a str,
+    /// Unix seconds after which the link no longer verifies.
+    pub expires: u64,
+    /// Random, per link.
+    pub nonce: &'a str,
 }
 
-/// HMAC of a link's fields, base64url: binds the link to its purpose, one stream
-/// and an expiry.
-pub fn sign_link(
-    secret: &[u8],
-    purpose: LinkPurpose,
-    account: &AccountId,
-    key: &str,
-    expires: u64,
-    nonce: &str,
-) -> String {
-    let m = link_mac(secret, purpose, account, key, expires, nonce);
-    URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
-}
-
-/// Checks a link's signature (constant time) and expiry.
-pub fn verify_link(
-    secret: &[u8],
-    purpose: LinkPurpose,
-    account: &AccountId,
-    key: &str,
-    expires: u64,
-    nonce: &str,
-    sig: &str,
-) -> Result<(), AuthError> {
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| AuthError::Malformed)?;
-    link_mac(secret, purpose, account, key, expires, nonce)
-        .verify_slice(&sig)
-        .map_err(|_| AuthError::BadSignature)?;
-    if expires <= now_secs() {
-        return Err(AuthError::Expired);
+impl LinkFields<'_> {
+    fn mac(&self, secret: &[u8]) -> HmacSha256 {
+        let LinkFields {
+            account,
+            subject,
+            expires,
+            nonce,
+            ..
+        } = self;
+        let mut m = mac(secret);
+        m.update(self.purpose.domain());
+        m.update(format!("{account}\n{subject}\n{expires}\n{nonce}").as_bytes());
+        m
     }
-    Ok(())
+
+    /// HMAC of the fields, base64url.
+    pub fn sign(&self, secret: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(secret).finalize().into_bytes())
+    }
+
+    /// Checks the link's signature `sig` (constant time), then its expiry.
+    pub fn verify(&self, secret: &[u8], sig: &str) -> Result<(), AuthError> {
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| AuthError::Malformed)?;
+        self.mac(secret)
+            .verify_slice(&sig)
+            .map_err(|_| AuthError::BadSignature)?;
+        if self.expires <= now_secs() {
+            return Err(AuthError::Expired);
+        }
+        Ok(())
+    }
 }
 
 /// A fresh random secret (32 bytes, base64url).
@@ -350,19 +351,55 @@ mod tests {
     #[test]
     fn link_signature_is_bound_to_purpose_key_expiry_and_nonce() {
         use LinkPurpose::{Download, Upload, Zip};
-        let exp = now_secs() + 60;
-        let sig = sign_link(b"k", Upload, &acc("a"), "x", exp, "n1");
-        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n1", &sig).is_ok());
-        assert!(verify_link(b"k", Download, &acc("a"), "x", exp, "n1", &sig).is_err());
-        assert!(verify_link(b"k", Zip, &acc("a"), "x", exp, "n1", &sig).is_err());
-        assert!(verify_link(b"k", Upload, &acc("a"), "y", exp, "n1", &sig).is_err());
-        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp + 1, "n1", &sig).is_err());
-        assert!(verify_link(b"k", Upload, &acc("a"), "x", exp, "n2", &sig).is_err());
-        let past = now_secs() - 1;
-        let old = sign_link(b"k", Download, &acc("a"), "x", past, "n1");
-        assert_eq!(
-            verify_link(b"k", Download, &acc("a"), "x", past, "n1", &old),
-            Err(AuthError::Expired)
-        );
+        let a = acc("a");
+        let link = LinkFields {
+            purpose: Upload,
+            account: &a,
+            subject: "x",
+            expires: now_secs() + 60,
+            nonce: "n1",
+        };
+        let sig = link.sign(b"k");
+        assert!(link.verify(b"k", &sig).is_ok());
+        let b = acc("b");
+        for other in [
+            LinkFields {
+                purpose: Download,
+                ..link
+            },
+            LinkFields {
+                purpose: Zip,
+                ..link
+            },
+            LinkFields {
+                account: &b,
+                ..link
+            },
+            LinkFields {
+                subject: "y",
+                ..link
+            },
+            LinkFields {
+                expires: link.expires + 1,
+                ..link
+            },
+            LinkFields {
+                nonce: "n2",
+                ..link
+            },
+        ] {
+            assert_eq!(
+                other.verify(b"k", &sig),
+                Err(AuthError::BadSignature),
+                "{other:?}"
+            );
+        }
+        assert_eq!(link.verify(b"other", &sig), Err(AuthError::BadSignature));
+        let old = LinkFields {
+            purpose: Download,
+            expires: now_secs() - 1,
+            ..link
+        };
+        assert_eq!(old.verify(b"k", &old.sign(b"k")), Err(AuthError::Expired));
     }
 }

@@ -49,14 +49,7 @@ async fn a_stream_proven_complete_is_archived_from_the_held_lines() {
     assert_eq!(r.status(), StatusCode::OK);
     let info: StreamInfo = r.json().await.unwrap();
     assert!(info.archived && !info.open, "{info:?}");
-    let archive = api
-        .req(Method::GET, "/blob", "k")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let archive = api.archive("k").await;
     assert_eq!(archive.lines().count(), 50);
 }
 

@@ -113,14 +113,7 @@ async fn token_for_account_a_can_neither_read_nor_write_b() {
         .unwrap();
     assert_error(r, StatusCode::FORBIDDEN).await;
     // Nothing changed for bob.
-    let blob = b
-        .req(Method::GET, "/blob", "secret-job")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let blob = b.archive("secret-job").await;
     assert_eq!(blob.lines().count(), 3);
 }
 

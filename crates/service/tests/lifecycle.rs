@@ -111,14 +111,7 @@ async fn idle_stream_expires_into_its_archive() {
     api.open("idle").await;
     api.put_ok("idle", &lines(0..25)).await;
     wait_removed(&svc, "idle").await;
-    let archive = api
-        .req(Method::GET, "/blob", "idle")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let archive = api.archive("idle").await;
     assert_eq!(archive.lines().count(), 25);
     let text = reqwest::get(format!("{}/metrics", api.base))
         .await
@@ -144,13 +137,8 @@ async fn restart_keeps_archives_and_tokens() {
         token,
         ..api
     };
-    let archive = api.req(Method::GET, "/blob", "k").send().await.unwrap();
-    assert_eq!(
-        archive.status(),
-        StatusCode::OK,
-        "token minted before the restart still works"
-    );
-    assert_eq!(archive.text().await.unwrap().lines().count(), 40);
+    // A token minted before the restart still works.
+    assert_eq!(api.archive("k").await.lines().count(), 40);
     // A viewer arriving after the restart replays the archive.
     let mut sse = SseReader::new(api.tail("k", None).await);
     sse.read_to_end(WAIT).await;
@@ -177,9 +165,7 @@ async fn restart_archives_lines_that_were_only_in_memory() {
     api.put_ok("live", &lines(0..30)).await;
     let url = svc.restart().await;
     let api = Api { base: url, ..api };
-    let archive = api.req(Method::GET, "/blob", "live").send().await.unwrap();
-    assert_eq!(archive.status(), StatusCode::OK);
-    assert_eq!(archive.text().await.unwrap().lines().count(), 30);
+    assert_eq!(api.archive("live").await.lines().count(), 30);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::Api;
+use common::{Api, status_bytes};
 use runlog_protocol::Scope;
 use runlog_testkit::service::{TestService, test_config};
 use std::net::SocketAddr;
@@ -39,21 +39,6 @@ fn big_line(pos: u64) -> serde_json::Value {
         "out": "x".repeat(LINE_BYTES),
         "time": "2026-11-20T10:00:00.000Z",
     })
-}
-
-/// A value of this process's `/proc/self/status`, in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 fn rss() -> u64 {

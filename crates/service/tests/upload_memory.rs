@@ -12,7 +12,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::Api;
+use common::{Api, status_bytes};
 use runlog_protocol::Scope;
 use runlog_testkit::service::TestService;
 
@@ -21,18 +21,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Rows generated per piece of the body.
 const ROWS_PER_PIECE: u64 = 2_000;
-
-/// A value of this process's `/proc/self/status`, in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)

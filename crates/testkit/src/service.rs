@@ -165,6 +165,18 @@ impl TestService {
         .expect("mint token")
     }
 
+    /// A stage's `log_config` (`/setup`'s JSON) that streams to this service as
+    /// `account`, with a write token, archives uploaded through the service
+    /// (`indirect_upload`).
+    pub fn log_config(&self, account: &str) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url(),
+            "account_id": account,
+            "token": self.token(account, Scope::Write),
+            "indirect_upload": true,
+        })
+    }
+
     /// An admin token.
     pub fn admin_token(&self) -> String {
         runlog_service::auth::mint_token(

@@ -247,18 +247,10 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: EngineArgs,
-    }
-
-    fn config(args: &[&str]) -> EngineConfig {
-        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
-            .expect("flags parse");
-        cli.args.config().expect("a configuration")
+    fn config(flags: &[&str]) -> EngineConfig {
+        let args: EngineArgs = crate::cmd::parse_flags(flags).expect("flags parse");
+        args.config().expect("a configuration")
     }
 
     #[test]
@@ -286,6 +278,6 @@ mod tests {
         let plain = config(&[]);
         assert!(plain.tls.is_none());
         assert_eq!(plain.addr, EngineConfig::default().addr);
-        assert!(Cli::try_parse_from(["x", "--addr", "somewhere"]).is_err());
+        assert!(crate::cmd::parse_flags::<EngineArgs>(&["--addr", "somewhere"]).is_err());
     }
 }

@@ -2,8 +2,7 @@
 //! its sections (`--sections`), one section's lines (`--section NAME`), and its
 //! completeness ledger (`--require-complete`).
 
-use crate::cmd::stamp::{Stamper, TimeForm};
-use crate::cmd::tail::{ColorMode, LinePrinter, print_archive};
+use crate::cmd::tail::{PrintArgs, print_archive};
 use crate::connect::{ConnectArgs, archive_with_progress};
 use runlog_client::{FollowOptions, ReadError};
 use runlog_protocol::StreamKey;
@@ -25,17 +24,9 @@ pub struct LogsArgs {
     /// Print the NDJSON lines as stored instead of their text.
     #[arg(long)]
     json: bool,
-    /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
-    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
-    color: ColorMode,
-    /// Prefix each line with its timestamp, as its writer sent it.
-    #[arg(long)]
-    timestamps: bool,
-    /// Prefix each line with its time in this form: `utc`, `local` (the `TZ` zone),
-    /// `since-start` (since the first line printed) or `delta` (since the line
-    /// before).
-    #[arg(long, value_enum, value_name = "FORM", conflicts_with = "timestamps")]
-    time: Option<TimeForm>,
+    /// How the lines are printed, the same flags as `runlog tail`'s.
+    #[command(flatten)]
+    print: PrintArgs,
     /// Print the stream's sections (a table; JSON with `--json`) instead of its lines,
     /// then its completeness ledger when it is closed.
     #[arg(long, conflicts_with = "section")]
@@ -47,12 +38,6 @@ pub struct LogsArgs {
     /// stream has none yet), naming every reason on stderr.
     #[arg(long)]
     require_complete: bool,
-}
-
-impl LogsArgs {
-    fn stamps(&self) -> Stamper {
-        Stamper::new(self.timestamps, self.time)
-    }
 }
 
 /// Exit status of `--require-complete` for an incomplete (or unproven) log.
@@ -105,7 +90,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             }
         })
     } else {
-        let mut printer = LinePrinter::new(&mut out, args.color.escapes(), args.stamps());
+        let mut printer = args.print.printer(&mut out);
         print_archive(&reader, account, &args.key, lines.clone(), &mut printer).await
     };
     match printed {
@@ -303,7 +288,7 @@ async fn print_live(
             })
             .await?;
     } else {
-        let mut printer = LinePrinter::new(&mut *out, args.color.escapes(), args.stamps());
+        let mut printer = args.print.printer(&mut *out);
         reader
             .follow(account, &args.key, &opts, |line| {
                 if !lines.contains(&line.pos) {

@@ -4,6 +4,7 @@
 use super::serve::{Stack, StackOptions};
 use super::tail::{ColorMode, LinePrinter};
 use crate::connect::read_token_for_link;
+use crate::credentials::{AccountToken, AdminSecret, EngineToken};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use runlog_client::{EngineClient, FollowOptions, ReadError, Reader, viewer_link};
@@ -22,25 +23,15 @@ pub struct RunArgs {
     /// Engine to run on; without it a log service and an engine start in this process.
     #[arg(long, env = "RUNLOG_ENGINE")]
     pub engine: Option<String>,
-    /// Token of the engine, when it requires one.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ENGINE_TOKEN",
-        hide_env_values = true
-    )]
-    pub engine_token: Option<String>,
+    /// Token of the engine.
+    #[command(flatten)]
+    pub engine_auth: EngineToken,
     /// Log service the engine streams to (with --engine).
     #[arg(long, env = "RUNLOG_URL", default_value = "http://127.0.0.1:8079")]
     pub service_url: String,
     /// Write token of the account (with --engine).
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub auth: AccountToken,
     /// Account of the streams.
     #[arg(long, env = "RUNLOG_ACCOUNT", default_value = "default")]
     pub account: AccountId,
@@ -53,15 +44,9 @@ pub struct RunArgs {
     /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
-    /// The log service's admin secret, used only to put a read token into the printed
-    /// viewer link (never the write token: links end up in chats and histories).
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ADMIN_SECRET",
-        hide_env_values = true
-    )]
-    pub admin_secret: Option<String>,
+    /// The log service's admin secret, used only for the viewer link's read token.
+    #[command(flatten)]
+    pub admin: AdminSecret,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -154,7 +139,7 @@ pub async fn execute(args: RunArgs) -> anyhow::Result<i32> {
     };
     let outcome = async {
         engine.start_step(&step).await?;
-        let read_token = match (&target.stack, &args.admin_secret) {
+        let read_token = match (&target.stack, &args.admin.admin_secret) {
             (Some((stack, _)), _) => Some(stack.read_token.clone()),
             (None, Some(secret)) => {
                 read_token_for_link(secret, &target.account, Duration::from_secs(24 * 3600))
@@ -268,12 +253,12 @@ async fn follow(
 
 async fn target(args: &RunArgs) -> anyhow::Result<Target> {
     if let Some(engine) = &args.engine {
-        let Some(token) = args.token.clone() else {
+        let Some(token) = args.auth.token.clone() else {
             bail!("--engine needs --token (a write token of --account for the log service)");
         };
         return Ok(Target {
             engine_url: engine.trim_end_matches('/').to_owned(),
-            engine_token: args.engine_token.clone(),
+            engine_token: args.engine_auth.engine_token.clone(),
             service_url: args.service_url.trim_end_matches('/').to_owned(),
             token,
             account: args.account.clone(),

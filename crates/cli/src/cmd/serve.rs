@@ -1,5 +1,6 @@
 //! `runlog serve`: the embedded default — log service and engine in one process.
 
+use crate::credentials::EngineToken;
 use anyhow::Context as _;
 use clap::Args;
 use runlog_capture::{InitOptions, LogFormat};
@@ -28,13 +29,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "default")]
     pub account: AccountId,
     /// Token the engine requires (needed to listen beyond loopback).
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ENGINE_TOKEN",
-        hide_env_values = true
-    )]
-    pub engine_token: Option<String>,
+    #[command(flatten)]
+    pub engine_auth: EngineToken,
     /// Lifetime of the printed tokens.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
@@ -208,7 +204,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         engine: args.engine.apply(EngineConfig {
             data_dir: args.data_dir.join("engine"),
-            token: args.engine_token.clone().filter(|t| !t.is_empty()),
+            token: args
+                .engine_auth
+                .engine_token
+                .clone()
+                .filter(|t| !t.is_empty()),
             ..EngineConfig::default()
         })?,
         account: args.account.clone(),

@@ -1,5 +1,6 @@
 //! `runlog service`: run the log service until SIGINT/SIGTERM.
 
+use crate::credentials::AdminSecret;
 use anyhow::Context;
 use clap::Args;
 use runlog_service::ServiceConfig;
@@ -24,13 +25,8 @@ pub struct ServiceArgs {
     #[arg(long, env = "RUNLOG_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Secret that signs tokens; generated and saved in the data dir when absent.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ADMIN_SECRET",
-        hide_env_values = true
-    )]
-    pub admin_secret: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminSecret,
     /// Largest request body in bytes (413 above it), `PUT /stream` and archive
     /// uploads aside.
     #[arg(long, env = "RUNLOG_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
@@ -118,7 +114,7 @@ impl ServiceArgs {
         ServiceConfig {
             addr: self.addr,
             data_dir: self.data_dir.clone(),
-            admin_secret: self.admin_secret.clone(),
+            admin_secret: self.admin.admin_secret.clone(),
             max_body: self.max_body,
             max_append_body: self.max_append_bytes,
             max_bodies_in_flight: self.max_bodies_in_flight,
@@ -228,18 +224,14 @@ fn init_logging() {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ServiceArgs,
+    fn parse(flags: &[&str]) -> Result<ServiceArgs, clap::Error> {
+        crate::cmd::parse_flags(flags)
     }
 
     #[test]
     fn flags_become_config() {
-        let cli = Cli::try_parse_from([
-            "x",
+        let args = parse(&[
             "--addr",
             "127.0.0.1:0",
             "--data-dir",
@@ -254,26 +246,25 @@ mod tests {
             "5s",
         ])
         .unwrap();
-        let cfg = cli.args.config();
+        let cfg = args.config();
         assert_eq!(cfg.max_body, 1024);
         assert_eq!(cfg.max_append_body, 2048);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(30));
         assert_eq!(cfg.write_timeout, Duration::from_secs(5));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/d"));
-        assert!(Cli::try_parse_from(["x", "--idle-timeout", "soon"]).is_err());
+        assert!(parse(&["--idle-timeout", "soon"]).is_err());
     }
 
     #[test]
     fn a_redis_ca_file_goes_with_a_redis_url() {
-        let cli = Cli::try_parse_from([
-            "x",
+        let args = parse(&[
             "--redis",
             "rediss://redis.internal:6380/0",
             "--redis-ca-file",
             "/etc/runlog/redis-ca.pem",
         ])
         .unwrap();
-        let cfg = cli.args.config();
+        let cfg = args.config();
         assert_eq!(
             cfg.redis_url.as_deref(),
             Some("rediss://redis.internal:6380/0")
@@ -283,34 +274,32 @@ mod tests {
             Some(PathBuf::from("/etc/runlog/redis-ca.pem"))
         );
         // Alone it configures nothing, so it is refused rather than ignored.
-        assert!(Cli::try_parse_from(["x", "--redis-ca-file", "/etc/ca.pem"]).is_err());
+        assert!(parse(&["--redis-ca-file", "/etc/ca.pem"]).is_err());
     }
 
     #[test]
     fn redis_cluster_mode_takes_the_seed_nodes_in_the_redis_url() {
-        let cli = Cli::try_parse_from([
-            "x",
+        let args = parse(&[
             "--redis",
             "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
             "--redis-cluster",
         ])
         .unwrap();
-        let cfg = cli.args.config();
+        let cfg = args.config();
         assert!(cfg.redis_cluster);
         assert_eq!(
             cfg.redis_url.as_deref(),
             Some("redis://10.0.0.1:7000,redis://10.0.0.2:7000")
         );
-        let single = Cli::try_parse_from(["x", "--redis", "redis://10.0.0.1:6379"]).unwrap();
-        assert!(!single.args.config().redis_cluster);
-        assert!(Cli::try_parse_from(["x", "--redis-cluster"]).is_err());
+        let single = parse(&["--redis", "redis://10.0.0.1:6379"]).unwrap();
+        assert!(!single.config().redis_cluster);
+        assert!(parse(&["--redis-cluster"]).is_err());
     }
 
     #[tokio::test]
     async fn service_answers_then_stops_on_shutdown_keeping_its_secret() {
         let dir = tempfile::tempdir().unwrap();
-        let cli = Cli::try_parse_from([
-            "x",
+        let args = parse(&[
             "--addr",
             "127.0.0.1:0",
             "--data-dir",
@@ -320,7 +309,7 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(run_until(
-            cli.args,
+            args,
             async move {
                 let _ = stopped.await;
             },

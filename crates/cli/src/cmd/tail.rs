@@ -41,6 +41,34 @@ impl ColorMode {
     }
 }
 
+/// How `runlog tail` and `runlog logs` print a line: one definition of the flags,
+/// flattened into both commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrintArgs {
+    /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    color: ColorMode,
+    /// Prefix each line with its timestamp, as its writer sent it.
+    #[arg(long)]
+    timestamps: bool,
+    /// Prefix each line with its time in this form: `utc`, `local` (the `TZ` zone),
+    /// `since-start` (since the first line printed) or `delta` (since the line
+    /// before).
+    #[arg(long, value_enum, value_name = "FORM", conflicts_with = "timestamps")]
+    time: Option<TimeForm>,
+}
+
+impl PrintArgs {
+    /// A printer writing to `out` as these flags ask.
+    pub fn printer<W: Write>(&self, out: W) -> LinePrinter<W> {
+        LinePrinter::new(
+            out,
+            self.color.escapes(),
+            Stamper::new(self.timestamps, self.time),
+        )
+    }
+}
+
 /// Flags of `runlog tail`.
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
@@ -59,17 +87,9 @@ pub struct TailArgs {
     /// First line to print (0-based `pos`).
     #[arg(long, default_value_t = 0)]
     since_line: u64,
-    /// Colours: kept on a terminal, stripped on a pipe (auto), or forced.
-    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
-    color: ColorMode,
-    /// Prefix each line with its timestamp, as its writer sent it.
-    #[arg(long)]
-    timestamps: bool,
-    /// Prefix each line with its time in this form: `utc`, `local` (the `TZ` zone),
-    /// `since-start` (since the first line printed) or `delta` (since the line
-    /// before).
-    #[arg(long, value_enum, value_name = "FORM", conflicts_with = "timestamps")]
-    time: Option<TimeForm>,
+    /// How the lines are printed, the same flags as `runlog logs`'s.
+    #[command(flatten)]
+    print: PrintArgs,
     /// Give up when the service stays unreachable this long (e.g. `30s`, `10m`).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     reconnect_for: Duration,
@@ -153,11 +173,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         eprintln!("runlog: following {key} · view in a browser: {link}");
     }
     // Stdout is line-buffered: each line reaches a terminal or a pipe as it arrives.
-    let mut printer = LinePrinter::new(
-        std::io::stdout().lock(),
-        args.color.escapes(),
-        Stamper::new(args.timestamps, args.time),
-    );
+    let mut printer = args.print.printer(std::io::stdout().lock());
     if let Some(limit) = args.wait {
         wait_for_stream(&reader, account, &key, limit).await?;
     }

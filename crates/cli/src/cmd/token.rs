@@ -1,5 +1,6 @@
 //! `runlog token`: mint an account token locally from the admin secret.
 
+use crate::credentials::AdminSecret;
 use anyhow::Context;
 use clap::Args;
 use runlog_protocol::{AccountId, Scope};
@@ -20,13 +21,8 @@ pub struct TokenArgs {
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// The service's admin secret; read from the data dir when absent.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        env = "RUNLOG_ADMIN_SECRET",
-        hide_env_values = true
-    )]
-    pub admin_secret: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminSecret,
     /// The service's data directory (holds the saved admin secret).
     #[arg(long, env = "RUNLOG_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -34,7 +30,7 @@ pub struct TokenArgs {
 
 /// The token these flags ask for.
 pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
-    let secret = match &args.admin_secret {
+    let secret = match &args.admin.admin_secret {
         Some(s) if !s.is_empty() => s.clone(),
         _ => runlog_service::auth::read_saved_secret(&args.data_dir)
             .with_context(|| format!("cannot read the admin secret in {}", args.data_dir.display()))?
@@ -71,18 +67,13 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: TokenArgs,
+    fn parse(flags: &[&str]) -> TokenArgs {
+        try_parse(flags).unwrap()
     }
 
-    fn parse(args: &[&str]) -> TokenArgs {
-        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
-            .unwrap()
-            .args
+    fn try_parse(flags: &[&str]) -> Result<TokenArgs, clap::Error> {
+        crate::cmd::parse_flags(flags)
     }
 
     #[test]
@@ -118,8 +109,8 @@ mod tests {
             mint(&parse(&["--admin-secret", "s"])).is_err(),
             "write token needs an account"
         );
-        assert!(Cli::try_parse_from(["x", "--account", "../evil", "--admin-secret", "s"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--scope", "root"]).is_err());
+        assert!(try_parse(&["--account", "../evil", "--admin-secret", "s"]).is_err());
+        assert!(try_parse(&["--scope", "root"]).is_err());
         assert!(mint(&parse(&["--scope", "admin", "--admin-secret", "s"])).is_ok());
     }
 }

@@ -168,32 +168,36 @@ async fn runsync(State(engine): State<EngineState>, req: Request) -> Result<Resp
     Ok(Json(record).into_response())
 }
 
+/// The path of a route about one job: its `{job_id}` (a nested route's
+/// `{endpoint_id}` is [`check_endpoint_id`]'s).
+#[derive(serde::Deserialize)]
+struct JobPath {
+    job_id: String,
+}
+
 /// A job's record; held while the job is queued or running, up to `?wait=` (the
 /// configured `status_wait` without it), so a poller learns of the end at once.
 async fn status(
     State(engine): State<EngineState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    Path(job): Path<JobPath>,
     uri: http::Uri,
 ) -> Result<Response, JobError> {
     let wait = wait_param(uri.query(), engine.jobs().config().status_wait)?;
-    let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(engine.jobs().wait(id, wait).await?).into_response())
+    Ok(Json(engine.jobs().wait(&job.job_id, wait).await?).into_response())
 }
 
 async fn cancel(
     State(engine): State<EngineState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    Path(job): Path<JobPath>,
 ) -> Result<Response, JobError> {
-    let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(engine.jobs().cancel(id)?).into_response())
+    Ok(Json(engine.jobs().cancel(&job.job_id)?).into_response())
 }
 
 async fn stream(
     State(engine): State<EngineState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    Path(job): Path<JobPath>,
 ) -> Result<Response, JobError> {
-    let id = params.get("job_id").map(String::as_str).unwrap_or("");
-    Ok(Json(engine.jobs().stream(id)?).into_response())
+    Ok(Json(engine.jobs().stream(&job.job_id)?).into_response())
 }
 
 async fn health(State(engine): State<EngineState>) -> Response {

@@ -571,14 +571,28 @@ fn install_title(python: &[String], system: &[String]) -> String {
 mod tests {
     use super::*;
 
+    /// A valid call of a function `f`, for a test to change one field of.
+    fn call_of_f() -> FunctionRequest {
+        FunctionRequest {
+            function_name: Some("f".into()),
+            function_code: Some("def f(): pass".into()),
+            ..FunctionRequest::default()
+        }
+    }
+
+    /// Asserts that `req` is refused with an error that names `what`.
+    fn assert_refused(req: &FunctionRequest, what: &str) {
+        let err = validate(req).expect_err(what);
+        assert!(err.contains(what), "{err}");
+    }
+
     #[test]
     fn function_request_without_name_is_refused() {
         let req = FunctionRequest {
-            function_code: Some("def f(): pass".into()),
-            ..FunctionRequest::default()
+            function_name: None,
+            ..call_of_f()
         };
-        let err = validate(&req).expect_err("no function_name");
-        assert!(err.contains("function_name"), "{err}");
+        assert_refused(&req, "function_name");
     }
 
     #[test]
@@ -588,21 +602,17 @@ mod tests {
             class_code: Some("class C: pass".into()),
             ..FunctionRequest::default()
         };
-        let err = validate(&req).expect_err("no class_name");
-        assert!(err.contains("class_name"), "{err}");
+        assert_refused(&req, "class_name");
     }
 
     #[test]
     fn timeouts_a_duration_cannot_hold_are_refused() {
         let req = |timeout| FunctionRequest {
-            function_name: Some("f".into()),
-            function_code: Some("def f(): pass".into()),
             timeout: Some(timeout),
-            ..FunctionRequest::default()
+            ..call_of_f()
         };
         for t in [1e20, f64::MAX] {
-            let err = validate(&req(t)).expect_err("too large");
-            assert!(err.contains("too large"), "{err}");
+            assert_refused(&req(t), "too large");
         }
         for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(validate(&req(t)).is_err(), "{t}");
@@ -613,10 +623,8 @@ mod tests {
     #[test]
     fn module_paths_must_stay_inside_the_module_directory() {
         let req = |path: &str| FunctionRequest {
-            function_name: Some("f".into()),
-            function_code: Some("def f(): pass".into()),
             modules: [(path.to_owned(), String::new())].into(),
-            ..FunctionRequest::default()
+            ..call_of_f()
         };
         for ok in ["utils.py", "helpers/__init__.py", "a/b/c.py"] {
             assert_eq!(validate(&req(ok)), Ok(()), "{ok}");

@@ -1,7 +1,7 @@
 //! `/blob`: archive upload and download, and upload links.
 
 use crate::archive;
-use crate::auth::{LinkPurpose, sign_link, verify_link};
+use crate::auth::{LinkFields, LinkPurpose};
 use crate::error::ApiError;
 use crate::extract::{Caller, Stream};
 use crate::state::ServiceState;
@@ -281,7 +281,14 @@ pub(crate) fn signed_link(
     // Each link its own: an upload link is used once, and a client that asks again
     // (a retry) gets a new one.
     let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>());
-    let sig = sign_link(st.secret(), purpose, account, subject.1, exp_secs, &nonce);
+    let sig = LinkFields {
+        purpose,
+        account,
+        subject: subject.1,
+        expires: exp_secs,
+        nonce: &nonce,
+    }
+    .sign(st.secret());
     let mut url = url::Url::parse(&format!("{base}{path}"))
         .map_err(|e| ApiError::Internal(format!("bad public URL {base:?}: {e}")))?;
     url.query_pairs_mut()
@@ -308,29 +315,45 @@ pub struct SignedLink {
     sig: String,
 }
 
-impl SignedLink {
-    /// The link's query, checked for `purpose`: 400 when it is not a link's query,
-    /// 401 when its signature does not hold or it has expired.
-    fn verified(
-        st: &ServiceState,
-        q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
-        purpose: LinkPurpose,
-    ) -> Result<SignedLink, ApiError> {
-        let what = purpose.name();
-        let axum::extract::Query(q) =
-            q.map_err(|e| ApiError::BadRequest(format!("invalid {what} link: {}", e.body_text())))?;
-        verify_link(
-            st.secret(),
+impl LinkQuery for SignedLink {
+    fn fields(&self, purpose: LinkPurpose) -> LinkFields<'_> {
+        LinkFields {
             purpose,
-            &q.account_id,
-            q.key.as_str(),
-            q.expires,
-            &q.n,
-            &q.sig,
-        )
-        .map_err(|e| ApiError::Unauthorized(format!("{what} link refused: {e}")))?;
-        Ok(q)
+            account: &self.account_id,
+            subject: self.key.as_str(),
+            expires: self.expires,
+            nonce: &self.n,
+        }
     }
+
+    fn sig(&self) -> &str {
+        &self.sig
+    }
+}
+
+/// The query of a self-signed link (an upload, download or zip link): what its
+/// signature binds, and the signature.
+pub(crate) trait LinkQuery {
+    /// The fields the signature binds, for a link of `purpose`.
+    fn fields(&self, purpose: LinkPurpose) -> LinkFields<'_>;
+    /// The signature the link carries.
+    fn sig(&self) -> &str;
+}
+
+/// A link's query, checked for `purpose`: 400 when it is not a link's query, 401
+/// when its signature does not hold or it has expired.
+pub(crate) fn verified<Q: LinkQuery>(
+    st: &ServiceState,
+    q: Result<axum::extract::Query<Q>, axum::extract::rejection::QueryRejection>,
+    purpose: LinkPurpose,
+) -> Result<Q, ApiError> {
+    let what = purpose.name();
+    let axum::extract::Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid {what} link: {}", e.body_text())))?;
+    q.fields(purpose)
+        .verify(st.secret(), q.sig())
+        .map_err(|e| ApiError::Unauthorized(format!("{what} link refused: {e}")))?;
+    Ok(q)
 }
 
 /// `PUT /blob/upload?…&expires=&sig=`: the target of a self-signed upload link. The
@@ -342,7 +365,7 @@ pub async fn upload_signed(
     headers: HeaderMap,
     raw: axum::body::Body,
 ) -> Result<Json<Uploaded>, ApiError> {
-    let q = SignedLink::verified(&st, q, LinkPurpose::Upload)?;
+    let q = verified(&st, q, LinkPurpose::Upload)?;
     if !st
         .used_links()
         .claim(&q.sig, q.expires, crate::auth::now_secs())
@@ -374,7 +397,7 @@ pub async fn download_signed(
     q: Result<axum::extract::Query<SignedLink>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = SignedLink::verified(&st, q, LinkPurpose::Download)?;
+    let q = verified(&st, q, LinkPurpose::Download)?;
     let id = StreamId {
         account: q.account_id,
         key: q.key,

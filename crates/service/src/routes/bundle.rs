@@ -12,9 +12,9 @@
 //! the zip is written to a temporary file, one archive in memory at a time, and
 //! streamed from there.
 
-use super::blob::signed_link;
+use super::blob::{LinkQuery, signed_link, verified};
 use crate::archive;
-use crate::auth::{LinkPurpose, verify_link};
+use crate::auth::{LinkFields, LinkPurpose};
 use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::state::ServiceState;
@@ -133,24 +133,29 @@ pub struct ZipLink {
     sig: String,
 }
 
+impl LinkQuery for ZipLink {
+    fn fields(&self, purpose: LinkPurpose) -> LinkFields<'_> {
+        LinkFields {
+            purpose,
+            account: &self.account_id,
+            subject: &self.prefix,
+            expires: self.expires,
+            nonce: &self.n,
+        }
+    }
+
+    fn sig(&self) -> &str {
+        &self.sig
+    }
+}
+
 /// `GET /blob/zip?…&expires=&sig=`: the target of a zip link (its own authorisation;
 /// no token is read). The archives are the ones under the prefix when it is fetched.
 pub async fn zip(
     State(st): State<ServiceState>,
     q: Result<axum::extract::Query<ZipLink>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid zip link: {}", e.body_text())))?;
-    verify_link(
-        st.secret(),
-        LinkPurpose::Zip,
-        &q.account_id,
-        &q.prefix,
-        q.expires,
-        &q.n,
-        &q.sig,
-    )
-    .map_err(|e| ApiError::Unauthorized(format!("zip link refused: {e}")))?;
+    let q = verified(&st, q, LinkPurpose::Zip)?;
     checked_prefix(&q.prefix)?;
     let keys = archives_under(&st, &q.account_id, &q.prefix).await?;
     let file = tempfile::tempfile()

@@ -103,6 +103,17 @@ impl Api {
         r
     }
 
+    /// `GET /blob`: the stream's archive as text; it must be served (200).
+    pub async fn archive(&self, key: &str) -> String {
+        let r = self
+            .req(reqwest::Method::GET, "/blob", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "archive of {key}");
+        r.text().await.unwrap()
+    }
+
     /// The value of counter `name` on the service's `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let r = self.http.get(format!("{}/metrics", self.base)).send();
@@ -111,6 +122,21 @@ impl Api {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     }
+}
+
+/// A value of this process's `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.
+pub fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"));
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
 }
 
 /// A line as a client sends it.
