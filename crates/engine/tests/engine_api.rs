@@ -521,7 +521,7 @@ async fn destroy_ends_a_process_that_left_its_steps_process_group() {
 async fn a_stage_s_temporary_directory_is_its_own_and_gone_after_destroy() {
     let svc = TestService::start().await;
     let engine = TestEngine::start().await;
-    let setup = json!({"log_config": log_config(&svc)});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT)});
     let run = |id: &str, script: &str| json!({"id": id, "log_key": format!("tmp/{id}"), "script": script});
     assert_eq!(engine.post("/setup", setup.clone()).await.0, 200);
     let (status, first) = engine
