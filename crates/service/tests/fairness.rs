@@ -1,7 +1,7 @@
 //! Fairness between accounts, over real HTTP on loopback: an account over one of its
-//! own limits (streams held, bytes held, open tails, request rate) gets 429 or 413
-//! with a JSON error, while another account on the same service opens, writes and
-//! reads as before; on Redis the limits hold across two replicas.
+//! own limits (streams held, bytes held, open tails, request rate, pace of new
+//! streams) gets 429 or 413 with a JSON error, while another account on the same
+//! service opens, writes and reads as before; on Redis the limits hold across two replicas.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -111,6 +111,71 @@ async fn an_account_flooding_streams_gets_429_and_another_still_opens_and_writes
     // Reopening one it holds is no new stream: still fine.
     noisy.open("flood/0").await;
     other_account_unaffected(&quiet, "build/1").await;
+}
+
+/// Limits whose pace of new streams a test reaches: 20 at once, then one a second
+/// (so that no new one comes due within a test's few hundred milliseconds).
+fn paced() -> AccountLimits {
+    AccountLimits {
+        max_new_streams_per_sec: 1,
+        new_streams_burst: 20,
+        ..AccountLimits::default()
+    }
+}
+
+/// Opens `n` new streams of `apis`' account at once, in turn through each of `apis`;
+/// returns how many opened and the refusals.
+async fn open_many(apis: &[&Api], n: usize) -> (usize, Vec<reqwest::Response>) {
+    let opens = (0..n).map(|i| {
+        let api = apis[i % apis.len()];
+        async move {
+            api.req(Method::POST, "/stream", &format!("flood/{i}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let (ok, refused): (Vec<_>, Vec<_>) = join_all(opens)
+        .await
+        .into_iter()
+        .partition(|r| r.status() == StatusCode::OK);
+    (ok.len(), refused)
+}
+
+/// Every refusal is a 429 over the pace of new streams, with `Retry-After`.
+async fn assert_paced(refused: Vec<reqwest::Response>) {
+    for r in refused {
+        assert_eq!(r.headers()["retry-after"], "1");
+        let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(
+            msg.contains(
+                "account noisy opens new streams faster than its limit (1 a second, 20 at once)"
+            ),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_account_opening_streams_too_fast_gets_429_and_another_still_opens_and_writes() {
+    let (_svc, noisy, quiet, _dir) = tenants(paced()).await;
+    let (ok, refused) = open_many(&[&noisy], 60).await;
+    // The burst, and at most one more should the opens straddle a second.
+    assert!((20..=21).contains(&ok), "{ok} opened");
+    assert_eq!(ok + refused.len(), 60);
+    assert_paced(refused).await;
+    // Reopening and writing a stream it holds is no new stream: still fine.
+    noisy.open("flood/0").await;
+    assert_eq!(noisy.put_ok("flood/0", &lines(0..3)).await.appended, 3);
+    // An append that would open a new stream is one.
+    let r = noisy.put("not-yet-open", &lines(0..3)).await;
+    let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(msg.contains("opens new streams faster"), "{msg}");
+    // Another account has a burst of its own: 19 opens here, the 20th below.
+    for i in 0..19 {
+        quiet.open(&format!("build/{i}")).await;
+    }
+    other_account_unaffected(&quiet, "build/19").await;
 }
 
 #[tokio::test]
@@ -321,6 +386,27 @@ async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
 }
 
 #[tokio::test]
+async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
+    let redis = RedisServer::start_new().await;
+    let (a, b, _dir) = replicas(&redis, paced()).await;
+    let (noisy_a, noisy_b) = (
+        Api::new(&a, "noisy", Scope::Write),
+        Api::new(&b, "noisy", Scope::Write),
+    );
+    // Fifteen through each replica at once: each alone is within the burst,
+    // together they are not.
+    let (ok, refused) = open_many(&[&noisy_a, &noisy_b], 30).await;
+    assert!((20..=21).contains(&ok), "{ok} opened");
+    assert_eq!(ok + refused.len(), 30);
+    assert_paced(refused).await;
+    // Reopening a stream it holds is no new stream, through either replica.
+    noisy_a.open("flood/1").await;
+    noisy_b.open("flood/0").await;
+    other_account_unaffected(&Api::new(&a, "quiet", Scope::Write), "build/1").await;
+    other_account_unaffected(&Api::new(&b, "quiet", Scope::Write), "build/2").await;
+}
+
+#[tokio::test]
 async fn the_bytes_limit_holds_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
     let limits = AccountLimits {
@@ -510,6 +596,8 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         max_tails: u64::MAX,
         max_requests_per_sec: u64::MAX,
         max_in_flight: u32::MAX,
+        max_new_streams_per_sec: u64::MAX,
+        new_streams_burst: u64::MAX,
     };
     let unlimited = TestService::start_with(config("unlimited", no_account_limits)).await;
     let (b, t) = (limited.url(), limited.token("quiet", Scope::Write));

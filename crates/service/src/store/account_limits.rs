@@ -1,9 +1,12 @@
-//! What the stream stores count for each account ([`AccountLimits`]) and the
-//! per-process request-rate windows of a store not shared between replicas. The
-//! stores keep these counts in the same step as the open or append they bound;
+//! What the stream stores count for each account ([`AccountLimits`]), the
+//! per-process request-rate windows of a store not shared between replicas, and the
+//! pace of new streams ([`NewStreamPace`], the same rule `scripts/open.lua` keeps in
+//! Redis). The stores keep these counts in the same step as the open or append they
+//! bound;
 //! [`crate::quota`] explains where every limit is kept and holds the checks made
 //! by the routes.
 
+use crate::store::StoreError;
 use runlog_protocol::AccountId;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -23,6 +26,14 @@ pub struct AccountLimits {
     pub max_requests_per_sec: u64,
     /// Requests to `/stream` served at once on one replica; more wait for a slot.
     pub max_in_flight: u32,
+    /// New streams (an open of a key the account does not hold, by `POST /stream`
+    /// or by an append that opens its stream) a second, sustained: 429 above it.
+    /// Far below `max_requests_per_sec`, because a CI account opens a stream per
+    /// step, not per line; see [`NewStreamPace`].
+    pub max_new_streams_per_sec: u64,
+    /// New streams an account that has opened none for a while may open at once
+    /// before the pace applies (the burst of a pipeline fanning out).
+    pub new_streams_burst: u64,
 }
 
 impl Default for AccountLimits {
@@ -33,6 +44,16 @@ impl Default for AccountLimits {
             max_tails: 1_000,
             max_requests_per_sec: 10_000,
             max_in_flight: 32,
+            // A busy CI account runs hundreds of steps at once, each opening one
+            // stream when it starts and holding it for seconds to hours: 1 000
+            // parallel steps of 5 s each are 200 new streams a second. 300 a second
+            // is above that; a fan-out of 300 steps starting in the same instant
+            // opens at once, a larger one waits a second (its writers retry 429).
+            // A flood gets 300 opens at full speed, then 300 a second: the 10 000
+            // at full speed the request rate allows took half a second of the
+            // service and tripled other accounts' p99 (`bench/RESULTS.md`).
+            max_new_streams_per_sec: 300,
+            new_streams_burst: 300,
         }
     }
 }
@@ -65,6 +86,85 @@ impl RateWindows {
     }
 }
 
+/// Pace of each account's new streams in this process (the memory store): a token
+/// bucket of `new_streams_burst` tokens refilled at `max_new_streams_per_sec`, kept as
+/// one time per account (GCRA, the generic cell rate algorithm): when its bucket would
+/// be full again. The Redis store keeps the same time in Redis (`scripts/open.lua`),
+/// so the pace holds across replicas.
+#[derive(Debug, Default)]
+pub struct NewStreamPace {
+    full_at: Mutex<HashMap<AccountId, u64>>,
+}
+
+/// Accounts remembered before those whose buckets are full again are dropped.
+const PACES_KEPT: usize = 10_000;
+
+/// Microseconds between two new streams at `per_sec` (0: unlimited in practice);
+/// `None` for a pace of 0, which allows no new stream.
+pub fn pace_interval_us(per_sec: u64) -> Option<u64> {
+    1_000_000u64.checked_div(per_sec)
+}
+
+/// What a refused new stream is told: a second, as a pace of 0 or any `Retry-After`.
+pub const PACE_CLOSED_WAIT_US: u64 = 1_000_000;
+
+/// One new stream at `now_us` against the bucket full again at `full_at_us`: `Ok`
+/// with the bucket's new full time, or `Err` with the microseconds until a token is
+/// there. `interval_us` 0 never refuses; a burst of 0 is taken as 1.
+pub fn pace_take(full_at_us: u64, now_us: u64, interval_us: u64, burst: u64) -> Result<u64, u64> {
+    let full_at = full_at_us.max(now_us).saturating_add(interval_us);
+    let room = interval_us.saturating_mul(burst.max(1));
+    let ahead = full_at - now_us;
+    if ahead > room {
+        Err(ahead - room)
+    } else {
+        Ok(full_at)
+    }
+}
+
+impl NewStreamPace {
+    /// Takes one new stream of `account` at `now_us` (since the epoch), or says how
+    /// many microseconds until one is allowed.
+    ///
+    /// # Errors
+    /// The wait, when the account is over its pace.
+    pub fn take(
+        &self,
+        account: &AccountId,
+        now_us: u64,
+        limits: &AccountLimits,
+    ) -> Result<(), u64> {
+        let interval =
+            pace_interval_us(limits.max_new_streams_per_sec).ok_or(PACE_CLOSED_WAIT_US)?;
+        let mut paces = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if paces.len() >= PACES_KEPT && !paces.contains_key(account) {
+            paces.retain(|_, full_at| *full_at > now_us);
+        }
+        let full_at = paces.get(account).copied().unwrap_or(0);
+        let next = pace_take(full_at, now_us, interval, limits.new_streams_burst)?;
+        paces.insert(account.clone(), next);
+        Ok(())
+    }
+}
+
+/// The refusal of a new stream over its account's pace, `wait_us` before one is
+/// allowed (429 with `Retry-After`).
+pub fn pace_refused(account: &AccountId, limits: &AccountLimits, wait_us: u64) -> StoreError {
+    StoreError::TooMany(format!(
+        "account {account} opens new streams faster than its limit ({} a second, {} at once): retry in {} ms",
+        limits.max_new_streams_per_sec,
+        limits.new_streams_burst,
+        wait_us.div_ceil(1_000)
+    ))
+}
+
+/// Microseconds since the Unix epoch: the clock of [`NewStreamPace`].
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The current second since the Unix epoch: the window requests are counted in.
 pub fn current_second() -> u64 {
     std::time::SystemTime::now()
@@ -85,5 +185,41 @@ mod tests {
         assert_eq!(windows.count(&a, 10), 2);
         assert_eq!(windows.count(&b, 10), 1);
         assert_eq!(windows.count(&a, 11), 1);
+    }
+
+    #[test]
+    fn new_streams_come_in_a_burst_then_at_the_pace() {
+        let pace = NewStreamPace::default();
+        let limits = AccountLimits {
+            max_new_streams_per_sec: 100,
+            new_streams_burst: 5,
+            ..AccountLimits::default()
+        };
+        let a = AccountId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let b = AccountId::new("b").unwrap_or_else(|e| panic!("{e}"));
+        let t = 1_000_000_000;
+        for _ in 0..5 {
+            assert_eq!(pace.take(&a, t, &limits), Ok(()));
+        }
+        // The sixth waits for one interval (10 ms at 100 a second).
+        assert_eq!(pace.take(&a, t, &limits), Err(10_000));
+        // Another account has its own bucket.
+        assert_eq!(pace.take(&b, t, &limits), Ok(()));
+        assert_eq!(pace.take(&a, t + 10_000, &limits), Ok(()));
+        assert!(pace.take(&a, t + 10_000, &limits).is_err());
+        // A second later the bucket is full again: five more at once.
+        for _ in 0..5 {
+            assert_eq!(pace.take(&a, t + 2_000_000, &limits), Ok(()));
+        }
+        assert!(pace.take(&a, t + 2_000_000, &limits).is_err());
+    }
+
+    #[test]
+    fn an_unlimited_pace_never_refuses() {
+        assert_eq!(pace_interval_us(u64::MAX), Some(0));
+        assert_eq!(pace_interval_us(0), None);
+        for _ in 0..3 {
+            assert_eq!(pace_take(5, 5, 0, 1), Ok(5));
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! | `NS:{A}:s:K:ctl` | stream | one entry `1-1` while the stream is closed: wakes blocked tails |
 //! | `NS:{A}:s:K:sections` | hash | the section index (`index.rs`): `next` (first `pos` not indexed), `head` (open sections and counts, JSON), one field per section (its index → the section as JSON); `…:sections:lock` is its lease |
 //! | `NS:{A}:index` | sorted set | every key of the account, score = last activity (ms), for `list` |
+//! | `NS:{A}:pace` | string | when the account's bucket of new streams is full again (µs, Redis's clock; `open.lua`), expiring then |
 //!
 //! # Why this shape
 //! - **Idempotent across replicas.** Stream entry ids must grow, so the `pos` *is*
@@ -282,6 +283,8 @@ struct Keys {
     index: String,
     /// The account's usage hash: `bytes` of line JSON its streams hold in Redis.
     usage: String,
+    /// The account's pace of new streams: when its bucket is full again (µs).
+    pace: String,
     trim_lock: String,
     /// The stream's section index (`index.rs`) and the lock of its lease.
     sections: String,
@@ -319,6 +322,7 @@ impl Inner {
             ctl: format!("{base}:ctl"),
             index: format!("{ns}:{{{}}}:index", id.account),
             usage: format!("{ns}:{{{}}}:usage", id.account),
+            pace: format!("{ns}:{{{}}}:pace", id.account),
             trim_lock: format!("{base}:trim"),
             sections: format!("{base}:sections"),
             sections_lock: format!("{base}:sections:lock"),
@@ -399,25 +403,40 @@ impl StreamStore for RedisStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
         let inner = &self.inner;
         let keys = inner.keys(id);
-        let max_streams = inner.config.account_limits.max_streams;
-        let status: i64 = inner
+        let limits = &inner.config.account_limits;
+        let interval =
+            crate::store::account_limits::pace_interval_us(limits.max_new_streams_per_sec)
+                .map_or(-1, |us| i64::try_from(us).unwrap_or(i64::MAX));
+        let [meta, lines, late, ctl, index] = keys.stream_keys();
+        let (status, wait_us): (i64, u64) = inner
             .scripts
             .open
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
-                c.arg(now_ms())
-                    .arg(inner.ttl_ms())
-                    .arg(id.key.as_str())
-                    .arg(max_streams);
-            })
+            .run(
+                &mut inner.conn(),
+                &[meta, lines, late, ctl, index, &keys.pace],
+                |c| {
+                    c.arg(now_ms())
+                        .arg(inner.ttl_ms())
+                        .arg(id.key.as_str())
+                        .arg(limits.max_streams)
+                        .arg(interval)
+                        .arg(limits.new_streams_burst);
+                },
+            )
             .await
             .map_err(unavailable)?;
-        if status == -4 {
-            return Err(StoreError::TooMany(format!(
-                "account {} holds {max_streams} streams, its limit: close and remove some first",
-                id.account
-            )));
+        match status {
+            -4 => Err(StoreError::TooMany(format!(
+                "account {} holds {} streams, its limit: close and remove some first",
+                id.account, limits.max_streams
+            ))),
+            -5 => Err(crate::store::account_limits::pace_refused(
+                &id.account,
+                limits,
+                wait_us,
+            )),
+            _ => self.meta(id).await,
         }
-        self.meta(id).await
     }
 
     async fn append(
