@@ -114,11 +114,13 @@ async fn an_account_flooding_streams_gets_429_and_another_still_opens_and_writes
 }
 
 /// Limits whose pace of new streams a test reaches: 20 at once, then one a second
-/// (so that no new one comes due within a test's few hundred milliseconds).
+/// (so that no new one comes due within a test's few hundred milliseconds), and no
+/// waiting for a turn: past the burst, refused.
 fn paced() -> AccountLimits {
     AccountLimits {
         max_new_streams_per_sec: 1,
         new_streams_burst: 20,
+        new_streams_max_wait: Duration::ZERO,
         ..AccountLimits::default()
     }
 }
@@ -149,7 +151,7 @@ async fn assert_paced(refused: Vec<reqwest::Response>) {
         let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
         assert!(
             msg.contains(
-                "account noisy opens new streams faster than its limit (1 a second, 20 at once)"
+                "account noisy opens new streams faster than its limit (1 a second, 20 at once, waiting at most 0 ms for a turn)"
             ),
             "{msg}"
         );
@@ -176,6 +178,50 @@ async fn an_account_opening_streams_too_fast_gets_429_and_another_still_opens_an
         quiet.open(&format!("build/{i}")).await;
     }
     other_account_unaffected(&quiet, "build/19").await;
+}
+
+/// Limits under which opens past a burst of 2 wait their turn, 50 ms apart.
+fn waiting() -> AccountLimits {
+    AccountLimits {
+        max_new_streams_per_sec: 20,
+        new_streams_burst: 2,
+        new_streams_max_wait: Duration::from_secs(5),
+        ..AccountLimits::default()
+    }
+}
+
+/// Opens 8 new streams of `apis`' account at once under [`waiting`]: every one opens,
+/// and the last no sooner than its turn (the 8th is 6 turns, 300 ms, past the burst).
+async fn opens_past_the_burst_wait_their_turn(apis: &[&Api]) {
+    let started = std::time::Instant::now();
+    let (ok, refused) = open_many(apis, 8).await;
+    assert_eq!((ok, refused.len()), (8, 0));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(290), "8 opens in {took:?}");
+}
+
+#[tokio::test]
+async fn opens_past_the_burst_wait_their_turn_and_another_account_does_not() {
+    let (_svc, noisy, quiet, _dir) = tenants(waiting()).await;
+    let apis = [&noisy];
+    let flood = opens_past_the_burst_wait_their_turn(&apis);
+    let other = async {
+        let started = std::time::Instant::now();
+        quiet.open("build/1").await;
+        quiet.open("build/2").await;
+        started.elapsed()
+    };
+    let ((), quiet_took) = tokio::join!(flood, other);
+    // The quiet account's two opens are its own burst: no turn to wait for.
+    assert!(quiet_took < Duration::from_millis(250), "{quiet_took:?}");
+    // An append that opens its stream waits its turn too, and stores its lines.
+    assert_eq!(
+        noisy
+            .put_ok("opened-by-append", &lines(0..3))
+            .await
+            .appended,
+        3
+    );
 }
 
 #[tokio::test]
@@ -407,6 +453,18 @@ async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
 }
 
 #[tokio::test]
+async fn opens_past_the_burst_wait_their_turn_across_two_replicas_on_one_redis() {
+    let redis = RedisServer::start_new().await;
+    let (a, b, _dir) = replicas(&redis, waiting()).await;
+    let (noisy_a, noisy_b) = (
+        Api::new(&a, "noisy", Scope::Write),
+        Api::new(&b, "noisy", Scope::Write),
+    );
+    opens_past_the_burst_wait_their_turn(&[&noisy_a, &noisy_b]).await;
+    other_account_unaffected(&Api::new(&b, "quiet", Scope::Write), "build/1").await;
+}
+
+#[tokio::test]
 async fn the_bytes_limit_holds_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
     let limits = AccountLimits {
@@ -598,6 +656,7 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         max_in_flight: u32::MAX,
         max_new_streams_per_sec: u64::MAX,
         new_streams_burst: u64::MAX,
+        new_streams_max_wait: Duration::ZERO,
     };
     let unlimited = TestService::start_with(config("unlimited", no_account_limits)).await;
     let (b, t) = (limited.url(), limited.token("quiet", Scope::Write));

@@ -82,6 +82,10 @@ pub struct ServiceArgs {
     /// New streams one account may open at once before that pace applies.
     #[arg(long, env = "RUNLOG_ACCOUNT_NEW_STREAMS_BURST", default_value_t = AccountLimits::default().new_streams_burst)]
     pub account_new_streams_burst: u64,
+    /// Longest an account's open past that burst waits for its turn (e.g. `5s`);
+    /// 429 beyond it.
+    #[arg(long, env = "RUNLOG_ACCOUNT_NEW_STREAMS_MAX_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub account_new_streams_max_wait: Duration,
     /// An open stream idle this long is archived and dropped (e.g. `1h`).
     #[arg(long, env = "RUNLOG_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -145,6 +149,7 @@ impl ServiceArgs {
                 max_in_flight: self.account_max_in_flight,
                 max_new_streams_per_sec: self.account_max_new_streams,
                 new_streams_burst: self.account_new_streams_burst,
+                new_streams_max_wait: self.account_new_streams_max_wait,
             },
             idle_timeout: self.idle_timeout,
             closed_retention: self.closed_retention,

@@ -34,6 +34,8 @@ pub struct AccountLimits {
     /// New streams an account that has opened none for a while may open at once
     /// before the pace applies (the burst of a pipeline fanning out).
     pub new_streams_burst: u64,
+    /// Longest an open past the burst waits for its turn before it is refused.
+    pub new_streams_max_wait: std::time::Duration,
 }
 
 impl Default for AccountLimits {
@@ -48,12 +50,17 @@ impl Default for AccountLimits {
             // stream when it starts and holding it for seconds to hours: 1 000
             // parallel steps of 5 s each are 200 new streams a second. 300 a second
             // is above that; a fan-out of 300 steps starting in the same instant
-            // opens at once, a larger one waits a second (its writers retry 429).
+            // opens at once, one of 1 000 waits up to 2.3 s for its last opens.
             // A flood gets 300 opens at full speed, then 300 a second: the 10 000
             // at full speed the request rate allows took half a second of the
             // service and tripled other accounts' p99 (`bench/RESULTS.md`).
             max_new_streams_per_sec: 300,
             new_streams_burst: 300,
+            // Well below the 15 s lite-engine gives a `PUT` (which may open its
+            // stream); an account's opens wait only while it has requests in flight
+            // to spare (`max_in_flight`), so on one replica this is reached only
+            // when the pace is far lower than the default.
+            new_streams_max_wait: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -91,6 +98,13 @@ impl RateWindows {
 /// one time per account (GCRA, the generic cell rate algorithm): when its bucket would
 /// be full again. The Redis store keeps the same time in Redis (`scripts/open.lua`),
 /// so the pace holds across replicas.
+///
+/// A new stream past the burst is not refused at once: it reserves the next free
+/// token and its open waits for it, up to `new_streams_max_wait` (refused with 429
+/// past that, reserving nothing). So a flood of opens is served at the pace, spread
+/// evenly, rather than refused and back in step a second later; and an append that
+/// opens its stream (lite-engine's, which does not retry a failed `PUT`) keeps its
+/// lines through a burst larger than the account's.
 #[derive(Debug, Default)]
 pub struct NewStreamPace {
     full_at: Mutex<HashMap<AccountId, u64>>,
@@ -105,35 +119,43 @@ pub fn pace_interval_us(per_sec: u64) -> Option<u64> {
     1_000_000u64.checked_div(per_sec)
 }
 
-/// What a refused new stream is told: a second, as a pace of 0 or any `Retry-After`.
+/// What a new stream refused by a pace of 0 is told to wait: a second, as every
+/// `Retry-After`.
 pub const PACE_CLOSED_WAIT_US: u64 = 1_000_000;
 
 /// One new stream at `now_us` against the bucket full again at `full_at_us`: `Ok`
-/// with the bucket's new full time, or `Err` with the microseconds until a token is
-/// there. `interval_us` 0 never refuses; a burst of 0 is taken as 1.
-pub fn pace_take(full_at_us: u64, now_us: u64, interval_us: u64, burst: u64) -> Result<u64, u64> {
+/// with the bucket's new full time and how long the open waits for its token (0
+/// within the burst), or `Err` with that wait when it is over `max_wait_us` (nothing
+/// reserved). `interval_us` 0 never waits; a burst of 0 is taken as 1.
+pub fn pace_take(
+    full_at_us: u64,
+    now_us: u64,
+    interval_us: u64,
+    burst: u64,
+    max_wait_us: u64,
+) -> Result<(u64, u64), u64> {
     let full_at = full_at_us.max(now_us).saturating_add(interval_us);
     let room = interval_us.saturating_mul(burst.max(1));
-    let ahead = full_at - now_us;
-    if ahead > room {
-        Err(ahead - room)
+    let wait = (full_at - now_us).saturating_sub(room);
+    if wait > max_wait_us {
+        Err(wait)
     } else {
-        Ok(full_at)
+        Ok((full_at, wait))
     }
 }
 
 impl NewStreamPace {
-    /// Takes one new stream of `account` at `now_us` (since the epoch), or says how
-    /// many microseconds until one is allowed.
+    /// Takes one new stream of `account` at `now_us` (since the epoch): how many
+    /// microseconds its open waits for its token.
     ///
     /// # Errors
-    /// The wait, when the account is over its pace.
+    /// The wait, when it is longer than the account's `new_streams_max_wait`.
     pub fn take(
         &self,
         account: &AccountId,
         now_us: u64,
         limits: &AccountLimits,
-    ) -> Result<(), u64> {
+    ) -> Result<u64, u64> {
         let interval =
             pace_interval_us(limits.max_new_streams_per_sec).ok_or(PACE_CLOSED_WAIT_US)?;
         let mut paces = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,19 +163,31 @@ impl NewStreamPace {
             paces.retain(|_, full_at| *full_at > now_us);
         }
         let full_at = paces.get(account).copied().unwrap_or(0);
-        let next = pace_take(full_at, now_us, interval, limits.new_streams_burst)?;
+        let (next, wait) = pace_take(
+            full_at,
+            now_us,
+            interval,
+            limits.new_streams_burst,
+            max_wait_us(limits),
+        )?;
         paces.insert(account.clone(), next);
-        Ok(())
+        Ok(wait)
     }
+}
+
+/// `new_streams_max_wait` in microseconds.
+pub fn max_wait_us(limits: &AccountLimits) -> u64 {
+    u64::try_from(limits.new_streams_max_wait.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The refusal of a new stream over its account's pace, `wait_us` before one is
 /// allowed (429 with `Retry-After`).
 pub fn pace_refused(account: &AccountId, limits: &AccountLimits, wait_us: u64) -> StoreError {
     StoreError::TooMany(format!(
-        "account {account} opens new streams faster than its limit ({} a second, {} at once): retry in {} ms",
+        "account {account} opens new streams faster than its limit ({} a second, {} at once, waiting at most {} ms for a turn): retry in {} ms",
         limits.max_new_streams_per_sec,
         limits.new_streams_burst,
+        limits.new_streams_max_wait.as_millis(),
         wait_us.div_ceil(1_000)
     ))
 }
@@ -188,38 +222,49 @@ mod tests {
     }
 
     #[test]
-    fn new_streams_come_in_a_burst_then_at_the_pace() {
+    fn new_streams_come_in_a_burst_then_wait_their_turn() {
         let pace = NewStreamPace::default();
         let limits = AccountLimits {
             max_new_streams_per_sec: 100,
             new_streams_burst: 5,
+            new_streams_max_wait: std::time::Duration::from_millis(25),
             ..AccountLimits::default()
         };
         let a = AccountId::new("a").unwrap_or_else(|e| panic!("{e}"));
         let b = AccountId::new("b").unwrap_or_else(|e| panic!("{e}"));
         let t = 1_000_000_000;
         for _ in 0..5 {
-            assert_eq!(pace.take(&a, t, &limits), Ok(()));
+            assert_eq!(pace.take(&a, t, &limits), Ok(0));
         }
-        // The sixth waits for one interval (10 ms at 100 a second).
-        assert_eq!(pace.take(&a, t, &limits), Err(10_000));
-        // Another account has its own bucket.
-        assert_eq!(pace.take(&b, t, &limits), Ok(()));
-        assert_eq!(pace.take(&a, t + 10_000, &limits), Ok(()));
-        assert!(pace.take(&a, t + 10_000, &limits).is_err());
+        // Then one every 10 ms (100 a second), each waiting its turn, up to 25 ms.
+        assert_eq!(pace.take(&a, t, &limits), Ok(10_000));
+        assert_eq!(pace.take(&a, t, &limits), Ok(20_000));
+        // Past the longest wait: refused, nothing reserved.
+        assert_eq!(pace.take(&a, t, &limits), Err(30_000));
+        assert_eq!(pace.take(&a, t, &limits), Err(30_000));
+        // Another account has a bucket of its own.
+        assert_eq!(pace.take(&b, t, &limits), Ok(0));
         // A second later the bucket is full again: five more at once.
         for _ in 0..5 {
-            assert_eq!(pace.take(&a, t + 2_000_000, &limits), Ok(()));
+            assert_eq!(pace.take(&a, t + 2_000_000, &limits), Ok(0));
         }
-        assert!(pace.take(&a, t + 2_000_000, &limits).is_err());
+        assert_eq!(pace.take(&a, t + 2_000_000, &limits), Ok(10_000));
     }
 
     #[test]
-    fn an_unlimited_pace_never_refuses() {
+    fn an_unlimited_pace_never_waits_and_a_closed_one_opens_nothing() {
         assert_eq!(pace_interval_us(u64::MAX), Some(0));
-        assert_eq!(pace_interval_us(0), None);
         for _ in 0..3 {
-            assert_eq!(pace_take(5, 5, 0, 1), Ok(5));
+            assert_eq!(pace_take(5, 5, 0, 1, 0), Ok((5, 0)));
         }
+        let closed = AccountLimits {
+            max_new_streams_per_sec: 0,
+            ..AccountLimits::default()
+        };
+        let a = AccountId::new("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            NewStreamPace::default().take(&a, 1, &closed),
+            Err(PACE_CLOSED_WAIT_US)
+        );
     }
 }

@@ -468,6 +468,23 @@ impl StreamStore for MemoryStreamStore {
             }
             return Ok(entry.meta());
         }
+        // A new stream: its turn in the account's pace first, waited for with no lock
+        // held (should another open create it meanwhile, this one reopens it).
+        let now = crate::store::account_limits::now_us();
+        match self
+            .new_streams
+            .take(&id.account, now, &self.account_limits)
+        {
+            Ok(0) => {}
+            Ok(wait) => tokio::time::sleep(std::time::Duration::from_micros(wait)).await,
+            Err(wait) => {
+                return Err(crate::store::account_limits::pace_refused(
+                    &id.account,
+                    &self.account_limits,
+                    wait,
+                ));
+            }
+        }
         let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
         let count = map.len() as u64;
         let entry = match map.entry(id.clone()) {
@@ -479,18 +496,6 @@ impl StreamStore for MemoryStreamStore {
                     )));
                 }
                 self.add_account_stream(&id.account)?;
-                let now = crate::store::account_limits::now_us();
-                if let Err(wait) = self
-                    .new_streams
-                    .take(&id.account, now, &self.account_limits)
-                {
-                    self.release_account(&id.account, 1, 0);
-                    return Err(crate::store::account_limits::pace_refused(
-                        &id.account,
-                        &self.account_limits,
-                        wait,
-                    ));
-                }
                 v.insert(Arc::new(Entry {
                     id: id.clone(),
                     lines: Mutex::new(Lines::new()),

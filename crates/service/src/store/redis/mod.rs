@@ -79,7 +79,7 @@ mod scripts;
 mod tail;
 
 use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
-use crate::store::account_limits::AccountLimits;
+use crate::store::account_limits::{self, AccountLimits};
 use async_trait::async_trait;
 use cluster::{Notify, key_slot};
 use connection::Conn;
@@ -369,6 +369,40 @@ impl Inner {
     }
 }
 
+/// `open.lua`'s `interval_us` for an account that may open no new stream.
+const PACE_CLOSED: i64 = -1;
+/// `open.lua`'s `interval_us` for an open whose turn in the pace is already taken.
+const PACE_TAKEN: i64 = -2;
+
+impl RedisStreamStore {
+    /// Runs `open.lua` on `id` with the pace's `interval_us`; returns its status and
+    /// wait (see the script).
+    async fn open_script(&self, id: &StreamId, interval_us: i64) -> Result<(i64, u64), StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let limits = &inner.config.account_limits;
+        let [meta, lines, late, ctl, index] = keys.stream_keys();
+        inner
+            .scripts
+            .open
+            .run(
+                &mut inner.conn(),
+                &[meta, lines, late, ctl, index, &keys.pace],
+                |c| {
+                    c.arg(now_ms())
+                        .arg(inner.ttl_ms())
+                        .arg(id.key.as_str())
+                        .arg(limits.max_streams)
+                        .arg(interval_us)
+                        .arg(limits.new_streams_burst)
+                        .arg(account_limits::max_wait_us(limits));
+                },
+            )
+            .await
+            .map_err(unavailable)
+    }
+}
+
 impl RedisStreamStore {
     /// Closes `id` in one script, unless its `activity` (ms) is past `idle_since_ms`:
     /// then `None`, the stream left as it is.
@@ -401,41 +435,26 @@ impl RedisStreamStore {
 #[async_trait]
 impl StreamStore for RedisStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
-        let inner = &self.inner;
-        let keys = inner.keys(id);
-        let limits = &inner.config.account_limits;
-        let interval =
-            crate::store::account_limits::pace_interval_us(limits.max_new_streams_per_sec)
-                .map_or(-1, |us| i64::try_from(us).unwrap_or(i64::MAX));
-        let [meta, lines, late, ctl, index] = keys.stream_keys();
-        let (status, wait_us): (i64, u64) = inner
-            .scripts
-            .open
-            .run(
-                &mut inner.conn(),
-                &[meta, lines, late, ctl, index, &keys.pace],
-                |c| {
-                    c.arg(now_ms())
-                        .arg(inner.ttl_ms())
-                        .arg(id.key.as_str())
-                        .arg(limits.max_streams)
-                        .arg(interval)
-                        .arg(limits.new_streams_burst);
-                },
-            )
-            .await
-            .map_err(unavailable)?;
-        match status {
-            -4 => Err(StoreError::TooMany(format!(
-                "account {} holds {} streams, its limit: close and remove some first",
-                id.account, limits.max_streams
-            ))),
-            -5 => Err(crate::store::account_limits::pace_refused(
-                &id.account,
-                limits,
-                wait_us,
-            )),
-            _ => self.meta(id).await,
+        let limits = &self.inner.config.account_limits;
+        let mut interval = account_limits::pace_interval_us(limits.max_new_streams_per_sec)
+            .map_or(PACE_CLOSED, |us| i64::try_from(us).unwrap_or(i64::MAX));
+        loop {
+            let (status, wait_us) = self.open_script(id, interval).await?;
+            match status {
+                -4 => {
+                    return Err(StoreError::TooMany(format!(
+                        "account {} holds {} streams, its limit: close and remove some first",
+                        id.account, limits.max_streams
+                    )));
+                }
+                -5 => return Err(account_limits::pace_refused(&id.account, limits, wait_us)),
+                // Its turn is reserved: open again then, without taking another.
+                -6 if interval != PACE_TAKEN => {
+                    tokio::time::sleep(Duration::from_micros(wait_us)).await;
+                    interval = PACE_TAKEN;
+                }
+                _ => return self.meta(id).await,
+            }
         }
     }
 
