@@ -395,6 +395,14 @@ async fn replicas(
     (a, b, dir)
 }
 
+/// Clients of the noisy account on replicas `a` and `b`.
+fn noisy_on(a: &TestService, b: &TestService) -> (Api, Api) {
+    (
+        Api::new(a, "noisy", Scope::Write),
+        Api::new(b, "noisy", Scope::Write),
+    )
+}
+
 #[tokio::test]
 async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
@@ -403,10 +411,7 @@ async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
         ..AccountLimits::default()
     };
     let (a, b, _dir) = replicas(&redis, limits).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     // Eight through each replica at once: each alone is under the limit, together
     // they are not.
     let opens = (0..16).map(|i| {
@@ -435,10 +440,7 @@ async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
 async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
     let (a, b, _dir) = replicas(&redis, paced()).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     // Fifteen through each replica at once: each alone is within the burst,
     // together they are not.
     let (ok, refused) = open_many(&[&noisy_a, &noisy_b], 30).await;
@@ -456,10 +458,7 @@ async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
 async fn opens_past_the_burst_wait_their_turn_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
     let (a, b, _dir) = replicas(&redis, waiting()).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     opens_past_the_burst_wait_their_turn(&[&noisy_a, &noisy_b]).await;
     other_account_unaffected(&Api::new(&b, "quiet", Scope::Write), "build/1").await;
 }
@@ -472,10 +471,7 @@ async fn the_bytes_limit_holds_across_two_replicas_on_one_redis() {
         ..AccountLimits::default()
     };
     let (a, b, _dir) = replicas(&redis, limits).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     noisy_a.open("a").await;
     noisy_b.open("b").await;
     let (stored, r) = write_until_refused(&[(&noisy_a, "a"), (&noisy_b, "b")]).await;
@@ -645,6 +641,14 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         .and_then(|s| s.parse().ok())
     {
         limits.max_in_flight = n;
+    }
+    // RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS: how long an open past the burst may wait
+    // for its turn (0: refused at once, its 429 held to the next second), to compare.
+    if let Some(ms) = std::env::var("RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        limits.new_streams_max_wait = Duration::from_millis(ms);
     }
     println!("fairness: per-account limits {limits:?}");
     let limited = TestService::start_with(config("limited", limits)).await;
