@@ -6,6 +6,9 @@
 //! - **streams held and bytes held** by the stream store, in the same atomic step
 //!   that opens or appends (`MemoryStreamStore`, and on Redis the `open` and `append`
 //!   scripts against the account's keys): every replica on one Redis sees one count;
+//! - **pace of new streams** by the stream store, in its `open` (a new key only):
+//!   `NewStreamPace` in memory, the `pace` key in `open.lua` on Redis; an open past
+//!   the account's burst waits its turn there, up to `new_streams_max_wait`;
 //! - **request rate** by the stream store too
 //!   ([`StreamStore::count_request`](crate::store::StreamStore::count_request)): a
 //!   one-second window per account, a Redis counter shared by the replicas (one

@@ -1,7 +1,7 @@
 //! Fairness between accounts, over real HTTP on loopback: an account over one of its
-//! own limits (streams held, bytes held, open tails, request rate) gets 429 or 413
-//! with a JSON error, while another account on the same service opens, writes and
-//! reads as before; on Redis the limits hold across two replicas.
+//! own limits (streams held, bytes held, open tails, request rate, pace of new
+//! streams) gets 429 or 413 with a JSON error, while another account on the same
+//! service opens, writes and reads as before; on Redis the limits hold across two replicas.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -111,6 +111,119 @@ async fn an_account_flooding_streams_gets_429_and_another_still_opens_and_writes
     // Reopening one it holds is no new stream: still fine.
     noisy.open("flood/0").await;
     other_account_unaffected(&quiet, "build/1").await;
+}
+
+/// Limits whose pace of new streams a test reaches: 20 at once, then one a second
+/// (so that no new one comes due within a test's few hundred milliseconds), and no
+/// waiting for a turn: past the burst, refused.
+fn paced() -> AccountLimits {
+    AccountLimits {
+        max_new_streams_per_sec: 1,
+        new_streams_burst: 20,
+        new_streams_max_wait: Duration::ZERO,
+        ..AccountLimits::default()
+    }
+}
+
+/// Opens `n` new streams of `apis`' account at once, in turn through each of `apis`;
+/// returns how many opened and the refusals.
+async fn open_many(apis: &[&Api], n: usize) -> (usize, Vec<reqwest::Response>) {
+    let opens = (0..n).map(|i| {
+        let api = apis[i % apis.len()];
+        async move {
+            api.req(Method::POST, "/stream", &format!("flood/{i}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let (ok, refused): (Vec<_>, Vec<_>) = join_all(opens)
+        .await
+        .into_iter()
+        .partition(|r| r.status() == StatusCode::OK);
+    (ok.len(), refused)
+}
+
+/// Every refusal is a 429 over the pace of new streams, with `Retry-After`.
+async fn assert_paced(refused: Vec<reqwest::Response>) {
+    for r in refused {
+        assert_eq!(r.headers()["retry-after"], "1");
+        let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(
+            msg.contains(
+                "account noisy opens new streams faster than its limit (1 a second, 20 at once, waiting at most 0 ms for a turn)"
+            ),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_account_opening_streams_too_fast_gets_429_and_another_still_opens_and_writes() {
+    let (_svc, noisy, quiet, _dir) = tenants(paced()).await;
+    let (ok, refused) = open_many(&[&noisy], 60).await;
+    // The burst, and at most one more should the opens straddle a second.
+    assert!((20..=21).contains(&ok), "{ok} opened");
+    assert_eq!(ok + refused.len(), 60);
+    assert_paced(refused).await;
+    // Reopening and writing a stream it holds is no new stream: still fine.
+    noisy.open("flood/0").await;
+    assert_eq!(noisy.put_ok("flood/0", &lines(0..3)).await.appended, 3);
+    // An append that would open a new stream is one.
+    let r = noisy.put("not-yet-open", &lines(0..3)).await;
+    let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(msg.contains("opens new streams faster"), "{msg}");
+    // Another account has a burst of its own: 19 opens here, the 20th below.
+    for i in 0..19 {
+        quiet.open(&format!("build/{i}")).await;
+    }
+    other_account_unaffected(&quiet, "build/19").await;
+}
+
+/// Limits under which opens past a burst of 2 wait their turn, 50 ms apart.
+fn waiting() -> AccountLimits {
+    AccountLimits {
+        max_new_streams_per_sec: 20,
+        new_streams_burst: 2,
+        new_streams_max_wait: Duration::from_secs(5),
+        ..AccountLimits::default()
+    }
+}
+
+/// Opens 16 new streams of `apis`' account at once under [`waiting`]: every one
+/// opens, the last no sooner than its turn (14 turns, 700 ms, past the burst).
+/// Returns when the last one opened.
+async fn opens_past_the_burst_wait_their_turn(apis: &[&Api]) -> std::time::Instant {
+    let started = std::time::Instant::now();
+    let (ok, refused) = open_many(apis, 16).await;
+    assert_eq!((ok, refused.len()), (16, 0));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(690), "16 opens in {took:?}");
+    std::time::Instant::now()
+}
+
+#[tokio::test]
+async fn opens_past_the_burst_wait_their_turn_and_another_account_does_not() {
+    let (_svc, noisy, quiet, _dir) = tenants(waiting()).await;
+    let apis = [&noisy];
+    let flood = opens_past_the_burst_wait_their_turn(&apis);
+    let other = async {
+        quiet.open("build/1").await;
+        quiet.open("build/2").await;
+        std::time::Instant::now()
+    };
+    let (flood_done, quiet_done) = tokio::join!(flood, other);
+    // The quiet account's two opens are its own burst: no turn to wait for, so
+    // they are done while the noisy account's opens still wait theirs.
+    assert!(quiet_done < flood_done);
+    // An append that opens its stream waits its turn too, and stores its lines.
+    assert_eq!(
+        noisy
+            .put_ok("opened-by-append", &lines(0..3))
+            .await
+            .appended,
+        3
+    );
 }
 
 #[tokio::test]
@@ -284,6 +397,20 @@ async fn replicas(
     (a, b, dir)
 }
 
+/// Another account opens, writes and reads through replica `a`, then `b`.
+async fn quiet_unaffected_on(a: &TestService, b: &TestService) {
+    other_account_unaffected(&Api::new(a, "quiet", Scope::Write), "build/1").await;
+    other_account_unaffected(&Api::new(b, "quiet", Scope::Write), "build/2").await;
+}
+
+/// Clients of the noisy account on replicas `a` and `b`.
+fn noisy_on(a: &TestService, b: &TestService) -> (Api, Api) {
+    (
+        Api::new(a, "noisy", Scope::Write),
+        Api::new(b, "noisy", Scope::Write),
+    )
+}
+
 #[tokio::test]
 async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;
@@ -292,10 +419,7 @@ async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
         ..AccountLimits::default()
     };
     let (a, b, _dir) = replicas(&redis, limits).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     // Eight through each replica at once: each alone is under the limit, together
     // they are not.
     let opens = (0..16).map(|i| {
@@ -316,8 +440,33 @@ async fn the_stream_limit_holds_across_two_replicas_on_one_redis() {
         .count();
     assert_eq!((ok, limited), (10, 6), "{statuses:?}");
     // Another account opens and writes through either replica.
-    other_account_unaffected(&Api::new(&a, "quiet", Scope::Write), "build/1").await;
-    other_account_unaffected(&Api::new(&b, "quiet", Scope::Write), "build/2").await;
+    quiet_unaffected_on(&a, &b).await;
+}
+
+#[tokio::test]
+async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
+    let redis = RedisServer::start_new().await;
+    let (a, b, _dir) = replicas(&redis, paced()).await;
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
+    // Fifteen through each replica at once: each alone is within the burst,
+    // together they are not.
+    let (ok, refused) = open_many(&[&noisy_a, &noisy_b], 30).await;
+    assert!((20..=21).contains(&ok), "{ok} opened");
+    assert_eq!(ok + refused.len(), 30);
+    assert_paced(refused).await;
+    // Reopening a stream it holds is no new stream, through either replica.
+    noisy_a.open("flood/1").await;
+    noisy_b.open("flood/0").await;
+    quiet_unaffected_on(&a, &b).await;
+}
+
+#[tokio::test]
+async fn opens_past_the_burst_wait_their_turn_across_two_replicas_on_one_redis() {
+    let redis = RedisServer::start_new().await;
+    let (a, b, _dir) = replicas(&redis, waiting()).await;
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
+    opens_past_the_burst_wait_their_turn(&[&noisy_a, &noisy_b]).await;
+    other_account_unaffected(&Api::new(&b, "quiet", Scope::Write), "build/1").await;
 }
 
 #[tokio::test]
@@ -328,10 +477,7 @@ async fn the_bytes_limit_holds_across_two_replicas_on_one_redis() {
         ..AccountLimits::default()
     };
     let (a, b, _dir) = replicas(&redis, limits).await;
-    let (noisy_a, noisy_b) = (
-        Api::new(&a, "noisy", Scope::Write),
-        Api::new(&b, "noisy", Scope::Write),
-    );
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
     noisy_a.open("a").await;
     noisy_b.open("b").await;
     let (stored, r) = write_until_refused(&[(&noisy_a, "a"), (&noisy_b, "b")]).await;
@@ -502,6 +648,14 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
     {
         limits.max_in_flight = n;
     }
+    // RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS: how long an open past the burst may wait
+    // for its turn (0: refused at once, its 429 held to the next second), to compare.
+    if let Some(ms) = std::env::var("RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        limits.new_streams_max_wait = Duration::from_millis(ms);
+    }
     println!("fairness: per-account limits {limits:?}");
     let limited = TestService::start_with(config("limited", limits)).await;
     let no_account_limits = AccountLimits {
@@ -510,6 +664,9 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         max_tails: u64::MAX,
         max_requests_per_sec: u64::MAX,
         max_in_flight: u32::MAX,
+        max_new_streams_per_sec: u64::MAX,
+        new_streams_burst: u64::MAX,
+        new_streams_max_wait: Duration::ZERO,
     };
     let unlimited = TestService::start_with(config("unlimited", no_account_limits)).await;
     let (b, t) = (limited.url(), limited.token("quiet", Scope::Write));

@@ -71,6 +71,17 @@ pub struct ServiceArgs {
     /// wait, in order, for a slot.
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_IN_FLIGHT", default_value_t = AccountLimits::default().max_in_flight)]
     pub account_max_in_flight: u32,
+    /// New streams one account may open in a second, sustained (429 above it);
+    /// counted in Redis with `--redis`, so across replicas.
+    #[arg(long, env = "RUNLOG_ACCOUNT_MAX_NEW_STREAMS", default_value_t = AccountLimits::default().max_new_streams_per_sec)]
+    pub account_max_new_streams: u64,
+    /// New streams one account may open at once before that pace applies.
+    #[arg(long, env = "RUNLOG_ACCOUNT_NEW_STREAMS_BURST", default_value_t = AccountLimits::default().new_streams_burst)]
+    pub account_new_streams_burst: u64,
+    /// Longest an account's open past that burst waits for its turn (e.g. `5s`);
+    /// 429 beyond it.
+    #[arg(long, env = "RUNLOG_ACCOUNT_NEW_STREAMS_MAX_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub account_new_streams_max_wait: Duration,
     /// An open stream idle this long is archived and dropped (e.g. `1h`).
     #[arg(long, env = "RUNLOG_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -132,6 +143,9 @@ impl ServiceArgs {
                 max_tails: self.account_max_tails,
                 max_requests_per_sec: self.account_max_rps,
                 max_in_flight: self.account_max_in_flight,
+                max_new_streams_per_sec: self.account_max_new_streams,
+                new_streams_burst: self.account_new_streams_burst,
+                new_streams_max_wait: self.account_new_streams_max_wait,
             },
             idle_timeout: self.idle_timeout,
             closed_retention: self.closed_retention,

@@ -7,10 +7,10 @@
 //!
 //! Memory is bounded by [`MemoryLimits`]: lines and bytes per stream, lines and bytes
 //! in total, and the number of streams; and per account by [`AccountLimits`]: streams
-//! and bytes held. An append that would cross a bound is refused whole with
-//! [`StoreError::LimitExceeded`] (the client sees 413 and keeps its spool), never
-//! silently truncated; an open over the account's streams, with
-//! [`StoreError::TooMany`] (429).
+//! and bytes held, and the pace of new streams. An append that would cross a bound
+//! is refused whole with [`StoreError::LimitExceeded`] (the client sees 413 and keeps
+//! its spool), never silently truncated; an open over the account's streams or its pace of new
+//! streams, with [`StoreError::TooMany`] (429).
 //!
 //! Over 700 lines with its tests (about 180); the code is one backend's store calls
 //! and the bounds they keep, which change together.
@@ -19,7 +19,7 @@ use super::{
     BatchLine, LineBatch, StoreError, StoredLine, StreamId, StreamMeta, StreamStore,
     TAIL_CHUNK_BYTES, TAIL_CHUNK_LINES, TailItem,
 };
-use crate::store::account_limits::{AccountLimits, RateWindows};
+use crate::store::account_limits::{AccountLimits, NewStreamPace, RateWindows};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -69,6 +69,7 @@ pub struct MemoryStreamStore {
     /// Streams and bytes each account holds (accounts holding nothing are absent).
     accounts: Mutex<HashMap<AccountId, AccountUsage>>,
     rate: RateWindows,
+    new_streams: NewStreamPace,
 }
 
 /// What one account holds in a [`MemoryStreamStore`].
@@ -348,6 +349,7 @@ impl MemoryStreamStore {
             account_limits: AccountLimits::default(),
             accounts: Mutex::new(HashMap::new()),
             rate: RateWindows::default(),
+            new_streams: NewStreamPace::default(),
         }
     }
 
@@ -465,6 +467,23 @@ impl StreamStore for MemoryStreamStore {
                 l.last_activity = SystemTime::now();
             }
             return Ok(entry.meta());
+        }
+        // A new stream: its turn in the account's pace first, waited for with no lock
+        // held (should another open create it meanwhile, this one reopens it).
+        let now = crate::store::account_limits::now_us();
+        match self
+            .new_streams
+            .take(&id.account, now, &self.account_limits)
+        {
+            Ok(0) => {}
+            Ok(wait) => tokio::time::sleep(std::time::Duration::from_micros(wait)).await,
+            Err(wait) => {
+                return Err(crate::store::account_limits::pace_refused(
+                    &id.account,
+                    &self.account_limits,
+                    wait,
+                ));
+            }
         }
         let mut map = self.streams.write().unwrap_or_else(PoisonError::into_inner);
         let count = map.len() as u64;

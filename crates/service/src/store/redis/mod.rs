@@ -14,6 +14,7 @@
 //! | `NS:{A}:s:K:ctl` | stream | one entry `1-1` while the stream is closed: wakes blocked tails |
 //! | `NS:{A}:s:K:sections` | hash | the section index (`index.rs`): `next` (first `pos` not indexed), `head` (open sections and counts, JSON), one field per section (its index → the section as JSON); `…:sections:lock` is its lease |
 //! | `NS:{A}:index` | sorted set | every key of the account, score = last activity (ms), for `list` |
+//! | `NS:{A}:pace` | string | when the account's bucket of new streams is full again (µs, Redis's clock; `open.lua`), expiring then |
 //!
 //! # Why this shape
 //! - **Idempotent across replicas.** Stream entry ids must grow, so the `pos` *is*
@@ -78,7 +79,7 @@ mod scripts;
 mod tail;
 
 use super::{StoreError, StoredLine, StreamId, StreamMeta, StreamStore, TailItem};
-use crate::store::account_limits::AccountLimits;
+use crate::store::account_limits::{self, AccountLimits};
 use async_trait::async_trait;
 use cluster::{Notify, key_slot};
 use connection::Conn;
@@ -282,6 +283,8 @@ struct Keys {
     index: String,
     /// The account's usage hash: `bytes` of line JSON its streams hold in Redis.
     usage: String,
+    /// The account's pace of new streams: when its bucket is full again (µs).
+    pace: String,
     trim_lock: String,
     /// The stream's section index (`index.rs`) and the lock of its lease.
     sections: String,
@@ -319,6 +322,7 @@ impl Inner {
             ctl: format!("{base}:ctl"),
             index: format!("{ns}:{{{}}}:index", id.account),
             usage: format!("{ns}:{{{}}}:usage", id.account),
+            pace: format!("{ns}:{{{}}}:pace", id.account),
             trim_lock: format!("{base}:trim"),
             sections: format!("{base}:sections"),
             sections_lock: format!("{base}:sections:lock"),
@@ -365,6 +369,40 @@ impl Inner {
     }
 }
 
+/// `open.lua`'s `interval_us` for an account that may open no new stream.
+const PACE_CLOSED: i64 = -1;
+/// `open.lua`'s `interval_us` for an open whose turn in the pace is already taken.
+const PACE_TAKEN: i64 = -2;
+
+impl RedisStreamStore {
+    /// Runs `open.lua` on `id` with the pace's `interval_us`; returns its status and
+    /// wait (see the script).
+    async fn open_script(&self, id: &StreamId, interval_us: i64) -> Result<(i64, u64), StoreError> {
+        let inner = &self.inner;
+        let keys = inner.keys(id);
+        let limits = &inner.config.account_limits;
+        let [meta, lines, late, ctl, index] = keys.stream_keys();
+        inner
+            .scripts
+            .open
+            .run(
+                &mut inner.conn(),
+                &[meta, lines, late, ctl, index, &keys.pace],
+                |c| {
+                    c.arg(now_ms())
+                        .arg(inner.ttl_ms())
+                        .arg(id.key.as_str())
+                        .arg(limits.max_streams)
+                        .arg(interval_us)
+                        .arg(limits.new_streams_burst)
+                        .arg(account_limits::max_wait_us(limits));
+                },
+            )
+            .await
+            .map_err(unavailable)
+    }
+}
+
 impl RedisStreamStore {
     /// Closes `id` in one script, unless its `activity` (ms) is past `idle_since_ms`:
     /// then `None`, the stream left as it is.
@@ -397,27 +435,27 @@ impl RedisStreamStore {
 #[async_trait]
 impl StreamStore for RedisStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
-        let inner = &self.inner;
-        let keys = inner.keys(id);
-        let max_streams = inner.config.account_limits.max_streams;
-        let status: i64 = inner
-            .scripts
-            .open
-            .run(&mut inner.conn(), &keys.stream_keys(), |c| {
-                c.arg(now_ms())
-                    .arg(inner.ttl_ms())
-                    .arg(id.key.as_str())
-                    .arg(max_streams);
-            })
-            .await
-            .map_err(unavailable)?;
-        if status == -4 {
-            return Err(StoreError::TooMany(format!(
-                "account {} holds {max_streams} streams, its limit: close and remove some first",
-                id.account
-            )));
+        let limits = &self.inner.config.account_limits;
+        let mut interval = account_limits::pace_interval_us(limits.max_new_streams_per_sec)
+            .map_or(PACE_CLOSED, |us| i64::try_from(us).unwrap_or(i64::MAX));
+        loop {
+            let (status, wait_us) = self.open_script(id, interval).await?;
+            match status {
+                -4 => {
+                    return Err(StoreError::TooMany(format!(
+                        "account {} holds {} streams, its limit: close and remove some first",
+                        id.account, limits.max_streams
+                    )));
+                }
+                -5 => return Err(account_limits::pace_refused(&id.account, limits, wait_us)),
+                // Its turn is reserved: open again then, without taking another.
+                -6 if interval != PACE_TAKEN => {
+                    tokio::time::sleep(Duration::from_micros(wait_us)).await;
+                    interval = PACE_TAKEN;
+                }
+                _ => return self.meta(id).await,
+            }
         }
-        self.meta(id).await
     }
 
     async fn append(
