@@ -46,6 +46,19 @@ impl Kept {
         }
     }
 
+    /// Appends `data`, dropping the oldest bytes first so that at most `limit` are
+    /// kept: the ring never holds more than `limit` (trimming after the append let
+    /// its capacity double to 16 MiB, fresh pages the kernel zeroes for every step).
+    fn push(&mut self, data: &[u8], limit: usize) {
+        // The part of `data` that could not be kept even alone.
+        let skip = data.len().saturating_sub(limit);
+        let data = &data[skip..];
+        let excess = (self.bytes.len() + data.len()).saturating_sub(limit);
+        self.bytes.drain(..excess);
+        self.start += (excess + skip) as u64;
+        self.bytes.extend(data);
+    }
+
     /// The kept bytes from index `skip` on, in one `Vec` (the ring may hold them in
     /// two pieces).
     fn copy_from(&self, skip: usize) -> Vec<u8> {
@@ -91,8 +104,7 @@ impl StepOutputLog {
     pub fn append(&self, data: &[u8]) {
         {
             let mut k = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            k.bytes.extend(data);
-            k.keep_last(MAX_KEPT);
+            k.push(data, MAX_KEPT);
         }
         self.changed.send_modify(|n| *n += 1);
     }
@@ -200,6 +212,18 @@ mod tests {
             let offset = (all.len() - MAX_KEPT + from) as u64;
             assert!(log.read_from(offset).bytes == kept[from..], "from {from}");
         }
+    }
+
+    #[test]
+    fn a_write_larger_than_the_kept_bytes_keeps_its_end() {
+        let log = StepOutputLog::default();
+        log.append(b"old");
+        let write: Vec<u8> = (0..MAX_KEPT + 5).map(|j| j as u8).collect();
+        log.append(&write);
+        let c = log.read_from(0);
+        assert_eq!(c.next, 3 + write.len() as u64);
+        assert!(c.bytes == write[5..]);
+        assert_eq!(log.read_from(9).bytes.len(), MAX_KEPT - 1);
     }
 
     #[tokio::test]
