@@ -25,7 +25,9 @@ Each run also records which way its archive came to be (`close`: `built` when th
 service built it from its own lines, `uploaded` when the writer sent its spool; from
 the service's `runlog_archives_uploaded_total`), the ledger's verdict with its
 reasons when incomplete (`GET /stream/sections`), and the service's CPU seconds and
-peak RSS (VmHWM, which only grows) after the run.
+peak RSS (VmHWM, which only grows) after the run, and the engine's CPU seconds
+(its own: a process's user and system time leave out its children, the step's
+command among them).
 
 Every run writes under an account of its own: the service holds an account's
 closed streams for `--closed-retention` (5 minutes) within the account's 1 GiB, so
@@ -77,7 +79,8 @@ def peak_rss_kib(pid, field="VmHWM"):
 
 
 def service_cpu_s(pid):
-    """User plus system CPU seconds the process has used so far."""
+    """User plus system CPU seconds the process (the service's or the engine's) has
+    used so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -178,6 +181,7 @@ def main():
             call("POST", eng + "/setup", {"le_log_key": key + ".engine", "log_config": {
                 "url": svc, "account_id": account, "token": token, "indirect_upload": True}})
             uploaded_before, cpu_before = uploads(svc), service_cpu_s(service.pid)
+            engine_cpu_before = service_cpu_s(engine.pid)
             t0 = time.perf_counter()
             step = json.loads(call("POST", eng + "/step", {"id": "seq", "command": cmd,
                                                            "log_key": key}))
@@ -193,13 +197,14 @@ def main():
             uploaded_after = uploads(svc)
             close = "?" if uploaded_after is None else "uploaded" if uploaded_after > uploaded_before else "built"
             cpu = service_cpu_s(service.pid) - cpu_before
+            engine_cpu = service_cpu_s(engine.pid) - engine_cpu_before
             verdict = ledger_verdict(svc, account, key, token)
             results.append((base, t_step, t_archive))
             print(f"run {run}: > file {base:.3f}s | | gzip > file {base_gz:.3f}s | step answered {t_step:.3f}s | "
                   f"archive complete {t_archive:.3f}s | vs gzip {t_archive / base_gz:.2f}x | "
                   f"{args.lines / t_archive / 1e6:.2f} M lines/s | close {close} | ledger {verdict} | "
                   f"service CPU {cpu:.2f}s, peak RSS {peak_rss_kib(service.pid) / 1024:.0f} MiB "
-                  f"(now {peak_rss_kib(service.pid, 'VmRSS') / 1024:.0f}) | "
+                  f"(now {peak_rss_kib(service.pid, 'VmRSS') / 1024:.0f}) | engine CPU {engine_cpu:.2f}s | "
                   f"retries {report['retries']}", flush=True)
         best = min(results, key=lambda r: r[2])
         steps, archives = sorted(r[1] for r in results), sorted(r[2] for r in results)
