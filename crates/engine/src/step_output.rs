@@ -10,7 +10,7 @@
 //!
 //! The kept bytes are a ring ([`VecDeque`]): dropping the oldest moves the ring's
 //! head instead of the bytes. A `Vec` drained at its front moved all 8 MiB on every
-//! append once a step had printed that much — 45 % of the engine's CPU for a step
+//! append once a step had printed that much — 47 % of the engine's CPU for a step
 //! printing 200 MB (`bench/RESULTS.md`, "Where a 100-byte line's time goes").
 
 use std::collections::VecDeque;
