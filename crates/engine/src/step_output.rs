@@ -7,7 +7,13 @@
 //! complete output is the step's stream in the log service. Offsets count every byte
 //! the step wrote, dropped ones included, so a reader's offset stays meaningful when
 //! the start of the output is gone.
+//!
+//! The kept bytes are a ring ([`VecDeque`]): dropping the oldest moves the ring's
+//! head instead of the bytes. A `Vec` drained at its front moved all 8 MiB on every
+//! append once a step had printed that much — 47 % of the engine's CPU for a step
+//! printing 200 MB (`bench/RESULTS.md`, "Where a 100-byte line's time goes").
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -25,7 +31,7 @@ pub struct StepOutputLog {
 }
 
 struct Kept {
-    bytes: Vec<u8>,
+    bytes: VecDeque<u8>,
     /// Offset of `bytes[0]` in the whole output.
     start: u64,
     ended: bool,
@@ -38,6 +44,34 @@ impl Kept {
             self.bytes.drain(..excess);
             self.start += excess as u64;
         }
+    }
+
+    /// Appends `data`, dropping the oldest bytes first so that at most `limit` are
+    /// kept: the ring never holds more than `limit` (trimming after the append let
+    /// its capacity double to 16 MiB, fresh pages the kernel zeroes for every step).
+    fn push(&mut self, data: &[u8], limit: usize) {
+        // The part of `data` that could not be kept even alone.
+        let skip = data.len().saturating_sub(limit);
+        let data = &data[skip..];
+        let excess = (self.bytes.len() + data.len()).saturating_sub(limit);
+        self.bytes.drain(..excess);
+        self.start += (excess + skip) as u64;
+        self.bytes.extend(data);
+    }
+
+    /// The kept bytes from index `skip` on, in one `Vec` (the ring may hold them in
+    /// two pieces).
+    fn copy_from(&self, skip: usize) -> Vec<u8> {
+        let (front, back) = self.bytes.as_slices();
+        let mut out = Vec::with_capacity(self.bytes.len().saturating_sub(skip));
+        match front.get(skip..) {
+            Some(rest) => {
+                out.extend_from_slice(rest);
+                out.extend_from_slice(back);
+            }
+            None => out.extend_from_slice(back.get(skip - front.len()..).unwrap_or_default()),
+        }
+        out
     }
 }
 
@@ -56,7 +90,7 @@ impl Default for StepOutputLog {
     fn default() -> Self {
         StepOutputLog {
             inner: Arc::new(Mutex::new(Kept {
-                bytes: Vec::new(),
+                bytes: VecDeque::new(),
                 start: 0,
                 ended: false,
             })),
@@ -70,8 +104,7 @@ impl StepOutputLog {
     pub fn append(&self, data: &[u8]) {
         {
             let mut k = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            k.bytes.extend_from_slice(data);
-            k.keep_last(MAX_KEPT);
+            k.push(data, MAX_KEPT);
         }
         self.changed.send_modify(|n| *n += 1);
     }
@@ -95,7 +128,7 @@ impl StepOutputLog {
         let from = offset.clamp(k.start, end);
         let skip = usize::try_from(from - k.start).unwrap_or(usize::MAX);
         Chunk {
-            bytes: k.bytes.get(skip..).unwrap_or_default().to_vec(),
+            bytes: k.copy_from(skip),
             next: end.max(offset),
             ended: k.ended,
         }
@@ -159,6 +192,38 @@ mod tests {
         let c = log.read_from(0);
         assert_eq!(c.bytes.len(), KEPT_AFTER_END);
         assert!(c.bytes.ends_with(b"abc") && c.ended);
+    }
+
+    #[test]
+    fn the_newest_bytes_are_kept_in_order_across_many_appends() {
+        let log = StepOutputLog::default();
+        let mut all = Vec::new();
+        // Writes of an odd size, so the ring's two pieces split inside a write.
+        for i in 0..40u32 {
+            let write: Vec<u8> = (0..(512 << 10) + 7).map(|j| (i + j) as u8).collect();
+            log.append(&write);
+            all.extend_from_slice(&write);
+        }
+        let kept = &all[all.len() - MAX_KEPT..];
+        let c = log.read_from(0);
+        assert_eq!(c.next, all.len() as u64);
+        assert!(c.bytes == kept, "the newest MAX_KEPT bytes, in order");
+        for from in [1usize, 4099, MAX_KEPT / 2, MAX_KEPT - 1] {
+            let offset = (all.len() - MAX_KEPT + from) as u64;
+            assert!(log.read_from(offset).bytes == kept[from..], "from {from}");
+        }
+    }
+
+    #[test]
+    fn a_write_larger_than_the_kept_bytes_keeps_its_end() {
+        let log = StepOutputLog::default();
+        log.append(b"old");
+        let write: Vec<u8> = (0..MAX_KEPT + 5).map(|j| j as u8).collect();
+        log.append(&write);
+        let c = log.read_from(0);
+        assert_eq!(c.next, 3 + write.len() as u64);
+        assert!(c.bytes == write[5..]);
+        assert_eq!(log.read_from(9).bytes.len(), MAX_KEPT - 1);
     }
 
     #[tokio::test]
