@@ -30,6 +30,7 @@ mod lines;
 mod losses;
 pub mod mask;
 pub mod outbox;
+mod private_dir;
 mod queue;
 mod recovery;
 pub mod recycle;

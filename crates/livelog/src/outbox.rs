@@ -151,7 +151,7 @@ fn store_once(dir: &Path, spool: &Path, entry: &Entry) -> std::io::Result<PathBu
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "entry".to_owned());
     let entry_dir = dir.join(name);
-    crate::spool::create_private_dir(&entry_dir)?;
+    crate::private_dir::create(&entry_dir)?;
     let target = entry_dir.join(ARCHIVE);
     if std::fs::rename(spool, &target).is_err() {
         // Another filesystem: copy, then remove the spool.

@@ -52,7 +52,7 @@ pub(crate) fn create(outbox_dir: &Path, spool: &Path, entry: &Entry) -> std::io:
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .ok_or_else(|| std::io::Error::other("the spool has no file name"))?;
-    crate::spool::create_private_dir(outbox_dir)?;
+    crate::private_dir::create(outbox_dir)?;
     let path = outbox_dir.join(format!("{stem}{SUFFIX}"));
     let tmp = outbox_dir.join(format!(".{stem}{SUFFIX}.tmp"));
     let json = serde_json::to_vec_pretty(&Stored {

@@ -32,7 +32,7 @@ pub fn hold(dir: &Path, bytes: u64) -> std::io::Result<()> {
     if std::fs::metadata(&file).is_ok_and(|m| m.len() >= bytes) {
         return Ok(());
     }
-    crate::spool::create_private_dir(dir)?;
+    crate::private_dir::create(dir)?;
     let f = std::fs::File::options()
         .write(true)
         .create(true)

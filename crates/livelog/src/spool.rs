@@ -319,20 +319,10 @@ fn write_using_reserve(file: &mut File, bytes: &[u8], dir: &Path) -> std::io::Re
     Ok(())
 }
 
-/// Creates `dir` and its missing parents for this user alone (`0700` on Unix): spools
-/// and the outbox hold the streams' logs. A directory that exists keeps its mode.
-/// Public so that a host that makes a writer's spool directory ahead (the engine) makes
-/// it the same way.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
+/// Creates `dir` and its missing parents for this user alone (`0700` on Unix), as
+/// every spool directory is made. Public so that a host that makes a writer's spool
+/// directory ahead (the engine) makes it the same way.
+pub use crate::private_dir::create as create_private_dir;
 
 /// Opens a reused spool file for writing from its start, its old content marked as
 /// not this history's from the first byte on.
