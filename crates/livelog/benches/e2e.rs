@@ -48,6 +48,12 @@ async fn start_service() -> (TestService, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     cfg.bench_discard = true;
+    // Every round's streams stay held (closed streams are kept for a while), one
+    // account writes them all: 600 MB a round would cross the account's default
+    // 1 GiB in the second round, refuse the writer's appends and end the round's
+    // live stream. A bound on one account is not what this measures.
+    cfg.account_limits.max_bytes = u64::MAX;
+    cfg.account_limits.max_requests_per_sec = u64::MAX;
     let svc = TestService::start_with(cfg).await;
     let token = svc.token(ACCOUNT, Scope::Write);
     (svc, token, dir)
@@ -276,6 +282,14 @@ async fn writer_run(
     });
     let mut acked_when_produced = None;
     while w.progress().streamed_lines < n {
+        // A refused append ends live streaming: no more acknowledgements will come.
+        if w.progress().live_stopped {
+            let report = w.close().await;
+            panic!(
+                "live streaming stopped at {} of {n} lines: {report:?}",
+                report.streamed_lines
+            );
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
         if acked_when_produced.is_none() && producer.is_finished() {
             acked_when_produced = Some(w.progress().streamed_lines);
