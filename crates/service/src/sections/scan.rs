@@ -4,7 +4,8 @@
 //! `\e[0K`), so a line can hold one only if its `out` value starts with one of
 //! [`MARKER_STARTS`] or the writer's drop-marker prefix. Each line's JSON is looked
 //! at only there: its `"out":` key is found (in the first bytes, where writers put
-//! it) and a few bytes compared; only lines that pass are parsed. An Aho-Corasick
+//! it) and a few bytes compared; only lines that pass are read (their `out` and
+//! `time`: directly for the writers' shape, `line_text.rs`, by serde otherwise). An Aho-Corasick
 //! pass over the whole body for the same strings cost 4× more (32 µs against 8 µs
 //! per 1 000 lines, `benches/parse.rs`, `section_scan`). The markers are plain
 //! ASCII, which JSON writes as itself; a line whose text starts with any other
@@ -12,6 +13,7 @@
 //! writer that puts another `"out":` key inside a line before its own is not
 //! recognised.
 
+use super::line_text::writer_text;
 use crate::store::{LineBatch, StoredLine};
 use memchr::memmem;
 use runlog_protocol::sections::{MARKER_STARTS, may_be_marker};
@@ -160,7 +162,7 @@ pub fn marker_line(pos: u64, json: &[u8]) -> Option<MarkerLine> {
     if !may_hold_marker(json) {
         return None;
     }
-    let line: LineText<'_> = serde_json::from_slice(json).ok()?;
+    let line = read_text(json)?;
     // The tracker parses a section marker (once, when it takes the line); here it
     // is told apart from a drop marker by how it starts.
     let mark = if may_be_marker(&line.out) {
@@ -174,6 +176,15 @@ pub fn marker_line(pos: u64, json: &[u8]) -> Option<MarkerLine> {
         out: line.out.into_owned(),
         mark,
     })
+}
+
+/// A line's `out` and `time`: read directly when the line has the writers' shape
+/// ([`writer_text`]), else parsed.
+fn read_text(json: &[u8]) -> Option<LineText<'_>> {
+    match writer_text(json) {
+        Some((out, time)) => Some(LineText { out, time }),
+        None => serde_json::from_slice(json).ok(),
+    }
 }
 
 /// What the index needs of one `PUT /stream` batch, taken before the batch goes to
@@ -231,7 +242,7 @@ impl BatchScan {
 
 /// The `time` and `out` of a stored line (for reading back and the ledger).
 pub fn text_of(line: &StoredLine) -> Option<(String, String)> {
-    let t: LineText<'_> = serde_json::from_slice(&line.json).ok()?;
+    let t = read_text(&line.json)?;
     Some((t.time.into_owned(), t.out.into_owned()))
 }
 
