@@ -1,7 +1,9 @@
-//! The `out` and `time` of a line in the shape writers send,
-//! `{"level":"…","pos":N,"out":"…","time":"…"}`, read without a JSON parser.
+//! The strings of a line in the shape writers send,
+//! `{"level":"…","pos":N,"out":"…","time":"…"}`, read without a JSON parser: for
+//! the index's marker lines (`out` and `time`, [`writer_text`]) and the ledger's
+//! check of every line at close (`out`, [`out_start`] and [`decode_string`]).
 //!
-//! Each marker line the index takes was parsed with serde for these two strings:
+//! Each marker line the index takes was parsed with serde for its two strings:
 //! the whole object (four keys matched, `level` and `pos` skipped) for two short
 //! strings. With 1 % marker lines and 100 writers that parse was the largest part
 //! of the index's cost on ingest after the scan itself. A line of exactly this
@@ -15,36 +17,38 @@ use std::borrow::Cow;
 /// shape; `None` otherwise (the caller then parses it). `json` is trusted to be
 /// valid JSON (ingest checked it): only the shape is checked here.
 pub fn writer_text(json: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
-    let rest = json.strip_prefix(b"{\"level\":\"")?;
-    // A level is a short word; one with an escape is left to the parser.
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    let rest = rest[end..].strip_prefix(b"\",\"pos\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let rest = rest[digits..].strip_prefix(b",\"out\":\"")?;
-    let (out, rest) = string(rest)?;
+    let (out, rest) = string(out_start(json)?)?;
     let rest = rest.strip_prefix(b",\"time\":\"")?;
     let (time, rest) = string(rest)?;
     (rest == b"}").then_some((out, time))
 }
 
-/// The JSON string whose text starts at `s` (just after its opening quote): its
-/// text, borrowed when it holds no escape, and what follows its closing quote.
-/// `None` for a `\u` escape (left to the parser) or an unclosed string.
-fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
-    let mut at = memchr::memchr2(b'"', b'\\', s)?;
-    if s[at] == b'"' {
-        return Some((
-            Cow::Borrowed(std::str::from_utf8(&s[..at]).ok()?),
-            &s[at + 1..],
-        ));
-    }
-    let mut text = Vec::with_capacity(s.len().min(512));
-    // `from`: the first byte not yet copied; `at`: the next quote or backslash.
+/// What follows `"out":"` in a line that starts as the writers' shape does,
+/// `{"level":"…","pos":N,"out":"`: the text of its `out` string, still in JSON.
+/// A few compares, where a search for the key costs a call per line.
+pub fn out_start(json: &[u8]) -> Option<&[u8]> {
+    let rest = json.strip_prefix(b"{\"level\":\"")?;
+    // A level is a short word; one with an escape is left to the parser.
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    let rest = rest[end..].strip_prefix(b"\",\"pos\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    rest[digits..].strip_prefix(b",\"out\":\"")
+}
+
+/// Appends to `into` the text of the JSON string that starts at `s` (just after
+/// its opening quote), escapes decoded, and answers where its closing quote is.
+/// `None` for a `\u` escape (left to the parser) or an unclosed string; `into`
+/// may then hold part of the text.
+pub fn decode_string(s: &[u8], into: &mut Vec<u8>) -> Option<usize> {
     let mut from = 0;
-    while s[at] == b'\\' {
-        text.extend_from_slice(&s[from..at]);
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', s.get(from..)?)?;
+        into.extend_from_slice(&s[from..at]);
+        if s[at] == b'"' {
+            return Some(at);
+        }
         // JSON's two-character escapes; `\u` is rare in writers' lines.
-        text.push(match *s.get(at + 1)? {
+        into.push(match *s.get(at + 1)? {
             b'"' => b'"',
             b'\\' => b'\\',
             b'/' => b'/',
@@ -56,12 +60,22 @@ fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
             _ => return None,
         });
         from = at + 2;
-        at = from + memchr::memchr2(b'"', b'\\', s.get(from..)?)?;
     }
-    text.extend_from_slice(&s[from..at]);
+}
+
+/// The JSON string whose text starts at `s` (just after its opening quote): its
+/// text, borrowed when it holds no escape, and what follows its closing quote.
+fn string(s: &[u8]) -> Option<(Cow<'_, str>, &[u8])> {
+    let at = memchr::memchr2(b'"', b'\\', s)?;
+    if s[at] == b'"' {
+        let text = std::str::from_utf8(&s[..at]).ok()?;
+        return Some((Cow::Borrowed(text), &s[at + 1..]));
+    }
+    let mut text = Vec::with_capacity(s.len().min(512));
+    let end = decode_string(s, &mut text)?;
     // Escapes are ASCII, so they split no UTF-8 sequence of the text around them.
     let text = String::from_utf8(text).ok()?;
-    Some((Cow::Owned(text), &s[at + 1..]))
+    Some((Cow::Owned(text), &s[end + 1..]))
 }
 
 #[cfg(test)]

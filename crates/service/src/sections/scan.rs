@@ -13,7 +13,7 @@
 //! writer that puts another `"out":` key inside a line before its own is not
 //! recognised.
 
-use super::line_text::writer_text;
+use super::line_text::{out_start, writer_text};
 use crate::store::{LineBatch, StoredLine};
 use memchr::memmem;
 use runlog_protocol::sections::{MARKER_STARTS, may_be_marker};
@@ -25,18 +25,7 @@ static OUT_KEY: LazyLock<memmem::Finder<'static>> =
 
 /// Where the text of a line's `out` value starts in its JSON.
 fn out_value(json: &[u8]) -> Option<&[u8]> {
-    compact_out_value(json).or_else(|| any_out_value(json))
-}
-
-/// [`out_value`] for the shape writers send, `{"level":"…","pos":N,"out":"…`:
-/// a few compares, where a search costs a call per line.
-fn compact_out_value(json: &[u8]) -> Option<&[u8]> {
-    let rest = json.strip_prefix(b"{\"level\":\"")?;
-    // A level is a short word: a plain loop beats a SIMD search's set-up here.
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    let rest = rest[end..].strip_prefix(b"\",\"pos\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    rest[digits..].strip_prefix(b",\"out\":\"")
+    out_start(json).or_else(|| any_out_value(json))
 }
 
 fn skip_ws(mut r: &[u8]) -> &[u8] {
