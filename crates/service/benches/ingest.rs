@@ -26,6 +26,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: u64 = 1_000;
 const LINES_PER_RUN: u64 = 2_000_000;
+
+/// Lines each run sends: `INGEST_LINES` (at most [`LINES_PER_RUN`], the bodies
+/// built), or all of them. Shorter runs give more rounds in the same time.
+fn lines_per_run() -> u64 {
+    static LINES: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::env::var("INGEST_LINES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map_or(LINES_PER_RUN, |n: u64| n.clamp(BATCH * 100, LINES_PER_RUN))
+    });
+    *LINES
+}
 /// Rounds of (discard, ingest) per writer count; each round's ratio compares two runs
 /// taken back to back, and the median of the rounds is the figure to quote. With the
 /// best of three runs of each side (an earlier version), one peak of the ceiling
@@ -79,7 +91,7 @@ impl Bench {
     }
 
     async fn run_bodies(&self, writers: u64, round: usize, discard: bool, all: &[Bytes]) -> f64 {
-        let batches_each = LINES_PER_RUN / BATCH / writers;
+        let batches_each = lines_per_run() / BATCH / writers;
         let keys: Vec<String> = (0..writers)
             .map(|w| format!("bench/r{round}/{writers}/{w}"))
             .collect();
@@ -177,7 +189,7 @@ async fn measured(bench: &Bench, writers: u64, round: usize, bodies: &[Bytes]) -
     let before = service_cpu();
     let rate = bench.run_bodies(writers, round, false, bodies).await;
     let cpu = service_cpu().saturating_sub(before);
-    let lines = (LINES_PER_RUN / BATCH / writers * BATCH * writers) as f64;
+    let lines = (lines_per_run() / BATCH / writers * BATCH * writers) as f64;
     (rate, cpu.as_secs_f64() * 1e6 / (lines / 1000.0))
 }
 
@@ -350,7 +362,8 @@ fn main() {
     .unwrap();
     let bodies: Vec<Bytes> = (0..LINES_PER_RUN / BATCH).map(batch_body).collect();
     println!(
-        "ingest benchmark: {LINES_PER_RUN} lines per run, {BATCH} lines per batch, {} body bytes per batch, {ROUNDS} rounds",
+        "ingest benchmark: {} lines per run, {BATCH} lines per batch, {} body bytes per batch, {ROUNDS} rounds",
+        lines_per_run(),
         bodies[0].len()
     );
     let bench = Arc::new(Bench {
