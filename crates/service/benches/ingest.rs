@@ -203,6 +203,10 @@ async fn measured(bench: &Bench, writers: u64, round: usize, bodies: &[Bytes]) -
 /// median with a 95 % confidence interval (distribution-free, by ranks), and the
 /// ratio of the sums of the runs' times. The service's CPU time per line is read
 /// beside it: it moves less with other load, and says where the cost is.
+///
+/// Run it with `MIMALLOC_PURGE_DELAY=-1`: each run stores and frees hundreds of MB,
+/// and pages handed back to the system are faulted in again by the next run on the
+/// service's threads, which moved single rounds by ±20–40 % (bench/RESULTS.md).
 async fn compare_sections(bench: &Bench) {
     let rounds: usize = std::env::var("INGEST_ROUNDS")
         .ok()
