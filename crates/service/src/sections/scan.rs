@@ -5,13 +5,13 @@
 //! [`MARKER_STARTS`] or the writer's drop-marker prefix. Each line's JSON is looked
 //! at only there: its `"out":` key is found (in the first bytes, where writers put
 //! it) and a few bytes compared; only lines that pass are read (their `out` and
-//! `time`: directly for the writers' shape, `line_text.rs`, by serde otherwise). An Aho-Corasick
-//! pass over the whole body for the same strings cost 4× more (32 µs against 8 µs
-//! per 1 000 lines, `benches/parse.rs`, `section_scan`). The markers are plain
-//! ASCII, which JSON writes as itself; a line whose text starts with any other
-//! `\u` escape is parsed to be sure (a writer may escape more than JSON needs). A
-//! writer that puts another `"out":` key inside a line before its own is not
-//! recognised.
+//! `time`: directly for the writers' shape, `line_text.rs`, by serde otherwise).
+//! An Aho-Corasick pass over the whole body for the same strings cost 4× more
+//! (32 µs against 8 µs per 1 000 lines, `benches/parse.rs`, `section_scan`). The
+//! markers are plain ASCII, which JSON writes as itself; a line whose text starts
+//! with any other `\u` escape is parsed to be sure (a writer may escape more than
+//! JSON needs). A writer that puts another `"out":` key inside a line before its
+//! own is not recognised.
 
 use super::line_text::{out_start, writer_text};
 use crate::store::{LineBatch, StoredLine};
