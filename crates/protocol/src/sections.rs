@@ -275,7 +275,10 @@ fn parse_github(line: &str) -> Option<Marker<'_>> {
         });
     }
     // `::endgroup::`, or with properties: `::endgroup outcome=failure::`.
-    let (command, after) = rest.split_once("::")?;
+    // A byte search: `split_once("::")` built a substring searcher a marker.
+    let at = rest.as_bytes().windows(2).position(|w| w == b"::")?;
+    // `::` is ASCII, so `at` and `at + 2` are character boundaries.
+    let (command, after) = (&rest[..at], &rest[at + 2..]);
     let properties = command.strip_prefix("endgroup")?;
     if !trim(after).is_empty() || !(properties.is_empty() || properties.starts_with(' ')) {
         return None;

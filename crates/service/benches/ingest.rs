@@ -8,7 +8,8 @@
 //!
 //! `INGEST_SECTIONS=compare` measures the section index instead: ingest with the
 //! index off and on, back to back in each round, over a plain log and over one with
-//! every 100th line a section marker (10 000 sections per million lines).
+//! every 100th line a section marker (10 000 sections per million lines), and the
+//! throughput ratio's median over the rounds with a confidence interval.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use bytes::Bytes;
@@ -25,6 +26,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: u64 = 1_000;
 const LINES_PER_RUN: u64 = 2_000_000;
+
+/// Lines each run sends: `INGEST_LINES` (at most [`LINES_PER_RUN`], the bodies
+/// built), or all of them. Shorter runs give more rounds in the same time.
+fn lines_per_run() -> u64 {
+    static LINES: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::env::var("INGEST_LINES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map_or(LINES_PER_RUN, |n: u64| n.clamp(BATCH * 100, LINES_PER_RUN))
+    });
+    *LINES
+}
 /// Rounds of (discard, ingest) per writer count; each round's ratio compares two runs
 /// taken back to back, and the median of the rounds is the figure to quote. With the
 /// best of three runs of each side (an earlier version), one peak of the ceiling
@@ -78,7 +91,7 @@ impl Bench {
     }
 
     async fn run_bodies(&self, writers: u64, round: usize, discard: bool, all: &[Bytes]) -> f64 {
-        let batches_each = LINES_PER_RUN / BATCH / writers;
+        let batches_each = lines_per_run() / BATCH / writers;
         let keys: Vec<String> = (0..writers)
             .map(|w| format!("bench/r{round}/{writers}/{w}"))
             .collect();
@@ -176,23 +189,37 @@ async fn measured(bench: &Bench, writers: u64, round: usize, bodies: &[Bytes]) -
     let before = service_cpu();
     let rate = bench.run_bodies(writers, round, false, bodies).await;
     let cpu = service_cpu().saturating_sub(before);
-    let lines = (LINES_PER_RUN / BATCH / writers * BATCH * writers) as f64;
+    let lines = (lines_per_run() / BATCH / writers * BATCH * writers) as f64;
     (rate, cpu.as_secs_f64() * 1e6 / (lines / 1000.0))
 }
 
 /// Ingest with the section index off and on, over a plain log and over one with
 /// 10 000 sections per million lines: `INGEST_ROUNDS` rounds (default 5) for 1 and
-/// 100 writers, the four runs of a round back to back (off and on alternating which
-/// goes first), and the medians of each side and of each round's ratio.
+/// 100 writers (`INGEST_WRITERS`, e.g. `100`, to run one of them), the two runs of
+/// a round back to back (off and on alternating which goes first).
+///
+/// What it answers is the throughput cost: each round's ratio of lines/s on to off
+/// (two runs seconds apart, so a slow spell of the machine mostly hits both), their
+/// median with a 95 % confidence interval (distribution-free, by ranks), and the
+/// ratio of the sums of the runs' times. The service's CPU time per line is read
+/// beside it: it moves less with other load, and says where the cost is.
+///
+/// Run it with `MIMALLOC_PURGE_DELAY=-1`: each run stores and frees hundreds of MB,
+/// and pages handed back to the system are faulted in again by the next run on the
+/// service's threads, which moved single rounds by ±20–40 % (bench/RESULTS.md).
 async fn compare_sections(bench: &Bench) {
     let rounds: usize = std::env::var("INGEST_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    let writer_counts: Vec<u64> = std::env::var("INGEST_WRITERS")
+        .ok()
+        .map(|w| w.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 100]);
     let sections = bench.state.sections();
     sections.set_enabled(true);
     bench.run(100, 99, false).await;
-    for writers in [1u64, 100] {
+    for &writers in &writer_counts {
         for (log, bodies) in [("plain", &bench.bodies), ("1 % markers", &bench.marked)] {
             let (mut off, mut on) = (Vec::new(), Vec::new());
             for round in 0..rounds {
@@ -202,14 +229,15 @@ async fn compare_sections(bench: &Bench) {
                 let (mut o, mut i) = ((0.0, 0.0), (0.0, 0.0));
                 for off in [off_first, !off_first] {
                     sections.set_enabled(!off);
-                    let run = round + if off { 0 } else { 100 };
+                    let run = round + if off { 0 } else { 1000 };
                     let r = measured(bench, writers, run, bodies).await;
                     *(if off { &mut o } else { &mut i }) = r;
                 }
                 println!(
-                    "{writers:>3} writers, {log:<11}, round {round}: lines/s off {:>9.0}, on {:>9.0}; service CPU µs/1000 lines off {:>6.1}, on {:>6.1} ({:+.1} %)",
+                    "{writers:>3} writers, {log:<11}, round {round:>2}: lines/s off {:>9.0}, on {:>9.0} ({:+.1} %); service CPU µs/1000 lines off {:>6.1}, on {:>6.1} ({:+.1} %)",
                     o.0,
                     i.0,
+                    100.0 * (i.0 / o.0 - 1.0),
                     o.1,
                     i.1,
                     100.0 * (i.1 / o.1 - 1.0)
@@ -218,28 +246,66 @@ async fn compare_sections(bench: &Bench) {
                 on.push(i);
             }
             sections.set_enabled(true);
-            let median = |v: &[f64]| quantile(&mut v.to_vec(), 0.5);
-            let pick = |v: &[(f64, f64)], cpu: bool| -> Vec<f64> {
-                v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect()
-            };
-            let ratio = |cpu: bool| -> Vec<f64> {
-                off.iter()
-                    .zip(&on)
-                    .map(|(o, i)| if cpu { i.1 / o.1 } else { i.0 / o.0 })
-                    .collect()
-            };
-            let (o, i) = (median(&pick(&off, false)), median(&pick(&on, false)));
-            let (oc, ic) = (median(&pick(&off, true)), median(&pick(&on, true)));
-            let cpu_ratios = ratio(true);
-            println!(
-                "{writers:>3} writers, {log:<11}, median of {rounds}: lines/s off {o:.0}, on {i:.0} (round ratio {:+.1} %); service CPU µs/1000 lines off {oc:.1}, on {ic:.1} (round ratio {:+.1} %, rounds {:+.1} … {:+.1} %)",
-                100.0 * (median(&ratio(false)) - 1.0),
-                100.0 * (median(&cpu_ratios) - 1.0),
-                100.0 * (quantile(&mut cpu_ratios.clone(), 0.0) - 1.0),
-                100.0 * (quantile(&mut cpu_ratios.clone(), 1.0) - 1.0),
-            );
+            report(writers, log, &off, &on);
         }
     }
+}
+
+/// Prints one case's summary over the rounds' (lines/s, CPU µs per 1 000 lines)
+/// with the index off and on.
+fn report(writers: u64, log: &str, off: &[(f64, f64)], on: &[(f64, f64)]) {
+    let n = off.len();
+    let pct = |r: f64| 100.0 * (r - 1.0);
+    let rate: Vec<f64> = off.iter().zip(on).map(|(o, i)| i.0 / o.0).collect();
+    let cpu: Vec<f64> = off.iter().zip(on).map(|(o, i)| i.1 / o.1).collect();
+    let (rate_lo, rate_mid, rate_hi) = median_ci(&rate);
+    let (cpu_lo, cpu_mid, cpu_hi) = median_ci(&cpu);
+    // Time is lines / rate, and every run sends the same lines.
+    let time = |v: &[(f64, f64)]| v.iter().map(|p| 1.0 / p.0).sum::<f64>();
+    let median = |v: Vec<f64>| quantile(&mut v.clone(), 0.5);
+    println!(
+        "{writers:>3} writers, {log:<11}, {n} rounds: lines/s off {:.0}, on {:.0}; \
+         throughput on/off {:+.1} % (95 % CI {:+.1} … {:+.1} %; sum of times {:+.1} %); \
+         service CPU µs/1000 lines off {:.1}, on {:.1}, on/off {:+.1} % (95 % CI {:+.1} … {:+.1} %)",
+        median(off.iter().map(|p| p.0).collect()),
+        median(on.iter().map(|p| p.0).collect()),
+        pct(rate_mid),
+        pct(rate_lo),
+        pct(rate_hi),
+        pct(time(off) / time(on)),
+        median(off.iter().map(|p| p.1).collect()),
+        median(on.iter().map(|p| p.1).collect()),
+        pct(cpu_mid),
+        pct(cpu_lo),
+        pct(cpu_hi),
+    );
+}
+
+/// The median of `v` and a confidence interval of at least 95 % around it, by
+/// ranks: the `k`-th smallest and largest values, for the largest `k` with
+/// P(Binomial(n, ½) < k) ≤ 2.5 % (for 5 or fewer values, the extremes).
+fn median_ci(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    // P(X < k) for X ~ Binomial(n, ½), growing with k.
+    let below = |k: usize| -> f64 {
+        let mut c = 1.0f64;
+        let mut sum = 0.0;
+        for i in 0..k {
+            sum += c;
+            c = c * (n - i) as f64 / (i + 1) as f64;
+        }
+        sum / 2f64.powi(n as i32)
+    };
+    let k = (1..=n / 2)
+        .take_while(|&k| below(k) <= 0.025)
+        .last()
+        .unwrap_or(1);
+    (v[k - 1], quantile(&mut v.clone(), 0.5), v[n - k])
 }
 
 /// The `q` quantile of `v` (0.5: the median, 0 and 1: the extremes), by rank.
@@ -300,7 +366,8 @@ fn main() {
     .unwrap();
     let bodies: Vec<Bytes> = (0..LINES_PER_RUN / BATCH).map(batch_body).collect();
     println!(
-        "ingest benchmark: {LINES_PER_RUN} lines per run, {BATCH} lines per batch, {} body bytes per batch, {ROUNDS} rounds",
+        "ingest benchmark: {} lines per run, {BATCH} lines per batch, {} body bytes per batch, {ROUNDS} rounds",
+        lines_per_run(),
         bodies[0].len()
     );
     let bench = Arc::new(Bench {
@@ -325,14 +392,29 @@ fn main() {
     // `INGEST_PROFILE=ingest|discard` runs only that side, 100 writers,
     // `INGEST_ROUNDS` rounds (default 10): a steady load to attach `perf` to, with
     // the two sides' profiles comparable (0 rounds profiles the set-up alone).
+    // `marked` and `marked-off` send the log with 1 % marker lines, with the
+    // section index on and off; `INGEST_WRITERS` changes the 100.
     if let Ok(side) = std::env::var("INGEST_PROFILE") {
         let rounds: usize = std::env::var("INGEST_ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(10);
+        let writers: u64 = std::env::var("INGEST_WRITERS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(100);
+        let marked: Vec<Bytes> = (0..LINES_PER_RUN / BATCH).map(marked_body).collect();
+        bench.state.sections().set_enabled(side != "marked-off");
+        let bodies = if side.starts_with("marked") {
+            &marked
+        } else {
+            &bench.bodies
+        };
         client_rt.block_on(async {
             for round in 0..rounds {
-                let rate = bench.run(100, round, side == "discard").await;
+                let rate = bench
+                    .run_bodies(writers, round, side == "discard", bodies)
+                    .await;
                 println!("{side} round {round}: {rate:.0} lines/s");
             }
         });

@@ -150,33 +150,9 @@ fn out_of<'a>(line: &'a StoredLine, scratch: &'a mut Vec<u8>) -> Cow<'a, str> {
 /// here could only make the digest differ, and the writer then uploads: it can cost
 /// time, never a line.
 fn compact_out<'a>(json: &'a [u8], scratch: &'a mut Vec<u8>) -> Option<&'a str> {
-    let rest = json.strip_prefix(br#"{"level":""#)?;
-    let level_end = memchr::memchr2(b'"', b'\\', rest)?;
-    let rest = rest[level_end..].strip_prefix(br#"","pos":"#)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let text = rest[digits..].strip_prefix(br#","out":""#)?;
+    let text = super::line_text::out_start(json)?;
     scratch.clear();
-    let mut at = 0;
-    loop {
-        let next = at + memchr::memchr2(b'"', b'\\', &text[at..])?;
-        scratch.extend_from_slice(&text[at..next]);
-        if text[next] == b'"' {
-            break;
-        }
-        let plain = match text.get(next + 1)? {
-            b'n' => b'\n',
-            b't' => b'\t',
-            b'r' => b'\r',
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            _ => return None,
-        };
-        scratch.push(plain);
-        at = next + 2;
-    }
+    super::line_text::decode_string(text, scratch)?;
     std::str::from_utf8(scratch).ok()
 }
 

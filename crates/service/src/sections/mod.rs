@@ -18,6 +18,7 @@
 //! with the stream).
 
 pub mod ledger;
+mod line_text;
 pub mod scan;
 
 use crate::store::blob::BlobError;

@@ -4,14 +4,16 @@
 //! `\e[0K`), so a line can hold one only if its `out` value starts with one of
 //! [`MARKER_STARTS`] or the writer's drop-marker prefix. Each line's JSON is looked
 //! at only there: its `"out":` key is found (in the first bytes, where writers put
-//! it) and a few bytes compared; only lines that pass are parsed. An Aho-Corasick
-//! pass over the whole body for the same strings cost 4× more (32 µs against 8 µs
-//! per 1 000 lines, `benches/parse.rs`, `section_scan`). The markers are plain
-//! ASCII, which JSON writes as itself; a line whose text starts with any other
-//! `\u` escape is parsed to be sure (a writer may escape more than JSON needs). A
-//! writer that puts another `"out":` key inside a line before its own is not
-//! recognised.
+//! it) and a few bytes compared; only lines that pass are read (their `out` and
+//! `time`: directly for the writers' shape, `line_text.rs`, by serde otherwise).
+//! An Aho-Corasick pass over the whole body for the same strings cost 4× more
+//! (32 µs against 8 µs per 1 000 lines, `benches/parse.rs`, `section_scan`). The
+//! markers are plain ASCII, which JSON writes as itself; a line whose text starts
+//! with any other `\u` escape is parsed to be sure (a writer may escape more than
+//! JSON needs). A writer that puts another `"out":` key inside a line before its
+//! own is not recognised.
 
+use super::line_text::{out_start, writer_text};
 use crate::store::{LineBatch, StoredLine};
 use memchr::memmem;
 use runlog_protocol::sections::{MARKER_STARTS, may_be_marker};
@@ -23,18 +25,7 @@ static OUT_KEY: LazyLock<memmem::Finder<'static>> =
 
 /// Where the text of a line's `out` value starts in its JSON.
 fn out_value(json: &[u8]) -> Option<&[u8]> {
-    compact_out_value(json).or_else(|| any_out_value(json))
-}
-
-/// [`out_value`] for the shape writers send, `{"level":"…","pos":N,"out":"…`:
-/// a few compares, where a search costs a call per line.
-fn compact_out_value(json: &[u8]) -> Option<&[u8]> {
-    let rest = json.strip_prefix(b"{\"level\":\"")?;
-    // A level is a short word: a plain loop beats a SIMD search's set-up here.
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    let rest = rest[end..].strip_prefix(b"\",\"pos\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    rest[digits..].strip_prefix(b",\"out\":\"")
+    out_start(json).or_else(|| any_out_value(json))
 }
 
 fn skip_ws(mut r: &[u8]) -> &[u8] {
@@ -56,12 +47,45 @@ fn any_out_value(json: &[u8]) -> Option<&[u8]> {
 /// Whether a line whose `out` JSON text starts with `first` may hold a marker:
 /// the first bytes [`may_hold_marker`] lets through (a marker's, or the writer's
 /// drop marker's, a space, or a backslash starting `\t` or an escape).
-fn may_start_marker(first: u8) -> bool {
+const fn may_start_marker(first: u8) -> bool {
     matches!(
         first,
         b':' | b's' | b'-' | b'+' | b'~' | b'^' | b'[' | b' ' | b'\\'
     )
 }
+
+/// Indexes of the lines whose `out` text may start a marker by its first byte
+/// (`firsts[i]` for line `i`). The bytes are tested [`CHUNK`] at a time without a
+/// branch (one table load a byte, or-ed), and only a chunk that holds such a byte
+/// is looked at byte by byte: a test and a branch per line was the largest part
+/// of the scan of a batch with 1 % marker lines.
+fn candidates(firsts: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    firsts
+        .chunks(CHUNK)
+        .enumerate()
+        .filter(|(_, chunk)| chunk.iter().fold(0, |any, &b| any | STARTS[usize::from(b)]) != 0)
+        .flat_map(|(k, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| may_start_marker(**b))
+                .map(move |(i, _)| k * CHUNK + i)
+        })
+}
+
+/// Lines [`candidates`] tests at once.
+const CHUNK: usize = 32;
+
+/// [`may_start_marker`] as a table: 1 for a byte that may start a marker.
+static STARTS: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = may_start_marker(b as u8) as u8;
+        b += 1;
+    }
+    t
+};
 
 /// Whether a line's JSON may hold a marker: its `out` text starts, after spaces,
 /// tabs and `\e[0K` (as JSON writes them), with a marker's first bytes.
@@ -160,7 +184,7 @@ pub fn marker_line(pos: u64, json: &[u8]) -> Option<MarkerLine> {
     if !may_hold_marker(json) {
         return None;
     }
-    let line: LineText<'_> = serde_json::from_slice(json).ok()?;
+    let line = read_text(json)?;
     // The tracker parses a section marker (once, when it takes the line); here it
     // is told apart from a drop marker by how it starts.
     let mark = if may_be_marker(&line.out) {
@@ -174,6 +198,15 @@ pub fn marker_line(pos: u64, json: &[u8]) -> Option<MarkerLine> {
         out: line.out.into_owned(),
         mark,
     })
+}
+
+/// A line's `out` and `time`: read directly when the line has the writers' shape
+/// ([`writer_text`]), else parsed.
+fn read_text(json: &[u8]) -> Option<LineText<'_>> {
+    match writer_text(json) {
+        Some((out, time)) => Some(LineText { out, time }),
+        None => serde_json::from_slice(json).ok(),
+    }
 }
 
 /// What the index needs of one `PUT /stream` batch, taken before the batch goes to
@@ -202,11 +235,13 @@ impl BatchScan {
     pub fn of_with(batch: &LineBatch, out_first: Option<&[u8]>) -> Self {
         let lines = batch.lines();
         let run = match (lines.first(), lines.last()) {
+            // The last `pos` without overflow, then every line's offset from the
+            // first: a fold without an early exit, which vectorises.
             (Some(first), Some(last))
-                if lines
-                    .iter()
-                    .enumerate()
-                    .all(|(i, l)| Some(l.pos) == first.pos.checked_add(i as u64)) =>
+                if first.pos.checked_add(lines.len() as u64 - 1) == Some(last.pos)
+                    && lines.iter().enumerate().fold(true, |run, (i, l)| {
+                        run & (l.pos.wrapping_sub(first.pos) == i as u64)
+                    }) =>
             {
                 Some((first.pos, last.pos))
             }
@@ -214,11 +249,11 @@ impl BatchScan {
         };
         let buf = batch.buffer();
         let markers = match out_first.filter(|f| f.len() == lines.len()) {
-            Some(firsts) => lines
-                .iter()
-                .zip(firsts)
-                .filter(|(_, first)| may_start_marker(**first))
-                .filter_map(|(l, _)| marker_line(l.pos, &buf[l.span()]))
+            Some(firsts) => candidates(firsts)
+                .filter_map(|i| {
+                    let l = lines.get(i)?;
+                    marker_line(l.pos, &buf[l.span()])
+                })
                 .collect(),
             None => lines
                 .iter()
@@ -231,7 +266,7 @@ impl BatchScan {
 
 /// The `time` and `out` of a stored line (for reading back and the ledger).
 pub fn text_of(line: &StoredLine) -> Option<(String, String)> {
-    let t: LineText<'_> = serde_json::from_slice(&line.json).ok()?;
+    let t = read_text(&line.json)?;
     Some((t.time.into_owned(), t.out.into_owned()))
 }
 
@@ -402,6 +437,23 @@ mod tests {
         let accented = r#"{"pos":5,"out":"\u00e9t\u00e9 ::group::x"}"#;
         assert!(may_hold_marker(accented.as_bytes()));
         assert_eq!(marker_line(5, accented.as_bytes()), None);
+    }
+
+    #[test]
+    fn the_chunked_test_picks_the_lines_the_byte_test_picks() {
+        for b in 0..=u8::MAX {
+            assert_eq!(STARTS[usize::from(b)] == 1, may_start_marker(b), "{b}");
+        }
+        // Candidates in the first and last byte of chunks, and a short last chunk.
+        let mut firsts = vec![b'x'; 3 * CHUNK + 5];
+        for i in [0, CHUNK - 1, CHUNK, 2 * CHUNK + 7, 3 * CHUNK + 4] {
+            firsts[i] = b':';
+        }
+        let want: Vec<usize> = (0..firsts.len())
+            .filter(|&i| may_start_marker(firsts[i]))
+            .collect();
+        assert_eq!(candidates(&firsts).collect::<Vec<_>>(), want);
+        assert_eq!(candidates(&[]).count(), 0);
     }
 
     #[test]
