@@ -35,7 +35,7 @@
 //! ([`SectionTracker::finish`]): a step that failed marks them `failure`; without a
 //! stated outcome they are `unknown`.
 //!
-//! Over 700 lines with its tests (about 225); the code is one parser and the tree it
+//! Over 700 lines with its tests (about 275); the code is one parser and the tree it
 //! builds, which change together.
 
 use serde::{Deserialize, Serialize};
