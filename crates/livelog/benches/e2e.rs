@@ -55,6 +55,10 @@ async fn start_service() -> (TestService, String, tempfile::TempDir) {
     cfg.account_limits.max_bytes = u64::MAX;
     cfg.account_limits.max_requests_per_sec = u64::MAX;
     let svc = TestService::start_with(cfg).await;
+    // `E2E_SECTIONS=off`: the service keeps no section index, to see what it costs here.
+    if std::env::var("E2E_SECTIONS").is_ok_and(|v| v == "off") {
+        svc.state().sections().set_enabled(false);
+    }
     let token = svc.token(ACCOUNT, Scope::Write);
     (svc, token, dir)
 }
