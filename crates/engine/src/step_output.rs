@@ -53,9 +53,8 @@ impl Kept {
         // The part of `data` that could not be kept even alone.
         let skip = data.len().saturating_sub(limit);
         let data = &data[skip..];
-        let excess = (self.bytes.len() + data.len()).saturating_sub(limit);
-        self.bytes.drain(..excess);
-        self.start += (excess + skip) as u64;
+        self.keep_last(limit - data.len());
+        self.start += skip as u64;
         self.bytes.extend(data);
     }
 
