@@ -418,6 +418,9 @@ mod tests {
     use crate::client::Batch;
     use async_trait::async_trait;
     use runlog_protocol::service::AppendAck;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{LazyLock, Mutex};
+    use tokio::sync::{Notify, Semaphore};
 
     #[test]
     fn a_writer_continuing_held_lines_resends_its_part_and_never_uploads() {
@@ -436,9 +439,6 @@ mod tests {
         );
         assert!(continuing.snapshot && continuing.close_stream);
     }
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{LazyLock, Mutex};
-    use tokio::sync::{Notify, Semaphore};
 
     /// Entries whose lock a deliverer found held (and is now waiting for).
     static CONTENDED: LazyLock<(Mutex<Vec<PathBuf>>, Notify)> =

@@ -17,15 +17,26 @@ fn texts(lines: &[runlog_protocol::LogLine]) -> Vec<&str> {
     lines.iter().map(|l| l.out.trim_end_matches('\n')).collect()
 }
 
+/// The earlier writer of `key`: three lines, `FIRST-1` to `FIRST-3`, written and
+/// closed through `url`; its report.
+async fn write_first(
+    url: &str,
+    token: &str,
+    key: &str,
+    spool: &std::path::Path,
+) -> livelog::WriterReport {
+    let first = Writer::open(client(url, token), config(key, spool)).await;
+    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
+    first.close().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_opening_a_stream_that_holds_lines_continues_after_them() {
     let svc = TestService::start().await;
     let token = svc.token(ACCOUNT, Scope::Write);
     let spool = tempfile::tempdir().unwrap();
     let key = "reuse/continued";
-    let first = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
-    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
-    let a = first.close().await;
+    let a = write_first(&svc.url(), &token, key, spool.path()).await;
     let second = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
     second.write(b"SECOND-4\nSECOND-5\n");
     let b = second.close().await;
@@ -54,9 +65,11 @@ async fn lines_numbered_before_a_late_open_showed_the_stream_held_lines_are_repo
     let token = svc.token(ACCOUNT, Scope::Write);
     let spool = tempfile::tempdir().unwrap();
     let key = "reuse/late-open";
-    let first = Writer::open(client(&svc.url(), &token), config(key, spool.path())).await;
-    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
-    assert!(first.close().await.archived);
+    assert!(
+        write_first(&svc.url(), &token, key, spool.path())
+            .await
+            .archived
+    );
     // The second writer cannot reach the service when it starts: it numbers from 0
     // and opens in the background once the service is back.
     let proxy = FaultProxy::start(&svc.url(), Faults::none(), 7).await;
@@ -89,9 +102,11 @@ async fn a_continuing_writer_resends_only_its_own_lines_once_after_a_service_res
     let proxy = FaultProxy::start(&svc.url(), Faults::none(), 3).await;
     let spool = tempfile::tempdir().unwrap();
     let key = "reuse/restart";
-    let first = Writer::open(client(&proxy.url(), &token), config(key, spool.path())).await;
-    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
-    assert!(first.close().await.archived);
+    assert!(
+        write_first(&proxy.url(), &token, key, spool.path())
+            .await
+            .archived
+    );
     let cfg = livelog::WriterConfig {
         max_retry_delay: Duration::from_millis(100),
         ..config(key, spool.path())
@@ -171,9 +186,7 @@ async fn a_continuing_writer_whose_close_fails_keeps_the_earlier_lines_in_the_ar
     let data = tempfile::tempdir().unwrap();
     let (spool, outbox) = (data.path().join("spool"), data.path().join("outbox"));
     let key = "reuse/outboxed";
-    let first = Writer::open(client(&svc.url(), &token), config(key, &spool)).await;
-    first.write(b"FIRST-1\nFIRST-2\nFIRST-3\n");
-    assert!(first.close().await.archived);
+    assert!(write_first(&svc.url(), &token, key, &spool).await.archived);
     let proxy = FaultProxy::start(&svc.url(), Faults::none(), 11).await;
     let cfg = livelog::WriterConfig {
         outbox_dir: Some(outbox.clone()),
