@@ -7,7 +7,9 @@
 //!   pre-built batches of the same JSON sent one request at a time: `PUT /bench/discard`
 //!   (HTTP and body transfer alone: the raw-transport ceiling) and `PUT /stream`
 //!   (transfer plus the service's parsing and storing). `E2E_ROUNDS` rounds (5), and
-//!   the medians.
+//!   the medians. `E2E_WRITER_ONLY=1` skips the ceilings, `E2E_SECTIONS=off` turns
+//!   the service's section index off, `E2E_PRINT_COST=1` prints what each writer
+//!   round cost the process (CPU time, page faults).
 //! - latency: 100 lines/s; time from `write` to the line's arrival on an SSE tail.
 //! - rss: 1 GiB written as fast as possible while the service stalls every request;
 //!   peak RSS of this process (run this mode alone: the process's high-water mark).
@@ -273,6 +275,7 @@ async fn writer_run(
     };
     let all: Vec<u8> = (0..n).flat_map(|i| line_text(i).into_bytes()).collect();
     let w = Writer::new(client, cfg);
+    let cost = RoundCost::now();
     let t = Instant::now();
     // The producer is its own thread, as a child process's pipe reader would be.
     let producer = std::thread::spawn({
@@ -301,6 +304,13 @@ async fn writer_run(
     }
     let delivered = t.elapsed();
     print_window(key, t);
+    if std::env::var_os("E2E_PRINT_COST").is_some() {
+        eprintln!(
+            "{key}: {} the writer's queue spilled {} times",
+            cost.since(),
+            w.progress().spills
+        );
+    }
     let produced = producer.join().unwrap();
     let tc = Instant::now();
     let report = w.close().await;
@@ -313,6 +323,54 @@ async fn writer_run(
         acked_when_produced: acked_when_produced.unwrap_or(n),
         closed,
         report,
+    }
+}
+
+/// What a window cost this whole process (writer and in-process service): CPU time
+/// from `/proc/self/task/*/schedstat` (threads that ended meanwhile are missed),
+/// minor page faults from `/proc/self/stat`, transparent huge pages faulted in
+/// system-wide from `/proc/vmstat`. With `E2E_PRINT_COST`, to tell a round that did
+/// more work from one where the same work cost more.
+struct RoundCost {
+    cpu_ns: u64,
+    minor_faults: u64,
+    thp_faults: u64,
+}
+
+impl RoundCost {
+    fn now() -> Self {
+        let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+        let cpu_ns = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        // Field 10 of stat, the 8th after the parenthesised command name.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let minor_faults = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok())
+            .unwrap_or(0);
+        let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+        let thp_faults = vmstat
+            .lines()
+            .find_map(|l| l.strip_prefix("thp_fault_alloc ")?.trim().parse().ok())
+            .unwrap_or(0);
+        RoundCost {
+            cpu_ns,
+            minor_faults,
+            thp_faults,
+        }
+    }
+
+    fn since(&self) -> String {
+        let now = RoundCost::now();
+        format!(
+            "CPU {:.3} s, {} minor faults, {} huge pages faulted in;",
+            now.cpu_ns.saturating_sub(self.cpu_ns) as f64 / 1e9,
+            now.minor_faults.saturating_sub(self.minor_faults),
+            now.thp_faults.saturating_sub(self.thp_faults)
+        )
     }
 }
 

@@ -9,7 +9,8 @@
 //! `INGEST_SECTIONS=compare` measures the section index instead: ingest with the
 //! index off and on, back to back in each round, over a plain log and over one with
 //! every 100th line a section marker (10 000 sections per million lines), and the
-//! throughput ratio's median over the rounds with a confidence interval.
+//! throughput ratio's median over the rounds with a confidence interval;
+//! `INGEST_HOLD=N` runs it on a service already holding `N` earlier closed streams.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use bytes::Bytes;
@@ -218,6 +219,7 @@ async fn compare_sections(bench: &Bench) {
         .unwrap_or_else(|| vec![1, 100]);
     let sections = bench.state.sections();
     sections.set_enabled(true);
+    hold_earlier_streams(bench).await;
     bench.run(100, 99, false).await;
     for &writers in &writer_counts {
         for (log, bodies) in [("plain", &bench.bodies), ("1 % markers", &bench.marked)] {
@@ -248,6 +250,54 @@ async fn compare_sections(bench: &Bench) {
             sections.set_enabled(true);
             report(writers, log, &off, &on);
         }
+    }
+}
+
+/// `INGEST_HOLD=N`: before the comparison, `N` earlier streams of a run's lines
+/// each are written and closed (index on) and stay held, as a service holds its
+/// closed streams for their retention time: the comparison then runs on a service
+/// that already holds them, where the writer's end-to-end bench saw later rounds
+/// slow down.
+async fn hold_earlier_streams(bench: &Bench) {
+    let held: usize = std::env::var("INGEST_HOLD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for n in 0..held {
+        let key = format!("bench/held/{n}");
+        let opened = bench
+            .http
+            .post(bench.url("/stream", &key))
+            .bearer_auth(&bench.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(opened.status().is_success());
+        for body in &bench.bodies[..(lines_per_run() / BATCH) as usize] {
+            let r = bench
+                .http
+                .put(bench.url("/stream", &key))
+                .bearer_auth(&bench.token)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+        let closed = bench
+            .http
+            .delete(bench.url("/stream", &key))
+            .bearer_auth(&bench.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(closed.status().is_success(), "{}", closed.status());
+    }
+    if held > 0 {
+        println!(
+            "holding {held} earlier closed streams of {} lines each",
+            lines_per_run()
+        );
     }
 }
 
@@ -333,9 +383,11 @@ fn main() {
         admin_secret: Some(secret.clone()),
         bench_discard: true,
         // One account sends every batch: at 10 M lines/s that is 10 000 requests a
-        // second, the default quota's bound, and a run would end in a 429.
+        // second, the default quota's bound, and a run would end in a 429. The
+        // streams held by `INGEST_HOLD` would cross its 1 GiB of bytes.
         account_limits: runlog_service::quota::AccountLimits {
             max_requests_per_sec: u64::MAX,
+            max_bytes: u64::MAX,
             ..Default::default()
         },
         ..ServiceConfig::default()
