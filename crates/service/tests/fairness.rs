@@ -460,6 +460,49 @@ async fn the_pace_of_new_streams_holds_across_two_replicas_on_one_redis() {
     quiet_unaffected_on(&a, &b).await;
 }
 
+/// An account allowed no new streams at all (`--account-max-new-streams 0`) is
+/// refused every one, with a retry a second later.
+async fn no_new_streams_at_all(noisy: &Api) {
+    for key in ["first", "second"] {
+        let r = noisy
+            .req(Method::POST, "/stream", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["retry-after"], "1");
+        let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(
+            msg.contains("(0 a second") && msg.contains("retry in 1000 ms"),
+            "{msg}"
+        );
+    }
+}
+
+/// Limits allowing no new stream at all.
+fn closed_pace() -> AccountLimits {
+    AccountLimits {
+        max_new_streams_per_sec: 0,
+        ..AccountLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn an_account_allowed_no_new_streams_is_refused_with_a_retry() {
+    let (_svc, noisy, quiet, _dir) = tenants(closed_pace()).await;
+    no_new_streams_at_all(&noisy).await;
+    // The same limits apply to every account.
+    no_new_streams_at_all(&quiet).await;
+}
+
+#[tokio::test]
+async fn an_account_allowed_no_new_streams_is_refused_with_a_retry_on_redis() {
+    let redis = RedisServer::start_new().await;
+    let (a, b, _dir) = replicas(&redis, closed_pace()).await;
+    let (noisy_a, noisy_b) = noisy_on(&a, &b);
+    no_new_streams_at_all(&noisy_a).await;
+    no_new_streams_at_all(&noisy_b).await;
+}
+
 #[tokio::test]
 async fn opens_past_the_burst_wait_their_turn_across_two_replicas_on_one_redis() {
     let redis = RedisServer::start_new().await;

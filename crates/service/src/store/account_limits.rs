@@ -180,6 +180,13 @@ pub fn max_wait_us(limits: &AccountLimits) -> u64 {
     u64::try_from(limits.new_streams_max_wait.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The refusal of a new stream when `account` holds `held` streams, its limit (429).
+pub fn streams_held_refused(account: &AccountId, held: u64) -> StoreError {
+    StoreError::TooMany(format!(
+        "account {account} holds {held} streams, its limit: close and remove some first"
+    ))
+}
+
 /// The refusal of a new stream over its account's pace, `wait_us` before one is
 /// allowed (429 with `Retry-After`).
 pub fn pace_refused(account: &AccountId, limits: &AccountLimits, wait_us: u64) -> StoreError {

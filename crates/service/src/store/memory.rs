@@ -359,6 +359,26 @@ impl MemoryStreamStore {
         self
     }
 
+    /// Refuses a new stream when the service or `account` already holds its limit of
+    /// streams, changing nothing (the count is taken by [`Self::add_account_stream`]).
+    fn room_for_a_stream(&self, account: &AccountId) -> Result<(), StoreError> {
+        let count = self
+            .streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64;
+        if count >= self.limits.max_streams {
+            return Err(service_full(count));
+        }
+        let held = lock(&self.accounts).get(account).map_or(0, |u| u.streams);
+        if held >= self.account_limits.max_streams {
+            return Err(crate::store::account_limits::streams_held_refused(
+                account, held,
+            ));
+        }
+        Ok(())
+    }
+
     /// Counts a new stream of `account`, or refuses when it holds its limit.
     fn add_account_stream(&self, account: &AccountId) -> Result<(), StoreError> {
         let mut accounts = lock(&self.accounts);
@@ -368,9 +388,9 @@ impl MemoryStreamStore {
             if held == 0 {
                 accounts.remove(account);
             }
-            return Err(StoreError::TooMany(format!(
-                "account {account} holds {held} streams, its limit: close and remove some first"
-            )));
+            return Err(crate::store::account_limits::streams_held_refused(
+                account, held,
+            ));
         }
         usage.streams += 1;
         Ok(())
@@ -457,6 +477,11 @@ impl MemoryStreamStore {
     }
 }
 
+/// The refusal of a new stream when the service holds `count`, its limit.
+fn service_full(count: u64) -> StoreError {
+    StoreError::LimitExceeded(format!("the service holds {count} streams, its limit"))
+}
+
 #[async_trait]
 impl StreamStore for MemoryStreamStore {
     async fn open(&self, id: &StreamId) -> Result<StreamMeta, StoreError> {
@@ -468,8 +493,12 @@ impl StreamStore for MemoryStreamStore {
             }
             return Ok(entry.meta());
         }
-        // A new stream: its turn in the account's pace first, waited for with no lock
-        // held (should another open create it meanwhile, this one reopens it).
+        // A new stream. The bounds on streams held come first, as in `open.lua`: an
+        // open they refuse must not use up a turn of the account's pace.
+        self.room_for_a_stream(&id.account)?;
+        // Then its turn in the pace, waited for with no lock held (should another
+        // open create it meanwhile, this one reopens it; the bounds are checked
+        // again under the lock below, where they are decided).
         let now = crate::store::account_limits::now_us();
         match self
             .new_streams
@@ -491,9 +520,7 @@ impl StreamStore for MemoryStreamStore {
             std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 if count >= self.limits.max_streams {
-                    return Err(StoreError::LimitExceeded(format!(
-                        "the service holds {count} streams, its limit"
-                    )));
+                    return Err(service_full(count));
                 }
                 self.add_account_stream(&id.account)?;
                 v.insert(Arc::new(Entry {
@@ -739,6 +766,30 @@ mod tests {
             pos,
             json: Bytes::from(format!(r#"{{"pos":{pos},"out":"x"}}"#)),
         }
+    }
+
+    #[tokio::test]
+    async fn an_open_refused_for_the_streams_held_keeps_the_account_s_turn() {
+        // One stream at most; two new ones at once, then one a second, no waiting.
+        let s =
+            MemoryStreamStore::new(MemoryLimits::default()).with_account_limits(AccountLimits {
+                max_streams: 1,
+                max_new_streams_per_sec: 1,
+                new_streams_burst: 2,
+                new_streams_max_wait: std::time::Duration::ZERO,
+                ..AccountLimits::default()
+            });
+        s.open(&id("a")).await.unwrap();
+        for _ in 0..5 {
+            let refused = s.open(&id("b")).await.unwrap_err();
+            assert!(
+                matches!(&refused, StoreError::TooMany(m) if m.contains("holds 1 streams")),
+                "{refused:?}"
+            );
+        }
+        s.remove(&id("a")).await.unwrap();
+        // The burst's second turn is still there: the refusals above took none.
+        s.open(&id("b")).await.unwrap();
     }
 
     #[tokio::test]

@@ -442,10 +442,18 @@ impl StreamStore for RedisStreamStore {
             let (status, wait_us) = self.open_script(id, interval).await?;
             match status {
                 -4 => {
-                    return Err(StoreError::TooMany(format!(
-                        "account {} holds {} streams, its limit: close and remove some first",
-                        id.account, limits.max_streams
-                    )));
+                    return Err(account_limits::streams_held_refused(
+                        &id.account,
+                        limits.max_streams,
+                    ));
+                }
+                // No new stream at all: the script has no wait to say.
+                -5 if interval == PACE_CLOSED => {
+                    return Err(account_limits::pace_refused(
+                        &id.account,
+                        limits,
+                        account_limits::PACE_CLOSED_WAIT_US,
+                    ));
                 }
                 -5 => return Err(account_limits::pace_refused(&id.account, limits, wait_us)),
                 // Its turn is reserved: open again then, without taking another.

@@ -5,7 +5,7 @@
 -- streams (interval_us apart, burst at once), {-6, wait_us}: its turn is reserved in
 -- wait_us, and the caller opens again then with interval_us -2 (its turn taken), or
 -- {-5, wait_us} when that is over max_wait_us (nothing reserved; interval_us -1: no
--- new stream at all).
+-- new stream at all, {-5, 0}, the caller says when to retry).
 -- The pace is GCRA as `NewStreamPace` keeps it in memory: `pace` holds the time (µs,
 -- Redis's own clock, the same for every replica) when the account's bucket is full
 -- again, and expires then.
@@ -13,7 +13,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', string.format('(%d', tonumber(ARGV[1]) - tonumber(ARGV[2])))
   if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[4]) then return {-4, 0} end
   local interval = tonumber(ARGV[5])
-  if interval == -1 then return {-5, 1000000} end
+  if interval == -1 then return {-5, 0} end
   if interval >= 0 then
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
