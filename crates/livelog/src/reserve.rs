@@ -4,7 +4,7 @@
 //! and a step can fill it. Then every spool write fails, and lines that only the
 //! spool held (a memory queue that overflowed) are lost — counted and stated, but
 //! lost. So the host holds a preallocated file in the spool directory ([`hold`]);
-//! the first write there that meets a full disk deletes it ([`release`]) and tries
+//! the first write there that meets a full disk deletes it (`release`) and tries
 //! again, and the writers go on in the space it held. The host makes it again when
 //! the space is back (the engine: at each `/setup`, after the last stage's workspace
 //! was removed).

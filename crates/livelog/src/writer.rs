@@ -82,7 +82,7 @@ impl Writer {
     /// holds lines (a key reused by a later step, stage or engine) the writer
     /// continues after them, numbering its first line at the service's `next_pos`,
     /// so no line of either writer is dropped as a duplicate. One try, for at most
-    /// [`OPEN_WAIT`]: a service that cannot answer does not hold the producer back;
+    /// `OPEN_WAIT` (5 s): a service that cannot answer does not hold the producer back;
     /// the writer then numbers from 0, opens in the background as [`Writer::new`]
     /// does, and reports the lines that collided with the stream's as dropped. A
     /// service that does not answer `next_pos` (a Harness log service) is written

@@ -160,7 +160,7 @@ pub fn parse_marker(out: &str) -> Option<Marker<'_>> {
 }
 
 /// What a marker line's text starts with, after any spaces, tabs and
-/// [`CLEAR_LINE`]s: a line that starts otherwise holds no marker, so a caller with
+/// `CLEAR_LINE`s (`\x1b[0K`): a line that starts otherwise holds no marker, so a caller with
 /// many lines can skip most of them with a prefix compare ([`parse_marker`]
 /// decides).
 pub const MARKER_STARTS: &[&str] = &[

@@ -209,7 +209,7 @@ impl RowDecoder {
         Ok(())
     }
 
-    /// Takes some of `input` (at most [`FEED_BYTES`]) and answers how many bytes it
+    /// Takes some of `input` (at most `FEED_BYTES`, 64 KiB) and answers how many bytes it
     /// took; their text is then offered by [`rows`](Self::rows).
     pub fn feed(&mut self, input: &[u8]) -> Result<usize, ArchiveError> {
         self.compact();
@@ -508,7 +508,7 @@ pub fn replay(
 }
 
 /// A stored archive inflated as it is read (for `GET /blob` from a client that
-/// does not take gzip): pieces of at most about [`FEED_BYTES`] plus the decoder's
+/// does not take gzip): pieces of at most about `FEED_BYTES` (64 KiB) plus the decoder's
 /// buffer, read from `input` only when asked for. Plain archives pass through.
 pub fn inflate(
     input: BoxStream<'static, Result<Bytes, StoreError>>,

@@ -10,7 +10,7 @@
 //!   `NewStreamPace` in memory, the `pace` key in `open.lua` on Redis; an open past
 //!   the account's burst waits its turn there, up to `new_streams_max_wait`;
 //! - **request rate** by the stream store too
-//!   ([`StreamStore::count_request`](crate::store::StreamStore::count_request)): a
+//!   ([`crate::store::StreamStore::count_request`]): a
 //!   one-second window per account, a Redis counter shared by the replicas (one
 //!   more pipelined round trip to Redis per request, `INCR` and `PEXPIRE`);
 //! - **open tails** here, per replica ([`Quotas::open_tail`]): a tail is one

@@ -8,7 +8,7 @@
 //! cost of ingest.
 //!
 //! Strings are not searched one by one: one vectorised pass over the body
-//! ([`QuoteIndex`], 64 bytes at a time) marks every quote that closes or opens a
+//! (`QuoteIndex`, 64 bytes at a time) marks every quote that closes or opens a
 //! string, checks every escape and notes control and non-ASCII bytes; finding the end
 //! of a string is then a bit search in that index. Per-string searches cost more than
 //! the bytes they scanned (three strings a line).

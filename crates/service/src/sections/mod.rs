@@ -12,8 +12,8 @@
 //! - `GET /stream/sections` answers from the live index for a stream still held,
 //!   and from the stored answer for a finished one ([`Sections::answer`]).
 //!
-//! State lives behind [`IndexStore`](crate::store::section_index::IndexStore):
-//! [`MemoryIndexStore`](crate::store::section_index::MemoryIndexStore) with the
+//! State lives behind [`crate::store::section_index::IndexStore`]:
+//! [`crate::store::section_index::MemoryIndexStore`] with the
 //! memory backend, the Redis store's own with Redis (shared by replicas, expiring
 //! with the stream).
 

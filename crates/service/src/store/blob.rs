@@ -27,7 +27,7 @@ pub enum BlobError {
     NotFound,
     /// The backend failed. The text is shown to callers, so it never holds the
     /// backend's own message (which names the server's paths, see
-    /// [`backend_failure`]).
+    /// `backend_failure`).
     #[error("archive storage failed: {0}")]
     Backend(String),
 }
@@ -161,7 +161,7 @@ impl BlobStore {
     /// upload. Either way the archive appears only when the writer is shut down
     /// (the local store renames a staged file into place, S3 completes the upload),
     /// and an aborted or dropped writer leaves the stored one as it was. The key of
-    /// an archive under a digest name is recorded first ([`Self::record_key`]).
+    /// an archive under a digest name is recorded first (`record_key`).
     pub fn archive_writer(&self, id: &StreamId) -> object_store::buffered::BufWriter {
         object_store::buffered::BufWriter::new(Arc::clone(&self.store), Self::object_path(id))
     }

@@ -62,7 +62,7 @@ pub enum S3Error {
 type StoreAndSigner = (Arc<dyn ObjectStore>, Arc<dyn Signer>);
 
 /// Explicit S3 settings. Fields left `None` fall back to `object_store`'s defaults
-/// (or, with [`S3Settings::from_env`], to the `AWS_*` variables).
+/// (or, with [`S3Settings::blob_store_from_env`], to the `AWS_*` variables).
 #[derive(Debug, Clone, Default)]
 pub struct S3Settings {
     /// Bucket name.

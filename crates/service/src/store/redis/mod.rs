@@ -60,7 +60,7 @@
 //! |---|---|
 //! | this file | the store: key names, the [`StreamStore`] calls, appends in chunks |
 //! | `connection` | URLs and TLS → the command connection and the notifier |
-//! | `reconnect` | [`Reconnecting`]: one more attempt on a broken connection or a cluster in motion |
+//! | `reconnect` | `Reconnecting`: one more attempt on a broken connection or a cluster in motion |
 //! | `cluster` | slots, a notifier per node, `SCAN` over every primary |
 //! | `overflow` | moving a stream's head to segments of the overflow store, reading them back |
 //! | `tail` | pages merged from segments and Redis; the tail that waits between pages |
