@@ -69,6 +69,15 @@ pub struct EngineConfig {
     /// engine's own. The default is `nobody` when the engine runs as root
     /// ([`crate::step_user`]).
     pub step_user: Option<crate::step_user::StepUser>,
+    /// Whether the steps of an engine that runs them as another user see their
+    /// stage's temporary directory at `/tmp` and `/var/tmp` (a mount namespace of
+    /// their own, [`crate::private_tmp`]), so what one stage leaves in `/tmp` is gone
+    /// before the next. On by default; off with `--shared-tmp`. Not used with
+    /// `allow_host_paths` (a machine made for one stage, whose host paths, such as
+    /// `/tmp/harness`, the steps must see), nor where it would hide the workspace or
+    /// the working directory, nor where the kernel refuses the namespace (a warning
+    /// at start says so).
+    pub private_tmp: bool,
     /// Bytes held back in the spool directory for the engine's own spools and outbox
     /// (`livelog::reserve`), made again at each `/setup`: a step that fills the file
     /// system leaves the writers that much to go on with. 0: none. Default 64 MiB.
@@ -102,6 +111,7 @@ impl Default for EngineConfig {
                 .ok()
                 .flatten(),
             spool_reserve_bytes: 64 << 20,
+            private_tmp: true,
         }
     }
 }

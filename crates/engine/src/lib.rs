@@ -32,6 +32,7 @@ pub mod machine;
 pub mod memory_cgroup;
 pub mod metrics;
 pub mod outputs;
+pub mod private_tmp;
 pub mod process;
 pub mod python;
 pub mod server;

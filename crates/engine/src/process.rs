@@ -91,6 +91,9 @@ pub struct ProcessSpec {
     /// The user the process runs as; `None`: the engine's own
     /// ([`crate::step_user`]).
     pub user: Option<crate::step_user::StepUser>,
+    /// The stage's own `/tmp` and `/var/tmp`, mounted in the child before the user
+    /// changes; `None`: the machine's ([`crate::private_tmp`]).
+    pub private_tmp: Option<crate::private_tmp::TmpMounts>,
 }
 
 /// How a step's process ended.
@@ -230,11 +233,13 @@ impl ProcessOutcome {
 
 /// Arranges what the child does between `fork` and `exec`, in this order: join the
 /// step's cgroups — the stage's, the memory one — (as the engine's user, who may
-/// write their `cgroup.procs`; writing `0` moves the writer), then become the step user — groups cleared, group, user.
+/// write their `cgroup.procs`; writing `0` moves the writer), mount the stage's own
+/// `/tmp` (root's to do), then become the step user — groups cleared, group, user.
 /// Done by hand rather than with `Command::uid`, because std changes the user before
 /// it runs `pre_exec` callbacks, and the step user may not move itself into a cgroup.
-// The one `unsafe` of the engine: std offers no safe way to run code between `fork`
-// and `exec`, and no other order lets a cgroup join precede the change of user.
+// One of the engine's two `unsafe` blocks (the other, `private_tmp::probe`, the same
+// kind): std offers no safe way to run code between `fork` and `exec`, and no other
+// order lets a cgroup join and the mounts precede the change of user.
 #[allow(unsafe_code)]
 fn enter_in_child(cmd: &mut tokio::process::Command, spec: &ProcessSpec) -> std::io::Result<()> {
     let procs = spec
@@ -248,15 +253,20 @@ fn enter_in_child(cmd: &mut tokio::process::Command, spec: &ProcessSpec) -> std:
             nix::unistd::Gid::from_raw(u.gid),
         )
     });
-    if procs.is_empty() && user.is_none() {
+    let tmp = spec.private_tmp.clone();
+    if procs.is_empty() && user.is_none() && tmp.is_none() {
         return Ok(());
     }
-    // SAFETY: the callback only makes system calls (write, setgroups, setgid, setuid)
-    // on values prepared before the fork; it allocates nothing and takes no lock.
+    // SAFETY: the callback only makes system calls (write, unshare, mount, setgroups,
+    // setgid, setuid) on values prepared before the fork; it allocates nothing and
+    // takes no lock.
     unsafe {
         cmd.pre_exec(move || {
             for file in &procs {
                 nix::unistd::write(file, b"0")?;
+            }
+            if let Some(tmp) = &tmp {
+                tmp.enter()?;
             }
             if let Some((uid, gid)) = user {
                 nix::unistd::setgroups(&[])?;
@@ -412,6 +422,7 @@ mod tests {
             drain_grace: Duration::from_millis(500),
             cgroup_procs: Vec::new(),
             user: None,
+            private_tmp: None,
         }
     }
 

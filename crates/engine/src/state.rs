@@ -34,6 +34,9 @@ struct Inner {
     /// The function endpoints, whose Python runtime also installs `/setup`'s
     /// dependencies (one virtualenv, one install lock for both).
     functions: Functions,
+    /// Whether steps get their stage's own `/tmp` (`EngineConfig::private_tmp`, and
+    /// the kernel allows it: probed once, here).
+    private_tmp: bool,
     /// RunPod's job queue over `functions`.
     jobs: Jobs,
 }
@@ -69,6 +72,7 @@ impl EngineState {
                 );
             }
         }
+        let private_tmp = private_tmp_usable(&config);
         let mut functions_config = config.functions_config();
         tune(&mut functions_config);
         let functions = Functions::new(functions_config);
@@ -77,6 +81,7 @@ impl EngineState {
             inner: Arc::new(Inner {
                 step_slots: Arc::new(tokio::sync::Semaphore::new(config.max_steps)),
                 config,
+                private_tmp,
                 stage: tokio::sync::Mutex::new(None),
                 current: RwLock::new(None),
                 sink: RwLock::new(None),
@@ -95,6 +100,12 @@ impl EngineState {
     /// The engine's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// Whether steps get their stage's own `/tmp` and `/var/tmp`
+    /// ([`crate::private_tmp`]): configured, with a step user, and allowed here.
+    pub fn private_tmp(&self) -> bool {
+        self.inner.private_tmp
     }
 
     /// The engine's counters.
@@ -161,5 +172,24 @@ impl EngineState {
             .sink
             .write()
             .unwrap_or_else(PoisonError::into_inner) = sink;
+    }
+}
+
+/// Whether steps may get their stage's own `/tmp`: asked for, with a step user (an
+/// engine running steps as itself has nothing to keep apart: they share its
+/// files anyway), without host paths (a machine made for one stage), and allowed
+/// by the kernel — which is probed, with a warning when it refuses.
+fn private_tmp_usable(config: &EngineConfig) -> bool {
+    if !config.private_tmp || config.step_user.is_none() || config.allow_host_paths {
+        return false;
+    }
+    match crate::private_tmp::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "steps share the machine's /tmp: {e} (a container without CAP_SYS_ADMIN?); --shared-tmp silences this"
+            );
+            false
+        }
     }
 }

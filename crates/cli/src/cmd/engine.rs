@@ -78,6 +78,11 @@ pub struct EngineFlags {
     /// runs steps as it.
     #[arg(long, env = "RUNLOG_ENGINE_STEP_USER")]
     pub step_user: Option<String>,
+    /// Let the step user's steps share the machine's `/tmp` and `/var/tmp`. By
+    /// default each stage's steps see their stage's own temporary directory there
+    /// (removed at destroy), so one stage's leftovers never reach the next.
+    #[arg(long, env = "RUNLOG_ENGINE_SHARED_TMP")]
+    pub shared_tmp: bool,
     /// How long a job's record (RunPod's job API: `/v2/{endpoint}/run`, `status`, …)
     /// stays readable after it ends.
     #[arg(long, env = "RUNLOG_ENGINE_JOB_RETENTION", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -185,6 +190,7 @@ impl EngineFlags {
             max_steps: self.max_steps,
             step_user: runlog_engine::step_user::StepUser::chosen(self.step_user.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e} (--step-user)"))?,
+            private_tmp: !self.shared_tmp,
             ..base
         })
     }

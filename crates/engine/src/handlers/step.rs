@@ -200,6 +200,15 @@ pub(crate) fn launch_step(
     envs.extend(stage.envs.clone());
     envs.extend(launch.envs);
     envs.insert(OUTPUT_ENV.to_owned(), outputs_file.display().to_string());
+    // The stage's own `/tmp`, unless it would hide what the step works in.
+    let private_tmp = if state.private_tmp() {
+        let needed = [stage.workspace.as_path(), &launch.cwd, &outputs_file];
+        crate::private_tmp::TmpMounts::plan(&stage.tmp_dir(), &needed)
+            .inspect_err(|why| tracing::debug!(step = %launch.id, "the machine's /tmp: {why}"))
+            .ok()
+    } else {
+        None
+    };
     let spec = ProcessSpec {
         program: launch.program,
         args: launch.args,
@@ -211,6 +220,7 @@ pub(crate) fn launch_step(
         // The step's memory cgroup is added when the step starts (`run_step`).
         cgroup_procs: stage.cgroup.iter().map(|cg| cg.procs_file()).collect(),
         user: cfg.step_user.clone(),
+        private_tmp,
     };
     // The writer is opened in the step's task, after the writers of earlier steps
     // with the same key have closed: it continues after their lines.
