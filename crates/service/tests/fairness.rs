@@ -16,6 +16,7 @@ use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_service::store::{BlobStore, StreamId, StreamStore};
 use runlog_testkit::redis::RedisServer;
 use runlog_testkit::service::{TestService, test_config};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -282,6 +283,42 @@ async fn an_account_over_its_request_rate_gets_429_and_another_does_not() {
         "{statuses:?}"
     );
     other_account_unaffected(&quiet, "build/1").await;
+}
+
+#[tokio::test]
+async fn archive_uploads_count_in_the_request_rate_and_another_account_still_uploads() {
+    let (_svc, noisy, quiet, _dir) = tenants(AccountLimits {
+        max_requests_per_sec: 30,
+        ..AccountLimits::default()
+    })
+    .await;
+    let upload = |api: &Api, key: String| {
+        let body = format!("{}\n", json!({"pos": 0, "out": "archived\n"}));
+        api.req(Method::POST, "/blob", &key).body(body).send()
+    };
+    // Four times the rate at once: whichever seconds they fall in, one holds more
+    // than 30 of them.
+    let uploads = (0..120).map(|i| {
+        let noisy = &noisy;
+        async move { upload(noisy, format!("archive/{i}")).await.unwrap() }
+    });
+    let answers = join_all(uploads).await;
+    let (stored, refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|r| r.status() == StatusCode::OK);
+    assert!(
+        !stored.is_empty() && !refused.is_empty(),
+        "{} stored",
+        stored.len()
+    );
+    for r in refused {
+        assert_eq!(r.headers()["retry-after"], "1");
+        let msg = assert_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(msg.contains("over its request rate"), "{msg}");
+    }
+    // Another account's upload is its own rate's.
+    let r = upload(&quiet, "archive/quiet".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -64,10 +64,12 @@ pub struct ServiceArgs {
     /// Most tails (viewers) one account may have open on one replica (429 above it).
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_TAILS", default_value_t = AccountLimits::default().max_tails)]
     pub account_max_tails: u64,
-    /// Most `/stream` requests one account may make in a second (429 above it).
+    /// Most `/stream` requests and archive uploads one account may make in a second
+    /// (429 above it).
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_RPS", default_value_t = AccountLimits::default().max_requests_per_sec)]
     pub account_max_rps: u64,
-    /// Most `/stream` requests of one account served at once on one replica; more
+    /// Most `/stream` requests and archive uploads of one account served at once on
+    /// one replica; more
     /// wait, in order, for a slot.
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_IN_FLIGHT", default_value_t = AccountLimits::default().max_in_flight)]
     pub account_max_in_flight: u32,

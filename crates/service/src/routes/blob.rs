@@ -44,6 +44,13 @@ async fn store_archive(
     raw: Body,
 ) -> Result<Uploaded, ApiError> {
     use http_body_util::BodyExt;
+    // An upload is one of the account's requests: counted in its rate and holding
+    // one of its slots while it lasts, as an append does (downloads are not: a
+    // reader, or anyone holding a download link, must not use up the writers' rate).
+    let _admitted = st
+        .quotas()
+        .admit(st.streams().as_ref(), &id.account)
+        .await?;
     let declared_gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -22,9 +22,10 @@ pub struct AccountLimits {
     pub max_bytes: u64,
     /// Tails (SSE readers) open at once on one replica: 429 above it.
     pub max_tails: u64,
-    /// Requests to `/stream` in one second: 429 above it.
+    /// Requests to `/stream` and archive uploads in one second: 429 above it.
     pub max_requests_per_sec: u64,
-    /// Requests to `/stream` served at once on one replica; more wait for a slot.
+    /// Requests to `/stream` and archive uploads served at once on one replica; more
+    /// wait for a slot.
     pub max_in_flight: u32,
     /// New streams (an open of a key the account does not hold, by `POST /stream`
     /// or by an append that opens its stream) a second, sustained: 429 above it.
