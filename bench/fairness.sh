@@ -7,8 +7,10 @@
 # RUNLOG_BENCH_SECS sets each phase's length (default 5); RUNLOG_BENCH_IN_FLIGHT
 # another per-account max_in_flight than the default; RUNLOG_BENCH_RELEASE=1 builds
 # in release; RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS how long an open past the
-# account's burst of new streams may wait for its turn (0: refused at once). Figures
-# go to bench/RESULTS.md, "Fairness between accounts".
+# account's burst of new streams may wait for its turn (0: refused at once);
+# RUNLOG_BENCH_BACKEND=redis runs each service over a Redis of its own (a real
+# redis-server: RUNLOG_TEST_REDIS_SERVER, or `redis-server` on PATH). Figures go to
+# bench/RESULTS.md, "Fairness between accounts".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=()

@@ -737,7 +737,24 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         limits.new_streams_max_wait = Duration::from_millis(ms);
     }
     println!("fairness: per-account limits {limits:?}");
-    let limited = TestService::start_with(config("limited", limits)).await;
+    // RUNLOG_BENCH_BACKEND=redis: each service over a Redis of its own (a real
+    // redis-server), where the streams, the rate and the pace are counted.
+    let on_redis = std::env::var("RUNLOG_BENCH_BACKEND").is_ok_and(|b| b == "redis");
+    let mut redis_servers = Vec::new();
+    let mut start = async |config: ServiceConfig| {
+        if !on_redis {
+            return TestService::start_with(config).await;
+        }
+        let redis = RedisServer::start_new().await;
+        let store = replica_store(&redis, config.account_limits);
+        redis_servers.push(redis);
+        TestService::start_with_config_and_stores(config, store, BlobStore::memory()).await
+    };
+    println!(
+        "fairness: backend {}",
+        if on_redis { "Redis" } else { "memory" }
+    );
+    let limited = start(config("limited", limits)).await;
     let no_account_limits = AccountLimits {
         max_streams: u64::MAX,
         max_bytes: u64::MAX,
@@ -748,7 +765,7 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         new_streams_burst: u64::MAX,
         new_streams_max_wait: Duration::ZERO,
     };
-    let unlimited = TestService::start_with(config("unlimited", no_account_limits)).await;
+    let unlimited = start(config("unlimited", no_account_limits)).await;
     let (b, t) = (limited.url(), limited.token("quiet", Scope::Write));
     let alone = tokio::task::spawn_blocking(move || steady_writer(b, t, "alone".into(), run))
         .await
