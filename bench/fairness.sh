@@ -9,7 +9,9 @@
 # in release; RUNLOG_BENCH_NEW_STREAMS_MAX_WAIT_MS how long an open past the
 # account's burst of new streams may wait for its turn (0: refused at once);
 # RUNLOG_BENCH_BACKEND=redis runs each service over a Redis of its own (a real
-# redis-server: RUNLOG_TEST_REDIS_SERVER, or `redis-server` on PATH). Figures go to
+# redis-server: RUNLOG_TEST_REDIS_SERVER, or `redis-server` on PATH);
+# RUNLOG_BENCH_FLOOD=appends floods with appends (64 streams, 100 lines a request)
+# instead of opens. Figures go to
 # bench/RESULTS.md, "Fairness between accounts".
 set -euo pipefail
 cd "$(dirname "$0")/.."

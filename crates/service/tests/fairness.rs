@@ -660,8 +660,52 @@ fn flood(base: String, token: String, stop: Arc<std::sync::atomic::AtomicBool>) 
     })
 }
 
-/// The quiet account's writes during one flood of `svc` by the noisy account, and
-/// then whether the quiet account can still open a new stream.
+/// One account appending to 64 streams of its own (one a connection) as fast as the
+/// service answers, 100 lines a request, until `stop`: the flood of a tenant that
+/// stays within its bounds on bytes but not on eagerness. Returns (answers 200,
+/// answers 429, other answers).
+fn flood_appends(
+    base: String,
+    token: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64, u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let http = reqwest::Client::new();
+        let tasks = (0..64).map(|worker| {
+            let (http, base, token, stop) =
+                (http.clone(), base.clone(), token.clone(), stop.clone());
+            async move {
+                let url = format!("{base}/stream?accountID=noisy&key=flood/{worker}");
+                let mut counts = (0u64, 0u64, 0u64);
+                let mut pos = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = serde_json::to_vec(&lines(pos..pos + 100)).unwrap();
+                    match http.put(&url).bearer_auth(&token).body(body).send().await {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            counts.0 += 1;
+                            pos += 100;
+                        }
+                        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => counts.1 += 1,
+                        _ => counts.2 += 1,
+                    }
+                }
+                counts
+            }
+        });
+        join_all(tasks)
+            .await
+            .into_iter()
+            .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2))
+    })
+}
+
+/// The quiet account's writes during one flood of `svc` by the noisy account (of
+/// opens, or with `RUNLOG_BENCH_FLOOD=appends` of appends), and then whether the
+/// quiet account can still open a new stream.
 async fn phase_under_flood(
     svc: &TestService,
     name: &str,
@@ -674,7 +718,11 @@ async fn phase_under_flood(
     );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (b, t, s) = (base.clone(), noisy, stop.clone());
-    let flooding = std::thread::spawn(move || flood(b, t, s));
+    let flooding = if std::env::var("RUNLOG_BENCH_FLOOD").is_ok_and(|f| f == "appends") {
+        std::thread::spawn(move || flood_appends(b, t, s))
+    } else {
+        std::thread::spawn(move || flood(b, t, s))
+    };
     let (b, t, key) = (base, quiet, name.to_owned());
     let took = tokio::task::spawn_blocking(move || steady_writer(b, t, key, run))
         .await
@@ -751,8 +799,9 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
         TestService::start_with_config_and_stores(config, store, BlobStore::memory()).await
     };
     println!(
-        "fairness: backend {}",
-        if on_redis { "Redis" } else { "memory" }
+        "fairness: backend {}, a flood of {}",
+        if on_redis { "Redis" } else { "memory" },
+        std::env::var("RUNLOG_BENCH_FLOOD").unwrap_or_else(|_| "opens".into())
     );
     let limited = start(config("limited", limits)).await;
     let no_account_limits = AccountLimits {
@@ -778,12 +827,17 @@ async fn measure_other_accounts_write_latency_during_a_flood() {
     report("alone", &alone, quiet_p99);
     report("flood, per-account limits", &with, quiet_p99);
     report("flood, service-wide limits only", &without, quiet_p99);
-    for (what, (opened, limited, other), after) in [
+    let done = if std::env::var("RUNLOG_BENCH_FLOOD").is_ok_and(|f| f == "appends") {
+        "appends of 100 lines stored"
+    } else {
+        "streams opened"
+    };
+    for (what, (ok, limited, other), after) in [
         ("per-account limits", with_flood, with_after),
         ("service-wide limits only", without_flood, without_after),
     ] {
         println!(
-            "fairness: flood with {what}: {opened} streams opened, {limited} refused 429, {other} other; then the quiet account opens a stream: {}",
+            "fairness: flood with {what}: {ok} {done}, {limited} refused 429, {other} other; then the quiet account opens a stream: {}",
             after.as_u16()
         );
     }
