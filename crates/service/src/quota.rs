@@ -107,19 +107,51 @@ impl Quotas {
         streams: &dyn StreamStore,
         account: &AccountId,
     ) -> Result<Admitted, ApiError> {
-        let slot = self
-            .slots(account)
+        let slot = self.slot(account).await?;
+        let count = streams.count_request(account).await?;
+        self.within_rate(account, count)?;
+        Ok(Admitted { _slot: slot })
+    }
+
+    /// [`Quotas::admit`] for a request that does not need the stream store (an
+    /// archive upload): when the store cannot count it (Redis is down), it is let
+    /// through uncounted rather than refused, so that archives are still kept
+    /// while the live side is out.
+    ///
+    /// # Errors
+    /// [`ApiError::Busy`] over the rate.
+    pub async fn admit_without_the_store(
+        &self,
+        streams: &dyn StreamStore,
+        account: &AccountId,
+    ) -> Result<Admitted, ApiError> {
+        let slot = self.slot(account).await?;
+        match streams.count_request(account).await {
+            Ok(count) => self.within_rate(account, count)?,
+            Err(e) => {
+                tracing::debug!(account = %account, error = %e, "request not counted: the stream store cannot count it")
+            }
+        }
+        Ok(Admitted { _slot: slot })
+    }
+
+    /// Waits for one of `account`'s request slots.
+    async fn slot(&self, account: &AccountId) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.slots(account)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::Internal("request slots closed".into()))?;
-        let count = streams.count_request(account).await?;
+            .map_err(|_| ApiError::Internal("request slots closed".into()))
+    }
+
+    /// 429 when `count` requests this second are over `account`'s rate.
+    fn within_rate(&self, account: &AccountId, count: u64) -> Result<(), ApiError> {
         if count > self.limits.max_requests_per_sec {
             return Err(ApiError::Busy(format!(
                 "account {account} is over its request rate ({} requests a second); retry in a second",
                 self.limits.max_requests_per_sec
             )));
         }
-        Ok(Admitted { _slot: slot })
+        Ok(())
     }
 
     /// Takes one of `account`'s tails for as long as the permit lives.
