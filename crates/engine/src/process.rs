@@ -9,6 +9,9 @@
 //! stdout and stderr lines both get the writer's default level (`info`): compilers,
 //! package managers and progress bars write ordinary output to stderr, so calling it
 //! `error` would mislead more often than help.
+//!
+//! Just over 700 lines with its tests (about 310 of them); the code is one step's
+//! process from spawn to stop, whose parts share the pipes, the group and the clock.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

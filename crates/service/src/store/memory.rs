@@ -12,7 +12,7 @@
 //! its spool), never silently truncated; an open over the account's streams or its pace of new
 //! streams, with [`StoreError::TooMany`] (429).
 //!
-//! Over 700 lines with its tests (about 180); the code is one backend's store calls
+//! Over 700 lines with its tests (about 200); the code is one backend's store calls
 //! and the bounds they keep, which change together.
 
 use super::{
