@@ -141,9 +141,7 @@ async fn a_root_engine_s_steps_see_their_stage_s_own_tmp_and_the_next_stage_find
     let engine = TestEngine::start_with(|c| c.data_dir = data.path().to_path_buf()).await;
     assert!(engine.state.private_tmp());
     let name = format!("runlog-left-by-stage-one-{}", std::process::id());
-    let setup = json!({"log_config": {
-        "url": svc.url(), "account_id": ACCOUNT, "token": svc.token(ACCOUNT, Scope::Write),
-    }});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT)});
     let step = |id: &str, script: String| json!({"id": id, "script": script});
     let check = |what: &str, test: &str| {
         format!(
@@ -236,9 +234,7 @@ fn unusable_for_the_step_user(dir: &std::path::Path) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_tmp_and_host_paths_keep_the_machine_s_tmp() {
     let svc = TestService::start().await;
-    let setup = json!({"log_config": {
-        "url": svc.url(), "account_id": ACCOUNT, "token": svc.token(ACCOUNT, Scope::Write),
-    }});
+    let setup = json!({"log_config": svc.log_config(ACCOUNT)});
     type Tweak = fn(&mut runlog_engine::EngineConfig);
     let tweaks: [(&str, Tweak); 2] = [
         ("shared", |c| c.private_tmp = false),

@@ -327,24 +327,19 @@ async fn writer_run(
 }
 
 /// What a window cost this whole process (writer and in-process service): CPU time
-/// from `/proc/self/task/*/schedstat` (threads that ended meanwhile are missed),
+/// of its threads (`runlog_testkit::cpu`; threads that ended meanwhile are missed),
 /// minor page faults from `/proc/self/stat`, transparent huge pages faulted in
 /// system-wide from `/proc/vmstat`. With `E2E_PRINT_COST`, to tell a round that did
 /// more work from one where the same work cost more.
 struct RoundCost {
-    cpu_ns: u64,
+    cpu: Duration,
     minor_faults: u64,
     thp_faults: u64,
 }
 
 impl RoundCost {
     fn now() -> Self {
-        let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
-        let cpu_ns = tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
+        let cpu = runlog_testkit::cpu::threads_cpu(None);
         // Field 10 of stat, the 8th after the parenthesised command name.
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         let minor_faults = stat
@@ -357,7 +352,7 @@ impl RoundCost {
             .find_map(|l| l.strip_prefix("thp_fault_alloc ")?.trim().parse().ok())
             .unwrap_or(0);
         RoundCost {
-            cpu_ns,
+            cpu,
             minor_faults,
             thp_faults,
         }
@@ -367,7 +362,7 @@ impl RoundCost {
         let now = RoundCost::now();
         format!(
             "CPU {:.3} s, {} minor faults, {} huge pages faulted in;",
-            now.cpu_ns.saturating_sub(self.cpu_ns) as f64 / 1e9,
+            now.cpu.saturating_sub(self.cpu).as_secs_f64(),
             now.minor_faults.saturating_sub(self.minor_faults),
             now.thp_faults.saturating_sub(self.thp_faults)
         )

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use bytes::Bytes;
+use reqwest::Method;
 use runlog_protocol::{AccountId, Scope, StreamKey};
 use runlog_service::store::StreamId;
 use runlog_service::{ServiceConfig, ServiceState};
@@ -98,14 +99,7 @@ impl Bench {
             .collect();
         if !discard {
             for k in &keys {
-                let r = self
-                    .http
-                    .post(self.url("/stream", k))
-                    .bearer_auth(&self.token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
+                self.stream_request(Method::POST, k, None).await;
             }
         }
         let start = Instant::now();
@@ -154,35 +148,27 @@ impl Bench {
         lines / secs
     }
 
+    /// `method` on `/stream` of `key`, sent with the bench's token; asserts a 2xx.
+    async fn stream_request(&self, method: Method, key: &str, body: Option<Bytes>) {
+        let mut req = self
+            .http
+            .request(method, self.url("/stream", key))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let r = req.send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
     fn url(&self, path: &str, key: &str) -> String {
         format!("{}{path}?accountID=bench&key={key}", self.base)
     }
 }
 
-/// CPU time the service's runtime threads (named `service`) have used so far, from
-/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU; `stat`'s 10 ms ticks moved
-/// single runs by ±5 %). Unlike throughput, it hardly moves when other processes
-/// share the cores.
+/// CPU time the service's runtime threads (named `service`) have used so far.
 fn service_cpu() -> Duration {
-    let mut nanos = 0u64;
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten();
-    for task in tasks {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "service" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        // Time on the CPU, time waiting for it, slices run.
-        nanos += stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Duration::from_nanos(nanos)
+    runlog_testkit::cpu::threads_cpu(Some("service"))
 }
 
 /// A run's lines/s and the service's CPU time per 1 000 lines, in µs.
@@ -265,33 +251,13 @@ async fn hold_earlier_streams(bench: &Bench) {
         .unwrap_or(0);
     for n in 0..held {
         let key = format!("bench/held/{n}");
-        let opened = bench
-            .http
-            .post(bench.url("/stream", &key))
-            .bearer_auth(&bench.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(opened.status().is_success());
+        bench.stream_request(Method::POST, &key, None).await;
         for body in &bench.bodies[..(lines_per_run() / BATCH) as usize] {
-            let r = bench
-                .http
-                .put(bench.url("/stream", &key))
-                .bearer_auth(&bench.token)
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
+            bench
+                .stream_request(Method::PUT, &key, Some(body.clone()))
+                .await;
         }
-        let closed = bench
-            .http
-            .delete(bench.url("/stream", &key))
-            .bearer_auth(&bench.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(closed.status().is_success(), "{}", closed.status());
+        bench.stream_request(Method::DELETE, &key, None).await;
     }
     if held > 0 {
         println!(

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Api, SseReader, assert_error, lines};
+use common::{Api, SseReader, assert_error, line, lines};
 use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use runlog_protocol::{AccountId, Scope, StreamKey};
@@ -16,7 +16,6 @@ use runlog_service::store::redis::{RedisConfig, RedisStreamStore};
 use runlog_service::store::{BlobStore, StreamId, StreamStore};
 use runlog_testkit::redis::RedisServer;
 use runlog_testkit::service::{TestService, test_config};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,7 +292,7 @@ async fn archive_uploads_count_in_the_request_rate_and_another_account_still_upl
     })
     .await;
     let upload = |api: &Api, key: String| {
-        let body = format!("{}\n", json!({"pos": 0, "out": "archived\n"}));
+        let body = format!("{}\n", line(0));
         api.req(Method::POST, "/blob", &key).body(body).send()
     };
     // Four times the rate at once: whichever seconds they fall in, one holds more
@@ -626,9 +625,16 @@ fn steady_writer(base: String, token: String, key: String, run: Duration) -> Vec
     })
 }
 
-/// One account opening new streams from 64 connections as fast as the service
-/// answers, until `stop`; returns (answers 200, answers 429, other answers).
-fn flood(base: String, token: String, stop: Arc<std::sync::atomic::AtomicBool>) -> (u64, u64, u64) {
+/// One account sending from 64 connections as fast as the service answers, until
+/// `stop`: `request` builds a connection's next request from its number, its
+/// requests so far and those answered 200 so far. Returns (answers 200, answers 429,
+/// other answers).
+fn flood_with(
+    base: String,
+    token: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    request: fn(&reqwest::Client, &str, usize, u64, u64) -> reqwest::RequestBuilder,
+) -> (u64, u64, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -640,11 +646,11 @@ fn flood(base: String, token: String, stop: Arc<std::sync::atomic::AtomicBool>) 
                 (http.clone(), base.clone(), token.clone(), stop.clone());
             async move {
                 let mut counts = (0u64, 0u64, 0u64);
-                let mut i = 0u64;
+                let mut sent = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let url = format!("{base}/stream?accountID=noisy&key=flood/{worker}/{i}");
-                    i += 1;
-                    match http.post(&url).bearer_auth(&token).send().await {
+                    let r = request(&http, &base, worker, sent, counts.0);
+                    sent += 1;
+                    match r.bearer_auth(&token).send().await {
                         Ok(r) if r.status() == StatusCode::OK => counts.0 += 1,
                         Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => counts.1 += 1,
                         _ => counts.2 += 1,
@@ -660,47 +666,32 @@ fn flood(base: String, token: String, stop: Arc<std::sync::atomic::AtomicBool>) 
     })
 }
 
-/// One account appending to 64 streams of its own (one a connection) as fast as the
-/// service answers, 100 lines a request, until `stop`: the flood of a tenant that
-/// stays within its bounds on bytes but not on eagerness. Returns (answers 200,
-/// answers 429, other answers).
-fn flood_appends(
-    base: String,
-    token: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (u64, u64, u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let http = reqwest::Client::new();
-        let tasks = (0..64).map(|worker| {
-            let (http, base, token, stop) =
-                (http.clone(), base.clone(), token.clone(), stop.clone());
-            async move {
-                let url = format!("{base}/stream?accountID=noisy&key=flood/{worker}");
-                let mut counts = (0u64, 0u64, 0u64);
-                let mut pos = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let body = serde_json::to_vec(&lines(pos..pos + 100)).unwrap();
-                    match http.put(&url).bearer_auth(&token).body(body).send().await {
-                        Ok(r) if r.status() == StatusCode::OK => {
-                            counts.0 += 1;
-                            pos += 100;
-                        }
-                        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => counts.1 += 1,
-                        _ => counts.2 += 1,
-                    }
-                }
-                counts
-            }
-        });
-        join_all(tasks)
-            .await
-            .into_iter()
-            .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2))
-    })
+/// A flood of opens: each request a new stream of the noisy account.
+fn open_a_new_stream(
+    http: &reqwest::Client,
+    base: &str,
+    worker: usize,
+    sent: u64,
+    _stored: u64,
+) -> reqwest::RequestBuilder {
+    http.post(format!(
+        "{base}/stream?accountID=noisy&key=flood/{worker}/{sent}"
+    ))
+}
+
+/// A flood of appends: each connection appends 100 lines a request to a stream of
+/// its own, the next 100 once the last were stored — the flood of a tenant that
+/// stays within its bounds on bytes but not on eagerness.
+fn append_100_lines(
+    http: &reqwest::Client,
+    base: &str,
+    worker: usize,
+    _sent: u64,
+    stored: u64,
+) -> reqwest::RequestBuilder {
+    let pos = stored * 100;
+    http.put(format!("{base}/stream?accountID=noisy&key=flood/{worker}"))
+        .body(serde_json::to_vec(&lines(pos..pos + 100)).unwrap())
 }
 
 /// The quiet account's writes during one flood of `svc` by the noisy account (of
@@ -718,11 +709,12 @@ async fn phase_under_flood(
     );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (b, t, s) = (base.clone(), noisy, stop.clone());
-    let flooding = if std::env::var("RUNLOG_BENCH_FLOOD").is_ok_and(|f| f == "appends") {
-        std::thread::spawn(move || flood_appends(b, t, s))
+    let request = if std::env::var("RUNLOG_BENCH_FLOOD").is_ok_and(|f| f == "appends") {
+        append_100_lines
     } else {
-        std::thread::spawn(move || flood(b, t, s))
+        open_a_new_stream
     };
+    let flooding = std::thread::spawn(move || flood_with(b, t, s, request));
     let (b, t, key) = (base, quiet, name.to_owned());
     let took = tokio::task::spawn_blocking(move || steady_writer(b, t, key, run))
         .await

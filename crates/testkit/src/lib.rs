@@ -3,6 +3,7 @@
 pub mod browser;
 pub mod chaos;
 mod child;
+pub mod cpu;
 pub mod forward;
 pub mod harness;
 pub mod proxy;

@@ -69,8 +69,7 @@ pub struct ServiceArgs {
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_RPS", default_value_t = AccountLimits::default().max_requests_per_sec)]
     pub account_max_rps: u64,
     /// Most `/stream` requests and archive uploads of one account served at once on
-    /// one replica; more
-    /// wait, in order, for a slot.
+    /// one replica; more wait, in order, for a slot.
     #[arg(long, env = "RUNLOG_ACCOUNT_MAX_IN_FLIGHT", default_value_t = AccountLimits::default().max_in_flight)]
     pub account_max_in_flight: u32,
     /// New streams one account may open in a second, sustained (429 above it);
